@@ -1,0 +1,3 @@
+from mnemonix.cli import main
+
+raise SystemExit(main())
