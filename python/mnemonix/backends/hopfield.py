@@ -1,0 +1,90 @@
+"""Backends of :func:`mnemonix.ops.hopfield_retrieve` (one pass; ``ops`` drives iterations).
+
+Every backend has the signature
+``run(queries[B, d], keys[N, d], values[N, dv] | None, *, beta, logit_bias[N] | None,
+want_argmax) -> (out[B, dv] float32, lse[B] float32, argmax[B] int64 | None)`` where
+``values=None`` means the values are the keys and ``logit_bias`` already folds in the mask
+(``-inf`` for masked patterns).
+
+- ``torch``: streams over N in chunks with an online softmax (running max ``m_i``, running
+  sum ``l_i``, accumulator ``acc``), so extra memory is O(B x chunk), never O(B x N).
+  Differentiable through autograd (autograd then keeps every chunk's probabilities:
+  backward memory is O(B x N)).
+- ``reference``: :func:`mnemonix.reference.hopfield_retrieve` (materialises [B, N]).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mnemonix import reference
+from mnemonix._dispatch import Backend
+
+# Extra memory target of the streaming CPU path: about this many float32 logits at a time.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def chunk_size(batch: int, n: int) -> int:
+    """Patterns per chunk: ~1M logits in flight, at least 256, at most N."""
+    return max(1, min(n, max(256, _CHUNK_ELEMENTS // max(batch, 1))))
+
+
+def run_torch(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor | None,
+    *,
+    beta: float,
+    logit_bias: torch.Tensor | None,
+    want_argmax: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    q = queries.float() * beta  # fold beta into the queries once: B*d multiplies, not B*N
+    b, n = q.shape[0], keys.shape[0]
+    dv = keys.shape[1] if values is None else values.shape[1]
+    m_i = torch.full((b,), float("-inf"), device=q.device)
+    l_i = torch.zeros(b, device=q.device)
+    acc = torch.zeros(b, dv, device=q.device)
+    best = torch.zeros(b, dtype=torch.long, device=q.device) if want_argmax else None
+    step = chunk_size(b, n)
+    for start in range(0, n, step):
+        k_tile = keys[start : start + step].float()
+        v_tile = k_tile if values is None else values[start : start + step].float()
+        s = q @ k_tile.T
+        if logit_bias is not None:
+            s = s + logit_bias[start : start + step].float()
+        tile_max, tile_arg = s.max(dim=1)
+        if best is not None:
+            best = torch.where(tile_max > m_i, tile_arg + start, best)
+        m_new = torch.maximum(m_i, tile_max)
+        # A row whose patterns so far are all masked has m_new = -inf: keep it at zero weight.
+        m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+        alpha = torch.exp(m_i - m_safe)
+        p = torch.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + p.sum(dim=1)
+        acc = acc * alpha[:, None] + p @ v_tile
+        m_i = m_new
+    out = acc / l_i[:, None]
+    lse = m_i + torch.log(l_i)
+    return out, lse, best
+
+
+def run_reference(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor | None,
+    *,
+    beta: float,
+    logit_bias: torch.Tensor | None,
+    want_argmax: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    out, lse, arg = reference.hopfield_retrieve(
+        queries.float(), keys, values, beta=beta, bias=logit_bias, return_lse=True, return_argmax=True
+    )
+    return out, lse, (arg if want_argmax else None)
+
+
+TORCH = Backend(name="torch", run=run_torch)
+REFERENCE = Backend(name="reference", run=run_reference)
+
+# Priority order for automatic selection (fast backends are prepended by their modules).
+BACKENDS: list[Backend] = [TORCH, REFERENCE]
