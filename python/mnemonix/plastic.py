@@ -151,7 +151,8 @@ class PlasticMemory:
         A node reached from ``s`` by k paths (walking in-edges) changes by ``k * amount``,
         as in the research rule. Negative amounts de-potentiate; counts never go below 0.
         """
-        _check_sample("s", s)
+        if not isinstance(s, str):
+            raise TypeError(f"s must be a str, got {type(s).__name__}")
         if isinstance(amount, bool) or not isinstance(amount, (int, np.integer)):
             raise TypeError(f"amount must be an int, got {type(amount).__name__}")
         if s not in self:
