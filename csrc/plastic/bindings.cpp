@@ -170,7 +170,8 @@ static mnemonix::Registrar reg("plastic", [](py::module_& m) {
              py::dict out;
              std::map<int64_t, std::vector<NodeId>> by_level;
              for (const auto& [lvl, level] : e.levels()) {
-               std::vector<NodeId> ids(level.sorted.begin(), level.sorted.end());
+               std::vector<NodeId> ids;
+               for (const auto& key : level.sorted) ids.push_back(key.id);
                std::sort(ids.begin(), ids.end());
                by_level.emplace(lvl, std::move(ids));
              }

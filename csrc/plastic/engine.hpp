@@ -9,11 +9,12 @@
 //     hash (mod 2^61 - 1), so that every substring of a string can be hashed in
 //     O(1) from its prefix hashes;
 //   * each r_level keeps its nodes in a string-ordered set (maintained
-//     incrementally on every lift) and a histogram of string lengths. The
+//     incrementally on every lift) and a histogram of (first code point, length). The
 //     longest common prefix of s with a level is the longer of the common
 //     prefixes with s's two neighbours in that order; the nodes sharing it are a
 //     contiguous range. Substring tests "x in m" over a level look up every
-//     substring of m whose length occurs in the level (or scan a small level);
+//     substring of m whose first code point and length occur in the level (or
+//     scan a small level);
 //   * lift / potentiate add the number of paths (the research code walks every
 //     path) computed by a Kahn topological pass over the reached sub-DAG with
 //     explicit queues: exact for nodes reached by several paths, no recursion.
@@ -100,19 +101,66 @@ class SubstringHasher {
   std::vector<uint64_t> prefix_, power_;
 };
 
-// Orders node ids by their strings; transparent, so a level can be searched by a string view.
+// A level's sort key: the first six code points packed three to a 64-bit word (21 bits
+// each, first code point in the high bits, zero padded) and the node id. Packed heads
+// compare like the strings they start (zero is the smallest code point, so padding sorts
+// a shorter string first); only equal heads need the full strings. This keeps most
+// comparisons inside the tree node, away from the string heap.
+struct Head {
+  uint64_t hi = 0, lo = 0;
+  static Head of(View s) {
+    Head h;
+    for (size_t i = 0; i < 6; ++i) {
+      uint64_t c = i < s.size() ? static_cast<uint64_t>(s[i]) : 0;
+      if (i < 3)
+        h.hi |= c << (42 - 21 * i);
+      else
+        h.lo |= c << (42 - 21 * (i - 3));
+    }
+    return h;
+  }
+  // -1, 0, +1; 0 means "look at the strings".
+  int cmp(const Head& o) const {
+    if (hi != o.hi) return hi < o.hi ? -1 : 1;
+    if (lo != o.lo) return lo < o.lo ? -1 : 1;
+    return 0;
+  }
+};
+
+struct LevelKey {
+  Head head;
+  NodeId id;
+};
+
+struct Probe {  // a string looked up in a level
+  Head head;
+  View str;
+};
+
+// Orders level keys by their strings; transparent, so a level can be searched by a Probe.
 struct ByString {
   const std::deque<Str>* strings;
   using is_transparent = void;
-  bool operator()(NodeId a, NodeId b) const { return (*strings)[a] < (*strings)[b]; }
-  bool operator()(NodeId a, View b) const { return View((*strings)[a]) < b; }
-  bool operator()(View a, NodeId b) const { return a < View((*strings)[b]); }
+  bool operator()(const LevelKey& a, const LevelKey& b) const {
+    int c = a.head.cmp(b.head);
+    return c != 0 ? c < 0 : (*strings)[a.id] < (*strings)[b.id];
+  }
+  bool operator()(const LevelKey& a, const Probe& b) const {
+    int c = a.head.cmp(b.head);
+    return c != 0 ? c < 0 : View((*strings)[a.id]) < b.str;
+  }
+  bool operator()(const Probe& a, const LevelKey& b) const {
+    int c = a.head.cmp(b.head);
+    return c != 0 ? c < 0 : a.str < View((*strings)[b.id]);
+  }
 };
 
 struct Level {
   explicit Level(ByString cmp) : sorted(cmp) {}
-  std::set<NodeId, ByString> sorted;       // the level's nodes in string order
-  std::map<size_t, int64_t> lengths;       // string length -> number of nodes of that length
+  std::set<LevelKey, ByString> sorted;     // the level's nodes in string order
+  // first code point -> (string length -> number of nodes); the empty string is counted apart
+  std::map<char32_t, std::map<size_t, int64_t>> lengths_by_first;
+  int64_t empty = 0;
 };
 
 struct InferResult {
@@ -155,19 +203,20 @@ class Engine {
     int64_t level = levels_.rbegin()->first;  // L: the highest r_level
     for (;;) {
       const Level& here = levels_.at(level);
-      const size_t mlen = max_common_prefix(here, s);
+      std::set<LevelKey, ByString>::const_iterator pos;
+      const size_t mlen = max_common_prefix(here, s, pos);
       const View m = s.substr(0, mlen);
       const int64_t below_level = level - 1;
       auto below_it = levels_.find(below_level);
       if (below_it == levels_.end()) {
-        collect_members(here, m);
+        collect_members(here, m, pos);
         subs_.clear();
         place(s, m, below_level);
         return;
       }
       collect_substrings(below_it->second, below_level, m);
       if (!subs_.empty()) {
-        collect_members(here, m);
+        collect_members(here, m, pos);
         place(s, m, below_level);
         return;
       }
@@ -277,7 +326,7 @@ class Engine {
     for (size_t i = 0; i < succ_.size(); ++i)
       b += 2 * sizeof(std::vector<NodeId>) + (succ_[i].capacity() + pred_[i].capacity()) * sizeof(NodeId);
     b += slots_.capacity() * sizeof(NodeId);
-    b += num_nodes() * 48;  // one red-black tree node per node in its level's ordered set
+    b += num_nodes() * 64;  // one red-black tree node (header + LevelKey) per node in its level set
     return b;
   }
 
@@ -338,14 +387,25 @@ class Engine {
   }
   void level_insert(NodeId id, int64_t lvl) {
     auto it = levels_.try_emplace(lvl, ByString{&strings_}).first;
-    it->second.sorted.insert(id);
-    ++it->second.lengths[strings_[id].size()];
+    it->second.sorted.insert(LevelKey{Head::of(strings_[id]), id});
+    const Str& str = strings_[id];
+    if (str.empty())
+      ++it->second.empty;
+    else
+      ++it->second.lengths_by_first[str[0]][str.size()];
   }
   void level_erase(NodeId id, int64_t lvl) {
     auto it = levels_.find(lvl);
-    it->second.sorted.erase(id);
-    auto len_it = it->second.lengths.find(strings_[id].size());
-    if (--len_it->second == 0) it->second.lengths.erase(len_it);
+    it->second.sorted.erase(LevelKey{Head::of(strings_[id]), id});
+    const Str& str = strings_[id];
+    if (str.empty()) {
+      --it->second.empty;
+    } else {
+      auto first_it = it->second.lengths_by_first.find(str[0]);
+      auto len_it = first_it->second.find(str.size());
+      if (--len_it->second == 0) first_it->second.erase(len_it);
+      if (first_it->second.empty()) it->second.lengths_by_first.erase(first_it);
+    }
     if (it->second.sorted.empty()) levels_.erase(it);
   }
   void move_level(NodeId id, int64_t new_level) {
@@ -368,49 +428,62 @@ class Engine {
   }
 
   // ---- the rule's queries over one level
-  size_t max_common_prefix(const Level& lvl, View s) const {
-    auto it = lvl.sorted.lower_bound(s);
+  // Longest common prefix of s with any node of the level: the longer of the common
+  // prefixes with s's neighbours in string order. Leaves s's position in `pos`.
+  size_t max_common_prefix(const Level& lvl, View s, std::set<LevelKey, ByString>::const_iterator& pos) const {
+    pos = lvl.sorted.lower_bound(Probe{Head::of(s), s});
     size_t best = 0;
-    if (it != lvl.sorted.end()) best = common_prefix_length(strings_[*it], s);
-    if (it != lvl.sorted.begin()) best = std::max(best, common_prefix_length(strings_[*std::prev(it)], s));
+    if (pos != lvl.sorted.end()) best = common_prefix_length(strings_[pos->id], s);
+    if (pos != lvl.sorted.begin()) best = std::max(best, common_prefix_length(strings_[std::prev(pos)->id], s));
     return best;
   }
-  // Nodes of the level having m as a prefix, in node order.
-  void collect_members(const Level& lvl, View m) {
+  // Nodes of the level having m as a prefix (m = s[:max common prefix]), in node order:
+  // the contiguous run around s's position in string order.
+  void collect_members(const Level& lvl, View m, std::set<LevelKey, ByString>::const_iterator pos) {
     members_.clear();
-    for (auto it = lvl.sorted.lower_bound(m); it != lvl.sorted.end(); ++it) {
-      View x = strings_[*it];
-      if (x.substr(0, std::min(x.size(), m.size())) != m || x.size() < m.size()) break;
-      members_.push_back(*it);
+    auto has_prefix = [&](NodeId id) {
+      View x = strings_[id];
+      return x.size() >= m.size() && x.substr(0, m.size()) == m;
+    };
+    for (auto it = pos; it != lvl.sorted.end() && has_prefix(it->id); ++it) members_.push_back(it->id);
+    for (auto it = pos; it != lvl.sorted.begin();) {
+      --it;
+      if (!has_prefix(it->id)) break;
+      members_.push_back(it->id);
     }
     std::sort(members_.begin(), members_.end());
   }
   // Nodes of level `lvl_id` that are substrings of m (any position). Order is irrelevant
   // to the result of place(): each contributes edges from a distinct source.
+  // Small levels are scanned; otherwise every substring m[i:i+len] whose first code point
+  // and length occur among the level's nodes is looked up in the hash index.
   void collect_substrings(const Level& lvl, int64_t lvl_id, View m) {
     subs_.clear();
-    const size_t level_size = lvl.sorted.size();
-    size_t lookups = 0;
-    for (const auto& [len, n] : lvl.lengths) {
-      if (len > m.size()) break;
-      lookups += m.size() - len + 1;
-    }
-    if (level_size * std::max<size_t>(1, m.size() / 8) <= lookups) {
-      for (NodeId x : lvl.sorted)
-        if (m.find(strings_[x]) != View::npos) subs_.push_back(x);
+    if (lvl.sorted.size() <= 4) {
+      for (const LevelKey& key : lvl.sorted)
+        if (m.find(strings_[key.id]) != View::npos) subs_.push_back(key.id);
       return;
     }
-    hasher_.reset(m);
+    if (lvl.empty > 0) {
+      NodeId id = find(View());
+      if (id >= 0 && level_[id] == lvl_id) subs_.push_back(id);
+    }
+    bool hashed = false;
     const uint32_t tag = next_stamp();
-    for (const auto& [len, n] : lvl.lengths) {
-      if (len > m.size()) break;
-      for (size_t i = 0; i + len <= m.size(); ++i) {
+    for (size_t i = 0; i < m.size(); ++i) {
+      auto first_it = lvl.lengths_by_first.find(m[i]);
+      if (first_it == lvl.lengths_by_first.end()) continue;
+      if (!hashed) {
+        hasher_.reset(m);
+        hashed = true;
+      }
+      for (const auto& [len, n] : first_it->second) {
+        if (i + len > m.size()) break;
         NodeId id = find_hashed(hasher_.hash(i, len), m.substr(i, len));
         if (id >= 0 && level_[id] == lvl_id && stamp_[id] != tag) {
           stamp_[id] = tag;
           subs_.push_back(id);
         }
-        if (len == 0) break;
       }
     }
   }
