@@ -192,6 +192,9 @@ def test_other_argument_errors() -> None:
         mem.learn_many("abc")
     with pytest.raises(ValueError, match="lone surrogates"):
         mem.learn("a\ud800")
+    with pytest.raises(ValueError, match="prefix must be valid unicode"):
+        mem.infer("a\ud800")
+    assert "a\ud800" not in mem and mem.node("a\ud800") is None
     with pytest.raises(ValueError, match="s must be a node"):
         mem.potentiate("zz", 1)
     with pytest.raises(TypeError, match="amount must be an int"):

@@ -51,15 +51,22 @@ def tokenize(s: str, start: str = ">", stop: str = "_") -> str:
     return f"{start}{s}{stop}"
 
 
+def _encodable(s: str) -> bool:
+    """True unless ``s`` holds lone surrogates (which have no UTF-32 form)."""
+    try:
+        s.encode("utf-32")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_sample(name: str, s: object) -> str:
     if not isinstance(s, str):
         raise TypeError(f"{name} must be a str, got {type(s).__name__}")
     if not s:
         raise ValueError(f"{name} must be a non-empty str, got ''")
-    try:
-        s.encode("utf-32")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"{name} must be valid unicode (no lone surrogates), got {s!r}") from exc
+    if not _encodable(s):
+        raise ValueError(f"{name} must be valid unicode (no lone surrogates), got {s!r}")
     return s
 
 
@@ -196,10 +203,11 @@ class PlasticMemory:
             ``(completion, probabilities, path)``; completion is '' when no node is a
             prefix of ``prefix``.
         """
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
-        if not isinstance(stop, str):
-            raise TypeError(f"stop must be a str, got {type(stop).__name__}")
+        for name, value in (("prefix", prefix), ("stop", stop)):
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+            if not _encodable(value):
+                raise ValueError(f"{name} must be valid unicode (no lone surrogates), got {value!r}")
         if mode not in ("greedy", "sample"):
             raise ValueError(f"mode must be 'greedy' or 'sample', got {mode!r}")
         if seed is None:
@@ -214,7 +222,7 @@ class PlasticMemory:
         return int(self._engine.num_nodes)
 
     def __contains__(self, s: object) -> bool:
-        return isinstance(s, str) and s in self._engine
+        return isinstance(s, str) and _encodable(s) and s in self._engine
 
     def __repr__(self) -> str:
         return (
@@ -226,7 +234,7 @@ class PlasticMemory:
         """``(count, r_level)`` of node ``s``, or None."""
         if not isinstance(s, str):
             raise TypeError(f"s must be a str, got {type(s).__name__}")
-        return self._engine.node(s)
+        return self._engine.node(s) if _encodable(s) else None
 
     def nodes(self) -> list[tuple[str, int, int]]:
         """All nodes as ``(string, count, r_level)`` in insertion order."""
