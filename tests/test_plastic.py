@@ -375,3 +375,20 @@ def test_exports(tmp_path: Path) -> None:
     assert stats["leaves"] == 4 and stats["memory_bytes"] > 0
     assert ">emma_" in mem and 3 not in mem
     assert "PlasticMemory(nodes=" in repr(mem)
+
+
+@pytest.mark.parametrize("exact_counts", [False, True])
+def test_deep_chain_has_no_recursion_limit(exact_counts: bool) -> None:
+    # "a"*n, ..., "a": every sample lands above the previous one and lifts the whole chain.
+    small = ["a" * k for k in range(30, 0, -1)]
+    oracle, mem = learn_both(small, exact_counts)
+    assert_same_graph(oracle, mem)
+    n = 400
+    mem = PlasticMemory(exact_counts=exact_counts)
+    mem.learn_many(["a" * k for k in range(n, 0, -1)], progress=False)
+    expected_nodes = [
+        ("a" * (n - i), (i + 1 if exact_counts else min(i + 1, 2)), n - 1 - i) for i in range(n)
+    ]
+    assert mem.nodes() == expected_nodes
+    assert mem.edges() == [("a" * (n - i - 1), "a" * (n - i)) for i in range(n - 1)]
+    assert mem.infer("a", stop="").completion == "a" * n
