@@ -372,6 +372,11 @@ def test_exports(tmp_path: Path) -> None:
     stats = mem.stats()
     assert stats["nodes"] == len(mem) and stats["edges"] == len(mem.edges()) and stats["samples"] == 4
     assert sum(stats["nodes_per_level"].values()) == len(mem)
+    levels = mem.levels()
+    for level, row in stats["per_level"].items():
+        assert row["nodes"] == len(levels[level]) == stats["nodes_per_level"][level]
+        assert row["count_sum"] == sum(c for s, c, r in mem.nodes() if r == level)
+    assert sum(row["leaves"] for row in stats["per_level"].values()) == stats["leaves"]
     assert stats["leaves"] == 4 and stats["memory_bytes"] > 0
     assert ">emma_" in mem and 3 not in mem
     assert "PlasticMemory(nodes=" in repr(mem)

@@ -133,20 +133,20 @@ class PlasticMemory:
         """Learn samples in order; same result as calling :meth:`learn` on each.
 
         All samples are checked before any is learned (a bad one leaves the memory
-        unchanged). The C++ loop runs without the GIL, in chunks of 8192 samples
-        for the progress bar (tqdm, shown when ``progress``).
+        unchanged). The C++ loop runs without the GIL; with ``progress`` and more than
+        8192 samples it runs in chunks of 8192 under a tqdm progress bar.
         """
         if isinstance(samples, str):
             raise TypeError("samples must be an iterable of str, got a single str (use learn)")
         batch = list(samples)
         for i, s in enumerate(batch):
             _check_sample(f"samples[{i}]", s)
-        if not progress:
+        if not progress or len(batch) <= _CHUNK:  # one chunk takes milliseconds: no bar
             self._engine.learn_many(batch)
             return
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(batch), unit="sample", desc="learn") as bar:
+        with tqdm(total=len(batch), unit="sample", desc="learn", leave=False) as bar:
             for start in range(0, len(batch), _CHUNK):
                 chunk = batch[start : start + _CHUNK]
                 self._engine.learn_many(chunk)
@@ -253,6 +253,7 @@ class PlasticMemory:
 
         Returns a dict with ``nodes``, ``edges``, ``samples``, ``levels`` (number of
         distinct r_levels), ``max_level``, ``nodes_per_level`` (``{level: n}``),
+        ``per_level`` (``{level: {"nodes", "leaves", "count_sum", "max_count", "mean_length"}}``),
         ``leaves``, ``max_out_degree``, ``mean_length`` and ``memory_bytes`` (engine estimate).
         """
         arrays = self._engine.export_arrays()
@@ -262,6 +263,18 @@ class PlasticMemory:
         out_degree = np.bincount(src, minlength=n) if n else np.zeros(0, dtype=np.int64)
         lv, cnt = np.unique(levels, return_counts=True)
         lengths = np.diff(arrays["offsets"])
+        counts = arrays["count"]
+        leaf = out_degree == 0
+        per_level = {}
+        for level in lv.tolist():
+            at = levels == level
+            per_level[int(level)] = {
+                "nodes": int(at.sum()),
+                "leaves": int((leaf & at).sum()),
+                "count_sum": int(counts[at].sum()),
+                "max_count": int(counts[at].max()),
+                "mean_length": float(lengths[at].mean()),
+            }
         return {
             "nodes": n,
             "edges": int(self._engine.num_edges),
@@ -269,6 +282,7 @@ class PlasticMemory:
             "levels": int(len(lv)),
             "max_level": int(lv[-1]) if n else None,
             "nodes_per_level": {int(a): int(b) for a, b in zip(lv, cnt)},
+            "per_level": per_level,
             "leaves": int((out_degree == 0).sum()),
             "max_out_degree": int(out_degree.max()) if n else 0,
             "mean_length": float(lengths.mean()) if n else 0.0,

@@ -44,9 +44,10 @@ def read_samples(path: Path, limit: int | None) -> list[str]:
 def _print_stats(stats: dict) -> None:
     print(f"nodes {stats['nodes']}  edges {stats['edges']}  samples {stats['samples']}  "
           f"levels {stats['levels']}  leaves {stats['leaves']}  memory ~{stats['memory_bytes'] / 2**20:.1f} MiB")
-    print("r_level  nodes")
-    for level, n in stats["nodes_per_level"].items():
-        print(f"{level:>7}  {n}")
+    print(f"{'r_level':>7}  {'nodes':>8}  {'leaves':>8}  {'count sum':>10}  {'max count':>10}  {'mean len':>8}")
+    for level, row in stats["per_level"].items():
+        print(f"{level:>7}  {row['nodes']:>8}  {row['leaves']:>8}  {row['count_sum']:>10}  "
+              f"{row['max_count']:>10}  {row['mean_length']:>8.2f}")
 
 
 def _learn(args: argparse.Namespace) -> int:
