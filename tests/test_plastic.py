@@ -397,3 +397,30 @@ def test_deep_chain_has_no_recursion_limit(exact_counts: bool) -> None:
     assert mem.nodes() == expected_nodes
     assert mem.edges() == [("a" * (n - i - 1), "a" * (n - i)) for i in range(n - 1)]
     assert mem.infer("a", stop="").completion == "a" * n
+
+
+def test_learn_many_releases_the_gil() -> None:
+    import threading
+    import time
+
+    rng = random.Random(0)
+    samples = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(5, 15))) for _ in range(40_000)]
+    mem = PlasticMemory()
+    window: list[float] = []
+
+    def work() -> None:
+        window.append(time.perf_counter())
+        mem._engine.learn_many(samples)  # one C++ call
+        window.append(time.perf_counter())
+
+    ticks: list[float] = []
+    worker = threading.Thread(target=work)
+    worker.start()
+    while worker.is_alive():
+        ticks.append(time.perf_counter())
+        time.sleep(0.0005)
+    worker.join()
+    start, end = window
+    inside = [t for t in ticks if start + 0.2 * (end - start) < t < end - 0.2 * (end - start)]
+    assert inside, "the main thread never ran while learn_many was in C++: the GIL was held"
+    assert mem.samples == len(samples)
