@@ -1,0 +1,175 @@
+"""``mnemonix plastic``: learn, query and inspect a plastic prefix memory.
+
+- ``mnemonix plastic learn FILE [--limit N] [--save PATH]``: learn one sample per line
+  (tokenised as ``">" + line + "_"`` unless ``--raw``), print statistics, optionally save.
+- ``mnemonix plastic infer PATH PREFIX``: complete ``">" + PREFIX`` (``--raw``: PREFIX as is).
+- ``mnemonix plastic stats PATH``: statistics of a saved memory, per level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+# A small built-in list for the demo when no names file is given (synthetic, not real data).
+_SYNTHETIC_STEMS = ["ma", "li", "ar", "el", "jo", "an", "ka", "ro", "sa", "ev", "da", "mi"]
+_SYNTHETIC_ENDS = ["", "a", "n", "na", "ra", "lie", "son", "ly", "ia", "en", "ie", "o"]
+
+
+def synthetic_names(n: int, seed: int = 0) -> list[str]:
+    """``n`` pseudo-names (stem + stem + ending) from a seeded generator."""
+    import random
+
+    rng = random.Random(seed)
+    return [rng.choice(_SYNTHETIC_STEMS) + rng.choice(_SYNTHETIC_STEMS) + rng.choice(_SYNTHETIC_ENDS)
+            for _ in range(n)]
+
+
+def read_samples(path: Path, limit: int | None) -> list[str]:
+    """Non-empty stripped lines of a UTF-8 text file, at most ``limit`` of them."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"FILE {str(path)!r} does not exist")
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                out.append(line)
+                if limit is not None and len(out) >= limit:
+                    break
+    return out
+
+
+def _print_stats(stats: dict) -> None:
+    print(f"nodes {stats['nodes']}  edges {stats['edges']}  samples {stats['samples']}  "
+          f"levels {stats['levels']}  leaves {stats['leaves']}  memory ~{stats['memory_bytes'] / 2**20:.1f} MiB")
+    print(f"{'r_level':>7}  {'nodes':>8}  {'leaves':>8}  {'count sum':>10}  {'max count':>10}  {'mean len':>8}")
+    for level, row in stats["per_level"].items():
+        print(f"{level:>7}  {row['nodes']:>8}  {row['leaves']:>8}  {row['count_sum']:>10}  "
+              f"{row['max_count']:>10}  {row['mean_length']:>8.2f}")
+
+
+def _learn(args: argparse.Namespace) -> int:
+    from mnemonix.plastic import PlasticMemory, tokenize
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    lines = read_samples(args.file, args.limit)
+    samples = lines if args.raw else [tokenize(s) for s in lines]
+    mem = PlasticMemory(exact_counts=args.exact_counts)
+    t0 = time.perf_counter()
+    mem.learn_many(samples, progress=not args.quiet)
+    seconds = time.perf_counter() - t0
+    print(f"learned {len(samples)} samples in {seconds:.3f} s")
+    _print_stats(mem.stats())
+    if args.save is not None:
+        mem.save(args.save)
+        print(f"saved to {args.save}")
+    return 0
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from mnemonix.plastic import PlasticMemory
+
+    mem = PlasticMemory.load(args.path)
+    prefix = args.prefix if args.raw else ">" + args.prefix
+    for i in range(args.n):
+        seed = None if args.seed is None else args.seed + i
+        result = mem.infer(prefix, stop=args.stop, mode=args.mode, seed=seed)
+        if not result.path:
+            print(f"no node is a prefix of {prefix!r}")
+            return 1
+        probs = " ".join(f"{p:.3f}" for p in result.probabilities)
+        print(f"{result.completion}\tp={_product(result.probabilities):.4f}\tsteps: {probs}")
+    return 0
+
+
+def _product(values: list[float]) -> float:
+    out = 1.0
+    for v in values:
+        out *= v
+    return out
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from mnemonix.plastic import PlasticMemory
+
+    _print_stats(PlasticMemory.load(args.path).stats())
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plastic", help="plastic prefix memory: learn strings, complete prefixes")
+    psub = p.add_subparsers(dest="plastic_command", metavar="ACTION")
+    psub.required = True
+
+    learn = psub.add_parser("learn", help="learn one sample per line of FILE")
+    learn.add_argument("file", type=Path, metavar="FILE")
+    learn.add_argument("--limit", type=int, default=None, help="learn only the first N lines")
+    learn.add_argument("--save", type=Path, default=None, metavar="PATH", help="save the memory here")
+    learn.add_argument("--raw", action="store_true", help="learn lines as they are (no '>' ... '_' tokens)")
+    learn.add_argument("--exact-counts", action="store_true", help="fix the research counts quirk")
+    learn.add_argument("--quiet", action="store_true", help="no progress bar")
+    learn.set_defaults(func=_learn)
+
+    infer = psub.add_parser("infer", help="complete a prefix with a saved memory")
+    infer.add_argument("path", type=Path, metavar="PATH")
+    infer.add_argument("prefix", metavar="PREFIX")
+    infer.add_argument("--mode", choices=["greedy", "sample"], default="greedy")
+    infer.add_argument("--seed", type=int, default=None)
+    infer.add_argument("-n", type=int, default=1, help="number of completions (sample mode)")
+    infer.add_argument("--stop", default="_", help="stop token (default '_')")
+    infer.add_argument("--raw", action="store_true", help="use PREFIX as is (no leading '>')")
+    infer.set_defaults(func=_infer)
+
+    stats = psub.add_parser("stats", help="statistics of a saved memory")
+    stats.add_argument("path", type=Path, metavar="PATH")
+    stats.set_defaults(func=_stats)
+
+
+def demo_section(ctx) -> None:  # ctx: mnemonix.commands.demo.DemoContext
+    """Learn names (``ctx.names_path`` or a built-in synthetic list) and print completions."""
+    from mnemonix.plastic import PlasticMemory, tokenize
+
+    if ctx.names_path is not None:
+        names = read_samples(ctx.names_path, 3000 if ctx.quick else None)
+        source = str(ctx.names_path)
+    else:
+        names = synthetic_names(500 if ctx.quick else 5000, seed=ctx.seed)
+        source = "built-in synthetic names"
+    mem = PlasticMemory()
+    t0 = time.perf_counter()
+    mem.learn_many([tokenize(n) for n in names], progress=False)
+    seconds = time.perf_counter() - t0
+    stats = mem.stats()
+    print(f"  learned {len(names)} names from {source} in {seconds:.3f} s: "
+          f"{stats['nodes']} nodes, {stats['levels']} levels")
+    rows = []
+    if ctx.names_path is not None:
+        prefixes = ["", "a", "em", "ka", "jo", "mar", "z"]
+    else:
+        prefixes = ["", "ma", "el", "ka", "jo", "ro"]
+    for prefix in prefixes:
+        greedy = mem.infer(">" + prefix)
+        sampled = mem.infer(">" + prefix, mode="sample", seed=ctx.seed)
+        rows.append([repr(prefix), greedy.completion, _product(greedy.probabilities), sampled.completion])
+    ctx.table(["prefix", "greedy", "p(greedy)", "sampled"], rows)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # matplotlib is an optional (demo) dependency
+        return
+    fig, ax = plt.subplots(figsize=(5, 3))
+    levels = list(stats["nodes_per_level"])
+    ax.bar(levels, [stats["nodes_per_level"][lv] for lv in levels], color="tab:green")
+    ax.set_xlabel("r_level")
+    ax.set_ylabel("nodes")
+    ax.set_title(f"plastic memory after {len(names)} names")
+    fig.tight_layout()
+    out = Path(ctx.out_dir) / "plastic_levels.png"
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    ctx.figures.append(out)

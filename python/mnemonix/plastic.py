@@ -1,0 +1,374 @@
+"""Plastic prefix memory: a C++ graph engine for the research "plastic memory" rule.
+
+The research code (seed 003, "Plastic Memory Constructor", class
+``PlasticPrefixNetwork``; rule restated in ``shared/specs/plastic_memory.md``)
+learns strings into a directed graph of more and more abstract common
+prefixes ("non-local refactoring") and strengthens the path of each learned
+sample ("synaptic potentiation"). This module wraps the C++ engine
+``mnemonix._core.plastic.Engine``, which reproduces that rule node for node
+and edge for edge (order, ``count`` and ``r_level`` included) with per-level
+ordered indexes, substring hashing and path-counting lift/potentiate passes
+instead of scans and per-path recursion.
+
+Example
+-------
+>>> from mnemonix.plastic import PlasticMemory, tokenize
+>>> mem = PlasticMemory()
+>>> mem.learn_many([tokenize(n) for n in ["emily", "emma", "ella"]], progress=False)
+>>> mem.infer(">em").completion in {">emily_", ">emma_"}
+True
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+
+from mnemonix import _io
+
+__all__ = ["PlasticMemory", "Inference", "tokenize", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "mnemonix.plastic"
+FORMAT_VERSION = 1
+_CHUNK = 8192
+
+
+def _engine_class() -> Any:
+    from mnemonix._core import plastic as _plastic  # compiled extension
+
+    return _plastic.Engine
+
+
+def tokenize(s: str, start: str = ">", stop: str = "_") -> str:
+    """Wrap a sample as the research notebook does: ``start + s + stop`` (``">" + s + "_"``)."""
+    if not isinstance(s, str):
+        raise TypeError(f"s must be a str, got {type(s).__name__}")
+    return f"{start}{s}{stop}"
+
+
+def _encodable(s: str) -> bool:
+    """True unless ``s`` holds lone surrogates (which have no UTF-32 form)."""
+    try:
+        s.encode("utf-32")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_sample(name: str, s: object) -> str:
+    if not isinstance(s, str):
+        raise TypeError(f"{name} must be a str, got {type(s).__name__}")
+    if not s:
+        raise ValueError(f"{name} must be a non-empty str, got ''")
+    if not _encodable(s):
+        raise ValueError(f"{name} must be valid unicode (no lone surrogates), got {s!r}")
+    return s
+
+
+class Inference(NamedTuple):
+    """Result of :meth:`PlasticMemory.infer`.
+
+    Attributes
+    ----------
+    completion : str
+        The string of the node where the walk ended ('' when no node is a prefix of the prompt).
+    probabilities : list[float]
+        Probability of each step among the candidate children, len = len(path) - 1.
+    path : list[str]
+        Visited nodes, starting node first.
+    """
+
+    completion: str
+    probabilities: list[float]
+    path: list[str]
+
+
+class PlasticMemory:
+    """Plastic prefix memory (the research learning rule, in C++).
+
+    Parameters
+    ----------
+    exact_counts : bool, default False
+        ``False`` reproduces the research rule exactly, including its counts quirk:
+        a node that ``place`` creates above an existing subtree starts at count 1
+        whatever was learned below it. ``True`` changes only that step: the new
+        node starts at the sum of the counts of its children (taken after its edges
+        are added, before the sample is potentiated). Everything else, graph shape,
+        order and r_levels included, is identical. On tree-shaped graphs (always the
+        case on tokenised names) every count then equals the number of samples
+        learned at or below the node, plus explicit (de)potentiation amounts; where
+        a node reaches a sample by k paths it counts it k times, as potentiation does.
+
+    Notes
+    -----
+    Nodes have a string, an int64 ``count`` and an int64 ``r_level``; node order
+    and edge order are insertion order, as in the research code (networkx).
+    """
+
+    def __init__(self, exact_counts: bool = False) -> None:
+        if not isinstance(exact_counts, bool):
+            raise TypeError(f"exact_counts must be a bool, got {type(exact_counts).__name__}")
+        self._engine = _engine_class()(exact_counts)
+
+    # ------------------------------------------------------------------ learning
+    @property
+    def exact_counts(self) -> bool:
+        return bool(self._engine.exact_counts)
+
+    @property
+    def samples(self) -> int:
+        """Number of samples learned (each ``learn`` call, duplicates included)."""
+        return int(self._engine.samples)
+
+    def learn(self, s: str) -> None:
+        """Learn one sample (apply the rule once). ``s`` must be a non-empty str."""
+        self._engine.learn(_check_sample("s", s))
+
+    def learn_many(self, samples: Iterable[str], progress: bool = True) -> None:
+        """Learn samples in order; same result as calling :meth:`learn` on each.
+
+        All samples are checked before any is learned (a bad one leaves the memory
+        unchanged). The C++ loop runs without the GIL; with ``progress`` and more than
+        8192 samples it runs in chunks of 8192 under a tqdm progress bar.
+        """
+        if isinstance(samples, str):
+            raise TypeError("samples must be an iterable of str, got a single str (use learn)")
+        batch = list(samples)
+        for i, s in enumerate(batch):
+            _check_sample(f"samples[{i}]", s)
+        if not progress or len(batch) <= _CHUNK:  # one chunk takes milliseconds: no bar
+            self._engine.learn_many(batch)
+            return
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(batch), unit="sample", desc="learn", leave=False) as bar:
+            for start in range(0, len(batch), _CHUNK):
+                chunk = batch[start : start + _CHUNK]
+                self._engine.learn_many(chunk)
+                bar.update(len(chunk))
+
+    def potentiate(self, s: str, amount: int = 1) -> None:
+        """Add ``amount`` to the count of node ``s`` and, once per path, of every node above it.
+
+        A node reached from ``s`` by k paths (walking in-edges) changes by ``k * amount``,
+        as in the research rule. Negative amounts de-potentiate; counts never go below 0.
+        """
+        if not isinstance(s, str):
+            raise TypeError(f"s must be a str, got {type(s).__name__}")
+        if isinstance(amount, bool) or not isinstance(amount, (int, np.integer)):
+            raise TypeError(f"amount must be an int, got {type(amount).__name__}")
+        if s not in self:
+            raise ValueError(f"s must be a node of the memory, got {s!r}")
+        self._engine.potentiate(s, int(amount))
+
+    # ------------------------------------------------------------------ inference
+    def infer(
+        self,
+        prefix: str,
+        stop: str = "_",
+        mode: Literal["greedy", "sample"] = "greedy",
+        seed: int | None = None,
+    ) -> Inference:
+        """Complete ``prefix`` by walking down the graph.
+
+        The walk starts at the node that is a prefix of ``prefix`` (possibly ``prefix``
+        itself) with the highest ``r_level``, ties going to the longest string. At each
+        step it moves to a child, weighting children by ``count``: ``"greedy"`` takes the
+        largest (ties: first in edge order), ``"sample"`` draws in proportion to counts
+        with a splitmix64 stream seeded by ``seed`` (uniformly when every candidate has
+        count 0). Children reachable from the current node by more than one path are
+        skipped (as in the research code). While the walk is shorter than ``prefix``,
+        children that agree with ``prefix`` are preferred when there are any. The walk
+        ends when the string ends with ``stop`` (``stop=''`` never matches) or when no
+        candidate child is left (a leaf without the stop token simply ends the walk).
+
+        Parameters
+        ----------
+        prefix : str
+            Any string ('' starts from the deepest node that is a prefix of '', i.e. '' itself if present).
+        stop : str
+            Stop token.
+        mode : {"greedy", "sample"}
+        seed : int or None
+            Seed of ``"sample"``; ``None`` draws one from the OS. Same seed, same result.
+
+        Returns
+        -------
+        Inference
+            ``(completion, probabilities, path)``; completion is '' when no node is a
+            prefix of ``prefix``.
+        """
+        for name, value in (("prefix", prefix), ("stop", stop)):
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+            if not _encodable(value):
+                raise ValueError(f"{name} must be valid unicode (no lone surrogates), got {value!r}")
+        if mode not in ("greedy", "sample"):
+            raise ValueError(f"mode must be 'greedy' or 'sample', got {mode!r}")
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little")
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        path, probs = self._engine.infer(prefix, stop, mode == "sample", int(seed) % (1 << 64))
+        return Inference(path[-1] if path else "", list(probs), list(path))
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return int(self._engine.num_nodes)
+
+    def __contains__(self, s: object) -> bool:
+        return isinstance(s, str) and _encodable(s) and s in self._engine
+
+    def __repr__(self) -> str:
+        return (
+            f"PlasticMemory(nodes={len(self)}, edges={self._engine.num_edges}, "
+            f"samples={self.samples}, exact_counts={self.exact_counts})"
+        )
+
+    def node(self, s: str) -> tuple[int, int] | None:
+        """``(count, r_level)`` of node ``s``, or None."""
+        if not isinstance(s, str):
+            raise TypeError(f"s must be a str, got {type(s).__name__}")
+        return self._engine.node(s) if _encodable(s) else None
+
+    def nodes(self) -> list[tuple[str, int, int]]:
+        """All nodes as ``(string, count, r_level)`` in insertion order."""
+        return self._engine.nodes()
+
+    def edges(self) -> list[tuple[str, str]]:
+        """All edges ``(parent, child)`` in networkx order (by parent node, then insertion)."""
+        return self._engine.edges()
+
+    def levels(self) -> dict[int, list[str]]:
+        """``r_level -> node strings`` (node order within a level), levels ascending."""
+        return self._engine.levels()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per level and totals.
+
+        Returns a dict with ``nodes``, ``edges``, ``samples``, ``levels`` (number of
+        distinct r_levels), ``max_level``, ``nodes_per_level`` (``{level: n}``),
+        ``per_level`` (``{level: {"nodes", "leaves", "count_sum", "max_count", "mean_length"}}``),
+        ``leaves``, ``max_out_degree``, ``mean_length`` and ``memory_bytes`` (engine estimate).
+        """
+        arrays = self._engine.export_arrays()
+        levels = arrays["r_level"]
+        src = arrays["edge_src"]
+        n = len(levels)
+        out_degree = np.bincount(src, minlength=n) if n else np.zeros(0, dtype=np.int64)
+        lv, cnt = np.unique(levels, return_counts=True)
+        lengths = np.diff(arrays["offsets"])
+        counts = arrays["count"]
+        leaf = out_degree == 0
+        per_level = {}
+        for level in lv.tolist():
+            at = levels == level
+            per_level[int(level)] = {
+                "nodes": int(at.sum()),
+                "leaves": int((leaf & at).sum()),
+                "count_sum": int(counts[at].sum()),
+                "max_count": int(counts[at].max()),
+                "mean_length": float(lengths[at].mean()),
+            }
+        return {
+            "nodes": n,
+            "edges": int(self._engine.num_edges),
+            "samples": self.samples,
+            "levels": int(len(lv)),
+            "max_level": int(lv[-1]) if n else None,
+            "nodes_per_level": {int(a): int(b) for a, b in zip(lv, cnt)},
+            "per_level": per_level,
+            "leaves": int((out_degree == 0).sum()),
+            "max_out_degree": int(out_degree.max()) if n else 0,
+            "mean_length": float(lengths.mean()) if n else 0.0,
+            "memory_bytes": int(self._engine.memory_bytes()),
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save to ``path`` (npz via :func:`mnemonix._io.save_arrays`: versioned, checksummed, atomic).
+
+        Layout: ``codepoints`` uint32 (all node strings concatenated), ``offsets`` int64
+        [n + 1], ``count`` and ``r_level`` int64 [n], ``edge_src`` / ``edge_dst`` int64
+        [e] in edge order.
+        """
+        arrays = self._engine.export_arrays()
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        _io.save_arrays(
+            path, arrays, format=FORMAT, version=FORMAT_VERSION,
+            meta={"exact_counts": self.exact_counts, "samples": self.samples},
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PlasticMemory:
+        """Load a memory saved by :meth:`save`. Raises :class:`mnemonix._io.FormatError` on a bad file."""
+        arrays, meta, _version = _io.load_arrays(path, format=FORMAT, max_version=FORMAT_VERSION)
+        required = ("codepoints", "offsets", "count", "r_level", "edge_src", "edge_dst")
+        missing = [k for k in required if k not in arrays]
+        if missing:
+            raise _io.FormatError(f"{str(path)!r} lacks arrays {missing}")
+        exact = meta.get("exact_counts", False)
+        samples = meta.get("samples", 0)
+        if not isinstance(exact, bool) or not isinstance(samples, int):
+            raise _io.FormatError(f"{str(path)!r} has invalid metadata {meta!r}")
+        try:
+            engine = _engine_class().import_arrays(
+                exact, samples, arrays["codepoints"], arrays["offsets"], arrays["count"],
+                arrays["r_level"], arrays["edge_src"], arrays["edge_dst"],
+            )
+        except (ValueError, TypeError) as exc:
+            raise _io.FormatError(f"{str(path)!r} holds an invalid plastic graph ({exc})") from exc
+        mem = cls.__new__(cls)
+        mem._engine = engine
+        return mem
+
+    # ------------------------------------------------------------------ export
+    def to_networkx(self) -> Any:
+        """A ``networkx.DiGraph`` with node attributes ``count`` and ``r_level`` (same orders)."""
+        import networkx as nx
+
+        graph = nx.DiGraph()
+        for s, count, level in self.nodes():
+            graph.add_node(s, count=count, r_level=level)
+        graph.add_edges_from(self.edges())
+        return graph
+
+    def to_dot(self) -> str:
+        """GraphViz DOT text; nodes are labelled ``string\\ncount (r_level)`` and ranked by level."""
+
+        def quote(s: str) -> str:
+            return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+        lines = ["digraph plastic {", "  rankdir=TB;", "  node [shape=box, fontname=monospace];"]
+        for i, (s, count, level) in enumerate(self.nodes()):
+            lines.append(f"  n{i} [label={quote(f'{s}' + chr(10) + f'{count} (r{level})')}];")
+        index = {s: i for i, (s, _, _) in enumerate(self.nodes())}
+        for u, v in self.edges():
+            lines.append(f"  n{index[u]} -> n{index[v]};")
+        for level, members in self.levels().items():
+            ids = " ".join(f"n{index[s]};" for s in members)
+            lines.append(f"  {{ rank=same; {ids} }}  // r_level {level}")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self, nodes_path: str | os.PathLike[str], edges_path: str | os.PathLike[str]) -> None:
+        """Write ``id,string,count,r_level`` and ``source,target`` (node ids) CSV files."""
+        nodes = self.nodes()
+        index = {s: i for i, (s, _, _) in enumerate(nodes)}
+        Path(nodes_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(edges_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(nodes_path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["id", "string", "count", "r_level"])
+            for i, (s, count, level) in enumerate(nodes):
+                writer.writerow([i, s, count, level])
+        with open(edges_path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["source", "target"])
+            for u, v in self.edges():
+                writer.writerow([index[u], index[v]])
