@@ -14,8 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mnemonix.plastic import PlasticMemory, tokenize  # noqa: E402
 from plastic_oracle import PlasticOracle  # noqa: E402
+
+from mnemonix.plastic import PlasticMemory, tokenize  # noqa: E402
 
 
 def _names() -> list[str]:

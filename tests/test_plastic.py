@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plastic_oracle import PlasticOracle  # noqa: E402
+
 from mnemonix import _io  # noqa: E402
 from mnemonix.plastic import FORMAT, Inference, PlasticMemory, tokenize  # noqa: E402
-from plastic_oracle import PlasticOracle  # noqa: E402
 
 # ../shared beside the repository (CI clones next to it); from a nested worktree, the nearest
 # ancestor that has shared/data/names.txt.

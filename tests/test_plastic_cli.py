@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from mnemonix.cli import main
 from mnemonix.commands.demo import DemoContext
 from mnemonix.commands.plastic import demo_section, synthetic_names
