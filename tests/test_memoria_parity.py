@@ -121,3 +121,37 @@ def test_random_sequences_with_ltm_original_tie_break(seed: int) -> None:
 def test_random_sequences_single_ltm_default(seed: int) -> None:
     """One engram per step and capacity steps - 2: at most one LTM per row, so no tie can matter."""
     lockstep(seed, steps=7, cap=5, kwargs={}, one_ltm=True)
+
+
+def test_status_summary_and_history_match_original() -> None:
+    cfg = dict(num_reminded_stm=3, stm_capacity=100, ltm_search_depth=2, initial_lifespan=3, num_final_ltms=2,
+               keep_history=True)
+    a, b = orig.Memoria(**cfg), Memoria(**cfg)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        data = torch.rand(2, 3, 8, generator=gen)
+        for m in (a, b):
+            m.add_working_memory(data)
+        _, idx = a.remind()
+        _, idx_b = b.remind()
+        assert torch.equal(idx, idx_b)
+        delta = torch.randint(0, 3, idx.shape, generator=gen).float()
+        a.adjust_lifespan_and_memories(idx.clone(), delta)
+        b.adjust_lifespan_and_memories(idx_b, delta)
+    for sa, sb in zip(a.engrams.status_summary(), b.engrams.status_summary()):
+        assert sa.engrams.keys() == sb.engrams.keys()
+        assert (sa.working, sa.shortterm, sa.longterm) == (sb.working, sb.shortterm, sb.longterm)
+        for engram_id, info in sa.engrams.items():
+            mine = sb.engrams[engram_id]
+            assert (info.type, info.lifespan, info.age, info.fire_count) == (
+                mine.type, mine.lifespan, mine.age, mine.fire_count)
+            assert info.cofire_counts == mine.cofire_counts
+        assert sa.edges.keys() == sb.edges.keys()
+        for key, edge in sa.edges.items():
+            assert edge.cofire_count == sb.edges[key].cofire_count
+            assert edge.weight == pytest.approx(sb.edges[key].weight)
+    for ha, hb in zip(a.history, b.history):
+        assert ha.engram_creation_times == hb.engram_creation_times
+        assert ha.engram_deletion_times == hb.engram_deletion_times
+        assert ha.engram_durations == hb.engram_durations
+        assert dict(ha.engram_firing_times) == dict(hb.engram_firing_times)
