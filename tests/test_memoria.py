@@ -255,7 +255,7 @@ def test_induce_counts_dense_view() -> None:
 
 
 def test_gemm_distances_run() -> None:
-    m = Memoria(**CFG, exact_distances=False)
+    m = Memoria(**CFG, distances="gemm")
     gen = torch.Generator().manual_seed(1)
     for memories, indices in drive(m, gen, 8):
         assert memories.shape[:2] == indices.shape
@@ -319,3 +319,23 @@ def test_hebbian_graph_basics() -> None:
         g.fire_together(np.array([[1, 2]]))
     with pytest.raises(ValueError, match="row must be"):
         g.count(5, 1, 2)
+
+
+@pytest.mark.parametrize("reduce", ["mean", "sum"])
+def test_certified_distances_pick_the_exact_set(reduce: str, rng) -> None:
+    from mnemonix.memoria import _nearest_keys
+
+    for _ in range(10):
+        batch, width, hidden = (int(torch.randint(1, n, (1,), generator=rng)) for n in (3, 20, 70))
+        num_keys = int(torch.randint(1, 300, (1,), generator=rng))
+        queries = torch.rand(batch, width, hidden, generator=rng)
+        keys = torch.rand(batch, num_keys, hidden, generator=rng)
+        if num_keys > 4:  # exact duplicates and near-duplicates: ties the bound cannot separate
+            keys[:, 1] = keys[:, 0]
+            keys[:, 3] = keys[:, 2] + 1e-7
+        invalid = torch.rand(batch, num_keys, generator=rng) < 0.1
+        for k in (1, 5, num_keys):
+            for mask in (None, invalid):
+                exact = _nearest_keys(queries, keys, k, reduce=reduce, mode="exact", invalid=mask)
+                certified = _nearest_keys(queries, keys, k, reduce=reduce, mode="certified", invalid=mask)
+                assert torch.equal(exact.sort(dim=1).values, certified.sort(dim=1).values)

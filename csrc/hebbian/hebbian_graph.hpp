@@ -47,7 +47,6 @@ struct Edge {
 struct Node {
   int64_t id = -1;
   int32_t fire = 0;
-  int32_t tag = -1;  // scratch: local LTM index during a walk, else -1
   std::vector<Edge> nbr;  // sorted by node slot
 };
 
@@ -144,6 +143,7 @@ class RowGraph {
 
   void clear() {
     nodes_.clear();
+    tag_.clear();
     free_.clear();
     index_.clear();
   }
@@ -194,7 +194,7 @@ class RowGraph {
       ties.clear();
       if (s >= 0) {
         for (const Edge& e : nodes_[s].nbr) {
-          int32_t j = nodes_[e.node].tag;
+          int32_t j = tag_[e.node];
           if (j < 0) continue;
           if (e.count > best) {
             best = e.count;
@@ -202,7 +202,7 @@ class RowGraph {
           }
           if (e.count == best) ties.push_back(j);
         }
-        int32_t selfTag = nodes_[s].tag;  // a long-term query ties with itself via its fire count
+        int32_t selfTag = tag_[s];  // a long-term query ties with itself via its fire count
         if (selfTag >= 0 && nodes_[s].fire >= best && nodes_[s].fire > 0) {
           if (nodes_[s].fire > best) ties.clear();
           best = nodes_[s].fire;
@@ -263,7 +263,7 @@ class RowGraph {
           int64_t bestJ = -1;
           if (s >= 0) {
             for (const Edge& e : nodes_[s].nbr) {
-              int32_t j = nodes_[e.node].tag;
+              int32_t j = tag_[e.node];
               if (j < 0 || visited[j]) continue;
               if (e.count > best || (e.count == best && j < bestJ)) {
                 best = e.count;
@@ -310,6 +310,7 @@ class RowGraph {
 
  private:
   std::vector<Node> nodes_;
+  std::vector<int32_t> tag_;  // per slot: local LTM index during a call, else -1 (dense: cache friendly)
   std::vector<int32_t> free_;
   std::unordered_map<int64_t, int32_t> index_;
 
@@ -324,6 +325,7 @@ class RowGraph {
       if (nodes_.size() >= static_cast<size_t>(INT32_MAX)) throw std::length_error("hebbian graph: too many engrams");
       s = static_cast<int32_t>(nodes_.size());
       nodes_.emplace_back();
+      tag_.push_back(-1);
     }
     nodes_[s].id = id;
     index_.emplace(id, s);
@@ -340,14 +342,14 @@ class RowGraph {
     for (int64_t j = 0; j < L; ++j) {
       if (ltm[j] < 0) continue;
       int32_t s = find(ltm[j]);
-      if (s >= 0) nodes_[s].tag = static_cast<int32_t>(j);
+      if (s >= 0) tag_[s] = static_cast<int32_t>(j);
     }
   }
   void untag(const int64_t* ltm, int64_t L) {
     for (int64_t j = 0; j < L; ++j) {
       if (ltm[j] < 0) continue;
       int32_t s = find(ltm[j]);
-      if (s >= 0) nodes_[s].tag = -1;
+      if (s >= 0) tag_[s] = -1;
     }
   }
 };

@@ -25,8 +25,9 @@ What differs from memoria-pytorch, and why:
 * The per-engram scalars go through the fused :func:`mnemonix.ops.lifespan_step`
   (scatter-add, decay, age, type transitions, keep-mask, prefix sum), then one
   compaction of every per-engram array.
-* Distances never build [B, W, M, H]: the exact (original) arithmetic runs in
-  chunks of bounded memory; ``exact_distances=False`` uses a GEMM instead.
+* Distances never build [B, W, M, H]: a float64 GEMM ranks the engrams and an
+  error bound certifies that its top-k equals the top-k of the original's
+  float32 arithmetic (which runs, chunked, only at near-ties).
 * Random tie-breaking takes a ``generator``. ``tie_break="random"`` (default)
   draws one number per tie from it; ``tie_break="original"`` consumes the random
   stream exactly like memoria-pytorch (an fp16 uniform per (slot, engram): O(S M)
@@ -63,7 +64,7 @@ __all__ = [
 
 FORMAT = "mnemonix.memoria"
 FORMAT_VERSION = 1
-_CHUNK_ELEMENTS = 1 << 22  # bound of one [B, W, chunk, H] distance temporary (16 MB in float32)
+_CHUNK_ELEMENTS = 1 << 18  # bound of one [B, W, chunk, H] distance temporary (1 MB in float32)
 
 
 class EngramType(Enum):
@@ -276,27 +277,70 @@ def _sorted_unique_front_padded(local: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _neg_sq_l2(queries: torch.Tensor, keys: torch.Tensor, *, exact: bool) -> torch.Tensor:
-    """-||q - k||^2 for queries [B, W, H] and keys [B, K, H] -> [B, W, K] (float32).
-
-    ``exact``: the original's arithmetic (difference, square, sum over H), in
-    chunks over K so no temporary exceeds ~16 MB. Otherwise a GEMM:
-    2 q.k - ||q||^2 - ||k||^2 accumulated in float64.
+def _neg_sq_l2_exact(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """-||q - k||^2 [B, W, K] for queries [B, W, H] and keys [B, K, H], in the original's float32
+    arithmetic (difference, square, sum over H), in chunks over K: no temporary exceeds ~1 MB.
     """
     batch, width, hidden = queries.shape
     num_keys = keys.shape[1]
-    if not exact:
-        q64, k64 = queries.double(), keys.double()
-        dist = 2.0 * (q64 @ k64.transpose(1, 2)) - q64.pow(2).sum(-1, keepdim=True) - k64.pow(2).sum(-1).unsqueeze(1)
-        return dist.float()
     chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * width * hidden))
     parts = []
     for start in range(0, num_keys, chunk):
         diff = queries.unsqueeze(2) - keys[:, start:start + chunk].unsqueeze(1)
-        parts.append(diff.pow(2).sum(dim=3).neg())
+        parts.append(diff.pow_(2).sum(dim=3).neg_())
     if not parts:
         return queries.new_zeros((batch, width, 0))
     return torch.cat(parts, dim=2)
+
+
+def _nearest_keys(queries: torch.Tensor, keys: torch.Tensor, k: int, *, reduce: str, mode: str,
+                  invalid: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``k`` keys with the highest ``reduce`` (mean or sum) over queries of -||q - key||^2.
+
+    queries [B, W, H], keys [B, K, H] -> indices [B, k] (a set: the order is not meaningful).
+    ``invalid`` [B, K] keys never win (score -inf).
+
+    mode "exact": the original's float32 arithmetic (chunked), then top-k.
+    mode "certified": float64 GEMM scores ``2 q.k - |q|^2 - |k|^2`` plus a rigorous bound
+    on how far the original's float32 result can lie from them: relative error
+    <= (H + W + 8) u for sums of non-negative terms (u = 2^-24), plus the float64
+    cancellation error. When the bound separates the top-k from the rest, the set
+    is the one the exact arithmetic gives; otherwise (near-ties) the exact path runs.
+    mode "gemm": float32 GEMM, no guarantee at near-ties (fastest).
+    """
+    batch, width, hidden = queries.shape
+    num_keys = keys.shape[1]
+    k = min(k, num_keys)
+    if k == 0:
+        return torch.zeros((batch, 0), dtype=torch.long, device=keys.device)
+    if mode == "exact" or width == 0:
+        dist = _neg_sq_l2_exact(queries, keys)
+        score = dist.mean(dim=1) if reduce == "mean" else dist.sum(dim=1)
+        if invalid is not None:
+            score = score.masked_fill(invalid, float("-inf"))
+        return score.topk(k, dim=1).indices
+    precise = torch.float64 if mode == "certified" else torch.float32
+    q, key = queries.to(precise), keys.to(precise)
+    q_norm = q.pow(2).sum(-1)  # [B, W]
+    k_norm = key.pow(2).sum(-1)  # [B, K]
+    dist = (q_norm.unsqueeze(2) - 2.0 * (q @ key.transpose(1, 2))).add_(k_norm.unsqueeze(1))
+    score = -(dist.mean(dim=1) if reduce == "mean" else dist.sum(dim=1))  # [B, K]
+    if invalid is not None:
+        score = score.masked_fill(invalid, float("-inf"))
+    top = score.topk(k, dim=1).indices
+    if mode == "gemm" or k == num_keys:
+        return top
+    scale = (q_norm.sum(dim=1, keepdim=True) + width * k_norm)
+    if reduce == "mean":
+        scale = scale / width
+    margin = (hidden + width + 8) * 1.05 * 2.0**-24 * score.abs() + 4 * (hidden + 4) * 2.0**-53 * scale
+    finite = torch.isfinite(score)
+    lower = torch.where(finite, score - margin, torch.full_like(score, float("inf"))).gather(1, top).amin(dim=1)
+    rest = torch.ones_like(score, dtype=torch.bool).scatter_(1, top, False) & finite
+    upper = torch.where(rest, score + margin, torch.full_like(score, float("-inf"))).amax(dim=1)
+    if bool((lower > upper).all()):
+        return top
+    return _nearest_keys(queries, keys, k, reduce=reduce, mode="exact", invalid=invalid)
 
 
 # ----------------------------------------------------------------------------
@@ -482,9 +526,12 @@ class Memoria:
     tie_break : {"random", "original"}
         ``"random"``: one draw per tie from ``generator``. ``"original"``: consume the
         random stream exactly like memoria-pytorch (O(S M) per step).
-    exact_distances : bool
-        True: the original's float32 arithmetic, chunked (bit-identical rankings).
-        False: a float64 GEMM (faster for large H; rankings may differ at near-ties).
+    distances : {"certified", "exact", "gemm"}
+        How working-memory distances rank engrams. "exact": the original's float32
+        arithmetic, in chunks. "certified" (default): a float64 GEMM whose top-k is
+        certified against the exact float32 result by an error bound, falling back to
+        "exact" at near-ties: the same reminded engrams, much faster. "gemm": float32
+        GEMM, no guarantee at near-ties.
     fix_empty_ltm, fix_negative_index, fix_ltm_local_index, fix_padding : bool
         Turn off one quirk of the original each (see ``docs/memoria.md``).
     fix_quirks : bool
@@ -505,7 +552,7 @@ class Memoria:
         *,
         generator: torch.Generator | None = None,
         tie_break: Literal["random", "original"] = "random",
-        exact_distances: bool = True,
+        distances: Literal["certified", "exact", "gemm"] = "certified",
         fix_empty_ltm: bool = False,
         fix_negative_index: bool = False,
         fix_ltm_local_index: bool = False,
@@ -520,6 +567,8 @@ class Memoria:
             raise TypeError(f"initial_lifespan must be a number, got {type(initial_lifespan).__name__}")
         if not np.isfinite(initial_lifespan):
             raise ValueError(f"initial_lifespan must be finite, got {initial_lifespan!r}")
+        if distances not in ("certified", "exact", "gemm"):
+            raise ValueError(f"distances must be 'certified', 'exact' or 'gemm', got {distances!r}")
         if tie_break not in ("random", "original"):
             raise ValueError(f"tie_break must be 'random' or 'original', got {tie_break!r}")
         if keep_history:
@@ -537,7 +586,7 @@ class Memoria:
         self.ext_device: torch.device | None = None
         self.generator = generator
         self.tie_break = tie_break
-        self.exact_distances = exact_distances
+        self.distances = distances
         self.fix_empty_ltm = fix_empty_ltm or fix_quirks
         self.fix_negative_index = fix_negative_index or fix_quirks
         self.fix_ltm_local_index = fix_ltm_local_index or fix_quirks
@@ -620,10 +669,8 @@ class Memoria:
         # 1. short-term engrams nearest to the working memory (mean of -squared L2)
         if num_stm:
             stm_data = _gather_rows(e.data, stm_idx, 0.0)
-            weight = _neg_sq_l2(wm_data, stm_data, exact=self.exact_distances).mean(dim=1)
-            if self.fix_padding:
-                weight = weight.masked_fill(stm_idx < 0, float("-inf"))
-            top = weight.topk(min(self.num_reminded_stm, num_stm), dim=1).indices
+            top = _nearest_keys(wm_data, stm_data, self.num_reminded_stm, reduce="mean", mode=self.distances,
+                                invalid=(stm_idx < 0) if self.fix_padding else None)
             chosen = torch.zeros_like(stm_idx, dtype=torch.bool).scatter_(1, top, True)
             reminded_stm = stm_idx.masked_fill(~chosen, -1)
             if self.fix_padding:
@@ -638,13 +685,9 @@ class Memoria:
         if found.shape[1]:
             found_pos = _gather_rows(ltm_idx, found, -1) if self.fix_ltm_local_index else found
             found_data = _gather_rows(e.data, found_pos, 0.0)
-            weight = _neg_sq_l2(wm_data, found_data, exact=self.exact_distances).sum(dim=1)
-            if self.fix_padding:
-                weight = weight.masked_fill(found_pos < 0, float("-inf"))
-            top = weight.topk(min(self.num_final_ltms, weight.shape[1]), dim=1).indices
+            top = _nearest_keys(wm_data, found_data, self.num_final_ltms, reduce="sum", mode=self.distances,
+                                invalid=(found_pos < 0) if self.fix_padding else None)
             final_ltm = found_pos.gather(1, top)
-            if self.fix_padding:
-                final_ltm = final_ltm.masked_fill(weight.gather(1, top) == float("-inf"), -1)
         else:
             final_ltm = found
 
@@ -668,15 +711,15 @@ class Memoria:
         batch, length = ltm_mask.shape
         num_slots = reminded_stm.shape[1]
         if num_slots == 0 or batch == 0:
-            return torch.zeros((batch, 0), dtype=torch.long)
+            return torch.zeros((batch, 0), dtype=torch.long, device=e.data.device)
         if not bool(ltm_mask.any()):
             if self.tie_break == "original":  # the original draws its tie-break noise even here
                 torch.rand((batch, num_slots, length), dtype=torch.float16, device=e.data.device,
                            generator=self.generator)
             if self.fix_empty_ltm:
-                return torch.zeros((batch, 0), dtype=torch.long)
+                return torch.zeros((batch, 0), dtype=torch.long, device=e.data.device)
             # the original returns zeros here: engram 0 of every row is a candidate
-            return torch.zeros((batch, 1), dtype=torch.long)
+            return torch.zeros((batch, 1), dtype=torch.long, device=e.data.device)
         slots = reminded_stm.cpu()
         queries = slots.clone()
         if not self.fix_negative_index:
@@ -760,7 +803,7 @@ class Memoria:
             "ltm_search_depth": self.ltm_search_depth, "initial_lifespan": self.initial_lifespan,
             "num_final_ltms": self.num_final_ltms, "track_age": self.track_age, "track_id": self.track_id,
             "keep_history": self.keep_history, "tie_break": self.tie_break,
-            "exact_distances": self.exact_distances, "fix_empty_ltm": self.fix_empty_ltm,
+            "distances": self.distances, "fix_empty_ltm": self.fix_empty_ltm,
             "fix_negative_index": self.fix_negative_index, "fix_ltm_local_index": self.fix_ltm_local_index,
             "fix_padding": self.fix_padding,
         }
