@@ -221,11 +221,10 @@ def _indices_with_mask(mask: torch.Tensor) -> torch.Tensor:
     out = torch.full((batch, width), -1, dtype=torch.long, device=mask.device)
     if width == 0:
         return out
-    rank = mask.long().cumsum(dim=1) - 1
-    dest = (width - counts).unsqueeze(1) + rank
-    rows = torch.arange(batch, device=mask.device).unsqueeze(1).expand_as(mask)
-    positions = torch.arange(length, device=mask.device).unsqueeze(0).expand_as(mask)
-    out[rows[mask], dest[mask]] = positions[mask]
+    rows, cols = mask.nonzero(as_tuple=True)  # row-major: ascending positions within each row
+    row_start = counts.cumsum(0) - counts
+    rank = torch.arange(rows.numel(), device=mask.device) - row_start[rows]
+    out[rows, width - counts[rows] + rank] = cols
     return out
 
 
@@ -319,28 +318,51 @@ def _nearest_keys(queries: torch.Tensor, keys: torch.Tensor, k: int, *, reduce: 
         if invalid is not None:
             score = score.masked_fill(invalid, float("-inf"))
         return score.topk(k, dim=1).indices
-    precise = torch.float64 if mode == "certified" else torch.float32
-    q, key = queries.to(precise), keys.to(precise)
+    if mode == "gemm":
+        score, _ = _gemm_scores(queries, keys, reduce, torch.float32, invalid)
+        return score.topk(k, dim=1).indices
+    exact_error = (hidden + width + 8) * 1.05 * 2.0**-24  # relative, of the original's float32 arithmetic
+    for precision in (torch.float32, torch.float64):
+        score, margin = _gemm_scores(queries, keys, reduce, precision, invalid)
+        top = score.topk(k, dim=1).indices
+        if k == num_keys:
+            return top
+        margin = margin + exact_error * score.abs()
+        finite = torch.isfinite(score)
+        lower = torch.where(finite, score - margin, torch.full_like(score, float("inf"))).gather(1, top).amin(dim=1)
+        rest = torch.ones_like(score, dtype=torch.bool).scatter_(1, top, False) & finite
+        upper = torch.where(rest, score + margin, torch.full_like(score, float("-inf"))).amax(dim=1)
+        if bool((lower > upper).all()):
+            return top
+    return _nearest_keys(queries, keys, k, reduce=reduce, mode="exact", invalid=invalid)
+
+
+def _gemm_scores(queries: torch.Tensor, keys: torch.Tensor, reduce: str, precision: torch.dtype,
+                 invalid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores ``reduce_w -(|q|^2 - 2 q.k + |k|^2)`` [B, K] in ``precision`` and a bound on their error.
+
+    Error of a dot product of H terms: <= gamma_H * sum |terms| (gamma_n ~ n u); with
+    |q.k| <= (|q|^2 + |k|^2) / 2 every distance is off by at most
+    ~2 (H + 6) u (|q|^2 + |k|^2), and the reduction over W adds (W + 2) u |score|.
+    """
+    width, hidden = queries.shape[1], queries.shape[2]
+    unit = 2.0**-24 if precision == torch.float32 else 2.0**-53
+    q, key = queries.to(precision), keys.to(precision)
     q_norm = q.pow(2).sum(-1)  # [B, W]
     k_norm = key.pow(2).sum(-1)  # [B, K]
     dist = (q_norm.unsqueeze(2) - 2.0 * (q @ key.transpose(1, 2))).add_(k_norm.unsqueeze(1))
-    score = -(dist.mean(dim=1) if reduce == "mean" else dist.sum(dim=1))  # [B, K]
+    if reduce == "mean":
+        score = -dist.mean(dim=1)
+        scale = q_norm.mean(dim=1, keepdim=True) + k_norm
+    else:
+        score = -dist.sum(dim=1)
+        scale = q_norm.sum(dim=1, keepdim=True) + width * k_norm
+    margin = 1.05 * unit * (2 * (hidden + 6) * scale + (width + 2) * score.abs())
+    score, margin = score.double(), margin.double()
     if invalid is not None:
         score = score.masked_fill(invalid, float("-inf"))
-    top = score.topk(k, dim=1).indices
-    if mode == "gemm" or k == num_keys:
-        return top
-    scale = (q_norm.sum(dim=1, keepdim=True) + width * k_norm)
-    if reduce == "mean":
-        scale = scale / width
-    margin = (hidden + width + 8) * 1.05 * 2.0**-24 * score.abs() + 4 * (hidden + 4) * 2.0**-53 * scale
-    finite = torch.isfinite(score)
-    lower = torch.where(finite, score - margin, torch.full_like(score, float("inf"))).gather(1, top).amin(dim=1)
-    rest = torch.ones_like(score, dtype=torch.bool).scatter_(1, top, False) & finite
-    upper = torch.where(rest, score + margin, torch.full_like(score, float("-inf"))).amax(dim=1)
-    if bool((lower > upper).all()):
-        return top
-    return _nearest_keys(queries, keys, k, reduce=reduce, mode="exact", invalid=invalid)
+        margin = margin.masked_fill(invalid, 0.0)
+    return score, margin
 
 
 # ----------------------------------------------------------------------------
