@@ -236,44 +236,65 @@ class RowGraph {
   // marks L-1 visited (Python's negative indexing); otherwise it stops.
   void walk(const int64_t* starts, int64_t W, const int64_t* ltm, int64_t L, int64_t depth, bool aliasNegative,
             int64_t* out) {
+    // tag_[slot] holds the local index of a *reachable* long-term engram, else -1: one
+    // array read per neighbour decides reachability (visited engrams are untagged).
     std::vector<char> visited(static_cast<size_t>(L), 0);
-    for (int64_t j = 0; j < L; ++j) visited[j] = ltm[j] < 0;
+    std::vector<int32_t> slotOf(static_cast<size_t>(L), -1);
+    for (int64_t j = 0; j < L; ++j) {
+      visited[j] = ltm[j] < 0;
+      if (ltm[j] >= 0) slotOf[j] = find(ltm[j]);
+    }
     tag(ltm, L);
     std::vector<int64_t> cur(starts, starts + W), pick(static_cast<size_t>(W));
     auto markVisited = [&](int64_t j) {
-      if (j >= 0) visited[j] = 1;
-      else if (aliasNegative && L > 0) visited[L - 1] = 1;
+      if (j < 0) j = (aliasNegative && L > 0) ? L - 1 : -1;
+      if (j < 0) return;
+      visited[j] = 1;
+      if (slotOf[j] >= 0) tag_[slotOf[j]] = -1;
     };
     for (int64_t w = 0; w < W; ++w) {
       out[w] = cur[w];
       markVisited(cur[w]);
     }
     int64_t firstReachable = 0;
+    // Within one step every walker sees the same visited set, so walkers that stand on
+    // the same engram (walks converge on hubs) make the same pick: compute it once.
+    std::vector<int64_t> memo(static_cast<size_t>(L), -2);
+    std::vector<int64_t> touched;
     for (int64_t d = 0; d < depth; ++d) {
       while (firstReachable < L && visited[firstReachable]) ++firstReachable;
+      for (int64_t t : touched) memo[t] = -2;
+      touched.clear();
       for (int64_t w = 0; w < W; ++w) {
         int64_t src = cur[w];
         if (src < 0) src = (aliasNegative && L > 0) ? L - 1 : -1;
+        if (src >= 0 && memo[src] != -2) {
+          pick[w] = memo[src];
+          continue;
+        }
         int64_t p = -1;
         if (src >= 0 && ltm[src] < 0) {  // null engram: all counts -1, argmax is index 0
           p = (L > 0 && !visited[0]) ? 0 : -1;
         } else if (src >= 0) {
-          int32_t s = find(ltm[src]);
-          int32_t best = 0;
-          int64_t bestJ = -1;
+          int32_t s = slotOf[src];
+          // best key = (count << 32) | ~local: highest count, then lowest local index
+          uint64_t best = 0;
           if (s >= 0) {
             for (const Edge& e : nodes_[s].nbr) {
               int32_t j = tag_[e.node];
-              if (j < 0 || visited[j]) continue;
-              if (e.count > best || (e.count == best && j < bestJ)) {
-                best = e.count;
-                bestJ = j;
-              }
+              uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(e.count)) << 32) |
+                             static_cast<uint32_t>(~static_cast<uint32_t>(j));
+              key = j >= 0 ? key : 0;
+              best = key > best ? key : best;
             }
           }
-          if (bestJ >= 0) p = bestJ;
+          if (best != 0) p = static_cast<int64_t>(~static_cast<uint32_t>(best & 0xFFFFFFFFULL));
           else if (firstReachable < L) p = firstReachable;
           else p = -1;  // argmax of all -1 is index 0, which is visited
+        }
+        if (src >= 0) {
+          memo[src] = p;
+          touched.push_back(src);
         }
         pick[w] = p;
       }
@@ -283,7 +304,8 @@ class RowGraph {
         cur[w] = pick[w];
       }
     }
-    untag(ltm, L);
+    for (int64_t j = 0; j < L; ++j)
+      if (slotOf[j] >= 0) tag_[slotOf[j]] = -1;
   }
 
   // Dense co-fire counts between query ids and column ids ([Q, C], row-major);
