@@ -171,13 +171,15 @@ class RowGraph {
   // Initial long-term engram of each query (Memoria's "nearest LTM by co-fire").
   //   queries[S]: engram ids (-1: a null engram whose counts are all -1)
   //   ltm[L]: long-term engram ids in local order (-1: padding)
-  //   ltmPos[L]: their positions in the row (ascending; -1 for padding)
+  //   ltmPos[L]: their positions in the row (ascending over the real ones; -1 for padding)
   //   numPositions: engrams in the row (padded length), for the null-query case
   // Out: local LTM index per query, or -1. Ties are broken uniformly with rng.
   void initialLtm(const int64_t* queries, int64_t S, const int64_t* ltm, const int64_t* ltmPos, int64_t L,
                   int64_t numPositions, SplitMix64& rng, int64_t* out) {
-    int64_t numReal = 0;
-    for (int64_t j = 0; j < L; ++j) numReal += ltm[j] >= 0;
+    std::vector<int64_t> real;  // local indices of real (non-padding) long-term engrams, ascending
+    for (int64_t j = 0; j < L; ++j)
+      if (ltm[j] >= 0) real.push_back(j);
+    const int64_t numReal = static_cast<int64_t>(real.size());
     tag(ltm, L);
     std::vector<int32_t> ties;
     for (int64_t q = 0; q < S; ++q) {
@@ -185,8 +187,9 @@ class RowGraph {
       if (numReal == 0) continue;
       if (queries[q] < 0) {  // null row: every position ties at -1
         int64_t pos = rng.below(numPositions);
-        for (int64_t j = 0; j < L; ++j)
-          if (ltm[j] >= 0 && ltmPos[j] == pos) out[q] = j;
+        auto it = std::lower_bound(real.begin(), real.end(), pos,
+                                   [&](int64_t j, int64_t p) { return ltmPos[j] < p; });
+        if (it != real.end() && ltmPos[*it] == pos) out[q] = *it;
         continue;
       }
       int32_t s = find(queries[q]);
@@ -213,12 +216,7 @@ class RowGraph {
         std::sort(ties.begin(), ties.end());
         out[q] = ties.size() == 1 ? ties[0] : ties[static_cast<size_t>(rng.below(static_cast<int64_t>(ties.size())))];
       } else {  // every long-term engram ties at 0
-        int64_t k = rng.below(numReal);
-        for (int64_t j = 0; j < L; ++j)
-          if (ltm[j] >= 0 && k-- == 0) {
-            out[q] = j;
-            break;
-          }
+        out[q] = real[static_cast<size_t>(rng.below(numReal))];
       }
     }
     untag(ltm, L);
