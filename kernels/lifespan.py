@@ -60,15 +60,15 @@ def _lifespan_step_kernel(
     arange_r = tl.arange(0, BLOCK_R)
 
     # pass 1: short-term engrams of this row after WORKING -> SHORTTERM
-    num_stm = tl.zeros((), dtype=tl.int32)
+    num_stm = tl.sum(tl.zeros((BLOCK_M,), dtype=tl.int32), axis=0)
     for start in range(0, length, BLOCK_M):
         _, is_stm, _ = _row_tile_types(Types, row_off, start + arange_m, length)
         num_stm += tl.sum(is_stm.to(tl.int32), axis=0)
     num_exceeded = num_stm - stm_capacity
 
     # pass 2: scatter, decay, age, transitions, keep-mask and ranks
-    stm_seen = tl.zeros((), dtype=tl.int32)
-    kept_seen = tl.zeros((), dtype=tl.int64)
+    stm_seen = tl.sum(tl.zeros((BLOCK_M,), dtype=tl.int32), axis=0)
+    kept_seen = tl.sum(tl.zeros((BLOCK_M,), dtype=tl.int64), axis=0)
     for start in range(0, length, BLOCK_M):
         offs = start + arange_m
         types, is_stm, in_range = _row_tile_types(Types, row_off, offs, length)
@@ -121,6 +121,9 @@ def lifespan_step(
     out_keep = torch.empty((batch, length), dtype=torch.int8, device=dev)
     out_rank = torch.empty((batch, length), dtype=torch.int64, device=dev)
     out_num_kept = torch.zeros((batch,), dtype=torch.int64, device=dev)
+    if num_reminded == 0:  # never read (the chunk loop is empty); avoid passing empty buffers
+        reminded_indices = torch.full((batch, 1), -1, dtype=torch.int64, device=dev)
+        delta = torch.zeros((batch, 1), dtype=torch.float32, device=dev)
     if batch and length:
         block_m = min(1024, max(16, triton.next_power_of_2(length)))
         block_r = min(64, max(16, triton.next_power_of_2(max(num_reminded, 1))))
