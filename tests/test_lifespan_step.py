@@ -140,3 +140,15 @@ def test_triton_on_cuda_matches_reference(rng) -> None:
                                                                                                    backend="torch")
         got = ops.lifespan_step(*(t.cuda() for t in state), 512)
         assert_same(expected, got)
+
+
+def test_compaction_into_buffer_with_spare_columns() -> None:
+    lifespan = torch.tensor([[1.0, 3.0, 3.0], [3.0, 1.0, 3.0]])
+    none = torch.zeros((2, 0), dtype=torch.long)
+    step = ops.lifespan_step(lifespan, torch.ones(2, 3, dtype=torch.uint8), None, none, none.float(), 8)
+    out = torch.full((2, 5), 99.0)
+    view = ops.compact_engrams(torch.arange(6.0).view(2, 3), step, pad_value=-1, out=out)
+    assert view.tolist() == [[1.0, 2.0], [3.0, 5.0]] and view.data_ptr() == out.data_ptr()
+    assert out[:, 2:].eq(99.0).all()
+    with pytest.raises(ValueError, match="out must be"):
+        ops.compact_engrams(torch.arange(6.0).view(2, 3), step, out=torch.zeros(2, 1))

@@ -395,12 +395,58 @@ class Engrams:
         dev = device or torch.device("cpu")
         self.track_age = track_age
         self.track_engram_id = track_engram_id
+        self._bufs: dict[str, torch.Tensor] = {}
+        self._length = 0
         self.data = torch.zeros((batch_size, 0, hidden_dim), dtype=torch.float32, device=dev)
         self.lifespan = torch.zeros((batch_size, 0), dtype=torch.float32, device=dev)
         self.engrams_types = torch.zeros((batch_size, 0), dtype=torch.uint8, device=dev)
         self._age = torch.zeros((batch_size, 0), dtype=torch.int32, device=dev)
         self._uids = torch.zeros((batch_size, 0), dtype=torch.int64, device=dev)
         self.graph = _core().HebbianGraph(batch_size)
+
+    # Per-engram arrays live in buffers with spare columns: appending L engrams copies
+    # L rows, not the whole store. The attributes are views of the first M columns.
+    def _field(name: str, doc: str) -> property:  # noqa: N805 - runs at class creation
+        def get(self: Engrams) -> torch.Tensor:
+            return self._bufs[name][:, :self._length]
+
+        def set_(self: Engrams, value: torch.Tensor) -> None:
+            self._bufs[name] = value
+            self._length = value.shape[1]
+
+        return property(get, set_, doc=doc)
+
+    data = _field("data", "[B, M, H] float32 engram data")
+    lifespan = _field("lifespan", "[B, M] float32 lifespans")
+    engrams_types = _field("engrams_types", "[B, M] uint8 EngramType values")
+    _age = _field("_age", "[B, M] int32 ages (always tracked internally)")
+    _uids = _field("_uids", "[B, M] int64 engram ids (always tracked internally; -1 for padding)")
+    del _field
+
+    def _append(self, values: dict[str, torch.Tensor]) -> None:
+        """Append [B, L, ...] to every per-engram array (amortised O(L) copies)."""
+        added = next(iter(values.values())).shape[1]
+        new_length = self._length + added
+        for name, value in values.items():
+            buf = self._bufs[name]
+            if buf.shape[1] < new_length:
+                capacity = max(new_length, self._length + self._length // 2 + added, 16)
+                grown = torch.empty((buf.shape[0], capacity, *buf.shape[2:]), dtype=buf.dtype, device=buf.device)
+                grown[:, :self._length] = buf[:, :self._length]
+                self._bufs[name] = buf = grown
+            buf[:, self._length:new_length] = value
+        self._length = new_length
+
+    def _compact(self, step, pads: dict[str, tuple[torch.Tensor, float | int]]) -> None:
+        """Replace every per-engram array by its compaction (with spare columns for appends)."""
+        width = int(step.num_kept.max()) if step.num_kept.numel() else 0
+        capacity = width + max(width // 2, 64)
+        for name, (values, pad) in pads.items():
+            out = torch.empty((values.shape[0], capacity, *values.shape[2:]), dtype=values.dtype,
+                              device=values.device)
+            ops.compact_engrams(values, step, pad_value=pad, out=out)
+            self._bufs[name] = out
+        self._length = width
 
     @classmethod
     def empty(cls, track_age: bool = False, track_engram_id: bool = False) -> Engrams:
@@ -651,13 +697,14 @@ class Memoria:
             e = Engrams(batch, hidden, track_age=self.track_age, track_engram_id=self.track_id, device=self.device)
             self.engrams = e
         uids = torch.arange(self._next_uid, self._next_uid + length, dtype=torch.int64, device=self.device)
-        e.data = torch.cat([e.data, values], dim=1)
-        e.lifespan = torch.cat([e.lifespan, torch.full((batch, length), float(self.initial_lifespan),
-                                                       device=self.device)], dim=1)
-        e.engrams_types = torch.cat([e.engrams_types, torch.full((batch, length), EngramType.WORKING.value,
-                                                                 dtype=torch.uint8, device=self.device)], dim=1)
-        e._age = torch.cat([e._age, torch.zeros((batch, length), dtype=torch.int32, device=self.device)], dim=1)
-        e._uids = torch.cat([e._uids, uids.unsqueeze(0).expand(batch, length)], dim=1)
+        e._append({
+            "data": values,
+            "lifespan": torch.full((batch, length), float(self.initial_lifespan), device=self.device),
+            "engrams_types": torch.full((batch, length), EngramType.WORKING.value, dtype=torch.uint8,
+                                        device=self.device),
+            "_age": torch.zeros((batch, length), dtype=torch.int32, device=self.device),
+            "_uids": uids.unsqueeze(0).expand(batch, length),
+        })
         if length:
             self._next_uid += length
             if self.track_id:
@@ -807,11 +854,11 @@ class Memoria:
         if bool(step.keep.all()):
             e.lifespan, e.engrams_types, e._age = step.lifespan, step.types, step.age
         else:
-            e.data = ops.compact_engrams(e.data, step, pad_value=0.0)
-            e.lifespan = ops.compact_engrams(step.lifespan, step, pad_value=-1.0)
-            e.engrams_types = ops.compact_engrams(step.types, step, pad_value=EngramType.NULL.value)
-            e._age = ops.compact_engrams(step.age, step, pad_value=-1)
-            e._uids = ops.compact_engrams(e._uids, step, pad_value=-1)
+            e._compact(step, {
+                "data": (e.data, 0.0), "lifespan": (step.lifespan, -1.0),
+                "engrams_types": (step.types, EngramType.NULL.value), "_age": (step.age, -1),
+                "_uids": (e._uids, -1),
+            })
         if self.keep_history:
             if self.history is None:
                 self.history = [HistoryManager() for _ in range(indices.shape[0])]

@@ -125,17 +125,20 @@ def lifespan_step(
 
 
 def compact_engrams(
-    values: torch.Tensor, step: LifespanResult, *, pad_value: float | int = 0, pad_front: bool = True
+    values: torch.Tensor, step: LifespanResult, *, pad_value: float | int = 0, pad_front: bool = True,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Compact a per-engram array [B, M, ...] with the map of a :func:`lifespan_step` result.
 
     Kept engrams keep their order; the result is [B, max(num_kept), ...], shorter
     rows padded with ``pad_value`` (at the front when ``pad_front``, Memoria's layout).
+    ``out`` [B, C, ...] with C >= max(num_kept): write into its first columns and
+    return that view (spare capacity for appends).
     """
     from mnemonix.backends.lifespan import compact
 
     _checks.tensor("values", values, min_ndim=2, dtypes=None)
-    return compact(values, step, pad_value=pad_value, pad_front=pad_front)
+    return compact(values, step, pad_value=pad_value, pad_front=pad_front, out=out)
 
 
 __all__ += ["lifespan_step", "compact_engrams", "LifespanResult"]

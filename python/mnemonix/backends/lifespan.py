@@ -71,7 +71,8 @@ _TRITON_ANY_DEVICE = Backend("triton", lifespan_step_triton, dtypes=_ANY_DTYPE, 
 
 
 def compact(
-    values: torch.Tensor, step: LifespanResult, *, pad_value: float | int = 0, pad_front: bool = True
+    values: torch.Tensor, step: LifespanResult, *, pad_value: float | int = 0, pad_front: bool = True,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Compact one per-engram array ``values`` [B, M, ...] with the map of ``step``.
 
@@ -79,19 +80,27 @@ def compact(
     has width ``K = max(num_kept)`` and shorter rows are padded with
     ``pad_value`` -- at the front of the row when ``pad_front`` (Memoria's layout:
     its ``mask_select`` puts the null engrams first), else at the end.
+    ``out`` [B, C >= K, ...] (optional, not aliasing ``values``) receives the result
+    in its first K columns (spare columns let the caller append without copying).
 
     Returns
     -------
-    Tensor [B, K, ...] of ``values.dtype`` on ``values.device``.
+    Tensor [B, K, ...] of ``values.dtype`` on ``values.device`` (a view of ``out`` if given).
     """
     batch, length = step.keep.shape
     if values.shape[:2] != (batch, length):
         raise ValueError(f"values must have leading shape {(batch, length)}, got {tuple(values.shape)}")
     width = int(step.num_kept.max()) if batch else 0
-    out = torch.full((batch, width, *values.shape[2:]), pad_value, dtype=values.dtype, device=values.device)
+    if out is None:
+        out = torch.empty((batch, width, *values.shape[2:]), dtype=values.dtype, device=values.device)
+    elif out.shape[0] != batch or out.shape[1] < width or out.shape[2:] != values.shape[2:] or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous [{batch}, >= {width}, ...] tensor, got {tuple(out.shape)}")
+    stride = out.shape[1]
+    result = out[:, :width]
+    result.fill_(pad_value)
     if width == 0:
-        return out
+        return result
     offset = (width - step.num_kept).unsqueeze(1) if pad_front else torch.zeros_like(step.num_kept).unsqueeze(1)
-    dest = (torch.arange(batch, device=values.device).unsqueeze(1) * width + offset + step.rank)[step.keep]
-    out.view(batch * width, *values.shape[2:])[dest] = values[step.keep]
-    return out
+    dest = (torch.arange(batch, device=values.device).unsqueeze(1) * stride + offset + step.rank)[step.keep]
+    out.view(batch * stride, *values.shape[2:])[dest] = values[step.keep].to(out.dtype)
+    return result
