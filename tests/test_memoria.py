@@ -303,7 +303,8 @@ def test_hebbian_graph_walk_matches_dense_reference() -> None:
         counts = g.dense(0, ids, ids)
         starts = sorted(rng.choice(n, size=int(rng.integers(1, n + 1)), replace=False).tolist())
         depth = int(rng.integers(0, 5))
-        walked = g.walk(np.array([starts], dtype=np.int64), ids.reshape(1, -1), depth)
+        slots = g.add_nodes(ids.reshape(1, -1))
+        walked = g.walk(np.array([starts], dtype=np.int64), slots, depth)
         assert walked[0].tolist() == brute_walk(counts, starts, depth)
 
 
@@ -319,6 +320,8 @@ def test_hebbian_graph_basics() -> None:
         g.fire_together(np.array([[1, 2]]))
     with pytest.raises(ValueError, match="row must be"):
         g.count(5, 1, 2)
+    with pytest.raises(ValueError, match="not the slot of a live engram"):
+        g.walk(np.array([[0], [-1]]), np.array([[1000], [-1]]), 2)
 
 
 @pytest.mark.parametrize("reduce", ["mean", "sum"])

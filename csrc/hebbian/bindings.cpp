@@ -150,6 +150,18 @@ static mnemonix::Registrar reg("hebbian", [](py::module_& m) {
           },
           py::arg("row"), py::arg("ids"), py::arg("counts"))
       .def(
+          "add_nodes",
+          [](HebbianGraph& g, I64Array ids) {
+            checkMatrix("ids", ids, g.batch());
+            const int64_t k = ids.shape(1), B = g.batch();
+            py::array_t<int64_t> out({B, k});
+            int64_t* o = out.mutable_data();
+            const int64_t* p = ids.data();
+            for (int64_t b = 0; b < B; ++b) g.row(b).addNodes(p + b * k, k, o + b * k);
+            return out;
+          },
+          py::arg("ids"), "Node slots [batch, K] of engram ids (created when missing; -1 ids give -1).")
+      .def(
           "initial_ltm",
           [](HebbianGraph& g, I64Array queries, I64Array ltm, I64Array ltmPos, int64_t numPositions, uint64_t seed) {
             checkMatrix("queries", queries, g.batch());
@@ -158,6 +170,10 @@ static mnemonix::Registrar reg("hebbian", [](py::module_& m) {
             if (ltmPos.shape(1) != ltm.shape(1)) throw py::value_error("ltm_positions must have the shape of ltm");
             if (numPositions < 1) throw py::value_error("num_positions must be >= 1");
             const int64_t S = queries.shape(1), L = ltm.shape(1), B = g.batch();
+            for (int64_t b = 0; b < B; ++b) {
+              g.row(b).checkSlots(queries.data() + b * S, S, "queries");
+              g.row(b).checkSlots(ltm.data() + b * L, L, "ltm");
+            }
             py::array_t<int64_t> out({B, S});
             int64_t* o = out.mutable_data();
             const int64_t *q = queries.data(), *l = ltm.data(), *lp = ltmPos.data();
@@ -170,7 +186,7 @@ static mnemonix::Registrar reg("hebbian", [](py::module_& m) {
             return out;
           },
           py::arg("queries"), py::arg("ltm"), py::arg("ltm_positions"), py::arg("num_positions"), py::arg("seed"),
-          "Local LTM index [batch, S] with the highest co-fire count per query id (-1: none); random ties.")
+          "Local LTM index [batch, S] with the highest co-fire count per query slot (-1: none); random ties.")
       .def(
           "walk",
           [](HebbianGraph& g, I64Array starts, I64Array ltm, int64_t depth, bool aliasNegative) {
@@ -180,6 +196,7 @@ static mnemonix::Registrar reg("hebbian", [](py::module_& m) {
             const int64_t W = starts.shape(1), L = ltm.shape(1), B = g.batch();
             for (py::ssize_t i = 0; i < starts.size(); ++i)
               if (starts.data()[i] >= L) throw py::value_error("starts must be < the LTM length " + std::to_string(L));
+            for (int64_t b = 0; b < B; ++b) g.row(b).checkSlots(ltm.data() + b * L, L, "ltm");
             py::array_t<int64_t> out({B, (depth + 1) * W});
             int64_t* o = out.mutable_data();
             const int64_t *s = starts.data(), *l = ltm.data();

@@ -168,9 +168,16 @@ class RowGraph {
     }
   }
 
+  // Node slots of engrams (created when missing); -1 ids give -1. Slots stay valid
+  // until the engram is removed, so callers can keep them next to their arrays and
+  // skip the id -> slot hash lookups of every call below.
+  void addNodes(const int64_t* ids, int64_t n, int64_t* slots) {
+    for (int64_t i = 0; i < n; ++i) slots[i] = ids[i] < 0 ? -1 : getOrAdd(ids[i]);
+  }
+
   // Initial long-term engram of each query (Memoria's "nearest LTM by co-fire").
-  //   queries[S]: engram ids (-1: a null engram whose counts are all -1)
-  //   ltm[L]: long-term engram ids in local order (-1: padding)
+  //   queries[S]: node slots (-1: a null engram whose counts are all -1)
+  //   ltm[L]: node slots of the long-term engrams in local order (-1: padding)
   //   ltmPos[L]: their positions in the row (ascending over the real ones; -1 for padding)
   //   numPositions: engrams in the row (padded length), for the null-query case
   // Out: local LTM index per query, or -1. Ties are broken uniformly with rng.
@@ -192,7 +199,7 @@ class RowGraph {
         if (it != real.end() && ltmPos[*it] == pos) out[q] = *it;
         continue;
       }
-      int32_t s = find(queries[q]);
+      int64_t s = queries[q];
       int32_t best = 0;
       ties.clear();
       if (s >= 0) {
@@ -224,7 +231,7 @@ class RowGraph {
 
   // Memoria's greedy depth-first LTM walk, all walkers in lock step.
   //   starts[W]: local start indices (-1: a padding walker)
-  //   ltm[L]: long-term engram ids in local order (-1: padding, unreachable)
+  //   ltm[L]: node slots of the long-term engrams in local order (-1: padding, unreachable)
   //   out[(depth + 1) * W]: row-major [depth + 1, W] local indices, -1 when a walk ends
   // Each step a walker moves to the reachable (long-term, unvisited) engram with the
   // highest co-fire count with its current engram, the lowest local index among ties
@@ -240,7 +247,7 @@ class RowGraph {
     std::vector<int32_t> slotOf(static_cast<size_t>(L), -1);
     for (int64_t j = 0; j < L; ++j) {
       visited[j] = ltm[j] < 0;
-      if (ltm[j] >= 0) slotOf[j] = find(ltm[j]);
+      slotOf[j] = static_cast<int32_t>(ltm[j]);
     }
     tag(ltm, L);
     std::vector<int64_t> cur(starts, starts + W), pick(static_cast<size_t>(W));
@@ -359,18 +366,21 @@ class RowGraph {
   }
 
   void tag(const int64_t* ltm, int64_t L) {
-    for (int64_t j = 0; j < L; ++j) {
-      if (ltm[j] < 0) continue;
-      int32_t s = find(ltm[j]);
-      if (s >= 0) tag_[s] = static_cast<int32_t>(j);
-    }
+    for (int64_t j = 0; j < L; ++j)
+      if (ltm[j] >= 0) tag_[ltm[j]] = static_cast<int32_t>(j);
   }
   void untag(const int64_t* ltm, int64_t L) {
-    for (int64_t j = 0; j < L; ++j) {
-      if (ltm[j] < 0) continue;
-      int32_t s = find(ltm[j]);
-      if (s >= 0) tag_[s] = -1;
-    }
+    for (int64_t j = 0; j < L; ++j)
+      if (ltm[j] >= 0) tag_[ltm[j]] = -1;
+  }
+
+ public:
+  // Throws unless every non-negative entry is the slot of a live node.
+  void checkSlots(const int64_t* slots, int64_t n, const char* name) const {
+    for (int64_t i = 0; i < n; ++i)
+      if (slots[i] >= 0 && (slots[i] >= static_cast<int64_t>(nodes_.size()) || nodes_[slots[i]].id < 0))
+        throw std::invalid_argument(std::string(name) + " holds " + std::to_string(slots[i]) +
+                                ", which is not the slot of a live engram");
   }
 };
 

@@ -402,6 +402,7 @@ class Engrams:
         self.engrams_types = torch.zeros((batch_size, 0), dtype=torch.uint8, device=dev)
         self._age = torch.zeros((batch_size, 0), dtype=torch.int32, device=dev)
         self._uids = torch.zeros((batch_size, 0), dtype=torch.int64, device=dev)
+        self._slots = torch.zeros((batch_size, 0), dtype=torch.int64, device=dev)
         self.graph = _core().HebbianGraph(batch_size)
 
     # Per-engram arrays live in buffers with spare columns: appending L engrams copies
@@ -421,6 +422,7 @@ class Engrams:
     engrams_types = _field("engrams_types", "[B, M] uint8 EngramType values")
     _age = _field("_age", "[B, M] int32 ages (always tracked internally)")
     _uids = _field("_uids", "[B, M] int64 engram ids (always tracked internally; -1 for padding)")
+    _slots = _field("_slots", "[B, M] int64 node slots of the engrams in the graph (-1 for padding)")
     del _field
 
     def _append(self, values: dict[str, torch.Tensor]) -> None:
@@ -704,6 +706,8 @@ class Memoria:
                                         device=self.device),
             "_age": torch.zeros((batch, length), dtype=torch.int32, device=self.device),
             "_uids": uids.unsqueeze(0).expand(batch, length),
+            "_slots": torch.from_numpy(e.graph.add_nodes(uids.unsqueeze(0).expand(batch, length).cpu().numpy()))
+            .to(self.device),
         })
         if length:
             self._next_uid += length
@@ -793,26 +797,27 @@ class Memoria:
         queries = slots.clone()
         if not self.fix_negative_index:
             queries[queries < 0] = length - 1  # the original indexes its dense matrix with -1
-        uids = e._uids.cpu()
-        query_uids = _gather_rows(uids, queries, -1)
+        node_slots = e._slots.cpu()
+        query_slots = _gather_rows(node_slots, queries, -1)
         ltm_positions = ltm_idx.cpu()
-        ltm_uids = _gather_rows(uids, ltm_positions, -1)
+        ltm_slots = _gather_rows(node_slots, ltm_positions, -1)
         if self.tie_break == "original":
-            initial = self._initial_ltm_original(query_uids, ltm_uids, ltm_mask.cpu(), uids)
+            uids = e._uids.cpu()
+            initial = self._initial_ltm_original(_gather_rows(uids, queries, -1), ltm_slots, ltm_mask.cpu(), uids)
         else:
             initial = torch.from_numpy(e.graph.initial_ltm(
-                query_uids.numpy(), ltm_uids.numpy(), ltm_positions.numpy(), length, self._draw_seed()))
+                query_slots.numpy(), ltm_slots.numpy(), ltm_positions.numpy(), length, self._draw_seed()))
         if self.fix_negative_index:
             initial = initial.masked_fill(slots < 0, -1)
         starts = _sorted_unique_front_padded(initial)
-        walked = e.graph.walk(starts.numpy(), ltm_uids.numpy(), self.ltm_search_depth,
+        walked = e.graph.walk(starts.numpy(), ltm_slots.numpy(), self.ltm_search_depth,
                               alias_negative=not self.fix_negative_index)
         found = _unique_rows(torch.from_numpy(walked))
         if self.fix_padding or self.fix_negative_index:
             found = _indices_compact(found)
         return found.to(e.data.device)
 
-    def _initial_ltm_original(self, query_uids: torch.Tensor, ltm_uids: torch.Tensor, ltm_mask: torch.Tensor,
+    def _initial_ltm_original(self, query_uids: torch.Tensor, ltm_slots: torch.Tensor, ltm_mask: torch.Tensor,
                               uids: torch.Tensor) -> torch.Tensor:
         """Initial LTM per slot with memoria-pytorch's tie-breaking and random stream (dense, O(S M))."""
         e = self.engrams
@@ -824,7 +829,7 @@ class Memoria:
         noise = torch.rand(best.shape, dtype=torch.float16, device=best.device, generator=self.generator)
         chosen = (noise * best).argmax(dim=2).cpu()  # [B, S] positions
         # local index of each chosen position among the long-term engrams (-1 when not long-term)
-        local = ltm_mask.long().cumsum(dim=1) - 1 + (ltm_uids.shape[1] - ltm_mask.sum(dim=1, keepdim=True))
+        local = ltm_mask.long().cumsum(dim=1) - 1 + (ltm_slots.shape[1] - ltm_mask.sum(dim=1, keepdim=True))
         local = local.masked_fill(~ltm_mask, -1)
         return local.gather(1, chosen)
 
@@ -857,7 +862,7 @@ class Memoria:
             e._compact(step, {
                 "data": (e.data, 0.0), "lifespan": (step.lifespan, -1.0),
                 "engrams_types": (step.types, EngramType.NULL.value), "_age": (step.age, -1),
-                "_uids": (e._uids, -1),
+                "_uids": (e._uids, -1), "_slots": (e._slots, -1),
             })
         if self.keep_history:
             if self.history is None:
@@ -938,6 +943,7 @@ class Memoria:
             e.graph.set_edges(b, arrays["edge_src"][sel], arrays["edge_dst"][sel], arrays["edge_count"][sel])
             sel = arrays["fire_row"] == b
             e.graph.set_fires(b, arrays["fire_id"][sel], arrays["fire_count"][sel])
+        e._slots = torch.from_numpy(e.graph.add_nodes(arrays["uids"])).to(dev)
         memoria.engrams = e
         memoria.device = dev if length else memoria.device
         memoria.next_engram_id = int(meta["next_engram_id"])
