@@ -342,3 +342,23 @@ def test_certified_distances_pick_the_exact_set(reduce: str, rng) -> None:
                 exact = _nearest_keys(queries, keys, k, reduce=reduce, mode="exact", invalid=mask)
                 certified = _nearest_keys(queries, keys, k, reduce=reduce, mode="certified", invalid=mask)
                 assert torch.equal(exact.sort(dim=1).values, certified.sort(dim=1).values)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu() -> None:
+    """The same run on CUDA (Triton lifespan kernel, GPU distances) and on CPU."""
+    runs = []
+    for device in ("cpu", "cuda"):
+        m = Memoria(**CFG, track_age=True, track_id=True, device=device, generator=torch.Generator().manual_seed(3))
+        gen = torch.Generator().manual_seed(9)
+        out = []
+        for _ in range(12):
+            m.add_working_memory(torch.rand(2, 4, 16, generator=gen).to(device))
+            memories, indices = m.remind()
+            delta = torch.randint(0, 4, indices.shape, generator=gen).float().to(device)
+            m.adjust_lifespan_and_memories(indices, delta)
+            out.append((memories.cpu(), indices.cpu(), m.engrams.lifespan.cpu(), m.engrams.engrams_types.cpu()))
+        runs.append(out)
+    for cpu_step, gpu_step in zip(*runs):
+        for a, b in zip(cpu_step, gpu_step):
+            assert torch.equal(a, b)

@@ -717,7 +717,8 @@ class Memoria:
 
     # remind ---------------------------------------------------------------
     def _draw_seed(self) -> int:
-        return int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        device = self.generator.device if self.generator is not None else "cpu"
+        return int(torch.randint(0, 2**62, (1,), generator=self.generator, device=device))
 
     @torch.no_grad()
     def remind(self) -> tuple[torch.Tensor, torch.Tensor]:
