@@ -324,11 +324,22 @@ def test_hebbian_graph_basics() -> None:
         g.walk(np.array([[0], [-1]]), np.array([[1000], [-1]]), 2)
 
 
+@pytest.mark.parametrize("matmul_precision", ["highest", "medium"])
 @pytest.mark.parametrize("reduce", ["mean", "sum"])
-def test_certified_distances_pick_the_exact_set(reduce: str, rng) -> None:
+def test_certified_distances_pick_the_exact_set(reduce: str, matmul_precision: str, rng) -> None:
+
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(matmul_precision)
+    try:
+        _check_certified(reduce, rng)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def _check_certified(reduce: str, rng) -> None:
     from mnemonix.memoria import _nearest_keys
 
-    for _ in range(10):
+    for _ in range(5):
         batch, width, hidden = (int(torch.randint(1, n, (1,), generator=rng)) for n in (3, 20, 70))
         num_keys = int(torch.randint(1, 300, (1,), generator=rng))
         queries = torch.rand(batch, width, hidden, generator=rng)

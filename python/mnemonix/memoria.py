@@ -322,7 +322,10 @@ def _nearest_keys(queries: torch.Tensor, keys: torch.Tensor, k: int, *, reduce: 
         score, _ = _gemm_scores(queries, keys, reduce, torch.float32, invalid)
         return score.topk(k, dim=1).indices
     exact_error = (hidden + width + 8) * 1.05 * 2.0**-24  # relative, of the original's float32 arithmetic
-    for precision in (torch.float32, torch.float64):
+    # The float32 bound assumes IEEE float32 products: skip that stage when float32 matmuls
+    # may run in TF32 / bf16 (torch.set_float32_matmul_precision other than "highest").
+    exact_fp32 = torch.get_float32_matmul_precision() == "highest"
+    for precision in (torch.float32, torch.float64) if exact_fp32 else (torch.float64,):
         score, margin = _gemm_scores(queries, keys, reduce, precision, invalid)
         top = score.topk(k, dim=1).indices
         if k == num_keys:
