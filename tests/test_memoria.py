@@ -327,7 +327,6 @@ def test_hebbian_graph_basics() -> None:
 @pytest.mark.parametrize("matmul_precision", ["highest", "medium"])
 @pytest.mark.parametrize("reduce", ["mean", "sum"])
 def test_certified_distances_pick_the_exact_set(reduce: str, matmul_precision: str, rng) -> None:
-
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(matmul_precision)
     try:
