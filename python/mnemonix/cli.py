@@ -11,6 +11,7 @@ from collections.abc import Sequence
 COMMANDS: tuple[str, ...] = (
     "demo",
     "plastic",
+    "memoria",
 )
 
 

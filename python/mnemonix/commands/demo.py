@@ -16,6 +16,7 @@ from pathlib import Path
 # (title, module under mnemonix.commands) in demo order.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("Plastic prefix memory", "plastic"),
+    ("Memoria engram memory", "memoria"),
 )
 
 

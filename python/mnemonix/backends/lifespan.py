@@ -1,0 +1,106 @@
+"""Backends of :func:`mnemonix.ops.lifespan_step` and the compaction helper.
+
+``torch``: vectorised torch (CPU or CUDA): one ``index_put_`` with
+accumulation for the deltas, two cumulative sums for the short-term ranks and
+the compaction map. ``triton``: the fused kernel of
+``mnemonix.kernels.lifespan`` (CUDA, or CPU under ``TRITON_INTERPRET=1``).
+Both give the same results (identical unless several deltas of one engram are
+summed in float32 in a different order: the Triton kernel sums each chunk of
+reminded indices as a tree).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mnemonix import _triton
+from mnemonix._dispatch import Backend
+from mnemonix.reference import ENGRAM_LONGTERM, ENGRAM_SHORTTERM, ENGRAM_WORKING, LifespanResult
+
+
+def lifespan_step_torch(
+    lifespan: torch.Tensor,
+    types: torch.Tensor,
+    age: torch.Tensor | None,
+    reminded_indices: torch.Tensor,
+    delta: torch.Tensor,
+    stm_capacity: int,
+) -> LifespanResult:
+    batch, length = lifespan.shape
+    dev = lifespan.device
+    added = torch.zeros((batch, length + 1), dtype=torch.float32, device=dev)
+    if reminded_indices.numel():
+        idx = torch.where(reminded_indices < 0, length, reminded_indices).long()
+        rows = torch.arange(batch, device=dev).unsqueeze(1).expand_as(idx)
+        added.index_put_((rows, idx), delta, accumulate=True)
+    new_lifespan = (lifespan + added[:, :length]) - 1.0
+    new_types = torch.where(types == ENGRAM_WORKING, torch.full_like(types, ENGRAM_SHORTTERM), types)
+    is_stm = new_types == ENGRAM_SHORTTERM
+    stm_int = is_stm.to(torch.int64)
+    stm_rank = stm_int.cumsum(dim=1) - stm_int
+    num_exceeded = stm_int.sum(dim=1, keepdim=True) - stm_capacity
+    new_types = torch.where(is_stm & (stm_rank < num_exceeded), torch.full_like(types, ENGRAM_LONGTERM), new_types)
+    new_age = None if age is None else age + 1
+    keep = new_lifespan > 0
+    keep_int = keep.to(torch.int64)
+    rank = torch.where(keep, keep_int.cumsum(dim=1) - 1, torch.full_like(keep_int, -1))
+    return LifespanResult(new_lifespan, new_types, new_age, keep, rank, keep_int.sum(dim=1))
+
+
+def lifespan_step_triton(
+    lifespan: torch.Tensor,
+    types: torch.Tensor,
+    age: torch.Tensor | None,
+    reminded_indices: torch.Tensor,
+    delta: torch.Tensor,
+    stm_capacity: int,
+) -> LifespanResult:
+    kernels = _triton.load_kernels("lifespan")
+    capacity = min(int(stm_capacity), 2**31 - 1)
+    return LifespanResult(*kernels.lifespan_step(lifespan, types, age, reminded_indices, delta, capacity))
+
+
+_ANY_DTYPE = frozenset({torch.float32})
+
+BACKENDS: tuple[Backend, ...] = (
+    Backend("triton", lifespan_step_triton, devices=frozenset({"cuda"}), dtypes=_ANY_DTYPE, needs_triton=True),
+    Backend("torch", lifespan_step_torch, dtypes=_ANY_DTYPE),
+)
+# Forcing "triton" on CPU tensors (TRITON_INTERPRET=1) goes through this one.
+_TRITON_ANY_DEVICE = Backend("triton", lifespan_step_triton, dtypes=_ANY_DTYPE, needs_triton=True)
+
+
+def compact(
+    values: torch.Tensor, step: LifespanResult, *, pad_value: float | int = 0, pad_front: bool = True,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Compact one per-engram array ``values`` [B, M, ...] with the map of ``step``.
+
+    Kept engrams keep their order. Rows keep ``num_kept[b]`` engrams; the result
+    has width ``K = max(num_kept)`` and shorter rows are padded with
+    ``pad_value`` -- at the front of the row when ``pad_front`` (Memoria's layout:
+    its ``mask_select`` puts the null engrams first), else at the end.
+    ``out`` [B, C >= K, ...] (optional, not aliasing ``values``) receives the result
+    in its first K columns (spare columns let the caller append without copying).
+
+    Returns
+    -------
+    Tensor [B, K, ...] of ``values.dtype`` on ``values.device`` (a view of ``out`` if given).
+    """
+    batch, length = step.keep.shape
+    if values.shape[:2] != (batch, length):
+        raise ValueError(f"values must have leading shape {(batch, length)}, got {tuple(values.shape)}")
+    width = int(step.num_kept.max()) if batch else 0
+    if out is None:
+        out = torch.empty((batch, width, *values.shape[2:]), dtype=values.dtype, device=values.device)
+    elif out.shape[0] != batch or out.shape[1] < width or out.shape[2:] != values.shape[2:] or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous [{batch}, >= {width}, ...] tensor, got {tuple(out.shape)}")
+    stride = out.shape[1]
+    result = out[:, :width]
+    result.fill_(pad_value)
+    if width == 0:
+        return result
+    offset = (width - step.num_kept).unsqueeze(1) if pad_front else torch.zeros_like(step.num_kept).unsqueeze(1)
+    dest = (torch.arange(batch, device=values.device).unsqueeze(1) * stride + offset + step.rank)[step.keep]
+    out.view(batch * stride, *values.shape[2:])[dest] = values[step.keep].to(out.dtype)
+    return result
