@@ -121,7 +121,9 @@ def hopfield_retrieve(
         t is not None and t.requires_grad for t in (queries, keys, values, bias)
     )
     forced = backend if backend is not None else ("torch" if needs_grad else None)
-    chosen = _dispatch.select("hopfield_retrieve", hb.BACKENDS, inputs, device=device, dtype=queries.dtype,
+    inputs["forced_backend"] = forced
+    candidates = hb.BACKENDS if forced is not None else hb.auto_candidates(device)
+    chosen = _dispatch.select("hopfield_retrieve", candidates, inputs, device=device, dtype=queries.dtype,
                               forced=forced)
     if needs_grad and chosen.name not in ("torch", "reference"):
         raise ValueError(f"backend {chosen.name!r} is forward only: inputs require grad, use backend='torch'")

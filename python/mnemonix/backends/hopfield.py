@@ -10,14 +10,24 @@ want_argmax) -> (out[B, dv] float32, lse[B] float32, argmax[B] int64 | None)`` w
   sum ``l_i``, accumulator ``acc``), so extra memory is O(B x chunk), never O(B x N).
   Differentiable through autograd (autograd then keeps every chunk's probabilities:
   backward memory is O(B x N)).
+- ``triton``: the fused kernel of :mod:`mnemonix.kernels.hopfield` (split-N, exact merge,
+  d-tiling). Chosen automatically on CUDA tensors; on CPU tensors only when forced, under
+  ``TRITON_INTERPRET=1``. Forward only.
+- ``cpp``: the fused OpenMP/SIMD kernel ``mnemonix._core.retrieval`` (CPU, float32): one read
+  of each key row serves both products; N split over threads with an exact merge. Chosen
+  automatically for ``B <= CPP_MAX_BATCH`` (above it the BLAS matmuls of ``torch`` win).
+  Forward only.
 - ``reference``: :func:`mnemonix.reference.hopfield_retrieve` (materialises [B, N]).
+
+Gradients always come from ``torch`` (:func:`mnemonix.ops.hopfield_retrieve` forces it when an
+input requires grad).
 """
 
 from __future__ import annotations
 
 import torch
 
-from mnemonix import reference
+from mnemonix import _triton, reference
 from mnemonix._dispatch import Backend
 
 # Extra memory target of the streaming CPU path: about this many float32 logits at a time.
@@ -27,6 +37,62 @@ _CHUNK_ELEMENTS = 1 << 20
 def chunk_size(batch: int, n: int) -> int:
     """Patterns per chunk: ~1M logits in flight, at least 256, at most N."""
     return max(1, min(n, max(256, _CHUNK_ELEMENTS // max(batch, 1))))
+
+
+def run_triton(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor | None,
+    *,
+    beta: float,
+    logit_bias: torch.Tensor | None,
+    want_argmax: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    kernels = _triton.load_kernels("hopfield")
+    return kernels.hopfield_retrieve(queries, keys, values, beta=beta, logit_bias=logit_bias,
+                                     want_argmax=want_argmax)
+
+
+# Largest batch the fused C++ kernel takes in automatic selection. Measured on the 2-core
+# development machine (N = 1e5, d = 128, float32): the single-read kernel wins while the
+# work is memory-bound; past ~16 queries per key row the BLAS matmuls of ``torch`` win.
+CPP_MAX_BATCH = 16
+
+
+def _core_retrieval():
+    try:
+        from mnemonix._core import retrieval
+    except ImportError:
+        return None
+    return retrieval
+
+
+def _cpp_reasons(inputs) -> list[str]:
+    reasons = []
+    if _core_retrieval() is None:
+        reasons.append("mnemonix._core.retrieval is not built")
+    q = inputs["queries"]
+    if q.shape[0] > CPP_MAX_BATCH and not inputs.get("forced_backend"):
+        reasons.append(f"B = {q.shape[0]} > {CPP_MAX_BATCH}: the BLAS-based torch path is faster")
+    return reasons
+
+
+def run_cpp(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor | None,
+    *,
+    beta: float,
+    logit_bias: torch.Tensor | None,
+    want_argmax: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    core = _core_retrieval()
+    q = queries.detach().contiguous().numpy()
+    k = keys.detach().contiguous().numpy()
+    v = None if values is None else values.detach().contiguous().numpy()
+    bias = None if logit_bias is None else logit_bias.detach().float().contiguous().numpy()
+    out, lse, arg = core.retrieve(q, k, v, beta=float(beta), bias=bias)
+    return torch.from_numpy(out), torch.from_numpy(lse), (torch.from_numpy(arg) if want_argmax else None)
 
 
 def run_torch(
@@ -83,8 +149,19 @@ def run_reference(
     return out, lse, (arg if want_argmax else None)
 
 
+TRITON = Backend(name="triton", run=run_triton, needs_triton=True)
+CPP = Backend(name="cpp", run=run_cpp, devices=frozenset({"cpu"}), dtypes=frozenset({torch.float32}),
+              extra_reasons=_cpp_reasons)
 TORCH = Backend(name="torch", run=run_torch)
 REFERENCE = Backend(name="reference", run=run_reference)
 
-# Priority order for automatic selection (fast backends are prepended by their modules).
-BACKENDS: list[Backend] = [TORCH, REFERENCE]
+# Priority order for automatic selection. ``triton`` takes part in automatic selection on
+# CUDA tensors only (see :func:`auto_candidates`); on CPU it runs only when forced.
+BACKENDS: list[Backend] = [TRITON, CPP, TORCH, REFERENCE]
+
+
+def auto_candidates(device: torch.device) -> list[Backend]:
+    """Backends tried in order when ``backend=None``: no interpreted Triton on CPU tensors."""
+    if device.type == "cuda":
+        return BACKENDS
+    return [b for b in BACKENDS if not b.needs_triton]
