@@ -15,6 +15,7 @@ from pathlib import Path
 
 # (title, module under mnemonix.commands) in demo order.
 SECTIONS: tuple[tuple[str, str], ...] = (
+    ("Hopfield networks: classical, dense, modern on 8x8 digits", "hopfield"),
 )
 
 
