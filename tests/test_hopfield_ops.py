@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 import torch
-
 from mnemonix import ops, reference
 from mnemonix.backends import hopfield as hb
 
