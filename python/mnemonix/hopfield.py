@@ -243,11 +243,15 @@ class ClassicalHopfield:
     ``sigma <- sign(sigma W)`` (a zero field keeps the bit) for all queries at once until a
     query stops changing or ``max_iter`` updates. Synchronous updates may end in a 2-cycle
     instead of a fixed point (then ``converged`` is False). Capacity ~0.14 n random patterns.
+
+    The Hebbian sum ``X^T X`` is kept unscaled: its integer entries are exact in float32 (up
+    to 2^24 patterns), so a field that is exactly 0 stays 0 and sign decisions do not depend
+    on the order of the float sums; :attr:`weights` applies the 1/n.
     """
 
     def __init__(self, patterns: torch.Tensor | None = None, *, max_iter: int = 20) -> None:
         self.max_iter = _checks.positive_int("max_iter", max_iter)
-        self._weights: torch.Tensor | None = None
+        self._hebbian_sum: torch.Tensor | None = None
         self.num_patterns = 0
         if patterns is not None:
             self.store(patterns)
@@ -255,13 +259,16 @@ class ClassicalHopfield:
     @property
     def weights(self) -> torch.Tensor:
         """Weight matrix W [n, n] (float32, symmetric, zero diagonal)."""
-        if self._weights is None:
+        return self._sum() / self._sum().shape[0]
+
+    def _sum(self) -> torch.Tensor:
+        if self._hebbian_sum is None:
             raise ValueError("no patterns stored: call store(patterns) first")
-        return self._weights
+        return self._hebbian_sum
 
     @staticmethod
     def _hebbian(x: torch.Tensor) -> torch.Tensor:
-        w = x.T @ x / x.shape[1]
+        w = x.T @ x
         w.fill_diagonal_(0.0)
         return w
 
@@ -269,20 +276,20 @@ class ClassicalHopfield:
         """Replace the memory by patterns [P, n] of +-1 values."""
         _checks.tensor("patterns", patterns, ndim=2, dtypes=None)
         x = _bipolar("patterns", patterns)
-        self._weights = self._hebbian(x)
+        self._hebbian_sum = self._hebbian(x)
         self.num_patterns = int(x.shape[0])
         return self
 
     def add(self, patterns: torch.Tensor) -> ClassicalHopfield:
         """Add patterns [P, n] to the Hebbian sum (same n and device)."""
-        if self._weights is None:
+        if self._hebbian_sum is None:
             return self.store(patterns)
-        w = self._weights
+        w = self._hebbian_sum
         _checks.tensor("patterns", patterns, ndim=2, dtypes=None)
         x = _bipolar("patterns", patterns, w.shape[0])
         if x.device != w.device:
             raise ValueError(f"patterns must be on {w.device}, got {x.device}")
-        self._weights = w + self._hebbian(x)
+        self._hebbian_sum = w + self._hebbian(x)
         self.num_patterns += int(x.shape[0])
         return self
 
@@ -294,7 +301,7 @@ class ClassicalHopfield:
 
     def retrieve(self, cues: torch.Tensor, *, max_iter: int | None = None) -> BinaryRetrieval:
         """Run synchronous updates from cues [..., B, n] (+-1) until fixed or ``max_iter``."""
-        w = self.weights
+        w = self._sum()  # sign(sigma W) = sign(sigma X^T X): the 1/n does not change signs
         steps_max = self.max_iter if max_iter is None else _checks.positive_int("max_iter", max_iter)
         s0 = _bipolar("cues", cues, w.shape[0], min_ndim=1).to(w.device)
         lead = s0.shape[:-1]
@@ -315,8 +322,8 @@ class ClassicalHopfield:
                                converged=converged.reshape(lead), energy=self.energy(s).reshape(lead))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the weights and settings atomically (``mnemonix._io``)."""
-        _io.save_arrays(path, {"weights": self.weights.detach().float().cpu().numpy()},
+        """Write the Hebbian sum and settings atomically (``mnemonix._io``)."""
+        _io.save_arrays(path, {"hebbian_sum": self._sum().detach().float().cpu().numpy()},
                         format=_CLASSICAL_FORMAT, version=_BINARY_VERSION,
                         meta={"max_iter": self.max_iter, "num_patterns": self.num_patterns})
 
@@ -325,7 +332,7 @@ class ClassicalHopfield:
         """Read a network written by :meth:`save` (raises ``FormatError`` on a bad file)."""
         arrays, meta, _ = _io.load_arrays(path, format=_CLASSICAL_FORMAT, max_version=_BINARY_VERSION)
         net = cls(max_iter=int(meta["max_iter"]))
-        net._weights = torch.from_numpy(np.ascontiguousarray(arrays["weights"])).to(device)
+        net._hebbian_sum = torch.from_numpy(np.ascontiguousarray(arrays["hebbian_sum"])).to(device)
         net.num_patterns = int(meta["num_patterns"])
         return net
 
@@ -559,7 +566,7 @@ class HopfieldRetrieval(torch.nn.Module):
 
     @property
     def beta(self) -> float:
-        return float(self.log_beta.exp())
+        return float(self.log_beta.detach().exp())
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
