@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from mnemonix import ops, reference
+from mnemonix import _triton, ops, reference
 from mnemonix.backends import hopfield as hb
 
 TOL = {torch.float32: 2e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
@@ -180,6 +180,8 @@ def _base():
         (dict(keys=torch.randn(0, 4)), ValueError, "keys"),
         (dict(queries=torch.tensor([[float("nan")] * 4])), ValueError, "queries"),
         (dict(keys=torch.full((10, 4), float("inf"))), ValueError, "keys"),
+        (dict(keys=torch.randn(10, 4).index_fill(0, torch.tensor([3]), float("nan"))), ValueError, "keys"),
+        (dict(values=torch.randn(10, 4).index_fill(0, torch.tensor([9]), float("inf"))), ValueError, "values"),
         (dict(keys=torch.randn(10, 4, dtype=torch.float64)), TypeError, "keys"),
         (dict(keys=torch.randn(10, 4).half()), TypeError, "keys"),
         (dict(keys=torch.randn(10, 4, device="meta")), ValueError, "keys"),
@@ -198,7 +200,24 @@ def test_argument_errors_name_the_argument(kwargs, exc, name):
         ops.hopfield_retrieve(args.pop("queries"), args.pop("keys"), args.pop("values"), **args)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["reference"])
+def test_nonfinite_keys_are_caught_even_when_masked(backend):
+    q, k = _base()
+    k[2, 1] = float("nan")
+    mask = torch.ones(10, dtype=torch.bool)
+    mask[2] = False
+    with pytest.raises(ValueError, match="keys must be finite"):
+        ops.hopfield_retrieve(q, k, beta=1.0, mask=mask, backend=backend)
+    k[2, 1] = float("inf")
+    with pytest.raises(ValueError, match="keys must be finite"):
+        ops.hopfield_retrieve(q, k, beta=1.0, mask=mask, backend=backend)
+    with pytest.raises(ValueError, match="overflow"):
+        ops.hopfield_retrieve(q * 1e30, q * 1e30, beta=1e30, backend=backend)
+
+
 def test_forced_triton_without_interpreter_explains(monkeypatch):
+    # Triton reads TRITON_INTERPRET when its modules are first imported: import them first
+    _triton.load_kernels("hopfield")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     q, k = _base()
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):

@@ -161,8 +161,7 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
     for (size_t r = 0; r < rows; ++r) {
       const float* v = vals + (t0 + r) * dv;
       for (size_t b = 0; b < batch; ++b) {
-        const float p = scores[b * rowsPerTile + r];
-        if (p == 0.0f) continue;
+        const float p = scores[b * rowsPerTile + r];  // also when 0: a NaN/Inf row must reach acc
         float* acc = part.acc.data() + b * dv;
 #pragma omp simd
         for (size_t i = 0; i < dv; ++i) acc[i] += p * v[i];

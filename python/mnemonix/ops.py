@@ -110,9 +110,10 @@ def hopfield_retrieve(
             raise ValueError("mask must keep at least one stored pattern, got all False")
         base = logit_bias if logit_bias is not None else torch.zeros(n, device=device)
         logit_bias = base.masked_fill(~mask, float("-inf"))
-    for name, t in (("queries", queries), ("keys", keys), ("values", values)):
-        if t is not None:
-            _finite_one_pass(name, t)
+    _checks.finite("queries", queries)
+    # keys / values ([N, d]: as large as the work itself) are checked through the result: any
+    # NaN/Inf in them reaches out or lse (every backend multiplies each value row by its weight,
+    # also a zero weight), and only then the exact check runs and names the argument.
 
     lead = queries.shape[:-1]
     q = queries.reshape(-1, d)
@@ -132,8 +133,10 @@ def hopfield_retrieve(
         return chosen.run(x, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=return_argmax)
 
     out, lse, arg = one_pass(q)
+    _check_result_finite(out, lse, keys, values)
     if update_steps:
         out, lse, arg = _iterate(one_pass, q, out, lse, arg, update_steps, eps)
+        _check_result_finite(out, lse, keys, values)
     dv = out.shape[-1]
     result: list[torch.Tensor] = [out.reshape(*lead, dv).to(queries.dtype)]
     if return_lse:
@@ -143,12 +146,16 @@ def hopfield_retrieve(
     return result[0] if len(result) == 1 else tuple(result)
 
 
-def _finite_one_pass(name: str, t: torch.Tensor) -> None:
-    """Same check as ``_checks.finite`` without a [N, d] bool temporary: any NaN/Inf makes the
-    float32 sum NaN/Inf, so one reduction clears the common case; only a non-finite sum (NaN,
-    Inf, or an overflow of finite values) pays for the exact check."""
-    if t.numel() and not bool(torch.isfinite(t.sum(dtype=torch.float32))):
-        _checks.finite(name, t)
+def _check_result_finite(out: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
+                         values: torch.Tensor | None) -> None:
+    """Raise naming the argument when a NaN/Inf in keys or values reached the result."""
+    if bool(torch.isfinite(lse).all()) and bool(torch.isfinite(out).all()):
+        return
+    _checks.finite("keys", keys)
+    if values is not None:
+        _checks.finite("values", values)
+    raise ValueError("hopfield_retrieve: the logits overflow float32 (inputs are finite): "
+                     "lower beta or rescale queries and keys")
 
 
 def _iterate(one_pass, q, out, lse, arg, update_steps, eps):
