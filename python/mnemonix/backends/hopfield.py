@@ -9,7 +9,8 @@ want_argmax) -> (out[B, dv] float32, lse[B] float32, argmax[B] int64 | None)`` w
 - ``torch``: streams over N in chunks with an online softmax (running max ``m_i``, running
   sum ``l_i``, accumulator ``acc``), so extra memory is O(B x chunk), never O(B x N).
   Differentiable through autograd (autograd then keeps every chunk's probabilities:
-  backward memory is O(B x N)).
+  backward memory is O(B x N)); without autograd it reuses one logits buffer and updates
+  in place (``addmm``, ``exp_``). BLAS matmuls make it the CPU choice for larger B.
 - ``triton``: the fused kernel of :mod:`mnemonix.kernels.hopfield` (split-N, exact merge,
   d-tiling). Chosen automatically on CUDA tensors; on CPU tensors only when forced, under
   ``TRITON_INTERPRET=1``. Forward only.
@@ -104,6 +105,10 @@ def run_torch(
     logit_bias: torch.Tensor | None,
     want_argmax: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    needs_graph = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (queries, keys, values, logit_bias))
+    if not needs_graph:
+        return _run_torch_no_grad(queries, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=want_argmax)
     q = queries.float() * beta  # fold beta into the queries once: B*d multiplies, not B*N
     b, n = q.shape[0], keys.shape[0]
     dv = keys.shape[1] if values is None else values.shape[1]
@@ -130,6 +135,57 @@ def run_torch(
         acc = acc * alpha[:, None] + p @ v_tile
         m_i = m_new
     out = acc / l_i[:, None]
+    lse = m_i + torch.log(l_i)
+    return out, lse, best
+
+
+@torch.no_grad()
+def _run_torch_no_grad(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor | None,
+    *,
+    beta: float,
+    logit_bias: torch.Tensor | None,
+    want_argmax: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The same streaming loop without autograd: one logits buffer reused for every chunk,
+    ``addmm`` for logits + bias and for ``acc * alpha + P V``, in-place ``exp``."""
+    q = queries.float() * beta
+    b, n = q.shape[0], keys.shape[0]
+    d = keys.shape[1]
+    dv = d if values is None else values.shape[1]
+    converts = keys.dtype != torch.float32
+    step = chunk_size(b, n)
+    if converts:  # a converted fp32 tile costs step * d floats: bound it too
+        step = max(1, min(step, max(256, (4 * _CHUNK_ELEMENTS) // max(d, dv))))
+    m_i = torch.full((b,), float("-inf"), device=q.device)
+    l_i = torch.zeros(b, device=q.device)
+    acc = torch.zeros(b, dv, device=q.device)
+    best = torch.zeros(b, dtype=torch.long, device=q.device) if want_argmax else None
+    buffer = torch.empty(b * step, device=q.device)
+    for start in range(0, n, step):
+        k_tile = keys[start : start + step].float()
+        v_tile = k_tile if values is None else values[start : start + step].float()
+        width = k_tile.shape[0]
+        s = buffer[: b * width].view(b, width)
+        if logit_bias is None:
+            torch.mm(q, k_tile.T, out=s)
+        else:
+            torch.addmm(logit_bias[start : start + step][None, :], q, k_tile.T, out=s)
+        if best is not None:
+            tile_max, tile_arg = s.max(dim=1)
+            best = torch.where(tile_max > m_i, tile_arg + start, best)
+        else:
+            tile_max = s.amax(dim=1)
+        m_new = torch.maximum(m_i, tile_max)
+        m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
+        alpha = torch.exp(m_i - m_safe)
+        p = s.sub_(m_safe[:, None]).exp_()
+        l_i.mul_(alpha).add_(p.sum(dim=1))
+        acc.mul_(alpha[:, None]).addmm_(p, v_tile)
+        m_i = m_new
+    out = acc.div_(l_i[:, None])
     lse = m_i + torch.log(l_i)
     return out, lse, best
 
