@@ -41,7 +41,7 @@ from mnemonix.backends import hopfield as hb  # noqa: E402
 from bench._common import environment, print_table, timeit, write_results  # noqa: E402
 
 FULL_SHAPES = [(n, d, b) for n in (10_000, 100_000, 1_000_000) for d in (64, 128) for b in (1, 16, 64, 1024)]
-FULL_SHAPES += [(10_000, 12_288, b) for b in (1, 16, 64, 1024)]
+FULL_SHAPES += [(10_000, 12_288, b) for b in (1, 16, 64, 100, 1024)]  # B = 100: the research-code target
 QUICK_SHAPES = [(10_000, 64, 1), (10_000, 64, 16), (10_000, 128, 64), (100_000, 128, 1), (2_000, 12_288, 16)]
 RESEARCH_QUERIES = 3
 

@@ -24,6 +24,7 @@ Tricks
   is still ``-inf`` so that no ``-inf - -inf`` NaN appears.
 - Argmax: the first index of the largest logit (ties go to the lower index, like
   ``torch.argmax``).
+- Offsets into K, V and the workspaces are int64 (N x d may pass 2^31 elements).
 - Dtypes: fp32/fp16/bf16 inputs, fp32 accumulation. Under ``TRITON_INTERPRET=1`` the dot
   products run in fp32 (the interpreter's bf16 arithmetic is not reliable); on a GPU fp16/bf16
   tiles feed the tensor cores directly and fp32 uses IEEE (not TF32) products.
@@ -69,7 +70,7 @@ def _hopfield_partial_small_d(
     for n0 in range(n_start, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_ok = offs_n < n_end
-        k = tl.load(K + offs_n[:, None] * stride_kn + offs_d[None, :],
+        k = tl.load(K + offs_n.to(tl.int64)[:, None] * stride_kn + offs_d[None, :],
                     mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
         if DOT_FP32:
             k = k.to(tl.float32)
@@ -92,7 +93,7 @@ def _hopfield_partial_small_d(
         if VALUES_ARE_KEYS:
             v = k  # the tile already loaded for the scores: one read serves both products
         else:
-            v = tl.load(V + offs_n[:, None] * stride_vn + offs_dv[None, :],
+            v = tl.load(V + offs_n.to(tl.int64)[:, None] * stride_vn + offs_dv[None, :],
                         mask=n_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
             if DOT_FP32:
                 v = v.to(tl.float32)
@@ -107,7 +108,7 @@ def _hopfield_partial_small_d(
     tl.store(M_OUT + part, m_i, mask=row_ok)
     tl.store(L_OUT + part, l_i, mask=row_ok)
     tl.store(ARG_OUT + part, arg_i, mask=row_ok)
-    tl.store(ACC_OUT + part[:, None] * DV + offs_dv[None, :], acc,
+    tl.store(ACC_OUT + part.to(tl.int64)[:, None] * DV + offs_dv[None, :], acc,
              mask=row_ok[:, None] & (offs_dv[None, :] < DV))
 
 
@@ -134,7 +135,7 @@ def _hopfield_partial_large_d(
 
     # zero this program's accumulator slice
     for c0 in range(0, DV, BLOCK_D):
-        tl.store(ACC_OUT + part[:, None] * DV + (c0 + offs_c)[None, :], tl.zeros([BLOCK_B, BLOCK_D], tl.float32),
+        tl.store(ACC_OUT + part.to(tl.int64)[:, None] * DV + (c0 + offs_c)[None, :], tl.zeros([BLOCK_B, BLOCK_D], tl.float32),
                  mask=row_ok[:, None] & ((c0 + offs_c)[None, :] < DV))
 
     m_i = tl.full([BLOCK_B], float("-inf"), tl.float32)
@@ -150,7 +151,7 @@ def _hopfield_partial_large_d(
             c_ok = (c0 + offs_c) < D
             q = tl.load(Q + offs_b[:, None] * stride_qb + (c0 + offs_c)[None, :],
                         mask=row_ok[:, None] & c_ok[None, :], other=0.0)
-            k = tl.load(K + offs_n[:, None] * stride_kn + (c0 + offs_c)[None, :],
+            k = tl.load(K + offs_n.to(tl.int64)[:, None] * stride_kn + (c0 + offs_c)[None, :],
                         mask=n_ok[:, None] & c_ok[None, :], other=0.0)
             if DOT_FP32:
                 s += tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
@@ -170,9 +171,9 @@ def _hopfield_partial_large_d(
         l_i = l_i * alpha + tl.sum(p, axis=1)
         for c0 in range(0, DV, BLOCK_D):
             c_ok = (c0 + offs_c) < DV
-            v = tl.load(V + offs_n[:, None] * stride_vn + (c0 + offs_c)[None, :],
+            v = tl.load(V + offs_n.to(tl.int64)[:, None] * stride_vn + (c0 + offs_c)[None, :],
                         mask=n_ok[:, None] & c_ok[None, :], other=0.0)
-            acc_ptrs = ACC_OUT + part[:, None] * DV + (c0 + offs_c)[None, :]
+            acc_ptrs = ACC_OUT + part.to(tl.int64)[:, None] * DV + (c0 + offs_c)[None, :]
             acc_mask = row_ok[:, None] & c_ok[None, :]
             acc = tl.load(acc_ptrs, mask=acc_mask, other=0.0)
             if DOT_FP32:
@@ -205,10 +206,10 @@ def _hopfield_merge(
     l_tot = tl.sum(w * l_part, axis=0)
     offs_c = pid_c * BLOCK_DV + tl.arange(0, BLOCK_DV)
     c_ok = offs_c < DV
-    acc = tl.load(ACC_PART + (offs_s[:, None] * B + row) * DV + offs_c[None, :],
+    acc = tl.load(ACC_PART + (offs_s[:, None] * B + row).to(tl.int64) * DV + offs_c[None, :],
                   mask=s_ok[:, None] & c_ok[None, :], other=0.0)
     out = tl.sum(acc * w[:, None], axis=0) / l_tot
-    tl.store(OUT + row * DV + offs_c, out, mask=c_ok)
+    tl.store(OUT + row.to(tl.int64) * DV + offs_c, out, mask=c_ok)
     if pid_c == 0:
         tl.store(LSE + row, m_max + tl.log(l_tot))
         # the first split that reaches the max holds the first index of the max
