@@ -110,7 +110,7 @@ def hopfield_retrieve(
             raise ValueError("mask must keep at least one stored pattern, got all False")
         base = logit_bias if logit_bias is not None else torch.zeros(n, device=device)
         logit_bias = base.masked_fill(~mask, float("-inf"))
-    _checks.finite("queries", queries)
+    _finite_sum_first("queries", queries)
     # keys / values ([N, d]: as large as the work itself) are checked through the result: any
     # NaN/Inf in them reaches out or lse (every backend multiplies each value row by its weight,
     # also a zero weight), and only then the exact check runs and names the argument.
@@ -149,13 +149,25 @@ def hopfield_retrieve(
 def _check_result_finite(out: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
                          values: torch.Tensor | None) -> None:
     """Raise naming the argument when a NaN/Inf in keys or values reached the result."""
+    import math
+
+    if math.isfinite(float(lse.detach().sum())) and math.isfinite(float(out.detach().sum())):
+        return  # any NaN/Inf element makes its sum NaN/Inf
     if bool(torch.isfinite(lse).all()) and bool(torch.isfinite(out).all()):
-        return
+        return  # only the sum overflowed
     _checks.finite("keys", keys)
     if values is not None:
         _checks.finite("values", values)
     raise ValueError("hopfield_retrieve: the logits overflow float32 (inputs are finite): "
                      "lower beta or rescale queries and keys")
+
+
+def _finite_sum_first(name: str, t: torch.Tensor) -> None:
+    """``_checks.finite`` behind a one-reduction test (cheap for small tensors, no bool temporary)."""
+    import math
+
+    if not math.isfinite(float(t.detach().sum(dtype=torch.float32))):
+        _checks.finite(name, t)
 
 
 def _iterate(one_pass, q, out, lse, arg, update_steps, eps):
