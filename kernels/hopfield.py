@@ -38,6 +38,8 @@ import triton.language as tl
 
 # Largest d (and dv) kept whole in registers; beyond it the large-d scheme tiles over d.
 MAX_REGISTER_D = 256
+# Most N-splits of one row block (the merge holds SPLITS x BLOCK_DV partials in registers).
+MAX_SPLITS = 256
 
 
 @triton.jit
@@ -230,7 +232,7 @@ def default_splits(b: int, n: int, block_b: int, block_n: int, device: torch.dev
         want = triton.cdiv(2 * sms, row_blocks)
     else:  # interpreter: a few splits exercise the merge without slowing tests down
         want = 2
-    return max(1, min(want, triton.cdiv(n, 4 * block_n), 128))
+    return max(1, min(want, triton.cdiv(n, 4 * block_n), MAX_SPLITS))
 
 
 def hopfield_retrieve(
@@ -302,9 +304,10 @@ def hopfield_retrieve(
     out = torch.empty(b, dv, device=dev, dtype=torch.float32)
     lse = torch.empty(b, device=dev, dtype=torch.float32)
     arg = torch.empty(b, device=dev, dtype=torch.int64)
-    merge_dv = min(_pow2(dv), 1024)
+    block_s = _pow2(splits, lo=2)
+    merge_dv = min(_pow2(dv), max(16, 8192 // block_s))  # <= 8192 partial values per program
     _hopfield_merge[(b, triton.cdiv(dv, merge_dv))](
         m_part, l_part, acc_part, arg_part, out, lse, arg, b, dv,
-        SPLITS=splits, BLOCK_S=_pow2(splits, lo=2), BLOCK_DV=merge_dv,
+        SPLITS=splits, BLOCK_S=block_s, BLOCK_DV=merge_dv,
     )
     return out, lse, (arg if want_argmax else None)

@@ -66,6 +66,9 @@ def test_interpreter_split_n_and_d_tiling(rng):
     # d = 130 > BLOCK_D = 32: scores accumulate over d-chunks, acc lives in the workspace
     compare(q, k, None, beta=0.1, max_register_d=32, splits=2)
     compare(q, k, v, beta=0.1, max_register_d=32, splits=3, block_n=16)
+    # 38 splits: the merge then walks dv in several chunks (SPLITS x BLOCK_DV <= 8192)
+    k600 = torch.randn(600, 130, generator=rng)
+    compare(q, k600, None, beta=0.1, splits=38, block_n=16)
     # a split whose patterns are all masked must merge as weight 0, not NaN
     bias = torch.zeros(300)
     bias[:200] = float("-inf")
