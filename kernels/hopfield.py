@@ -137,8 +137,8 @@ def _hopfield_partial_large_d(
 
     # zero this program's accumulator slice
     for c0 in range(0, DV, BLOCK_D):
-        tl.store(ACC_OUT + part.to(tl.int64)[:, None] * DV + (c0 + offs_c)[None, :], tl.zeros([BLOCK_B, BLOCK_D], tl.float32),
-                 mask=row_ok[:, None] & ((c0 + offs_c)[None, :] < DV))
+        tl.store(ACC_OUT + part.to(tl.int64)[:, None] * DV + (c0 + offs_c)[None, :],
+                 tl.zeros([BLOCK_B, BLOCK_D], tl.float32), mask=row_ok[:, None] & ((c0 + offs_c)[None, :] < DV))
 
     m_i = tl.full([BLOCK_B], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_B], tl.float32)

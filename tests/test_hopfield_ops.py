@@ -82,6 +82,17 @@ def test_mask_keeping_only_last_pattern(rng):
         assert (arg == 4096).all()
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["reference"])
+def test_argmax_ties_go_to_the_lower_index_across_splits(backend, rng):
+    # 300,000 rows: the C++ kernel splits N into several parts; the best pattern appears twice
+    # (integer values: every dot product is exact, so the tie is exact in any summation order)
+    k = torch.randint(-3, 4, (300_000, 16), generator=rng).float()
+    k[250_000] = k[150] = torch.randint(4, 6, (16,), generator=rng).float()
+    q = k[150].expand(4, -1).clone()
+    _, arg = ops.hopfield_retrieve(q, k, beta=0.01, return_argmax=True, backend=backend)
+    assert (arg == 150).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_inputs(dtype, rng):
     for n, d, b in [(1, 1, 1), (7, 3, 5), (1000, 64, 64), (4097, 130, 5)]:

@@ -69,6 +69,11 @@ def test_interpreter_split_n_and_d_tiling(rng):
     # 38 splits: the merge then walks dv in several chunks (SPLITS x BLOCK_DV <= 8192)
     k600 = torch.randn(600, 130, generator=rng)
     compare(q, k600, None, beta=0.1, splits=38, block_n=16)
+    # a tie of the best logit across splits goes to the lower index
+    k_tie = torch.randint(-3, 4, (300, 130), generator=rng).float()  # exact integer dot products
+    k_tie[280] = k_tie[20] = 5.0
+    _, arg = compare(k_tie[20:21].clone(), k_tie, None, beta=0.001, splits=4, block_n=16)
+    assert int(arg[0]) == 20
     # a split whose patterns are all masked must merge as weight 0, not NaN
     bias = torch.zeros(300)
     bias[:200] = float("-inf")

@@ -234,7 +234,7 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
 // Full retrieval. queries [B, d], keys [N, d], values [N, dv] or nullptr (then dv == d),
 // bias [N] or nullptr (-inf entries exclude patterns). Writes out [B, dv], lse [B] and
 // argmax [B] (first index of the largest logit). Results depend on `threads` only through
-// float rounding of the merge; a given thread count is deterministic.
+// float rounding of the merge (the number of parts); a given thread count is deterministic.
 inline void retrieve(const float* queries, size_t batch, size_t d, const float* keys, size_t n,
                      const float* values, size_t dv, float beta, const float* bias, float* out,
                      float* lse, int64_t* argmax, int threads) {
@@ -247,26 +247,40 @@ inline void retrieve(const float* queries, size_t batch, size_t d, const float* 
 #else
   threads = 1;
 #endif
-  // at least ~1024 rows per thread, or the split and merge cost more than they save
-  const size_t maxUseful = std::max<size_t>(1, n / 1024);
-  const int nThreads = static_cast<int>(std::min<size_t>(static_cast<size_t>(std::max(threads, 1)), maxUseful));
-  std::vector<Partial> parts(nThreads);
+  // Each part (a contiguous range of rows) gets at least 1024 rows and ~4M multiply-adds
+  // (~0.1 ms): below that a second thread costs more than it saves.
+  const size_t work = n * (d + dv) * std::max<size_t>(batch, 1);
+  const size_t maxParts = std::max<size_t>(1, std::min(n / 1024, work / (size_t(1) << 22)));
+  const int nThreads = static_cast<int>(std::min<size_t>(static_cast<size_t>(std::max(threads, 1)), maxParts));
+  // Up to 8 parts per thread, taken dynamically: if the OS deschedules one thread (a busy
+  // machine), the others take its parts instead of waiting. Each part keeps its own softmax
+  // state (at most ~16M floats in all) and the merge runs in part order, so the result does
+  // not depend on which thread ran which part.
+  const size_t stateFloats = batch * (dv + 2);
+  const size_t memParts = std::max<size_t>(1, (size_t(1) << 24) / std::max<size_t>(stateFloats, 1));
+  const size_t nParts = nThreads == 1 ? 1 : std::max<size_t>(nThreads, std::min({maxParts, 8 * size_t(nThreads), memParts}));
+  std::vector<Partial> parts(nParts);
   std::vector<std::vector<float>> scratch(nThreads);
   for (auto& p : parts) p.reset(batch, dv);
-  const size_t per = (n + nThreads - 1) / nThreads;
+  const size_t per = (n + nParts - 1) / nParts;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(nThreads) schedule(static, 1)
+#pragma omp parallel for num_threads(nThreads) schedule(dynamic, 1)
 #endif
-  for (int t = 0; t < nThreads; ++t) {
+  for (long long t = 0; t < static_cast<long long>(nParts); ++t) {
     const size_t n0 = std::min(n, static_cast<size_t>(t) * per);
     const size_t n1 = std::min(n, n0 + per);
-    scanRange(qs.data(), batch, d, keys, values, dv, bias, n0, n1, parts[t], scratch[t]);
+#ifdef _OPENMP
+    std::vector<float>& buf = scratch[omp_get_thread_num()];
+#else
+    std::vector<float>& buf = scratch[0];
+#endif
+    scanRange(qs.data(), batch, d, keys, values, dv, bias, n0, n1, parts[t], buf);
   }
-  // exact merge in thread (= N) order: ties of the max go to the lower index
+  // exact merge in part (= N) order: ties of the max go to the lower index
   for (size_t b = 0; b < batch; ++b) {
     float mMax = kNegInf;
     int64_t best = 0;
-    for (int t = 0; t < nThreads; ++t) {
+    for (size_t t = 0; t < nParts; ++t) {
       if (parts[t].m[b] > mMax) {
         mMax = parts[t].m[b];
         best = parts[t].arg[b];
@@ -275,7 +289,7 @@ inline void retrieve(const float* queries, size_t batch, size_t d, const float* 
     float* o = out + b * dv;
     std::fill(o, o + dv, 0.0f);
     float l = 0.0f;
-    for (int t = 0; t < nThreads; ++t) {
+    for (size_t t = 0; t < nParts; ++t) {
       if (parts[t].m[b] == kNegInf) continue;
       const float w = std::exp(parts[t].m[b] - mMax);
       l += w * parts[t].l[b];
