@@ -6,7 +6,8 @@
 // few rows that stay in L1/L2: each tile is read from memory once and serves both the dot
 // products and, when the values are the keys, the weighted sum. Inner loops are written for
 // the compiler's vectoriser (`#pragma omp simd`, a polynomial exp), and x86-64 builds carry an
-// AVX2/FMA clone chosen at load time (GCC `target_clones`), so portable wheels stay fast.
+// AVX2/FMA clone chosen at load time (GCC `target_clones`, glibc ifunc), so portable wheels
+// stay fast.
 #pragma once
 
 #include <algorithm>
@@ -21,7 +22,7 @@
 #include <omp.h>
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
 #define MNEMONIX_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define MNEMONIX_SIMD_CLONES
