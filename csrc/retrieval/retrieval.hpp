@@ -79,19 +79,20 @@ inline size_t tileRows(size_t d) {
 }
 
 // Scores of NQ queries (rows of q, stride d) against `rows` key rows starting at t0, written to
-// out[qi * outStride + r]. Four key rows at a time; the first query block prefetches ahead.
+// out[qi * outStride + r]. Four key rows at a time; with prefetchRows > 0 (the first query
+// block of a tile) it asks for the rows that far ahead, i.e. the next tile, into L2.
 template <int NQ>
-MNEMONIX_ALWAYS_INLINE void scoreBlock(const float* q, size_t d, const float* keys, size_t t0, size_t rows, bool prefetch,
-                       float* out, size_t outStride) {
+MNEMONIX_ALWAYS_INLINE void scoreBlock(const float* q, size_t d, const float* keys, size_t t0, size_t rows,
+                                       size_t prefetchRows, float* out, size_t outStride) {
   size_t r = 0;
   for (; r + 4 <= rows; r += 4) {
     const float* k0 = keys + (t0 + r) * d;
     const float* k1 = k0 + d;
     const float* k2 = k1 + d;
     const float* k3 = k2 + d;
-    if (prefetch) {  // memory-bound at small B: ask for the rows 16 ahead now
-      const char* ahead = reinterpret_cast<const char*>(k0 + 16 * d);
-      for (size_t off = 0; off < 4 * d * sizeof(float); off += 64) __builtin_prefetch(ahead + off);
+    if (prefetchRows) {  // memory-bound at small B: fetch the next tile while this one computes
+      const char* ahead = reinterpret_cast<const char*>(k0 + prefetchRows * d);
+      for (size_t off = 0; off < 4 * d * sizeof(float); off += 64) __builtin_prefetch(ahead + off, 0, 2);
     }
     if constexpr (NQ == 2) {
       const float* qa = q;
@@ -160,10 +161,12 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
     //    (8 independent sums, 6 loads per 8 FMAs); the tile stays in cache across queries.
     size_t b = 0;
     for (; b + 2 <= batch; b += 2) {
-      scoreBlock<2>(qs + b * d, d, keys, t0, rows, b == 0, scores.data() + b * rowsPerTile, rowsPerTile);
+      scoreBlock<2>(qs + b * d, d, keys, t0, rows, b == 0 ? rowsPerTile : 0, scores.data() + b * rowsPerTile,
+                    rowsPerTile);
     }
     for (; b < batch; ++b) {
-      scoreBlock<1>(qs + b * d, d, keys, t0, rows, b == 0, scores.data() + b * rowsPerTile, rowsPerTile);
+      scoreBlock<1>(qs + b * d, d, keys, t0, rows, b == 0 ? rowsPerTile : 0, scores.data() + b * rowsPerTile,
+                    rowsPerTile);
     }
     if (bias) {
       for (size_t bb = 0; bb < batch; ++bb) {
