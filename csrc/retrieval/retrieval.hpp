@@ -251,10 +251,10 @@ inline void retrieve(const float* queries, size_t batch, size_t d, const float* 
 #else
   threads = 1;
 #endif
-  // Each part (a contiguous range of rows) gets at least 1024 rows and ~4M multiply-adds
-  // (~0.1 ms): below that a second thread costs more than it saves.
+  // Each part (a contiguous range of rows) gets at least 1024 rows and ~1M multiply-adds
+  // (~30 us): below that a second thread costs more than it saves.
   const size_t work = n * (d + dv) * std::max<size_t>(batch, 1);
-  const size_t maxParts = std::max<size_t>(1, std::min(n / 1024, work / (size_t(1) << 22)));
+  const size_t maxParts = std::max<size_t>(1, std::min(n / 1024, work / (size_t(1) << 20)));
   const int nThreads = static_cast<int>(std::min<size_t>(static_cast<size_t>(std::max(threads, 1)), maxParts));
   // Up to 8 parts per thread, taken dynamically: if the OS deschedules one thread (a busy
   // machine), the others take its parts instead of waiting. Each part keeps its own softmax

@@ -55,9 +55,10 @@ def run_triton(
 
 
 # Largest batch the fused C++ kernel takes in automatic selection. Measured on the 2-core
-# development machine (N = 1e5, d = 128, float32): the single-read kernel wins while the
-# work is memory-bound; past ~16 queries per key row the BLAS matmuls of ``torch`` win.
-CPP_MAX_BATCH = 16
+# development machine (bench/NOTES.md): with two threads the single-read kernel is ahead up to
+# B = 8 (memory-bound, and far ahead of SDPA); at B = 16 the BLAS matmuls of ``torch`` won in
+# both shapes timed (N = 1e4, d = 64: 0.56 vs 1.5 ms; N = 2e3, d = 12288: 28 vs 41 ms).
+CPP_MAX_BATCH = 8
 
 
 def _core_retrieval():
