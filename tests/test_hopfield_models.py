@@ -224,7 +224,6 @@ def test_hopfield_retrieval_layer(rng):
 # -- demo ---------------------------------------------------------------------------------------
 
 def test_demo_section_quick(tmp_path, capsys):
-    pytest.importorskip("sklearn", reason="the demo's data come from scikit-learn")
     from mnemonix.commands.demo import DemoContext
     from mnemonix.commands.hopfield import demo_section
 
