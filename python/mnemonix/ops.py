@@ -110,9 +110,10 @@ def hopfield_retrieve(
             raise ValueError("mask must keep at least one stored pattern, got all False")
         base = logit_bias if logit_bias is not None else torch.zeros(n, device=device)
         logit_bias = base.masked_fill(~mask, float("-inf"))
-    for name, t in (("queries", queries), ("keys", keys), ("values", values)):
-        if t is not None:
-            _checks.finite(name, t)
+    _finite_sum_first("queries", queries)
+    # keys / values ([N, d]: as large as the work itself) are checked through the result: any
+    # NaN/Inf in them reaches out or lse (every backend multiplies each value row by its weight,
+    # also a zero weight), and only then the exact check runs and names the argument.
 
     lead = queries.shape[:-1]
     q = queries.reshape(-1, d)
@@ -121,7 +122,9 @@ def hopfield_retrieve(
         t is not None and t.requires_grad for t in (queries, keys, values, bias)
     )
     forced = backend if backend is not None else ("torch" if needs_grad else None)
-    chosen = _dispatch.select("hopfield_retrieve", hb.BACKENDS, inputs, device=device, dtype=queries.dtype,
+    inputs["forced_backend"] = forced
+    candidates = hb.BACKENDS if forced is not None else hb.auto_candidates(device)
+    chosen = _dispatch.select("hopfield_retrieve", candidates, inputs, device=device, dtype=queries.dtype,
                               forced=forced)
     if needs_grad and chosen.name not in ("torch", "reference"):
         raise ValueError(f"backend {chosen.name!r} is forward only: inputs require grad, use backend='torch'")
@@ -130,8 +133,10 @@ def hopfield_retrieve(
         return chosen.run(x, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=return_argmax)
 
     out, lse, arg = one_pass(q)
+    _check_result_finite(out, lse, keys, values)
     if update_steps:
         out, lse, arg = _iterate(one_pass, q, out, lse, arg, update_steps, eps)
+        _check_result_finite(out, lse, keys, values)
     dv = out.shape[-1]
     result: list[torch.Tensor] = [out.reshape(*lead, dv).to(queries.dtype)]
     if return_lse:
@@ -139,6 +144,30 @@ def hopfield_retrieve(
     if return_argmax:
         result.append(arg.reshape(lead))
     return result[0] if len(result) == 1 else tuple(result)
+
+
+def _check_result_finite(out: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
+                         values: torch.Tensor | None) -> None:
+    """Raise naming the argument when a NaN/Inf in keys or values reached the result."""
+    import math
+
+    if math.isfinite(float(lse.detach().sum())) and math.isfinite(float(out.detach().sum())):
+        return  # any NaN/Inf element makes its sum NaN/Inf
+    if bool(torch.isfinite(lse).all()) and bool(torch.isfinite(out).all()):
+        return  # only the sum overflowed
+    _checks.finite("keys", keys)
+    if values is not None:
+        _checks.finite("values", values)
+    raise ValueError("hopfield_retrieve: the logits overflow float32 (inputs are finite): "
+                     "lower beta or rescale queries and keys")
+
+
+def _finite_sum_first(name: str, t: torch.Tensor) -> None:
+    """``_checks.finite`` behind a one-reduction test (cheap for small tensors, no bool temporary)."""
+    import math
+
+    if not math.isfinite(float(t.detach().sum(dtype=torch.float32))):
+        _checks.finite(name, t)
 
 
 def _iterate(one_pass, q, out, lse, arg, update_steps, eps):

@@ -17,6 +17,7 @@ from pathlib import Path
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("Plastic prefix memory", "plastic"),
     ("Memoria engram memory", "memoria"),
+    ("Hopfield networks: classical, dense, modern on 8x8 digits", "hopfield"),
 )
 
 

@@ -1,0 +1,311 @@
+// Fused modern-Hopfield retrieval on the CPU: out = softmax(beta * Q K^T + bias) V.
+//
+// Header-only core, no Python, no torch. One pass over the stored patterns with an online
+// softmax (running max m, running sum l, accumulator acc; Milakov & Gimelshein 2018), N split
+// over OpenMP threads with an exact merge (flash-decoding). Keys are visited in tiles of a
+// few rows that stay in L1/L2: each tile is read from memory once and serves both the dot
+// products and, when the values are the keys, the weighted sum. Inner loops are written for
+// the compiler's vectoriser (`#pragma omp simd`, a polynomial exp), and x86-64 builds carry an
+// AVX2/FMA clone chosen at load time (GCC `target_clones`, glibc ifunc), so portable wheels
+// stay fast.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
+#define MNEMONIX_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define MNEMONIX_SIMD_CLONES
+#endif
+#if defined(__GNUC__)
+#define MNEMONIX_ALWAYS_INLINE __attribute__((always_inline)) inline  // inlined into each clone
+#else
+#define MNEMONIX_ALWAYS_INLINE inline
+#endif
+
+namespace mnemonix {
+namespace retrieval {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// exp(x) for x <= 0 (Cephes expf polynomial, ~1 ulp), exactly 0 below -87 and for -inf.
+// Plain arithmetic and a bit cast, so that `omp simd` loops calling it vectorise.
+MNEMONIX_ALWAYS_INLINE float expNonPositive(float x) {
+  const bool underflow = x < -87.0f;
+  const float xc = underflow ? -87.0f : x;
+  const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
+  const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return underflow ? 0.0f : y * scale;
+}
+
+// Softmax state of one query over one range of stored patterns.
+struct Partial {
+  std::vector<float> m, l, acc;  // [B], [B], [B * dv]
+  std::vector<int64_t> arg;      // [B]
+  void reset(size_t batch, size_t dv) {
+    m.assign(batch, kNegInf);
+    l.assign(batch, 0.0f);
+    acc.assign(batch * dv, 0.0f);
+    arg.assign(batch, 0);
+  }
+};
+
+// Rows per tile: the tile (rows x d floats) should stay in the per-core cache while it is
+// used for the scores of every query and then for the weighted sums.
+inline size_t tileRows(size_t d) {
+  size_t rows = (128 * 1024) / (std::max<size_t>(d, 1) * sizeof(float));
+  rows = std::max<size_t>(4, std::min<size_t>(64, rows));
+  return rows & ~size_t(3);
+}
+
+// Scores of NQ queries (rows of q, stride d) against `rows` key rows starting at t0, written to
+// out[qi * outStride + r]. Four key rows at a time; with prefetchRows > 0 (the first query
+// block of a tile) it asks for the rows that far ahead, i.e. the next tile, into L2.
+template <int NQ>
+MNEMONIX_ALWAYS_INLINE void scoreBlock(const float* q, size_t d, const float* keys, size_t t0, size_t rows,
+                                       size_t prefetchRows, float* out, size_t outStride) {
+  size_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const float* k0 = keys + (t0 + r) * d;
+    const float* k1 = k0 + d;
+    const float* k2 = k1 + d;
+    const float* k3 = k2 + d;
+    if (prefetchRows) {  // memory-bound at small B: fetch the next tile while this one computes
+      const char* ahead = reinterpret_cast<const char*>(k0 + prefetchRows * d);
+      for (size_t off = 0; off < 4 * d * sizeof(float); off += 64) __builtin_prefetch(ahead + off, 0, 2);
+    }
+    if constexpr (NQ == 2) {
+      const float* qa = q;
+      const float* qb = q + d;
+      float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f;
+#pragma omp simd reduction(+ : a0, a1, a2, a3, b0, b1, b2, b3)
+      for (size_t i = 0; i < d; ++i) {
+        const float x0 = k0[i], x1 = k1[i], x2 = k2[i], x3 = k3[i];
+        a0 += qa[i] * x0;
+        a1 += qa[i] * x1;
+        a2 += qa[i] * x2;
+        a3 += qa[i] * x3;
+        b0 += qb[i] * x0;
+        b1 += qb[i] * x1;
+        b2 += qb[i] * x2;
+        b3 += qb[i] * x3;
+      }
+      out[r] = a0;
+      out[r + 1] = a1;
+      out[r + 2] = a2;
+      out[r + 3] = a3;
+      out[outStride + r] = b0;
+      out[outStride + r + 1] = b1;
+      out[outStride + r + 2] = b2;
+      out[outStride + r + 3] = b3;
+    } else {
+      float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+#pragma omp simd reduction(+ : a0, a1, a2, a3)
+      for (size_t i = 0; i < d; ++i) {
+        const float qi = q[i];
+        a0 += qi * k0[i];
+        a1 += qi * k1[i];
+        a2 += qi * k2[i];
+        a3 += qi * k3[i];
+      }
+      out[r] = a0;
+      out[r + 1] = a1;
+      out[r + 2] = a2;
+      out[r + 3] = a3;
+    }
+  }
+  for (; r < rows; ++r) {
+    const float* k0 = keys + (t0 + r) * d;
+    for (int j = 0; j < NQ; ++j) {
+      const float* qj = q + j * d;
+      float a0 = 0.0f;
+#pragma omp simd reduction(+ : a0)
+      for (size_t i = 0; i < d; ++i) a0 += qj[i] * k0[i];
+      out[j * outStride + r] = a0;
+    }
+  }
+}
+
+// Scan stored patterns [n0, n1) into `part`. qs = beta * queries [B, d] (row-major).
+// values == nullptr means the values are the keys (dv == d).
+MNEMONIX_SIMD_CLONES
+inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys, const float* values,
+                      size_t dv, const float* bias, size_t n0, size_t n1, Partial& part,
+                      std::vector<float>& scores) {
+  const float* vals = values ? values : keys;
+  const size_t rowsPerTile = tileRows(d);
+  scores.resize(batch * rowsPerTile);
+  for (size_t t0 = n0; t0 < n1; t0 += rowsPerTile) {
+    const size_t rows = std::min(rowsPerTile, n1 - t0);
+    // 1. scores S[b, r] = (beta q_b) . k_r  (+ bias): register blocks of 2 queries x 4 rows
+    //    (8 independent sums, 6 loads per 8 FMAs); the tile stays in cache across queries.
+    size_t b = 0;
+    for (; b + 2 <= batch; b += 2) {
+      scoreBlock<2>(qs + b * d, d, keys, t0, rows, b == 0 ? rowsPerTile : 0, scores.data() + b * rowsPerTile,
+                    rowsPerTile);
+    }
+    for (; b < batch; ++b) {
+      scoreBlock<1>(qs + b * d, d, keys, t0, rows, b == 0 ? rowsPerTile : 0, scores.data() + b * rowsPerTile,
+                    rowsPerTile);
+    }
+    if (bias) {
+      for (size_t bb = 0; bb < batch; ++bb) {
+        float* srow = scores.data() + bb * rowsPerTile;
+        for (size_t j = 0; j < rows; ++j) srow[j] += bias[t0 + j];
+      }
+    }
+    // 2. online softmax update per query; scores become probabilities in place
+    for (size_t b = 0; b < batch; ++b) {
+      float* s = scores.data() + b * rowsPerTile;
+      float tileMax = kNegInf;
+      size_t tileArg = 0;
+      for (size_t j = 0; j < rows; ++j) {
+        if (s[j] > tileMax) {  // strict: the first index of the max wins
+          tileMax = s[j];
+          tileArg = j;
+        }
+      }
+      const float mOld = part.m[b];
+      if (tileMax > mOld) part.arg[b] = static_cast<int64_t>(t0 + tileArg);
+      const float mNew = std::max(mOld, tileMax);
+      if (mNew == kNegInf) {  // everything so far masked: no weight yet
+        for (size_t j = 0; j < rows; ++j) s[j] = 0.0f;
+        continue;
+      }
+      float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+      for (size_t j = 0; j < rows; ++j) {
+        const float p = expNonPositive(s[j] - mNew);
+        s[j] = p;
+        sum += p;
+      }
+      if (mNew > mOld) {
+        const float alpha = (mOld == kNegInf) ? 0.0f : std::exp(mOld - mNew);
+        float* acc = part.acc.data() + b * dv;
+#pragma omp simd
+        for (size_t i = 0; i < dv; ++i) acc[i] *= alpha;
+        part.l[b] *= alpha;
+      }
+      part.l[b] += sum;
+      part.m[b] = mNew;
+    }
+    // 3. acc_b += sum_r p[b, r] v_r, four rows per pass over acc_b (one load/store of acc per
+    //    4 FMAs); each value row (the cached key row when values are keys) serves every query.
+    //    Zero weights are not skipped: a NaN/Inf row must reach acc (ops checks the result).
+    for (size_t bb = 0; bb < batch; ++bb) {
+      const float* p = scores.data() + bb * rowsPerTile;
+      float* acc = part.acc.data() + bb * dv;
+      size_t r = 0;
+      for (; r + 4 <= rows; r += 4) {
+        const float* v0 = vals + (t0 + r) * dv;
+        const float* v1 = v0 + dv;
+        const float* v2 = v1 + dv;
+        const float* v3 = v2 + dv;
+        const float p0 = p[r], p1 = p[r + 1], p2 = p[r + 2], p3 = p[r + 3];
+#pragma omp simd
+        for (size_t i = 0; i < dv; ++i) acc[i] += p0 * v0[i] + p1 * v1[i] + p2 * v2[i] + p3 * v3[i];
+      }
+      for (; r < rows; ++r) {
+        const float* v0 = vals + (t0 + r) * dv;
+        const float p0 = p[r];
+#pragma omp simd
+        for (size_t i = 0; i < dv; ++i) acc[i] += p0 * v0[i];
+      }
+    }
+  }
+}
+
+// Full retrieval. queries [B, d], keys [N, d], values [N, dv] or nullptr (then dv == d),
+// bias [N] or nullptr (-inf entries exclude patterns). Writes out [B, dv], lse [B] and
+// argmax [B] (first index of the largest logit). Results depend on `threads` only through
+// float rounding of the merge (the number of parts); a given thread count is deterministic.
+inline void retrieve(const float* queries, size_t batch, size_t d, const float* keys, size_t n,
+                     const float* values, size_t dv, float beta, const float* bias, float* out,
+                     float* lse, int64_t* argmax, int threads) {
+  if (n == 0) throw std::invalid_argument("keys must hold at least one stored pattern (N >= 1)");
+  if (!(beta > 0.0f) || !std::isfinite(beta)) throw std::invalid_argument("beta must be finite and > 0");
+  std::vector<float> qs(queries, queries + batch * d);
+  for (float& x : qs) x *= beta;
+#ifdef _OPENMP
+  if (threads <= 0) threads = omp_get_max_threads();
+#else
+  threads = 1;
+#endif
+  // Each part (a contiguous range of rows) gets at least 1024 rows and ~1M multiply-adds
+  // (~30 us): below that a second thread costs more than it saves.
+  const size_t work = n * (d + dv) * std::max<size_t>(batch, 1);
+  const size_t maxParts = std::max<size_t>(1, std::min(n / 1024, work / (size_t(1) << 20)));
+  const int nThreads = static_cast<int>(std::min<size_t>(static_cast<size_t>(std::max(threads, 1)), maxParts));
+  // Up to 8 parts per thread, taken dynamically: if the OS deschedules one thread (a busy
+  // machine), the others take its parts instead of waiting. Each part keeps its own softmax
+  // state (at most ~16M floats in all) and the merge runs in part order, so the result does
+  // not depend on which thread ran which part.
+  const size_t stateFloats = batch * (dv + 2);
+  const size_t memParts = std::max<size_t>(1, (size_t(1) << 24) / std::max<size_t>(stateFloats, 1));
+  const size_t nParts = nThreads == 1 ? 1 : std::max<size_t>(nThreads, std::min({maxParts, 8 * size_t(nThreads), memParts}));
+  std::vector<Partial> parts(nParts);
+  std::vector<std::vector<float>> scratch(nThreads);
+  for (auto& p : parts) p.reset(batch, dv);
+  const size_t per = (n + nParts - 1) / nParts;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nThreads) schedule(dynamic, 1)
+#endif
+  for (long long t = 0; t < static_cast<long long>(nParts); ++t) {
+    const size_t n0 = std::min(n, static_cast<size_t>(t) * per);
+    const size_t n1 = std::min(n, n0 + per);
+#ifdef _OPENMP
+    std::vector<float>& buf = scratch[omp_get_thread_num()];
+#else
+    std::vector<float>& buf = scratch[0];
+#endif
+    scanRange(qs.data(), batch, d, keys, values, dv, bias, n0, n1, parts[t], buf);
+  }
+  // exact merge in part (= N) order: ties of the max go to the lower index
+  for (size_t b = 0; b < batch; ++b) {
+    float mMax = kNegInf;
+    int64_t best = 0;
+    for (size_t t = 0; t < nParts; ++t) {
+      if (parts[t].m[b] > mMax) {
+        mMax = parts[t].m[b];
+        best = parts[t].arg[b];
+      }
+    }
+    float* o = out + b * dv;
+    std::fill(o, o + dv, 0.0f);
+    float l = 0.0f;
+    for (size_t t = 0; t < nParts; ++t) {
+      if (parts[t].m[b] == kNegInf) continue;
+      const float w = std::exp(parts[t].m[b] - mMax);
+      l += w * parts[t].l[b];
+      const float* acc = parts[t].acc.data() + b * dv;
+      for (size_t i = 0; i < dv; ++i) o[i] += w * acc[i];
+    }
+    const float inv = 1.0f / l;
+    for (size_t i = 0; i < dv; ++i) o[i] *= inv;
+    lse[b] = mMax + std::log(l);
+    argmax[b] = best;
+  }
+}
+
+}  // namespace retrieval
+}  // namespace mnemonix

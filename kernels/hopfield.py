@@ -1,0 +1,313 @@
+"""Fused modern-Hopfield retrieval ``out = softmax(beta * Q K^T + bias) V`` in Triton.
+
+References
+----------
+- Ramsauer et al. 2020, "Hopfield Networks is All You Need" (the update rule, eq. 3).
+- Milakov & Gimelshein 2018, "Online normalizer calculation for softmax" (running max/sum).
+- Dao et al. 2022, "FlashAttention" (tiling, ``m_i`` / ``l_i`` / ``acc``).
+- Dao et al. 2023, "Flash-Decoding for long-context inference" (split over N, exact merge;
+  the same idea as xformers' ``triton_splitk``).
+
+Tricks
+------
+- One pass over the stored patterns; ``[B, N]`` is never materialised.
+- ``VALUES_ARE_KEYS``: each key tile is loaded once and used for both ``Q K^T`` and ``P K``,
+  halving the bytes a generic attention kernel would read for auto-association.
+- Split-N: the grid is ``(cdiv(B, BLOCK_B), SPLITS)``; each program writes a partial
+  ``(m, l, acc, argmax)`` for its N-range into float32 workspaces, and a merge kernel rescales
+  them by ``exp(m_s - max_s m_s)``. Empty or fully masked splits have ``m = -inf``, ``l = 0``.
+- Large d: when ``d`` (or ``dv``) exceeds one register tile, the scores of a tile accumulate
+  over ``BLOCK_D`` chunks of d, and the accumulator lives in the program's own slice of the
+  float32 partial-output workspace (loaded, rescaled and stored per ``BLOCK_DV`` chunk, with
+  the same pointer tile for load and store, so every element stays with one thread).
+- Masked patterns / padding carry ``-inf`` logits; the running max is replaced by 0 while it
+  is still ``-inf`` so that no ``-inf - -inf`` NaN appears.
+- Argmax: the first index of the largest logit (ties go to the lower index, like
+  ``torch.argmax``).
+- Offsets into K, V and the workspaces are int64 (N x d may pass 2^31 elements).
+- Dtypes: fp32/fp16/bf16 inputs, fp32 accumulation. Under ``TRITON_INTERPRET=1`` the dot
+  products run in fp32 (the interpreter's bf16 arithmetic is not reliable); on a GPU fp16/bf16
+  tiles feed the tensor cores directly and fp32 uses IEEE (not TF32) products.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# Largest d (and dv) kept whole in registers; beyond it the large-d scheme tiles over d.
+MAX_REGISTER_D = 256
+# Most N-splits of one row block (the merge holds SPLITS x BLOCK_DV partials in registers).
+MAX_SPLITS = 256
+
+
+@triton.jit
+def _hopfield_partial_small_d(
+    Q, K, V, BIAS, M_OUT, L_OUT, ACC_OUT, ARG_OUT,
+    B, N, D, DV, n_per_split, beta,
+    stride_qb, stride_kn, stride_vn,
+    HAS_BIAS: tl.constexpr, VALUES_ARE_KEYS: tl.constexpr, DOT_FP32: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+):
+    """One (row block, N split) program; d and dv fit in one register tile each."""
+    tl.static_assert(BLOCK_B >= 16 and BLOCK_N >= 16 and BLOCK_D >= 16 and BLOCK_DV >= 16)
+    pid_b = tl.program_id(0)
+    split = tl.program_id(1)
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    row_ok = offs_b < B
+    q = tl.load(Q + offs_b[:, None] * stride_qb + offs_d[None, :],
+                mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    if DOT_FP32:
+        q = q.to(tl.float32)
+
+    m_i = tl.full([BLOCK_B], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_B], tl.float32)
+    arg_i = tl.zeros([BLOCK_B], tl.int32)
+    acc = tl.zeros([BLOCK_B, BLOCK_DV], tl.float32)
+    n_start = split * n_per_split
+    n_end = tl.minimum(n_start + n_per_split, N)
+    for n0 in range(n_start, n_end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < n_end
+        k = tl.load(K + offs_n.to(tl.int64)[:, None] * stride_kn + offs_d[None, :],
+                    mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+        if DOT_FP32:
+            k = k.to(tl.float32)
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        s = s * beta
+        if HAS_BIAS:
+            s += tl.load(BIAS + offs_n, mask=n_ok, other=0.0)[None, :]
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+        # online softmax update
+        tile_max = tl.max(s, axis=1)
+        tile_arg = tl.argmax(s, axis=1, tie_break_left=True).to(tl.int32)
+        arg_i = tl.where(tile_max > m_i, n0 + tile_arg, arg_i)
+        m_new = tl.maximum(m_i, tile_max)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        if VALUES_ARE_KEYS:
+            v = k  # the tile already loaded for the scores: one read serves both products
+        else:
+            v = tl.load(V + offs_n.to(tl.int64)[:, None] * stride_vn + offs_dv[None, :],
+                        mask=n_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+            if DOT_FP32:
+                v = v.to(tl.float32)
+        if DOT_FP32:
+            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    # partial results of this split: workspaces are [SPLITS, B] and [SPLITS, B, DV]
+    part = split * B + offs_b
+    tl.store(M_OUT + part, m_i, mask=row_ok)
+    tl.store(L_OUT + part, l_i, mask=row_ok)
+    tl.store(ARG_OUT + part, arg_i, mask=row_ok)
+    tl.store(ACC_OUT + part.to(tl.int64)[:, None] * DV + offs_dv[None, :], acc,
+             mask=row_ok[:, None] & (offs_dv[None, :] < DV))
+
+
+@triton.jit
+def _hopfield_partial_large_d(
+    Q, K, V, BIAS, M_OUT, L_OUT, ACC_OUT, ARG_OUT,
+    B, N, D, DV, n_per_split, beta,
+    stride_qb, stride_kn, stride_vn,
+    HAS_BIAS: tl.constexpr, VALUES_ARE_KEYS: tl.constexpr, DOT_FP32: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Same as the small-d kernel, tiling d (scores) and dv (accumulator, kept in ACC_OUT).
+
+    With values = keys the launcher passes K as V: the second read of each tile hits the cache
+    (a [BLOCK_N, d] tile of 12,288 bf16 values is 0.8 MB).
+    """
+    tl.static_assert(BLOCK_B >= 16 and BLOCK_N >= 16 and BLOCK_D >= 16)
+    pid_b = tl.program_id(0)
+    split = tl.program_id(1)
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_c = tl.arange(0, BLOCK_D)
+    row_ok = offs_b < B
+    part = split * B + offs_b
+
+    # zero this program's accumulator slice
+    for c0 in range(0, DV, BLOCK_D):
+        tl.store(ACC_OUT + part.to(tl.int64)[:, None] * DV + (c0 + offs_c)[None, :],
+                 tl.zeros([BLOCK_B, BLOCK_D], tl.float32), mask=row_ok[:, None] & ((c0 + offs_c)[None, :] < DV))
+
+    m_i = tl.full([BLOCK_B], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_B], tl.float32)
+    arg_i = tl.zeros([BLOCK_B], tl.int32)
+    n_start = split * n_per_split
+    n_end = tl.minimum(n_start + n_per_split, N)
+    for n0 in range(n_start, n_end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_ok = offs_n < n_end
+        s = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
+        for c0 in range(0, D, BLOCK_D):
+            c_ok = (c0 + offs_c) < D
+            q = tl.load(Q + offs_b[:, None] * stride_qb + (c0 + offs_c)[None, :],
+                        mask=row_ok[:, None] & c_ok[None, :], other=0.0)
+            k = tl.load(K + offs_n.to(tl.int64)[:, None] * stride_kn + (c0 + offs_c)[None, :],
+                        mask=n_ok[:, None] & c_ok[None, :], other=0.0)
+            if DOT_FP32:
+                s += tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
+            else:
+                s += tl.dot(q, tl.trans(k))
+        s = s * beta
+        if HAS_BIAS:
+            s += tl.load(BIAS + offs_n, mask=n_ok, other=0.0)[None, :]
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+        tile_max = tl.max(s, axis=1)
+        tile_arg = tl.argmax(s, axis=1, tie_break_left=True).to(tl.int32)
+        arg_i = tl.where(tile_max > m_i, n0 + tile_arg, arg_i)
+        m_new = tl.maximum(m_i, tile_max)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        for c0 in range(0, DV, BLOCK_D):
+            c_ok = (c0 + offs_c) < DV
+            v = tl.load(V + offs_n.to(tl.int64)[:, None] * stride_vn + (c0 + offs_c)[None, :],
+                        mask=n_ok[:, None] & c_ok[None, :], other=0.0)
+            acc_ptrs = ACC_OUT + part.to(tl.int64)[:, None] * DV + (c0 + offs_c)[None, :]
+            acc_mask = row_ok[:, None] & c_ok[None, :]
+            acc = tl.load(acc_ptrs, mask=acc_mask, other=0.0)
+            if DOT_FP32:
+                acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
+            else:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            tl.store(acc_ptrs, acc, mask=acc_mask)
+        m_i = m_new
+
+    tl.store(M_OUT + part, m_i, mask=row_ok)
+    tl.store(L_OUT + part, l_i, mask=row_ok)
+    tl.store(ARG_OUT + part, arg_i, mask=row_ok)
+
+
+@triton.jit
+def _hopfield_merge(
+    M_PART, L_PART, ACC_PART, ARG_PART, OUT, LSE, ARG,
+    B, DV,
+    SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_DV: tl.constexpr,
+):
+    """Exact merge of the split partials of one query row and one dv chunk."""
+    row = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    offs_s = tl.arange(0, BLOCK_S)
+    s_ok = offs_s < SPLITS
+    m = tl.load(M_PART + offs_s * B + row, mask=s_ok, other=float("-inf"))
+    l_part = tl.load(L_PART + offs_s * B + row, mask=s_ok, other=0.0)
+    m_max = tl.max(m, axis=0)  # finite: at least one pattern takes part
+    w = tl.exp(m - m_max)
+    l_tot = tl.sum(w * l_part, axis=0)
+    offs_c = pid_c * BLOCK_DV + tl.arange(0, BLOCK_DV)
+    c_ok = offs_c < DV
+    acc = tl.load(ACC_PART + (offs_s[:, None] * B + row).to(tl.int64) * DV + offs_c[None, :],
+                  mask=s_ok[:, None] & c_ok[None, :], other=0.0)
+    out = tl.sum(acc * w[:, None], axis=0) / l_tot
+    tl.store(OUT + row.to(tl.int64) * DV + offs_c, out, mask=c_ok)
+    if pid_c == 0:
+        tl.store(LSE + row, m_max + tl.log(l_tot))
+        # the first split that reaches the max holds the first index of the max
+        first = tl.min(tl.where(m == m_max, offs_s, BLOCK_S), axis=0)
+        arg = tl.load(ARG_PART + first * B + row)
+        tl.store(ARG + row, arg.to(tl.int64))
+
+
+def _pow2(x: int, lo: int = 16) -> int:
+    return max(lo, triton.next_power_of_2(max(int(x), 1)))
+
+
+def default_splits(b: int, n: int, block_b: int, block_n: int, device: torch.device) -> int:
+    """Enough programs to fill the device (~2 per SM), at least 4 tiles per split."""
+    row_blocks = triton.cdiv(b, block_b)
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        want = triton.cdiv(2 * sms, row_blocks)
+    else:  # interpreter: a few splits exercise the merge without slowing tests down
+        want = 2
+    return max(1, min(want, triton.cdiv(n, 4 * block_n), MAX_SPLITS))
+
+
+def hopfield_retrieve(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor | None,
+    *,
+    beta: float,
+    logit_bias: torch.Tensor | None,
+    want_argmax: bool,
+    splits: int | None = None,
+    max_register_d: int = MAX_REGISTER_D,
+    block_n: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Launch the partial kernel over ``(cdiv(B, BLOCK_B), SPLITS)`` and the merge kernel.
+
+    queries [B, d], keys [N, d], values [N, dv] or None (= keys), logit_bias [N] float32 with
+    ``-inf`` for masked patterns. Returns out [B, dv] float32, lse [B] float32, argmax [B] int64
+    (None unless ``want_argmax``). ``splits``, ``max_register_d`` and ``block_n`` override the
+    launcher's choices (tests use them to force split-N and d-tiling on small shapes).
+    """
+    q = queries.contiguous()
+    k = keys.contiguous()
+    v = None if values is None else values.contiguous()
+    b, d = q.shape
+    n = k.shape[0]
+    dv = d if v is None else v.shape[1]
+    dev = q.device
+    interpret = dev.type != "cuda"
+    dot_fp32 = interpret or q.dtype == torch.float32
+    small_d = max(d, dv) <= max_register_d
+    block_b = 16 if b <= 16 else (32 if b <= 64 or not small_d else 64)
+    if block_n is None:
+        block_n = 64 if small_d and max(d, dv) <= 128 else 32
+        if dot_fp32 and not interpret:
+            block_n = 32
+    if splits is None:
+        splits = default_splits(b, n, block_b, block_n, dev)
+    n_per_split = triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
+    splits = triton.cdiv(n, n_per_split)
+
+    m_part = torch.empty(splits, b, device=dev, dtype=torch.float32)
+    l_part = torch.empty(splits, b, device=dev, dtype=torch.float32)
+    arg_part = torch.empty(splits, b, device=dev, dtype=torch.int32)
+    acc_part = torch.empty(splits, b, dv, device=dev, dtype=torch.float32)
+    has_bias = logit_bias is not None
+    bias = logit_bias.contiguous().float() if has_bias else m_part  # dummy pointer when unused
+    grid = (triton.cdiv(b, block_b), splits)
+    common = dict(HAS_BIAS=has_bias, VALUES_ARE_KEYS=v is None, DOT_FP32=dot_fp32,
+                  BLOCK_B=block_b, BLOCK_N=block_n)
+    v_arg = k if v is None else v
+    if small_d:
+        _hopfield_partial_small_d[grid](
+            q, k, v_arg, bias, m_part, l_part, acc_part, arg_part,
+            b, n, d, dv, n_per_split, float(beta),
+            q.stride(0), k.stride(0), v_arg.stride(0),
+            BLOCK_D=_pow2(d), BLOCK_DV=_pow2(dv) if v is not None else _pow2(d),
+            num_warps=4, **common,
+        )
+    else:
+        block_d = min(128, _pow2(min(d, max_register_d)))
+        _hopfield_partial_large_d[grid](
+            q, k, v_arg, bias, m_part, l_part, acc_part, arg_part,
+            b, n, d, dv, n_per_split, float(beta),
+            q.stride(0), k.stride(0), v_arg.stride(0),
+            BLOCK_D=block_d, num_warps=4, **common,
+        )
+
+    out = torch.empty(b, dv, device=dev, dtype=torch.float32)
+    lse = torch.empty(b, device=dev, dtype=torch.float32)
+    arg = torch.empty(b, device=dev, dtype=torch.int64)
+    block_s = _pow2(splits, lo=2)
+    merge_dv = min(_pow2(dv), max(16, 8192 // block_s))  # <= 8192 partial values per program
+    _hopfield_merge[(b, triton.cdiv(dv, merge_dv))](
+        m_part, l_part, acc_part, arg_part, out, lse, arg, b, dv,
+        SPLITS=splits, BLOCK_S=block_s, BLOCK_DV=merge_dv,
+    )
+    return out, lse, (arg if want_argmax else None)

@@ -1,0 +1,268 @@
+"""hopfield_retrieve: every CPU backend against the reference, argument errors, memory bound."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from mnemonix import _triton, ops, reference
+from mnemonix.backends import hopfield as hb
+
+TOL = {torch.float32: 2e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
+CPU_BACKENDS = ["torch", "cpp"]
+
+
+def draw(rng, b, n, d, dtype=torch.float32, dv=None, scale=1.0):
+    q = (torch.randn(b, d, generator=rng) * scale).to(dtype)
+    k = (torch.randn(n, d, generator=rng) * scale).to(dtype)
+    v = None if dv is None else torch.randn(n, dv, generator=rng).to(dtype)
+    return q, k, v
+
+
+def check_against_reference(q, k, v, *, beta, backend, mask=None, bias=None, update_steps=0, tol=None):
+    tol = TOL[q.dtype] if tol is None else tol
+    out, lse, arg = ops.hopfield_retrieve(q, k, v, beta=beta, mask=mask, bias=bias, update_steps=update_steps,
+                                          return_lse=True, return_argmax=True, backend=backend)
+    r_out, r_lse, r_arg = reference.hopfield_retrieve(q, k, v, beta=beta, mask=mask, bias=bias,
+                                                      update_steps=update_steps, return_lse=True,
+                                                      return_argmax=True)
+    assert out.dtype == q.dtype and out.shape == r_out.shape
+    assert torch.isfinite(out).all() and torch.isfinite(lse).all()
+    scale = max(1.0, float(r_out.float().abs().max()))
+    torch.testing.assert_close(out.float(), r_out.float(), atol=tol * scale, rtol=tol)
+    torch.testing.assert_close(lse, r_lse, atol=tol * max(1.0, float(r_lse.abs().max())), rtol=tol)
+    # argmax: identical up to near-ties of the logits (which rounding may order either way)
+    if update_steps == 0:
+        logits = beta * (q.float() @ k.float().T)
+        if bias is not None:
+            logits = logits + bias.float()
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        ours = logits.gather(1, arg.reshape(-1, 1))[:, 0]
+        best = logits.gather(1, r_arg.reshape(-1, 1))[:, 0]
+        assert (ours >= best - 1e-4 * best.abs().clamp_min(1)).all()
+        assert ((arg == r_arg) | (ours >= best - 1e-4 * best.abs().clamp_min(1))).all()
+        if mask is not None:
+            assert mask[arg].all()
+    return out
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_backends_match_reference_fp32_grid(backend, rng):
+    for n, d, b in itertools.product([1, 7, 1000, 4097], [1, 3, 64, 130], [1, 5, 64]):
+        q, k, _ = draw(rng, b, n, d)
+        beta = float(torch.empty(1).uniform_(0.05, 2.0, generator=rng)) / math.sqrt(d)
+        check_against_reference(q, k, None, beta=beta, backend=backend)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_values_mask_bias(backend, rng):
+    for n, d, dv, b in [(1, 3, 5, 2), (7, 64, 1, 5), (1000, 130, 33, 16), (4097, 3, 64, 64)]:
+        q, k, v = draw(rng, b, n, d, dv=dv)
+        mask = torch.rand(n, generator=rng) < 0.5
+        mask[int(torch.randint(n, (1,), generator=rng))] = True
+        bias = torch.randn(n, generator=rng)
+        for m, bi in [(mask, None), (None, bias), (mask, bias)]:
+            check_against_reference(q, k, v, beta=0.3, backend=backend, mask=m, bias=bi)
+            check_against_reference(q, k, None, beta=0.3, backend=backend, mask=m, bias=bi)
+
+
+def test_mask_keeping_only_last_pattern(rng):
+    q, k, _ = draw(rng, 5, 4097, 64)
+    mask = torch.zeros(4097, dtype=torch.bool)
+    mask[-1] = True
+    for backend in CPU_BACKENDS + ["reference"]:
+        out, arg = ops.hopfield_retrieve(q, k, beta=1.0, mask=mask, return_argmax=True, backend=backend)
+        torch.testing.assert_close(out, k[-1].expand(5, -1))
+        assert (arg == 4096).all()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["reference"])
+def test_argmax_ties_go_to_the_lower_index_across_splits(backend, rng):
+    # 300,000 rows: the C++ kernel splits N into several parts; the best pattern appears twice
+    # (integer values: every dot product is exact, so the tie is exact in any summation order)
+    k = torch.randint(-3, 4, (300_000, 16), generator=rng).float()
+    k[250_000] = k[150] = torch.randint(4, 6, (16,), generator=rng).float()
+    q = k[150].expand(4, -1).clone()
+    _, arg = ops.hopfield_retrieve(q, k, beta=0.01, return_argmax=True, backend=backend)
+    assert (arg == 150).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs(dtype, rng):
+    for n, d, b in [(1, 1, 1), (7, 3, 5), (1000, 64, 64), (4097, 130, 5)]:
+        q, k, _ = draw(rng, b, n, d, dtype=dtype)
+        out = check_against_reference(q, k, None, beta=1.0 / math.sqrt(d), backend=None)
+        assert out.dtype == dtype
+        with pytest.raises(ValueError, match="cpp"):
+            ops.hopfield_retrieve(q, k, beta=1.0, backend="cpp")
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("beta", [1e-3, 1e3])
+def test_extreme_beta_is_finite(backend, beta, rng):
+    for n, d, b in [(7, 3, 5), (4097, 64, 16)]:
+        q, k, _ = draw(rng, b, n, d)
+        out = check_against_reference(q, k, None, beta=beta, backend=backend, tol=5e-3)
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_update_steps(backend, rng):
+    for n, d, b in [(7, 3, 5), (1000, 64, 16), (4097, 130, 5)]:
+        k = torch.nn.functional.normalize(torch.randn(n, d, generator=rng), dim=1) * 3
+        q = k[torch.randint(n, (b,), generator=rng)] + 0.3 * torch.randn(b, d, generator=rng)
+        check_against_reference(q, k, None, beta=2.0, backend=backend, update_steps=4, tol=1e-3)
+
+
+def test_leading_dimensions_and_auto_dispatch(rng):
+    q, k, _ = draw(rng, 2 * 3 * 4, 300, 16)
+    q = q.reshape(2, 3, 4, 16)
+    out, lse, arg = ops.hopfield_retrieve(q, k, beta=0.5, return_lse=True, return_argmax=True)
+    assert out.shape == (2, 3, 4, 16) and lse.shape == (2, 3, 4) and arg.shape == (2, 3, 4)
+    ref = reference.hopfield_retrieve(q, k, beta=0.5)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    # automatic choice: cpp for small float32 batches (when built), torch above the threshold
+    inputs = {"queries": q.reshape(-1, 16)[:4], "keys": k, "values": None, "forced_backend": None}
+    chosen = hb.auto_candidates(k.device)
+    assert all(b.name != "triton" for b in chosen)
+    if hb._core_retrieval() is not None:
+        assert not hb.CPP.not_supported_reasons(inputs, k.device, torch.float32)
+        big = dict(inputs, queries=torch.zeros(hb.CPP_MAX_BATCH + 1, 16))
+        assert any("B = " in r for r in hb.CPP.not_supported_reasons(big, k.device, torch.float32))
+
+
+def test_gradients_come_from_torch_backend(rng):
+    q, k, v = draw(rng, 4, 50, 8, dv=6)
+    q.requires_grad_(True)
+    k.requires_grad_(True)
+    out = ops.hopfield_retrieve(q, k, v, beta=0.7)
+    out.square().sum().backward()
+    q2, k2 = q.detach().clone().requires_grad_(True), k.detach().clone().requires_grad_(True)
+    reference.hopfield_retrieve(q2, k2, v, beta=0.7).square().sum().backward()
+    torch.testing.assert_close(q.grad, q2.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(k.grad, k2.grad, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="forward only"):
+        ops.hopfield_retrieve(q, k, v, beta=0.7, backend="cpp")
+
+
+def test_cpp_thread_count_does_not_change_results(rng):
+    core = hb._core_retrieval()
+    assert core is not None, "mnemonix._core.retrieval must be built"
+    q, k, _ = draw(rng, 3, 5000, 20)
+    one = core.retrieve(q.numpy(), k.numpy(), beta=0.5, num_threads=1)
+    two = core.retrieve(q.numpy(), k.numpy(), beta=0.5, num_threads=2)
+    torch.testing.assert_close(torch.from_numpy(one[0]), torch.from_numpy(two[0]), atol=1e-5, rtol=1e-5)
+    assert (one[2] == two[2]).all()
+    with pytest.raises(ValueError, match="keys"):
+        core.retrieve(q.numpy(), k[:, :5].numpy(), beta=0.5)
+    with pytest.raises(ValueError, match="beta"):
+        core.retrieve(q.numpy(), k.numpy(), beta=-1.0)
+
+
+# -- argument errors --------------------------------------------------------------------------
+
+def _base():
+    return torch.randn(3, 4), torch.randn(10, 4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, name",
+    [
+        (dict(queries=torch.randn(4)), ValueError, "queries"),
+        (dict(keys=torch.randn(2, 10, 4)), ValueError, "keys"),
+        (dict(keys=torch.randn(10, 5)), ValueError, "queries"),
+        (dict(values=torch.randn(9, 4)), ValueError, "values"),
+        (dict(values=torch.randn(10)), ValueError, "values"),
+        (dict(mask=torch.ones(9, dtype=torch.bool)), ValueError, "mask"),
+        (dict(mask=torch.ones(10)), TypeError, "mask"),
+        (dict(mask=torch.zeros(10, dtype=torch.bool)), ValueError, "mask"),
+        (dict(bias=torch.zeros(11)), ValueError, "bias"),
+        (dict(bias=torch.full((10,), float("nan"))), ValueError, "bias"),
+        (dict(beta=0.0), ValueError, "beta"),
+        (dict(beta=-1.0), ValueError, "beta"),
+        (dict(beta=float("nan")), ValueError, "beta"),
+        (dict(beta="1"), TypeError, "beta"),
+        (dict(keys=torch.randn(0, 4)), ValueError, "keys"),
+        (dict(queries=torch.tensor([[float("nan")] * 4])), ValueError, "queries"),
+        (dict(keys=torch.full((10, 4), float("inf"))), ValueError, "keys"),
+        (dict(keys=torch.randn(10, 4).index_fill(0, torch.tensor([3]), float("nan"))), ValueError, "keys"),
+        (dict(values=torch.randn(10, 4).index_fill(0, torch.tensor([9]), float("inf"))), ValueError, "values"),
+        (dict(keys=torch.randn(10, 4, dtype=torch.float64)), TypeError, "keys"),
+        (dict(keys=torch.randn(10, 4).half()), TypeError, "keys"),
+        (dict(keys=torch.randn(10, 4, device="meta")), ValueError, "keys"),
+        (dict(mask=torch.ones(10, dtype=torch.bool, device="meta")), ValueError, "mask"),
+        (dict(values=torch.randn(10, 4), update_steps=2), ValueError, "update_steps"),
+        (dict(update_steps=-1), ValueError, "update_steps"),
+        (dict(eps=0.0), ValueError, "eps"),
+        (dict(backend="cuda-magic"), ValueError, "backend"),
+    ],
+)
+def test_argument_errors_name_the_argument(kwargs, exc, name):
+    q, k = _base()
+    args = dict(queries=q, keys=k, values=None, beta=1.0)
+    args.update(kwargs)
+    with pytest.raises(exc, match=name):
+        ops.hopfield_retrieve(args.pop("queries"), args.pop("keys"), args.pop("values"), **args)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS + ["reference"])
+def test_nonfinite_keys_are_caught_even_when_masked(backend):
+    q, k = _base()
+    k[2, 1] = float("nan")
+    mask = torch.ones(10, dtype=torch.bool)
+    mask[2] = False
+    with pytest.raises(ValueError, match="keys must be finite"):
+        ops.hopfield_retrieve(q, k, beta=1.0, mask=mask, backend=backend)
+    k[2, 1] = float("inf")
+    with pytest.raises(ValueError, match="keys must be finite"):
+        ops.hopfield_retrieve(q, k, beta=1.0, mask=mask, backend=backend)
+    with pytest.raises(ValueError, match="overflow"):
+        ops.hopfield_retrieve(q * 1e30, q * 1e30, beta=1e30, backend=backend)
+
+
+def test_forced_triton_without_interpreter_explains(monkeypatch):
+    # Triton reads TRITON_INTERPRET when its modules are first imported: import them first
+    _triton.load_kernels("hopfield")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    q, k = _base()
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        ops.hopfield_retrieve(q, k, beta=1.0, backend="triton")
+
+
+# -- memory bound ---------------------------------------------------------------------------
+
+MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import resource, sys, torch
+    from mnemonix import ops
+    torch.manual_seed(0)
+    n, d, b = 2_000_000, 64, int(sys.argv[1])
+    keys = torch.rand(n, d) * 2 - 1
+    queries = torch.rand(b, d) * 2 - 1
+    ops.hopfield_retrieve(queries[:1], keys[:1000], beta=1.0)  # import and warm up lazily loaded code
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = ops.hopfield_retrieve(queries, keys, beta=1.0, backend=sys.argv[2])
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert torch.isfinite(out).all()
+    print((after - before) * 1024)
+    """
+)
+
+
+@pytest.mark.parametrize("batch, backend", [(64, "torch"), (8, "cpp")])
+def test_cpu_memory_stays_o_b_times_chunk(batch, backend):
+    """64 queries x 2,000,000 x 64 patterns: a [B, N] float32 matrix would be 512 MB."""
+    proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(batch), backend], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    growth = int(proc.stdout.strip().splitlines()[-1])
+    full_scores = batch * 2_000_000 * 4
+    assert growth < 64 * 2**20, f"peak RSS grew by {growth / 2**20:.0f} MiB (a [B, N] matrix is "
+    f"{full_scores / 2**20:.0f} MiB)"
