@@ -15,6 +15,7 @@ from pathlib import Path
 
 # (title, module under mnemonix.commands) in demo order.
 SECTIONS: tuple[tuple[str, str], ...] = (
+    ("Generative consolidation: Hopfield replay trains a VAE", "consolidate"),
 )
 
 

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from mnemonix.consolidation.data import ImageDataset, render_scenes
-from mnemonix.consolidation.teacher_student import LinearProbe
 from mnemonix.consolidation.vae import VAE
 
 PathLike = str | os.PathLike[str]
@@ -147,9 +146,9 @@ def interpolation(vae: VAE, a: torch.Tensor, b: torch.Tensor, *, steps: int = 8,
 # -- vector arithmetic -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class VectorArithmetic:
-    """success_rate: fraction of class-A items that a latent probe classifies as B after adding
-    ``mean z(B) - mean z(A)`` (re-encoding the decoded output); baseline_rate: the same without
-    the shift (items the probe already reads as B)."""
+    """success_rate: fraction of class-A items that, after adding ``mean z(B) - mean z(A)`` to
+    their latent, decoding and re-encoding, lie closer to class B's mean latent than to class
+    A's; baseline_rate: the same for the unshifted items (decoded and re-encoded)."""
 
     class_a: int
     class_b: int
@@ -171,13 +170,15 @@ def vector_arithmetic(vae: VAE, data: ImageDataset, *, class_a: int | None = Non
     if a == b or not bool((labels == a).any()) or not bool((labels == b).any()):
         raise ValueError(f"class_a and class_b must be two different classes present in data, got {a} and {b}")
     z = vae.latents(data.images)
-    probe = LinearProbe.fit(z, labels)
-    shift = z[labels == b].mean(0) - z[labels == a].mean(0)
+    mean_a, mean_b = z[labels == a].mean(0), z[labels == b].mean(0)
     za = z[labels == a]
-    moved = vae.decode_eval(za + shift)
-    same = vae.decode_eval(za)
-    success = float((probe.predict(vae.latents(moved)) == b).double().mean())
-    baseline = float((probe.predict(vae.latents(same)) == b).double().mean())
+    moved = vae.decode_eval(za + (mean_b - mean_a))
+
+    def closer_to_b(images: torch.Tensor) -> float:
+        zz = vae.latents(images)
+        return float(((zz - mean_b).norm(dim=1) < (zz - mean_a).norm(dim=1)).double().mean())
+
+    success, baseline = closer_to_b(moved), closer_to_b(vae.decode_eval(za))
     figure = None
     if path is not None:
         plt = _plt()

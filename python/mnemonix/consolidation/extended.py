@@ -101,19 +101,26 @@ class ExtendedModel:
         return c * h * w
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> Traces:
-        """images [N, C, H, W] in [0, 1] -> :class:`Traces`."""
+    def _latent_residual(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latent [N, z], residual ``x - decode(latent)`` [N, P]) of images [N, C, H, W]."""
         self.vae.check_images(images)
         latent = self.vae.latents(images)
         recon = self.vae.decode_eval(latent)
-        residual = (images.float() - recon).reshape(images.shape[0], -1)
+        return latent.float(), (images.float() - recon).reshape(images.shape[0], -1)
+
+    def _traces(self, latent: torch.Tensor, residual: torch.Tensor) -> Traces:
         keep = residual.abs() > self.threshold
-        sensory = torch.where(keep, residual, torch.zeros_like(residual))
-        return Traces(sensory, latent.float(), keep.sum(1))
+        return Traces(torch.where(keep, residual, torch.zeros_like(residual)), latent, keep.sum(1))
+
+    def encode(self, images: torch.Tensor) -> Traces:
+        """images [N, C, H, W] in [0, 1] -> :class:`Traces`."""
+        return self._traces(*self._latent_residual(images))
 
     def store(self, images: torch.Tensor) -> ExtendedModel:
         """Encode ``images`` and store their traces (replacing earlier ones)."""
-        traces = self.encode(images)
+        return self._store_traces(self.encode(images))
+
+    def _store_traces(self, traces: Traces) -> ExtendedModel:
         vectors = traces.vectors()
         if self.metric == "euclidean":
             vectors = torch.cat([vectors, 0.5 * (vectors**2).sum(1, keepdim=True)], dim=1)
@@ -188,8 +195,12 @@ def threshold_sweep(
     vae.check_images(images)
     rows = []
     target = torch.arange(images.shape[0])
+    latent, residual = None, None
     for t in ts:
-        model = ExtendedModel(vae, threshold=t, beta=beta, metric=metric, backend=backend).store(images)
+        model = ExtendedModel(vae, threshold=t, beta=beta, metric=metric, backend=backend)
+        if latent is None or residual is None:  # the VAE pass is shared by every threshold
+            latent, residual = model._latent_residual(images)
+        model._store_traces(model._traces(latent, residual))
         assert model.traces is not None
         out = model.recall(model.noisy_cues(noise, seed=seed))
         feats = float(model.traces.n_features.double().mean())

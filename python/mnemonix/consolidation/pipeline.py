@@ -121,7 +121,7 @@ def run_pipeline(
         files.append(be.figure)  # type: ignore[arg-type]
         summary["boundary_extension"] = {"input_zooms": be.input_zooms, "output_zooms": be.output_zooms}
 
-    sweep_items = held.images[: 100 if quick else 300]
+    sweep_items = held.images[: 40 if quick else 300]
     rows = threshold_sweep(res.vae, sweep_items, THRESHOLDS, seed=seed)
     files.append(analysis.plot_threshold_sweep(rows, out / "threshold_sweep.png"))
     summary["threshold_sweep"] = [asdict(r) for r in rows]

@@ -294,9 +294,9 @@ def run_teacher_student(
     if len(data) < 2:
         raise ValueError(f"data must hold at least 2 items (stored + held-out), got {len(data)}")
     n_stored = min(cfg.n_stored, len(data) - 1)
+    torch.manual_seed(cfg.seed)  # weight initialisation
     model = vae if vae is not None else vae_for(data.image_shape, cfg.latent_dim)
     model.check_images(data.images[:1], "data.images")
-    torch.manual_seed(cfg.seed)
     stored, heldout = data.split(n_stored, seed=cfg.seed)
     hop = build_hopfield(stored.images, beta=cfg.beta, backend=cfg.backend)
     n_replay = cfg.n_replay or n_stored
