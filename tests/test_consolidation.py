@@ -10,7 +10,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from mnemonix import _io
 from mnemonix.cli import main as cli_main
 from mnemonix.consolidation import (
@@ -42,6 +41,15 @@ from mnemonix.consolidation import (
 from mnemonix.consolidation.data import SHAPES3D_SIZES, factor_values
 from mnemonix.consolidation.teacher_student import LinearProbe, from_patterns, to_patterns
 from mnemonix.hopfield import ModernHopfield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These small convolutions run fastest on one thread (and CI runs two test workers)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -59,7 +59,8 @@ class ImageDataset:
         if self.labels.ndim != 2 or self.labels.shape[0] != self.images.shape[0]:
             raise ValueError(f"labels must be [N, F] with N = {self.images.shape[0]}, got {tuple(self.labels.shape)}")
         if self.labels.shape[1] != len(self.factor_names):
-            raise ValueError(f"labels have {self.labels.shape[1]} columns but factor_names has {len(self.factor_names)}")
+            raise ValueError(f"labels have {self.labels.shape[1]} columns but factor_names has "
+                             f"{len(self.factor_names)} names")
         if self.class_factor not in self.factor_names:
             raise ValueError(f"class_factor must be one of {self.factor_names}, got {self.class_factor!r}")
 

@@ -184,7 +184,9 @@ class EpochLog:
 
 
 @torch.no_grad()
-def evaluate(vae: VAE, train: ImageDataset | tuple[torch.Tensor, torch.Tensor], heldout: ImageDataset) -> tuple[float, float]:
+def evaluate(
+    vae: VAE, train: ImageDataset | tuple[torch.Tensor, torch.Tensor], heldout: ImageDataset
+) -> tuple[float, float]:
     """(held-out reconstruction MSE per pixel, probe accuracy on held-out latents).
 
     The probe is fit on the latents of ``train`` (images, class labels) and tested on the
