@@ -426,6 +426,17 @@ def test_cli_consolidate_quick_writes_outputs(tmp_path, capsys):
     assert cli_main(["consolidate", "--data", "mnist", "--out", str(out)]) == 2  # needs --path
 
 
+def test_cli_consolidate_local_mnist_file(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), y_train=np.arange(30) % 3)
+    out = tmp_path / "run"
+    assert cli_main(["consolidate", "--data", "mnist", "--path", str(path), "--quick", "--epochs", "1",
+                     "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["vae"] == "small" and summary["n_stored"] == 24 and summary["image_shape"] == "1x28x28"
+
+
 def test_demo_section_runs(tmp_path, capsys):
     assert cli_main(["demo", "--quick", "--only", "consolidate", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out

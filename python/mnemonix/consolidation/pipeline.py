@@ -95,6 +95,9 @@ def run_pipeline(
                                                           path=path)
     if data in ("mnist", "shapes3d") and quick:
         ds = ds.subset(slice(0, min(len(ds), 400)))
+    if len(ds) < 10:
+        raise ValueError(f"data must hold at least 10 items for the pipeline, got {len(ds)}")
+    cfg.n_stored = min(cfg.n_stored, int(0.8 * len(ds)))  # keep >= 20% held out for the analyses
     res = run_teacher_student(ds, cfg, progress=progress)
     files: list[Path] = []
     held = res.heldout.subset(slice(0, min(len(res.heldout), 500)))
