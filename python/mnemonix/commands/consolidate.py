@@ -40,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"VAE ({s['vae']}, latent {s['latent_dim']}): held-out MSE {s['heldout_mse_untrained']:.4f} -> "
           f"{s['heldout_mse_final']:.4f}; probe accuracy {s['probe_accuracy_untrained']:.3f} -> "
           f"{s['probe_accuracy_final']:.3f} (chance {s['probe_chance']:.3f}); {s['seconds_per_epoch']:.2f} s/epoch")
+    factors = [k[len("probe_"):] for k in s if k.startswith("probe_") and k.endswith("_chance")
+               and k != "probe_chance"]
+    factors = [f[: -len("_chance")] for f in factors]
+    if len(factors) > 1:
+        print("probe accuracy per factor (chance): " + ", ".join(
+            f"{f} {s['probe_' + f]:.2f} ({s['probe_' + f + '_chance']:.2f})" for f in factors))
     print("extended model (threshold: features stored / item, recall MSE):")
     for row in s["threshold_sweep"]:
         print(f"  {row['threshold']:<5g} {row['mean_features']:8.1f} {row['recall_mse']:.4f}")

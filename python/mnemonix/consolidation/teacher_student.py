@@ -199,6 +199,21 @@ def evaluate(
     return mse, probe.accuracy(vae.latents(heldout.images), heldout.classes)
 
 
+@torch.no_grad()
+def probe_by_factor(vae: VAE, images: torch.Tensor, labels: torch.Tensor, heldout: ImageDataset) -> dict[str, float]:
+    """Semantic decoding accuracy of every factor: a linear probe fit on the latents of
+    ``images`` with ``labels`` [n, F] and tested on ``heldout``; also each factor's chance rate
+    (``<factor>_chance``)."""
+    z_train, z_test = vae.latents(images), vae.latents(heldout.images)
+    out: dict[str, float] = {}
+    for j, name in enumerate(heldout.factor_names):
+        if labels[:, j].unique().numel() < 2:
+            continue
+        out[name] = LinearProbe.fit(z_train, labels[:, j]).accuracy(z_test, heldout.labels[:, j])
+        out[f"{name}_chance"] = chance_accuracy(labels[:, j], heldout.labels[:, j])
+    return out
+
+
 def train_vae(
     vae: VAE,
     images: torch.Tensor,
@@ -323,6 +338,7 @@ def run_teacher_student(
     if bar is not None:
         bar.close()
     chance = chance_accuracy(replay_labels, heldout.classes)
+    by_factor = probe_by_factor(model, replay.images, stored.labels[replay.nearest], heldout)
     trained = [r.seconds for r in history[1:]]
     summary: dict[str, float | int | str] = {
         "n_stored": n_stored, "n_heldout": len(heldout), "n_replay": n_replay,
@@ -331,7 +347,8 @@ def run_teacher_student(
         "replay_coverage": replay.coverage, "epochs": cfg.epochs,
         "heldout_mse_untrained": history[0].heldout_mse, "heldout_mse_final": history[-1].heldout_mse,
         "probe_accuracy_untrained": history[0].probe_accuracy, "probe_accuracy_final": history[-1].probe_accuracy,
-        "probe_chance": chance, "seconds_per_epoch": (sum(trained) / len(trained)) if trained else 0.0,
+        "probe_chance": chance, **{f"probe_{k}": v for k, v in by_factor.items()},
+        "seconds_per_epoch": (sum(trained) / len(trained)) if trained else 0.0,
     }
     return TeacherStudentResult(model, hop, stored, heldout, replay, history, summary)
 
