@@ -135,10 +135,10 @@ def test_replay_training_lowers_error_and_lifts_probe_accuracy(trained):
 
 
 def test_linear_probe_separates_linear_classes(rng):
-    x = torch.randn(300, 5, generator=rng)
+    x = torch.randn(1300, 5, generator=rng)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-    probe = LinearProbe.fit(x[:200], y[:200])
-    assert probe.accuracy(x[200:], y[200:]) > 0.9
+    probe = LinearProbe.fit(x[:1000], y[:1000])
+    assert probe.accuracy(x[1000:], y[1000:]) > 0.93  # least squares, not max-margin: ~0.98 on average
 
 
 def test_run_teacher_student_is_deterministic(digits):
