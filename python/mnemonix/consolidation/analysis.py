@@ -97,8 +97,15 @@ def latent_space_2d(vae: VAE, data: ImageDataset, *, path: PathLike | None = Non
     if path is not None:
         plt = _plt()
         fig, ax = plt.subplots(figsize=(5, 4.5))
-        sc = ax.scatter(coords[:, 0], coords[:, 1], c=labels.numpy(), cmap="tab10", s=6)
-        fig.colorbar(sc, ax=ax, label=data.class_factor)
+        classes = labels.unique()
+        if classes.numel() <= 10:
+            for i, c in enumerate(classes.tolist()):
+                sel = labels == c
+                ax.scatter(coords[sel, 0], coords[sel, 1], s=6, color=plt.get_cmap("tab10")(i), label=str(c))
+            ax.legend(title=data.class_factor, fontsize=7, markerscale=2, loc="best")
+        else:
+            sc = ax.scatter(coords[:, 0], coords[:, 1], c=labels.numpy(), cmap="viridis", s=6)
+            fig.colorbar(sc, ax=ax, label=data.class_factor)
         ax.set_xlabel(f"PC1 ({float(ratio[0]):.0%})")
         ax.set_ylabel(f"PC2 ({float(ratio[1]):.0%})")
         ax.set_title("VAE latent space (PCA)")
