@@ -441,3 +441,21 @@ def test_demo_section_runs(tmp_path, capsys):
     assert cli_main(["demo", "--quick", "--only", "consolidate", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "probe accuracy" in text and (tmp_path / "consolidation_training.png").exists()
+
+
+def test_load_shapes3d_h5(tmp_path):
+    """The original 3dshapes.h5 layout; without h5py the error says what to install or do."""
+    path = tmp_path / "3dshapes.h5"
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    labels = np.tile(np.array([[0.0, 0.1, 0.2, 0.75, 1.0, -30.0]]), (3, 1))
+    try:
+        import h5py
+    except ImportError:
+        path.write_bytes(b"\x89HDF\r\n\x1a\n")
+        with pytest.raises(ValueError, match="needs h5py"):
+            load_shapes3d(path)
+        return
+    with h5py.File(path, "w") as fh:
+        fh["images"], fh["labels"] = images, labels
+    ds = load_shapes3d(path)
+    assert ds.images.shape == (3, 3, 64, 64) and bool((ds.labels == 0).all())

@@ -229,7 +229,7 @@ def _read_arrays(path: str | os.PathLike[str], image_keys: tuple[str, ...], labe
     if p.suffix in (".h5", ".hdf5"):
         try:
             import h5py
-        except ImportError as exc:  # pragma: no cover - optional
+        except ImportError as exc:
             raise ValueError(f"reading {str(p)!r} needs h5py; convert it to .npz instead") from exc
         with h5py.File(p, "r") as fh:
             data = {k: np.asarray(fh[k]) for k in fh.keys()}
