@@ -27,7 +27,7 @@ from mnemonix.consolidation.vae import save_vae
 PRESETS: dict[tuple[str, bool], tuple[int | None, ConsolidationConfig]] = {
     ("digits", False): (None, ConsolidationConfig(n_stored=1200, epochs=20, batch_size=64)),
     ("digits", True): (None, ConsolidationConfig(n_stored=600, epochs=3, batch_size=64)),
-    ("shapes", False): (1200, ConsolidationConfig(n_stored=1000, epochs=10, batch_size=32)),
+    ("shapes", False): (1250, ConsolidationConfig(n_stored=1000, epochs=10, batch_size=32)),
     ("shapes", True): (160, ConsolidationConfig(n_stored=120, epochs=1, batch_size=32)),
 }
 THRESHOLDS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
