@@ -12,7 +12,9 @@ Floor: 2 matmuls of Q [B, d] x K^T [d, N] and P [B, N] x V [N, d]: 4 B N d flops
 Also reports the VAE training time per epoch on the CPU for the default configurations
 (tiny VAE on digits; the paper's large VAE on 64x64x3 scenes, extrapolated from a few batches).
 
-Usage: ``python bench/compare_consolidation.py [--quick] [--n N] [--queries B]``.
+Usage: ``python bench/compare_consolidation.py [--quick] [--n N] [--queries B] [--threads T]``.
+On a shared machine ``--threads 1`` avoids the slowdown of two OpenMP threads competing with
+other jobs (small convolutions then run 5-20x slower than on one thread).
 """
 
 from __future__ import annotations
@@ -154,7 +156,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1024, help="cues per fused call on the CPU")
     ap.add_argument("--beta", type=float, default=DEFAULT_BETA)
     ap.add_argument("--skip-vae", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     n = args.n or (500 if args.quick else 10_000)
     b = args.queries or (500 if args.quick else 10_000)
     rq = args.research_queries or (5 if args.quick else 10)
