@@ -12,6 +12,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "plastic",
     "memoria",
+    "consolidate",
 )
 
 

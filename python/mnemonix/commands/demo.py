@@ -18,6 +18,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("Plastic prefix memory", "plastic"),
     ("Memoria engram memory", "memoria"),
     ("Hopfield networks: classical, dense, modern on 8x8 digits", "hopfield"),
+    ("Generative consolidation: Hopfield replay trains a VAE", "consolidate"),
 )
 
 
