@@ -1,0 +1,217 @@
+"""Backends of :func:`mnemonix.ops.salience_topk`.
+
+Every backend answers the same question: the k best memories per query by the
+float32 *selection score* ``p[b, m] = cos(q_b, c_m) * scale_m``, where
+``scale_m = exp(log s_m - shift)`` (``shift`` = largest valid log-salience, so
+``scale <= 1``), or 0 when ``log s_m - shift < NEGLIGIBLE_LOG`` (the factor
+would underflow or lose precision in float32). Invalid slots never win. Ties go
+to the lower index.
+
+That float32 ranking is exact whenever a query's k-th selected score is above
+``EXACT_THRESHOLD`` (then every selected memory has a well-represented score
+and every memory that was rounded to a zero factor scores below it). The
+queries where it is not (fewer than k memories with a clearly positive score)
+are redone by :func:`exact_topk_rows` in float64 with the sign/log-magnitude
+order of :func:`mnemonix.reference.salience_rank_order`.
+
+Backends:
+
+- ``torch``: streams over N in chunks (memory O(B x chunk)): normalise the key
+  chunk on the fly, one matmul, ``topk(k + 1)`` per chunk (the extra entry
+  detects a tie at the boundary, resolved with a stable sort of that row), and
+  an exact merge of the running list with the chunk's list.
+- ``triton``: :mod:`mnemonix.kernels.salience` (one pass over the keys per
+  query block and N-split, running top-k in registers), then the exact merge
+  of the per-split lists here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mnemonix import _triton
+from mnemonix._dispatch import Backend, Inputs
+
+NEGLIGIBLE_LOG = -80.0
+"""Relative log-salience below which the float32 factor is taken as 0 (exp(-80) ~ 1.8e-35)."""
+
+EXACT_THRESHOLD = math.exp(-79.0)
+"""A k-th float32 score above this proves the float32 selection equals the exact one."""
+
+TRITON_MAX_K = 128
+"""Largest k the Triton kernel keeps in registers; larger k use the torch backend."""
+
+
+def column_scale(log_s: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+    """``(scale [N] float32, shift)``: ``exp(log_s - shift)``, 0 where negligible or invalid."""
+    if valid is None:
+        shift = float(log_s.max())
+    else:
+        shift = float(log_s.masked_fill(~valid, float("-inf")).max())
+    rel = log_s - shift
+    scale = torch.where(rel >= NEGLIGIBLE_LOG, torch.exp(rel), torch.zeros_like(rel)).float()
+    if valid is not None:
+        scale = scale.masked_fill(~valid, 0.0)
+    return scale, shift
+
+
+def unit_queries(queries: torch.Tensor) -> torch.Tensor:
+    """Queries scaled to unit norm in float32 (zero rows stay zero: cos = 0)."""
+    q = queries.float()
+    norm = torch.linalg.vector_norm(q, dim=1, keepdim=True)
+    return q * torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
+
+
+def merge_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best of candidate lists ``[B, M]`` by value, ties to the lower index (exact).
+
+    Sorts by index, then stable-sorts by value descending: equal values keep
+    ascending index order.
+    """
+    by_index = torch.sort(indices, dim=1, stable=True)
+    values = torch.gather(values, 1, by_index.indices)
+    indices = by_index.values
+    by_value = torch.sort(values, dim=1, descending=True, stable=True)
+    top = by_value.indices[:, :k]
+    return by_value.values[:, :k], torch.gather(indices, 1, top)
+
+
+def _chunk_size(B: int, d: int, N: int) -> int:
+    """Keys per chunk: the fp32 key chunk (~2 MiB) and the [B, chunk] scores stay in cache."""
+    by_keys = (2 << 20) // (4 * max(d, 1))
+    by_scores = (4 << 20) // (4 * max(B, 1))
+    return int(max(256, min(by_keys, by_scores, 32768, N)))
+
+
+def torch_topk(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    scale: torch.Tensor,
+    valid: torch.Tensor | None,
+    k: int,
+    *,
+    chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunked float32 selection; returns ``(values [B, k] float32, indices [B, k] int64)``, best first."""
+    B, d = queries.shape
+    N = keys.shape[0]
+    q = unit_queries(queries)
+    chunk = chunk or _chunk_size(B, d, N)
+    best_val = torch.empty(B, 0, dtype=torch.float32, device=q.device)
+    best_idx = torch.empty(B, 0, dtype=torch.int64, device=q.device)
+    for start in range(0, N, chunk):
+        stop = min(start + chunk, N)
+        keys_c = keys[start:stop].float()
+        norm = torch.linalg.vector_norm(keys_c, dim=1)
+        factor = torch.where(norm > 0, scale[start:stop] / norm, torch.zeros_like(norm))
+        p = q @ keys_c.T
+        p.mul_(factor)
+        if valid is not None:
+            valid_c = valid[start:stop]
+            if not bool(valid_c.all()):
+                p.masked_fill_(~valid_c, float("-inf"))
+        width = stop - start
+        take = min(k + 1, width)
+        vals, idx = torch.topk(p, take, dim=1)
+        if take > k:
+            boundary_tie = vals[:, k] == vals[:, k - 1]
+            if bool(boundary_tie.any()):
+                rows = boundary_tie.nonzero().squeeze(1)
+                fixed = torch.sort(p[rows], dim=1, descending=True, stable=True)
+                vals[rows] = fixed.values[:, :take]
+                idx[rows] = fixed.indices[:, :take]
+            vals, idx = vals[:, :k], idx[:, :k]
+        best_val, best_idx = merge_topk(
+            torch.cat([best_val, vals], dim=1), torch.cat([best_idx, idx + start], dim=1), k
+        )
+    return best_val, best_idx
+
+
+def exact_topk_rows(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    log_s: torch.Tensor,
+    valid: torch.Tensor | None,
+    k: int,
+    *,
+    chunk: int = 8192,
+) -> torch.Tensor:
+    """Exact top-k indices [R, k] of a few queries in float64, chunked over N.
+
+    Orders by the real number ``cos * exp(log_s)`` without forming it, with
+    the monotone map ``sign(cos) / (1 - log|cos| - (log_s - shift))``.
+    """
+    R = queries.shape[0]
+    N = keys.shape[0]
+    q = queries.double()
+    qn = torch.linalg.vector_norm(q, dim=1, keepdim=True)
+    q = q * torch.where(qn > 0, 1.0 / qn, torch.zeros_like(qn))
+    shift = float(log_s.max() if valid is None else log_s.masked_fill(~valid, float("-inf")).max())
+    best_val = torch.empty(R, 0, dtype=torch.float64, device=q.device)
+    best_idx = torch.empty(R, 0, dtype=torch.int64, device=q.device)
+    for start in range(0, N, chunk):
+        stop = min(start + chunk, N)
+        keys_c = keys[start:stop].double()
+        kn = torch.linalg.vector_norm(keys_c, dim=1)
+        cos = (q @ keys_c.T) * torch.where(kn > 0, 1.0 / kn, torch.zeros_like(kn))
+        cos = cos.clamp(-1.0, 1.0)
+        t = torch.log(cos.abs()) + (log_s[start:stop] - shift)
+        key = torch.sign(cos) / (1.0 - t)
+        key = torch.where(cos == 0, torch.zeros_like(key), key)
+        if valid is not None:
+            key = key.masked_fill(~valid[start:stop], float("-inf"))
+        order = torch.sort(key, dim=1, descending=True, stable=True)
+        take = min(k, stop - start)
+        best_val, best_idx = merge_topk(
+            torch.cat([best_val, order.values[:, :take]], dim=1),
+            torch.cat([best_idx, order.indices[:, :take] + start], dim=1),
+            k,
+        )
+    return best_idx
+
+
+def triton_topk(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    scale: torch.Tensor,
+    valid: torch.Tensor | None,
+    k: int,
+    *,
+    num_splits: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton selection: per-split lists from the kernel, merged exactly here."""
+    kernels = _triton.load_kernels("salience")
+    part_val, part_idx = kernels.salience_topk_partial(
+        unit_queries(queries), keys, scale, valid, k, num_splits=num_splits
+    )
+    S, B, _ = part_val.shape
+    values = part_val.permute(1, 0, 2).reshape(B, S * k)
+    indices = part_idx.permute(1, 0, 2).reshape(B, S * k).to(torch.int64)
+    return merge_topk(values, indices, k)
+
+
+def _triton_reasons(inputs: Inputs) -> list[str]:
+    reasons = []
+    if inputs["k"] > TRITON_MAX_K:
+        reasons.append(f"k = {inputs['k']} > {TRITON_MAX_K} (running top-k lives in registers)")
+    if inputs["keys"].shape[0] >= 2**31:
+        reasons.append("N >= 2**31 (int32 indices in the kernel)")
+    return reasons
+
+
+BACKENDS: dict[str, Backend] = {
+    "triton": Backend(
+        name="triton", run=triton_topk, devices=frozenset({"cuda", "cpu"}), needs_triton=True,
+        extra_reasons=_triton_reasons,
+    ),
+    "torch": Backend(name="torch", run=torch_topk, devices=frozenset({"cuda", "cpu"})),
+}
+
+
+def priority(device: torch.device) -> list[Backend]:
+    """Backends in the order tried: Triton first on CUDA, the chunked torch path first on CPU."""
+    if device.type == "cuda":
+        return [BACKENDS["triton"], BACKENDS["torch"]]
+    return [BACKENDS["torch"], BACKENDS["triton"]]
