@@ -624,17 +624,17 @@ class TrainConfig:
     """Settings of :func:`train_split` (defaults: Split-digits, a few seconds on a CPU)."""
 
     tasks: tuple[tuple[int, ...], ...] = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
-    epochs_per_task: int = 3
+    epochs_per_task: int = 5
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     beta: float = 1.0
     latent_dim: int = 64
     hidden_dim: int = 128
     num_experts: int = 4
-    memory_capacity: int = 200
+    memory_capacity: int = 300
     top_k: int = 5
     alpha: float = 1e-3
-    store_per_step: int = 8
+    store_per_step: int = 4
     seed: int = 0
     max_steps_per_task: int | None = None
 
@@ -783,7 +783,7 @@ def _train_variant(cfg: TrainConfig, data, use_memory: bool, progress: bool) -> 
                     store = torch.randperm(len(batch), generator=g)[: cfg.store_per_step]
                     model.memorize(xb[store], z[store], yb[store], per_sample[store].detach() + 1e-6)
                 clock.tick()
-                last_loss = float(loss)
+                last_loss = float(loss.detach())
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{last_loss:.3f}", memory=len(model.memory))
