@@ -287,3 +287,21 @@ def test_split_digits_training_end_to_end():
 def test_mnist_path_is_local_only(tmp_path):
     with pytest.raises(FileNotFoundError, match="no MNIST IDX files"):
         load_mnist_tasks(tmp_path)
+
+
+def test_cli_epinet_prints_forgetting_table(tmp_path, capsys):
+    from mnemonix.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out_json = tmp_path / "epinet.json"
+        rc = main(["epinet", "--epochs", "1", "--capacity", "40", "--latent-dim", "16", "--only", "memory",
+                   "--no-progress", "--json", str(out_json)])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "acc task 0" in text and "memory" in text and out_json.is_file()
+    assert main(["epinet", "--epochs", "0"]) == 2
+    assert main(["epinet", "--mnist", str(tmp_path)]) == 2  # no IDX files there: clear error, no download

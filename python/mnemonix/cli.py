@@ -10,6 +10,7 @@ from collections.abc import Sequence
 # Subcommand modules under mnemonix.commands, in help order.
 COMMANDS: tuple[str, ...] = (
     "demo",
+    "epinet",
 )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 # (title, module under mnemonix.commands) in demo order.
 SECTIONS: tuple[tuple[str, str], ...] = (
+    ("EpiNet: salience top-k recall and continual learning", "epinet"),
 )
 
 
