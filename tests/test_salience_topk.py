@@ -304,3 +304,23 @@ def test_bad_arguments_raise(rng):
     big = torch.randn(200, 3)
     with pytest.raises(ValueError, match=r"no backend supports(.|\n)*k = 150 > 128"):
         ops.salience_topk(q, big, None, k=150, log_salience=torch.zeros(200, dtype=torch.float64), backend="triton")
+
+
+def test_cached_key_norms_give_same_result(rng):
+    q, c, z, log_s, valid = _inputs(rng, 5, 400, 20, torch.float32, masked=True)
+    c[7] = 0.0
+    norms = torch.linalg.vector_norm(c, dim=1)
+    a = ops.salience_topk(q, c, z, k=6, log_salience=log_s, valid=valid)
+    b = ops.salience_topk(q, c, z, k=6, log_salience=log_s, valid=valid, key_norms=norms)
+    assert torch.equal(a[1], b[1])
+    torch.testing.assert_close(a[0], b[0])
+    with pytest.raises(ValueError, match=r"key_norms must have shape \[400\]"):
+        ops.salience_topk(q, c, z, k=6, log_salience=log_s, key_norms=norms[:5])
+    with pytest.raises(ValueError, match="key_norms must be finite and >= 0"):
+        ops.salience_topk(q, c, z, k=6, log_salience=log_s, key_norms=-norms)
+    big = c.clone()
+    big[3, 1] = float("inf")
+    with pytest.raises(ValueError, match="keys must be finite"):
+        ops.salience_topk(q, big, z, k=6, log_salience=log_s)
+    huge = torch.full((400, 20), 3e38)  # finite, but its float32 sum overflows: still accepted
+    assert ops.salience_topk(q, huge, None, k=2, log_salience=log_s)[1].shape == (5, 2)

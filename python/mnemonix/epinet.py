@@ -166,6 +166,7 @@ class EpisodicMemory:
         self._z = torch.zeros(cap, self.payload_dim, dtype=dtype, device=self.device)
         self._x = None if self.input_shape is None else torch.zeros(cap, *self.input_shape, dtype=dtype,
                                                                     device=self.device)
+        self._c_norm = torch.zeros(cap, dtype=torch.float32, device=self.device)  # cached ||c||
         self._log_r0 = torch.zeros(cap, dtype=torch.float64, device=self.device)
         self._tau = torch.zeros(cap, dtype=torch.float64, device=self.device)
         self._y = torch.zeros(cap, dtype=torch.int64, device=self.device)
@@ -181,6 +182,11 @@ class EpisodicMemory:
     def c(self) -> torch.Tensor:
         """Content keys [len, key_dim]."""
         return self._c[: self._count]
+
+    @property
+    def c_norms(self) -> torch.Tensor:
+        """Cached key norms ``||c||`` [len] float32 (recall skips recomputing them)."""
+        return self._c_norm[: self._count]
 
     @property
     def z(self) -> torch.Tensor:
@@ -311,6 +317,7 @@ class EpisodicMemory:
         seq = torch.arange(self._next_seq, self._next_seq + n, device=dev)[keep]
         self._z[target] = z.to(dev, self.dtype)[keep]
         self._c[target] = c.to(dev, self.dtype)[keep]
+        self._c_norm[target] = torch.linalg.vector_norm(self._c[target].float(), dim=1)
         if self._x is not None:
             self._x[target] = x.to(dev, self.dtype)[keep]
         self._log_r0[target] = log_r0[keep]
@@ -364,6 +371,7 @@ class EpisodicMemory:
             names = ["c", "z", "log_r0", "tau", "y", "seq"] + (["x"] if mem._x is not None else [])
             for name in names:
                 getattr(mem, f"_{name}")[:n] = torch.from_numpy(arrays[name]).to(device)
+            mem._c_norm[:n] = torch.linalg.vector_norm(mem._c[:n].float(), dim=1)
         except (KeyError, TypeError, RuntimeError) as exc:
             raise _io.FormatError(f"{str(path)!r} has an inconsistent EpisodicMemory layout ({exc})") from exc
         mem._count = n
@@ -488,7 +496,8 @@ class RecallEngine:
         k = min(self.top_k, n)
         q = queries.detach().to(memory.device, memory.dtype)
         recall, idx, w, scores = ops.salience_topk(
-            q, memory.c, memory.z, k=k, log_salience=memory.log_salience(now), backend=self.backend
+            q, memory.c, memory.z, k=k, log_salience=memory.log_salience(now), key_norms=memory.c_norms,
+            backend=self.backend,
         )
         recall = recall.to(queries.device)
         return (recall, idx, w, scores) if details else recall
@@ -592,7 +601,7 @@ class EpiNet(nn.Module):
             old = self.memory
             new = EpisodicMemory(old.capacity, old.key_dim, old.payload_dim, input_shape=old.input_shape,
                                  clock=old.clock, device=device, dtype=old.dtype)
-            for name in ("_c", "_z", "_x", "_log_r0", "_tau", "_y", "_seq"):
+            for name in ("_c", "_c_norm", "_z", "_x", "_log_r0", "_tau", "_y", "_seq"):
                 if getattr(old, name) is not None:
                     setattr(new, name, getattr(old, name).to(device))
             new._count, new._next_seq = old._count, old._next_seq

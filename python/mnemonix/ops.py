@@ -29,6 +29,15 @@ from mnemonix import _checks  # noqa: E402
 __all__ += ["salience_topk"]
 
 
+def _all_finite(t: torch.Tensor) -> bool:
+    """No NaN/Inf in a float tensor: one float32 sum (NaN/Inf propagate), confirmed
+    element-wise only when the sum is not finite (a NaN, or finite values overflowing it)."""
+    if t.numel() == 0:
+        return True
+    total = t.sum() if t.dtype in (torch.float32, torch.float64) else t.sum(dtype=torch.float32)
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(t).all())
+
+
 def salience_topk(
     queries: torch.Tensor,
     keys: torch.Tensor,
@@ -41,6 +50,7 @@ def salience_topk(
     alpha: float | None = None,
     now: float | None = None,
     valid: torch.Tensor | None = None,
+    key_norms: torch.Tensor | None = None,
     backend: str | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-k salience recall (EpiNet's RecallEngine), batched and memory-bounded.
@@ -67,6 +77,9 @@ def salience_topk(
     r0 : Tensor [N], > 0;  tau : Tensor [N] (float64 recommended);  alpha : float >= 0;  now : float
     valid : bool Tensor [N], optional
         False marks an empty slot of a fixed-capacity buffer: never selected.
+    key_norms : Tensor [N], optional
+        Cached ``||c_m||`` (e.g. kept by :class:`mnemonix.epinet.EpisodicMemory`);
+        computed on the fly when None. Must match ``keys``.
     backend : {"torch", "triton"} or None
         Force an implementation (``"triton"`` on CPU needs ``TRITON_INTERPRET=1``).
 
@@ -123,10 +136,18 @@ def salience_topk(
         {"queries": queries, "keys": keys, "payloads": payloads, "log_salience": log_salience,
          "r0": r0, "tau": tau, "valid": valid}
     )
+    if key_norms is not None:
+        _checks.tensor("key_norms", key_norms, ndim=1, dtypes=(torch.float64, *_checks.FLOAT_DTYPES))
+        if key_norms.shape[0] != N or key_norms.device != device:
+            raise ValueError(f"key_norms must have shape [{N}] on {device}, got {tuple(key_norms.shape)} "
+                             f"on {key_norms.device}")
+        if not _all_finite(key_norms) or bool((key_norms < 0).any()):
+            raise ValueError("key_norms must be finite and >= 0")
     _checks.finite("queries", queries)
-    _checks.finite("keys", keys)
-    if payloads is not None:
-        _checks.finite("payloads", payloads)
+    if not _all_finite(keys):
+        raise ValueError("keys must be finite, got NaN or Inf values")
+    if payloads is not None and not _all_finite(payloads):
+        raise ValueError("payloads must be finite, got NaN or Inf values")
     if log_salience is not None:
         _checks.finite("log_salience", log_salience)
         log_s = log_salience.double()
@@ -152,7 +173,7 @@ def salience_topk(
         return recall, indices, weights, scores
 
     scale, shift = sb.column_scale(log_s, valid)
-    top_val, top_idx = chosen.run(queries, keys, scale, valid, take)
+    top_val, top_idx = chosen.run(queries, keys, scale, valid, take, key_norms=key_norms)
     # Queries whose k-th float32 score is not clearly positive: redo exactly in float64.
     inexact = top_val[:, take - 1] <= sb.EXACT_THRESHOLD
     if bool(inexact.any()):

@@ -92,19 +92,31 @@ def torch_topk(
     valid: torch.Tensor | None,
     k: int,
     *,
+    key_norms: torch.Tensor | None = None,
     chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked float32 selection; returns ``(values [B, k] float32, indices [B, k] int64)``, best first."""
+    """Chunked float32 selection; returns ``(values [B, k] float32, indices [B, k] int64)``, best first.
+
+    Per chunk: one matmul, the column factor ``scale / ||c||``, and a row max.
+    Only rows whose max beats their running k-th best (``theta``) are merged
+    (``topk(k + 1)`` then an exact merge); after the first chunks almost every
+    row is skipped. A later equal score never displaces an earlier one (lower
+    index wins), so the strict comparison is exact.
+    """
     B, d = queries.shape
     N = keys.shape[0]
     q = unit_queries(queries)
     chunk = chunk or _chunk_size(B, d, N)
-    best_val = torch.empty(B, 0, dtype=torch.float32, device=q.device)
-    best_idx = torch.empty(B, 0, dtype=torch.int64, device=q.device)
+    best_val = torch.full((B, k), float("-inf"), dtype=torch.float32, device=q.device)
+    best_idx = torch.full((B, k), -1, dtype=torch.int64, device=q.device)
+    theta = torch.full((B,), float("-inf"), dtype=torch.float32, device=q.device)
     for start in range(0, N, chunk):
         stop = min(start + chunk, N)
         keys_c = keys[start:stop].float()
-        norm = torch.linalg.vector_norm(keys_c, dim=1)
+        if key_norms is None:
+            norm = torch.linalg.vector_norm(keys_c, dim=1)
+        else:
+            norm = key_norms[start:stop].float()
         factor = torch.where(norm > 0, scale[start:stop] / norm, torch.zeros_like(norm))
         p = q @ keys_c.T
         p.mul_(factor)
@@ -112,20 +124,34 @@ def torch_topk(
             valid_c = valid[start:stop]
             if not bool(valid_c.all()):
                 p.masked_fill_(~valid_c, float("-inf"))
+        active = (p.amax(dim=1) > theta).nonzero().squeeze(1)
+        if active.numel() == 0:
+            continue
+        everyone = active.numel() == B
+        sub = p if everyone else p[active]
         width = stop - start
         take = min(k + 1, width)
-        vals, idx = torch.topk(p, take, dim=1)
+        vals, idx = torch.topk(sub, take, dim=1)
         if take > k:
             boundary_tie = vals[:, k] == vals[:, k - 1]
             if bool(boundary_tie.any()):
                 rows = boundary_tie.nonzero().squeeze(1)
-                fixed = torch.sort(p[rows], dim=1, descending=True, stable=True)
+                fixed = torch.sort(sub[rows], dim=1, descending=True, stable=True)
                 vals[rows] = fixed.values[:, :take]
                 idx[rows] = fixed.indices[:, :take]
             vals, idx = vals[:, :k], idx[:, :k]
-        best_val, best_idx = merge_topk(
-            torch.cat([best_val, vals], dim=1), torch.cat([best_idx, idx + start], dim=1), k
+        run_val = best_val if everyone else best_val[active]
+        run_idx = best_idx if everyone else best_idx[active]
+        merged_val, merged_idx = merge_topk(
+            torch.cat([run_val, vals], dim=1), torch.cat([run_idx, idx + start], dim=1), k
         )
+        if everyone:
+            best_val, best_idx = merged_val, merged_idx
+            theta = best_val[:, k - 1].clone()
+        else:
+            best_val[active] = merged_val
+            best_idx[active] = merged_idx
+            theta[active] = merged_val[:, k - 1]
     return best_val, best_idx
 
 
@@ -179,9 +205,14 @@ def triton_topk(
     valid: torch.Tensor | None,
     k: int,
     *,
+    key_norms: torch.Tensor | None = None,
     num_splits: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton selection: per-split lists from the kernel, merged exactly here."""
+    """Triton selection: per-split lists from the kernel, merged exactly here.
+
+    ``key_norms`` is accepted and not used: the kernel sums the squares of the
+    key tile it has loaded anyway, which costs no memory traffic.
+    """
     kernels = _triton.load_kernels("salience")
     part_val, part_idx = kernels.salience_topk_partial(
         unit_queries(queries), keys, scale, valid, k, num_splits=num_splits
