@@ -247,12 +247,12 @@ class EpisodicMemory:
             x = _checks.tensor("x", x)
             if tuple(x.shape) != (n, *self.input_shape):
                 raise ValueError(f"x must have shape {(n, *self.input_shape)}, got {tuple(x.shape)}")
-            _checks.finite("x", x)
+            _finite("x", x)
         elif x is not None:
             raise ValueError("x was given but this memory was built without input_shape")
-        _checks.finite("z", z)
-        _checks.finite("c", c)
-        _checks.finite("r0", r0)
+        _finite("z", z)
+        _finite("c", c)
+        _finite("r0", r0)
         if n and bool((r0 <= 0).any()):
             raise ValueError("r0 must be > 0 for every item (salience is kept as log r0), got values <= 0")
         return z, c, r0, y, x, n
@@ -306,7 +306,8 @@ class EpisodicMemory:
             pool_seq = torch.cat([self._seq[: self._count],
                                   torch.arange(self._next_seq, self._next_seq + free, device=dev)])
             pool_slot = torch.cat([torch.arange(self._count, device=dev), slots[:free]])
-            new_slots, evicted_pool = _admit_into_full(pool_val, pool_seq, pool_slot, log_r0[free:])
+            new_slots, evicted_pool = _admit_into_full(pool_val, pool_seq, pool_slot, log_r0[free:],
+                                                          self._next_seq + free)
             slots[free:] = new_slots
             # Items of this batch placed in free slots and evicted again by later items.
             evicted_batch = evicted_pool[evicted_pool >= self._count] - self._count
@@ -385,7 +386,7 @@ class EpisodicMemory:
 
 
 def _admit_into_full(
-    pool_val: torch.Tensor, pool_seq: torch.Tensor, pool_slot: torch.Tensor, log_r0: torch.Tensor
+    pool_val: torch.Tensor, pool_seq: torch.Tensor, pool_slot: torch.Tensor, log_r0: torch.Tensor, next_seq: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Admit R newcomers into a full pool, as if one at a time; vectorised.
 
@@ -421,7 +422,7 @@ def _admit_into_full(
         return slots, torch.empty(0, dtype=torch.int64, device=dev)
     # Eviction candidates: the m least worthy pool entries, then the admitted newcomers (newer).
     cand_val = torch.cat([worst_val, log_r0[adm_pos]])
-    cand_seq = torch.cat([pool_seq[worst], pool_seq.max() + 1 + adm_pos])
+    cand_seq = torch.cat([pool_seq[worst], next_seq + adm_pos])
     evicted = _ascending_worth(cand_val, cand_seq)[:T]  # in eviction (time) order
     from_pool = evicted < m
     slot_of = torch.where(from_pool, pool_slot[worst[evicted.clamp(max=m - 1)]], torch.full_like(evicted, -1))
@@ -436,6 +437,12 @@ def _admit_into_full(
     survives[evicted[~from_pool] - m] = False
     slots[adm_pos[survives]] = slot_of[survives]
     return slots, worst[evicted[from_pool]]
+
+def _finite(name: str, t: torch.Tensor) -> None:
+    """Raise unless ``t`` is finite: one sum (NaN/Inf propagate), element-wise only to confirm."""
+    if t.numel() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite, got NaN or Inf values")
+
 
 def _ascending_worth(value: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
     """Permutation putting items in ascending worth: lower value first; equal values: newer (higher seq) first."""

@@ -79,10 +79,14 @@ def merge_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[tor
 
 
 def _chunk_size(B: int, d: int, N: int) -> int:
-    """Keys per chunk: the fp32 key chunk (~2 MiB) and the [B, chunk] scores stay in cache."""
-    by_keys = (2 << 20) // (4 * max(d, 1))
-    by_scores = (4 << 20) // (4 * max(B, 1))
-    return int(max(256, min(by_keys, by_scores, 32768, N)))
+    """Keys per chunk: [B, chunk] float32 scores of ~8 MiB, 4096 to 32768 keys.
+
+    Few, large chunks keep the number of parallel regions per call small (a
+    loop of small ops suffers badly when the cores are shared); the memory
+    stays O(B x chunk) whatever N is.
+    """
+    by_scores = (8 << 20) // (4 * max(B, 1))
+    return int(max(1, min(N, max(4096, min(by_scores, 32768)))))
 
 
 def torch_topk(
