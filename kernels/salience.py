@@ -143,12 +143,14 @@ def salience_topk_partial(
     # 16-bit tensor-core dot on GPU when keys are 16-bit; exact fp32 otherwise (and always in the interpreter).
     dot_fp32 = interpret or keys.dtype == torch.float32
     valid_arg = valid.to(torch.int8) if valid is not None else scale
+    # The running list and the score tile both live in registers: more warps for the big tiles.
+    num_warps = 8 if BLOCK_B * max(BLOCK_N, K_PAD) >= 4096 else 4
     grid = (b_blocks, num_splits)
     _salience_topk_kernel[grid](
         q, keys, scale.contiguous(), valid_arg, out_val, out_idx,
         B, N, D, n_per_split,
         q.stride(0), keys.stride(0), out_val.stride(0), out_val.stride(1),
         HAS_VALID=valid is not None, TOPK=k, K_PAD=K_PAD,
-        BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, DOT_FP32=dot_fp32,
+        BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, DOT_FP32=dot_fp32, num_warps=num_warps,
     )
     return out_val, out_idx
