@@ -280,7 +280,7 @@ def main(argv=None) -> int:
     rows = []
     if device == "cpu":
         sizes = [int(float(s)) for s in args.sizes.split(",")] if args.sizes else (
-            [20_000, 100_000] if args.quick else [100_000, 1_000_000, 10_000_000])
+            [10_000, 50_000] if args.quick else [100_000, 1_000_000, 10_000_000])
         for N in sizes:
             rows += bench_query(N, 128, 64, 5, dtype=torch.float32, device="cpu", repeat=repeat if N < 5e6 else 2,
                                 notebook_max_gb=args.notebook_max_gb if not args.quick else 1.0,

@@ -305,3 +305,14 @@ def test_cli_epinet_prints_forgetting_table(tmp_path, capsys):
     assert "acc task 0" in text and "memory" in text and out_json.is_file()
     assert main(["epinet", "--epochs", "0"]) == 2
     assert main(["epinet", "--mnist", str(tmp_path)]) == 2  # no IDX files there: clear error, no download
+
+
+def test_epinet_to_moves_memory_with_the_model(rng):
+    model = EpiNet(latent_dim=8, image_size=8, hidden_dim=16, memory_capacity=4)
+    x = torch.randn(3, 1, 8, 8, generator=rng)
+    _, z = model(x)
+    model.memorize(x, z, torch.arange(3), torch.ones(3))
+    moved = model.to(torch.float32).to("cpu")
+    assert moved.memory.device == torch.device("cpu") and len(moved.memory) == 3
+    copy = model.memory.to("cpu")
+    assert copy is not model.memory and torch.equal(copy.z, model.memory.z)

@@ -329,6 +329,16 @@ class EpisodicMemory:
         self._next_seq += n
         return slots
 
+    def to(self, device: torch.device | str) -> EpisodicMemory:
+        """A copy of this memory on ``device`` (same clock object)."""
+        new = EpisodicMemory(self.capacity, self.key_dim, self.payload_dim, input_shape=self.input_shape,
+                             clock=self.clock, device=device, dtype=self.dtype)
+        for name in ("_c", "_c_norm", "_z", "_x", "_log_r0", "_tau", "_y", "_seq"):
+            if getattr(self, name) is not None:
+                setattr(new, name, getattr(self, name).to(new.device))
+        new._count, new._next_seq = self._count, self._next_seq
+        return new
+
     def clear(self) -> None:
         """Forget every memory (capacity, clock and buffers stay)."""
         self._count = 0
@@ -601,18 +611,12 @@ class EpiNet(nn.Module):
             r = torch.zeros_like(z)
         return self.decoder(z, r), z
 
-    def to(self, *args, **kwargs):  # keep the memory on the model's device
-        out = super().to(*args, **kwargs)
+    def _apply(self, fn, *args, **kwargs):
+        """Keep the episodic memory on the parameters' device (``.to``, ``.cuda``, ``.cpu``)."""
+        out = super()._apply(fn, *args, **kwargs)
         device = next(self.parameters()).device
         if device != self.memory.device:
-            old = self.memory
-            new = EpisodicMemory(old.capacity, old.key_dim, old.payload_dim, input_shape=old.input_shape,
-                                 clock=old.clock, device=device, dtype=old.dtype)
-            for name in ("_c", "_c_norm", "_z", "_x", "_log_r0", "_tau", "_y", "_seq"):
-                if getattr(old, name) is not None:
-                    setattr(new, name, getattr(old, name).to(device))
-            new._count, new._next_seq = old._count, old._next_seq
-            self.memory = new
+            self.memory = self.memory.to(device)
         return out
 
     @torch.no_grad()
