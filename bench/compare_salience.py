@@ -50,6 +50,23 @@ except ImportError:  # pragma: no cover - psutil is in the bench extra
     psutil = None
 
 
+def _malloc_thresholds(measuring_memory: bool) -> None:
+    """glibc raises its mmap threshold after a big free (up to 32 MB), after which temporaries reuse
+    already-resident heap pages and RSS growth misses them. While measuring memory, use a small fixed
+    threshold (large blocks are mmap'd and returned); while timing, the 32 MB steady state."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        size = 128 * 1024 if measuring_memory else 32 * 1024 * 1024
+        libc.mallopt(-3, size)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, size)  # M_TRIM_THRESHOLD
+        if measuring_memory:
+            libc.malloc_trim(0)  # give free heap pages back, so that reusing them shows up as growth
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakRSS:
     """Peak resident-set growth of this process while the block runs (sampled every ~1 ms)."""
 
@@ -87,8 +104,12 @@ def extra_memory_mb(fn, device: str) -> float | None:
         fn()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
-    with PeakRSS() as m:
-        fn()
+    _malloc_thresholds(measuring_memory=True)
+    try:
+        with PeakRSS() as m:
+            fn()
+    finally:
+        _malloc_thresholds(measuring_memory=False)
     return m.grown_mb
 
 
@@ -270,6 +291,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-faiss", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args(argv)
+    _malloc_thresholds(measuring_memory=False)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device

@@ -316,3 +316,12 @@ def test_epinet_to_moves_memory_with_the_model(rng):
     assert moved.memory.device == torch.device("cpu") and len(moved.memory) == 3
     copy = model.memory.to("cpu")
     assert copy is not model.memory and torch.equal(copy.z, model.memory.z)
+
+
+def test_count_earlier_at_least_matches_brute_force(rng):
+    from mnemonix.epinet import _count_earlier_at_least
+
+    for R in (1, 2, 3, 7, 64, 100, 257):
+        v = torch.randint(0, 6, (R,), generator=rng).double()  # many ties
+        want = torch.tensor([int((v[:i] >= v[i]).sum()) for i in range(R)], dtype=torch.int64)
+        assert torch.equal(_count_earlier_at_least(v), want)

@@ -302,10 +302,13 @@ class EpisodicMemory:
             slots[:free] = torch.arange(self._count, self._count + free, device=dev)
         if n > free:
             # 2. The buffer is full: the stored memories plus the batch's first `free` items form the pool.
-            pool_val = torch.cat([self.log_salience(now), log_r0[:free]])
-            pool_seq = torch.cat([self._seq[: self._count],
-                                  torch.arange(self._next_seq, self._next_seq + free, device=dev)])
-            pool_slot = torch.cat([torch.arange(self._count, device=dev), slots[:free]])
+            pool_val = self.log_salience(now)
+            pool_seq = self._seq[: self._count]
+            pool_slot = None  # pool position == slot
+            if free > 0:
+                pool_val = torch.cat([pool_val, log_r0[:free]])
+                pool_seq = torch.cat([pool_seq, torch.arange(self._next_seq, self._next_seq + free, device=dev)])
+                pool_slot = torch.cat([torch.arange(self._count, device=dev), slots[:free]])
             new_slots, evicted_pool = _admit_into_full(pool_val, pool_seq, pool_slot, log_r0[free:],
                                                           self._next_seq + free)
             slots[free:] = new_slots
@@ -396,12 +399,16 @@ class EpisodicMemory:
 
 
 def _admit_into_full(
-    pool_val: torch.Tensor, pool_seq: torch.Tensor, pool_slot: torch.Tensor, log_r0: torch.Tensor, next_seq: int
+    pool_val: torch.Tensor,
+    pool_seq: torch.Tensor,
+    pool_slot: torch.Tensor | None,
+    log_r0: torch.Tensor,
+    next_seq: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Admit R newcomers into a full pool, as if one at a time; vectorised.
 
     ``pool_val`` [cap] log-saliences now, ``pool_seq`` [cap] store order,
-    ``pool_slot`` [cap] slot of each pool entry; ``log_r0`` [R] newcomers
+    ``pool_slot`` [cap] slot of each pool entry (None: the position); ``log_r0`` [R] newcomers
     (newer than every pool entry, in arrival order). Returns ``(slots [R]``
     (-1: rejected, or admitted then evicted by a later newcomer),
     ``evicted [E]`` pool positions that were evicted).
@@ -435,7 +442,9 @@ def _admit_into_full(
     cand_seq = torch.cat([pool_seq[worst], next_seq + adm_pos])
     evicted = _ascending_worth(cand_val, cand_seq)[:T]  # in eviction (time) order
     from_pool = evicted < m
-    slot_of = torch.where(from_pool, pool_slot[worst[evicted.clamp(max=m - 1)]], torch.full_like(evicted, -1))
+    evicted_pos = worst[evicted.clamp(max=m - 1)]
+    evicted_slot = evicted_pos if pool_slot is None else pool_slot[evicted_pos]
+    slot_of = torch.where(from_pool, evicted_slot, torch.full_like(evicted, -1))
     parent = torch.where(from_pool, torch.arange(T, device=dev), evicted - m)
     for _ in range(T.bit_length() + 1):
         unresolved = slot_of < 0
@@ -472,16 +481,33 @@ def _least_worthy(value: torch.Tensor, seq: torch.Tensor, m: int) -> torch.Tenso
     return _ascending_worth(value, seq)[:m]
 
 
-def _count_earlier_at_least(values: torch.Tensor, block: int = 2048) -> torch.Tensor:
-    """``out[i] = #{j < i : values[j] >= values[i]}``, in blocks (memory O(block x R))."""
+def _count_earlier_at_least(values: torch.Tensor) -> torch.Tensor:
+    """``out[i] = #{j < i : values[j] >= values[i]}`` in O(R log^2 R), vectorised.
+
+    Merge-sort counting: at the level with blocks of ``2h``, every element of
+    a right half counts the elements of its left half that are >= it (sorted
+    left halves, batched ``searchsorted``). Each earlier j meets i in exactly
+    one level. Values must be finite (padding is -inf).
+    """
     R = values.shape[0]
-    out = torch.empty(R, dtype=torch.int64, device=values.device)
-    pos = torch.arange(R, device=values.device)
-    for start in range(0, R, block):
-        stop = min(start + block, R)
-        rows = slice(start, stop)
-        cmp = (values[None, :stop] >= values[rows, None]) & (pos[None, :stop] < pos[rows, None])
-        out[rows] = cmp.sum(1)
+    out = torch.zeros(R, dtype=torch.int64, device=values.device)
+    if R < 2:
+        return out
+    size = 1 << (R - 1).bit_length()
+    padded = torch.full((size,), float("-inf"), dtype=values.dtype, device=values.device)
+    padded[:R] = values
+    half = 1
+    while half < size:
+        blocks = padded.view(-1, 2, half)
+        left_sorted = torch.sort(blocks[:, 0, :], dim=1).values  # [nb, half]
+        right = blocks[:, 1, :].contiguous()  # [nb, half]
+        below = torch.searchsorted(left_sorted, right, right=False)  # left elements < right value
+        at_least = (half - below).reshape(-1)  # one entry per right-half position
+        pos = (torch.arange(size // (2 * half), device=values.device)[:, None] * 2 * half + half
+               + torch.arange(half, device=values.device)[None, :]).reshape(-1)
+        keep = pos < R
+        out[pos[keep]] += at_least[keep]
+        half *= 2
     return out
 
 
