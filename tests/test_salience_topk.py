@@ -324,3 +324,13 @@ def test_cached_key_norms_give_same_result(rng):
         ops.salience_topk(q, big, z, k=6, log_salience=log_s)
     huge = torch.full((400, 20), 3e38)  # finite, but its float32 sum overflows: still accepted
     assert ops.salience_topk(q, huge, None, k=2, log_salience=log_s)[1].shape == (5, 2)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_many_query_blocks_and_mixed_dtypes(rng, backend):
+    """B = 70 spans two query blocks of the kernel; fp32 queries against bf16 keys."""
+    q, c, z, log_s, valid = _inputs(rng, 70, 40, 24, torch.bfloat16, masked=True)
+    q = torch.randn(70, 24, generator=rng)
+    out = ops.salience_topk(q, c, z, k=5, log_salience=log_s, valid=valid, backend=backend)
+    ref = reference.salience_topk(q, c, z, k=5, log_salience=log_s, valid=valid)
+    assert_matches_reference(out, ref, q, c, z, log_s, valid, 5)
