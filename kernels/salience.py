@@ -56,7 +56,7 @@ def _merge_tile(best_val, best_idx, p, offs_n, offs_k, TOPK: tl.constexpr, K_PAD
 
 @triton.jit
 def _salience_topk_kernel(
-    Q, K, Scale, Valid, OutVal, OutIdx,
+    Q, K, Scale, Valid, OutVal, OutIdx, NonFinite,
     B, N, D, n_per_split,
     stride_qb, stride_kn, stride_os, stride_ob,
     HAS_VALID: tl.constexpr, TOPK: tl.constexpr, K_PAD: tl.constexpr,
@@ -71,6 +71,7 @@ def _salience_topk_kernel(
     row_ok = offs_b < B
     best_val = tl.where(offs_k[None, :] < TOPK, float("-inf"), float("inf")) + tl.zeros([BLOCK_B, K_PAD], tl.float32)
     best_idx = tl.zeros([BLOCK_B, K_PAD], tl.int32) - 1
+    n_nonfinite = tl.zeros([BLOCK_N], tl.int32)  # valid keys whose squared norm is NaN/Inf
     start = pid_s * n_per_split
     stop = tl.minimum(start + n_per_split, N)
     for n0 in range(start, stop, BLOCK_N):
@@ -97,12 +98,14 @@ def _salience_topk_kernel(
         ok = n_ok
         if HAS_VALID:
             ok = ok & (tl.load(Valid + offs_n, mask=n_ok, other=0) != 0)
+        n_nonfinite += (ok & ((sq != sq) | (sq == float("inf")))).to(tl.int32)
         p = tl.where(row_ok[:, None] & ok[None, :], p, float("-inf"))
         best_val, best_idx = _merge_tile(best_val, best_idx, p, offs_n, offs_k, TOPK, K_PAD)
     out_offs = pid_s * stride_os + offs_b[:, None] * stride_ob + offs_k[None, :]
     out_mask = row_ok[:, None] & (offs_k[None, :] < TOPK)
     tl.store(OutVal + out_offs, best_val, mask=out_mask)
     tl.store(OutIdx + out_offs, best_idx, mask=out_mask)
+    tl.store(NonFinite + pid_s * tl.num_programs(0) + pid_b, tl.sum(n_nonfinite, 0))
 
 
 def salience_topk_partial(
@@ -114,7 +117,8 @@ def salience_topk_partial(
     *,
     num_splits: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the kernel; returns per-split lists ``(values [S, B, k] float32, indices [S, B, k] int32)``.
+    """Launch the kernel; returns per-split lists ``(values [S, B, k] float32, indices [S, B, k] int32)``
+    and ``nonfinite`` [programs] int32: how many valid keys each program found with a NaN/Inf norm.
 
     ``unit_queries`` [B, d] float32 (unit norm), ``keys`` [N, d] any float dtype,
     ``scale`` [N] float32, ``valid`` [N] bool or None. Lists are unsorted;
@@ -140,6 +144,7 @@ def salience_topk_partial(
     num_splits = triton.cdiv(N, n_per_split)
     out_val = torch.full((num_splits, B, k), float("-inf"), dtype=torch.float32, device=keys.device)
     out_idx = torch.full((num_splits, B, k), -1, dtype=torch.int32, device=keys.device)
+    nonfinite = torch.zeros(num_splits * b_blocks, dtype=torch.int32, device=keys.device)
     # 16-bit tensor-core dot on GPU when keys are 16-bit; exact fp32 otherwise (and always in the interpreter).
     dot_fp32 = interpret or keys.dtype == torch.float32
     valid_arg = valid.to(torch.int8) if valid is not None else scale
@@ -147,10 +152,10 @@ def salience_topk_partial(
     num_warps = 8 if BLOCK_B * max(BLOCK_N, K_PAD) >= 4096 else 4
     grid = (b_blocks, num_splits)
     _salience_topk_kernel[grid](
-        q, keys, scale.contiguous(), valid_arg, out_val, out_idx,
+        q, keys, scale.contiguous(), valid_arg, out_val, out_idx, nonfinite,
         B, N, D, n_per_split,
         q.stride(0), keys.stride(0), out_val.stride(0), out_val.stride(1),
         HAS_VALID=valid is not None, TOPK=k, K_PAD=K_PAD,
         BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, DOT_FP32=dot_fp32, num_warps=num_warps,
     )
-    return out_val, out_idx
+    return out_val, out_idx, nonfinite

@@ -80,6 +80,10 @@ def salience_topk(
     key_norms : Tensor [N], optional
         Cached ``||c_m||`` (e.g. kept by :class:`mnemonix.epinet.EpisodicMemory`);
         computed on the fly when None. Must match ``keys``.
+
+    Raises ValueError for NaN/Inf in the queries, the salience inputs, any
+    valid key (found during the pass over the keys; also when a key's squared
+    norm overflows float32) or any payload row that the recall selects.
     backend : {"torch", "triton"} or None
         Force an implementation (``"triton"`` on CPU needs ``TRITON_INTERPRET=1``).
 
@@ -144,10 +148,8 @@ def salience_topk(
         if not _all_finite(key_norms) or bool((key_norms < 0).any()):
             raise ValueError("key_norms must be finite and >= 0")
     _checks.finite("queries", queries)
-    if not _all_finite(keys):
-        raise ValueError("keys must be finite, got NaN or Inf values")
-    if payloads is not None and not _all_finite(payloads):
-        raise ValueError("payloads must be finite, got NaN or Inf values")
+    # keys are checked by the backends during their single pass (a NaN/Inf key makes its norm or
+    # score NaN), and payloads on the k rows gathered per query: no extra pass over [N, d] here.
     if log_salience is not None:
         _checks.finite("log_salience", log_salience)
         log_s = log_salience.double()
@@ -195,6 +197,8 @@ def salience_topk(
     scores[:, :take] = (cos.clamp(-1.0, 1.0) * torch.exp(chosen_log_s - shift)).float()
     if payloads is not None:
         z = payloads[top_idx].float()  # [B, take, dz]
+        if not _all_finite(z):
+            raise ValueError("payloads must be finite: rows selected by the recall hold NaN or Inf values")
         recall = torch.einsum("bk,bkz->bz", w.float(), z)
     return recall, indices, weights, scores
 

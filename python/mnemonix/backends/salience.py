@@ -40,6 +40,8 @@ NEGLIGIBLE_LOG = -80.0
 EXACT_THRESHOLD = math.exp(-79.0)
 """A k-th float32 score above this proves the float32 selection equals the exact one."""
 
+NONFINITE_KEYS = "keys must be finite, got NaN or Inf values (or a squared norm that overflows float32)"
+
 TRITON_MAX_K = 128
 """Largest k the Triton kernel keeps in registers; larger k use the torch backend."""
 
@@ -128,7 +130,11 @@ def torch_topk(
             valid_c = valid[start:stop]
             if not bool(valid_c.all()):
                 p.masked_fill_(~valid_c, float("-inf"))
-        active = (p.amax(dim=1) > theta).nonzero().squeeze(1)
+        row_max = p.amax(dim=1)
+        # A NaN/Inf key gives a NaN score (its norm is NaN/Inf, its factor 0 or NaN); amax propagates NaN.
+        if bool(torch.isnan(row_max).any() | torch.isposinf(row_max).any()):
+            raise ValueError(NONFINITE_KEYS)
+        active = (row_max > theta).nonzero().squeeze(1)
         if active.numel() == 0:
             continue
         everyone = active.numel() == B
@@ -218,9 +224,11 @@ def triton_topk(
     key tile it has loaded anyway, which costs no memory traffic.
     """
     kernels = _triton.load_kernels("salience")
-    part_val, part_idx = kernels.salience_topk_partial(
+    part_val, part_idx, nonfinite = kernels.salience_topk_partial(
         unit_queries(queries), keys, scale, valid, k, num_splits=num_splits
     )
+    if bool(nonfinite.any()):
+        raise ValueError(NONFINITE_KEYS)
     S, B, _ = part_val.shape
     values = part_val.permute(1, 0, 2).reshape(B, S * k)
     indices = part_idx.permute(1, 0, 2).reshape(B, S * k).to(torch.int64)
