@@ -175,26 +175,30 @@ def salience_topk(
         return recall, indices, weights, scores
 
     scale, shift = sb.column_scale(log_s, valid)
-    top_val, top_idx = chosen.run(queries, keys, scale, valid, take, key_norms=key_norms)
-    # Queries whose k-th float32 score is not clearly positive: redo exactly in float64.
-    inexact = top_val[:, take - 1] <= sb.EXACT_THRESHOLD
-    if bool(inexact.any()):
-        rows = inexact.nonzero().squeeze(1)
-        top_idx = top_idx.clone()
+    # The backend ranks by float32 scores; it returns k + a few candidates, which are re-ranked
+    # exactly in float64 (exact order, exact ties). A query whose candidate list may miss a memory
+    # within the float32 error of its k-th score (or whose k-th score is not clearly positive:
+    # underflowed saliences) is redone over all N in float64.
+    n_cand = min(take + sb.CANDIDATE_EXTRA, n_valid)
+    cand_val, cand_idx = chosen.run(queries, keys, scale, valid, n_cand, key_norms=key_norms)
+    if n_cand < n_valid:
+        theta = cand_val[:, take - 1]
+        redo = (theta <= sb.EXACT_THRESHOLD) | (cand_val[:, n_cand - 1] >= theta - sb.score_error_bound(d))
+    else:  # every valid memory is a candidate: re-ranking them is exact
+        redo = torch.zeros(B, dtype=torch.bool, device=device)
+    cand_cos = sb.exact_cosine(queries, keys[cand_idx])  # [B, n_cand] float64
+    cand_key = sb.exact_rank_key(cand_cos, log_s[cand_idx] - shift)
+    _, top_idx = sb.merge_topk(cand_key, cand_idx, take)
+    if bool(redo.any()):
+        rows = redo.nonzero().squeeze(1)
         top_idx[rows] = sb.exact_topk_rows(queries[rows], keys, log_s, valid, take)
 
     chosen_log_s = log_s[top_idx]  # [B, take] float64
     w = torch.softmax(chosen_log_s, dim=1)
-    chosen_keys = keys[top_idx].double()  # [B, take, d]
-    q = queries.double()
-    qn = torch.linalg.vector_norm(q, dim=1)
-    kn = torch.linalg.vector_norm(chosen_keys, dim=2)
-    dots = torch.einsum("bd,bkd->bk", q, chosen_keys)
-    denom = qn.unsqueeze(1) * kn
-    cos = torch.where(denom > 0, dots / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(dots))
+    cos = sb.exact_cosine(queries, keys[top_idx])
     indices[:, :take] = top_idx
     weights[:, :take] = w.float()
-    scores[:, :take] = (cos.clamp(-1.0, 1.0) * torch.exp(chosen_log_s - shift)).float()
+    scores[:, :take] = (cos * torch.exp(chosen_log_s - shift)).float()
     if payloads is not None:
         z = payloads[top_idx].float()  # [B, take, dz]
         if not _all_finite(z):

@@ -31,14 +31,24 @@ def salience_log(
 
 
 def _cosine64(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """cos(q_b, c_m) in float64, [B, N]; 0 where the query or the key has norm 0."""
+    """cos(q_b, c_m) in float64, [B, N]; 0 where the query or the key has norm 0.
+
+    Dot products and norms are summed over the feature axis in one fixed
+    order (a loop over d), so equal keys get bit-equal cosines and tie
+    exactly (a BLAS matmul may round equal rows differently by position).
+    """
     q = queries.double()
     c = keys.double()
-    qn = q.norm(dim=1, keepdim=True)
-    cn = c.norm(dim=1, keepdim=True)
-    q_unit = torch.where(qn > 0, q / qn.clamp_min(1e-300), torch.zeros_like(q))
-    c_unit = torch.where(cn > 0, c / cn.clamp_min(1e-300), torch.zeros_like(c))
-    return (q_unit @ c_unit.T).clamp(-1.0, 1.0)
+    dot = torch.zeros(q.shape[0], c.shape[0], dtype=torch.float64)
+    q_sq = torch.zeros(q.shape[0], dtype=torch.float64)
+    c_sq = torch.zeros(c.shape[0], dtype=torch.float64)
+    for j in range(q.shape[1]):
+        dot += q[:, j, None] * c[None, :, j]
+        q_sq += q[:, j] * q[:, j]
+        c_sq += c[:, j] * c[:, j]
+    denom = torch.sqrt(q_sq)[:, None] * torch.sqrt(c_sq)[None, :]
+    cos = torch.where(denom > 0, dot / torch.where(denom > 0, denom, torch.ones_like(denom)), torch.zeros_like(dot))
+    return cos.clamp(-1.0, 1.0)
 
 
 def salience_rank_order(cos: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:

@@ -42,8 +42,11 @@ EXACT_THRESHOLD = math.exp(-79.0)
 
 NONFINITE_KEYS = "keys must be finite, got NaN or Inf values (or a squared norm that overflows float32)"
 
+CANDIDATE_EXTRA = 8
+"""Candidates kept beyond k: they are re-ranked exactly in float64 (exact ties, exact order)."""
+
 TRITON_MAX_K = 128
-"""Largest k the Triton kernel keeps in registers; larger k use the torch backend."""
+"""Largest list (k + CANDIDATE_EXTRA) the Triton kernel keeps in registers; beyond, the torch backend."""
 
 
 def column_scale(log_s: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tensor, float]:
@@ -165,6 +168,51 @@ def torch_topk(
     return best_val, best_idx
 
 
+def exact_cosine(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """cos in float64 of queries [R, d] with keys [M, d] (-> [R, M]) or per-query keys [R, M, d].
+
+    Equal keys get bit-equal cosines (exact ties): per-query keys are reduced
+    with one elementwise product and a sum over the last axis (the same
+    reduction for every row); shared keys [M, d] are summed over d in a fixed
+    loop (a BLAS matmul may round equal rows differently by position). 0
+    where a norm is 0.
+    """
+    q = queries.double()
+    c = keys.double()
+    if c.ndim == 3:
+        dot = (q[:, None, :] * c).sum(-1)
+        denom = torch.linalg.vector_norm(q, dim=1)[:, None] * torch.sqrt((c * c).sum(-1))
+    else:
+        dot = torch.zeros(q.shape[0], c.shape[0], dtype=torch.float64, device=q.device)
+        c_sq = torch.zeros(c.shape[0], dtype=torch.float64, device=q.device)
+        for j in range(q.shape[1]):
+            dot += q[:, j, None] * c[None, :, j]
+            c_sq += c[:, j] * c[:, j]
+        denom = torch.linalg.vector_norm(q, dim=1)[:, None] * torch.sqrt(c_sq)[None, :]
+    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
+    return torch.where(denom > 0, dot / safe, torch.zeros_like(dot)).clamp(-1.0, 1.0)
+
+
+def exact_rank_key(cos: torch.Tensor, log_s_rel: torch.Tensor) -> torch.Tensor:
+    """A float64 key increasing with the real number ``cos * exp(log_s_rel)`` (``log_s_rel <= 0``).
+
+    ``sign(cos) / (1 - log|cos| - log_s_rel)``: never underflows; 0 for cos = 0.
+    """
+    t = torch.log(cos.abs()) + log_s_rel
+    key = torch.sign(cos) / (1.0 - t)
+    return torch.where(cos == 0, torch.zeros_like(key), key)
+
+
+def score_error_bound(d: int) -> float:
+    """Bound on |float32 selection score - exact value| (scores are <= 1 in magnitude).
+
+    Dot product and norm rounding ((1.5 d + 8) u), the split 16-bit query of the
+    GPU kernel (2^-17), and the negligible factors set to 0 (exp(-80)); doubled
+    so that two scores' errors are covered.
+    """
+    return 2.0 * ((1.5 * d + 8) * 2.0**-24 + 2.0**-17 + math.exp(NEGLIGIBLE_LOG))
+
+
 def exact_topk_rows(
     queries: torch.Tensor,
     keys: torch.Tensor,
@@ -174,28 +222,16 @@ def exact_topk_rows(
     *,
     chunk: int = 8192,
 ) -> torch.Tensor:
-    """Exact top-k indices [R, k] of a few queries in float64, chunked over N.
-
-    Orders by the real number ``cos * exp(log_s)`` without forming it, with
-    the monotone map ``sign(cos) / (1 - log|cos| - (log_s - shift))``.
-    """
+    """Exact top-k indices [R, k] of a few queries in float64, chunked over N (ties: lower index)."""
     R = queries.shape[0]
     N = keys.shape[0]
-    q = queries.double()
-    qn = torch.linalg.vector_norm(q, dim=1, keepdim=True)
-    q = q * torch.where(qn > 0, 1.0 / qn, torch.zeros_like(qn))
     shift = float(log_s.max() if valid is None else log_s.masked_fill(~valid, float("-inf")).max())
-    best_val = torch.empty(R, 0, dtype=torch.float64, device=q.device)
-    best_idx = torch.empty(R, 0, dtype=torch.int64, device=q.device)
+    best_val = torch.empty(R, 0, dtype=torch.float64, device=queries.device)
+    best_idx = torch.empty(R, 0, dtype=torch.int64, device=queries.device)
     for start in range(0, N, chunk):
         stop = min(start + chunk, N)
-        keys_c = keys[start:stop].double()
-        kn = torch.linalg.vector_norm(keys_c, dim=1)
-        cos = (q @ keys_c.T) * torch.where(kn > 0, 1.0 / kn, torch.zeros_like(kn))
-        cos = cos.clamp(-1.0, 1.0)
-        t = torch.log(cos.abs()) + (log_s[start:stop] - shift)
-        key = torch.sign(cos) / (1.0 - t)
-        key = torch.where(cos == 0, torch.zeros_like(key), key)
+        cos = exact_cosine(queries, keys[start:stop])
+        key = exact_rank_key(cos, log_s[start:stop] - shift)
         if valid is not None:
             key = key.masked_fill(~valid[start:stop], float("-inf"))
         order = torch.sort(key, dim=1, descending=True, stable=True)
@@ -237,8 +273,8 @@ def triton_topk(
 
 def _triton_reasons(inputs: Inputs) -> list[str]:
     reasons = []
-    if inputs["k"] > TRITON_MAX_K:
-        reasons.append(f"k = {inputs['k']} > {TRITON_MAX_K} (running top-k lives in registers)")
+    if inputs["k"] + CANDIDATE_EXTRA > TRITON_MAX_K:
+        reasons.append(f"k = {inputs['k']} > {TRITON_MAX_K - CANDIDATE_EXTRA} (running top-k lives in registers)")
     if inputs["keys"].shape[0] >= 2**31:
         reasons.append("N >= 2**31 (int32 indices in the kernel)")
     return reasons
