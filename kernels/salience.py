@@ -6,8 +6,8 @@ owns a block of queries and one contiguous split of the N memories:
 
 - the key tile is normalised on the fly (its squared norms are summed while
   the dot products accumulate over d), then scaled by the memory's relative
-  salience ``scale_m = exp(log s_m - shift)`` (computed on the host in
-  float64, so it never underflows where it matters);
+  salience ``scale_m = exp(log s_m - shift)`` (the subtraction in float64,
+  the exponential only where it cannot underflow; 0 below e^-80);
 - the running top-k lives in registers as ``best_val`` / ``best_idx``
   ``[BLOCK_B, K_PAD]``; a tile is merged only when some score beats the
   current k-th best (``theta``), by repeated max-extraction: take the tile's
@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 from mnemonix import _triton
+
+NEGLIGIBLE_LOG = -80.0  # same as mnemonix.backends.salience.NEGLIGIBLE_LOG
 
 
 @triton.jit
@@ -56,12 +58,12 @@ def _merge_tile(best_val, best_idx, p, offs_n, offs_k, TOPK: tl.constexpr, K_PAD
 
 @triton.jit
 def _salience_topk_kernel(
-    Q, K, Scale, Valid, OutVal, OutIdx, NonFinite,
+    Q, K, LogS, Shift, Valid, OutVal, OutIdx, NonFinite,
     B, N, D, n_per_split,
     stride_qb, stride_kn, stride_os, stride_ob,
     HAS_VALID: tl.constexpr, TOPK: tl.constexpr, K_PAD: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    DOT_FP32: tl.constexpr, NEGLIGIBLE_LOG: tl.constexpr,
 ):
     tl.static_assert(K_PAD >= TOPK)
     pid_b = tl.program_id(0)
@@ -72,6 +74,7 @@ def _salience_topk_kernel(
     best_val = tl.where(offs_k[None, :] < TOPK, float("-inf"), float("inf")) + tl.zeros([BLOCK_B, K_PAD], tl.float32)
     best_idx = tl.zeros([BLOCK_B, K_PAD], tl.int32) - 1
     n_nonfinite = tl.zeros([BLOCK_N], tl.int32)  # valid keys whose squared norm is NaN/Inf
+    shift = tl.load(Shift)
     start = pid_s * n_per_split
     stop = tl.minimum(start + n_per_split, N)
     for n0 in range(start, stop, BLOCK_N):
@@ -97,7 +100,9 @@ def _salience_topk_kernel(
                 q_lo = (q - q_hi.to(tl.float32)).to(kt.dtype)
                 acc = tl.dot(q_hi, kt, acc)
                 acc = tl.dot(q_lo, kt, acc)
-        scale = tl.load(Scale + offs_n, mask=n_ok, other=0.0)
+        # Relative salience, in float64 until it is known not to underflow.
+        rel = tl.load(LogS + offs_n, mask=n_ok, other=0.0) - shift
+        scale = tl.where(rel >= NEGLIGIBLE_LOG, tl.exp(tl.maximum(rel, NEGLIGIBLE_LOG).to(tl.float32)), 0.0)
         factor = tl.where(sq > 0, scale / tl.sqrt(tl.where(sq > 0, sq, 1.0)), 0.0)
         p = acc * factor[None, :]
         ok = n_ok
@@ -116,7 +121,8 @@ def _salience_topk_kernel(
 def salience_topk_partial(
     unit_queries: torch.Tensor,
     keys: torch.Tensor,
-    scale: torch.Tensor,
+    log_s: torch.Tensor,
+    shift: float,
     valid: torch.Tensor | None,
     k: int,
     *,
@@ -126,7 +132,8 @@ def salience_topk_partial(
     and ``nonfinite`` [programs] int32: how many valid keys each program found with a NaN/Inf norm.
 
     ``unit_queries`` [B, d] float32 (unit norm), ``keys`` [N, d] any float dtype,
-    ``scale`` [N] float32, ``valid`` [N] bool or None. Lists are unsorted;
+    ``log_s`` [N] float64 log-saliences and ``shift`` (the largest valid one),
+    ``valid`` [N] bool or None. Lists are unsorted;
     entries of a split with fewer than k candidates hold (-inf, -1).
     """
     B, D = unit_queries.shape
@@ -152,15 +159,18 @@ def salience_topk_partial(
     nonfinite = torch.zeros(num_splits * b_blocks, dtype=torch.int32, device=keys.device)
     # 16-bit tensor-core dots (split query) on GPU when keys are 16-bit; exact fp32 otherwise and in the interpreter.
     dot_fp32 = interpret or keys.dtype == torch.float32
-    valid_arg = valid.to(torch.int8) if valid is not None else scale
+    log_s = log_s.to(torch.float64).contiguous()
+    shift_arg = torch.tensor([shift], dtype=torch.float64, device=keys.device)
+    valid_arg = valid.to(torch.int8) if valid is not None else log_s
     # The running list and the score tile both live in registers: more warps for the big tiles.
     num_warps = 8 if BLOCK_B * max(BLOCK_N, K_PAD) >= 4096 else 4
     grid = (b_blocks, num_splits)
     _salience_topk_kernel[grid](
-        q, keys, scale.contiguous(), valid_arg, out_val, out_idx, nonfinite,
+        q, keys, log_s, shift_arg, valid_arg, out_val, out_idx, nonfinite,
         B, N, D, n_per_split,
         q.stride(0), keys.stride(0), out_val.stride(0), out_val.stride(1),
         HAS_VALID=valid is not None, TOPK=k, K_PAD=K_PAD,
-        BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, DOT_FP32=dot_fp32, num_warps=num_warps,
+        BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, DOT_FP32=dot_fp32,
+        NEGLIGIBLE_LOG=NEGLIGIBLE_LOG, num_warps=num_warps,
     )
     return out_val, out_idx, nonfinite

@@ -124,9 +124,9 @@ def test_triton_split_merge_is_exact(rng, num_splits):
     log_s[10] = log_s.max() + 5.0
     log_s[150:170] = log_s[10]
     q[0] = c[10]
-    scale, _ = sb.column_scale(log_s, valid)
-    vals, idx = sb.triton_topk(q, c, scale, valid, k, num_splits=num_splits)
-    vals_t, idx_t = sb.torch_topk(q, c, scale, valid, k, chunk=13)
+    shift = sb.shift_of(log_s, valid)
+    vals, idx = sb.triton_topk(q, c, log_s, shift, valid, k, num_splits=num_splits)
+    vals_t, idx_t = sb.torch_topk(q, c, log_s, shift, valid, k, chunk=13)
     ref_idx = reference.salience_topk(q, c, None, k=k, log_salience=log_s, valid=valid)[1]
     tied = [i for i in [10, *range(150, 170)] if bool(valid[i])]
     assert idx[0].tolist() == tied[:k] == ref_idx[0].tolist()
@@ -236,9 +236,8 @@ def test_torch_chunk_boundary_ties():
     keys[60] = torch.ones(d)
     q = torch.ones(1, d)
     log_s = torch.zeros(N, dtype=torch.float64)
-    scale, _ = sb.column_scale(log_s, None)
     for chunk in (7, 16, 100):
-        _, idx = sb.torch_topk(q, keys, scale, None, k, chunk=chunk)
+        _, idx = sb.torch_topk(q, keys, log_s, 0.0, None, k, chunk=chunk)
         assert idx[0].tolist() == [3, 17, 18, 40, 41, 42]
 
 

@@ -174,13 +174,13 @@ def salience_topk(
     if take == 0 or B == 0:
         return recall, indices, weights, scores
 
-    scale, shift = sb.column_scale(log_s, valid)
+    shift = sb.shift_of(log_s, valid)
     # The backend ranks by float32 scores; it returns k + a few candidates, which are re-ranked
     # exactly in float64 (exact order, exact ties). A query whose candidate list may miss a memory
     # within the float32 error of its k-th score (or whose k-th score is not clearly positive:
     # underflowed saliences) is redone over all N in float64.
     n_cand = min(take + sb.CANDIDATE_EXTRA, n_valid)
-    cand_val, cand_idx = chosen.run(queries, keys, scale, valid, n_cand, key_norms=key_norms)
+    cand_val, cand_idx = chosen.run(queries, keys, log_s, shift, valid, n_cand, key_norms=key_norms)
     if n_cand < n_valid:
         theta = cand_val[:, take - 1]
         redo = (theta <= sb.EXACT_THRESHOLD) | (cand_val[:, n_cand - 1] >= theta - sb.score_error_bound(d))

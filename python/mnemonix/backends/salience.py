@@ -49,17 +49,17 @@ TRITON_MAX_K = 128
 """Largest list (k + CANDIDATE_EXTRA) the Triton kernel keeps in registers; beyond, the torch backend."""
 
 
-def column_scale(log_s: torch.Tensor, valid: torch.Tensor | None) -> tuple[torch.Tensor, float]:
-    """``(scale [N] float32, shift)``: ``exp(log_s - shift)``, 0 where negligible or invalid."""
+def shift_of(log_s: torch.Tensor, valid: torch.Tensor | None) -> float:
+    """The largest log-salience among valid memories (relative saliences are then <= 1)."""
     if valid is None:
-        shift = float(log_s.max())
-    else:
-        shift = float(log_s.masked_fill(~valid, float("-inf")).max())
+        return float(log_s.max())
+    return float(log_s.masked_fill(~valid, float("-inf")).max())
+
+
+def chunk_scale(log_s: torch.Tensor, shift: float) -> torch.Tensor:
+    """``exp(log_s - shift)`` as float32, 0 where negligible (``log_s - shift < NEGLIGIBLE_LOG``)."""
     rel = log_s - shift
-    scale = torch.where(rel >= NEGLIGIBLE_LOG, torch.exp(rel), torch.zeros_like(rel)).float()
-    if valid is not None:
-        scale = scale.masked_fill(~valid, 0.0)
-    return scale, shift
+    return torch.where(rel >= NEGLIGIBLE_LOG, torch.exp(rel), torch.zeros_like(rel)).float()
 
 
 def unit_queries(queries: torch.Tensor) -> torch.Tensor:
@@ -97,7 +97,8 @@ def _chunk_size(B: int, d: int, N: int) -> int:
 def torch_topk(
     queries: torch.Tensor,
     keys: torch.Tensor,
-    scale: torch.Tensor,
+    log_s: torch.Tensor,
+    shift: float,
     valid: torch.Tensor | None,
     k: int,
     *,
@@ -106,6 +107,7 @@ def torch_topk(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked float32 selection; returns ``(values [B, k] float32, indices [B, k] int64)``, best first.
 
+    ``log_s`` [N] float64 and ``shift`` give the relative salience of each chunk.
     Per chunk: one matmul, the column factor ``scale / ||c||``, and a row max.
     Only rows whose max beats their running k-th best (``theta``) are merged
     (``topk(k + 1)`` then an exact merge); after the first chunks almost every
@@ -126,7 +128,7 @@ def torch_topk(
             norm = torch.linalg.vector_norm(keys_c, dim=1)
         else:
             norm = key_norms[start:stop].float()
-        factor = torch.where(norm > 0, scale[start:stop] / norm, torch.zeros_like(norm))
+        factor = torch.where(norm > 0, chunk_scale(log_s[start:stop], shift) / norm, torch.zeros_like(norm))
         p = q @ keys_c.T
         p.mul_(factor)
         if valid is not None:
@@ -225,7 +227,7 @@ def exact_topk_rows(
     """Exact top-k indices [R, k] of a few queries in float64, chunked over N (ties: lower index)."""
     R = queries.shape[0]
     N = keys.shape[0]
-    shift = float(log_s.max() if valid is None else log_s.masked_fill(~valid, float("-inf")).max())
+    shift = shift_of(log_s, valid)
     best_val = torch.empty(R, 0, dtype=torch.float64, device=queries.device)
     best_idx = torch.empty(R, 0, dtype=torch.int64, device=queries.device)
     for start in range(0, N, chunk):
@@ -247,7 +249,8 @@ def exact_topk_rows(
 def triton_topk(
     queries: torch.Tensor,
     keys: torch.Tensor,
-    scale: torch.Tensor,
+    log_s: torch.Tensor,
+    shift: float,
     valid: torch.Tensor | None,
     k: int,
     *,
@@ -261,7 +264,7 @@ def triton_topk(
     """
     kernels = _triton.load_kernels("salience")
     part_val, part_idx, nonfinite = kernels.salience_topk_partial(
-        unit_queries(queries), keys, scale, valid, k, num_splits=num_splits
+        unit_queries(queries), keys, log_s, shift, valid, k, num_splits=num_splits
     )
     if bool(nonfinite.any()):
         raise ValueError(NONFINITE_KEYS)
