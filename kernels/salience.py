@@ -101,7 +101,7 @@ def _salience_topk_kernel(
                 acc = tl.dot(q_hi, kt, acc)
                 acc = tl.dot(q_lo, kt, acc)
         # Relative salience, in float64 until it is known not to underflow.
-        rel = tl.load(LogS + offs_n, mask=n_ok, other=0.0) - shift
+        rel = tl.minimum(tl.load(LogS + offs_n, mask=n_ok, other=float("-inf")) - shift, 0.0)  # <= 0 if valid
         scale = tl.where(rel >= NEGLIGIBLE_LOG, tl.exp(tl.maximum(rel, NEGLIGIBLE_LOG).to(tl.float32)), 0.0)
         factor = tl.where(sq > 0, scale / tl.sqrt(tl.where(sq > 0, sq, 1.0)), 0.0)
         p = acc * factor[None, :]

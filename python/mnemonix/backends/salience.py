@@ -58,7 +58,7 @@ def shift_of(log_s: torch.Tensor, valid: torch.Tensor | None) -> float:
 
 def chunk_scale(log_s: torch.Tensor, shift: float) -> torch.Tensor:
     """``exp(log_s - shift)`` as float32, 0 where negligible (``log_s - shift < NEGLIGIBLE_LOG``)."""
-    rel = log_s - shift
+    rel = (log_s - shift).clamp(max=0.0)  # > 0 only for invalid slots, which never win
     return torch.where(rel >= NEGLIGIBLE_LOG, torch.exp(rel), torch.zeros_like(rel)).float()
 
 
