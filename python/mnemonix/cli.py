@@ -13,6 +13,7 @@ COMMANDS: tuple[str, ...] = (
     "plastic",
     "memoria",
     "consolidate",
+    "epinet",
 )
 
 

@@ -19,6 +19,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("Memoria engram memory", "memoria"),
     ("Hopfield networks: classical, dense, modern on 8x8 digits", "hopfield"),
     ("Generative consolidation: Hopfield replay trains a VAE", "consolidate"),
+    ("EpiNet: salience top-k recall and continual learning", "epinet"),
 )
 
 

@@ -1,0 +1,299 @@
+"""Backends of :func:`mnemonix.ops.salience_topk`.
+
+Every backend answers the same question: the k best memories per query by the
+float32 *selection score* ``p[b, m] = cos(q_b, c_m) * scale_m``, where
+``scale_m = exp(log s_m - shift)`` (``shift`` = largest valid log-salience, so
+``scale <= 1``), or 0 when ``log s_m - shift < NEGLIGIBLE_LOG`` (the factor
+would underflow or lose precision in float32). Invalid slots never win. Ties go
+to the lower index.
+
+That float32 ranking is exact whenever a query's k-th selected score is above
+``EXACT_THRESHOLD`` (then every selected memory has a well-represented score
+and every memory that was rounded to a zero factor scores below it). The
+queries where it is not (fewer than k memories with a clearly positive score)
+are redone by :func:`exact_topk_rows` in float64 with the sign/log-magnitude
+order of :func:`mnemonix.reference.salience_rank_order`.
+
+Backends:
+
+- ``torch``: streams over N in chunks (memory O(B x chunk)): normalise the key
+  chunk on the fly, one matmul, ``topk(k + 1)`` per chunk (the extra entry
+  detects a tie at the boundary, resolved with a stable sort of that row), and
+  an exact merge of the running list with the chunk's list.
+- ``triton``: :mod:`mnemonix.kernels.salience` (one pass over the keys per
+  query block and N-split, running top-k in registers), then the exact merge
+  of the per-split lists here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mnemonix import _triton
+from mnemonix._dispatch import Backend, Inputs
+
+NEGLIGIBLE_LOG = -80.0
+"""Relative log-salience below which the float32 factor is taken as 0 (exp(-80) ~ 1.8e-35)."""
+
+EXACT_THRESHOLD = math.exp(-79.0)
+"""A k-th float32 score above this proves the float32 selection equals the exact one."""
+
+NONFINITE_KEYS = "keys must be finite, got NaN or Inf values (or a squared norm that overflows float32)"
+
+CANDIDATE_EXTRA = 8
+"""Candidates kept beyond k: they are re-ranked exactly in float64 (exact ties, exact order)."""
+
+TRITON_MAX_K = 128
+"""Largest list (k + CANDIDATE_EXTRA) the Triton kernel keeps in registers; beyond, the torch backend."""
+
+
+def shift_of(log_s: torch.Tensor, valid: torch.Tensor | None) -> float:
+    """The largest log-salience among valid memories (relative saliences are then <= 1)."""
+    if valid is None:
+        return float(log_s.max())
+    return float(log_s.masked_fill(~valid, float("-inf")).max())
+
+
+def chunk_scale(log_s: torch.Tensor, shift: float) -> torch.Tensor:
+    """``exp(log_s - shift)`` as float32, 0 where negligible (``log_s - shift < NEGLIGIBLE_LOG``)."""
+    rel = (log_s - shift).clamp(max=0.0)  # > 0 only for invalid slots, which never win
+    return torch.where(rel >= NEGLIGIBLE_LOG, torch.exp(rel), torch.zeros_like(rel)).float()
+
+
+def unit_queries(queries: torch.Tensor) -> torch.Tensor:
+    """Queries scaled to unit norm in float32 (zero rows stay zero: cos = 0)."""
+    q = queries.float()
+    norm = torch.linalg.vector_norm(q, dim=1, keepdim=True)
+    return q * torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
+
+
+def merge_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best of candidate lists ``[B, M]`` by value, ties to the lower index (exact).
+
+    Sorts by index, then stable-sorts by value descending: equal values keep
+    ascending index order.
+    """
+    by_index = torch.sort(indices, dim=1, stable=True)
+    values = torch.gather(values, 1, by_index.indices)
+    indices = by_index.values
+    by_value = torch.sort(values, dim=1, descending=True, stable=True)
+    top = by_value.indices[:, :k]
+    return by_value.values[:, :k], torch.gather(indices, 1, top)
+
+
+def _chunk_size(B: int, d: int, N: int) -> int:
+    """Keys per chunk: [B, chunk] float32 scores of ~8 MiB, 4096 to 32768 keys.
+
+    Few, large chunks keep the number of parallel regions per call small (a
+    loop of small ops suffers badly when the cores are shared); the memory
+    stays O(B x chunk) whatever N is.
+    """
+    by_scores = (8 << 20) // (4 * max(B, 1))
+    return int(max(1, min(N, max(4096, min(by_scores, 32768)))))
+
+
+def torch_topk(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    log_s: torch.Tensor,
+    shift: float,
+    valid: torch.Tensor | None,
+    k: int,
+    *,
+    key_norms: torch.Tensor | None = None,
+    chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunked float32 selection; returns ``(values [B, k] float32, indices [B, k] int64)``, best first.
+
+    ``log_s`` [N] float64 and ``shift`` give the relative salience of each chunk.
+    Per chunk: one matmul, the column factor ``scale / ||c||``, and a row max.
+    Only rows whose max beats their running k-th best (``theta``) are merged
+    (``topk(k + 1)`` then an exact merge); after the first chunks almost every
+    row is skipped. A later equal score never displaces an earlier one (lower
+    index wins), so the strict comparison is exact.
+    """
+    B, d = queries.shape
+    N = keys.shape[0]
+    q = unit_queries(queries)
+    chunk = chunk or _chunk_size(B, d, N)
+    best_val = torch.full((B, k), float("-inf"), dtype=torch.float32, device=q.device)
+    best_idx = torch.full((B, k), -1, dtype=torch.int64, device=q.device)
+    theta = torch.full((B,), float("-inf"), dtype=torch.float32, device=q.device)
+    for start in range(0, N, chunk):
+        stop = min(start + chunk, N)
+        keys_c = keys[start:stop].float()
+        if key_norms is None:
+            norm = torch.linalg.vector_norm(keys_c, dim=1)
+        else:
+            norm = key_norms[start:stop].float()
+        factor = torch.where(norm > 0, chunk_scale(log_s[start:stop], shift) / norm, torch.zeros_like(norm))
+        p = q @ keys_c.T
+        p.mul_(factor)
+        if valid is not None:
+            valid_c = valid[start:stop]
+            if not bool(valid_c.all()):
+                p.masked_fill_(~valid_c, float("-inf"))
+        row_max = p.amax(dim=1)
+        # A NaN/Inf key gives a NaN score (its norm is NaN/Inf, its factor 0 or NaN); amax propagates NaN.
+        if bool(torch.isnan(row_max).any() | torch.isposinf(row_max).any()):
+            raise ValueError(NONFINITE_KEYS)
+        active = (row_max > theta).nonzero().squeeze(1)
+        if active.numel() == 0:
+            continue
+        everyone = active.numel() == B
+        sub = p if everyone else p[active]
+        width = stop - start
+        take = min(k + 1, width)
+        vals, idx = torch.topk(sub, take, dim=1)
+        if take > k:
+            boundary_tie = vals[:, k] == vals[:, k - 1]
+            if bool(boundary_tie.any()):
+                rows = boundary_tie.nonzero().squeeze(1)
+                fixed = torch.sort(sub[rows], dim=1, descending=True, stable=True)
+                vals[rows] = fixed.values[:, :take]
+                idx[rows] = fixed.indices[:, :take]
+            vals, idx = vals[:, :k], idx[:, :k]
+        run_val = best_val if everyone else best_val[active]
+        run_idx = best_idx if everyone else best_idx[active]
+        merged_val, merged_idx = merge_topk(
+            torch.cat([run_val, vals], dim=1), torch.cat([run_idx, idx + start], dim=1), k
+        )
+        if everyone:
+            best_val, best_idx = merged_val, merged_idx
+            theta = best_val[:, k - 1].clone()
+        else:
+            best_val[active] = merged_val
+            best_idx[active] = merged_idx
+            theta[active] = merged_val[:, k - 1]
+    return best_val, best_idx
+
+
+def exact_cosine(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """cos in float64 of queries [R, d] with keys [M, d] (-> [R, M]) or per-query keys [R, M, d].
+
+    Equal keys get bit-equal cosines (exact ties): per-query keys are reduced
+    with one elementwise product and a sum over the last axis (the same
+    reduction for every row); shared keys [M, d] are summed over d in a fixed
+    loop (a BLAS matmul may round equal rows differently by position). 0
+    where a norm is 0.
+    """
+    q = queries.double()
+    c = keys.double()
+    if c.ndim == 3:
+        dot = (q[:, None, :] * c).sum(-1)
+        denom = torch.linalg.vector_norm(q, dim=1)[:, None] * torch.sqrt((c * c).sum(-1))
+    else:
+        dot = torch.zeros(q.shape[0], c.shape[0], dtype=torch.float64, device=q.device)
+        c_sq = torch.zeros(c.shape[0], dtype=torch.float64, device=q.device)
+        for j in range(q.shape[1]):
+            dot += q[:, j, None] * c[None, :, j]
+            c_sq += c[:, j] * c[:, j]
+        denom = torch.linalg.vector_norm(q, dim=1)[:, None] * torch.sqrt(c_sq)[None, :]
+    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
+    return torch.where(denom > 0, dot / safe, torch.zeros_like(dot)).clamp(-1.0, 1.0)
+
+
+def exact_rank_key(cos: torch.Tensor, log_s_rel: torch.Tensor) -> torch.Tensor:
+    """A float64 key increasing with the real number ``cos * exp(log_s_rel)`` (``log_s_rel <= 0``).
+
+    ``sign(cos) / (1 - log|cos| - log_s_rel)``: never underflows; 0 for cos = 0.
+    """
+    t = torch.log(cos.abs()) + log_s_rel
+    key = torch.sign(cos) / (1.0 - t)
+    return torch.where(cos == 0, torch.zeros_like(key), key)
+
+
+def score_error_bound(d: int) -> float:
+    """Bound on |float32 selection score - exact value| (scores are <= 1 in magnitude).
+
+    Dot product and norm rounding ((1.5 d + 8) u), the split 16-bit query of the
+    GPU kernel (2^-17), and the negligible factors set to 0 (exp(-80)); doubled
+    so that two scores' errors are covered.
+    """
+    return 2.0 * ((1.5 * d + 8) * 2.0**-24 + 2.0**-17 + math.exp(NEGLIGIBLE_LOG))
+
+
+def exact_topk_rows(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    log_s: torch.Tensor,
+    valid: torch.Tensor | None,
+    k: int,
+    *,
+    chunk: int = 8192,
+) -> torch.Tensor:
+    """Exact top-k indices [R, k] of a few queries in float64, chunked over N (ties: lower index)."""
+    R = queries.shape[0]
+    N = keys.shape[0]
+    shift = shift_of(log_s, valid)
+    best_val = torch.empty(R, 0, dtype=torch.float64, device=queries.device)
+    best_idx = torch.empty(R, 0, dtype=torch.int64, device=queries.device)
+    for start in range(0, N, chunk):
+        stop = min(start + chunk, N)
+        cos = exact_cosine(queries, keys[start:stop])
+        key = exact_rank_key(cos, log_s[start:stop] - shift)
+        if valid is not None:
+            key = key.masked_fill(~valid[start:stop], float("-inf"))
+        order = torch.sort(key, dim=1, descending=True, stable=True)
+        take = min(k, stop - start)
+        best_val, best_idx = merge_topk(
+            torch.cat([best_val, order.values[:, :take]], dim=1),
+            torch.cat([best_idx, order.indices[:, :take] + start], dim=1),
+            k,
+        )
+    return best_idx
+
+
+def triton_topk(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    log_s: torch.Tensor,
+    shift: float,
+    valid: torch.Tensor | None,
+    k: int,
+    *,
+    key_norms: torch.Tensor | None = None,
+    num_splits: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton selection: per-split lists from the kernel, merged exactly here.
+
+    ``key_norms`` is accepted and not used: the kernel sums the squares of the
+    key tile it has loaded anyway, which costs no memory traffic.
+    """
+    kernels = _triton.load_kernels("salience")
+    part_val, part_idx, nonfinite = kernels.salience_topk_partial(
+        unit_queries(queries), keys, log_s, shift, valid, k, num_splits=num_splits
+    )
+    if bool(nonfinite.any()):
+        raise ValueError(NONFINITE_KEYS)
+    S, B, _ = part_val.shape
+    values = part_val.permute(1, 0, 2).reshape(B, S * k)
+    indices = part_idx.permute(1, 0, 2).reshape(B, S * k).to(torch.int64)
+    return merge_topk(values, indices, k)
+
+
+def _triton_reasons(inputs: Inputs) -> list[str]:
+    reasons = []
+    if inputs["k"] + CANDIDATE_EXTRA > TRITON_MAX_K:
+        reasons.append(f"k = {inputs['k']} > {TRITON_MAX_K - CANDIDATE_EXTRA} (running top-k lives in registers)")
+    if inputs["keys"].shape[0] >= 2**31:
+        reasons.append("N >= 2**31 (int32 indices in the kernel)")
+    return reasons
+
+
+BACKENDS: dict[str, Backend] = {
+    "triton": Backend(
+        name="triton", run=triton_topk, devices=frozenset({"cuda", "cpu"}), needs_triton=True,
+        extra_reasons=_triton_reasons,
+    ),
+    "torch": Backend(name="torch", run=torch_topk, devices=frozenset({"cuda", "cpu"})),
+}
+
+
+def priority(device: torch.device) -> list[Backend]:
+    """Backends in the order tried: Triton first on CUDA, the chunked torch path first on CPU."""
+    if device.type == "cuda":
+        return [BACKENDS["triton"], BACKENDS["torch"]]
+    return [BACKENDS["torch"], BACKENDS["triton"]]
