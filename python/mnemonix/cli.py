@@ -10,10 +10,10 @@ from collections.abc import Sequence
 # Subcommand modules under mnemonix.commands, in help order.
 COMMANDS: tuple[str, ...] = (
     "demo",
-    "plastic",
-    "memoria",
-    "consolidate",
     "epinet",
+    "memoria",
+    "plastic",
+    "consolidate",
 )
 
 

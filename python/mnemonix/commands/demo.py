@@ -15,11 +15,11 @@ from pathlib import Path
 
 # (title, module under mnemonix.commands) in demo order.
 SECTIONS: tuple[tuple[str, str], ...] = (
-    ("Plastic prefix memory", "plastic"),
-    ("Memoria engram memory", "memoria"),
     ("Hopfield networks: classical, dense, modern on 8x8 digits", "hopfield"),
-    ("Generative consolidation: Hopfield replay trains a VAE", "consolidate"),
     ("EpiNet: salience top-k recall and continual learning", "epinet"),
+    ("Memoria engram memory", "memoria"),
+    ("Plastic prefix memory", "plastic"),
+    ("Generative consolidation: Hopfield replay trains a VAE", "consolidate"),
 )
 
 
