@@ -41,18 +41,22 @@ def tensor(
     return value
 
 
-def finite(name: str, value: torch.Tensor) -> None:
-    """Raise if ``value`` holds NaN or Inf.
+def all_finite(value: torch.Tensor) -> bool:
+    """True when a tensor holds no NaN/Inf.
 
     One sum first: a finite sum proves every element finite (any NaN or Inf makes the sum
     NaN or Inf), and it allocates nothing of the input's size. Only a non-finite sum, which
     may also be a harmless overflow, pays for the exact element-wise check.
     """
     if not value.is_floating_point() or value.numel() == 0:
-        return
-    if bool(torch.isfinite(value.sum(dtype=torch.float32))):
-        return
-    if not bool(torch.isfinite(value).all()):
+        return True
+    total = value.detach().sum(dtype=torch.float64 if value.dtype == torch.float64 else torch.float32)
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(value).all())
+
+
+def finite(name: str, value: torch.Tensor) -> None:
+    """Raise, naming the argument, if ``value`` holds NaN or Inf (see :func:`all_finite`)."""
+    if not all_finite(value):
         raise ValueError(f"{name} must be finite, got NaN or Inf values")
 
 

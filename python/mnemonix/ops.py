@@ -110,7 +110,7 @@ def hopfield_retrieve(
             raise ValueError("mask must keep at least one stored pattern, got all False")
         base = logit_bias if logit_bias is not None else torch.zeros(n, device=device)
         logit_bias = base.masked_fill(~mask, float("-inf"))
-    _finite_sum_first("queries", queries)
+    _checks.finite("queries", queries)
     # keys / values ([N, d]: as large as the work itself) are checked through the result: any
     # NaN/Inf in them reaches out or lse (every backend multiplies each value row by its weight,
     # also a zero weight), and only then the exact check runs and names the argument.
@@ -162,14 +162,6 @@ def _check_result_finite(out: torch.Tensor, lse: torch.Tensor, keys: torch.Tenso
                      "lower beta or rescale queries and keys")
 
 
-def _finite_sum_first(name: str, t: torch.Tensor) -> None:
-    """``_checks.finite`` behind a one-reduction test (cheap for small tensors, no bool temporary)."""
-    import math
-
-    if not math.isfinite(float(t.detach().sum(dtype=torch.float32))):
-        _checks.finite(name, t)
-
-
 def _iterate(one_pass, q, out, lse, arg, update_steps, eps):
     """Iterate ``q <- out`` on the queries that still move; converged ones are frozen."""
     state = q.float()
@@ -198,15 +190,6 @@ __all__ += ["hopfield_retrieve"]
 
 
 __all__ += ["salience_topk"]
-
-
-def _all_finite(t: torch.Tensor) -> bool:
-    """No NaN/Inf in a float tensor: one float32 sum (NaN/Inf propagate), confirmed
-    element-wise only when the sum is not finite (a NaN, or finite values overflowing it)."""
-    if t.numel() == 0:
-        return True
-    total = t.sum() if t.dtype in (torch.float32, torch.float64) else t.sum(dtype=torch.float32)
-    return bool(torch.isfinite(total)) or bool(torch.isfinite(t).all())
 
 
 def salience_topk(
@@ -316,7 +299,7 @@ def salience_topk(
         if key_norms.shape[0] != N or key_norms.device != device:
             raise ValueError(f"key_norms must have shape [{N}] on {device}, got {tuple(key_norms.shape)} "
                              f"on {key_norms.device}")
-        if not _all_finite(key_norms) or bool((key_norms < 0).any()):
+        if not _checks.all_finite(key_norms) or bool((key_norms < 0).any()):
             raise ValueError("key_norms must be finite and >= 0")
     _checks.finite("queries", queries)
     # keys are checked by the backends during their single pass (a NaN/Inf key makes its norm or
@@ -372,7 +355,7 @@ def salience_topk(
     scores[:, :take] = (cos * torch.exp(chosen_log_s - shift)).float()
     if payloads is not None:
         z = payloads[top_idx].float()  # [B, take, dz]
-        if not _all_finite(z):
+        if not _checks.all_finite(z):
             raise ValueError("payloads must be finite: rows selected by the recall hold NaN or Inf values")
         recall = torch.einsum("bk,bkz->bz", w.float(), z)
     return recall, indices, weights, scores
