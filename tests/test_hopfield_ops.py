@@ -266,3 +266,47 @@ def test_cpu_memory_stays_o_b_times_chunk(batch, backend):
     full_scores = batch * 2_000_000 * 4
     assert growth < 64 * 2**20, f"peak RSS grew by {growth / 2**20:.0f} MiB (a [B, N] matrix is "
     f"{full_scores / 2**20:.0f} MiB)"
+
+
+def check_sdpa(q, k, v, *, beta, mask=None, bias=None, update_steps=0, tol=None):
+    """The sdpa backend returns no argmax: compare out and lse only."""
+    tol = TOL[q.dtype] if tol is None else tol
+    out, lse = ops.hopfield_retrieve(q, k, v, beta=beta, mask=mask, bias=bias, update_steps=update_steps,
+                                     return_lse=True, backend="sdpa")
+    r_out, r_lse = reference.hopfield_retrieve(q, k, v, beta=beta, mask=mask, bias=bias,
+                                               update_steps=update_steps, return_lse=True)
+    assert out.dtype == q.dtype and torch.isfinite(out).all() and torch.isfinite(lse).all()
+    scale = max(1.0, float(r_out.abs().max()))
+    torch.testing.assert_close(out, r_out, atol=tol * scale, rtol=tol)
+    torch.testing.assert_close(lse, r_lse, atol=tol * max(1.0, float(r_lse.abs().max())), rtol=tol)
+
+
+def test_sdpa_backend_matches_reference(rng):
+    for n, d, b in itertools.product([1, 7, 1000, 4097], [1, 3, 64, 130], [1, 5, 64]):
+        q, k, _ = draw(rng, b, n, d)
+        check_sdpa(q, k, None, beta=float(torch.empty(1).uniform_(0.05, 2.0, generator=rng)) / math.sqrt(d))
+    for n, d, b in [(1, 3, 2), (1000, 130, 16), (4097, 3, 64)]:
+        q, k, v = draw(rng, b, n, d, dv=d)
+        mask = torch.rand(n, generator=rng) < 0.5
+        mask[0] = True
+        bias = torch.randn(n, generator=rng)
+        check_sdpa(q, k, v, beta=0.3, mask=mask, bias=bias)
+        check_sdpa(q, k, None, beta=0.3, mask=mask)
+    for beta in (1e-3, 1e3):
+        q, k, _ = draw(rng, 16, 4097, 64)
+        check_sdpa(q, k, None, beta=beta, tol=5e-3)
+    k = torch.nn.functional.normalize(torch.randn(1000, 64, generator=rng), dim=1) * 3
+    q = k[:16] + 0.3 * torch.randn(16, 64, generator=rng)
+    check_sdpa(q, k, None, beta=2.0, update_steps=4, tol=1e-3)
+    with pytest.raises(ValueError, match="argmax"):
+        ops.hopfield_retrieve(q, k, beta=1.0, return_argmax=True, backend="sdpa")
+    with pytest.raises(ValueError, match="dv == d"):
+        ops.hopfield_retrieve(q, k, torch.randn(1000, 5), beta=1.0, backend="sdpa")
+
+
+def test_auto_dispatch_uses_sdpa_only_without_argmax():
+    k = torch.randn(500, 16)
+    big = {"queries": torch.zeros(hb.CPP_MAX_BATCH + 1, 16), "keys": k, "values": None, "forced_backend": None}
+    assert not hb.SDPA.not_supported_reasons(dict(big, want_argmax=False), k.device, torch.float32)
+    assert any("argmax" in r for r in hb.SDPA.not_supported_reasons(dict(big, want_argmax=True), k.device,
+                                                                       torch.float32))

@@ -63,9 +63,10 @@ def hopfield_retrieve(
         Also return the log-sum-exp of the logits [..., B] (float32; the Hopfield energy's
         main term) and the index of the most similar pattern [..., B] (int64), both of the
         last pass.
-    backend : {None, "triton", "cpp", "torch", "reference"}
-        None picks the first that supports the inputs: Triton on CUDA, the fused C++ kernel
-        on CPU float32, else the streaming torch path. Inputs that require grad always use
+    backend : {None, "triton", "cpp", "sdpa", "torch", "reference"}
+        None picks the first that supports the inputs: Triton on CUDA; on CPU float32 the
+        fused C++ kernel at small B, torch's flash CPU kernel at larger B (no argmax), else
+        the streaming torch path. Inputs that require grad always use
         ``torch`` (the fused kernels are forward only).
 
     Returns
@@ -123,6 +124,7 @@ def hopfield_retrieve(
     )
     forced = backend if backend is not None else ("torch" if needs_grad else None)
     inputs["forced_backend"] = forced
+    inputs["want_argmax"] = return_argmax
     candidates = hb.BACKENDS if forced is not None else hb.auto_candidates(device)
     chosen = _dispatch.select("hopfield_retrieve", candidates, inputs, device=device, dtype=queries.dtype,
                               forced=forced)

@@ -18,6 +18,12 @@ want_argmax) -> (out[B, dv] float32, lse[B] float32, argmax[B] int64 | None)`` w
   of each key row serves both products; N split over threads with an exact merge. Chosen
   automatically for ``B <= CPP_MAX_BATCH`` (above it the BLAS matmuls of ``torch`` win).
   Forward only.
+- ``sdpa``: PyTorch's own fused CPU flash-attention kernel
+  (``aten._scaled_dot_product_flash_attention_for_cpu``, the kernel behind
+  ``F.scaled_dot_product_attention`` on CPU), which also returns the log-sum-exp. At larger B
+  the work is compute-bound and that kernel runs at the GEMM floor, so mnemonix uses it rather
+  than a second copy of the same blocking; O(B x block) memory, a broadcast [N] bias. CPU,
+  float32, dv == d, no argmax (it does not track one): otherwise ``torch``. Forward only.
 - ``reference``: :func:`mnemonix.reference.hopfield_retrieve` (materialises [B, N]).
 
 Gradients always come from ``torch`` (:func:`mnemonix.ops.hopfield_retrieve` forces it when an
@@ -206,15 +212,51 @@ def run_reference(
     return out, lse, (arg if want_argmax else None)
 
 
+def _sdpa_kernel():
+    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _sdpa_reasons(inputs) -> list[str]:
+    reasons = []
+    if _sdpa_kernel() is None:
+        reasons.append("this torch has no aten._scaled_dot_product_flash_attention_for_cpu")
+    if inputs.get("want_argmax"):
+        reasons.append("the flash kernel does not return the argmax")
+    values = inputs.get("values")
+    if values is not None and values.shape[1] != inputs["keys"].shape[1]:
+        reasons.append("the flash kernel needs values of the keys' width (dv == d)")
+    return reasons
+
+
+def run_sdpa(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor | None,
+    *,
+    beta: float,
+    logit_bias: torch.Tensor | None,
+    want_argmax: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    if want_argmax:
+        raise ValueError("backend 'sdpa' does not return the argmax: use backend='cpp' or 'torch'")
+    k = keys[None, None]
+    v = k if values is None else values[None, None]
+    mask = None if logit_bias is None else logit_bias.to(torch.float32)[None, None, None, :]
+    out, lse = _sdpa_kernel()(queries[None, None], k, v, 0.0, False, attn_mask=mask, scale=beta)
+    return out[0, 0].float(), lse[0, 0].float(), None
+
+
 TRITON = Backend(name="triton", run=run_triton, needs_triton=True)
 CPP = Backend(name="cpp", run=run_cpp, devices=frozenset({"cpu"}), dtypes=frozenset({torch.float32}),
               extra_reasons=_cpp_reasons)
+SDPA = Backend(name="sdpa", run=run_sdpa, devices=frozenset({"cpu"}), dtypes=frozenset({torch.float32}),
+               extra_reasons=_sdpa_reasons)
 TORCH = Backend(name="torch", run=run_torch)
 REFERENCE = Backend(name="reference", run=run_reference)
 
 # Priority order for automatic selection. ``triton`` takes part in automatic selection on
 # CUDA tensors only (see :func:`auto_candidates`); on CPU it runs only when forced.
-BACKENDS: list[Backend] = [TRITON, CPP, TORCH, REFERENCE]
+BACKENDS: list[Backend] = [TRITON, CPP, SDPA, TORCH, REFERENCE]
 
 
 def auto_candidates(device: torch.device) -> list[Backend]:
