@@ -126,6 +126,13 @@ def peak_extra_bytes(fn, device: torch.device) -> int:
 
 # -- one shape ---------------------------------------------------------------------------------------
 
+def settle() -> None:
+    """Let BLAS/OpenMP worker threads of the previous measurement stop spinning (OpenBLAS,
+    used by the numpy research baseline, busy-waits after each call and would steal one of
+    the two cores from whatever is timed next)."""
+    time.sleep(0.3)
+
+
 def run_shape(n, d, b, *, device, dtype, floors, max_bytes, repeat, research):
     gen = torch.Generator(device="cpu").manual_seed(n + d + b)
     keys = (torch.rand(n, d, generator=gen) * 2 - 1).to(device=device, dtype=dtype)
@@ -140,8 +147,10 @@ def run_shape(n, d, b, *, device, dtype, floors, max_bytes, repeat, research):
                    if not be.not_supported_reasons(inputs, keys.device, dtype))
     row["backend"] = backend
     ours = lambda: ops.hopfield_retrieve(queries, keys, beta=beta)  # noqa: E731
+    settle()
     row["ours_ms"] = timeit(ours, repeat=repeat) * 1e3
     row["ours_extra_MB"] = peak_extra_bytes(ours, device) / 2**20
+    settle()
     row["sdpa_ms"] = timeit(lambda: sdpa(queries, keys, beta), repeat=repeat) * 1e3
     notes = []
     scores_bytes = 3 * b * n * 4  # logits, probabilities and a temporary, float32
