@@ -45,7 +45,23 @@ class Retrieval:
     energy: torch.Tensor | None
 
 
-class ModernHopfield:
+class _PatternStore:
+    """Holds the stored patterns of a network; ``patterns`` raises until something is stored."""
+
+    _patterns: torch.Tensor | None = None
+
+    @property
+    def patterns(self) -> torch.Tensor:
+        """Stored patterns [N, d]; raises if nothing is stored."""
+        if self._patterns is None:
+            raise ValueError("no patterns stored: call store(patterns) first")
+        return self._patterns
+
+    def __len__(self) -> int:
+        return 0 if self._patterns is None else int(self._patterns.shape[0])
+
+
+class ModernHopfield(_PatternStore):
     """Continuous modern Hopfield network over stored patterns X [N, d].
 
     Parameters
@@ -81,16 +97,6 @@ class ModernHopfield:
             self.store(patterns)
 
     # -- storage -------------------------------------------------------------------------
-    @property
-    def patterns(self) -> torch.Tensor:
-        """Stored patterns [N, d]; raises if nothing is stored."""
-        if self._patterns is None:
-            raise ValueError("no patterns stored: call store(patterns) first")
-        return self._patterns
-
-    def __len__(self) -> int:
-        return 0 if self._patterns is None else int(self._patterns.shape[0])
-
     @staticmethod
     def _check_patterns(patterns: torch.Tensor) -> torch.Tensor:
         _checks.tensor("patterns", patterns, ndim=2)
@@ -337,7 +343,7 @@ class ClassicalHopfield:
         return net
 
 
-class DenseHopfield:
+class DenseHopfield(_PatternStore):
     """Dense associative memory on n binary +-1 neurons with energy ``E = -sum_mu F(xi_mu . sigma)``.
 
     Parameters
@@ -388,16 +394,6 @@ class DenseHopfield:
         self._patterns: torch.Tensor | None = None
         if patterns is not None:
             self.store(patterns)
-
-    @property
-    def patterns(self) -> torch.Tensor:
-        """Stored patterns [P, n] (float32 +-1)."""
-        if self._patterns is None:
-            raise ValueError("no patterns stored: call store(patterns) first")
-        return self._patterns
-
-    def __len__(self) -> int:
-        return 0 if self._patterns is None else int(self._patterns.shape[0])
 
     def store(self, patterns: torch.Tensor) -> DenseHopfield:
         """Replace the stored patterns by patterns [P, n] of +-1 values."""
