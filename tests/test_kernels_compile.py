@@ -42,8 +42,8 @@ for key_type, dot_fp32, has_valid, topk, block_b in [("fp32", True, False, 5, 16
 lifespan_args = ["Lifespan", "Types", "Age", "Idx", "Delta", "OutLifespan", "OutTypes", "OutAge", "OutKeep",
                  "OutRank", "OutNumKept", "length", "num_reminded", "stm_capacity"]
 for has_age, block_m in [(True, 1024), (False, 16)]:
-    types = ["*fp32", "*u8", "*i64", "*i64", "*fp32", "*fp32", "*u8", "*i64", "*i8", "*i64", "*i64",
-             "i32", "i32", "i32"]
+    types = ["*fp32", "*u8", "*i32", "*i64", "*fp32", "*fp32", "*u8", "*i32", "*i8", "*i64", "*i64",
+             "i32", "i32", "i32"]  # ages are int32 (Engrams), indices int64
     compile_one(kl._lifespan_step_kernel, lifespan_args, types,
                 {"HAS_AGE": has_age, "BLOCK_M": block_m, "BLOCK_R": 64})
 print("compiled")
