@@ -136,6 +136,12 @@ def test_leading_dimensions_and_auto_dispatch(rng):
         assert not hb.CPP.not_supported_reasons(inputs, k.device, torch.float32)
         big = dict(inputs, queries=torch.zeros(hb.CPP_MAX_BATCH + 1, 16))
         assert any("B = " in r for r in hb.CPP.not_supported_reasons(big, k.device, torch.float32))
+        # a store far larger than the caches keeps the single-read kernel up to B = 16
+        large_keys = torch.empty(hb.CPP_LARGE_STORE_BYTES // (4 * 16), 16)
+        assert hb.cpp_max_batch(large_keys) == hb.CPP_MAX_BATCH_LARGE_STORE
+        assert not hb.CPP.not_supported_reasons(dict(big, keys=large_keys), k.device, torch.float32)
+        too_big = dict(big, keys=large_keys, queries=torch.zeros(hb.CPP_MAX_BATCH_LARGE_STORE + 1, 16))
+        assert hb.CPP.not_supported_reasons(too_big, k.device, torch.float32)
 
 
 def test_gradients_come_from_torch_backend(rng):

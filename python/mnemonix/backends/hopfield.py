@@ -16,7 +16,8 @@ want_argmax) -> (out[B, dv] float32, lse[B] float32, argmax[B] int64 | None)`` w
   ``TRITON_INTERPRET=1``. Forward only.
 - ``cpp``: the fused OpenMP/SIMD kernel ``mnemonix._core.retrieval`` (CPU, float32): one read
   of each key row serves both products; N split over threads with an exact merge. Chosen
-  automatically for ``B <= CPP_MAX_BATCH`` (above it the BLAS matmuls of ``torch`` win).
+  automatically for ``B <= cpp_max_batch(keys)`` (8, or 16 for key matrices of 32 MB and more;
+  above it the GEMM-based backends win).
   Forward only.
 - ``sdpa``: PyTorch's own fused CPU flash-attention kernel
   (``aten._scaled_dot_product_flash_attention_for_cpu``, the kernel behind
@@ -61,10 +62,19 @@ def run_triton(
 
 
 # Largest batch the fused C++ kernel takes in automatic selection. Measured on the 2-core
-# development machine (bench/NOTES.md): with two threads the single-read kernel is ahead up to
-# B = 8 (memory-bound, and far ahead of SDPA); at B = 16 the BLAS matmuls of ``torch`` won in
-# both shapes timed (N = 1e4, d = 64: 0.56 vs 1.5 ms; N = 2e3, d = 12288: 28 vs 41 ms).
+# development machine (bench/NOTES.md): with two threads the single-read kernel leads up to
+# B = 8 at every shape; up to B = 16 it still leads once the keys are far larger than the
+# caches (>= 32 MB: N = 1e6, d = 128, B = 16: 110 vs 150-230 ms for the flash kernel), while
+# on cache-sized stores the GEMM-based kernels win from B = 16 (N = 1e5, d = 64: 14 vs 11 ms).
 CPP_MAX_BATCH = 8
+CPP_MAX_BATCH_LARGE_STORE = 16
+CPP_LARGE_STORE_BYTES = 32 << 20
+
+
+def cpp_max_batch(keys: torch.Tensor) -> int:
+    """Largest B sent to the C++ kernel automatically for this key matrix."""
+    large = keys.numel() * keys.element_size() >= CPP_LARGE_STORE_BYTES
+    return CPP_MAX_BATCH_LARGE_STORE if large else CPP_MAX_BATCH
 
 
 def _core_retrieval():
@@ -80,8 +90,9 @@ def _cpp_reasons(inputs) -> list[str]:
     if _core_retrieval() is None:
         reasons.append("mnemonix._core.retrieval is not built")
     q = inputs["queries"]
-    if q.shape[0] > CPP_MAX_BATCH and not inputs.get("forced_backend"):
-        reasons.append(f"B = {q.shape[0]} > {CPP_MAX_BATCH}: the BLAS-based torch path is faster")
+    limit = cpp_max_batch(inputs["keys"])
+    if q.shape[0] > limit and not inputs.get("forced_backend"):
+        reasons.append(f"B = {q.shape[0]} > {limit}: the GEMM-based backends are faster")
     return reasons
 
 
