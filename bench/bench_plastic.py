@@ -20,11 +20,8 @@ from mnemonix.plastic import PlasticMemory, tokenize  # noqa: E402
 
 
 def _names() -> list[str]:
-    for parent in ROOT.parents:
-        path = parent / "shared" / "data" / "names.txt"
-        if path.is_file():
-            return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    raise FileNotFoundError("shared/data/names.txt not found beside the repository")
+    path = ROOT / "data" / "names.txt"  # bundled makemore names list
+    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
 NAMES = [tokenize(n) for n in _names()]

@@ -39,11 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def default_names_path() -> Path:
-    for parent in ROOT.parents:
-        candidate = parent / "shared" / "data" / "names.txt"
-        if candidate.is_file():
-            return candidate
-    return ROOT.parent / "shared" / "data" / "names.txt"
+    return ROOT / "data" / "names.txt"  # bundled makemore names list (data/README.md)
 
 
 def _rss_bytes() -> int:
@@ -143,7 +139,7 @@ def run_worker(impl: str, dataset: str, n: int, names_path: Path, timeout: float
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="oracle at 1k only, 100k random strings")
-    parser.add_argument("--names", type=Path, default=None, help="names list (default: ../shared/data/names.txt)")
+    parser.add_argument("--names", type=Path, default=None, help="names list (default: data/names.txt)")
     parser.add_argument("--oracle-max", type=int, default=None, help="largest size run with the oracle")
     parser.add_argument("--random", type=int, default=None, help="number of random strings (engine)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per worker run")

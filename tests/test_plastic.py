@@ -20,19 +20,12 @@ from plastic_oracle import PlasticOracle  # noqa: E402
 from mnemonix import _io  # noqa: E402
 from mnemonix.plastic import FORMAT, Inference, PlasticMemory, tokenize  # noqa: E402
 
-# ../shared beside the repository (CI clones next to it); from a nested worktree, the nearest
-# ancestor that has shared/data/names.txt.
-NAMES_PATH = next(
-    (p / "shared" / "data" / "names.txt" for p in Path(__file__).resolve().parents[2:]
-     if (p / "shared" / "data" / "names.txt").is_file()),
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "names.txt",
-)
+# The makemore names list, bundled with the repository (data/README.md).
+NAMES_PATH = Path(__file__).resolve().parents[1] / "data" / "names.txt"
 
 
 @pytest.fixture(scope="module")
 def names() -> list[str]:
-    if not NAMES_PATH.is_file():  # fail loudly: CI has ../shared beside the clone
-        raise FileNotFoundError(f"names list missing: expected {NAMES_PATH}")
     out = [line.strip() for line in NAMES_PATH.read_text().splitlines() if line.strip()]
     assert len(out) > 32_000, f"{NAMES_PATH} looks truncated ({len(out)} names)"
     return out
