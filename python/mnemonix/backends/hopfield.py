@@ -8,9 +8,9 @@ want_argmax) -> (out[B, dv] float32, lse[B] float32, argmax[B] int64 | None)`` w
 
 - ``torch``: streams over N in chunks with an online softmax (running max ``m_i``, running
   sum ``l_i``, accumulator ``acc``), so extra memory is O(B x chunk), never O(B x N).
-  Differentiable through autograd (autograd then keeps every chunk's probabilities:
-  backward memory is O(B x N)); without autograd it reuses one logits buffer and updates
-  in place (``addmm``, ``exp_``). BLAS matmuls make it the CPU choice for larger B.
+  Without autograd it reuses one logits buffer and updates in place (``addmm``, ``exp_``).
+  When an input requires grad it computes the plain differentiable formula of the reference
+  (backward needs O(B x N) memory whichever way the forward runs). BLAS matmuls make it the CPU choice for larger B.
 - ``triton``: the fused kernel of :mod:`mnemonix.kernels.hopfield` (split-N, exact merge,
   d-tiling). Chosen automatically on CUDA tensors; on CPU tensors only when forced, under
   ``TRITON_INTERPRET=1``. Forward only.
@@ -125,36 +125,11 @@ def run_torch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     needs_graph = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (queries, keys, values, logit_bias))
-    if not needs_graph:
-        return _run_torch_no_grad(queries, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=want_argmax)
-    q = queries.float() * beta  # fold beta into the queries once: B*d multiplies, not B*N
-    b, n = q.shape[0], keys.shape[0]
-    dv = keys.shape[1] if values is None else values.shape[1]
-    m_i = torch.full((b,), float("-inf"), device=q.device)
-    l_i = torch.zeros(b, device=q.device)
-    acc = torch.zeros(b, dv, device=q.device)
-    best = torch.zeros(b, dtype=torch.long, device=q.device) if want_argmax else None
-    step = chunk_size(b, n)
-    for start in range(0, n, step):
-        k_tile = keys[start : start + step].float()
-        v_tile = k_tile if values is None else values[start : start + step].float()
-        s = q @ k_tile.T
-        if logit_bias is not None:
-            s = s + logit_bias[start : start + step].float()
-        tile_max, tile_arg = s.max(dim=1)
-        if best is not None:
-            best = torch.where(tile_max > m_i, tile_arg + start, best)
-        m_new = torch.maximum(m_i, tile_max)
-        # A row whose patterns so far are all masked has m_new = -inf: keep it at zero weight.
-        m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
-        alpha = torch.exp(m_i - m_safe)
-        p = torch.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + p.sum(dim=1)
-        acc = acc * alpha[:, None] + p @ v_tile
-        m_i = m_new
-    out = acc / l_i[:, None]
-    lse = m_i + torch.log(l_i)
-    return out, lse, best
+    if needs_graph:
+        # Autograd keeps every chunk's probabilities anyway (O(B x N) for backward), so
+        # streaming buys nothing here: the plain formula of the reference is the graph.
+        return run_reference(queries, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=want_argmax)
+    return _run_torch_no_grad(queries, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=want_argmax)
 
 
 @torch.no_grad()
