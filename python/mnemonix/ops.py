@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from mnemonix import _checks, _dispatch
+from mnemonix import _checks, _dispatch, _types
 
 __all__: list[str] = []
 
@@ -314,7 +314,7 @@ def salience_topk(
         _checks.finite("tau", tau)
         if bool((r0 <= 0).any()):
             raise ValueError("r0 must be > 0 for every memory (salience is logged), got values <= 0")
-        log_s = torch.log(r0.double()) - float(alpha) * (float(now) - tau.double())
+        log_s = _types.log_salience(r0, tau, alpha, now)
 
     inputs = {"queries": queries, "keys": keys, "payloads": payloads, "k": k, "valid": valid}
     chosen = _dispatch.select(
@@ -369,7 +369,7 @@ def salience_topk(
 
 # isort: split
 
-from mnemonix.reference import LifespanResult  # noqa: E402
+from mnemonix._types import LifespanResult, log_salience  # noqa: E402
 
 _INDEX_DTYPES = (torch.int64, torch.int32)
 
@@ -479,4 +479,4 @@ def compact_engrams(
     return compact(values, step, pad_value=pad_value, pad_front=pad_front, out=out)
 
 
-__all__ += ["lifespan_step", "compact_engrams", "LifespanResult"]
+__all__ += ["lifespan_step", "compact_engrams", "LifespanResult", "log_salience"]

@@ -193,31 +193,9 @@ def salience_topk(
 # ----------------------------------------------------------------------------
 
 # isort: split
-from typing import NamedTuple as _NamedTuple  # noqa: E402
-
 import torch as _torch  # noqa: E402
 
-ENGRAM_NULL, ENGRAM_WORKING, ENGRAM_SHORTTERM, ENGRAM_LONGTERM = 0, 1, 2, 3
-
-
-class LifespanResult(_NamedTuple):
-    """Result of one engram lifespan step (see :func:`lifespan_step`).
-
-    lifespan : [B, M] float32 -- after deltas and decay (not yet compacted)
-    types : [B, M] uint8 -- after WORKING -> SHORTTERM -> LONGTERM transitions
-    age : [B, M] int32 or None -- age + 1
-    keep : [B, M] bool -- lifespan > 0
-    rank : [B, M] int64 -- position of the engram among the kept engrams of its row
-        (exclusive prefix sum of ``keep``), -1 for dropped engrams
-    num_kept : [B] int64 -- kept engrams per row
-    """
-
-    lifespan: _torch.Tensor
-    types: _torch.Tensor
-    age: _torch.Tensor | None
-    keep: _torch.Tensor
-    rank: _torch.Tensor
-    num_kept: _torch.Tensor
+from mnemonix._types import ENGRAM_LONGTERM, ENGRAM_SHORTTERM, ENGRAM_WORKING, LifespanResult  # noqa: E402
 
 
 def lifespan_step(

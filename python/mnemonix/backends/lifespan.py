@@ -15,7 +15,7 @@ import torch
 
 from mnemonix import _triton
 from mnemonix._dispatch import Backend
-from mnemonix.reference import ENGRAM_LONGTERM, ENGRAM_SHORTTERM, ENGRAM_WORKING, LifespanResult
+from mnemonix._types import ENGRAM_LONGTERM, ENGRAM_SHORTTERM, ENGRAM_WORKING, LifespanResult
 
 
 def lifespan_step_torch(
