@@ -37,7 +37,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import environment, print_table, timeit, write_results  # noqa: E402
 from mnemonix import ops  # noqa: E402
-from mnemonix.backends import hopfield as hb  # noqa: E402
+from mnemonix.ops.hopfield import choose_backend  # noqa: E402
 
 FULL_SHAPES = [(n, d, b) for n in (10_000, 100_000, 1_000_000) for d in (64, 128) for b in (1, 16, 64, 1024)]
 FULL_SHAPES += [(10_000, 12_288, b) for b in (1, 16, 64, 100, 1024)]  # B = 100: the research-code target
@@ -142,10 +142,7 @@ def run_shape(n, d, b, *, device, dtype, floors, max_bytes, repeat, research):
     key_bytes = n * d * elem
     row: dict = {"N": n, "d": d, "B": b, "dtype": str(dtype).removeprefix("torch.")}
 
-    inputs = {"queries": queries, "keys": keys, "values": None, "forced_backend": None}
-    backend = next(be.name for be in hb.auto_candidates(keys.device)
-                   if not be.not_supported_reasons(inputs, keys.device, dtype))
-    row["backend"] = backend
+    row["backend"] = choose_backend(queries, keys)
     ours = lambda: ops.hopfield_retrieve(queries, keys, beta=beta)  # noqa: E731
     settle()
     row["ours_ms"] = timeit(ours, repeat=repeat) * 1e3

@@ -38,8 +38,32 @@ import triton.language as tl
 
 # Largest d (and dv) kept whole in registers; beyond it the large-d scheme tiles over d.
 MAX_REGISTER_D = 256
-# Most N-splits of one row block (the merge holds SPLITS x BLOCK_DV partials in registers).
+# Most N-splits of one row block (the merge holds BLOCK_S x BLOCK_DV partials in registers).
 MAX_SPLITS = 256
+
+
+@triton.jit
+def _online_softmax_step(s, beta, BIAS, offs_n, n_ok, n0, m_i, l_i, arg_i, HAS_BIAS: tl.constexpr):
+    """Fold one tile of raw scores ``s = q k^T`` [BLOCK_B, BLOCK_N] into the softmax state.
+
+    ``logits = beta * s + bias`` (``-inf`` outside the tile's range); returns
+    ``(p, alpha, m_new, l_i, arg_i)`` with ``p = exp(logits - m_new)`` for ``acc += p v``
+    and ``alpha = exp(m_i - m_new)``, the factor that rescales ``acc``. While the running
+    max is still ``-inf`` it is replaced by 0, so no ``-inf - -inf`` NaN appears.
+    """
+    s = s * beta
+    if HAS_BIAS:
+        s += tl.load(BIAS + offs_n, mask=n_ok, other=0.0)[None, :]
+    s = tl.where(n_ok[None, :], s, float("-inf"))
+    tile_max = tl.max(s, axis=1)
+    tile_arg = tl.argmax(s, axis=1, tie_break_left=True).to(tl.int32)
+    arg_i = tl.where(tile_max > m_i, n0 + tile_arg, arg_i)
+    m_new = tl.maximum(m_i, tile_max)
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp(m_i - m_safe)
+    p = tl.exp(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    return p, alpha, m_new, l_i, arg_i
 
 
 @triton.jit
@@ -79,19 +103,8 @@ def _hopfield_partial_small_d(
             s = tl.dot(q, tl.trans(k), input_precision="ieee")
         else:
             s = tl.dot(q, tl.trans(k))
-        s = s * beta
-        if HAS_BIAS:
-            s += tl.load(BIAS + offs_n, mask=n_ok, other=0.0)[None, :]
-        s = tl.where(n_ok[None, :], s, float("-inf"))
-        # online softmax update
-        tile_max = tl.max(s, axis=1)
-        tile_arg = tl.argmax(s, axis=1, tie_break_left=True).to(tl.int32)
-        arg_i = tl.where(tile_max > m_i, n0 + tile_arg, arg_i)
-        m_new = tl.maximum(m_i, tile_max)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
+        p, alpha, m_new, l_i, arg_i = _online_softmax_step(s, beta, BIAS, offs_n, n_ok, n0, m_i, l_i, arg_i,
+                                                           HAS_BIAS)
         if VALUES_ARE_KEYS:
             v = k  # the tile already loaded for the scores: one read serves both products
         else:
@@ -159,18 +172,8 @@ def _hopfield_partial_large_d(
                 s += tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
             else:
                 s += tl.dot(q, tl.trans(k))
-        s = s * beta
-        if HAS_BIAS:
-            s += tl.load(BIAS + offs_n, mask=n_ok, other=0.0)[None, :]
-        s = tl.where(n_ok[None, :], s, float("-inf"))
-        tile_max = tl.max(s, axis=1)
-        tile_arg = tl.argmax(s, axis=1, tie_break_left=True).to(tl.int32)
-        arg_i = tl.where(tile_max > m_i, n0 + tile_arg, arg_i)
-        m_new = tl.maximum(m_i, tile_max)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
+        p, alpha, m_new, l_i, arg_i = _online_softmax_step(s, beta, BIAS, offs_n, n_ok, n0, m_i, l_i, arg_i,
+                                                           HAS_BIAS)
         for c0 in range(0, DV, BLOCK_D):
             c_ok = (c0 + offs_c) < DV
             v = tl.load(V + offs_n.to(tl.int64)[:, None] * stride_vn + (c0 + offs_c)[None, :],
@@ -193,14 +196,18 @@ def _hopfield_partial_large_d(
 @triton.jit
 def _hopfield_merge(
     M_PART, L_PART, ACC_PART, ARG_PART, OUT, LSE, ARG,
-    B, DV,
-    SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_DV: tl.constexpr,
+    B, DV, splits,
+    BLOCK_S: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    """Exact merge of the split partials of one query row and one dv chunk."""
+    """Exact merge of the split partials of one query row and one dv chunk.
+
+    ``splits`` is a runtime value (a store that grows does not recompile the merge); only
+    its power-of-two bound ``BLOCK_S`` is a compile-time constant.
+    """
     row = tl.program_id(0)
     pid_c = tl.program_id(1)
     offs_s = tl.arange(0, BLOCK_S)
-    s_ok = offs_s < SPLITS
+    s_ok = offs_s < splits
     m = tl.load(M_PART + offs_s * B + row, mask=s_ok, other=float("-inf"))
     l_part = tl.load(L_PART + offs_s * B + row, mask=s_ok, other=0.0)
     m_max = tl.max(m, axis=0)  # finite: at least one pattern takes part
@@ -307,7 +314,7 @@ def hopfield_retrieve(
     block_s = _pow2(splits, lo=2)
     merge_dv = min(_pow2(dv), max(16, 8192 // block_s))  # <= 8192 partial values per program
     _hopfield_merge[(b, triton.cdiv(dv, merge_dv))](
-        m_part, l_part, acc_part, arg_part, out, lse, arg, b, dv,
-        SPLITS=splits, BLOCK_S=block_s, BLOCK_DV=merge_dv,
+        m_part, l_part, acc_part, arg_part, out, lse, arg, b, dv, splits,
+        BLOCK_S=block_s, BLOCK_DV=merge_dv,
     )
     return out, lse, (arg if want_argmax else None)

@@ -30,18 +30,14 @@ import torch
 import triton
 import triton.language as tl
 
-_WORKING = 1
-_SHORTTERM = 2
-_LONGTERM = 3
-
 
 @triton.jit
-def _row_tile_types(Types, row_off, offs, length):
+def _row_tile_types(Types, row_off, offs, length, WORKING: tl.constexpr, SHORTTERM: tl.constexpr):
     """Load a tile of types and apply WORKING -> SHORTTERM; returns (types, is_stm, in_range)."""
     in_range = offs < length
     types = tl.load(Types + row_off + offs, mask=in_range, other=0).to(tl.int32)
-    types = tl.where(types == 1, 2, types)
-    is_stm = (types == 2) & in_range
+    types = tl.where(types == WORKING, SHORTTERM, types)
+    is_stm = (types == SHORTTERM) & in_range
     return types, is_stm, in_range
 
 
@@ -51,6 +47,7 @@ def _lifespan_step_kernel(
     OutLifespan, OutTypes, OutAge, OutKeep, OutRank, OutNumKept,
     length, num_reminded, stm_capacity,
     HAS_AGE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr,
+    WORKING: tl.constexpr, SHORTTERM: tl.constexpr, LONGTERM: tl.constexpr,
 ):
     tl.static_assert(BLOCK_M % 16 == 0)
     row = tl.program_id(0)
@@ -62,7 +59,7 @@ def _lifespan_step_kernel(
     # pass 1: short-term engrams of this row after WORKING -> SHORTTERM
     num_stm = tl.sum(tl.zeros((BLOCK_M,), dtype=tl.int32), axis=0)
     for start in range(0, length, BLOCK_M):
-        _, is_stm, _ = _row_tile_types(Types, row_off, start + arange_m, length)
+        _, is_stm, _ = _row_tile_types(Types, row_off, start + arange_m, length, WORKING, SHORTTERM)
         num_stm += tl.sum(is_stm.to(tl.int32), axis=0)
     num_exceeded = num_stm - stm_capacity
 
@@ -71,7 +68,7 @@ def _lifespan_step_kernel(
     kept_seen = tl.sum(tl.zeros((BLOCK_M,), dtype=tl.int64), axis=0)
     for start in range(0, length, BLOCK_M):
         offs = start + arange_m
-        types, is_stm, in_range = _row_tile_types(Types, row_off, offs, length)
+        types, is_stm, in_range = _row_tile_types(Types, row_off, offs, length, WORKING, SHORTTERM)
         acc = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for r0 in range(0, num_reminded, BLOCK_R):
             r_in = (r0 + arange_r) < num_reminded
@@ -84,7 +81,7 @@ def _lifespan_step_kernel(
 
         stm_int = is_stm.to(tl.int32)
         stm_rank = stm_seen + tl.cumsum(stm_int, axis=0) - stm_int
-        types = tl.where(is_stm & (stm_rank < num_exceeded), 3, types)
+        types = tl.where(is_stm & (stm_rank < num_exceeded), LONGTERM, types)
         stm_seen += tl.sum(stm_int, axis=0)
 
         keep = (life > 0.0) & in_range
@@ -110,8 +107,14 @@ def lifespan_step(
     reminded_indices: torch.Tensor,
     delta: torch.Tensor,
     stm_capacity: int,
+    *,
+    codes: tuple[int, int, int],
 ) -> tuple[torch.Tensor, ...]:
-    """Launch the fused kernel; inputs are checked, contiguous, lifespan/delta float32."""
+    """Launch the fused kernel; inputs are checked, contiguous, lifespan/delta float32.
+
+    ``codes`` are the engram type codes ``(WORKING, SHORTTERM, LONGTERM)`` (device code
+    imports nothing of mnemonix: the caller passes them).
+    """
     batch, length = lifespan.shape
     num_reminded = reminded_indices.shape[1]
     dev = lifespan.device
@@ -133,5 +136,6 @@ def lifespan_step(
             out_keep, out_rank, out_num_kept,
             length, num_reminded, stm_capacity,
             HAS_AGE=age is not None, BLOCK_M=block_m, BLOCK_R=block_r,
+            WORKING=codes[0], SHORTTERM=codes[1], LONGTERM=codes[2],
         )
     return out_lifespan, out_types, out_age, out_keep.bool(), out_rank, out_num_kept

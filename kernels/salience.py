@@ -29,10 +29,6 @@ import torch
 import triton
 import triton.language as tl
 
-from mnemonix import _triton
-
-NEGLIGIBLE_LOG = -80.0  # same as mnemonix.backends.salience.NEGLIGIBLE_LOG
-
 
 @triton.jit
 def _merge_tile(best_val, best_idx, p, offs_n, offs_k, TOPK: tl.constexpr, K_PAD: tl.constexpr):
@@ -127,6 +123,7 @@ def salience_topk_partial(
     valid: torch.Tensor | None,
     k: int,
     *,
+    negligible_log: float,
     num_splits: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the kernel; returns per-split lists ``(values [S, B, k] float32, indices [S, B, k] int32)``
@@ -134,14 +131,15 @@ def salience_topk_partial(
 
     ``unit_queries`` [B, d] float32 (unit norm), ``keys`` [N, d] any float dtype,
     ``log_s`` [N] float64 log-saliences and ``shift`` (the largest valid one),
-    ``valid`` [N] bool or None. Lists are unsorted;
+    ``valid`` [N] bool or None; ``negligible_log``: the relative log-salience below which a
+    memory's factor is 0. Lists are unsorted;
     entries of a split with fewer than k candidates hold (-inf, -1).
     """
     B, D = unit_queries.shape
     N = keys.shape[0]
     keys = keys if keys.stride(1) == 1 else keys.contiguous()
     q = unit_queries.contiguous()
-    interpret = _triton.interpret_mode()
+    interpret = keys.device.type != "cuda"  # CPU tensors run only under TRITON_INTERPRET=1
     BLOCK_B = 16 if B <= 16 else (32 if B <= 32 else 64)
     BLOCK_N = 64 if (interpret or BLOCK_B == 64) else 128
     BLOCK_D = max(16, min(128, triton.next_power_of_2(D)))
@@ -172,6 +170,6 @@ def salience_topk_partial(
         q.stride(0), keys.stride(0), out_val.stride(0), out_val.stride(1),
         HAS_VALID=valid is not None, TOPK=k, K_PAD=K_PAD,
         BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D, DOT_FP32=dot_fp32,
-        NEGLIGIBLE_LOG=NEGLIGIBLE_LOG, num_warps=num_warps,
+        NEGLIGIBLE_LOG=float(negligible_log), num_warps=num_warps,
     )
     return out_val, out_idx, nonfinite

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import subprocess
@@ -13,6 +14,7 @@ import torch
 
 from mnemonix import _triton, ops, reference
 from mnemonix.backends import hopfield as hb
+from mnemonix.ops import hopfield as hops
 
 TOL = {torch.float32: 2e-4, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 CPU_BACKENDS = ["torch", "cpp"]
@@ -128,20 +130,20 @@ def test_leading_dimensions_and_auto_dispatch(rng):
     assert out.shape == (2, 3, 4, 16) and lse.shape == (2, 3, 4) and arg.shape == (2, 3, 4)
     ref = reference.hopfield_retrieve(q, k, beta=0.5)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-    # automatic choice: cpp for small float32 batches (when built), torch above the threshold
-    inputs = {"queries": q.reshape(-1, 16)[:4], "keys": k, "values": None, "forced_backend": None}
-    chosen = hb.auto_candidates(k.device)
-    assert all(b.name != "triton" for b in chosen)
+    # automatic choice (speed policy): cpp for small float32 batches (when built), then the
+    # flash kernel; never interpreted Triton on CPU tensors
+    small = q.reshape(-1, 16)[:4]
     if hb._core_retrieval() is not None:
-        assert not hb.CPP.not_supported_reasons(inputs, k.device, torch.float32)
-        big = dict(inputs, queries=torch.zeros(hb.CPP_MAX_BATCH + 1, 16))
-        assert any("B = " in r for r in hb.CPP.not_supported_reasons(big, k.device, torch.float32))
+        assert hops.choose_backend(small, k) == "cpp"
+        big = torch.zeros(hops.CPP_MAX_BATCH + 1, 16)
+        assert hops.choose_backend(big, k) == "sdpa"
+        assert hops.choose_backend(big, k, want_argmax=True) == "torch"
         # a store far larger than the caches keeps the single-read kernel up to B = 16
-        large_keys = torch.empty(hb.CPP_LARGE_STORE_BYTES // (4 * 16), 16)
-        assert hb.cpp_max_batch(large_keys) == hb.CPP_MAX_BATCH_LARGE_STORE
-        assert not hb.CPP.not_supported_reasons(dict(big, keys=large_keys), k.device, torch.float32)
-        too_big = dict(big, keys=large_keys, queries=torch.zeros(hb.CPP_MAX_BATCH_LARGE_STORE + 1, 16))
-        assert hb.CPP.not_supported_reasons(too_big, k.device, torch.float32)
+        large_keys = torch.empty(hops.CPP_LARGE_STORE_BYTES // (4 * 16), 16)
+        assert hops.cpp_max_batch(large_keys) == hops.CPP_MAX_BATCH_LARGE_STORE
+        assert hops.choose_backend(big, large_keys) == "cpp"
+        assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH_LARGE_STORE + 1, 16), large_keys) == "sdpa"
+    assert hops.choose_backend(small.half(), k.half()) == "torch"
 
 
 def test_gradients_come_from_torch_backend(rng):
@@ -310,9 +312,12 @@ def test_sdpa_backend_matches_reference(rng):
         ops.hopfield_retrieve(q, k, torch.randn(1000, 5), beta=1.0, backend="sdpa")
 
 
-def test_auto_dispatch_uses_sdpa_only_without_argmax():
+def test_sdpa_capability_reasons():
     k = torch.randn(500, 16)
-    big = {"queries": torch.zeros(hb.CPP_MAX_BATCH + 1, 16), "keys": k, "values": None, "forced_backend": None}
-    assert not hb.SDPA.not_supported_reasons(dict(big, want_argmax=False), k.device, torch.float32)
-    assert any("argmax" in r for r in hb.SDPA.not_supported_reasons(dict(big, want_argmax=True), k.device,
-                                                                       torch.float32))
+    q = torch.zeros(hops.CPP_MAX_BATCH + 1, 16)
+    plain = hops.HopfieldInputs(q, k, None, None, 1.0, False, False)
+    assert not hb.SDPA.not_supported_reasons(plain)
+    assert any("argmax" in r for r in hb.SDPA.not_supported_reasons(dataclasses.replace(plain, want_argmax=True)))
+    narrow = dataclasses.replace(plain, values=torch.randn(500, 5))
+    assert any("dv == d" in r for r in hb.SDPA.not_supported_reasons(narrow))
+    assert any("grad" in r for r in hb.SDPA.not_supported_reasons(dataclasses.replace(plain, needs_grad=True)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -99,20 +100,52 @@ def test_killed_writer_process_leaves_old_file(tmp_path: Path) -> None:
     _io.load_arrays(path, format="test.fmt", max_version=1)
 
 
+@dataclasses.dataclass(frozen=True)
+class _ToyInputs:
+    x: torch.Tensor
+    needs_grad: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.x.dtype
+
+
 def test_dispatch_lists_every_backend_reason() -> None:
-    backends = [
+    spec = _dispatch.OpSpec("op", (
         _dispatch.Backend("gpu_only", run=lambda: None, devices=frozenset({"cuda"})),
         _dispatch.Backend("fp32_only", run=lambda: None, dtypes=frozenset({torch.float32})),
-    ]
+    ))
     x = torch.zeros(2, 3, dtype=torch.float16)
     with pytest.raises(ValueError) as err:
-        _dispatch.select("op", backends, {"x": x}, device=x.device, dtype=x.dtype)
+        _dispatch.dispatch(spec, _ToyInputs(x))
     msg = str(err.value)
     assert "gpu_only" in msg and "fp32_only" in msg and "(2, 3)" in msg and "float16" in msg
     with pytest.raises(ValueError, match="backend must be one of"):
-        _dispatch.select("op", backends, {"x": x}, device=x.device, dtype=x.dtype, forced="nope")
-    ok = _dispatch.select("op", backends, {"x": x.float()}, device=x.device, dtype=torch.float32)
-    assert ok.name == "fp32_only"
+        _dispatch.dispatch(spec, _ToyInputs(x), "nope")
+    assert _dispatch.dispatch(spec, _ToyInputs(x.float())).name == "fp32_only"
+    with pytest.raises(ValueError, match="forward only"):
+        _dispatch.dispatch(spec, _ToyInputs(x.float(), needs_grad=True))
+
+
+def test_dispatch_policy_orders_capable_backends_and_forcing_bypasses_it() -> None:
+    both = (_dispatch.Backend("a", run=lambda: "a"), _dispatch.Backend("b", run=lambda: "b"))
+    spec = _dispatch.OpSpec("op", both, policy=lambda inputs, backends: ["b", "a"])
+    x = torch.zeros(3)
+    assert _dispatch.dispatch(spec, _ToyInputs(x)).name == "b"
+    assert _dispatch.dispatch(spec, _ToyInputs(x), "a").name == "a"
+    only_a = _dispatch.OpSpec("op", both, policy=lambda inputs, backends: ["a"])
+    assert _dispatch.dispatch(only_a, _ToyInputs(x)).name == "a"
+
+
+def test_default_policy_never_picks_interpreted_triton() -> None:
+    tri = _dispatch.Backend("triton", run=lambda: None, needs_triton=True)
+    plain = _dispatch.Backend("torch", run=lambda: None)
+    spec = _dispatch.OpSpec("op", (tri, plain))
+    assert _dispatch.dispatch(spec, _ToyInputs(torch.zeros(2))).name == "torch"
 
 
 def test_checks_name_the_argument() -> None:

@@ -370,3 +370,21 @@ def test_many_query_blocks_and_mixed_dtypes(rng, backend):
     out = ops.salience_topk(q, c, z, k=5, log_salience=log_s, valid=valid, backend=backend)
     ref = reference.salience_topk(q, c, z, k=5, log_salience=log_s, valid=valid)
     assert_matches_reference(out, ref, q, c, z, log_s, valid, 5)
+
+
+@pytest.mark.parametrize("offset", [1e9, 1e12, 1e15])
+def test_results_depend_only_on_time_differences(rng, offset):
+    """alpha * now far above 1e12 must not swamp log r0: shifting every time changes nothing."""
+    n, d = 300, 16
+    keys, queries = torch.randn(n, d, generator=rng), torch.randn(7, d, generator=rng)
+    payloads = torch.randn(n, 5, generator=rng)
+    r0 = torch.rand(n, generator=rng, dtype=torch.float64) + 0.5
+    tau = torch.randint(0, 50, (n,), generator=rng).double()
+    base = ops.salience_topk(queries, keys, payloads, k=6, r0=r0, tau=tau, alpha=0.01, now=60.0)
+    shifted = ops.salience_topk(queries, keys, payloads, k=6, r0=r0, tau=tau + offset, alpha=0.01,
+                                now=60.0 + offset)
+    ancient = ops.salience_topk(queries, keys, payloads, k=6, r0=r0, tau=tau, alpha=0.01, now=60.0 + offset)
+    for far in (shifted, ancient):
+        torch.testing.assert_close(far[1], base[1], rtol=0, atol=0)
+        torch.testing.assert_close(far[2], base[2], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(far[0], base[0], rtol=1e-5, atol=1e-6)

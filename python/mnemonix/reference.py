@@ -38,12 +38,12 @@ def hopfield_retrieve(
     q = queries.reshape(-1, queries.shape[-1]).float()
     k = keys.float()
     v = k if values is None else values.float()
-    logit_shift = torch.zeros(k.shape[0])
+    logit_shift = torch.zeros(k.shape[0], device=q.device)
     if bias is not None:
         logit_shift = logit_shift + bias.float()
     if mask is not None:
         logit_shift = logit_shift.masked_fill(~mask, float("-inf"))
-    active = torch.ones(q.shape[0], dtype=torch.bool)
+    active = torch.ones(q.shape[0], dtype=torch.bool, device=q.device)
     for step in range(update_steps + 1):
         logits = beta * (q @ k.T) + logit_shift
         out = torch.softmax(logits, dim=-1) @ v

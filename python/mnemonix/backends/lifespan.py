@@ -57,17 +57,16 @@ def lifespan_step_triton(
 ) -> LifespanResult:
     kernels = _triton.load_kernels("lifespan")
     capacity = min(int(stm_capacity), 2**31 - 1)
-    return LifespanResult(*kernels.lifespan_step(lifespan, types, age, reminded_indices, delta, capacity))
+    codes = (ENGRAM_WORKING, ENGRAM_SHORTTERM, ENGRAM_LONGTERM)
+    return LifespanResult(*kernels.lifespan_step(lifespan, types, age, reminded_indices, delta, capacity,
+                                                 codes=codes))
 
 
-_ANY_DTYPE = frozenset({torch.float32})
+_FP32 = frozenset({torch.float32})
 
-BACKENDS: tuple[Backend, ...] = (
-    Backend("triton", lifespan_step_triton, devices=frozenset({"cuda"}), dtypes=_ANY_DTYPE, needs_triton=True),
-    Backend("torch", lifespan_step_torch, dtypes=_ANY_DTYPE),
-)
-# Forcing "triton" on CPU tensors (TRITON_INTERPRET=1) goes through this one.
-_TRITON_ANY_DEVICE = Backend("triton", lifespan_step_triton, dtypes=_ANY_DTYPE, needs_triton=True)
+TRITON = Backend("triton", lifespan_step_triton, dtypes=_FP32, needs_triton=True)
+TORCH = Backend("torch", lifespan_step_torch, dtypes=_FP32)
+BACKENDS: tuple[Backend, ...] = (TRITON, TORCH)
 
 
 def compact(

@@ -27,33 +27,27 @@ Backends:
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from mnemonix import _triton
-from mnemonix._dispatch import Backend, Inputs
-
-NEGLIGIBLE_LOG = -80.0
-"""Relative log-salience below which the float32 factor is taken as 0 (exp(-80) ~ 1.8e-35)."""
-
-EXACT_THRESHOLD = math.exp(-79.0)
-"""A k-th float32 score above this proves the float32 selection equals the exact one."""
+from mnemonix._dispatch import Backend
+from mnemonix.backends.salience_exact import (  # noqa: F401 - re-exported
+    CANDIDATE_EXTRA,
+    EXACT_THRESHOLD,
+    NEGLIGIBLE_LOG,
+    exact_cosine,
+    exact_rank_key,
+    exact_topk_rows,
+    merge_topk,
+    score_error_bound,
+    shift_of,
+)
 
 NONFINITE_KEYS = "keys must be finite, got NaN or Inf values (or a squared norm that overflows float32)"
 
-CANDIDATE_EXTRA = 8
-"""Candidates kept beyond k: they are re-ranked exactly in float64 (exact ties, exact order)."""
 
 TRITON_MAX_K = 128
 """Largest list (k + CANDIDATE_EXTRA) the Triton kernel keeps in registers; beyond, the torch backend."""
-
-
-def shift_of(log_s: torch.Tensor, valid: torch.Tensor | None) -> float:
-    """The largest log-salience among valid memories (relative saliences are then <= 1)."""
-    if valid is None:
-        return float(log_s.max())
-    return float(log_s.masked_fill(~valid, float("-inf")).max())
 
 
 def chunk_scale(log_s: torch.Tensor, shift: float) -> torch.Tensor:
@@ -67,20 +61,6 @@ def unit_queries(queries: torch.Tensor) -> torch.Tensor:
     q = queries.float()
     norm = torch.linalg.vector_norm(q, dim=1, keepdim=True)
     return q * torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
-
-
-def merge_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k best of candidate lists ``[B, M]`` by value, ties to the lower index (exact).
-
-    Sorts by index, then stable-sorts by value descending: equal values keep
-    ascending index order.
-    """
-    by_index = torch.sort(indices, dim=1, stable=True)
-    values = torch.gather(values, 1, by_index.indices)
-    indices = by_index.values
-    by_value = torch.sort(values, dim=1, descending=True, stable=True)
-    top = by_value.indices[:, :k]
-    return by_value.values[:, :k], torch.gather(indices, 1, top)
 
 
 def _chunk_size(B: int, d: int, N: int) -> int:
@@ -170,82 +150,6 @@ def torch_topk(
     return best_val, best_idx
 
 
-def exact_cosine(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """cos in float64 of queries [R, d] with keys [M, d] (-> [R, M]) or per-query keys [R, M, d].
-
-    Equal keys get bit-equal cosines (exact ties): per-query keys are reduced
-    with one elementwise product and a sum over the last axis (the same
-    reduction for every row); shared keys [M, d] are summed over d in a fixed
-    loop (a BLAS matmul may round equal rows differently by position). 0
-    where a norm is 0.
-    """
-    q = queries.double()
-    c = keys.double()
-    if c.ndim == 3:
-        dot = (q[:, None, :] * c).sum(-1)
-        denom = torch.linalg.vector_norm(q, dim=1)[:, None] * torch.sqrt((c * c).sum(-1))
-    else:
-        dot = torch.zeros(q.shape[0], c.shape[0], dtype=torch.float64, device=q.device)
-        c_sq = torch.zeros(c.shape[0], dtype=torch.float64, device=q.device)
-        for j in range(q.shape[1]):
-            dot += q[:, j, None] * c[None, :, j]
-            c_sq += c[:, j] * c[:, j]
-        denom = torch.linalg.vector_norm(q, dim=1)[:, None] * torch.sqrt(c_sq)[None, :]
-    safe = torch.where(denom > 0, denom, torch.ones_like(denom))
-    return torch.where(denom > 0, dot / safe, torch.zeros_like(dot)).clamp(-1.0, 1.0)
-
-
-def exact_rank_key(cos: torch.Tensor, log_s_rel: torch.Tensor) -> torch.Tensor:
-    """A float64 key increasing with the real number ``cos * exp(log_s_rel)`` (``log_s_rel <= 0``).
-
-    ``sign(cos) / (1 - log|cos| - log_s_rel)``: never underflows; 0 for cos = 0.
-    """
-    t = torch.log(cos.abs()) + log_s_rel
-    key = torch.sign(cos) / (1.0 - t)
-    return torch.where(cos == 0, torch.zeros_like(key), key)
-
-
-def score_error_bound(d: int) -> float:
-    """Bound on |float32 selection score - exact value| (scores are <= 1 in magnitude).
-
-    Dot product and norm rounding ((1.5 d + 8) u), the split 16-bit query of the
-    GPU kernel (2^-17), and the negligible factors set to 0 (exp(-80)); doubled
-    so that two scores' errors are covered.
-    """
-    return 2.0 * ((1.5 * d + 8) * 2.0**-24 + 2.0**-17 + math.exp(NEGLIGIBLE_LOG))
-
-
-def exact_topk_rows(
-    queries: torch.Tensor,
-    keys: torch.Tensor,
-    log_s: torch.Tensor,
-    valid: torch.Tensor | None,
-    k: int,
-    *,
-    chunk: int = 8192,
-) -> torch.Tensor:
-    """Exact top-k indices [R, k] of a few queries in float64, chunked over N (ties: lower index)."""
-    R = queries.shape[0]
-    N = keys.shape[0]
-    shift = shift_of(log_s, valid)
-    best_val = torch.empty(R, 0, dtype=torch.float64, device=queries.device)
-    best_idx = torch.empty(R, 0, dtype=torch.int64, device=queries.device)
-    for start in range(0, N, chunk):
-        stop = min(start + chunk, N)
-        cos = exact_cosine(queries, keys[start:stop])
-        key = exact_rank_key(cos, log_s[start:stop] - shift)
-        if valid is not None:
-            key = key.masked_fill(~valid[start:stop], float("-inf"))
-        order = torch.sort(key, dim=1, descending=True, stable=True)
-        take = min(k, stop - start)
-        best_val, best_idx = merge_topk(
-            torch.cat([best_val, order.values[:, :take]], dim=1),
-            torch.cat([best_idx, order.indices[:, :take] + start], dim=1),
-            k,
-        )
-    return best_idx
-
-
 def triton_topk(
     queries: torch.Tensor,
     keys: torch.Tensor,
@@ -264,7 +168,7 @@ def triton_topk(
     """
     kernels = _triton.load_kernels("salience")
     part_val, part_idx, nonfinite = kernels.salience_topk_partial(
-        unit_queries(queries), keys, log_s, shift, valid, k, num_splits=num_splits
+        unit_queries(queries), keys, log_s, shift, valid, k, negligible_log=NEGLIGIBLE_LOG, num_splits=num_splits
     )
     if bool(nonfinite.any()):
         raise ValueError(NONFINITE_KEYS)
@@ -274,26 +178,15 @@ def triton_topk(
     return merge_topk(values, indices, k)
 
 
-def _triton_reasons(inputs: Inputs) -> list[str]:
+def _triton_reasons(inputs) -> list[str]:
     reasons = []
-    if inputs["k"] + CANDIDATE_EXTRA > TRITON_MAX_K:
-        reasons.append(f"k = {inputs['k']} > {TRITON_MAX_K - CANDIDATE_EXTRA} (running top-k lives in registers)")
-    if inputs["keys"].shape[0] >= 2**31:
+    if inputs.k + CANDIDATE_EXTRA > TRITON_MAX_K:
+        reasons.append(f"k = {inputs.k} > {TRITON_MAX_K - CANDIDATE_EXTRA} (running top-k lives in registers)")
+    if inputs.keys.shape[0] >= 2**31:
         reasons.append("N >= 2**31 (int32 indices in the kernel)")
     return reasons
 
 
-BACKENDS: dict[str, Backend] = {
-    "triton": Backend(
-        name="triton", run=triton_topk, devices=frozenset({"cuda", "cpu"}), needs_triton=True,
-        extra_reasons=_triton_reasons,
-    ),
-    "torch": Backend(name="torch", run=torch_topk, devices=frozenset({"cuda", "cpu"})),
-}
-
-
-def priority(device: torch.device) -> list[Backend]:
-    """Backends in the order tried: Triton first on CUDA, the chunked torch path first on CPU."""
-    if device.type == "cuda":
-        return [BACKENDS["triton"], BACKENDS["torch"]]
-    return [BACKENDS["torch"], BACKENDS["triton"]]
+TORCH = Backend("torch", torch_topk)
+TRITON = Backend("triton", triton_topk, needs_triton=True, extra_reasons=_triton_reasons)
+BACKENDS: tuple[Backend, ...] = (TRITON, TORCH)

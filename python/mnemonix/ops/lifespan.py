@@ -1,0 +1,149 @@
+"""``lifespan_step``: one fused Memoria engram lifespan step, and ``compact_engrams``.
+
+Declared like every op (:mod:`mnemonix._dispatch`): checks -> a typed inputs record ->
+``dispatch(SPEC, inputs, forced)`` -> a backend of :mod:`mnemonix.backends.lifespan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mnemonix import _checks, _dispatch
+from mnemonix._types import LifespanResult
+from mnemonix.backends import lifespan as lb
+
+__all__ = ["lifespan_step", "compact_engrams", "LifespanResult", "LifespanInputs", "SPEC"]
+
+_INDEX_DTYPES = (torch.int64, torch.int32)
+
+
+@dataclass(frozen=True)
+class LifespanInputs:
+    """Checked, contiguous inputs of one step (``delta`` already float32)."""
+
+    lifespan: torch.Tensor
+    types: torch.Tensor
+    age: torch.Tensor | None
+    reminded_indices: torch.Tensor
+    delta: torch.Tensor
+    stm_capacity: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.lifespan.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lifespan.dtype
+
+    @property
+    def needs_grad(self) -> bool:
+        return False  # integer bookkeeping: no gradient
+
+
+# Speed policy: the declared order (Triton, then torch) without interpreted Triton.
+SPEC = _dispatch.OpSpec("lifespan_step", lb.BACKENDS)
+
+
+def lifespan_step(
+    lifespan: torch.Tensor,
+    types: torch.Tensor,
+    age: torch.Tensor | None,
+    reminded_indices: torch.Tensor,
+    delta: torch.Tensor,
+    stm_capacity: int,
+    backend: str | None = None,
+) -> LifespanResult:
+    """One Memoria engram lifespan step, fused (Park & Bak 2023).
+
+    Parameters
+    ----------
+    lifespan : Tensor [B, M] float32
+        Lifespan of each engram.
+    types : Tensor [B, M] uint8
+        0 NULL (padding), 1 WORKING, 2 SHORTTERM, 3 LONGTERM (:class:`mnemonix._types.EngramType`).
+    age : Tensor [B, M] int32 or None
+        Age of each engram (None: not tracked).
+    reminded_indices : Tensor [B, R] int64 or int32
+        Engram positions that receive ``delta``; negative entries (the -1 pad)
+        are ignored, duplicates accumulate.
+    delta : Tensor [B, R], any real dtype (cast to float32), finite
+        Lifespan increments.
+    stm_capacity : int >= 0
+        Short-term engrams kept per row; the oldest (first by position) beyond it
+        become LONGTERM.
+    backend : {"triton", "torch"} or None
+        Force a backend; default Triton on CUDA, torch otherwise.
+
+    Returns
+    -------
+    LifespanResult
+        ``(lifespan, types, age, keep, rank, num_kept)``: new arrays (not
+        compacted), keep-mask ``lifespan > 0``, rank of each kept engram in its
+        row (-1 when dropped) and kept count per row. Compact any per-engram
+        array with :func:`compact_engrams`.
+
+    Inputs are never modified.
+    """
+    _check(lifespan, types, age, reminded_indices, delta, stm_capacity)
+    delta = delta.to(torch.float32)
+    _checks.finite("delta", delta)
+    if reminded_indices.numel() and int(reminded_indices.max()) >= lifespan.shape[1]:
+        raise ValueError(
+            f"reminded_indices must be < {lifespan.shape[1]} (the number of engrams per row), "
+            f"got {int(reminded_indices.max())}"
+        )
+    inputs = LifespanInputs(
+        lifespan.contiguous(), types.contiguous(), None if age is None else age.contiguous(),
+        reminded_indices.contiguous(), delta.contiguous(), stm_capacity,
+    )
+    chosen = _dispatch.dispatch(SPEC, inputs, backend)
+    return chosen.run(
+        lifespan=inputs.lifespan, types=inputs.types, age=inputs.age,
+        reminded_indices=inputs.reminded_indices, delta=inputs.delta, stm_capacity=stm_capacity,
+    )
+
+
+def _check(lifespan, types, age, reminded_indices, delta, stm_capacity) -> None:
+    _checks.tensor("lifespan", lifespan, ndim=2, dtypes=(torch.float32,))
+    _checks.tensor("types", types, ndim=2, dtypes=(torch.uint8,))
+    if types.shape != lifespan.shape:
+        raise ValueError(f"types must have the shape of lifespan {tuple(lifespan.shape)}, got {tuple(types.shape)}")
+    if age is not None:
+        _checks.tensor("age", age, ndim=2, dtypes=(torch.int32,))
+        if age.shape != lifespan.shape:
+            raise ValueError(f"age must have the shape of lifespan {tuple(lifespan.shape)}, got {tuple(age.shape)}")
+    _checks.tensor("reminded_indices", reminded_indices, ndim=2, dtypes=_INDEX_DTYPES)
+    _checks.tensor("delta", delta, ndim=2, dtypes=None)
+    if delta.dtype == torch.bool or delta.is_complex():
+        raise TypeError(f"delta must have a real numeric dtype, got {delta.dtype}")
+    if reminded_indices.shape[0] != lifespan.shape[0]:
+        raise ValueError(
+            f"reminded_indices must have {lifespan.shape[0]} rows (the batch of lifespan), "
+            f"got shape {tuple(reminded_indices.shape)}"
+        )
+    if delta.shape != reminded_indices.shape:
+        raise ValueError(
+            f"delta must have the shape of reminded_indices {tuple(reminded_indices.shape)}, got {tuple(delta.shape)}"
+        )
+    _checks.nonneg_int("stm_capacity", stm_capacity)
+    _checks.same_device(
+        {"lifespan": lifespan, "types": types, "age": age, "reminded_indices": reminded_indices, "delta": delta}
+    )
+
+
+def compact_engrams(
+    values: torch.Tensor, step: LifespanResult, *, pad_value: float | int = 0, pad_front: bool = True,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Compact a per-engram array [B, M, ...] with the map of a :func:`lifespan_step` result.
+
+    Kept engrams keep their order; the result is [B, max(num_kept), ...], shorter
+    rows padded with ``pad_value`` (at the front when ``pad_front``, Memoria's layout).
+    ``out`` [B, C, ...] with C >= max(num_kept): write into its first columns and
+    return that view (spare capacity for appends).
+    """
+    _checks.tensor("values", values, min_ndim=2, dtypes=None)
+    return lb.compact(values, step, pad_value=pad_value, pad_front=pad_front, out=out)
