@@ -133,12 +133,56 @@ def test_dense_flip_energy_changes_match_recomputation(interaction, rng):
     s = bipolar(rng, 5, n)
     deltas = net.flip_energy_changes(s)
     o = (s.double() @ x.double().T)
-    scale = torch.exp(-o.amax(-1)) if interaction == "exponential" else torch.ones(5, dtype=torch.float64)
+    if interaction == "exponential":
+        scale = torch.exp(-o.amax(-1))
+    else:
+        scale = (o.abs().amax(-1) + 2.0) ** -3
     for j in range(n):
         flipped = s.clone()
         flipped[:, j] = -flipped[:, j]
         brute = (net.energy(flipped) - net.energy(s)) * scale
         torch.testing.assert_close(deltas[:, j], brute, rtol=1e-9, atol=1e-9)
+
+
+def test_dense_polynomial_of_huge_degree_still_flips_bits(rng):
+    """degree 200 on 400 neurons: o^200 overflows float64; the scaled dynamics still retrieve."""
+    n, p = 400, 30
+    x = bipolar(rng, p, n)
+    net = DenseHopfield(x, interaction="polynomial", degree=200, max_iter=3)
+    cues = x[:4].clone()
+    flip = torch.rand(4, n, generator=rng) < 0.15
+    cues[flip] = -cues[flip]
+    with pytest.warns(RuntimeWarning, match="float64 range"):
+        res = net.retrieve(cues)
+    assert (res.steps > 0).all()  # bits did flip
+    assert torch.equal(res.states, x[:4]) and res.converged.all()
+
+
+def test_stored_patterns_are_copies(rng):
+    x = torch.randn(20, 8, generator=rng)
+    net = ModernHopfield(x.clone(), beta=4.0)
+    keep = net.patterns.clone()
+    y = x.clone()
+    net.store(y)
+    y.zero_()
+    torch.testing.assert_close(net.patterns, x)
+    b = bipolar(rng, 5, 16)
+    dense = DenseHopfield(b)
+    b.neg_()
+    assert torch.equal(dense.patterns, -b)
+    assert keep.shape == x.shape
+
+
+def test_modern_retrieve_of_no_queries_and_argument_names(rng):
+    net = ModernHopfield(torch.randn(30, 8, generator=rng), beta=2.0)
+    res = net.retrieve(torch.empty(0, 8))
+    assert res.states.shape == (0, 8) and res.nearest.shape == (0,) and res.energy.shape == (0,)
+    with pytest.raises(ValueError, match="states must be finite"):
+        net.energy(torch.full((2, 8), float("nan")))
+    with pytest.raises(TypeError, match="queries must have the stored patterns' dtype"):
+        net.retrieve(torch.randn(2, 8, dtype=torch.float16))
+    with pytest.raises(ValueError, match="queries must have last dimension"):
+        net.retrieve(torch.randn(2, 5))
 
 
 def test_dense_recall_beyond_classical_capacity(rng):
@@ -237,3 +281,53 @@ def test_demo_section_quick(tmp_path, capsys):
     rows = [line.split() for line in text.splitlines() if line.strip().startswith("noise") and "modern" in line]
     assert float(rows[0][-3]) >= 0.8, "modern Hopfield must recall most noisy digits"
     assert np.isfinite(float(rows[0][-1]))
+
+
+def _rewrite(path, fmt, arrays, meta):
+    """A file whose checksum is valid but whose content is not a valid network."""
+    from mnemonix import _io
+
+    _io.save_arrays(path, arrays, format=fmt, version=1, meta=meta)
+
+
+@pytest.mark.parametrize("field, arrays, meta", [
+    ("beta", {"patterns": np.ones((3, 4), np.float32)}, {"beta": -1.0, "max_iter": 1, "eps": 1e-4}),
+    ("max_iter", {"patterns": np.ones((3, 4), np.float32)}, {"beta": 1.0, "max_iter": 1.5, "eps": 1e-4}),
+    ("patterns", {"patterns": np.full((3, 4), np.nan, np.float32)}, {"beta": 1.0, "max_iter": 1, "eps": 1e-4}),
+    ("patterns", {"patterns": np.ones((3,), np.float32)}, {"beta": 1.0, "max_iter": 1, "eps": 1e-4}),
+    ("patterns", {}, {"beta": 1.0, "max_iter": 1, "eps": 1e-4}),
+    ("dtype", {"patterns": np.ones((3, 4), np.float32)}, {"beta": 1.0, "max_iter": 1, "eps": 1e-4, "dtype": "os"}),
+    ("eps", {"patterns": np.ones((3, 4), np.float32)}, {"beta": 1.0, "max_iter": 1}),
+])
+def test_modern_load_validates_every_field(tmp_path, field, arrays, meta):
+    from mnemonix._io import FormatError
+
+    path = tmp_path / "bad.npz"
+    _rewrite(path, "mnemonix.ModernHopfield", arrays, meta)
+    with pytest.raises(FormatError, match=field):
+        ModernHopfield.load(path)
+
+
+def test_binary_loads_validate_their_invariants(tmp_path):
+    from mnemonix._io import FormatError
+
+    path = tmp_path / "bad.npz"
+    w = np.array([[0, 1], [2, 0]], np.float32)  # not symmetric
+    _rewrite(path, "mnemonix.ClassicalHopfield", {"hebbian_sum": w}, {"max_iter": 3, "num_patterns": 2})
+    with pytest.raises(FormatError, match="hebbian_sum"):
+        ClassicalHopfield.load(path)
+    _rewrite(path, "mnemonix.DenseHopfield", {"patterns": np.full((2, 3), 2, np.int8)},
+             {"interaction": "polynomial", "degree": 3, "update": "sequential", "max_iter": 2})
+    with pytest.raises(FormatError, match="patterns"):
+        DenseHopfield.load(path)
+    _rewrite(path, "mnemonix.DenseHopfield", {"patterns": np.ones((2, 3), np.int8)},
+             {"interaction": "cubic", "degree": 3, "update": "sequential", "max_iter": 2})
+    with pytest.raises(FormatError, match="interaction"):
+        DenseHopfield.load(path)
+
+
+def test_load_returns_to_the_saved_device_type(rng, tmp_path):
+    net = ModernHopfield(torch.randn(5, 3, generator=rng))
+    net.save(tmp_path / "m.npz")
+    assert ModernHopfield.load(tmp_path / "m.npz").patterns.device.type == "cpu"
+    assert ModernHopfield.load(tmp_path / "m.npz", device="cpu").patterns.device.type == "cpu"

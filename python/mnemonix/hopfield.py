@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from mnemonix import _checks, _io, ops
+from mnemonix import _checks, _io, _loadcheck, ops
+from mnemonix._io import FormatError
 
 _MODERN_FORMAT = "mnemonix.ModernHopfield"
 _MODERN_VERSION = 1
@@ -106,8 +108,11 @@ class ModernHopfield(_PatternStore):
         return patterns
 
     def store(self, patterns: torch.Tensor) -> ModernHopfield:
-        """Replace the stored patterns by ``patterns`` [N, d]."""
-        self._patterns = self._check_patterns(patterns).detach().contiguous()
+        """Replace the stored patterns by a copy of ``patterns`` [N, d].
+
+        The network owns its memory: later changes to the caller's tensor do not reach it.
+        """
+        self._patterns = self._check_patterns(patterns).detach().clone(memory_format=torch.contiguous_format)
         return self
 
     def add(self, patterns: torch.Tensor) -> ModernHopfield:
@@ -118,8 +123,10 @@ class ModernHopfield(_PatternStore):
         old = self._patterns
         if patterns.shape[1] != old.shape[1]:
             raise ValueError(f"patterns must have d = {old.shape[1]}, got shape {tuple(patterns.shape)}")
-        if patterns.dtype != old.dtype or patterns.device != old.device:
-            raise TypeError(f"patterns must be {old.dtype} on {old.device}, got {patterns.dtype} on {patterns.device}")
+        if patterns.dtype != old.dtype:
+            raise TypeError(f"patterns must have the stored patterns' dtype {old.dtype}, got {patterns.dtype}")
+        if patterns.device != old.device:
+            raise ValueError(f"patterns must be on the stored patterns' device {old.device}, got {patterns.device}")
         self._patterns = torch.cat([old, patterns.detach()]).contiguous()
         return self
 
@@ -142,10 +149,21 @@ class ModernHopfield(_PatternStore):
         _checks.tensor("queries", queries, min_ndim=1)
         squeeze = queries.ndim == 1
         q = queries[None] if squeeze else queries
+        if q.shape[-1] != x.shape[1]:
+            raise ValueError(f"queries must have last dimension d = {x.shape[1]}, got shape {tuple(queries.shape)}")
+        if q.dtype != x.dtype:
+            raise TypeError(f"queries must have the stored patterns' dtype {x.dtype}, got {q.dtype}")
+        if q.device != x.device:
+            raise ValueError(f"queries must be on the stored patterns' device {x.device}, got {q.device}")
         flat = q.reshape(-1, q.shape[-1])
         step = flat.shape[0] if batch_size is None else _checks.positive_int("batch_size", batch_size)
+        if flat.shape[0] == 0:  # no queries: empty results of the right shapes
+            states = q.new_empty(q.shape[:-1] + (x.shape[1],))
+            empty = torch.zeros(q.shape[:-1], dtype=torch.int64, device=q.device)
+            energy = torch.zeros(q.shape[:-1], device=q.device) if with_energy else None
+            return Retrieval(states=states, nearest=empty, energy=energy)
         outs, nearest = [], []
-        for start in range(0, max(flat.shape[0], 1), step):
+        for start in range(0, flat.shape[0], step):
             out, arg = ops.hopfield_retrieve(
                 flat[start : start + step], x, beta=self.beta, update_steps=steps - 1, eps=self.eps,
                 return_argmax=True, backend=self.backend,
@@ -172,6 +190,11 @@ class ModernHopfield(_PatternStore):
         _checks.tensor("states", states, min_ndim=1)
         if states.shape[-1] != x.shape[1]:
             raise ValueError(f"states must have last dimension d = {x.shape[1]}, got {tuple(states.shape)}")
+        _checks.finite("states", states)
+        if states.device != x.device:
+            raise ValueError(f"states must be on the stored patterns' device {x.device}, got {states.device}")
+        if states.numel() == 0:
+            return torch.zeros(states.shape[:-1], device=states.device)
         _, lse = ops.hopfield_retrieve(states.to(x.dtype).reshape(-1, x.shape[1]), x, beta=self.beta,
                                        return_lse=True, backend=self.backend)
         return self._energy_from_lse(lse.reshape(states.shape[:-1]), states)
@@ -184,16 +207,29 @@ class ModernHopfield(_PatternStore):
             path, {"patterns": x.detach().float().cpu().numpy()},
             format=_MODERN_FORMAT, version=_MODERN_VERSION,
             meta={"beta": self.beta, "max_iter": self.max_iter, "eps": self.eps,
-                  "dtype": str(x.dtype).removeprefix("torch.")},
+                  "dtype": str(x.dtype).removeprefix("torch."), "device": x.device.type},
         )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str | torch.device | None = None) -> ModernHopfield:
-        """Read a network written by :meth:`save` (raises ``FormatError`` on a bad file)."""
+        """Read a network written by :meth:`save` (raises ``FormatError`` on a bad file).
+
+        ``device=None`` puts it back on the device type it was saved from when available here
+        (else the CPU). Every field is validated before anything is built.
+        """
         arrays, meta, _ = _io.load_arrays(path, format=_MODERN_FORMAT, max_version=_MODERN_VERSION)
-        dtype = getattr(torch, str(meta.get("dtype", "float32")))
-        pats = torch.from_numpy(np.ascontiguousarray(arrays["patterns"])).to(device=device, dtype=dtype)
-        return cls(pats, beta=meta["beta"], max_iter=meta["max_iter"], eps=meta["eps"])
+        pats = _loadcheck.array(path, arrays, "patterns", ndim=2, dtypes=("float32",), finite=True)
+        if 0 in pats.shape:
+            raise FormatError(f"{str(path)!r}: field 'patterns' must be non-empty, got shape {pats.shape}")
+        positive = {"check": lambda v: v > 0, "expected": "> 0"}
+        beta = _loadcheck.meta(path, meta, "beta", "float", **positive)
+        max_iter = _loadcheck.meta(path, meta, "max_iter", "int", **positive)
+        eps = _loadcheck.meta(path, meta, "eps", "float", **positive)
+        dtype = getattr(torch, _loadcheck.choice(path, meta, "dtype", ("float32", "float16", "bfloat16"),
+                                                 default="float32"))
+        dev = _loadcheck.device(device, _loadcheck.choice(path, meta, "device", ("cpu", "cuda"), default="cpu"))
+        tensor = torch.from_numpy(np.ascontiguousarray(pats)).to(device=dev, dtype=dtype)
+        return cls(tensor, beta=beta, max_iter=max_iter, eps=eps)
 
 
 # ----------------------------------------------------------------------------------------
@@ -331,15 +367,29 @@ class ClassicalHopfield:
         """Write the Hebbian sum and settings atomically (``mnemonix._io``)."""
         _io.save_arrays(path, {"hebbian_sum": self._sum().detach().float().cpu().numpy()},
                         format=_CLASSICAL_FORMAT, version=_BINARY_VERSION,
-                        meta={"max_iter": self.max_iter, "num_patterns": self.num_patterns})
+                        meta={"max_iter": self.max_iter, "num_patterns": self.num_patterns,
+                              "device": self._sum().device.type})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str | torch.device | None = None) -> ClassicalHopfield:
-        """Read a network written by :meth:`save` (raises ``FormatError`` on a bad file)."""
+        """Read a network written by :meth:`save` (raises ``FormatError`` on a bad file).
+
+        The Hebbian sum must be square, symmetric, integer-valued with a zero diagonal and
+        entries bounded by the pattern count. ``device=None``: as :meth:`ModernHopfield.load`.
+        """
         arrays, meta, _ = _io.load_arrays(path, format=_CLASSICAL_FORMAT, max_version=_BINARY_VERSION)
-        net = cls(max_iter=int(meta["max_iter"]))
-        net._hebbian_sum = torch.from_numpy(np.ascontiguousarray(arrays["hebbian_sum"])).to(device)
-        net.num_patterns = int(meta["num_patterns"])
+        w = _loadcheck.array(path, arrays, "hebbian_sum", ndim=2, dtypes=("float32",), finite=True)
+        max_iter = _loadcheck.meta(path, meta, "max_iter", "int", check=lambda v: v > 0, expected="> 0")
+        count = _loadcheck.meta(path, meta, "num_patterns", "int", check=lambda v: v >= 0, expected=">= 0")
+        square = w.shape[0] == w.shape[1] and w.shape[0] > 0
+        if not (square and np.array_equal(w, w.T) and not np.diagonal(w).any() and np.array_equal(w, np.round(w))
+                and float(np.abs(w).max(initial=0.0)) <= count):
+            raise FormatError(f"{str(path)!r}: field 'hebbian_sum' is not the Hebbian sum of {count} +-1 patterns "
+                              "(square, symmetric, integer, zero diagonal, |entries| <= num_patterns)")
+        net = cls(max_iter=max_iter)
+        dev = _loadcheck.device(device, _loadcheck.choice(path, meta, "device", ("cpu", "cuda"), default="cpu"))
+        net._hebbian_sum = torch.from_numpy(np.ascontiguousarray(w)).to(dev)
+        net.num_patterns = count
         return net
 
 
@@ -366,9 +416,12 @@ class DenseHopfield(_PatternStore):
     max_iter : int
         Sweeps (sequential) or updates (synchronous).
 
-    Energies are computed in float64; the exponential energy is evaluated with the largest
-    overlap factored out, so flip decisions never overflow (``energy`` itself overflows to
-    ``-inf`` only past overlaps of ~709).
+    Energies are computed in float64 with a per-state scale factored out -- the largest
+    overlap for the exponential (``F(o) = e^S e^(o - S)``), the largest ``|o| + 2`` for the
+    polynomial (``F(o) = S^degree (o / S)^degree``) -- so flip decisions never overflow,
+    whatever the degree or n. The absolute ``energy`` can exceed float64 (exponential past
+    overlaps of ~709, polynomial past ``n^degree ~ 1e308``): it is then returned as ``-inf``
+    with a warning; the dynamics are unaffected.
     """
 
     # relative margin below which an energy change counts as a tie (no flip)
@@ -396,9 +449,9 @@ class DenseHopfield(_PatternStore):
             self.store(patterns)
 
     def store(self, patterns: torch.Tensor) -> DenseHopfield:
-        """Replace the stored patterns by patterns [P, n] of +-1 values."""
+        """Replace the stored patterns by a copy of patterns [P, n] of +-1 values."""
         _checks.tensor("patterns", patterns, ndim=2, dtypes=None)
-        self._patterns = _bipolar("patterns", patterns).contiguous()
+        self._patterns = _bipolar("patterns", patterns).clone(memory_format=torch.contiguous_format)
         return self
 
     def add(self, patterns: torch.Tensor) -> DenseHopfield:
@@ -414,24 +467,37 @@ class DenseHopfield(_PatternStore):
 
     # -- energy --------------------------------------------------------------------------
     def _scaled_f(self, overlaps: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """F(o) / exp(shift) for exponential (shift [B, 1]), F(o) for polynomial; float64."""
+        """F(o) divided by the per-row scale of :meth:`_shift` (shift [B, 1]); float64, |value| <= 1."""
         if self.interaction == "exponential":
             return torch.exp(overlaps - shift)
-        return overlaps**self.degree
+        return (overlaps / shift) ** self.degree
 
     def _shift(self, overlaps: torch.Tensor) -> torch.Tensor:
+        """Per-row scale: max overlap (exponential, a log-scale) or max |o| + 2 (polynomial).
+
+        Every overlap a flip can reach (o - 2, o, o + 2) then has a scaled F of magnitude <= 1.
+        """
         if self.interaction == "exponential":
             return overlaps.amax(-1, keepdim=True)
-        return torch.zeros_like(overlaps[..., :1])
+        return overlaps.abs().amax(-1, keepdim=True) + 2.0
 
     def energy(self, states: torch.Tensor) -> torch.Tensor:
-        """``E(sigma) = -sum_mu F(xi_mu . sigma)`` of states [..., n] -> [...] (float64)."""
+        """``E(sigma) = -sum_mu F(xi_mu . sigma)`` of states [..., n] -> [...] (float64).
+
+        ``-inf`` (with a warning) where the true energy is beyond float64's range.
+        """
         x = self.patterns
         s = _bipolar("states", states, x.shape[1], min_ndim=1).to(x.device)
         o = (s @ x.T).double()
         if self.interaction == "exponential":
-            return -torch.logsumexp(o, -1).exp()
-        return -(o**self.degree).sum(-1)
+            energy = -torch.logsumexp(o, -1).exp()
+        else:
+            scale = self._shift(o)
+            energy = -(self._scaled_f(o, scale).sum(-1) * scale[..., 0] ** self.degree)
+        if not bool(torch.isfinite(energy).all()):
+            warnings.warn("DenseHopfield.energy exceeds the float64 range for some states (returned as -inf); "
+                          "retrieval decisions use scaled energies and are unaffected", RuntimeWarning, stacklevel=2)
+        return energy
 
     def flip_energy_changes(self, states: torch.Tensor) -> torch.Tensor:
         """Energy change of flipping each bit of states [B, n] alone -> [B, n] (float64).
@@ -440,8 +506,9 @@ class DenseHopfield(_PatternStore):
         ``o_mu - 2`` or ``o_mu + 2``. With ``A_mu = F(o_mu - 2) - F(o_mu)`` and
         ``C_mu = F(o_mu + 2) - F(o_mu)``:
         ``dE_j = -[sum_mu (A + C)/2 + sigma_j sum_mu xi_mu,j (A - C)/2]``, one [B, P] x [P, n]
-        product for all bits. Exponential changes are scaled by ``exp(-max_mu o_mu)`` per row
-        (same signs; pass through :meth:`energy` for absolute values).
+        product for all bits. Changes are scaled per row (same signs) by ``exp(-max_mu o_mu)``
+        (exponential) or ``(max_mu |o_mu| + 2)^-degree`` (polynomial), so they never overflow;
+        pass states through :meth:`energy` for absolute values.
         """
         x = self.patterns.double()
         s = _bipolar("states", states, x.shape[1]).to(x.device).double()
@@ -498,10 +565,10 @@ class DenseHopfield(_PatternStore):
             f0 = self._scaled_f(o, shift)
             delta = -(self._scaled_f(o - 2 * t, shift) - f0).sum(-1)
             flip = delta < -self.TIE_TOLERANCE * f0.abs().sum(-1)
-            if bool(flip.any()):
-                s[:, j] = torch.where(flip, -s[:, j], s[:, j])
-                o = torch.where(flip[:, None], o - 2 * t, o)
-                changed |= flip
+            # no host sync per bit: apply the (possibly empty) flips unconditionally
+            s[:, j] = torch.where(flip, -s[:, j], s[:, j])
+            o = torch.where(flip[:, None], o - 2 * t, o)
+            changed |= flip
         return s, changed
 
     # -- persistence ---------------------------------------------------------------------
@@ -510,15 +577,27 @@ class DenseHopfield(_PatternStore):
         _io.save_arrays(path, {"patterns": self.patterns.cpu().numpy().astype(np.int8)},
                         format=_DENSE_FORMAT, version=_BINARY_VERSION,
                         meta={"interaction": self.interaction, "degree": self.degree, "update": self.update,
-                              "max_iter": self.max_iter})
+                              "max_iter": self.max_iter, "device": self.patterns.device.type})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str | torch.device | None = None) -> DenseHopfield:
-        """Read a network written by :meth:`save` (raises ``FormatError`` on a bad file)."""
+        """Read a network written by :meth:`save` (raises ``FormatError`` on a bad file).
+
+        ``device=None``: as :meth:`ModernHopfield.load`.
+        """
         arrays, meta, _ = _io.load_arrays(path, format=_DENSE_FORMAT, max_version=_BINARY_VERSION)
-        pats = torch.from_numpy(arrays["patterns"].astype(np.float32)).to(device)
-        return cls(pats, interaction=meta["interaction"], degree=int(meta["degree"]), update=meta["update"],
-                   max_iter=int(meta["max_iter"]))
+        pats = _loadcheck.array(path, arrays, "patterns", ndim=2, dtypes=("int8",))
+        if 0 in pats.shape or not bool(np.isin(pats, (-1, 1)).all()):
+            raise FormatError(f"{str(path)!r}: field 'patterns' must be a non-empty array of -1/+1 values")
+        positive = {"check": lambda v: v > 0, "expected": "> 0"}
+        kwargs = {
+            "interaction": _loadcheck.choice(path, meta, "interaction", ("polynomial", "exponential")),
+            "degree": _loadcheck.meta(path, meta, "degree", "int", **positive),
+            "update": _loadcheck.choice(path, meta, "update", ("sequential", "synchronous")),
+            "max_iter": _loadcheck.meta(path, meta, "max_iter", "int", **positive),
+        }
+        dev = _loadcheck.device(device, _loadcheck.choice(path, meta, "device", ("cpu", "cuda"), default="cpu"))
+        return cls(torch.from_numpy(pats.astype(np.float32)).to(dev), **kwargs)
 
 
 # ----------------------------------------------------------------------------------------
