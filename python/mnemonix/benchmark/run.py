@@ -1,0 +1,102 @@
+"""``mnemonix bench run``: measure a suite, check correctness in the same run, append the history."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from mnemonix.benchmark import environment, history, suites
+from mnemonix.benchmark.floors import measure_floors
+from mnemonix.benchmark.timing import measure
+
+SLOWDOWN_ENV = "MNEMONIX_BENCH_SLOWDOWN"
+"""``op=fraction`` (e.g. ``hopfield_retrieve=0.10``): inject a relative slowdown into that op's
+``auto`` candidate -- the honest way to measure the regression gate's detection rate."""
+
+
+def injected_slowdown() -> dict[str, float]:
+    spec = os.environ.get(SLOWDOWN_ENV, "").strip()
+    if not spec:
+        return {}
+    op, _, fraction = spec.partition("=")
+    try:
+        return {op.strip(): float(fraction)}
+    except ValueError as exc:
+        raise ValueError(f"{SLOWDOWN_ENV} must look like 'op=0.10', got {spec!r}") from exc
+
+
+def measure_case(case: suites.Case, device: torch.device, *, repeat: int, budget_s: float,
+                 env: dict[str, Any], suite: str) -> list[dict[str, Any]]:
+    """Rows of one case: every candidate timed side by side; ``ok`` from the correctness check."""
+    built = case.build(device)
+    ok = {name: built.check(fn) for name, fn in built.candidates.items() if not name.startswith("peer:")}
+    slow = injected_slowdown()
+    slowdown = {"auto": slow[case.op]} if case.op in slow else None
+    timings = measure(built.candidates, device, repeat=repeat, budget_s=budget_s, slowdown=slowdown)
+    floors = measure_floors(device, case.dtype if case.dtype.is_floating_point else torch.float32)
+    floor_s = floors.of(bytes_read=built.bytes_read, flops=built.flops)
+    rows = []
+    for name, t in timings.items():
+        peer = name.startswith("peer:")
+        rows.append({
+            **env, "suite": suite, "op": case.op, "backend": name, "role": "peer" if peer else "mnemonix",
+            "chosen": built.chosen if name == "auto" else (None if peer else name),
+            "shape": dict(case.shape), "dtype": str(case.dtype).removeprefix("torch."),
+            "p20": t.p20, "p50": t.p50, "p80": t.p80, "samples": t.samples, "floor_s": floor_s,
+            "ok": None if peer else ok[name],
+        })
+    for name, why in built.notes.items():
+        rows.append({**env, "suite": suite, "op": case.op, "backend": name, "role": "peer", "skipped": why,
+                     "shape": dict(case.shape), "dtype": str(case.dtype).removeprefix("torch."),
+                     "p20": None, "p50": None, "p80": None, "floor_s": floor_s, "ok": None})
+    return rows
+
+
+def run_suite(suite: str, device: torch.device, *, history_path: str | os.PathLike[str] | None,
+              repeat: int = 9, budget_s: float = 5.0, only: str | None = None,
+              max_seconds: float | None = None, report: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Measure every case of ``suite`` on ``device``; append each case's rows as it finishes.
+
+    ``max_seconds``: start no new case once the run has taken that long (the GPU check has a
+    fixed time budget); the cases not run are reported.
+    """
+    env = environment.record(device)
+    all_rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for case in suites.cases(suite, device):
+        if only is not None and case.op != only:
+            continue
+        if max_seconds is not None and time.perf_counter() - started > max_seconds:
+            report(f"  {case.label}: not run (the run's {max_seconds:g} s budget is spent)")
+            continue
+        try:
+            rows = measure_case(case, device, repeat=repeat, budget_s=budget_s, env=env, suite=suite)
+        except (MemoryError, torch.cuda.OutOfMemoryError, RuntimeError) as exc:
+            report(f"  {case.label}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+            continue
+        if history_path is not None:
+            history.append(history_path, rows)
+        all_rows.extend(rows)
+        report(_summary(case, rows))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return all_rows
+
+
+def _summary(case: suites.Case, rows: list[dict[str, Any]]) -> str:
+    timed = [r for r in rows if r["p50"] is not None]
+    auto = next(r for r in timed if r["backend"] == "auto")
+    peers = [r for r in timed if r["role"] == "peer"]
+    best = min(peers, key=lambda r: r["p50"]) if peers else None
+    parts = [f"  {case.label}: auto ({auto['chosen']}) {auto['p50'] * 1e3:.3g} ms"]
+    if best is not None:
+        parts.append(f"best peer {best['backend'][5:]} {best['p50'] * 1e3:.3g} ms "
+                     f"(ours/best {auto['p50'] / best['p50']:.2f})")
+    parts.append(f"floor {auto['floor_s'] * 1e3:.3g} ms (x{auto['p50'] / auto['floor_s']:.2f})")
+    if auto["ok"] is False:
+        parts.append("WRONG RESULT")
+    return ", ".join(parts)

@@ -1,0 +1,88 @@
+"""``salience_topk`` against plain torch and faiss flat on salience-scaled keys.
+
+faiss has no salience, but ``cos(q, c) * s_rel = q_hat . (c_hat * s_rel)``: an inner-product
+index over normalised keys scaled by their relative salience ranks exactly by the salience
+rule (the relative salience does not depend on ``now``), so ``IndexFlatIP`` over those rows,
+then the gather of the k payloads, is the fair peer (CPU, float32).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mnemonix import ops
+from mnemonix.benchmark.suites import Built, Case
+
+SHAPES = {  # (N, d, B, k)
+    "smoke": [(100_000, 128, 64, 5)],
+    "quick": [(100_000, 128, 1, 5), (100_000, 128, 64, 5), (1_000_000, 128, 64, 5)],
+    "full": [(n, d, b, k) for n in (10_000, 100_000, 1_000_000, 10_000_000) for d in (32, 128)
+             for b in (1, 64, 1024) for k in (5, 64) if b * n <= 1024 * 1_000_000],
+    "gpu": [(n, 128, b, k) for n in (1_000_000, 10_000_000) for b in (1, 64) for k in (5, 64)],
+}
+
+
+def cases(suite: str, device: torch.device) -> list[Case]:
+    dtypes = [torch.bfloat16, torch.float32] if suite == "gpu" else [torch.float32]
+    return [Case("salience_topk", {"N": n, "d": d, "B": b, "k": k}, dt, _builder(n, d, b, k, dt))
+            for (n, d, b, k) in SHAPES[suite] for dt in dtypes]
+
+
+def _plain(queries, keys, payloads, log_s, k):
+    scale = torch.exp(log_s - log_s.max()).float()
+    scores = (F.normalize(queries.float(), dim=1) @ F.normalize(keys.float(), dim=1).T) * scale
+    top = torch.topk(scores, k, dim=1).indices
+    w = torch.softmax(log_s[top], dim=1).float()
+    return (w.unsqueeze(-1) * payloads[top].float()).sum(1), top
+
+
+def _faiss_peer(queries, keys, payloads, log_s, k):
+    try:
+        import faiss
+    except ImportError:
+        return None
+    scaled = F.normalize(keys.float(), dim=1) * torch.exp(log_s - log_s.max()).float()[:, None]
+    index = faiss.IndexFlatIP(keys.shape[1])
+    index.add(scaled.numpy())
+    qn = F.normalize(queries.float(), dim=1).numpy()
+
+    def run():
+        _, top = index.search(qn, k)
+        top = torch.from_numpy(top)
+        w = torch.softmax(log_s[top], dim=1).float()
+        return (w.unsqueeze(-1) * payloads[top].float()).sum(1), top
+
+    return run
+
+
+def _builder(n: int, d: int, b: int, k: int, dtype: torch.dtype):
+    def build(device: torch.device) -> Built:
+        gen = torch.Generator(device=device).manual_seed(n + d + b + k)
+        keys = torch.randn(n, d, generator=gen, device=device).to(dtype)
+        payloads = keys
+        queries = torch.randn(b, d, generator=gen, device=device).to(dtype)
+        r0 = torch.rand(n, generator=gen, dtype=torch.float64, device=device) + 0.5
+        tau = torch.rand(n, generator=gen, dtype=torch.float64, device=device) * 10.0
+        log_s = ops.log_salience(r0, tau, 0.1, 10.0)
+        candidates = {
+            "auto": lambda: ops.salience_topk(queries, keys, payloads, k=k, log_salience=log_s)[1],
+        }
+        notes = {}
+        if b * n * 4 <= 2 << 30:
+            candidates["peer:plain"] = lambda: _plain(queries, keys, payloads, log_s, k)[1]
+        else:
+            notes["peer:plain"] = "skipped: [B, N] scores over 2 GiB"
+        peer = _faiss_peer(queries, keys, payloads, log_s, k) if device.type == "cpu" and dtype == torch.float32 \
+            else None
+        if peer is not None:
+            candidates["peer:faiss"] = lambda: peer()[1]
+        exact = ops.salience_topk(queries, keys, payloads, k=k, log_salience=log_s, backend="torch")[1]
+
+        def check(fn) -> bool:
+            return bool((fn()[:, 0].to(exact.device) == exact[:, 0]).float().mean() >= 0.99)
+
+        return Built(candidates, check, bytes_read=n * d * keys.element_size(), flops=2.0 * b * n * d,
+                     chosen="triton" if device.type == "cuda" else "torch", notes=notes)
+
+    return build

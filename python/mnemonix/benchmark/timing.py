@@ -1,0 +1,102 @@
+"""Timing of candidates side by side: interleaved repetitions, percentiles, GPU hygiene.
+
+Interleaving (round r runs every candidate once, in an order rotated per round) spreads the
+noise of a shared machine evenly over the candidates, so their ratios are fair even when the
+absolute times drift. On CUDA each repetition is timed with CUDA events around the call, after
+a write of a buffer larger than the L2 cache (so a candidate does not profit from data the
+previous one left in L2), and warm-up runs by time, not by count (clocks ramp up).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# Bytes written between GPU repetitions to evict the L2 cache (H100/H200: 50/60 MB of L2).
+L2_FLUSH_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Percentiles (seconds) of one candidate's repetitions."""
+
+    p20: float
+    p50: float
+    p80: float
+    samples: int
+
+    @classmethod
+    def of(cls, samples: list[float]) -> Timing:
+        arr = np.asarray(samples, dtype=np.float64)
+        p20, p50, p80 = np.percentile(arr, [20, 50, 80])
+        return cls(float(p20), float(p50), float(p80), len(samples))
+
+
+class _Clock:
+    """Times one call on the CPU (perf_counter) or on a CUDA device (events + L2 flush)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.float32, device=device)
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        if not self.cuda:
+            t0 = time.perf_counter()
+            fn()
+            return time.perf_counter() - t0
+        self.flush.zero_()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+
+def measure(candidates: Mapping[str, Callable[[], object]], device: torch.device, *, repeat: int = 9,
+            warmup_s: float = 0.05, budget_s: float = 10.0, slowdown: Mapping[str, float] | None = None
+            ) -> dict[str, Timing]:
+    """Interleaved percentiles of every candidate.
+
+    Each candidate first warms up for ``warmup_s`` seconds (at least one call); then ``repeat``
+    rounds run every candidate once, the order rotated per round. A round stops early once the
+    total time passes ``budget_s`` (with at least 3 rounds). ``slowdown`` maps a candidate to an
+    injected relative slowdown (a busy wait of that fraction of each call), used to measure the
+    regression gate's detection rate.
+    """
+    clock = _Clock(device)
+    names = list(candidates)
+    slowdown = dict(slowdown or {})
+    for name in names:
+        t_end = time.perf_counter() + warmup_s
+        clock(candidates[name])
+        while time.perf_counter() < t_end:
+            clock(candidates[name])
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    started = time.perf_counter()
+    for r in range(repeat):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            elapsed = clock(candidates[name])
+            extra = slowdown.get(name, 0.0) * elapsed
+            if extra > 0:
+                _busy_wait(extra)
+            samples[name].append(elapsed + extra)
+        if r >= 2 and time.perf_counter() - started > budget_s:
+            break
+    return {name: Timing.of(values) for name, values in samples.items()}
+
+
+def _busy_wait(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def median_time(fn: Callable[[], object], device: torch.device | str = "cpu", *, repeat: int = 5) -> float:
+    """Median seconds of one callable (a convenience for scripts)."""
+    return measure({"fn": fn}, torch.device(device), repeat=repeat).get("fn").p50

@@ -1,0 +1,98 @@
+"""``mnemonix bench``: run suites into an append-only history, gate regressions, plot.
+
+    mnemonix bench run [--suite smoke|quick|full|gpu] [--device cpu|cuda] [--history PATH]
+    mnemonix bench compare [--history PATH] [--base RUN] [--new RUN] [--rtol 0.05] [--atol 30e-6]
+    mnemonix bench plot [--history PATH] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure ops against peers and floors; history, regression gate, plots")
+    inner = p.add_subparsers(dest="bench_command", metavar="ACTION")
+    inner.required = True
+    from mnemonix.benchmark.gate import ATOL, RTOL
+    from mnemonix.benchmark.history import DEFAULT_HISTORY
+    from mnemonix.benchmark.suites import SUITES
+
+    run = inner.add_parser("run", help="measure a suite and append one line per measurement to the history")
+    run.add_argument("--suite", choices=SUITES, default="smoke", help="smoke takes under a minute on 2 cores")
+    run.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                     help="default: cuda when available (the gpu suite), else cpu")
+    run.add_argument("--history", type=Path, default=DEFAULT_HISTORY, help=f"default: {DEFAULT_HISTORY}")
+    run.add_argument("--op", default=None, help="only this op (e.g. hopfield_retrieve)")
+    run.add_argument("--repeat", type=_positive, default=9, help="interleaved rounds per case (default 9)")
+    run.add_argument("--max-seconds", type=float, default=None, help="start no new case after this long")
+    run.set_defaults(func=_run)
+
+    cmp = inner.add_parser("compare", help="flag regressions beyond noise between two runs (exit 1 if any)")
+    cmp.add_argument("--history", type=Path, default=DEFAULT_HISTORY)
+    cmp.add_argument("--base", default=None, help="run id (default: the run before --new on the same device)")
+    cmp.add_argument("--new", default=None, help="run id (default: the newest run)")
+    cmp.add_argument("--rtol", type=float, default=RTOL)
+    cmp.add_argument("--atol", type=float, default=ATOL, help="seconds")
+    cmp.add_argument("--no-remeasure", action="store_true", help="fail on the recorded numbers alone")
+    cmp.set_defaults(func=_compare)
+
+    plot = inner.add_parser("plot", help="one PNG per op: time and %% of floor over the runs")
+    plot.add_argument("--history", type=Path, default=DEFAULT_HISTORY)
+    plot.add_argument("--out", type=Path, required=True)
+    plot.set_defaults(func=_plot)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mnemonix.benchmark.run import run_suite
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    print(f"mnemonix bench run --suite {args.suite} on {device} -> {args.history}")
+    rows = run_suite(args.suite, device, history_path=args.history, repeat=args.repeat, only=args.op,
+                     max_seconds=args.max_seconds)
+    wrong = [r for r in rows if r.get("ok") is False]
+    for r in wrong:
+        print(f"WRONG RESULT: {r['op']} {r['backend']} {r['shape']} {r['dtype']}")
+    print(f"{len(rows)} measurements appended to {args.history}")
+    return 1 if wrong else 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from mnemonix._table import format_table
+    from mnemonix.benchmark import gate, history
+
+    rows = history.read(args.history)
+    base, new = gate.pick_runs(rows, args.base, args.new)
+    verdicts = gate.compare(rows, base, new, rtol=args.rtol, atol=args.atol,
+                            remeasure=None if args.no_remeasure else gate.remeasurer())
+    table = [{"op": v.op, "backend": v.backend, "shape": " ".join(f"{k}={x}" for k, x in v.shape.items()),
+              "dtype": v.dtype, "base_ms": v.base_s * 1e3, "new_ms": v.new_s * 1e3, "new/base": v.ratio,
+              "verdict": "REGRESSED" if v.regressed else "ok"} for v in verdicts]
+    print(f"base run {base} vs new run {new} (rtol {args.rtol:g}, atol {args.atol * 1e6:g} us)")
+    columns = ["op", "backend", "shape", "dtype", "base_ms", "new_ms", "new/base", "verdict"]
+    print(format_table(columns, [[row[c] for c in columns] for row in table]))
+    bad = [v for v in verdicts if v.regressed and not v.backend.startswith("peer:")]
+    for v in bad:
+        print(f"regression: {v.op} {v.backend} {v.shape} {v.dtype}: {v.base_s * 1e3:.4g} -> {v.new_s * 1e3:.4g} ms")
+    return 1 if bad else 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from mnemonix.benchmark import history
+    from mnemonix.benchmark.plot import plot_history
+
+    for path in plot_history(history.read(args.history), args.out):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,124 @@
+"""The bench harness: timing, history, the regression gate, plots and the CLI (tiny cases)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mnemonix.benchmark import gate, history, run, suites
+from mnemonix.benchmark.timing import Timing, measure
+from mnemonix.cli import main
+
+
+def test_measure_interleaves_and_injects_slowdown():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    t = measure(fns, torch.device("cpu"), repeat=5, warmup_s=0.0)
+    assert set(t) == {"a", "b"} and all(v.samples == 5 for v in t.values())
+    assert calls.count("a") >= 6 and calls.count("b") >= 6  # warm-up + 5 rounds
+    slow = measure({"x": lambda: sum(range(20000))}, torch.device("cpu"), repeat=5, slowdown={"x": 1.0})
+    fast = measure({"x": lambda: sum(range(20000))}, torch.device("cpu"), repeat=5)
+    assert slow["x"].p50 > 1.5 * fast["x"].p50
+
+
+def test_timing_percentiles_are_ordered():
+    t = Timing.of([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert t.p20 <= t.p50 <= t.p80 and t.p50 == 3.0 and t.samples == 5
+
+
+def test_history_appends_and_skips_torn_lines(tmp_path):
+    path = tmp_path / "h.jsonl"
+    row = {"op": "x", "backend": "auto", "run_id": "r1", "p50": 1.0, "shape": {"N": 1}}
+    assert history.append(path, [row, dict(row, run_id="r2")]) == 2
+    with path.open("a") as fh:
+        fh.write('{"op": "x", "backend": "au')  # a crash mid-line
+    rows = history.read(path)
+    assert [r["run_id"] for r in rows] == ["r1", "r2"] and history.runs(rows) == ["r1", "r2"]
+    with pytest.raises(FileNotFoundError, match="mnemonix bench run"):
+        history.read(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize("base, new, flagged", [
+    (1.0, 1.04, False), (1.0, 1.2, True), (10e-6, 35e-6, False), (1e-3, 1.1e-3, True), (1.0, 0.5, False),
+])
+def test_gate_rule(base, new, flagged):
+    assert gate.regressed(base, new) is flagged
+
+
+def _rows(run_id, p50, device_name="dev", backend="auto"):
+    return {"op": "op", "backend": backend, "run_id": run_id, "p50": p50, "shape": {"N": 4}, "dtype": "float32",
+            "device": "cpu", "device_name": device_name, "role": "peer" if backend.startswith("peer") else "mnemonix"}
+
+
+def test_gate_compares_same_device_runs_and_remeasures():
+    rows = [_rows("a", 1.0), _rows("other", 0.1, device_name="gpu"), _rows("b", 1.5)]
+    base, new = gate.pick_runs(rows, None, None)
+    assert (base, new) == ("a", "b")
+    (verdict,) = gate.compare(rows, base, new)
+    assert verdict.regressed and verdict.ratio == pytest.approx(1.5)
+    (cleared,) = gate.compare(rows, base, new, remeasure=lambda row: 1.01)  # noise: the re-measure is fine
+    assert not cleared.regressed
+    with pytest.raises(ValueError, match="no earlier run"):
+        gate.pick_runs([_rows("only", 1.0)], None, None)
+
+
+def _tiny_case(op="tiny_op"):
+    def build(device):
+        x = torch.randn(64, 64)
+        return suites.Built({"auto": lambda: x @ x, "peer:twice": lambda: (x @ x) @ torch.eye(64)},
+                            check=lambda fn: bool(torch.allclose(fn(), x @ x)), bytes_read=64 * 64 * 4,
+                            flops=2 * 64**3, chosen="torch")
+    return suites.Case(op, {"N": 64}, torch.float32, build)
+
+
+def test_cli_run_compare_plot_on_a_tiny_suite(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(suites, "cases", lambda suite, device: [_tiny_case()])
+    hist = tmp_path / "h.jsonl"
+    for _ in range(2):
+        assert main(["bench", "run", "--suite", "smoke", "--device", "cpu", "--history", str(hist),
+                     "--repeat", "3"]) == 0
+    rows = history.read(hist)
+    assert len(history.runs(rows)) == 2
+    first = rows[0]
+    for field in ("op", "backend", "shape", "dtype", "device", "device_name", "p20", "p50", "p80", "floor_s",
+                  "commit", "version", "torch", "triton", "timestamp", "run_id"):
+        assert field in first, field
+    assert first["ok"] is True and first["floor_s"] > 0
+    code = main(["bench", "compare", "--history", str(hist), "--rtol", "1000", "--atol", "1"])
+    assert code == 0 and "ok" in capsys.readouterr().out
+    assert main(["bench", "plot", "--history", str(hist), "--out", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "tiny_op.png").stat().st_size > 1000
+
+
+def test_cli_compare_fails_naming_the_regression(tmp_path, capsys):
+    hist = tmp_path / "h.jsonl"
+    history.append(hist, [_rows("a", 1e-3), _rows("b", 2e-3)])
+    assert main(["bench", "compare", "--history", str(hist), "--no-remeasure"]) == 1
+    out = capsys.readouterr().out
+    assert "regression: op auto {'N': 4} float32" in out
+
+
+def test_injected_slowdown_spec(monkeypatch):
+    monkeypatch.setenv(run.SLOWDOWN_ENV, "hopfield_retrieve=0.1")
+    assert run.injected_slowdown() == {"hopfield_retrieve": 0.1}
+    monkeypatch.setenv(run.SLOWDOWN_ENV, "nonsense")
+    with pytest.raises(ValueError, match="op=0.10"):
+        run.injected_slowdown()
+
+
+def test_every_suite_declares_cases():
+    for suite in suites.SUITES:
+        found = suites.cases(suite, torch.device("cpu"))
+        assert {c.op for c in found} == {"hopfield_retrieve", "salience_topk", "lifespan_step"}
+    with pytest.raises(ValueError, match="suite must be one of"):
+        suites.cases("nope", torch.device("cpu"))
+
+
+def test_real_lifespan_case_runs_and_checks(tmp_path):
+    rows = run.run_suite("smoke", torch.device("cpu"), history_path=tmp_path / "h.jsonl", repeat=3,
+                         only="lifespan_step", report=lambda s: None)
+    auto = next(r for r in rows if r["backend"] == "auto")
+    assert auto["ok"] is True and auto["chosen"] == "torch"
+    assert json.loads((tmp_path / "h.jsonl").read_text().splitlines()[0])["op"] == "lifespan_step"
