@@ -110,7 +110,8 @@ def _shapes(memory: EpisodicMemory, z: torch.Tensor, c: torch.Tensor, x: object,
         raise ValueError(f"{names['x']} is required: this memory stores inputs of shape {memory.input_shape}")
     x = real_tensor(names["x"], x, (1 + len(memory.input_shape),))
     if tuple(x.shape) != (n, *memory.input_shape):
-        raise ValueError(f"{names['x']} must have shape {(n, *memory.input_shape)}, got {tuple(x.shape)}")
+        raise ValueError(f"{names['x']} must have shape {(n, *memory.input_shape)} (one input per "
+                         f"{names['z']}), got {tuple(x.shape)}")
     return z, c, x, n
 
 

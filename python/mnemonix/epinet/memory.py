@@ -20,9 +20,9 @@ TENSOR_FIELDS = ("_c", "_c_norm", "_z", "_x", "_r0", "_tau", "_y", "_seq")
 
 
 def checked_device(name: str, device: object) -> torch.device:
-    """A concrete device (``torch.device`` or str such as ``"cuda:0"``); meta and unknown names refused."""
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"{name} must be a torch.device or str, got {type(device).__name__}")
+    """A concrete device (``torch.device``, str such as ``"cuda:0"`` or a CUDA index); meta and unknown refused."""
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
+        raise TypeError(f"{name} must be a torch.device, str or int, got {type(device).__name__}")
     try:
         out = torch.device(device)
     except RuntimeError as exc:
