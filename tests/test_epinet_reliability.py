@@ -289,3 +289,16 @@ def test_salience_depends_only_on_time_differences(alpha):
         for a, b in zip(ref, out):
             assert torch.equal(a, b), (now, a, b)
     torch.testing.assert_close(huge.log_salience(1e15 + 10.0), small.log_salience(10.0), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("x", "exc", "match"), [
+    (torch.zeros(2, 1, 8, 8, device="meta"), ValueError, "x is on the meta device"),
+    (torch.zeros(2, 1, 6, 6), ValueError, r"x must have shape \[B, 1, 8, 8\]"),
+    (torch.zeros(2, 8, 8), ValueError, "x must have 4 dimensions"),
+    (torch.zeros(2, 1, 8, 8, dtype=torch.int64), TypeError, "x must have dtype"),
+    ([[0.0]], TypeError, "x must be a torch.Tensor"),
+])
+def test_forward_names_a_bad_input(x, exc, match):
+    model = EpiNet(latent_dim=4, image_size=8, hidden_dim=8, num_experts=2, memory_capacity=4)
+    with pytest.raises(exc, match=match):
+        model(x)

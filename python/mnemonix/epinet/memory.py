@@ -112,6 +112,7 @@ class EpisodicMemory:
         self._tau = torch.zeros(rows, dtype=torch.float64, device=dev)
         self._y = torch.zeros(rows, dtype=torch.int64, device=dev)
         self._seq = torch.zeros(rows, dtype=torch.int64, device=dev)
+        self.device = self._c.device  # "cuda" -> "cuda:<current>": comparable with a parameter's device
         self._count = 0
         self._next_seq = 0
 
@@ -250,10 +251,10 @@ class EpisodicMemory:
         device = checked_device("device", device)
         new = EpisodicMemory.__new__(EpisodicMemory)
         new.__dict__.update(self.__dict__)
-        new.device = device
         for name in TENSOR_FIELDS:
             value = getattr(self, name)
             setattr(new, name, None if value is None else value.to(device, copy=True))
+        new.device = new._c.device
         return new
 
     def move_(self, device: torch.device | str) -> EpisodicMemory:
@@ -268,7 +269,7 @@ class EpisodicMemory:
         moved = {name: None if getattr(self, name) is None else getattr(self, name).to(device)
                  for name in TENSOR_FIELDS}
         self.__dict__.update(moved)
-        self.device = device
+        self.device = self._c.device
         return self
 
     def clear(self) -> None:

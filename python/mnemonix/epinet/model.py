@@ -37,6 +37,8 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """z [B, latent_dim] of images x [B, in_channels, image_size, image_size]."""
         _checks.tensor("x", x, ndim=4, dtypes=(torch.float64, *_checks.FLOAT_DTYPES))
+        if x.is_meta and not self.project.weight.is_meta:
+            raise ValueError("x is on the meta device (it holds no data); pass a tensor with values")
         want = (self.in_channels, self.image_size, self.image_size)
         if tuple(x.shape[1:]) != want:
             raise ValueError(f"x must have shape [B, {want[0]}, {want[1]}, {want[2]}], got {tuple(x.shape)}")
