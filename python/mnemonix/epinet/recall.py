@@ -33,7 +33,7 @@ class RecallEngine:
 
     def recall(
         self, queries: torch.Tensor, memory: EpisodicMemory, *, now: float | None = None, details: bool = False
-    ):
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Recall embeddings for a batch of queries.
 
         Parameters

@@ -117,6 +117,8 @@ def _checked_data(data: object, device: torch.device) -> tuple[Tasks, torch.Tens
             _checks.tensor(f"data {name}", value, ndim=1, dtypes=None)
             if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
                 raise TypeError(f"data {name} must hold integer labels, got {value.dtype}")
+            if value.is_meta:
+                raise ValueError(f"data {name} is on the meta device (it holds no data)")
             if value.shape[0] != data[i - 1].shape[0]:
                 raise ValueError(f"data {name} must have {data[i - 1].shape[0]} labels (one per image), "
                                  f"got {value.shape[0]}")
