@@ -256,7 +256,7 @@ def bench_add(stored, batch, d, *, repeat) -> list[dict]:
                  "ms": per_item * batch * 1e3})
     mem = EpisodicMemory(stored, d, clock=SalienceClock(alpha, source="timestamps"))
     mem.add(z, z, r0, y, now=0.0)
-    snapshot = {n: getattr(mem, n).clone() for n in ("_c", "_z", "_log_r0", "_tau", "_y", "_seq", "_c_norm")}
+    snapshot = {n: getattr(mem, n).clone() for n in ("_c", "_z", "_r0", "_tau", "_y", "_seq", "_c_norm")}
     count, nxt = mem._count, mem._next_seq
 
     def ours():

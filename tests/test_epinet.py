@@ -148,7 +148,7 @@ def test_bad_input_raises_and_leaves_buffer_unchanged(rng):
         (dict(r0=torch.ones(2)), ValueError, r"r0 must have shape \[3\]"),
         (dict(z=nan_z), ValueError, "z must be finite"),
         (dict(r0=torch.tensor([1.0, float("nan"), 1.0])), ValueError, "r0 must be finite"),
-        (dict(y=torch.tensor([1.0, 2.0, 3.0])), ValueError, "y must be an integer tensor"),
+        (dict(y=torch.tensor([1.0, 2.0, 3.0])), TypeError, "y must be an integer tensor"),  # was ValueError
         (dict(z=z.numpy()), TypeError, "z must be a torch.Tensor"),
     ]
     for override, exc, msg in bad_calls:
