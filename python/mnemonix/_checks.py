@@ -92,7 +92,8 @@ def nonneg_int(name: str, value: object) -> int:
 
 
 def positive_int(name: str, value: object) -> int:
-    out = nonneg_int(name, value)
-    if out == 0:
-        raise ValueError(f"{name} must be >= 1, got 0")
-    return out
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
