@@ -361,7 +361,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path) -> np.ndar
 
 
 def _read_npz(p: Path, max_bytes: int) -> tuple[dict[str, np.ndarray], bool]:
-    """The members of ``p`` and whether a trailing file digest covered them."""
+    """The members of ``p`` and whether a trailing file digest covered the file."""
     with open(p, "rb") as fh:
         file_size = os.fstat(fh.fileno()).st_size
         digested = _verify_digest(fh, file_size, p)  # before a single array byte is allocated
@@ -373,6 +373,10 @@ def _read_npz(p: Path, max_bytes: int) -> tuple[dict[str, np.ndarray], bool]:
                 return {info.filename[: -len(".npy")]: _read_member(zf, info, p) for info in infos}, digested
         except FormatError:
             raise
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # a real I/O failure stays an OSError
+                raise
+            raise FormatError(f"{str(p)!r} is not a readable mnemonix file (offsets out of range: {exc})") from exc
         except _PARSE_ERRORS as exc:
             raise FormatError(f"{str(p)!r} is not a readable mnemonix file ({type(exc).__name__}: {exc})") from exc
 
@@ -454,7 +458,8 @@ def load_arrays(
             f"{str(p)!r} has format version {header['version']}, newer than this mnemonix reads "
             f"(<= {max_version}): upgrade mnemonix"
         )
-    # The digest already covered every array byte; version 1 has only the array checksum.
-    if not digested and header["checksum"] != _checksum(arrays):
+    # Also with a digest: the array checksum proves the zip parsed into what was written (a
+    # crafted central directory can hide members from a digest-sealed file).
+    if header["checksum"] != _checksum(arrays):
         raise FormatError(f"{str(p)!r} failed its checksum: the arrays are corrupted")
     return arrays, header["meta"], header["version"]
