@@ -205,6 +205,8 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], Non
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
     mode = _existing_mode(target)
+    if mode is not None and not os.access(target, os.W_OK):  # as open(path, "wb") would refuse
+        raise PermissionError(errno.EACCES, "is read-only (its mode forbids writing)", str(target))
     tmp = _temp_path(target)
     try:  # mode 0o666 & ~umask, as open() would give a new file
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
