@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mnemonix import _io
 from mnemonix.cli import build_parser, main
@@ -324,3 +326,41 @@ def test_memoria_loop_builds_the_memory_on_the_device(monkeypatch: pytest.Monkey
 def test_demo_reports_its_device(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--only", "plastic", "--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.startswith("device: cpu")
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.integers(-(10**20), 10**20) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=6),
+       minimum=st.integers(-3, 3))
+def test_argument_types_accept_exactly_the_documented_values(value, minimum: int) -> None:
+    import argparse
+    import math
+
+    text = str(value)
+    for parse, ok in (
+        (_args.int_at_least(minimum), lambda: _integer(text) is not None and _integer(text) >= minimum),
+        (_args.finite_float(float(minimum)), lambda: _number(text) is not None and math.isfinite(_number(text))
+         and _number(text) >= minimum),
+        (_args.finite_float(float(minimum), strict=True), lambda: _number(text) is not None
+         and math.isfinite(_number(text)) and _number(text) > minimum),
+    ):
+        try:
+            parse(text)
+        except argparse.ArgumentTypeError as exc:
+            assert not ok(), (text, exc)
+            assert text in str(exc) or repr(text) in str(exc)
+        else:
+            assert ok(), text
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _integer(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None

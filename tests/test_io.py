@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mnemonix import _io
 
@@ -353,3 +355,35 @@ def test_stale_temps_of_dead_writers_are_removed_on_the_next_save(tmp_path: Path
     finally:
         live.kill()
         live.wait()
+
+
+# -- properties ------------------------------------------------------------------------------------
+_DTYPES = ["float16", "float32", "float64", "int8", "int32", "int64", "uint8", "uint32", "bool", "complex64"]
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@st.composite
+def _array(draw: st.DrawFn) -> np.ndarray:
+    shape = tuple(draw(st.lists(st.integers(0, 4), max_size=3)))
+    dtype = np.dtype(draw(st.sampled_from(_DTYPES)))
+    raw = draw(st.binary(min_size=int(np.prod(shape)) * dtype.itemsize, max_size=int(np.prod(shape)) * dtype.itemsize))
+    arr = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    return np.asfortranarray(arr) if draw(st.booleans()) else arr
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arrays=st.dictionaries(st.text(min_size=1, max_size=10).filter(lambda k: k != "__meta__"), _array(),
+                              max_size=4),
+       meta=st.dictionaries(st.text(max_size=6), _json, max_size=4), version=st.integers(0, 2**40))
+def test_any_arrays_and_json_meta_round_trip_bit_exact(tmp_path: Path, arrays, meta, version) -> None:
+    path = tmp_path / "p.npz"
+    _io.save_arrays(path, arrays, format=FMT, version=version, meta=meta)
+    loaded, loaded_meta, loaded_version = _io.load_arrays(path, format=FMT, max_version=version)
+    assert loaded_meta == meta and loaded_version == version and sorted(loaded) == sorted(arrays)
+    for key, value in arrays.items():  # bytes, not values: NaN payloads and -0.0 survive too
+        assert loaded[key].dtype == value.dtype and loaded[key].shape == value.shape
+        assert np.ascontiguousarray(loaded[key]).tobytes() == np.ascontiguousarray(value).tobytes()
