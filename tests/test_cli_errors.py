@@ -231,10 +231,12 @@ def test_real_process_prints_one_line_and_debug_prints_the_traceback(tmp_path: P
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env | {"MNEMONIX_DEBUG": "1"})
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "FormatError" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
-    proc = subprocess.run([sys.executable, "-m", "mnemonix", "epinet", "--beta", "-1"], capture_output=True,
-                          text=True, env=env)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "error: argument --beta: must be a finite number >= 0, got -1 (see 'mnemonix epinet --help')"]
+
+
+def test_usage_error_line_in_full(capsys) -> None:
+    assert main(["epinet", "--beta", "-1"]) == 2
+    assert capsys.readouterr().err == (
+        "error: argument --beta: must be a finite number >= 0, got -1 (see 'mnemonix epinet --help')\n")
 
 
 # -- flags and devices ------------------------------------------------------------------------------
