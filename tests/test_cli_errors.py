@@ -366,3 +366,10 @@ def _integer(text: str) -> int | None:
         return int(text)
     except ValueError:
         return None
+
+
+def test_help_and_usage_errors_do_not_import_torch() -> None:
+    code = ("import sys; from mnemonix.cli import main; rc = main(['epinet', '--beta', '-1']); "
+            "print(rc, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["2", "False"]
