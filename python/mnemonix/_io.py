@@ -77,12 +77,12 @@ def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
     """SHA-256 over each array's name, dtype, shape and C-order bytes (the version-1 checksum)."""
     h = hashlib.sha256()
     for key in sorted(arrays):
-        arr = arrays[key]
+        arr = np.ascontiguousarray(arrays[key])  # as version 1 did: a 0-d array hashes as shape (1,)
         h.update(key.encode())
         h.update(str(arr.dtype).encode())
         h.update(str(arr.shape).encode())
         # Hash the buffer in place (no tobytes() copy); same bytes as tobytes() in C order.
-        h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+        h.update(arr.reshape(-1).view(np.uint8))
     return h.hexdigest()
 
 
@@ -248,6 +248,12 @@ def _check_save_arguments(arrays: Mapping[str, np.ndarray], format: str, version
     for key, arr in arrays.items():
         if not isinstance(key, str) or not key:
             raise TypeError(f"array names must be non-empty str, got {key!r}")
+        if "\x00" in key:
+            raise ValueError(f"array name {key!r} holds a NUL byte (zip member names cannot)")
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"array name {key!r} is not encodable as UTF-8") from None
         if not isinstance(arr, np.ndarray) or arr.dtype.hasobject or arr.dtype.fields is not None:
             raise TypeError(f"array {key!r} must be a numeric numpy array")
 
