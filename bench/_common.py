@@ -88,15 +88,8 @@ def write_results(name: str, rows: list[dict[str, Any]], extra: dict[str, Any] |
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """Print rows as an aligned table (also usable as Markdown)."""
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "" if v is None else str(v)
+    """Print rows as an aligned Markdown table (:func:`mnemonix._table.print_table`)."""
+    from mnemonix._table import print_table as _print_table
 
-    cells = [columns] + [[fmt(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for i, row in enumerate(cells):
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
-        if i == 0:
-            print("| " + " | ".join("-" * w for w in widths) + " |")
+    _print_table(columns, [[r.get(c) for c in columns] for r in rows], markdown=True,
+                 float_format=lambda v: f"{v:.4g}")

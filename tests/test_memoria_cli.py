@@ -24,4 +24,4 @@ def test_memoria_tutorial(capsys) -> None:
 
 def test_memoria_bad_argument(capsys) -> None:
     assert main(["memoria", "loop", "--steps", "0"]) == 2
-    assert "--steps must be >= 1" in capsys.readouterr().err
+    assert "argument --steps: must be >= 1, got 0" in capsys.readouterr().err

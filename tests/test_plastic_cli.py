@@ -40,14 +40,14 @@ def test_learn_infer_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plastic", "learn", str(tmp_path / "missing.txt")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert main(["plastic", "learn", str(tmp_path / "missing.txt")]) == 2  # the command line names nothing
+    assert "FILE" in (err := capsys.readouterr().err) and "does not exist" in err
     data = tmp_path / "d.txt"
     data.write_text("a\n")
     assert main(["plastic", "learn", str(data), "--limit", "0"]) == 2
-    assert "--limit must be >= 1" in capsys.readouterr().err
+    assert "argument --limit: must be >= 1" in capsys.readouterr().err
     (tmp_path / "junk.npz").write_bytes(b"junk")
-    assert main(["plastic", "stats", str(tmp_path / "junk.npz")]) == 2
+    assert main(["plastic", "stats", str(tmp_path / "junk.npz")]) == 1  # a well-formed command that failed
     assert "not a readable mnemonix file" in capsys.readouterr().err
 
 

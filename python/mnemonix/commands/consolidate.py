@@ -11,6 +11,15 @@ import argparse
 import time
 from pathlib import Path
 
+from mnemonix.commands._args import (
+    UsageError,
+    add_device_argument,
+    check_input_file,
+    check_output_dir,
+    nonneg_int,
+    resolve_device,
+    seed_int,
+)
 from mnemonix.commands.demo import DemoContext
 
 
@@ -19,21 +28,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", choices=("digits", "shapes", "mnist", "shapes3d"), default="digits",
                    help="digits (bundled 8x8), shapes (procedural 64x64x3), or mnist/shapes3d from --path")
     p.add_argument("--path", type=Path, default=None, help="local MNIST .npz or Shapes3D .h5/.npz (never downloaded)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: preset of --data)")
+    p.add_argument("--epochs", type=nonneg_int, default=None, help="training epochs (default: preset of --data)")
     p.add_argument("--out", type=Path, default=Path("mnemonix-consolidation"), help="output folder")
     p.add_argument("--quick", action="store_true", help="small sizes (seconds)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
+    add_device_argument(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mnemonix.consolidation.pipeline import run_pipeline
 
-    if args.epochs is not None and args.epochs < 0:
-        raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
+    device = resolve_device(args.device)
+    if args.data in ("mnist", "shapes3d") and args.path is None:
+        raise UsageError(f"--data {args.data} needs --path (a local file; nothing is downloaded)")
+    check_input_file("--path", args.path)
+    check_output_dir("--out", args.out)
     t0 = time.perf_counter()
+    # device=: the parameter the consolidation owner adds to run_pipeline (issue 16).
     res = run_pipeline(args.data, args.out, epochs=args.epochs, quick=args.quick, seed=args.seed, path=args.path,
-                       progress=True)
+                       progress=True, device=device)
     s = res.summary
     print(f"stored {s['n_stored']} items ({s['image_shape']}), replayed {s['n_replay']} from noise in "
           f"{s['replay_seconds']:.2f} s (exact {s['replay_exact_fraction']:.1%}, distinct {s['replay_coverage']:.1%})")
@@ -63,7 +77,7 @@ def demo_section(ctx: DemoContext) -> None:
     from mnemonix.consolidation.teacher_student import ConsolidationConfig, run_teacher_student
 
     cfg = ConsolidationConfig(n_stored=500 if ctx.quick else 1200, epochs=2 if ctx.quick else 10, seed=ctx.seed)
-    res = run_teacher_student(load_digits(), cfg)
+    res = run_teacher_student(load_digits(), cfg, device=ctx.device)  # device=: issue 16, consolidation owner
     ctx.table(["epoch", "held-out MSE", "probe accuracy"],
               [[r.epoch, r.heldout_mse, r.probe_accuracy] for r in res.history])
     s = res.summary

@@ -7,74 +7,84 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import torch
+from mnemonix import _plotting as plotting
+from mnemonix._io import atomic_write_bytes
+from mnemonix._table import print_table
+from mnemonix.commands._args import (
+    UsageError,
+    add_device_argument,
+    check_output_file,
+    finite_float,
+    positive_int,
+    resolve_device,
+    seed_int,
+)
+
+# flag (argparse dest) -> TrainConfig field; unset flags keep TrainConfig's default.
+_CONFIG_FIELDS: dict[str, str] = {
+    "epochs": "epochs_per_task", "batch_size": "batch_size", "lr": "lr", "beta": "beta",
+    "capacity": "memory_capacity", "top_k": "top_k", "alpha": "alpha", "store_per_step": "store_per_step",
+    "latent_dim": "latent_dim", "seed": "seed",
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from mnemonix.epinet import TrainConfig
-
-    d = TrainConfig()
+    # No model import here: building the parser (mnemonix --help) must not import torch.
     p = sub.add_parser(
         "epinet",
         help="continual learning with a salience-decayed episodic memory (forgetting table)",
         description="Train EpiNet on digits {0..4} then {5..9} (scikit-learn's bundled 8x8 digits by default, "
         "or MNIST from local IDX files with --mnist) and print accuracy on every task after each task, "
-        "with and without the episodic memory.",
+        "with and without the episodic memory. Unset numbers keep mnemonix.epinet.TrainConfig's defaults.",
     )
-    p.add_argument("--epochs", type=int, default=d.epochs_per_task, help="epochs per task")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--beta", type=float, default=d.beta, help="weight of the replay loss")
-    p.add_argument("--capacity", type=int, default=d.memory_capacity, help="episodic memory capacity")
-    p.add_argument("--top-k", type=int, default=d.top_k, help="memories recalled per query")
-    p.add_argument("--alpha", type=float, default=d.alpha, help="salience decay per training step")
-    p.add_argument("--store-per-step", type=int, default=d.store_per_step, help="samples memorised per step")
-    p.add_argument("--latent-dim", type=int, default=d.latent_dim)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--epochs", type=positive_int, default=None, help="epochs per task")
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=finite_float(0.0, strict=True), default=None, help="learning rate (> 0)")
+    p.add_argument("--beta", type=finite_float(0.0), default=None, help="weight of the replay loss (>= 0)")
+    p.add_argument("--capacity", type=positive_int, default=None, help="episodic memory capacity")
+    p.add_argument("--top-k", type=positive_int, default=None, help="memories recalled per query")
+    p.add_argument("--alpha", type=finite_float(0.0), default=None, help="salience decay per training step (>= 0)")
+    p.add_argument("--store-per-step", type=positive_int, default=None, help="samples memorised per step")
+    p.add_argument("--latent-dim", type=positive_int, default=None)
+    p.add_argument("--seed", type=seed_int, default=None)
     p.add_argument("--mnist", type=Path, default=None, metavar="PATH",
                    help="folder with MNIST IDX files (never downloaded)")
     p.add_argument("--only", choices=["memory", "no_memory"], default=None, help="train one variant only")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_device_argument(p)
     p.set_defaults(func=run)
-
-
-def _print_table(header: list[str], rows: list[list[object]]) -> None:
-    cells = [header] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for i, row in enumerate(cells):
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)))
-        if i == 0:
-            print("  " + "  ".join("-" * w for w in widths))
 
 
 def run(args: argparse.Namespace) -> int:
     from mnemonix.epinet import TrainConfig, load_digits_tasks, load_mnist_tasks, train_split
 
-    cfg = replace(
-        TrainConfig(), epochs_per_task=args.epochs, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
-        memory_capacity=args.capacity, top_k=args.top_k, alpha=args.alpha, store_per_step=args.store_per_step,
-        latent_dim=args.latent_dim, seed=args.seed,
-    )
-    for name in ("epochs_per_task", "batch_size", "memory_capacity", "top_k", "latent_dim"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    device = resolve_device(args.device)
+    cfg = replace(TrainConfig(), **{field: getattr(args, flag) for flag, field in _CONFIG_FIELDS.items()
+                                    if getattr(args, flag) is not None})
+    if cfg.top_k > cfg.memory_capacity:
+        raise UsageError(f"--top-k ({cfg.top_k}) must be <= --capacity ({cfg.memory_capacity})")
+    if args.mnist is not None and not args.mnist.is_dir():
+        raise FileNotFoundError(f"--mnist {str(args.mnist)!r} is not a folder")
+    check_output_file("--json", args.json)
     data = load_mnist_tasks(args.mnist) if args.mnist is not None else load_digits_tasks(cfg.seed)
     print(f"data: {'MNIST ' + str(args.mnist) if args.mnist else 'scikit-learn digits (8x8)'}, "
-          f"{len(data[1])} train / {len(data[3])} test; tasks {[list(t) for t in cfg.tasks]}")
+          f"{len(data[1])} train / {len(data[3])} test; tasks {[list(t) for t in cfg.tasks]}; device {device}")
     variants = (args.only,) if args.only else ("memory", "no_memory")
-    result = train_split(cfg, data=data, progress=not args.no_progress, variants=variants)
+    # device=: the parameter the EpiNet owner adds to train_split (issue 16).
+    result = train_split(cfg, data=data, progress=not args.no_progress, variants=variants, device=device)
     print("accuracy on each task's test split after training on each task:")
-    _print_table(*result.table())
+    print_table(*result.table())
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        atomic_write_bytes(args.json, (json.dumps(result.as_dict(), indent=2) + "\n").encode())
         print(f"wrote {args.json}")
     return 0
 
 
 def demo_section(ctx) -> None:
     """Forgetting table on Split-digits, and recall at alpha*dt = 1000 (float32 salience vs log space)."""
+    import torch
+
     from mnemonix import ops
     from mnemonix.epinet import TrainConfig, train_split
 
@@ -108,18 +118,14 @@ def demo_section(ctx) -> None:
     try:
         cfg = TrainConfig(epochs_per_task=3 if ctx.quick else 5, seed=ctx.seed,
                           latent_dim=32 if ctx.quick else 64, hidden_dim=64 if ctx.quick else 128)
-        result = train_split(cfg, progress=False)
+        result = train_split(cfg, progress=False, device=ctx.device)
     finally:
         torch.set_num_threads(threads)
     print("  Split-digits: accuracy per task after each task")
     ctx.table(*result.table())
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    if not plotting.available():  # figures are optional in the demo
         return
+    plt = plotting.pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
     for variant, per_stage in result.accuracy.items():
         ax.plot(range(len(per_stage)), [a[0] for a in per_stage], marker="o", label=f"task 0, {variant}")

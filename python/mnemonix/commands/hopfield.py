@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from mnemonix._plotting import pyplot
 from mnemonix.commands.demo import DemoContext
 from mnemonix.hopfield import ClassicalHopfield, DenseHopfield, ModernHopfield
 
@@ -64,10 +65,11 @@ def recall_scores(states: torch.Tensor, stored: torch.Tensor, targets: torch.Ten
 def demo_section(ctx: DemoContext) -> None:
     count = 40 if ctx.quick else 200
     queries = 40 if ctx.quick else 200
-    gen = torch.Generator().manual_seed(ctx.seed)
+    gen = torch.Generator().manual_seed(ctx.seed)  # cues are drawn on the CPU, then moved: same on every device
     patterns, _ = load_digit_patterns(count, ctx.seed)
+    patterns = patterns.to(ctx.device)
     binary = binarise(patterns)
-    targets = torch.randint(0, count, (queries,), generator=gen)
+    targets = torch.randint(0, count, (queries,), generator=gen).to(ctx.device)
     networks = {
         "classical": (ClassicalHopfield(binary, max_iter=20), True),
         "dense (exp)": (DenseHopfield(binary, interaction="exponential", max_iter=5), True),
@@ -76,14 +78,16 @@ def demo_section(ctx: DemoContext) -> None:
     rows: list[list[object]] = []
     shown: dict[str, dict[str, torch.Tensor]] = {}
     for kind in ("noise", "half"):
-        cues = corrupt(patterns[targets], kind, gen)
+        cues = corrupt(patterns[targets].cpu(), kind, gen).to(ctx.device)
         shown[kind] = {"stored": patterns[targets], "cue": cues}
-        cues_binary = binary_cue(cues, gen)
+        cues_binary = binary_cue(cues.cpu(), gen).to(ctx.device)
         for name, (net, is_binary) in networks.items():
             stored = binary if is_binary else patterns
             net.retrieve((cues_binary if is_binary else cues)[:2])  # warm-up: first-call costs out of the timing
             t0 = time.perf_counter()
             states = net.retrieve(cues_binary if is_binary else cues).states
+            if states.is_cuda:  # time the work, not the launch
+                torch.cuda.synchronize(states.device)
             elapsed = time.perf_counter() - t0
             accuracy, wrong = recall_scores(states, stored, targets)
             rows.append([kind, name, count, queries, accuracy, wrong, elapsed * 1e3])
@@ -95,11 +99,7 @@ def demo_section(ctx: DemoContext) -> None:
 
 
 def _figure(ctx: DemoContext, shown: dict[str, dict[str, torch.Tensor]], names: list[str]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     examples = 6
     lines = ["stored", "cue", *names]
     fig, axes = plt.subplots(len(lines), 2 * examples, figsize=(2 * examples * 0.9, len(lines) * 0.95))
@@ -108,7 +108,7 @@ def _figure(ctx: DemoContext, shown: dict[str, dict[str, torch.Tensor]], names: 
             col = col_block * examples + i
             for row, line in enumerate(lines):
                 ax = axes[row, col]
-                ax.imshow(shown[kind][line][i].reshape(8, 8).numpy(), cmap="gray_r", vmin=-1, vmax=1)
+                ax.imshow(shown[kind][line][i].reshape(8, 8).cpu().numpy(), cmap="gray_r", vmin=-1, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if col == 0:

@@ -12,6 +12,9 @@ import argparse
 import time
 from pathlib import Path
 
+from mnemonix import _plotting as plotting
+from mnemonix.commands._args import check_output_file, positive_int, seed_int
+
 # A small built-in list for the demo when no names file is given (synthetic, not real data).
 _SYNTHETIC_STEMS = ["ma", "li", "ar", "el", "jo", "an", "ka", "ro", "sa", "ev", "da", "mi"]
 _SYNTHETIC_ENDS = ["", "a", "n", "na", "ra", "lie", "son", "ly", "ia", "en", "ie", "o"]
@@ -26,18 +29,27 @@ def synthetic_names(n: int, seed: int = 0) -> list[str]:
             for _ in range(n)]
 
 
-def read_samples(path: Path, limit: int | None) -> list[str]:
-    """Non-empty stripped lines of a UTF-8 text file, at most ``limit`` of them."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"FILE {str(path)!r} does not exist")
+def read_samples(path: Path, limit: int | None, *, label: str = "FILE") -> list[str]:
+    """Non-empty stripped lines of a UTF-8 text file, at most ``limit`` of them.
+
+    ``label`` names the argument in errors (``FILE``, ``--names``).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{label} {str(path)!r} is a directory, expected a text file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{label} {str(path)!r} does not exist")
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if line:
-                out.append(line)
-                if limit is not None and len(out) >= limit:
-                    break
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if line:
+                    out.append(line)
+                    if limit is not None and len(out) >= limit:
+                        break
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{label} {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     return out
 
 
@@ -53,8 +65,7 @@ def _print_stats(stats: dict) -> None:
 def _learn(args: argparse.Namespace) -> int:
     from mnemonix.plastic import PlasticMemory, tokenize
 
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    check_output_file("--save", args.save)
     lines = read_samples(args.file, args.limit)
     samples = lines if args.raw else [tokenize(s) for s in lines]
     mem = PlasticMemory(exact_counts=args.exact_counts)
@@ -106,7 +117,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     learn = psub.add_parser("learn", help="learn one sample per line of FILE")
     learn.add_argument("file", type=Path, metavar="FILE")
-    learn.add_argument("--limit", type=int, default=None, help="learn only the first N lines")
+    learn.add_argument("--limit", type=positive_int, default=None, help="learn only the first N lines")
     learn.add_argument("--save", type=Path, default=None, metavar="PATH", help="save the memory here")
     learn.add_argument("--raw", action="store_true", help="learn lines as they are (no '>' ... '_' tokens)")
     learn.add_argument("--exact-counts", action="store_true", help="fix the research counts quirk")
@@ -117,8 +128,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     infer.add_argument("path", type=Path, metavar="PATH")
     infer.add_argument("prefix", metavar="PREFIX")
     infer.add_argument("--mode", choices=["greedy", "sample"], default="greedy")
-    infer.add_argument("--seed", type=int, default=None)
-    infer.add_argument("-n", type=int, default=1, help="number of completions (sample mode)")
+    infer.add_argument("--seed", type=seed_int, default=None)
+    infer.add_argument("-n", type=positive_int, default=1, help="number of completions (sample mode)")
     infer.add_argument("--stop", default="_", help="stop token (default '_')")
     infer.add_argument("--raw", action="store_true", help="use PREFIX as is (no leading '>')")
     infer.set_defaults(func=_infer)
@@ -133,7 +144,7 @@ def demo_section(ctx) -> None:  # ctx: mnemonix.commands.demo.DemoContext
     from mnemonix.plastic import PlasticMemory, tokenize
 
     if ctx.names_path is not None:
-        names = read_samples(ctx.names_path, 3000 if ctx.quick else None)
+        names = read_samples(ctx.names_path, 3000 if ctx.quick else None, label="--names")
         source = str(ctx.names_path)
     else:
         names = synthetic_names(500 if ctx.quick else 5000, seed=ctx.seed)
@@ -155,13 +166,9 @@ def demo_section(ctx) -> None:  # ctx: mnemonix.commands.demo.DemoContext
         sampled = mem.infer(">" + prefix, mode="sample", seed=ctx.seed)
         rows.append([repr(prefix), greedy.completion, _product(greedy.probabilities), sampled.completion])
     ctx.table(["prefix", "greedy", "p(greedy)", "sampled"], rows)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # matplotlib is an optional (demo) dependency
+    if not plotting.available():  # matplotlib is an optional (demo) dependency
         return
+    plt = plotting.pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
     levels = list(stats["nodes_per_level"])
     ax.bar(levels, [stats["nodes_per_level"][lv] for lv in levels], color="tab:green")

@@ -27,12 +27,9 @@ PathLike = str | os.PathLike[str]
 
 
 def _plt():
-    import matplotlib
+    from mnemonix._plotting import pyplot  # Agg selected once, in one place
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _show(ax, image: torch.Tensor) -> None:
