@@ -16,10 +16,8 @@ import torch
 
 from mnemonix.benchmark import history, suites
 from mnemonix.benchmark.run import injected_slowdown
+from mnemonix.benchmark.settings import ATOL, RTOL  # noqa: E402
 from mnemonix.benchmark.timing import measure
-
-RTOL = 0.05
-ATOL = 30e-6
 
 
 @dataclass(frozen=True)

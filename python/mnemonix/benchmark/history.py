@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-DEFAULT_HISTORY = Path("bench") / "history.jsonl"
+from mnemonix.benchmark.settings import DEFAULT_HISTORY  # noqa: E402,F401
 
 
 def append(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) -> int:

@@ -15,9 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure ops against peers and floors; history, regression gate, plots")
     inner = p.add_subparsers(dest="bench_command", metavar="ACTION")
     inner.required = True
-    from mnemonix.benchmark.gate import ATOL, RTOL
-    from mnemonix.benchmark.history import DEFAULT_HISTORY
-    from mnemonix.benchmark.suites import SUITES
+    from mnemonix.benchmark.settings import ATOL, DEFAULT_HISTORY, RTOL, SUITES
 
     run = inner.add_parser("run", help="measure a suite and append one line per measurement to the history")
     run.add_argument("--suite", choices=SUITES, default="smoke", help="smoke takes under a minute on 2 cores")

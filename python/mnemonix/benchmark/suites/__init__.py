@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-SUITES = ("smoke", "quick", "full", "gpu")
+from mnemonix.benchmark.settings import SUITES  # noqa: E402
 
 
 @dataclass
