@@ -103,7 +103,10 @@ def _read_bounded(path: str) -> bytes:
     if size > MAX_FILE_BYTES:
         raise _fail(path, "file size", f"{size} bytes, more than the limit of {MAX_FILE_BYTES}")
     with open(path, "rb") as fh:
-        return fh.read(MAX_FILE_BYTES + 1)
+        blob = fh.read(size)  # exactly the size checked above (read(n) allocates n bytes up front)
+        if len(blob) != size or fh.read(1):
+            raise _fail(path, "file size", "the file changed while it was read")
+    return blob
 
 
 def _parse_header(path: str, blob: bytes) -> tuple[dict[str, Any], int]:

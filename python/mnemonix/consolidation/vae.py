@@ -318,6 +318,8 @@ def save_vae(vae: VAE, path: str | os.PathLike[str]) -> None:
     if not isinstance(vae, VAE) or type(vae) not in VAE_KINDS.values():
         raise TypeError(f"vae must be a LargeVAE, SmallVAE or TinyVAE, got {type(vae).__name__}")
     p = _args.path_like("path", path)
+    if os.path.isdir(p):
+        raise ValueError(f"path {p!r} is a directory: pass a file name such as {os.path.join(p, 'vae.safetensors')!r}")
     tensors = {}
     for name, value in vae.state_dict().items():
         t = value.detach()
