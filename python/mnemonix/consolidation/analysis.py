@@ -168,6 +168,7 @@ def interpolation(vae: VAE, a: torch.Tensor, b: torch.Tensor, *, steps: int = 8,
         if tuple(img.shape) != vae.image_shape:
             raise ValueError(f"{name} must be one image {vae.image_shape} for {type(vae).__name__}, "
                              f"got shape {tuple(img.shape)}")
+        _args.finite_tensor(name, img)
     pair = torch.stack([a.to(vae.device), b.to(vae.device)])
     z = vae.latents(pair)
     w = torch.linspace(0, 1, steps, device=z.device, dtype=z.dtype)[:, None]
@@ -308,7 +309,8 @@ def boundary_extension(vae: VAE, factors: np.ndarray, *, zooms: tuple[float, ...
     through the VAE (a 64x64x3 model, on its device) and estimate the zoom of each output."""
     _check_vae(vae)
     if vae.image_shape != (3, 64, 64):
-        raise ValueError(f"boundary_extension needs a 64x64x3 VAE, got image_shape {vae.image_shape}")
+        raise ValueError(f"vae must be a 64x64x3 VAE (LargeVAE) for boundary_extension, got image_shape "
+                         f"{vae.image_shape}")
     factors = _data._factor_table(factors, "factors", ndim=2)
     if factors.shape[0] == 0:
         raise ValueError(f"factors must be a non-empty [n, 6] array, got shape {factors.shape}")

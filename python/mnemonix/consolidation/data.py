@@ -80,7 +80,8 @@ class ImageDataset:
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise TypeError(f"labels must be an integer tensor (factor indices), got dtype {labels.dtype}")
         if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
-            raise ValueError(f"labels must be [N, F] with N = {images.shape[0]}, got {tuple(labels.shape)}")
+            raise ValueError(f"labels must be [N, F] with N = {images.shape[0]} (the number of images), got "
+                             f"{tuple(labels.shape)}")
         if labels.device != images.device:
             raise ValueError(f"labels are on {labels.device} but images are on {images.device}: use one device")
         if not isinstance(self.factor_names, tuple) or not all(isinstance(f, str) for f in self.factor_names):
@@ -144,8 +145,8 @@ class ImageDataset:
         seed = _args.seed("seed", seed)
         if not 0 < n_first < n:
             raise ValueError(f"n_first must be in [1, {n - 1}] to leave items on both sides, got {n_first}")
-        # drawn on the CPU whatever the data's device: the split is the same on every device
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(self.images.device)
+        # cpu: drawn on the CPU whatever the data's device, so the split is the same on every device
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(self.images.device)  # cpu: above
         return self.subset(perm[:n_first]), self.subset(perm[n_first:])
 
 

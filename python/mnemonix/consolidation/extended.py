@@ -26,12 +26,12 @@ from mnemonix.consolidation.vae import VAE
 from mnemonix.hopfield import ModernHopfield
 
 
-def _check_threshold(threshold: object) -> float:
+def _check_threshold(threshold: object, name: str = "threshold") -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"threshold must be a float, got {type(threshold).__name__}")
+        raise TypeError(f"{name} must be a float, got {type(threshold).__name__}")
     t = float(threshold)
     if math.isnan(t) or t < 0:
-        raise ValueError(f"threshold must be a number >= 0 (an absolute pixel error), got {threshold!r}")
+        raise ValueError(f"{name} must be a number >= 0 (an absolute pixel error), got {threshold!r}")
     return t
 
 
@@ -123,6 +123,7 @@ class ExtendedModel:
     def _latent_residual(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(latent [N, z], residual ``x - decode(latent)`` [N, P]) of images [N, C, H, W]."""
         self.vae.check_images(images)
+        _args.finite_tensor("images", images)
         latent = self.vae.latents(images)
         recon = self.vae.decode_eval(latent)
         return latent.float(), (images.float() - recon).reshape(images.shape[0], -1)
@@ -169,6 +170,7 @@ class ExtendedModel:
             raise ValueError(f"sensory must be [B, {self.n_pixels}] with B = {latent.shape[0]} like latent, "
                              f"got shape {tuple(sensory.shape)}")
         _args.on_device("sensory", sensory, self.vae.device, "the VAE")
+        _args.finite_tensor("sensory", sensory)
         decoded = self.vae.decode_eval(latent)
         return (decoded + sensory.reshape(decoded.shape)).clamp(0.0, 1.0)
 
@@ -183,6 +185,7 @@ class ExtendedModel:
             raise ValueError(f"cues must be [B, {dim}] with B >= 1 (sensory {self.n_pixels} + latent "
                              f"{self.vae.latent_dim}), got shape {tuple(cues.shape)}")
         _args.on_device("cues", cues, self.hopfield.patterns.device, "the trace store")
+        _args.finite_tensor("cues", cues)
         batch_size = _args.integer("batch_size", batch_size, low=1)
         q = cues.float()
         if self.metric == "euclidean":  # the cue's coordinate against the traces' |x|^2 / 2
@@ -224,11 +227,11 @@ def threshold_sweep(
         raise TypeError(f"vae must be a mnemonix.consolidation.VAE, got {type(vae).__name__}")
     if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Sequence):
         raise TypeError(f"thresholds must be a sequence of floats, got {type(thresholds).__name__}")
-    ts = [_check_threshold(t) for t in thresholds]
+    ts = [_check_threshold(t, f"thresholds[{i}]") for i, t in enumerate(thresholds)]
     if not ts:
         raise ValueError("thresholds must hold at least one value, got none")
     _checks.tensor("images", images, ndim=4)
-    images = vae.check_images(images.to(vae.device))
+    images = _args.finite_tensor("images", vae.check_images(images.to(vae.device)))
     noise = _args.real("noise", noise, low=0.0)
     seed = _args.seed("seed", seed)
     ExtendedModel(vae, threshold=ts[0], beta=beta, metric=metric, backend=backend)  # checks beta, metric, backend

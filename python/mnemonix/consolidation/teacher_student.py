@@ -25,7 +25,7 @@ import torch
 from mnemonix import _checks
 from mnemonix.consolidation import _args
 from mnemonix.consolidation.data import ImageDataset
-from mnemonix.consolidation.vae import MAX_LATENT_DIM, VAE, vae_for
+from mnemonix.consolidation.vae import MAX_LATENT_DIM, VAE, VAE_KINDS, vae_for
 from mnemonix.hopfield import ModernHopfield
 
 #: Inverse temperature of the replay store: "very high", so that a noise cue retrieves a single
@@ -147,7 +147,8 @@ class LinearProbe:
     classes: torch.Tensor  # [K]
 
     @staticmethod
-    def _check(features: torch.Tensor, labels: torch.Tensor | None, n_features: int | None = None) -> None:
+    def _check(features: torch.Tensor, labels: object, n_features: int | None = None, *, with_labels: bool = True
+               ) -> None:
         _checks.tensor("features", features, ndim=2, dtypes=(torch.float32, torch.float64, torch.float16,
                                                             torch.bfloat16))
         if features.shape[0] == 0:
@@ -155,7 +156,7 @@ class LinearProbe:
         if n_features is not None and features.shape[1] != n_features:
             raise ValueError(f"features must be [N, {n_features}] (the probe's feature count), "
                              f"got shape {tuple(features.shape)}")
-        if labels is not None:
+        if with_labels:
             _checks.tensor("labels", labels, ndim=1, dtypes=(torch.int64, torch.int32, torch.int16, torch.int8,
                                                              torch.uint8))
             if labels.shape[0] != features.shape[0]:
@@ -181,7 +182,8 @@ class LinearProbe:
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:
         """Class labels [N] of features [N, F] (on the probe's device)."""
-        self._check(features, None, self.mean.shape[0])
+        self._check(features, None, self.mean.shape[0], with_labels=False)
+        _args.finite_tensor("features", features)
         _args.on_device("features", features, self.mean.device, "the probe")
         x = (features.double() - self.mean) / self.std
         xs = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
@@ -390,9 +392,8 @@ class TeacherStudentResult:
         return [asdict(r) for r in self.history]
 
 
-def _prepare(data: ImageDataset, cfg: ConsolidationConfig, vae: VAE | None, device: object
-             ) -> tuple[torch.device, int, int]:
-    """Check every argument of :func:`run_teacher_student` -> (device, n_stored, n_replay)."""
+def _prepare(data: ImageDataset, cfg: ConsolidationConfig, vae: VAE | None) -> tuple[int, int]:
+    """Check the arguments of :func:`run_teacher_student` -> (n_stored, n_replay); builds nothing."""
     if not isinstance(cfg, ConsolidationConfig):
         raise TypeError(f"config must be None or a ConsolidationConfig, got {type(cfg).__name__}")
     cfg.check()
@@ -410,10 +411,10 @@ def _prepare(data: ImageDataset, cfg: ConsolidationConfig, vae: VAE | None, devi
             raise ValueError(f"data.images must be [B, {', '.join(map(str, vae.image_shape))}] for "
                              f"{type(vae).__name__} (image_shape {vae.image_shape}), got shape "
                              f"{tuple(data.images.shape)}")
-    else:
-        vae_for(data.image_shape)  # raises for an image shape no VAE takes
-    dev = _args.resolve_device(device)
-    return dev, cfg.n_stored, cfg.n_replay or cfg.n_stored
+    elif data.image_shape not in (shapes := [cls.image_shape for cls in VAE_KINDS.values()]):  # builds no VAE
+        raise ValueError(f"data.images must hold images of one of the shapes {shapes} (the VAEs), got shape "
+                         f"{tuple(data.images.shape)}")
+    return cfg.n_stored, cfg.n_replay or cfg.n_stored
 
 
 def run_teacher_student(
@@ -444,7 +445,8 @@ def run_teacher_student(
         copied there; the result's tensors, VAE and Hopfield store live there.
     """
     cfg = ConsolidationConfig() if config is None else config
-    dev, n_stored, n_replay = _prepare(data, cfg, vae, device)
+    n_stored, n_replay = _prepare(data, cfg, vae)
+    dev = _args.resolve_device(device)
     _args.flag("progress", progress)
     torch.manual_seed(cfg.seed)  # weight initialisation
     model = (vae if vae is not None else vae_for(data.image_shape, cfg.latent_dim)).to(dev)

@@ -109,8 +109,8 @@ class VAE(nn.Module):
     def _check_latents(self, z: torch.Tensor, name: str = "z") -> torch.Tensor:
         if not isinstance(z, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"{name} must be [B, {self.latent_dim}], got shape {tuple(z.shape)}")
+        if z.ndim != 2 or z.shape[1] != self.latent_dim or z.shape[0] == 0:
+            raise ValueError(f"{name} must be [B, {self.latent_dim}] with B >= 1, got shape {tuple(z.shape)}")
         if not z.is_floating_point():
             raise TypeError(f"{name} must be floating point, got dtype {z.dtype}")
         return _args.on_device(name, z, self.device, "the VAE")
