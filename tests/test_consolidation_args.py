@@ -138,6 +138,7 @@ def bad_tensor(shape: tuple[int, ...], *, float_only: bool = True) -> st.SearchS
         torch.zeros(shape[:-1]), torch.zeros((*shape, 1)), torch.zeros((0, *shape[1:])),
         torch.zeros((shape[0], shape[-1] + 1) if len(shape) == 2 else (shape[0], *shape[1:-1], shape[-1] + 1)),
         torch.zeros(shape, dtype=torch.complex64), torch.zeros(shape, dtype=torch.bool),
+        torch.zeros(shape, device="meta"),
     ]
     if float_only:
         options += [torch.zeros(shape, dtype=torch.int64), torch.full(shape, math.nan), torch.full(shape, math.inf)]

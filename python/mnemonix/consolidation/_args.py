@@ -116,7 +116,10 @@ def generator(name: str, value: object, device: torch.device) -> torch.Generator
 
 
 def finite_tensor(name: str, value: torch.Tensor) -> torch.Tensor:
-    """Raise if a float tensor holds NaN/Inf (one reduction, one host sync)."""
+    """Raise if a float tensor holds NaN/Inf (one reduction, one host sync); a meta tensor
+    holds no values to check and is refused."""
+    if value.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device, which holds no values: pass a CPU or CUDA tensor")
     if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
         raise ValueError(f"{name} must be finite, got NaN or Inf values")
     return value
