@@ -385,8 +385,8 @@ class TeacherStudentResult:
     summary: dict[str, float | int | str] = field(default_factory=dict)
 
     def recall(self, cues: torch.Tensor) -> torch.Tensor:
-        """Recall through the trained VAE: images [B, C, H, W] -> reconstructions."""
-        return self.vae.reconstruct(cues)
+        """Recall through the trained VAE: cues [B, C, H, W] (on the VAE's device) -> reconstructions."""
+        return self.vae.reconstruct(self.vae.check_images(cues, "cues"))
 
     def history_rows(self) -> list[dict[str, float]]:
         return [asdict(r) for r in self.history]
