@@ -455,3 +455,16 @@ def test_load_shapes3d_h5(tmp_path):
         fh["images"], fh["labels"] = images, labels
     ds = load_shapes3d(path)
     assert ds.images.shape == (3, 3, 64, 64) and bool((ds.labels == 0).all())
+
+
+def test_prototypical_distortion_matches_per_class_means(digits):
+    """The vectorised prototypes (one matrix product) equal a plain per-class loop."""
+    held = digits.subset(slice(0, 90))
+    torch.manual_seed(0)
+    vae = TinyVAE().eval()
+    proto = prototypical_distortion(vae, held)
+    x, y = held.images, held.classes
+    ref = torch.stack([x[y == c].mean(0) for c in y.tolist()])
+    assert proto.input_distance == pytest.approx(float(((x - ref) ** 2).flatten(1).mean(1).mean()), rel=1e-5)
+    out = vae.reconstruct(x)
+    assert proto.output_distance == pytest.approx(float(((out - ref) ** 2).flatten(1).mean(1).mean()), rel=1e-5)

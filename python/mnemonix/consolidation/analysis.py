@@ -263,9 +263,11 @@ def prototypical_distortion(vae: VAE, data: ImageDataset, *, path: PathLike | No
     _check_path(path)
     x = data.images.float()
     _, inverse, counts = data.classes.unique(return_inverse=True, return_counts=True)
-    # class means by one scatter-add, then each item's prototype by one gather: no per-item sync
-    sums = x.new_zeros((counts.numel(), *x.shape[1:])).index_add_(0, inverse, x)
-    proto = (sums / counts.to(x.dtype).view(-1, *([1] * (x.ndim - 1))))[inverse]
+    # class means as one [K, N] @ [N, P] product (deterministic, unlike an atomic scatter-add on
+    # CUDA), then each item's prototype by one gather: no per-item host sync
+    onehot = torch.nn.functional.one_hot(inverse, counts.numel()).to(x.dtype)
+    means = (onehot.T @ x.flatten(1)) / counts.to(x.dtype)[:, None]
+    proto = means[inverse].reshape(x.shape)
     out = vae.reconstruct(x)
     d_in = ((x - proto) ** 2).flatten(1).mean(1)
     d_out = ((out - proto) ** 2).flatten(1).mean(1)
