@@ -323,7 +323,7 @@ PROBES: list[tuple[str, str, Callable[[object], object], st.SearchStrategy]] = [
 
 
 @pytest.mark.parametrize("where,argument,call,bad", PROBES, ids=[f"{p[0]}-{p[1]}" for p in PROBES])
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_bad_argument_is_refused_by_name_and_changes_nothing(where, argument, call, bad, data):
     value = data.draw(bad, label=argument)

@@ -115,6 +115,13 @@ def generator(name: str, value: object, device: torch.device) -> torch.Generator
     return value
 
 
+def movable(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Raise unless ``value`` lives on a CPU or CUDA device (a meta tensor holds no data to move)."""
+    if value.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} must be on a CPU or CUDA device, got {value.device}")
+    return value
+
+
 def finite_tensor(name: str, value: torch.Tensor) -> torch.Tensor:
     """Raise if a float tensor holds NaN/Inf (one reduction, one host sync); a meta tensor
     holds no values to check and is refused."""

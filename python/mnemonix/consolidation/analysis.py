@@ -168,7 +168,7 @@ def interpolation(vae: VAE, a: torch.Tensor, b: torch.Tensor, *, steps: int = 8,
         if tuple(img.shape) != vae.image_shape:
             raise ValueError(f"{name} must be one image {vae.image_shape} for {type(vae).__name__}, "
                              f"got shape {tuple(img.shape)}")
-        _args.finite_tensor(name, img)
+        _args.finite_tensor(name, _args.movable(name, img))
     pair = torch.stack([a.to(vae.device), b.to(vae.device)])
     z = vae.latents(pair)
     w = torch.linspace(0, 1, steps, device=z.device, dtype=z.dtype)[:, None]

@@ -231,7 +231,7 @@ def threshold_sweep(
     if not ts:
         raise ValueError("thresholds must hold at least one value, got none")
     _checks.tensor("images", images, ndim=4)
-    images = _args.finite_tensor("images", vae.check_images(images.to(vae.device)))
+    images = _args.finite_tensor("images", vae.check_images(_args.movable("images", images).to(vae.device)))
     noise = _args.real("noise", noise, low=0.0)
     seed = _args.seed("seed", seed)
     ExtendedModel(vae, threshold=ts[0], beta=beta, metric=metric, backend=backend)  # checks beta, metric, backend
