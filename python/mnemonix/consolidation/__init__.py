@@ -10,7 +10,14 @@ latent]`` traces in a Hopfield network.
 Modules: :mod:`.data` (digits, procedural Shapes3D, local MNIST/Shapes3D), :mod:`.vae`
 (large/small/tiny VAEs, save/load), :mod:`.teacher_student` (replay + training),
 :mod:`.analysis` (numbers + figures), :mod:`.extended` (sensory + conceptual traces),
-:mod:`.pipeline` (the whole simulation, used by ``mnemonix consolidate``).
+:mod:`.pipeline` (the whole simulation, used by ``mnemonix consolidate``), :mod:`.tensor_file`
+(the checksummed safetensors-layout file behind :func:`save_vae` / :func:`load_vae`, VAE format
+version 2).
+
+Devices: ``run_teacher_student``, ``run_pipeline`` and ``load_vae`` take ``device=None``, which
+means CUDA when available, else the CPU. Methods of models (``VAE``, ``ExtendedModel``,
+``LinearProbe``) require their inputs on the model's device (ValueError otherwise); the analysis
+functions and ``threshold_sweep`` move their data to the VAE's device.
 """
 
 from __future__ import annotations

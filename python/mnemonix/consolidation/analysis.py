@@ -14,16 +14,22 @@ dataclass) and, given ``path``, writes a PNG figure (matplotlib, Agg backend).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mnemonix import _checks
+from mnemonix.consolidation import _args
+from mnemonix.consolidation import data as _data
 from mnemonix.consolidation.data import ImageDataset, render_scenes
 from mnemonix.consolidation.vae import VAE
 
 PathLike = str | os.PathLike[str]
+#: Most interpolation steps / zooms an analysis draws.
+MAX_STEPS = 1000
 
 
 def _plt():
@@ -53,10 +59,25 @@ def _save(fig, path: PathLike | None) -> Path | None:
     return p
 
 
-def _check_data(data: ImageDataset, vae: VAE) -> None:
+def _check_vae(vae: object) -> VAE:
+    if not isinstance(vae, VAE):
+        raise TypeError(f"vae must be a mnemonix.consolidation.VAE, got {type(vae).__name__}")
+    return vae
+
+
+def _check_path(path: object) -> None:
+    if path is not None:
+        _args.path_like("path", path)
+
+
+def _check_data(data: ImageDataset, vae: VAE) -> ImageDataset:
+    """``data`` checked against the VAE and moved to its device."""
+    _check_vae(vae)
     if not isinstance(data, ImageDataset):
         raise TypeError(f"data must be an ImageDataset, got {type(data).__name__}")
-    vae.check_images(data.images[:1], "data.images")
+    if data.image_shape != vae.image_shape:
+        vae.check_images(data.images[:1].to(vae.device), "data.images")
+    return data.to(vae.device)
 
 
 # -- latent space -----------------------------------------------------------------------------
@@ -74,6 +95,10 @@ class LatentSpace2D:
 def pca(x: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """Project rows of ``x`` [N, D] on their top ``k`` principal components -> (coords [N, k],
     explained variance ratios [k])."""
+    _checks.tensor("x", x, ndim=2, dtypes=None)
+    k = _args.integer("k", k, low=1, high=max(1, min(x.shape)))
+    if not x.is_floating_point():
+        raise TypeError(f"x must be floating point, got dtype {x.dtype}")
     xc = x.double() - x.double().mean(0)
     _, s, vh = torch.linalg.svd(xc, full_matrices=False)
     var = s**2
@@ -81,10 +106,16 @@ def pca(x: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def latent_space_2d(vae: VAE, data: ImageDataset, *, path: PathLike | None = None) -> LatentSpace2D:
-    """PCA of the latent means of ``data`` coloured by its class factor."""
-    _check_data(data, vae)
-    coords, ratio = pca(vae.latents(data.images), 2)
-    labels = data.classes
+    """PCA of the latent means of ``data`` (moved to the VAE's device) coloured by its class
+    factor. ``coords`` come back as a NumPy array (on the host)."""
+    data = _check_data(data, vae)
+    _check_path(path)
+    if len(data) < 2 or vae.latent_dim < 2:
+        raise ValueError(f"data must hold at least 2 items and the VAE 2 latent dimensions for a 2D PCA, got "
+                         f"{len(data)} items and latent_dim {vae.latent_dim}")
+    coords_dev, ratio_dev = pca(vae.latents(data.images), 2)
+    # [N, 2] coordinates and [N] labels are small: one copy to the host, then plain CPU arithmetic
+    coords, labels, ratio = coords_dev.cpu(), data.classes.cpu(), ratio_dev.cpu()
     total = float(((coords - coords.mean(0)) ** 2).sum())
     between = sum(
         float((labels == c).sum()) * float(((coords[labels == c].mean(0) - coords.mean(0)) ** 2).sum())
@@ -124,15 +155,23 @@ class Interpolation:
 
 def interpolation(vae: VAE, a: torch.Tensor, b: torch.Tensor, *, steps: int = 8,
                   path: PathLike | None = None) -> Interpolation:
-    """Decode ``steps`` points from z(a) to z(b); ``a``, ``b`` are single images [C, H, W]."""
-    if steps < 2:
-        raise ValueError(f"steps must be >= 2, got {steps}")
-    pair = torch.stack([a, b])
+    """Decode ``steps`` points from z(a) to z(b); ``a``, ``b`` are single images [C, H, W]
+    (moved to the VAE's device; ``images`` come back there)."""
+    _check_vae(vae)
+    steps = _args.integer("steps", steps, low=2, high=MAX_STEPS)
+    _check_path(path)
+    for name, img in (("a", a), ("b", b)):
+        _checks.tensor(name, img, ndim=3)
+        if tuple(img.shape) != vae.image_shape:
+            raise ValueError(f"{name} must be one image {vae.image_shape} for {type(vae).__name__}, "
+                             f"got shape {tuple(img.shape)}")
+        _args.finite_tensor(name, _args.movable(name, img))
+    pair = torch.stack([a.to(vae.device), b.to(vae.device)])
     z = vae.latents(pair)
-    w = torch.linspace(0, 1, steps)[:, None]
+    w = torch.linspace(0, 1, steps, device=z.device, dtype=z.dtype)[:, None]
     images = vae.decode_eval((1 - w) * z[0] + w * z[1])
-    end = float(((images[[0, -1]] - pair) ** 2).mean())
-    change = float(((images[1:] - images[:-1]) ** 2).mean())
+    end, change = torch.stack([((images[[0, -1]] - pair) ** 2).mean(),
+                               ((images[1:] - images[:-1]) ** 2).mean()]).tolist()
     figure = None
     if path is not None:
         plt = _plt()
@@ -163,16 +202,20 @@ class VectorArithmetic:
 
 def vector_arithmetic(vae: VAE, data: ImageDataset, *, class_a: int | None = None, class_b: int | None = None,
                       factor: str | None = None, path: PathLike | None = None) -> VectorArithmetic:
-    """Move items of class A by the difference of the class means in latent space."""
-    _check_data(data, vae)
+    """Move items of class A by the difference of the class means in latent space (``data`` is
+    moved to the VAE's device)."""
+    data = _check_data(data, vae)
+    _check_path(path)
     labels = data.factor(factor) if factor is not None else data.classes
-    classes = labels.unique()
-    if classes.numel() < 2:
+    classes = labels.unique().tolist()
+    if len(classes) < 2:
         raise ValueError("data must hold at least two classes for vector arithmetic")
-    a = int(classes[0]) if class_a is None else int(class_a)
-    b = int(classes[1]) if class_b is None else int(class_b)
-    if a == b or not bool((labels == a).any()) or not bool((labels == b).any()):
-        raise ValueError(f"class_a and class_b must be two different classes present in data, got {a} and {b}")
+    a = int(classes[0]) if class_a is None else _args.integer("class_a", class_a)
+    b = int(classes[1]) if class_b is None else _args.integer("class_b", class_b)
+    if a not in classes or b not in classes:
+        raise ValueError(f"class_a and class_b must be classes present in data {classes}, got {a} and {b}")
+    if a == b:
+        raise ValueError(f"class_a and class_b must be two different classes, got {a} and {b}")
     z = vae.latents(data.images)
     mean_a, mean_b = z[labels == a].mean(0), z[labels == b].mean(0)
     za = z[labels == a]
@@ -212,12 +255,16 @@ class PrototypicalDistortion:
 
 
 def prototypical_distortion(vae: VAE, data: ImageDataset, *, path: PathLike | None = None) -> PrototypicalDistortion:
-    """Do the VAE's outputs move toward class prototypes?"""
-    _check_data(data, vae)
-    labels = data.classes
+    """Do the VAE's outputs move toward class prototypes? (``data`` is moved to the VAE's device.)"""
+    data = _check_data(data, vae)
+    _check_path(path)
     x = data.images.float()
-    protos = {int(c): x[labels == c].mean(0) for c in labels.unique()}
-    proto = torch.stack([protos[int(c)] for c in labels])
+    _, inverse, counts = data.classes.unique(return_inverse=True, return_counts=True)
+    # class means as one [K, N] @ [N, P] product (deterministic, unlike an atomic scatter-add on
+    # CUDA), then each item's prototype by one gather: no per-item host sync
+    onehot = torch.nn.functional.one_hot(inverse, counts.numel()).to(x.dtype)
+    means = (onehot.T @ x.flatten(1)) / counts.to(x.dtype)[:, None]
+    proto = means[inverse].reshape(x.shape)
     out = vae.reconstruct(x)
     d_in = ((x - proto) ** 2).flatten(1).mean(1)
     d_out = ((out - proto) ** 2).flatten(1).mean(1)
@@ -233,8 +280,8 @@ def prototypical_distortion(vae: VAE, data: ImageDataset, *, path: PathLike | No
         for r, name in enumerate(("input", "output", "prototype")):
             axes[r, 0].set_ylabel(name, fontsize=8)
         figure = _save(fig, path)
-    return PrototypicalDistortion(float(d_in.mean()), float(d_out.mean()), float((d_out < d_in).double().mean()),
-                                  figure)
+    d_in_mean, d_out_mean, closer = torch.stack([d_in.mean(), d_out.mean(), (d_out < d_in).float().mean()]).tolist()
+    return PrototypicalDistortion(d_in_mean, d_out_mean, closer, figure)
 
 
 # -- boundary extension ------------------------------------------------------------------------
@@ -258,22 +305,30 @@ class BoundaryExtension:
 def boundary_extension(vae: VAE, factors: np.ndarray, *, zooms: tuple[float, ...] = (0.8, 0.9, 1.0, 1.1, 1.25),
                        grid: tuple[float, ...] | None = None, path: PathLike | None = None) -> BoundaryExtension:
     """Render scenes with ``factors`` [n, 6] (not used in training) at each zoom, pass them
-    through the VAE (a 64x64x3 model) and estimate the zoom of each output."""
+    through the VAE (a 64x64x3 model, on its device) and estimate the zoom of each output."""
+    _check_vae(vae)
     if vae.image_shape != (3, 64, 64):
-        raise ValueError(f"boundary_extension needs a 64x64x3 VAE, got image_shape {vae.image_shape}")
-    factors = np.asarray(factors, dtype=np.int64)
-    if factors.ndim != 2 or factors.shape[1] != 6 or factors.shape[0] == 0:
+        raise ValueError(f"vae must be a 64x64x3 VAE (LargeVAE) for boundary_extension, got image_shape "
+                         f"{vae.image_shape}")
+    factors = _data._factor_table(factors, "factors", ndim=2)
+    if factors.shape[0] == 0:
         raise ValueError(f"factors must be a non-empty [n, 6] array, got shape {factors.shape}")
-    zoom_grid = tuple(np.round(np.linspace(min(zooms) - 0.15, max(zooms) + 0.15, 15), 3)) if grid is None else grid
-    renders = torch.stack([render_scenes(factors, zoom=float(g)) for g in zoom_grid], 1)  # [n, G, 3, 64, 64]
-    outs = []
+    zooms = _zoom_list("zooms", zooms)
+    zoom_grid = tuple(np.round(np.linspace(min(zooms) - 0.15, max(zooms) + 0.15, 15), 3)) if grid is None else \
+        _zoom_list("grid", grid)
+    _check_path(path)
+    dev = vae.device
+    grid_t = torch.tensor(zoom_grid, dtype=torch.float64, device=dev)
+    renders = torch.stack([render_scenes(factors, zoom=float(g)) for g in zoom_grid], 1).to(dev)  # [n, G, 3, 64, 64]
+    outs_dev = []
     examples = []
     for zoom in zooms:
-        inp = render_scenes(factors, zoom=float(zoom))
+        inp = render_scenes(factors, zoom=float(zoom)).to(dev)
         out = vae.reconstruct(inp)
         err = ((renders - out[:, None]) ** 2).flatten(2).mean(2)  # [n, G]
-        outs.append(float(np.mean([zoom_grid[int(i)] for i in err.argmin(1)])))
+        outs_dev.append(grid_t[err.argmin(1)].mean())  # the output zoom, kept on the device
         examples.append((inp[0], out[0]))
+    outs = torch.stack(outs_dev).tolist()  # one host sync for all zooms
     figure = None
     if path is not None:
         plt = _plt()
@@ -287,9 +342,31 @@ def boundary_extension(vae: VAE, factors: np.ndarray, *, zooms: tuple[float, ...
     return BoundaryExtension([float(z) for z in zooms], outs, [float(g) for g in zoom_grid], figure)
 
 
+def _zoom_list(name: str, values: object) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
+    out = tuple(_args.real(f"{name}[]", v, low=0.0, low_open=True) for v in values)
+    if not out or len(out) > MAX_STEPS:
+        raise ValueError(f"{name} must hold 1 to {MAX_STEPS} zooms, got {len(out)}")
+    return out
+
+
+def _check_rows(name: str, rows: object, row_type: type) -> None:
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, row_type) for r in rows):
+        raise TypeError(f"{name} must be a list of {row_type.__name__}, got {type(rows).__name__}")
+    if not rows:
+        raise ValueError(f"{name} must hold at least one row, got none")
+
+
 # -- training curves ---------------------------------------------------------------------------
 def plot_history(history: list, path: PathLike, *, chance: float | None = None) -> Path:
     """Held-out reconstruction error and probe accuracy per epoch (rows of EpochLog)."""
+    from mnemonix.consolidation.teacher_student import EpochLog
+
+    _check_rows("history", history, EpochLog)
+    _args.path_like("path", path)
+    if chance is not None:
+        _args.real("chance", chance, low=0.0, high=1.0)
     plt = _plt()
     epochs = [r.epoch for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3))
@@ -310,6 +387,10 @@ def plot_history(history: list, path: PathLike, *, chance: float | None = None) 
 
 def plot_threshold_sweep(rows: list, path: PathLike) -> Path:
     """Recall error and sensory features stored against the error threshold (SweepRow list)."""
+    from mnemonix.consolidation.extended import SweepRow
+
+    _check_rows("rows", rows, SweepRow)
+    _args.path_like("path", path)
     plt = _plt()
     t = [r.threshold for r in rows]
     fig, ax1 = plt.subplots(figsize=(5, 3.2))

@@ -13,24 +13,42 @@ recall): :func:`threshold_sweep` traces that trade-off (the paper's error-thresh
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from mnemonix import _checks
+from mnemonix.consolidation import _args
 from mnemonix.consolidation.teacher_student import DEFAULT_BETA
 from mnemonix.consolidation.vae import VAE
 from mnemonix.hopfield import ModernHopfield
 
 
-def _check_threshold(threshold: object) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold must be a float, got {type(threshold).__name__}")
+def _check_threshold(threshold: object, name: str = "threshold") -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {type(threshold).__name__}")
     t = float(threshold)
     if math.isnan(t) or t < 0:
-        raise ValueError(f"threshold must be a number >= 0 (an absolute pixel error), got {threshold!r}")
+        raise ValueError(f"{name} must be a number >= 0 (an absolute pixel error), got {threshold!r}")
     return t
+
+
+def _check_index(index: object, n: int) -> torch.Tensor:
+    """An integer index [k] with values in [-n, n) or a boolean mask [n] (one host sync)."""
+    if not isinstance(index, torch.Tensor) or index.is_floating_point() or index.is_complex() or index.ndim != 1:
+        got = f"dtype {index.dtype}, shape {tuple(index.shape)}" if isinstance(index, torch.Tensor) else \
+            type(index).__name__
+        raise TypeError(f"index must be None or a 1-d integer or boolean tensor, got {got}")
+    if index.dtype == torch.bool:
+        if index.shape[0] != n:
+            raise ValueError(f"index is a boolean mask of {index.shape[0]} values, expected {n} (one per trace)")
+        return index
+    # checked before use: an out-of-range index on CUDA is a device-side assert, not an error
+    if index.numel() and not bool(((index >= -n) & (index < n)).all()):
+        raise ValueError(f"index must hold trace indices in [{-n}, {n - 1}], got values outside")
+    return index
 
 
 @dataclass(frozen=True)
@@ -85,13 +103,14 @@ class ExtendedModel:
                  backend: str | None = None) -> None:
         if not isinstance(vae, VAE):
             raise TypeError(f"vae must be a mnemonix.consolidation.VAE, got {type(vae).__name__}")
-        self.vae = vae
-        self.threshold = _check_threshold(threshold)
-        self.beta = _checks.positive_float("beta", beta)
-        if metric not in ("euclidean", "dot"):
+        threshold = _check_threshold(threshold)
+        beta = _args.real("beta", beta, low=0.0, low_open=True)
+        if not isinstance(metric, str) or metric not in ("euclidean", "dot"):
             raise ValueError(f"metric must be 'euclidean' or 'dot', got {metric!r}")
-        self.metric = metric
-        self.backend = backend
+        if backend is not None and not isinstance(backend, str):
+            raise TypeError(f"backend must be None or a str, got {type(backend).__name__}")
+        self.vae = vae
+        self.threshold, self.beta, self.metric, self.backend = threshold, beta, metric, backend
         self.hopfield: ModernHopfield | None = None
         self.traces: Traces | None = None
 
@@ -104,6 +123,7 @@ class ExtendedModel:
     def _latent_residual(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(latent [N, z], residual ``x - decode(latent)`` [N, P]) of images [N, C, H, W]."""
         self.vae.check_images(images)
+        _args.finite_tensor("images", images)
         latent = self.vae.latents(images)
         recon = self.vae.decode_eval(latent)
         return latent.float(), (images.float() - recon).reshape(images.shape[0], -1)
@@ -129,36 +149,47 @@ class ExtendedModel:
         return self
 
     def noisy_cues(self, noise: float = 0.1, *, seed: int = 0, index: torch.Tensor | None = None) -> torch.Tensor:
-        """Stored traces (all, or ``index``) plus Gaussian noise of std ``noise`` -> cues [B, P + z]."""
+        """Stored traces (all, or ``index``: integer or boolean [N]) plus Gaussian noise of std
+        ``noise`` -> cues [B, P + z] on the traces' device (the noise is drawn there from ``seed``)."""
         if self.traces is None:
             raise ValueError("no traces stored: call store(images) first")
-        if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
-            raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+        noise = _args.real("noise", noise, low=0.0)
+        seed = _args.seed("seed", seed)
         vec = self.traces.vectors()
         if index is not None:
-            vec = vec[index]
-        g = torch.Generator().manual_seed(seed)
-        return vec + noise * torch.randn(vec.shape, generator=g)
+            vec = vec[_check_index(index, vec.shape[0])]
+        g = torch.Generator(device=vec.device).manual_seed(seed)
+        return vec + noise * torch.randn(vec.shape, generator=g, device=vec.device, dtype=vec.dtype)
 
     @torch.no_grad()
     def rebuild(self, latent: torch.Tensor, sensory: torch.Tensor) -> torch.Tensor:
-        """``clamp(decode(latent) + sensory, 0, 1)`` -> images [B, C, H, W]."""
+        """``clamp(decode(latent) + sensory, 0, 1)``: latent [B, z], sensory [B, P] -> images [B, C, H, W]."""
+        self.vae._check_latents(latent, "latent")
+        _checks.tensor("sensory", sensory, ndim=2)
+        if sensory.shape != (latent.shape[0], self.n_pixels):
+            raise ValueError(f"sensory must be [B, {self.n_pixels}] with B = {latent.shape[0]} like latent, "
+                             f"got shape {tuple(sensory.shape)}")
+        _args.on_device("sensory", sensory, self.vae.device, "the VAE")
+        _args.finite_tensor("sensory", sensory)
         decoded = self.vae.decode_eval(latent)
         return (decoded + sensory.reshape(decoded.shape)).clamp(0.0, 1.0)
 
     @torch.no_grad()
     def recall(self, cues: torch.Tensor, *, batch_size: int = 1024) -> ExtendedRecall:
-        """Retrieve traces from cues [B, P + z] and rebuild the items."""
+        """Retrieve traces from cues [B, P + z] (on the traces' device) and rebuild the items."""
         if self.hopfield is None:
             raise ValueError("no traces stored: call store(images) first")
         dim = self.n_pixels + self.vae.latent_dim
         _checks.tensor("cues", cues, ndim=2)
-        if cues.shape[1] != dim:
-            raise ValueError(f"cues must be [B, {dim}] (sensory {self.n_pixels} + latent {self.vae.latent_dim}), "
-                             f"got shape {tuple(cues.shape)}")
+        if cues.shape[1] != dim or cues.shape[0] == 0:
+            raise ValueError(f"cues must be [B, {dim}] with B >= 1 (sensory {self.n_pixels} + latent "
+                             f"{self.vae.latent_dim}), got shape {tuple(cues.shape)}")
+        _args.on_device("cues", cues, self.hopfield.patterns.device, "the trace store")
+        _args.finite_tensor("cues", cues)
+        batch_size = _args.integer("batch_size", batch_size, low=1)
         q = cues.float()
-        if self.metric == "euclidean":
-            q = torch.cat([q, -torch.ones(q.shape[0], 1)], dim=1)
+        if self.metric == "euclidean":  # the cue's coordinate against the traces' |x|^2 / 2
+            q = torch.cat([q, q.new_full((q.shape[0], 1), -1.0)], dim=1)
         r = self.hopfield.retrieve(q, batch_size=batch_size, with_energy=False)
         sensory, latent = r.states[:, : self.n_pixels], r.states[:, self.n_pixels : dim]
         return ExtendedRecall(self.rebuild(latent, sensory), latent, sensory, r.nearest)
@@ -188,13 +219,24 @@ def threshold_sweep(
     seed: int = 0,
     backend: str | None = None,
 ) -> list[SweepRow]:
-    """Store ``images`` at each threshold, recall from noisy cues, and report error and storage."""
-    ts = [_check_threshold(t) for t in thresholds]
+    """Store ``images`` at each threshold, recall from noisy cues, and report error and storage.
+
+    ``images`` are moved to the VAE's device; the sweep runs there.
+    """
+    if not isinstance(vae, VAE):
+        raise TypeError(f"vae must be a mnemonix.consolidation.VAE, got {type(vae).__name__}")
+    if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Sequence):
+        raise TypeError(f"thresholds must be a sequence of floats, got {type(thresholds).__name__}")
+    ts = [_check_threshold(t, f"thresholds[{i}]") for i, t in enumerate(thresholds)]
     if not ts:
         raise ValueError("thresholds must hold at least one value, got none")
-    vae.check_images(images)
+    _checks.tensor("images", images, ndim=4)
+    images = _args.finite_tensor("images", vae.check_images(_args.movable("images", images).to(vae.device)))
+    noise = _args.real("noise", noise, low=0.0)
+    seed = _args.seed("seed", seed)
+    ExtendedModel(vae, threshold=ts[0], beta=beta, metric=metric, backend=backend)  # checks beta, metric, backend
     rows = []
-    target = torch.arange(images.shape[0])
+    target = torch.arange(images.shape[0], device=images.device)
     latent, residual = None, None
     for t in ts:
         model = ExtendedModel(vae, threshold=t, beta=beta, metric=metric, backend=backend)
@@ -203,10 +245,9 @@ def threshold_sweep(
         model._store_traces(model._traces(latent, residual))
         assert model.traces is not None
         out = model.recall(model.noisy_cues(noise, seed=seed))
-        feats = float(model.traces.n_features.double().mean())
-        rows.append(SweepRow(
-            threshold=t, mean_features=feats, feature_fraction=feats / model.n_pixels,
-            recall_mse=float(((out.images - images.float()) ** 2).mean()),
-            retrieval_accuracy=float((out.nearest == target).double().mean()),
-        ))
+        feats, mse, acc = torch.stack([  # one host sync per threshold
+            model.traces.n_features.double().mean(), ((out.images - images.float()) ** 2).double().mean(),
+            (out.nearest == target).double().mean()]).tolist()
+        rows.append(SweepRow(threshold=t, mean_features=feats, feature_fraction=feats / model.n_pixels,
+                             recall_mse=mse, retrieval_accuracy=acc))
     return rows

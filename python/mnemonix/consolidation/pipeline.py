@@ -3,12 +3,14 @@
 Steps: data -> store in a modern Hopfield network -> replay from noise -> train the VAE on
 the replays (history per epoch) -> analyses (latent space, interpolation, vector arithmetic,
 prototypical distortion, boundary extension on the shapes data) -> extended model threshold
-sweep -> write figures, ``history.csv``, ``summary.json``, ``vae.pt`` and ``hopfield.npz``.
+sweep -> write figures, ``history.csv``, ``summary.json``, ``vae.safetensors`` (the checksummed
+VAE format of :func:`~mnemonix.consolidation.vae.save_vae`) and ``hopfield.npz``.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -17,8 +19,9 @@ from typing import Any
 
 import torch
 
-from mnemonix.consolidation import analysis
-from mnemonix.consolidation.data import ImageDataset, load_dataset, sample_factors
+from mnemonix import _io
+from mnemonix.consolidation import _args, analysis
+from mnemonix.consolidation.data import DATA_NAMES, ImageDataset, load_dataset, sample_factors
 from mnemonix.consolidation.extended import ExtendedModel, threshold_sweep
 from mnemonix.consolidation.teacher_student import ConsolidationConfig, TeacherStudentResult, run_teacher_student
 from mnemonix.consolidation.vae import save_vae
@@ -40,13 +43,20 @@ class PipelineResult:
     files: list[Path]
 
 
+#: File name of the trained VAE in the output folder.
+VAE_FILE = "vae.safetensors"
+
+
 def write_history_csv(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    """Write rows (dicts with the same keys) as CSV, atomically."""
+    p = Path(_args.path_like("path", path))
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise TypeError("rows must be a non-empty list of dicts")
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    _io.atomic_write_bytes(p, buf.getvalue().encode("utf-8"))
     return p
 
 
@@ -55,7 +65,7 @@ def extended_examples(model_low: ExtendedModel, model_high: ExtendedModel, image
     """Figure: originals, recall at a low and a high error threshold, and the VAE alone."""
     plt = analysis._plt()
     k = min(6, images.shape[0])
-    idx = torch.arange(k)
+    idx = torch.arange(k, device=model_low.vae.device)
     low = model_low.recall(model_low.noisy_cues(noise, index=idx)).images
     high = model_high.recall(model_high.noisy_cues(noise, index=idx)).images
     vae_only = model_low.vae.reconstruct(images[:k])
@@ -71,6 +81,26 @@ def extended_examples(model_low: ExtendedModel, model_high: ExtendedModel, image
     return out
 
 
+def _check_pipeline_args(data: object, out_dir: object, epochs: object, quick: object, seed: object,
+                         path: object, progress: object, dataset: object) -> Path:
+    """Check every argument of :func:`run_pipeline` before anything is read or written."""
+    if not isinstance(data, str) or data not in DATA_NAMES:
+        raise ValueError(f"data must be one of {', '.join(map(repr, DATA_NAMES))}, got {data!r}")
+    out = Path(_args.path_like("out_dir", out_dir))
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir {str(out)!r} exists and is not a directory")
+    if epochs is not None:
+        _args.integer("epochs", epochs, low=0)
+    _args.flag("quick", quick)
+    _args.seed("seed", seed)
+    if path is not None:
+        _args.path_like("path", path)
+    _args.flag("progress", progress)
+    if dataset is not None and not isinstance(dataset, ImageDataset):
+        raise TypeError(f"dataset must be None or an ImageDataset, got {type(dataset).__name__}")
+    return out
+
+
 def run_pipeline(
     data: str = "digits",
     out_dir: str | os.PathLike[str] = "mnemonix-consolidation",
@@ -81,11 +111,17 @@ def run_pipeline(
     path: str | os.PathLike[str] | None = None,
     progress: bool = False,
     dataset: ImageDataset | None = None,
+    device: str | torch.device | None = None,
 ) -> PipelineResult:
     """Run the full simulation on ``data`` (``digits``, ``shapes``, or ``mnist`` / ``shapes3d``
-    from a local ``path``) and write every output into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from a local ``path``) and write every output into ``out_dir``.
+
+    ``device``: where the training and analyses run; ``None`` means CUDA when available, else
+    the CPU (the summary records it under ``"device"``). Every argument is checked before
+    ``out_dir`` is created.
+    """
+    out = _check_pipeline_args(data, out_dir, epochs, quick, seed, path, progress, dataset)
+    dev = _args.resolve_device(device)
     preset_key = ("shapes" if data in ("shapes", "shapes3d") else "digits", bool(quick))
     n_items, base = PRESETS[preset_key]
     cfg = ConsolidationConfig(**{**asdict(base), "seed": seed})
@@ -98,7 +134,8 @@ def run_pipeline(
     if len(ds) < 10:
         raise ValueError(f"data must hold at least 10 items for the pipeline, got {len(ds)}")
     cfg.n_stored = min(cfg.n_stored, int(0.8 * len(ds)))  # keep >= 20% held out for the analyses
-    res = run_teacher_student(ds, cfg, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    res = run_teacher_student(ds, cfg, progress=progress, device=dev)
     files: list[Path] = []
     held = res.heldout.subset(slice(0, min(len(res.heldout), 500)))
 
@@ -132,10 +169,10 @@ def run_pipeline(
     high = ExtendedModel(res.vae, threshold=0.3).store(sweep_items)
     files.append(extended_examples(low, high, sweep_items, out / "extended_recall.png"))
 
-    save_vae(res.vae, out / "vae.pt")
+    save_vae(res.vae, out / VAE_FILE)
     res.hopfield.save(out / "hopfield.npz")
-    files += [out / "vae.pt", out / "hopfield.npz"]
+    files += [out / VAE_FILE, out / "hopfield.npz"]
     summary_path = out / "summary.json"
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    _io.atomic_write_bytes(summary_path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
     files.append(summary_path)
     return PipelineResult(res, summary, files)

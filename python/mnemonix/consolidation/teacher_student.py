@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from mnemonix import _checks
+from mnemonix.consolidation import _args
 from mnemonix.consolidation.data import ImageDataset
-from mnemonix.consolidation.vae import VAE, vae_for
+from mnemonix.consolidation.vae import MAX_LATENT_DIM, VAE, VAE_KINDS, vae_for
 from mnemonix.hopfield import ModernHopfield
 
 #: Inverse temperature of the replay store: "very high", so that a noise cue retrieves a single
@@ -35,19 +36,28 @@ DEFAULT_BETA = 1000.0
 # -- Hopfield stage ------------------------------------------------------------------------------
 def to_patterns(images: torch.Tensor) -> torch.Tensor:
     """Images [N, C, H, W] in [0, 1] -> Hopfield patterns [N, C*H*W] in [-1, 1] (float32)."""
+    _checks.tensor("images", images, ndim=4, dtypes=None)
     return (images.reshape(images.shape[0], -1).float() * 2.0 - 1.0).contiguous()
 
 
 def from_patterns(patterns: torch.Tensor, image_shape: tuple[int, ...]) -> torch.Tensor:
-    """Inverse of :func:`to_patterns`, clamped to [0, 1]."""
+    """Inverse of :func:`to_patterns`, clamped to [0, 1]: patterns [N, C*H*W] -> [N, C, H, W]."""
+    _checks.tensor("patterns", patterns, ndim=2, dtypes=None)
+    if isinstance(image_shape, (str, bytes)) or not isinstance(image_shape, Sequence):
+        raise TypeError(f"image_shape must be a sequence of ints (C, H, W), got {type(image_shape).__name__}")
+    shape = tuple(_args.integer("image_shape[]", s, low=1) for s in image_shape)
+    if math.prod(shape) != patterns.shape[1]:
+        raise ValueError(f"image_shape {shape} holds {math.prod(shape)} values but patterns have "
+                         f"{patterns.shape[1]} per row")
     return ((patterns.float() + 1.0) * 0.5).clamp(0.0, 1.0).reshape(-1, *image_shape)
 
 
 def build_hopfield(images: torch.Tensor, *, beta: float = DEFAULT_BETA, backend: str | None = None) -> ModernHopfield:
     """Store images [N, C, H, W] (in [0, 1]) in a :class:`~mnemonix.hopfield.ModernHopfield`."""
-    _checks.tensor("images", images, ndim=4)
+    _checks.tensor("images", images, ndim=4, dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16))
     if images.shape[0] == 0:
         raise ValueError("images must hold at least one image to store, got an empty dataset")
+    _args.finite_tensor("images", images)
     return ModernHopfield(to_patterns(images), beta=beta, max_iter=1, backend=backend)
 
 
@@ -68,9 +78,20 @@ class Replay:
 
 def noise_cues(n: int, dim: int, *, seed: int = 0, dtype: torch.dtype = torch.float32,
                device: str | torch.device | None = None) -> torch.Tensor:
-    """``n`` uniform-noise cues in [-1, 1], [n, dim], reproducible from ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, dim, generator=g) * 2.0 - 1.0).to(device=device, dtype=dtype)
+    """``n`` uniform-noise cues in [-1, 1], [n, dim], reproducible from ``seed``.
+
+    They are drawn on ``device`` itself (``None``: the CPU) by a generator seeded there: the same
+    seed gives the same cues on every run on one device type, but CPU and CUDA draw different
+    streams.
+    """
+    n = _args.integer("n", n, low=1)
+    dim = _args.integer("dim", dim, low=1)
+    seed = _args.seed("seed", seed)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    dev = torch.device("cpu") if device is None else _args.resolve_device(device)
+    g = torch.Generator(device=dev).manual_seed(seed)
+    return (torch.rand(n, dim, generator=g, device=dev) * 2.0 - 1.0).to(dtype=dtype)
 
 
 def replay_from_noise(
@@ -84,11 +105,18 @@ def replay_from_noise(
 ) -> Replay:
     """Retrieve ``n`` items from uniform-noise cues, ``batch_size`` cues per fused call.
 
-    ``progress(k)`` is called after each batch with the number of cues done in it.
+    ``progress(k)`` is called after each batch with the number of cues done in it. The cues
+    are drawn on the store's device (see :func:`noise_cues`); the results live there too.
     """
-    n = _checks.positive_int("n", n)
-    batch_size = _checks.positive_int("batch_size", batch_size)
+    if not isinstance(hopfield, ModernHopfield):
+        raise TypeError(f"hopfield must be a mnemonix.hopfield.ModernHopfield, got {type(hopfield).__name__}")
+    n = _args.integer("n", n, low=1)
+    batch_size = _args.integer("batch_size", batch_size, low=1)
+    seed = _args.seed("seed", seed)
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be None or a callable, got {type(progress).__name__}")
     stored = hopfield.patterns
+    from_patterns(stored[:0], image_shape)  # checks image_shape against the pattern size
     cues = noise_cues(n, stored.shape[1], seed=seed, dtype=stored.dtype, device=stored.device)
     states, nearest = [], []
     t0 = time.perf_counter()
@@ -98,6 +126,8 @@ def replay_from_noise(
         nearest.append(r.nearest)
         if progress is not None:
             progress(min(batch_size, n - start))
+    if stored.device.type == "cuda":  # one sync: the time covers the kernels, not just their launch
+        torch.cuda.synchronize(stored.device)
     seconds = time.perf_counter() - t0
     return Replay(from_patterns(torch.cat(states), image_shape), torch.cat(nearest), seconds)
 
@@ -105,35 +135,73 @@ def replay_from_noise(
 # -- linear probe ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LinearProbe:
-    """A ridge-regression linear classifier on standardised features (closed form)."""
+    """A ridge-regression linear classifier on standardised features (closed form), computed in
+    float64 on the features' device.
+
+    Attributes: mean, std [F]; weight [F + 1, K]; classes [K] (the sorted distinct labels).
+    """
 
     mean: torch.Tensor
     std: torch.Tensor
     weight: torch.Tensor  # [F + 1, K]
     classes: torch.Tensor  # [K]
 
+    @staticmethod
+    def _check(features: torch.Tensor, labels: object, n_features: int | None = None, *, with_labels: bool = True
+               ) -> None:
+        _checks.tensor("features", features, ndim=2, dtypes=(torch.float32, torch.float64, torch.float16,
+                                                            torch.bfloat16))
+        if features.shape[0] == 0:
+            raise ValueError("features must hold at least one row, got shape (0, ...)")
+        if n_features is not None and features.shape[1] != n_features:
+            raise ValueError(f"features must be [N, {n_features}] (the probe's feature count), "
+                             f"got shape {tuple(features.shape)}")
+        if with_labels:
+            _checks.tensor("labels", labels, ndim=1, dtypes=(torch.int64, torch.int32, torch.int16, torch.int8,
+                                                             torch.uint8))
+            if labels.shape[0] != features.shape[0]:
+                raise ValueError(f"labels must be [N] = [{features.shape[0]}] like features, got {tuple(labels.shape)}")
+            _args.on_device("labels", labels, features.device, "features")
+
     @classmethod
     def fit(cls, features: torch.Tensor, labels: torch.Tensor, *, ridge: float = 1e-2) -> LinearProbe:
+        """Fit on features [N, F] (finite) and integer labels [N] on the same device."""
+        cls._check(features, labels)
+        ridge = _args.real("ridge", ridge, low=0.0, low_open=True)
+        _args.finite_tensor("features", features)
         x = features.double()
         mean, std = x.mean(0), x.std(0, unbiased=False).clamp_min(1e-6)
-        xs = torch.cat([(x - mean) / std, torch.ones(x.shape[0], 1, dtype=x.dtype)], 1)
-        classes, y = labels.unique(return_inverse=True)
+        ones = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
+        xs = torch.cat([(x - mean) / std, ones], 1)
+        classes, y = labels.long().unique(return_inverse=True)
         onehot = torch.nn.functional.one_hot(y, classes.numel()).double()
-        gram = xs.T @ xs + ridge * x.shape[0] * torch.eye(xs.shape[1], dtype=x.dtype)
+        eye = torch.eye(xs.shape[1], dtype=x.dtype, device=x.device)
+        gram = xs.T @ xs + ridge * x.shape[0] * eye
         weight = torch.linalg.solve(gram, xs.T @ onehot)
         return cls(mean, std, weight, classes)
 
     def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """Class labels [N] of features [N, F] (on the probe's device)."""
+        self._check(features, None, self.mean.shape[0], with_labels=False)
+        _args.finite_tensor("features", features)
+        _args.on_device("features", features, self.mean.device, "the probe")
         x = (features.double() - self.mean) / self.std
-        xs = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], 1)
+        xs = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
         return self.classes[(xs @ self.weight).argmax(1)]
 
     def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float:
+        """Fraction of ``labels`` [N] predicted right from features [N, F] (one host sync)."""
+        self._check(features, labels, self.mean.shape[0])
         return float((self.predict(features) == labels).double().mean())
 
 
 def chance_accuracy(train_labels: torch.Tensor, test_labels: torch.Tensor) -> float:
     """Accuracy of always predicting the most frequent training label."""
+    _checks.tensor("train_labels", train_labels, ndim=1, dtypes=None)
+    _checks.tensor("test_labels", test_labels, ndim=1, dtypes=None)
+    if train_labels.numel() == 0 or test_labels.numel() == 0:
+        raise ValueError("train_labels and test_labels must each hold at least one label")
+    _args.on_device("test_labels", test_labels, train_labels.device, "train_labels")
     values, counts = train_labels.unique(return_counts=True)
     return float((test_labels == values[counts.argmax()]).double().mean())
 
@@ -155,19 +223,26 @@ class ConsolidationConfig:
     seed: int = 0
     backend: str | None = None
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
-        _checks.positive_int("n_stored", self.n_stored)
+        """Raise TypeError / ValueError naming the first bad field (checked again by
+        :func:`run_teacher_student`, since fields may be changed after construction)."""
+        _args.integer("n_stored", self.n_stored, low=1)
         if self.n_replay is not None:
-            _checks.positive_int("n_replay", self.n_replay)
+            _args.integer("n_replay", self.n_replay, low=1)
         if self.latent_dim is not None:
-            _checks.positive_int("latent_dim", self.latent_dim)
-        _checks.nonneg_int("epochs", self.epochs)
-        _checks.positive_int("batch_size", self.batch_size)
-        _checks.positive_float("lr", self.lr)
-        if not (isinstance(self.kl_weight, (int, float)) and math.isfinite(self.kl_weight) and self.kl_weight >= 0):
-            raise ValueError(f"kl_weight must be a finite number >= 0, got {self.kl_weight!r}")
-        _checks.positive_float("beta", self.beta)
-        _checks.positive_int("hopfield_batch", self.hopfield_batch)
+            _args.integer("latent_dim", self.latent_dim, low=1, high=MAX_LATENT_DIM)
+        _args.integer("epochs", self.epochs, low=0)
+        _args.integer("batch_size", self.batch_size, low=1)
+        _args.real("lr", self.lr, low=0.0, low_open=True)
+        _args.real("kl_weight", self.kl_weight, low=0.0)
+        _args.real("beta", self.beta, low=0.0, low_open=True)
+        _args.integer("hopfield_batch", self.hopfield_batch, low=1)
+        _args.seed("seed", self.seed)
+        if self.backend is not None and not isinstance(self.backend, str):
+            raise TypeError(f"backend must be None or a str, got {type(self.backend).__name__}")
 
 
 @dataclass(frozen=True)
@@ -214,6 +289,24 @@ def probe_by_factor(vae: VAE, images: torch.Tensor, labels: torch.Tensor, heldou
     return out
 
 
+def _check_training(vae: VAE, images: torch.Tensor, labels: torch.Tensor, heldout: ImageDataset,
+                    on_epoch: object, on_batch: object) -> None:
+    if not isinstance(vae, VAE):
+        raise TypeError(f"vae must be a mnemonix.consolidation.VAE, got {type(vae).__name__}")
+    vae.check_images(images)
+    _checks.tensor("labels", labels, ndim=1, dtypes=(torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8))
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must be [n] = [{images.shape[0]}], got {tuple(labels.shape)}")
+    _args.on_device("labels", labels, vae.device, "the VAE")
+    if not isinstance(heldout, ImageDataset):
+        raise TypeError(f"heldout must be an ImageDataset, got {type(heldout).__name__}")
+    vae.check_images(heldout.images, "heldout.images")
+    for name, fn in (("on_epoch", on_epoch), ("on_batch", on_batch)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be None or a callable, got {type(fn).__name__}")
+    _args.finite_tensor("images", images)
+
+
 def train_vae(
     vae: VAE,
     images: torch.Tensor,
@@ -230,12 +323,20 @@ def train_vae(
 ) -> list[EpochLog]:
     """Train ``vae`` on ``images`` [n, C, H, W] (the replayed items), logging per epoch the
     held-out reconstruction error and the semantic decoding accuracy of a linear probe fit on
-    the training latents with ``labels`` [n] and tested on ``heldout``. Row 0: before training."""
-    vae.check_images(images)
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels must be [n] = [{images.shape[0]}], got {tuple(labels.shape)}")
-    epochs = _checks.nonneg_int("epochs", epochs)
-    g = torch.Generator().manual_seed(seed)
+    the training latents with ``labels`` [n] and tested on ``heldout``. Row 0: before training.
+
+    ``images``, ``labels`` and ``heldout`` must live on the VAE's device. The losses are summed
+    on the device: one host sync per epoch, none per batch. Seeds the global torch RNG with
+    ``seed`` (dropout, latent sampling); every argument is checked before that.
+    """
+    _check_training(vae, images, labels, heldout, on_epoch, on_batch)
+    epochs = _args.integer("epochs", epochs, low=0)
+    batch_size = _args.integer("batch_size", batch_size, low=1)
+    lr = _args.real("lr", lr, low=0.0, low_open=True)
+    kl_weight = _args.real("kl_weight", kl_weight, low=0.0)
+    seed = _args.seed("seed", seed)
+    dev = vae.device
+    g = torch.Generator(device=dev).manual_seed(seed)
     torch.manual_seed(seed)  # dropout and latent sampling
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
     mse, acc = evaluate(vae, (images, labels), heldout)
@@ -246,24 +347,24 @@ def train_vae(
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         vae.train()
-        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
-        perm = torch.randperm(n, generator=g)
+        sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss, recon, kl: summed on the device
+        perm = torch.randperm(n, generator=g, device=dev)
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
             if idx.numel() < 2 and n >= 2:  # batch norm needs two items
                 continue
-            loss, parts = vae.loss(images[idx], kl_weight=kl_weight)
+            loss, recon, kl = vae.loss_terms(images[idx], kl_weight=kl_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            for k in sums:
-                sums[k] += parts[k] * idx.numel()
+            sums += torch.stack([loss.detach(), recon.detach(), kl.detach()]).double() * idx.numel()
             if on_batch is not None:
                 on_batch()
+        loss_sum, recon_sum, kl_sum = (sums / n).tolist()  # the epoch's one sync
         seconds = time.perf_counter() - t0
         vae.eval()
         mse, acc = evaluate(vae, (images, labels), heldout)
-        row = EpochLog(epoch, sums["loss"] / n, sums["recon"] / n, sums["kl"] / n, mse, acc, seconds)
+        row = EpochLog(epoch, loss_sum, recon_sum, kl_sum, mse, acc, seconds)
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
@@ -284,11 +385,36 @@ class TeacherStudentResult:
     summary: dict[str, float | int | str] = field(default_factory=dict)
 
     def recall(self, cues: torch.Tensor) -> torch.Tensor:
-        """Recall through the trained VAE: images [B, C, H, W] -> reconstructions."""
-        return self.vae.reconstruct(cues)
+        """Recall through the trained VAE: cues [B, C, H, W] (on the VAE's device) -> reconstructions."""
+        return self.vae.reconstruct(self.vae.check_images(cues, "cues"))
 
     def history_rows(self) -> list[dict[str, float]]:
         return [asdict(r) for r in self.history]
+
+
+def _prepare(data: ImageDataset, cfg: ConsolidationConfig, vae: VAE | None) -> tuple[int, int]:
+    """Check the arguments of :func:`run_teacher_student` -> (n_stored, n_replay); builds nothing."""
+    if not isinstance(cfg, ConsolidationConfig):
+        raise TypeError(f"config must be None or a ConsolidationConfig, got {type(cfg).__name__}")
+    cfg.check()
+    if not isinstance(data, ImageDataset):
+        raise TypeError(f"data must be an ImageDataset, got {type(data).__name__}")
+    if len(data) < 2:
+        raise ValueError(f"data must hold at least 2 items (stored + held-out), got {len(data)}")
+    if cfg.n_stored > len(data) - 1:
+        raise ValueError(f"n_stored must be <= {len(data) - 1} (data holds {len(data)} items and at least one must "
+                         f"be held out), got {cfg.n_stored}")
+    if vae is not None:
+        if not isinstance(vae, VAE):
+            raise TypeError(f"vae must be None or a mnemonix.consolidation.VAE, got {type(vae).__name__}")
+        if vae.image_shape != data.image_shape:
+            raise ValueError(f"data.images must be [B, {', '.join(map(str, vae.image_shape))}] for "
+                             f"{type(vae).__name__} (image_shape {vae.image_shape}), got shape "
+                             f"{tuple(data.images.shape)}")
+    elif data.image_shape not in (shapes := [cls.image_shape for cls in VAE_KINDS.values()]):  # builds no VAE
+        raise ValueError(f"data.images must hold images of one of the shapes {shapes} (the VAEs), got shape "
+                         f"{tuple(data.images.shape)}")
+    return cfg.n_stored, cfg.n_replay or cfg.n_stored
 
 
 def run_teacher_student(
@@ -297,26 +423,35 @@ def run_teacher_student(
     *,
     vae: VAE | None = None,
     progress: bool = False,
+    device: str | torch.device | None = None,
 ) -> TeacherStudentResult:
     """The teacher-student loop: store ``config.n_stored`` items of ``data`` in a modern Hopfield
     network, replay them from noise through the fused op, train a VAE on the replays (held-out
     items: the rest of ``data``), and report recall through the VAE.
 
-    ``vae`` defaults to the one matching the images' shape (:func:`vae_for`).
+    Parameters
+    ----------
+    data : ImageDataset
+        At least 2 items; ``config.n_stored`` of them are stored, the rest held out.
+    config : ConsolidationConfig, optional
+        ``n_stored`` must be <= ``len(data) - 1`` (ValueError otherwise; nothing is clamped).
+    vae : VAE, optional
+        Defaults to the one matching the images' shape (:func:`vae_for`); a given VAE is moved
+        to ``device`` and trained in place.
+    progress : bool
+        Show tqdm progress bars.
+    device : None, str or torch.device
+        Where everything runs: ``None`` means CUDA when available, else the CPU. The data is
+        copied there; the result's tensors, VAE and Hopfield store live there.
     """
-    cfg = config or ConsolidationConfig()
-    cfg.check()
-    if not isinstance(data, ImageDataset):
-        raise TypeError(f"data must be an ImageDataset, got {type(data).__name__}")
-    if len(data) < 2:
-        raise ValueError(f"data must hold at least 2 items (stored + held-out), got {len(data)}")
-    n_stored = min(cfg.n_stored, len(data) - 1)
+    cfg = ConsolidationConfig() if config is None else config
+    n_stored, n_replay = _prepare(data, cfg, vae)
+    dev = _args.resolve_device(device)
+    _args.flag("progress", progress)
     torch.manual_seed(cfg.seed)  # weight initialisation
-    model = vae if vae is not None else vae_for(data.image_shape, cfg.latent_dim)
-    model.check_images(data.images[:1], "data.images")
-    stored, heldout = data.split(n_stored, seed=cfg.seed)
+    model = (vae if vae is not None else vae_for(data.image_shape, cfg.latent_dim)).to(dev)
+    stored, heldout = (part.to(dev) for part in data.split(n_stored, seed=cfg.seed))
     hop = build_hopfield(stored.images, beta=cfg.beta, backend=cfg.backend)
-    n_replay = cfg.n_replay or n_stored
 
     bar = _bar(progress, n_replay, "hopfield replay")
     replay = replay_from_noise(hop, n_replay, data.image_shape, seed=cfg.seed + 1, batch_size=cfg.hopfield_batch,
@@ -326,8 +461,7 @@ def run_teacher_student(
     replay_labels = stored.classes[replay.nearest]
     exact = float(((replay.images - stored.images[replay.nearest]).abs().amax(dim=(1, 2, 3)) < 1e-3).double().mean())
 
-    steps = cfg.epochs * math.ceil(n_replay / cfg.batch_size)
-    bar = _bar(progress, steps, "vae training")
+    bar = _bar(progress, cfg.epochs * math.ceil(n_replay / cfg.batch_size), "vae training")
     history = train_vae(
         model, replay.images, replay_labels, heldout, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
         kl_weight=cfg.kl_weight, seed=cfg.seed,
@@ -343,7 +477,7 @@ def run_teacher_student(
     summary: dict[str, float | int | str] = {
         "n_stored": n_stored, "n_heldout": len(heldout), "n_replay": n_replay,
         "image_shape": "x".join(map(str, data.image_shape)), "vae": model.kind, "latent_dim": model.latent_dim,
-        "beta": cfg.beta, "replay_seconds": replay.seconds, "replay_exact_fraction": exact,
+        "device": str(dev), "beta": cfg.beta, "replay_seconds": replay.seconds, "replay_exact_fraction": exact,
         "replay_coverage": replay.coverage, "epochs": cfg.epochs,
         "heldout_mse_untrained": history[0].heldout_mse, "heldout_mse_final": history[-1].heldout_mse,
         "probe_accuracy_untrained": history[0].probe_accuracy, "probe_accuracy_final": history[-1].probe_accuracy,
