@@ -2,7 +2,7 @@
 
 Stores items in a modern Hopfield network, replays them from noise to train a VAE, runs the
 analyses and the extended model's threshold sweep, and writes figures, ``history.csv``,
-``summary.json``, ``vae.pt`` and ``hopfield.npz`` into ``--out``.
+``summary.json``, ``vae.safetensors`` and ``hopfield.npz`` into ``--out``.
 """
 
 from __future__ import annotations
