@@ -95,9 +95,9 @@ inline std::string describeInt(pybind11::handle value) {
   return pybind11::str(value).cast<std::string>();
 }
 
-// `obj` as a Python int (anything with __index__: int, numpy integers; not float, not str).
+// `obj` as a Python int (anything with __index__: int, numpy integers; not bool, float or str).
 inline pybind11::object asIndex(pybind11::handle obj, const char* name) {
-  if (!PyIndex_Check(obj.ptr()))
+  if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr()))
     throw TypeError(std::string(name) + " must be an int, got " + typeName(obj));
   PyObject* index = PyNumber_Index(obj.ptr());
   if (!index) throw pybind11::error_already_set();
@@ -154,7 +154,7 @@ inline bool asBool(const BoolArg& arg, const char* name) {
   if (PyBool_Check(o)) return o == Py_True;
   const std::string type = typeName(arg.obj);
   if (type == "numpy.bool_" || type == "numpy.bool") return PyObject_IsTrue(o) == 1;
-  if (PyIndex_Check(o)) {
+  if (PyIndex_Check(o)) {  // (not a bool, checked above)
     const int64_t v = asInt64(IntArg{arg.obj}, name, 0, 1, "a bool (or 0 / 1)");
     return v == 1;
   }
