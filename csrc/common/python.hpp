@@ -5,8 +5,10 @@
 // int / float / bool / str) and are converted inside the binding with the Python name, so a
 // bad value raises a TypeError or ValueError naming it instead of pybind11's "incompatible
 // function arguments" dump; then the GIL is released around the core call only; outputs are
-// built after (numpy_buffer.hpp). Cores throw the exceptions of common/errors.hpp, which
-// registerErrorTranslator maps to Python for the whole extension.
+// built after (numpy_buffer.hpp). Calls that take a few hundred nanoseconds (point lookups)
+// keep the GIL: the engine lock releases it if it has to wait (installGilReleasingWaits).
+// Cores throw the exceptions of common/errors.hpp, which registerErrorTranslator maps to
+// Python for the whole extension.
 #pragma once
 
 #include <pybind11/pybind11.h>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "common/errors.hpp"
+#include "common/shared_mutex.hpp"
 
 namespace mnemonix {
 
@@ -167,8 +170,10 @@ inline std::u32string asU32String(pybind11::handle obj, const std::string& name)
   const Py_ssize_t n = PyUnicode_GetLength(obj.ptr());
   if (n < 0) throw pybind11::error_already_set();
   std::u32string out(static_cast<size_t>(n), U'\0');
+  const int kind = PyUnicode_KIND(obj.ptr());
+  const void* data = PyUnicode_DATA(obj.ptr());
   for (Py_ssize_t i = 0; i < n; ++i) {
-    const Py_UCS4 c = PyUnicode_ReadChar(obj.ptr(), i);
+    const Py_UCS4 c = PyUnicode_READ(kind, data, i);
     if (c >= 0xD800 && c <= 0xDFFF)
       throw std::invalid_argument(name + " must be valid unicode (no lone surrogates), got a surrogate at index " +
                                   std::to_string(i));
@@ -191,6 +196,19 @@ inline std::vector<std::u32string> asU32Strings(const StrListArg& arg, const cha
     ++i;
   }
   return out;
+}
+
+// Engine locks release the GIL while they wait (common/shared_mutex.hpp): a thread never
+// waits for an engine lock while holding the GIL, so cheap reads may keep it.
+inline void installGilReleasingWaits() {
+  SharedMutex::setWaitHook([](void (*wait)(void*), void* lock) {
+    if (PyGILState_Check()) {
+      pybind11::gil_scoped_release release;
+      wait(lock);
+    } else {
+      wait(lock);
+    }
+  });
 }
 
 // The one translation of C++ exceptions for the whole extension (see common/errors.hpp).

@@ -5,7 +5,8 @@
 // of known shape allocated, then the GIL released around the core call, which takes the
 // graph's reader-writer lock and checks rows and slots against the state it uses
 // (hebbian_graph.hpp: concurrent readers, exclusive writers). Edge and fire lists are moved
-// into numpy arrays afterwards.
+// into numpy arrays afterwards. O(1) reads (batch, num_nodes, count) keep the GIL: the lock
+// releases it only if it has to wait.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -53,9 +54,11 @@ py::array_t<int32_t> fireCount(const HebbianGraph& g, const IntArg& row, const A
   const I64 idArray = asArray<int64_t>(ids, "ids", 1);
   py::array_t<int32_t> out(idArray.shape(0));
   int32_t* o = out.mutable_data();
-  py::gil_scoped_release release;
-  g.fireCounts(r, idArray.data(), idArray.shape(0), o);
-  return out;
+  {
+    py::gil_scoped_release release;
+    g.fireCounts(r, idArray.data(), idArray.shape(0), o);
+  }
+  return out;  // built and returned with the GIL held
 }
 
 template <typename Write>
@@ -110,9 +113,11 @@ py::array_t<int64_t> addNodes(HebbianGraph& g, const ArrayArg& ids) {
   const int64_t rows = m.shape(0), k = m.shape(1);
   py::array_t<int64_t> out({rows, k});
   int64_t* o = out.mutable_data();
-  py::gil_scoped_release release;
-  g.addNodes(m.data(), rows, k, o);
-  return out;
+  {
+    py::gil_scoped_release release;
+    g.addNodes(m.data(), rows, k, o);
+  }
+  return out;  // built and returned with the GIL held
 }
 
 py::array_t<int64_t> initialLtm(const HebbianGraph& g, const ArrayArg& queries, const ArrayArg& ltm,
@@ -130,9 +135,11 @@ py::array_t<int64_t> initialLtm(const HebbianGraph& g, const ArrayArg& queries, 
   const int64_t rows = q.shape(0), S = q.shape(1), L = l.shape(1);
   py::array_t<int64_t> out({rows, S});
   int64_t* o = out.mutable_data();
-  py::gil_scoped_release release;
-  g.initialLtm(q.data(), S, l.data(), lp.data(), L, rows, positions, seedValue, o);
-  return out;
+  {
+    py::gil_scoped_release release;
+    g.initialLtm(q.data(), S, l.data(), lp.data(), L, rows, positions, seedValue, o);
+  }
+  return out;  // built and returned with the GIL held
 }
 
 py::array_t<int64_t> walk(const HebbianGraph& g, const ArrayArg& starts, const ArrayArg& ltm, const IntArg& depth,
@@ -146,9 +153,11 @@ py::array_t<int64_t> walk(const HebbianGraph& g, const ArrayArg& starts, const A
   const int64_t rows = s.shape(0), W = s.shape(1), L = l.shape(1);
   py::array_t<int64_t> out({rows, (steps + 1) * W});
   int64_t* o = out.mutable_data();
-  py::gil_scoped_release release;
-  g.walk(s.data(), W, l.data(), L, rows, steps, alias, o);
-  return out;
+  {
+    py::gil_scoped_release release;
+    g.walk(s.data(), W, l.data(), L, rows, steps, alias, o);
+  }
+  return out;  // built and returned with the GIL held
 }
 
 py::array_t<int32_t> dense(const HebbianGraph& g, const IntArg& row, const ArrayArg& queries, const ArrayArg& columns) {
@@ -157,24 +166,23 @@ py::array_t<int32_t> dense(const HebbianGraph& g, const IntArg& row, const Array
   const int64_t Q = q.shape(0), C = c.shape(0);
   py::array_t<int32_t> out({Q, C});
   int32_t* o = out.mutable_data();
-  py::gil_scoped_release release;
-  g.dense(r, q.data(), Q, c.data(), C, o);
-  return out;
+  {
+    py::gil_scoped_release release;
+    g.dense(r, q.data(), Q, c.data(), C, o);
+  }
+  return out;  // built and returned with the GIL held
 }
 
 void bind(py::module_& m) {
   m.doc() = "Sparse Hebbian co-fire graph (per batch row, keyed by engram id) and Memoria's LTM walk.\n\n"
             "Thread safety: concurrent readers, exclusive writers (a reader-writer lock inside the\n"
-            "graph); every method releases the GIL while it waits for or holds the lock.";
+            "graph); no call holds the GIL while it waits for the lock, and calls longer than a\n"
+            "lookup release it while they run.";
 
   py::class_<HebbianGraph>(m, "HebbianGraph")
       .def(py::init([](const IntArg& batch) { return std::make_unique<HebbianGraph>(asInt64(batch, "batch")); }),
            py::arg("batch"))
-      .def_property_readonly("batch",
-                             [](const HebbianGraph& g) {
-                               py::gil_scoped_release release;
-                               return g.batch();
-                             })
+      .def_property_readonly("batch", &HebbianGraph::batch)  // O(1) reads keep the GIL
       .def(
           "resize",
           [](HebbianGraph& g, const IntArg& batch) {
@@ -189,10 +197,7 @@ void bind(py::module_& m) {
              g.clear();
            })
       .def(
-          "num_nodes",
-          [](const HebbianGraph& g, const IntArg& row) {
-            return readRow(g, row, [](const HebbianGraph& h, int64_t r) { return h.numNodes(r); });
-          },
+          "num_nodes", [](const HebbianGraph& g, const IntArg& row) { return g.numNodes(asInt64(row, "row")); },
           py::arg("row"))
       .def(
           "num_edges",
@@ -203,8 +208,7 @@ void bind(py::module_& m) {
       .def(
           "count",
           [](const HebbianGraph& g, const IntArg& row, const IntArg& a, const IntArg& b) {
-            const int64_t ia = asInt64(a, "a"), ib = asInt64(b, "b");
-            return readRow(g, row, [ia, ib](const HebbianGraph& h, int64_t r) { return h.count(r, ia, ib); });
+            return g.count(asInt64(row, "row"), asInt64(a, "a"), asInt64(b, "b"));
           },
           py::arg("row"), py::arg("a"), py::arg("b"))
       .def("fire_count", &fireCount, py::arg("row"), py::arg("ids"))

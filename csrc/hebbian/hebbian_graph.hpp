@@ -20,7 +20,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <mutex>
-#include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -28,6 +27,7 @@
 #include <vector>
 
 #include "common/rng.hpp"
+#include "common/shared_mutex.hpp"
 
 namespace mnemonix {
 namespace hebbian {
@@ -387,7 +387,8 @@ class RowGraph {
 // it. initialLtm and walk are readers that also tag nodes in the rows' scratch, so they run
 // one at a time (alongside other readers). Arguments are checked under the lock (a row
 // index or node slot is checked against the state it is used with), and a failed check
-// changes nothing. Callers holding a Python GIL must release it first (the bindings do).
+// changes nothing. The lock is a SharedMutex: the Python bindings make it release the GIL
+// whenever a call has to wait for it.
 class HebbianGraph {
  public:
   explicit HebbianGraph(int64_t batch) { rows_.resize(checkedBatch(batch)); }
@@ -498,9 +499,6 @@ class HebbianGraph {
   }
 
  private:
-  using ReadLock = std::shared_lock<std::shared_mutex>;
-  using WriteLock = std::unique_lock<std::shared_mutex>;
-
   static size_t checkedBatch(int64_t batch) {
     if (batch < 0) throw std::invalid_argument("batch must be >= 0, got " + std::to_string(batch));
     return static_cast<size_t>(batch);
@@ -518,7 +516,7 @@ class HebbianGraph {
   }
   RowGraph& at(int64_t row) { return const_cast<RowGraph&>(static_cast<const HebbianGraph*>(this)->at(row)); }
 
-  mutable std::shared_mutex mutex_;   // the reader-writer contract above
+  mutable SharedMutex mutex_;         // the reader-writer contract above
   mutable std::mutex scratchMutex_;   // RowGraph::tag_ during initialLtm / walk
   std::vector<RowGraph> rows_;
 };

@@ -2,9 +2,9 @@
 //
 // Strings cross the boundary as Python str <-> std::u32string (one char32_t per code point,
 // so prefix and substring semantics are those of Python's str). Arguments are converted with
-// the GIL held (common/python.hpp); every engine call runs with the GIL released, because the
-// engine's reader-writer lock may wait for another thread (engine.hpp: concurrent readers,
-// exclusive writers); results are built after, from copies taken under one read lock.
+// the GIL held (common/python.hpp); engine calls run with the GIL released, except O(1) and
+// hash lookups, whose lock releases the GIL only if it has to wait (engine.hpp: concurrent
+// readers, exclusive writers); results are built after, from copies taken under one read lock.
 #include <pybind11/pybind11.h>
 
 #include <map>
@@ -29,31 +29,42 @@ py::str toPyStr(const char32_t* data, size_t size) {
   return py::reinterpret_steal<py::str>(s);
 }
 
-// Node strings of a snapshot as Python str, in node order.
-std::vector<py::str> nodeStrings(const Snapshot& snap) {
-  std::vector<py::str> out;
-  out.reserve(snap.numNodes());
-  const auto* base = reinterpret_cast<const char32_t*>(snap.codepoints.data());
-  for (size_t i = 0; i < snap.numNodes(); ++i)
-    out.push_back(toPyStr(base + snap.offsets[i], static_cast<size_t>(snap.offsets[i + 1] - snap.offsets[i])));
-  return out;
-}
-
+// The whole graph, copied under one read lock with the GIL released.
 Snapshot takeSnapshot(const Engine& e) {
   py::gil_scoped_release release;
   return e.snapshot();
 }
 
-py::list nodesList(const Snapshot& snap, const std::vector<py::str>& names) {
+py::str nodeString(const Snapshot& snap, size_t i) {
+  const auto* base = reinterpret_cast<const char32_t*>(snap.codepoints.data());
+  return toPyStr(base + snap.offsets[i], static_cast<size_t>(snap.offsets[i + 1] - snap.offsets[i]));
+}
+
+// Node strings of a snapshot as Python str, in node order (shared by several views).
+std::vector<py::str> nodeStrings(const Snapshot& snap) {
+  std::vector<py::str> out;
+  out.reserve(snap.numNodes());
+  for (size_t i = 0; i < snap.numNodes(); ++i) out.push_back(nodeString(snap, i));
+  return out;
+}
+
+// names: the node strings when the caller shares them with other views, else empty.
+py::list nodesList(const Snapshot& snap, const std::vector<py::str>& names = {}) {
   py::list out(snap.numNodes());
-  for (size_t i = 0; i < snap.numNodes(); ++i) out[i] = py::make_tuple(names[i], snap.count[i], snap.rLevel[i]);
+  for (size_t i = 0; i < snap.numNodes(); ++i) {
+    py::str name = names.empty() ? nodeString(snap, i) : names[i];
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i),
+                    py::make_tuple(std::move(name), snap.count[i], snap.rLevel[i]).release().ptr());
+  }
   return out;
 }
 
 py::list edgesList(const Snapshot& snap, const std::vector<py::str>& names) {
   py::list out(snap.edgeSrc.size());
-  for (size_t k = 0; k < snap.edgeSrc.size(); ++k)
-    out[k] = py::make_tuple(names[static_cast<size_t>(snap.edgeSrc[k])], names[static_cast<size_t>(snap.edgeDst[k])]);
+  for (size_t k = 0; k < snap.edgeSrc.size(); ++k) {
+    py::tuple edge = py::make_tuple(names[static_cast<size_t>(snap.edgeSrc[k])], names[static_cast<size_t>(snap.edgeDst[k])]);
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(k), edge.release().ptr());
+  }
   return out;
 }
 
@@ -138,22 +149,17 @@ bool contains(const Engine& e, const py::object& s) {
   } catch (const std::invalid_argument&) {
     return false;
   }
-  py::gil_scoped_release release;
-  return e.contains(str);
+  return e.contains(str);  // a hash lookup: keeps the GIL (the lock releases it to wait)
 }
 
 py::object node(const Engine& e, const StrArg& s) {
   const Str str = asU32String(s, "s");
-  std::optional<NodeInfo> info;
-  {
-    py::gil_scoped_release release;
-    info = e.node(str);
-  }
+  const std::optional<NodeInfo> info = e.node(str);  // a hash lookup: keeps the GIL
   if (!info) return py::none();
   return py::make_tuple(info->count, info->rLevel);
 }
 
-// A getter of one engine field, called without the GIL (it takes the engine's read lock).
+// A getter that walks the whole engine, called without the GIL.
 template <typename R>
 auto withoutGil(R (Engine::*getter)() const) {
   return [getter](const Engine& e) {
@@ -165,14 +171,15 @@ auto withoutGil(R (Engine::*getter)() const) {
 void bind(py::module_& m) {
   m.doc() = "Plastic prefix memory graph engine (see mnemonix.plastic for the documented API).\n\n"
             "Thread safety: concurrent readers, exclusive writers (a reader-writer lock inside the\n"
-            "engine); every method releases the GIL while it waits for or holds the lock.";
+            "engine); no call holds the GIL while it waits for the lock, and calls longer than a\n"
+            "lookup release it while they run.";
   py::class_<Engine>(m, "Engine")
       .def(py::init([](const BoolArg& exactCounts) { return std::make_unique<Engine>(asBool(exactCounts, "exact_counts")); }),
            py::arg("exact_counts") = false)
       .def_property_readonly("exact_counts", &Engine::exactCounts)
-      .def_property_readonly("num_nodes", withoutGil(&Engine::numNodes))
-      .def_property_readonly("num_edges", withoutGil(&Engine::numEdges))
-      .def_property_readonly("samples", withoutGil(&Engine::samples))
+      .def_property_readonly("num_nodes", &Engine::numNodes)  // O(1) reads keep the GIL
+      .def_property_readonly("num_edges", &Engine::numEdges)
+      .def_property_readonly("samples", &Engine::samples)
       .def(
           "learn",
           [](Engine& e, const StrArg& s) {
@@ -204,7 +211,7 @@ void bind(py::module_& m) {
           "nodes",
           [](const Engine& e) {
             const Snapshot snap = takeSnapshot(e);
-            return nodesList(snap, nodeStrings(snap));
+            return nodesList(snap);
           },
           "[(string, count, r_level)] in node order.")
       .def(

@@ -29,9 +29,9 @@
 // (everything const) share it, and a multi-part read (snapshot: nodes, edges, counts and
 // samples together) takes it once, so its parts agree. learnMany applies its batch under
 // one lock (readers see all of it or none). infer also uses the engine's search scratch,
-// so concurrent infers run one at a time (alongside other readers). Callers that hold a
-// Python GIL must release it before calling (the bindings do), or a writer that waits for
-// the lock could wait for a reader that waits for the GIL.
+// so concurrent infers run one at a time (alongside other readers). The lock is a
+// common/shared_mutex.hpp SharedMutex: the Python bindings make it release the GIL
+// whenever a call has to wait for it.
 #pragma once
 
 #include <algorithm>
@@ -43,13 +43,13 @@
 #include <mutex>
 #include <optional>
 #include <set>
-#include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "common/rng.hpp"
+#include "common/shared_mutex.hpp"
 #include "plastic/strings.hpp"
 
 namespace mnemonix {
@@ -210,9 +210,6 @@ class Engine {
   }
 
  private:
-  using ReadLock = std::shared_lock<std::shared_mutex>;
-  using WriteLock = std::unique_lock<std::shared_mutex>;
-
   NodeId find(View s) const { return findHashed(RollingHash::of(s), s); }
 
   // ---------------------------------------------------------------- learning
@@ -616,7 +613,7 @@ class Engine {
   }
 
   const bool exactCounts_;
-  mutable std::shared_mutex mutex_;  // the reader-writer contract (see the top of the file)
+  mutable SharedMutex mutex_;  // the reader-writer contract (see the top of the file)
   int64_t samples_ = 0;
   size_t numEdges_ = 0;
   std::deque<Str> strings_;  // deque: stable addresses for the views held by the level sets

@@ -116,9 +116,10 @@ class PlasticMemory:
     half-applied learn; every other method is a reader and may run in any number of
     threads at once. Methods that return several views (``stats``, ``save``,
     ``to_networkx``, ``to_dot``, ``to_csv``) take them under one read lock, so they
-    agree with each other. The GIL is released while a call waits for or holds the
-    lock. Concurrent learns are applied in some order, one after the other: the
-    resulting graph is that of learning the samples sequentially in that order.
+    agree with each other. No call holds the GIL while it waits for the lock, and
+    calls longer than a lookup release it while they run. Concurrent learns are
+    applied one after the other in some order: the resulting graph is that of
+    learning the samples sequentially in that order.
     """
 
     def __init__(self, exact_counts: bool = False) -> None:
