@@ -1,230 +1,250 @@
 // Python bindings of the sparse Hebbian graph: mnemonix._core.hebbian.
-// Inputs are converted to contiguous int64 numpy arrays while holding the GIL;
-// the loops run with the GIL released; outputs are numpy arrays built after.
+//
+// One recipe per method: arguments converted with the GIL held (int64 arrays, C order;
+// common/numpy_buffer.hpp and common/python.hpp name the argument when that fails), outputs
+// of known shape allocated, then the GIL released around the core call, which takes the
+// graph's reader-writer lock and checks rows and slots against the state it uses
+// (hebbian_graph.hpp: concurrent readers, exclusive writers). Edge and fire lists are moved
+// into numpy arrays afterwards. O(1) reads (batch, num_nodes, count) keep the GIL: the lock
+// releases it only if it has to wait.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
 #include <cstdint>
+#include <initializer_list>
+#include <limits>
 #include <string>
 #include <vector>
 
+#include "common/numpy_buffer.hpp"
+#include "common/python.hpp"
 #include "hebbian/hebbian_graph.hpp"
 #include "registry.hpp"
 
 namespace py = pybind11;
-using mnemonix::hebbian::HebbianGraph;
-using mnemonix::hebbian::SplitMix64;
 
+namespace mnemonix {
+namespace hebbian {
 namespace {
 
-using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
-using I32Array = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using I64 = CArray<int64_t>;
 
-void checkMatrix(const char* name, const I64Array& a, int64_t rows) {
-  if (a.ndim() != 2)
-    throw py::value_error(std::string(name) + " must be 2-D [batch, n], got " + std::to_string(a.ndim()) +
-                          " dimensions");
-  if (a.shape(0) != rows)
-    throw py::value_error(std::string(name) + " must have " + std::to_string(rows) + " rows (the batch), got " +
-                          std::to_string(a.shape(0)));
+// [rows, k] ids; the row count is checked against the batch by the core, under its lock.
+I64 asMatrix(const ArrayArg& arg, const char* name) { return asArray<int64_t>(arg, name, 2); }
+
+void checkSameLength(const char* names, std::initializer_list<py::ssize_t> lengths) {
+  const py::ssize_t first = *lengths.begin();
+  for (py::ssize_t n : lengths)
+    if (n != first) {
+      std::string got;
+      for (py::ssize_t m : lengths) got += (got.empty() ? "" : ", ") + std::to_string(m);
+      throw std::invalid_argument(std::string(names) + " must have one length, got " + got);
+    }
 }
 
-template <typename A>
-void checkVector(const char* name, const A& a) {
-  if (a.ndim() != 1)
-    throw py::value_error(std::string(name) + " must be 1-D, got " + std::to_string(a.ndim()) + " dimensions");
+template <typename Read>
+auto readRow(const HebbianGraph& g, const IntArg& row, Read&& read) {
+  const int64_t r = asInt64(row, "row");
+  py::gil_scoped_release release;
+  return read(g, r);
 }
 
-void checkRow(const HebbianGraph& g, int64_t row) {
-  if (row < 0 || row >= g.batch())
-    throw py::value_error("row must be in [0, " + std::to_string(g.batch()) + "), got " + std::to_string(row));
+py::array_t<int32_t> fireCount(const HebbianGraph& g, const IntArg& row, const ArrayArg& ids) {
+  const int64_t r = asInt64(row, "row");
+  const I64 idArray = asArray<int64_t>(ids, "ids", 1);
+  py::array_t<int32_t> out(idArray.shape(0));
+  int32_t* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    g.fireCounts(r, idArray.data(), idArray.shape(0), o);
+  }
+  return out;  // built and returned with the GIL held
 }
 
-template <typename T>
-py::array_t<T> toArray(std::vector<T>&& v) {
-  auto* holder = new std::vector<T>(std::move(v));
-  py::capsule owner(holder, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array_t<T>({static_cast<py::ssize_t>(holder->size())}, {static_cast<py::ssize_t>(sizeof(T))},
-                        holder->data(), owner);
+template <typename Write>
+void writeMatrix(HebbianGraph& g, const ArrayArg& ids, Write&& write) {
+  const I64 m = asMatrix(ids, "ids");
+  py::gil_scoped_release release;
+  write(g, m.data(), m.shape(0), m.shape(1));
 }
 
-}  // namespace
+py::tuple edges(const HebbianGraph& g, const IntArg& row) {
+  const int64_t r = asInt64(row, "row");
+  std::vector<int64_t> src, dst;
+  std::vector<int32_t> cnt;
+  {
+    py::gil_scoped_release release;
+    g.edges(r, src, dst, cnt);
+  }
+  return py::make_tuple(toNumpy(std::move(src)), toNumpy(std::move(dst)), toNumpy(std::move(cnt)));
+}
 
-static mnemonix::Registrar reg("hebbian", [](py::module_& m) {
-  m.doc() = "Sparse Hebbian co-fire graph (per batch row, keyed by engram id) and Memoria's LTM walk";
+py::tuple fires(const HebbianGraph& g, const IntArg& row) {
+  const int64_t r = asInt64(row, "row");
+  std::vector<int64_t> ids;
+  std::vector<int32_t> cnt;
+  {
+    py::gil_scoped_release release;
+    g.fires(r, ids, cnt);
+  }
+  return py::make_tuple(toNumpy(std::move(ids)), toNumpy(std::move(cnt)));
+}
+
+void setEdges(HebbianGraph& g, const IntArg& row, const ArrayArg& src, const ArrayArg& dst, const ArrayArg& counts) {
+  const int64_t r = asInt64(row, "row");
+  const I64 s = asArray<int64_t>(src, "src", 1), d = asArray<int64_t>(dst, "dst", 1);
+  const CArray<int32_t> c = asArray<int32_t>(counts, "counts", 1);
+  checkSameLength("src, dst and counts", {s.shape(0), d.shape(0), c.shape(0)});
+  py::gil_scoped_release release;
+  g.setEdges(r, s.data(), d.data(), c.data(), s.shape(0));
+}
+
+void setFires(HebbianGraph& g, const IntArg& row, const ArrayArg& ids, const ArrayArg& counts) {
+  const int64_t r = asInt64(row, "row");
+  const I64 i = asArray<int64_t>(ids, "ids", 1);
+  const CArray<int32_t> c = asArray<int32_t>(counts, "counts", 1);
+  checkSameLength("ids and counts", {i.shape(0), c.shape(0)});
+  py::gil_scoped_release release;
+  g.setFires(r, i.data(), c.data(), i.shape(0));
+}
+
+py::array_t<int64_t> addNodes(HebbianGraph& g, const ArrayArg& ids) {
+  const I64 m = asMatrix(ids, "ids");
+  const int64_t rows = m.shape(0), k = m.shape(1);
+  py::array_t<int64_t> out({rows, k});
+  int64_t* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    g.addNodes(m.data(), rows, k, o);
+  }
+  return out;  // built and returned with the GIL held
+}
+
+py::array_t<int64_t> initialLtm(const HebbianGraph& g, const ArrayArg& queries, const ArrayArg& ltm,
+                                const ArrayArg& ltmPositions, const IntArg& numPositions, const IntArg& seed) {
+  const I64 q = asMatrix(queries, "queries"), l = asMatrix(ltm, "ltm"), lp = asMatrix(ltmPositions, "ltm_positions");
+  if (l.shape(0) != q.shape(0))
+    throw std::invalid_argument("ltm must have the rows of queries (" + std::to_string(q.shape(0)) + "), got " +
+                                std::to_string(l.shape(0)));
+  if (lp.shape(0) != l.shape(0) || lp.shape(1) != l.shape(1))
+    throw std::invalid_argument("ltm_positions must have the shape of ltm [" + std::to_string(l.shape(0)) + ", " +
+                                std::to_string(l.shape(1)) + "], got [" + std::to_string(lp.shape(0)) + ", " +
+                                std::to_string(lp.shape(1)) + "]");
+  const int64_t positions = asInt64(numPositions, "num_positions");
+  const uint64_t seedValue = asUint64(seed, "seed");
+  const int64_t rows = q.shape(0), S = q.shape(1), L = l.shape(1);
+  py::array_t<int64_t> out({rows, S});
+  int64_t* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    g.initialLtm(q.data(), S, l.data(), lp.data(), L, rows, positions, seedValue, o);
+  }
+  return out;  // built and returned with the GIL held
+}
+
+py::array_t<int64_t> walk(const HebbianGraph& g, const ArrayArg& starts, const ArrayArg& ltm, const IntArg& depth,
+                          const BoolArg& aliasNegative) {
+  const I64 s = asMatrix(starts, "starts"), l = asMatrix(ltm, "ltm");
+  if (l.shape(0) != s.shape(0))
+    throw std::invalid_argument("ltm must have the rows of starts (" + std::to_string(s.shape(0)) + "), got " +
+                                std::to_string(l.shape(0)));
+  const int64_t steps = asInt64(depth, "depth", 0, std::numeric_limits<int32_t>::max(), "an integer >= 0");
+  const bool alias = asBool(aliasNegative, "alias_negative");
+  const int64_t rows = s.shape(0), W = s.shape(1), L = l.shape(1);
+  py::array_t<int64_t> out({rows, (steps + 1) * W});
+  int64_t* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    g.walk(s.data(), W, l.data(), L, rows, steps, alias, o);
+  }
+  return out;  // built and returned with the GIL held
+}
+
+py::array_t<int32_t> dense(const HebbianGraph& g, const IntArg& row, const ArrayArg& queries, const ArrayArg& columns) {
+  const int64_t r = asInt64(row, "row");
+  const I64 q = asArray<int64_t>(queries, "queries", 1), c = asArray<int64_t>(columns, "columns", 1);
+  const int64_t Q = q.shape(0), C = c.shape(0);
+  py::array_t<int32_t> out({Q, C});
+  int32_t* o = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    g.dense(r, q.data(), Q, c.data(), C, o);
+  }
+  return out;  // built and returned with the GIL held
+}
+
+void bind(py::module_& m) {
+  m.doc() = "Sparse Hebbian co-fire graph (per batch row, keyed by engram id) and Memoria's LTM walk.\n\n"
+            "Thread safety: concurrent readers, exclusive writers (a reader-writer lock inside the\n"
+            "graph); no call holds the GIL while it waits for the lock, and calls longer than a\n"
+            "lookup release it while they run.";
 
   py::class_<HebbianGraph>(m, "HebbianGraph")
-      .def(py::init<int64_t>(), py::arg("batch"))
-      .def_property_readonly("batch", &HebbianGraph::batch)
-      .def("resize", &HebbianGraph::resize, py::arg("batch"))
+      .def(py::init([](const IntArg& batch) { return std::make_unique<HebbianGraph>(asInt64(batch, "batch")); }),
+           py::arg("batch"))
+      .def_property_readonly("batch", &HebbianGraph::batch)  // O(1) reads keep the GIL
+      .def(
+          "resize",
+          [](HebbianGraph& g, const IntArg& batch) {
+            const int64_t n = asInt64(batch, "batch");
+            py::gil_scoped_release release;
+            g.resize(n);
+          },
+          py::arg("batch"))
       .def("clear",
            [](HebbianGraph& g) {
-             for (int64_t b = 0; b < g.batch(); ++b) g.row(b).clear();
+             py::gil_scoped_release release;
+             g.clear();
            })
       .def(
-          "num_nodes", [](const HebbianGraph& g, int64_t row) { checkRow(g, row); return g.row(row).numNodes(); },
+          "num_nodes", [](const HebbianGraph& g, const IntArg& row) { return g.numNodes(asInt64(row, "row")); },
           py::arg("row"))
       .def(
-          "num_edges", [](const HebbianGraph& g, int64_t row) { checkRow(g, row); return g.row(row).numEdges(); },
+          "num_edges",
+          [](const HebbianGraph& g, const IntArg& row) {
+            return readRow(g, row, [](const HebbianGraph& h, int64_t r) { return h.numEdges(r); });
+          },
           py::arg("row"), "Directed adjacency entries of the row (twice the undirected edges).")
       .def(
           "count",
-          [](const HebbianGraph& g, int64_t row, int64_t a, int64_t b) {
-            checkRow(g, row);
-            return g.row(row).count(a, b);
+          [](const HebbianGraph& g, const IntArg& row, const IntArg& a, const IntArg& b) {
+            return g.count(asInt64(row, "row"), asInt64(a, "a"), asInt64(b, "b"));
           },
           py::arg("row"), py::arg("a"), py::arg("b"))
-      .def(
-          "fire_count",
-          [](const HebbianGraph& g, int64_t row, I64Array ids) {
-            checkRow(g, row);
-            checkVector("ids", ids);
-            std::vector<int32_t> out(static_cast<size_t>(ids.shape(0)));
-            const int64_t* p = ids.data();
-            for (size_t i = 0; i < out.size(); ++i) out[i] = p[i] < 0 ? 0 : g.row(row).fireCount(p[i]);
-            return toArray(std::move(out));
-          },
-          py::arg("row"), py::arg("ids"))
+      .def("fire_count", &fireCount, py::arg("row"), py::arg("ids"))
       .def(
           "fire_together",
-          [](HebbianGraph& g, I64Array ids) {
-            checkMatrix("ids", ids, g.batch());
-            const int64_t k = ids.shape(1);
-            const int64_t* p = ids.data();
-            py::gil_scoped_release release;
-            for (int64_t b = 0; b < g.batch(); ++b) g.row(b).fireTogether(p + b * k, k);
+          [](HebbianGraph& g, const ArrayArg& ids) {
+            writeMatrix(g, ids, [](HebbianGraph& h, const int64_t* p, int64_t rows, int64_t k) {
+              h.fireTogether(p, rows, k);
+            });
           },
           py::arg("ids"), "Every pair of ids of a row (negative ignored, duplicates once) co-fires once.")
       .def(
           "remove",
-          [](HebbianGraph& g, I64Array ids) {
-            checkMatrix("ids", ids, g.batch());
-            const int64_t k = ids.shape(1);
-            const int64_t* p = ids.data();
-            py::gil_scoped_release release;
-            for (int64_t b = 0; b < g.batch(); ++b) g.row(b).remove(p + b * k, k);
+          [](HebbianGraph& g, const ArrayArg& ids) {
+            writeMatrix(g, ids, [](HebbianGraph& h, const int64_t* p, int64_t rows, int64_t k) {
+              h.remove(p, rows, k);
+            });
           },
           py::arg("ids"), "Delete engrams (negative ids ignored) and their edges.")
-      .def(
-          "edges",
-          [](const HebbianGraph& g, int64_t row) {
-            checkRow(g, row);
-            std::vector<int64_t> src, dst;
-            std::vector<int32_t> cnt;
-            g.row(row).edges(src, dst, cnt);
-            return py::make_tuple(toArray(std::move(src)), toArray(std::move(dst)), toArray(std::move(cnt)));
-          },
-          py::arg("row"), "(src_ids, dst_ids, counts): every directed entry (both directions).")
-      .def(
-          "fires",
-          [](const HebbianGraph& g, int64_t row) {
-            checkRow(g, row);
-            std::vector<int64_t> ids;
-            std::vector<int32_t> cnt;
-            g.row(row).fires(ids, cnt);
-            return py::make_tuple(toArray(std::move(ids)), toArray(std::move(cnt)));
-          },
-          py::arg("row"), "(ids, fire_counts) of every engram in the graph.")
-      .def(
-          "set_edges",
-          [](HebbianGraph& g, int64_t row, I64Array src, I64Array dst, I32Array cnt) {
-            checkRow(g, row);
-            checkVector("src", src);
-            checkVector("dst", dst);
-            checkVector("counts", cnt);
-            if (src.shape(0) != dst.shape(0) || src.shape(0) != cnt.shape(0))
-              throw py::value_error("src, dst and counts must have one length, got " + std::to_string(src.shape(0)) +
-                                    ", " + std::to_string(dst.shape(0)) + ", " + std::to_string(cnt.shape(0)));
-            for (py::ssize_t i = 0; i < src.shape(0); ++i) g.row(row).setEdge(src.data()[i], dst.data()[i], cnt.data()[i]);
-          },
-          py::arg("row"), py::arg("src"), py::arg("dst"), py::arg("counts"))
-      .def(
-          "set_fires",
-          [](HebbianGraph& g, int64_t row, I64Array ids, I32Array cnt) {
-            checkRow(g, row);
-            checkVector("ids", ids);
-            checkVector("counts", cnt);
-            if (ids.shape(0) != cnt.shape(0)) throw py::value_error("ids and counts must have one length");
-            for (py::ssize_t i = 0; i < ids.shape(0); ++i) g.row(row).setFire(ids.data()[i], cnt.data()[i]);
-          },
-          py::arg("row"), py::arg("ids"), py::arg("counts"))
-      .def(
-          "add_nodes",
-          [](HebbianGraph& g, I64Array ids) {
-            checkMatrix("ids", ids, g.batch());
-            const int64_t k = ids.shape(1), B = g.batch();
-            py::array_t<int64_t> out({B, k});
-            int64_t* o = out.mutable_data();
-            const int64_t* p = ids.data();
-            for (int64_t b = 0; b < B; ++b) g.row(b).addNodes(p + b * k, k, o + b * k);
-            return out;
-          },
-          py::arg("ids"), "Node slots [batch, K] of engram ids (created when missing; -1 ids give -1).")
-      .def(
-          "initial_ltm",
-          [](HebbianGraph& g, I64Array queries, I64Array ltm, I64Array ltmPos, int64_t numPositions, uint64_t seed) {
-            checkMatrix("queries", queries, g.batch());
-            checkMatrix("ltm", ltm, g.batch());
-            checkMatrix("ltm_positions", ltmPos, g.batch());
-            if (ltmPos.shape(1) != ltm.shape(1)) throw py::value_error("ltm_positions must have the shape of ltm");
-            if (numPositions < 1) throw py::value_error("num_positions must be >= 1");
-            const int64_t S = queries.shape(1), L = ltm.shape(1), B = g.batch();
-            for (int64_t b = 0; b < B; ++b) {
-              g.row(b).checkSlots(queries.data() + b * S, S, "queries");
-              g.row(b).checkSlots(ltm.data() + b * L, L, "ltm");
-            }
-            py::array_t<int64_t> out({B, S});
-            int64_t* o = out.mutable_data();
-            const int64_t *q = queries.data(), *l = ltm.data(), *lp = ltmPos.data();
-            {
-              py::gil_scoped_release release;
-              SplitMix64 rng(seed);
-              for (int64_t b = 0; b < B; ++b)
-                g.row(b).initialLtm(q + b * S, S, l + b * L, lp + b * L, L, numPositions, rng, o + b * S);
-            }
-            return out;
-          },
-          py::arg("queries"), py::arg("ltm"), py::arg("ltm_positions"), py::arg("num_positions"), py::arg("seed"),
-          "Local LTM index [batch, S] with the highest co-fire count per query slot (-1: none); random ties.")
-      .def(
-          "walk",
-          [](HebbianGraph& g, I64Array starts, I64Array ltm, int64_t depth, bool aliasNegative) {
-            checkMatrix("starts", starts, g.batch());
-            checkMatrix("ltm", ltm, g.batch());
-            if (depth < 0) throw py::value_error("depth must be >= 0, got " + std::to_string(depth));
-            const int64_t W = starts.shape(1), L = ltm.shape(1), B = g.batch();
-            for (py::ssize_t i = 0; i < starts.size(); ++i)
-              if (starts.data()[i] >= L) throw py::value_error("starts must be < the LTM length " + std::to_string(L));
-            for (int64_t b = 0; b < B; ++b) g.row(b).checkSlots(ltm.data() + b * L, L, "ltm");
-            py::array_t<int64_t> out({B, (depth + 1) * W});
-            int64_t* o = out.mutable_data();
-            const int64_t *s = starts.data(), *l = ltm.data();
-            {
-              py::gil_scoped_release release;
-              for (int64_t b = 0; b < B; ++b)
-                g.row(b).walk(s + b * W, W, l + b * L, L, depth, aliasNegative, o + b * (depth + 1) * W);
-            }
-            return out;
-          },
-          py::arg("starts"), py::arg("ltm"), py::arg("depth"), py::arg("alias_negative") = true,
-          "Greedy co-fire walk; returns local LTM indices [batch, (depth + 1) * W] (row-major [depth + 1, W]).")
-      .def(
-          "dense",
-          [](const HebbianGraph& g, int64_t row, I64Array queries, I64Array columns) {
-            checkRow(g, row);
-            checkVector("queries", queries);
-            checkVector("columns", columns);
-            const int64_t Q = queries.shape(0), C = columns.shape(0);
-            py::array_t<int32_t> out({Q, C});
-            int32_t* o = out.mutable_data();
-            const int64_t *q = queries.data(), *c = columns.data();
-            {
-              py::gil_scoped_release release;
-              g.row(row).dense(q, Q, c, C, o);
-            }
-            return out;
-          },
-          py::arg("row"), py::arg("queries"), py::arg("columns"),
-          "Dense co-fire counts [Q, C] between engram ids (diagonal: fire counts; -1 ids give -1).");
-});
+      .def("edges", &edges, py::arg("row"), "(src_ids, dst_ids, counts): every directed entry (both directions).")
+      .def("fires", &fires, py::arg("row"), "(ids, fire_counts) of every engram in the graph.")
+      .def("set_edges", &setEdges, py::arg("row"), py::arg("src"), py::arg("dst"), py::arg("counts"))
+      .def("set_fires", &setFires, py::arg("row"), py::arg("ids"), py::arg("counts"))
+      .def("add_nodes", &addNodes, py::arg("ids"),
+           "Node slots [batch, K] of engram ids (created when missing; -1 ids give -1).")
+      .def("initial_ltm", &initialLtm, py::arg("queries"), py::arg("ltm"), py::arg("ltm_positions"),
+           py::arg("num_positions"), py::arg("seed"),
+           "Local LTM index [batch, S] with the highest co-fire count per query slot (-1: none); random ties.")
+      .def("walk", &walk, py::arg("starts"), py::arg("ltm"), py::arg("depth"), py::arg("alias_negative") = true,
+           "Greedy co-fire walk; returns local LTM indices [batch, (depth + 1) * W] (row-major [depth + 1, W]).")
+      .def("dense", &dense, py::arg("row"), py::arg("queries"), py::arg("columns"),
+           "Dense co-fire counts [Q, C] between engram ids (diagonal: fire counts; -1 ids give -1).");
+}
+
+}  // namespace
+}  // namespace hebbian
+}  // namespace mnemonix
+
+static mnemonix::Registrar reg("hebbian", &mnemonix::hebbian::bind);

@@ -12,32 +12,25 @@
 // counts) runs here: candidates (LTM engrams) are tagged on their nodes for the
 // duration of a call, so a neighbour test is an array read, not a hash lookup.
 // No torch, no Python: plain buffers in, plain buffers out.
+//
+// Thread safety (HebbianGraph): concurrent readers, exclusive writers, through one
+// reader-writer lock inside the graph; see the class comment.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "common/rng.hpp"
+#include "common/shared_mutex.hpp"
+
 namespace mnemonix {
 namespace hebbian {
-
-// splitmix64: small, fast, seedable; used for random tie-breaking.
-struct SplitMix64 {
-  uint64_t state;
-  explicit SplitMix64(uint64_t seed) : state(seed) {}
-  uint64_t next() {
-    uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-  }
-  // uniform in [0, n), n > 0
-  int64_t below(int64_t n) { return static_cast<int64_t>(next() % static_cast<uint64_t>(n)); }
-};
 
 struct Edge {
   int32_t node;   // neighbour slot
@@ -182,7 +175,7 @@ class RowGraph {
   //   numPositions: engrams in the row (padded length), for the null-query case
   // Out: local LTM index per query, or -1. Ties are broken uniformly with rng.
   void initialLtm(const int64_t* queries, int64_t S, const int64_t* ltm, const int64_t* ltmPos, int64_t L,
-                  int64_t numPositions, SplitMix64& rng, int64_t* out) {
+                  int64_t numPositions, SplitMix64& rng, int64_t* out) const {
     std::vector<int64_t> real;  // local indices of real (non-padding) long-term engrams, ascending
     for (int64_t j = 0; j < L; ++j)
       if (ltm[j] >= 0) real.push_back(j);
@@ -240,7 +233,7 @@ class RowGraph {
   // behaviour), a walker at -1 reads the counts of local index L-1 and a pick of -1
   // marks L-1 visited (Python's negative indexing); otherwise it stops.
   void walk(const int64_t* starts, int64_t W, const int64_t* ltm, int64_t L, int64_t depth, bool aliasNegative,
-            int64_t* out) {
+            int64_t* out) const {
     // tag_[slot] holds the local index of a *reachable* long-term engram, else -1: one
     // array read per neighbour decides reachability (visited engrams are untagged).
     std::vector<char> visited(static_cast<size_t>(L), 0);
@@ -337,7 +330,9 @@ class RowGraph {
 
  private:
   std::vector<Node> nodes_;
-  std::vector<int32_t> tag_;  // per slot: local LTM index during a call, else -1 (dense: cache friendly)
+  // Scratch, per slot: local LTM index during initialLtm / walk, else -1 (dense: cache friendly).
+  // Mutable: those searches are reads of the graph; HebbianGraph runs them one at a time.
+  mutable std::vector<int32_t> tag_;
   std::vector<int32_t> free_;
   std::unordered_map<int64_t, int32_t> index_;
 
@@ -365,11 +360,11 @@ class RowGraph {
     else v.insert(it, Edge{node, count});
   }
 
-  void tag(const int64_t* ltm, int64_t L) {
+  void tag(const int64_t* ltm, int64_t L) const {
     for (int64_t j = 0; j < L; ++j)
       if (ltm[j] >= 0) tag_[ltm[j]] = static_cast<int32_t>(j);
   }
-  void untag(const int64_t* ltm, int64_t L) {
+  void untag(const int64_t* ltm, int64_t L) const {
     for (int64_t j = 0; j < L; ++j)
       if (ltm[j] >= 0) tag_[ltm[j]] = -1;
   }
@@ -384,23 +379,145 @@ class RowGraph {
   }
 };
 
-// One RowGraph per batch row.
+// One RowGraph per batch row, behind one reader-writer lock.
+//
+// Thread safety: concurrent readers, exclusive writers. Writers (resize, clear,
+// fireTogether, remove, setEdges, setFires, addNodes) hold the lock exclusively for the
+// whole call, over every row, so a reader never sees a half-applied update; readers share
+// it. initialLtm and walk are readers that also tag nodes in the rows' scratch, so they run
+// one at a time (alongside other readers). Arguments are checked under the lock (a row
+// index or node slot is checked against the state it is used with), and a failed check
+// changes nothing. The lock is a SharedMutex: the Python bindings make it release the GIL
+// whenever a call has to wait for it.
 class HebbianGraph {
  public:
-  explicit HebbianGraph(int64_t batch) {
-    if (batch < 0) throw std::invalid_argument("batch must be >= 0, got " + std::to_string(batch));
-    rows_.resize(static_cast<size_t>(batch));
+  explicit HebbianGraph(int64_t batch) { rows_.resize(checkedBatch(batch)); }
+
+  int64_t batch() const {
+    ReadLock lock(mutex_);
+    return size();
   }
-  int64_t batch() const { return static_cast<int64_t>(rows_.size()); }
-  RowGraph& row(int64_t b) {
-    if (b < 0 || b >= batch())
-      throw std::out_of_range("row must be in [0, " + std::to_string(batch()) + "), got " + std::to_string(b));
-    return rows_[static_cast<size_t>(b)];
+  void resize(int64_t batch) {
+    const size_t n = checkedBatch(batch);
+    WriteLock lock(mutex_);
+    rows_.resize(n);
   }
-  const RowGraph& row(int64_t b) const { return const_cast<HebbianGraph*>(this)->row(b); }
-  void resize(int64_t batch) { rows_.resize(static_cast<size_t>(batch)); }
+  void clear() {
+    WriteLock lock(mutex_);
+    for (RowGraph& r : rows_) r.clear();
+  }
+
+  // ---- reads of one row
+  int64_t numNodes(int64_t row) const {
+    ReadLock lock(mutex_);
+    return at(row).numNodes();
+  }
+  int64_t numEdges(int64_t row) const {
+    ReadLock lock(mutex_);
+    return at(row).numEdges();
+  }
+  int32_t count(int64_t row, int64_t a, int64_t b) const {
+    ReadLock lock(mutex_);
+    return at(row).count(a, b);
+  }
+  // out[i] = fire count of ids[i] (0 for unknown or negative ids)
+  void fireCounts(int64_t row, const int64_t* ids, int64_t n, int32_t* out) const {
+    ReadLock lock(mutex_);
+    const RowGraph& g = at(row);
+    for (int64_t i = 0; i < n; ++i) out[i] = ids[i] < 0 ? 0 : g.fireCount(ids[i]);
+  }
+  void edges(int64_t row, std::vector<int64_t>& src, std::vector<int64_t>& dst, std::vector<int32_t>& cnt) const {
+    ReadLock lock(mutex_);
+    at(row).edges(src, dst, cnt);
+  }
+  void fires(int64_t row, std::vector<int64_t>& ids, std::vector<int32_t>& cnt) const {
+    ReadLock lock(mutex_);
+    at(row).fires(ids, cnt);
+  }
+  void dense(int64_t row, const int64_t* q, int64_t Q, const int64_t* c, int64_t C, int32_t* out) const {
+    ReadLock lock(mutex_);
+    at(row).dense(q, Q, c, C, out);
+  }
+
+  // ---- writes; `ids` is row-major [rows, k] with rows == batch
+  void fireTogether(const int64_t* ids, int64_t rows, int64_t k) {
+    WriteLock lock(mutex_);
+    checkRows("ids", rows);
+    for (int64_t b = 0; b < rows; ++b) rows_[b].fireTogether(ids + b * k, k);
+  }
+  void remove(const int64_t* ids, int64_t rows, int64_t k) {
+    WriteLock lock(mutex_);
+    checkRows("ids", rows);
+    for (int64_t b = 0; b < rows; ++b) rows_[b].remove(ids + b * k, k);
+  }
+  // out [rows, k]: node slots of the ids (created when missing; -1 ids give -1)
+  void addNodes(const int64_t* ids, int64_t rows, int64_t k, int64_t* out) {
+    WriteLock lock(mutex_);
+    checkRows("ids", rows);
+    for (int64_t b = 0; b < rows; ++b) rows_[b].addNodes(ids + b * k, k, out + b * k);
+  }
+  void setEdges(int64_t row, const int64_t* src, const int64_t* dst, const int32_t* cnt, int64_t n) {
+    WriteLock lock(mutex_);
+    RowGraph& g = at(row);
+    for (int64_t i = 0; i < n; ++i) g.setEdge(src[i], dst[i], cnt[i]);
+  }
+  void setFires(int64_t row, const int64_t* ids, const int32_t* cnt, int64_t n) {
+    WriteLock lock(mutex_);
+    RowGraph& g = at(row);
+    for (int64_t i = 0; i < n; ++i) g.setFire(ids[i], cnt[i]);
+  }
+
+  // ---- the LTM search (readers with scratch); inputs row-major [rows, S] / [rows, L] / [rows, W]
+  void initialLtm(const int64_t* queries, int64_t S, const int64_t* ltm, const int64_t* ltmPos, int64_t L,
+                  int64_t rows, int64_t numPositions, uint64_t seed, int64_t* out) const {
+    if (numPositions < 1) throw std::invalid_argument("num_positions must be >= 1, got " + std::to_string(numPositions));
+    ReadLock lock(mutex_);
+    checkRows("queries", rows);
+    for (int64_t b = 0; b < rows; ++b) {
+      rows_[b].checkSlots(queries + b * S, S, "queries");
+      rows_[b].checkSlots(ltm + b * L, L, "ltm");
+    }
+    std::lock_guard<std::mutex> scratch(scratchMutex_);
+    SplitMix64 rng(seed);
+    for (int64_t b = 0; b < rows; ++b)
+      rows_[b].initialLtm(queries + b * S, S, ltm + b * L, ltmPos + b * L, L, numPositions, rng, out + b * S);
+  }
+  // out [rows, (depth + 1) * W]
+  void walk(const int64_t* starts, int64_t W, const int64_t* ltm, int64_t L, int64_t rows, int64_t depth,
+            bool aliasNegative, int64_t* out) const {
+    if (depth < 0) throw std::invalid_argument("depth must be >= 0, got " + std::to_string(depth));
+    for (int64_t i = 0; i < rows * W; ++i)
+      if (starts[i] >= L)
+        throw std::invalid_argument("starts must be < the LTM length " + std::to_string(L) + ", got " +
+                                    std::to_string(starts[i]));
+    ReadLock lock(mutex_);
+    checkRows("starts", rows);
+    for (int64_t b = 0; b < rows; ++b) rows_[b].checkSlots(ltm + b * L, L, "ltm");
+    std::lock_guard<std::mutex> scratch(scratchMutex_);
+    for (int64_t b = 0; b < rows; ++b)
+      rows_[b].walk(starts + b * W, W, ltm + b * L, L, depth, aliasNegative, out + b * (depth + 1) * W);
+  }
 
  private:
+  static size_t checkedBatch(int64_t batch) {
+    if (batch < 0) throw std::invalid_argument("batch must be >= 0, got " + std::to_string(batch));
+    return static_cast<size_t>(batch);
+  }
+  int64_t size() const { return static_cast<int64_t>(rows_.size()); }
+  void checkRows(const char* name, int64_t rows) const {
+    if (rows != size())
+      throw std::invalid_argument(std::string(name) + " must have " + std::to_string(size()) +
+                                  " rows (the batch), got " + std::to_string(rows));
+  }
+  const RowGraph& at(int64_t row) const {
+    if (row < 0 || row >= size())
+      throw std::invalid_argument("row must be in [0, " + std::to_string(size()) + "), got " + std::to_string(row));
+    return rows_[static_cast<size_t>(row)];
+  }
+  RowGraph& at(int64_t row) { return const_cast<RowGraph&>(static_cast<const HebbianGraph*>(this)->at(row)); }
+
+  mutable SharedMutex mutex_;         // the reader-writer contract above
+  mutable std::mutex scratchMutex_;   // RowGraph::tag_ during initialLtm / walk
   std::vector<RowGraph> rows_;
 };
 

@@ -1,191 +1,254 @@
-// pybind11 bindings of the plastic prefix memory engine: mnemonix._core.plastic.
+// Python bindings of the plastic prefix memory engine: mnemonix._core.plastic.
 //
-// Strings cross the boundary as Python str <-> std::u32string (one char32_t per
-// code point, so prefix and substring semantics are those of Python's str).
-// Arguments are converted with the GIL held; learning and inference release it.
-// std::invalid_argument -> ValueError, std::runtime_error -> RuntimeError.
-#include <pybind11/numpy.h>
+// Strings cross the boundary as Python str <-> std::u32string (one char32_t per code point,
+// so prefix and substring semantics are those of Python's str). Arguments are converted with
+// the GIL held (common/python.hpp); engine calls run with the GIL released, except O(1) and
+// hash lookups, whose lock releases the GIL only if it has to wait (engine.hpp: concurrent
+// readers, exclusive writers); results are built after, from copies taken under one read lock.
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
-#include <cstring>
+#include <map>
+#include <utility>
+#include <vector>
 
+#include "common/numpy_buffer.hpp"
+#include "common/python.hpp"
 #include "plastic/engine.hpp"
 #include "registry.hpp"
 
 namespace py = pybind11;
-using mnemonix::plastic::Engine;
-using mnemonix::plastic::InferResult;
-using mnemonix::plastic::NodeId;
-using mnemonix::plastic::Str;
-using mnemonix::plastic::View;
 
+namespace mnemonix {
+namespace plastic {
 namespace {
 
-template <typename T>
-py::array_t<T> to_numpy(std::vector<T>&& values) {
-  auto* owned = new std::vector<T>(std::move(values));
-  py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array_t<T>({static_cast<py::ssize_t>(owned->size())}, {static_cast<py::ssize_t>(sizeof(T))},
-                        owned->data(), free_when_done);
+py::str toPyStr(const char32_t* data, size_t size) {
+  static_assert(sizeof(char32_t) == sizeof(Py_UCS4), "UCS4 strings are char32_t");
+  PyObject* s = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, data, static_cast<Py_ssize_t>(size));
+  if (!s) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
 }
 
-py::dict export_arrays(const Engine& e) {
-  std::vector<uint32_t> codepoints;
-  std::vector<int64_t> offsets{0}, counts, levels, src, dst;
-  size_t total = 0;
-  for (size_t i = 0; i < e.num_nodes(); ++i) total += e.string(static_cast<NodeId>(i)).size();
-  codepoints.reserve(total);
-  offsets.reserve(e.num_nodes() + 1);
-  counts.reserve(e.num_nodes());
-  levels.reserve(e.num_nodes());
-  src.reserve(e.num_edges());
-  dst.reserve(e.num_edges());
-  for (size_t i = 0; i < e.num_nodes(); ++i) {
-    NodeId id = static_cast<NodeId>(i);
-    for (char32_t c : e.string(id)) codepoints.push_back(static_cast<uint32_t>(c));
-    offsets.push_back(static_cast<int64_t>(codepoints.size()));
-    counts.push_back(e.count(id));
-    levels.push_back(e.r_level(id));
-    for (NodeId v : e.successors(id)) {
-      src.push_back(id);
-      dst.push_back(v);
-    }
-  }
-  py::dict out;
-  out["codepoints"] = to_numpy(std::move(codepoints));
-  out["offsets"] = to_numpy(std::move(offsets));
-  out["count"] = to_numpy(std::move(counts));
-  out["r_level"] = to_numpy(std::move(levels));
-  out["edge_src"] = to_numpy(std::move(src));
-  out["edge_dst"] = to_numpy(std::move(dst));
+// The whole graph, copied under one read lock with the GIL released.
+Snapshot takeSnapshot(const Engine& e) {
+  py::gil_scoped_release release;
+  return e.snapshot();
+}
+
+py::str nodeString(const Snapshot& snap, size_t i) {
+  const auto* base = reinterpret_cast<const char32_t*>(snap.codepoints.data());
+  return toPyStr(base + snap.offsets[i], static_cast<size_t>(snap.offsets[i + 1] - snap.offsets[i]));
+}
+
+// Node strings of a snapshot as Python str, in node order (shared by several views).
+std::vector<py::str> nodeStrings(const Snapshot& snap) {
+  std::vector<py::str> out;
+  out.reserve(snap.numNodes());
+  for (size_t i = 0; i < snap.numNodes(); ++i) out.push_back(nodeString(snap, i));
   return out;
 }
 
-using I64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
-using U32 = py::array_t<uint32_t, py::array::c_style | py::array::forcecast>;
-
-std::unique_ptr<Engine> import_arrays(bool exact_counts, int64_t samples, U32 codepoints, I64 offsets, I64 counts,
-                                      I64 levels, I64 edge_src, I64 edge_dst) {
-  const py::ssize_t n = counts.size();
-  if (offsets.size() != n + 1 || levels.size() != n)
-    throw std::invalid_argument("offsets must have len(count) + 1 entries and r_level len(count) entries");
-  if (edge_src.size() != edge_dst.size()) throw std::invalid_argument("edge_src and edge_dst differ in length");
-  auto engine = std::make_unique<Engine>(exact_counts);
-  const uint32_t* cp = codepoints.data();
-  const int64_t* off = offsets.data();
-  const py::ssize_t ncp = codepoints.size();
-  {
-    py::gil_scoped_release release;
-    if (off[0] != 0) throw std::invalid_argument("offsets must start at 0");
-    Str buf;
-    for (py::ssize_t i = 0; i < n; ++i) {
-      if (off[i + 1] < off[i] || off[i + 1] > ncp) throw std::invalid_argument("offsets are not increasing");
-      buf.resize(static_cast<size_t>(off[i + 1] - off[i]));
-      for (size_t k = 0; k < buf.size(); ++k) {
-        uint32_t c = cp[off[i] + static_cast<int64_t>(k)];
-        if (c > 0x10FFFF) throw std::invalid_argument("code point out of range");
-        buf[k] = static_cast<char32_t>(c);
-      }
-      if (counts.data()[i] < 0) throw std::invalid_argument("negative count");
-      engine->restore_node(buf, counts.data()[i], levels.data()[i]);
-    }
-    for (py::ssize_t k = 0; k < edge_src.size(); ++k) {
-      int64_t u = edge_src.data()[k], v = edge_dst.data()[k];
-      if (u < 0 || v < 0 || u >= n || v >= n) throw std::invalid_argument("edge endpoint out of range");
-      engine->restore_edge(static_cast<NodeId>(u), static_cast<NodeId>(v));
-    }
-    engine->set_samples(samples);
+// names: the node strings when the caller shares them with other views, else empty.
+py::list nodesList(const Snapshot& snap, const std::vector<py::str>& names = {}) {
+  py::list out(snap.numNodes());
+  for (size_t i = 0; i < snap.numNodes(); ++i) {
+    py::str name = names.empty() ? nodeString(snap, i) : names[i];
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i),
+                    py::make_tuple(std::move(name), snap.count[i], snap.rLevel[i]).release().ptr());
   }
-  return engine;
+  return out;
 }
 
-py::tuple infer(Engine& e, const Str& prefix, const Str& stop, bool sample, uint64_t seed) {
+py::list edgesList(const Snapshot& snap, const std::vector<py::str>& names) {
+  py::list out(snap.edgeSrc.size());
+  for (size_t k = 0; k < snap.edgeSrc.size(); ++k) {
+    py::tuple edge = py::make_tuple(names[static_cast<size_t>(snap.edgeSrc[k])], names[static_cast<size_t>(snap.edgeDst[k])]);
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(k), edge.release().ptr());
+  }
+  return out;
+}
+
+py::dict levelsDict(const Snapshot& snap, const std::vector<py::str>& names) {
+  std::map<int64_t, std::vector<size_t>> byLevel;  // level -> node ids in node order
+  for (size_t i = 0; i < snap.numNodes(); ++i) byLevel[snap.rLevel[i]].push_back(i);
+  py::dict out;
+  for (const auto& [level, ids] : byLevel) {
+    py::list members(ids.size());
+    for (size_t j = 0; j < ids.size(); ++j) members[j] = names[ids[j]];
+    out[py::int_(level)] = members;
+  }
+  return out;
+}
+
+py::dict arraysDict(Snapshot&& snap) {
+  py::dict out;
+  out["codepoints"] = toNumpy(std::move(snap.codepoints));
+  out["offsets"] = toNumpy(std::move(snap.offsets));
+  out["count"] = toNumpy(std::move(snap.count));
+  out["r_level"] = toNumpy(std::move(snap.rLevel));
+  out["edge_src"] = toNumpy(std::move(snap.edgeSrc));
+  out["edge_dst"] = toNumpy(std::move(snap.edgeDst));
+  return out;
+}
+
+py::dict exportState(const Engine& e) {
+  Snapshot snap = takeSnapshot(e);
+  py::dict out;
+  out["samples"] = snap.samples;
+  out["memory_bytes"] = snap.memoryBytes;
+  out["num_edges"] = snap.edgeSrc.size();
+  out["arrays"] = arraysDict(std::move(snap));
+  return out;
+}
+
+template <typename T>
+Span<T> spanOf(const CArray<T>& a) {
+  return Span<T>{a.data(), static_cast<size_t>(a.size())};
+}
+
+std::unique_ptr<Engine> importArrays(const BoolArg& exactCounts, const IntArg& samples, const ArrayArg& codepoints,
+                                     const ArrayArg& offsets, const ArrayArg& count, const ArrayArg& rLevel,
+                                     const ArrayArg& edgeSrc, const ArrayArg& edgeDst) {
+  const bool exact = asBool(exactCounts, "exact_counts");
+  const int64_t numSamples = asInt64(samples, "samples");
+  const auto cp = asArray<uint32_t>(codepoints, "codepoints", 1);
+  const auto off = asArray<int64_t>(offsets, "offsets", 1);
+  const auto cnt = asArray<int64_t>(count, "count", 1);
+  const auto lvl = asArray<int64_t>(rLevel, "r_level", 1);
+  const auto src = asArray<int64_t>(edgeSrc, "edge_src", 1);
+  const auto dst = asArray<int64_t>(edgeDst, "edge_dst", 1);
+  const SnapshotView view{spanOf(cp), spanOf(off), spanOf(cnt), spanOf(lvl), spanOf(src), spanOf(dst)};
+  py::gil_scoped_release release;
+  return Engine::restore(exact, numSamples, view);
+}
+
+py::tuple infer(const Engine& e, const StrArg& prefix, const StrArg& stop, const BoolArg& sample,
+                const IntArg& seed) {
+  const Str prefixStr = asU32String(prefix, "prefix");
+  const Str stopStr = asU32String(stop, "stop");
+  const bool sampled = asBool(sample, "sample");
+  const uint64_t seedValue = asUint64(seed, "seed");
   InferResult r;
   {
     py::gil_scoped_release release;
-    r = e.infer(prefix, stop, sample, seed);
+    r = e.infer(prefixStr, stopStr, sampled, seedValue);
   }
-  py::list path;
-  for (NodeId id : r.path) path.append(py::cast(e.string(id)));
-  py::list probs;
-  for (double p : r.probs) probs.append(p);
+  py::list path(r.path.size());
+  for (size_t i = 0; i < r.path.size(); ++i) path[i] = toPyStr(r.path[i].data(), r.path[i].size());
+  py::list probs(r.probs.size());
+  for (size_t i = 0; i < r.probs.size(); ++i) probs[i] = r.probs[i];
   return py::make_tuple(path, probs);
 }
 
-}  // namespace
+// A str that cannot be a node (not a str, or with lone surrogates) is simply not contained.
+bool contains(const Engine& e, const py::object& s) {
+  if (!PyUnicode_Check(s.ptr())) return false;
+  Str str;
+  try {
+    str = asU32String(s, "s");
+  } catch (const std::invalid_argument&) {
+    return false;
+  }
+  return e.contains(str);  // a hash lookup: keeps the GIL (the lock releases it to wait)
+}
 
-static mnemonix::Registrar reg("plastic", [](py::module_& m) {
-  m.doc() = "Plastic prefix memory graph engine (see mnemonix.plastic for the documented API).";
+py::object node(const Engine& e, const StrArg& s) {
+  const Str str = asU32String(s, "s");
+  const std::optional<NodeInfo> info = e.node(str);  // a hash lookup: keeps the GIL
+  if (!info) return py::none();
+  return py::make_tuple(info->count, info->rLevel);
+}
+
+// A getter that walks the whole engine, called without the GIL.
+template <typename R>
+auto withoutGil(R (Engine::*getter)() const) {
+  return [getter](const Engine& e) {
+    py::gil_scoped_release release;
+    return (e.*getter)();
+  };
+}
+
+void bind(py::module_& m) {
+  m.doc() = "Plastic prefix memory graph engine (see mnemonix.plastic for the documented API).\n\n"
+            "Thread safety: concurrent readers, exclusive writers (a reader-writer lock inside the\n"
+            "engine); no call holds the GIL while it waits for the lock, and calls longer than a\n"
+            "lookup release it while they run.";
   py::class_<Engine>(m, "Engine")
-      .def(py::init<bool>(), py::arg("exact_counts") = false)
-      .def_property_readonly("exact_counts", &Engine::exact_counts)
-      .def_property_readonly("num_nodes", &Engine::num_nodes)
-      .def_property_readonly("num_edges", &Engine::num_edges)
+      .def(py::init([](const BoolArg& exactCounts) { return std::make_unique<Engine>(asBool(exactCounts, "exact_counts")); }),
+           py::arg("exact_counts") = false)
+      .def_property_readonly("exact_counts", &Engine::exactCounts)
+      .def_property_readonly("num_nodes", &Engine::numNodes)  // O(1) reads keep the GIL
+      .def_property_readonly("num_edges", &Engine::numEdges)
       .def_property_readonly("samples", &Engine::samples)
       .def(
-          "learn", [](Engine& e, const Str& s) { e.learn(s); }, py::arg("s"),
-          py::call_guard<py::gil_scoped_release>())
+          "learn",
+          [](Engine& e, const StrArg& s) {
+            const Str str = asU32String(s, "s");
+            py::gil_scoped_release release;
+            e.learn(str);
+          },
+          py::arg("s"), "Learn one sample (a writer: exclusive lock).")
       .def(
           "learn_many",
-          [](Engine& e, const std::vector<Str>& samples) {
-            for (const Str& s : samples)
-              if (s.empty()) throw std::invalid_argument("samples must not contain the empty string");
-            for (const Str& s : samples) e.learn(s);
+          [](Engine& e, const StrListArg& samples) {
+            const std::vector<Str> batch = asU32Strings(samples, "samples");
+            py::gil_scoped_release release;
+            e.learnMany(batch);
           },
-          py::arg("samples"), py::call_guard<py::gil_scoped_release>())
+          py::arg("samples"), "Learn samples in order, all checked first, under one exclusive lock.")
       .def(
-          "potentiate", [](Engine& e, const Str& s, int64_t amount) { e.potentiate(s, amount); }, py::arg("s"),
-          py::arg("amount"), py::call_guard<py::gil_scoped_release>())
-      .def("__contains__", [](const Engine& e, const Str& s) { return e.find(s) >= 0; })
-      .def(
-          "node",
-          [](const Engine& e, const Str& s) -> py::object {
-            NodeId id = e.find(s);
-            if (id < 0) return py::none();
-            return py::make_tuple(e.count(id), e.r_level(id));
+          "potentiate",
+          [](Engine& e, const StrArg& s, const IntArg& amount) {
+            const Str str = asU32String(s, "s");
+            const int64_t value = asInt64(amount, "amount");
+            py::gil_scoped_release release;
+            e.potentiate(str, value);
           },
-          py::arg("s"))
-      .def("nodes",
-           [](const Engine& e) {
-             py::list out(e.num_nodes());
-             for (size_t i = 0; i < e.num_nodes(); ++i) {
-               NodeId id = static_cast<NodeId>(i);
-               out[i] = py::make_tuple(py::cast(e.string(id)), e.count(id), e.r_level(id));
-             }
-             return out;
-           })
-      .def("edges",
-           [](const Engine& e) {
-             py::list out;
-             std::vector<py::object> names(e.num_nodes());
-             for (size_t i = 0; i < e.num_nodes(); ++i) names[i] = py::cast(e.string(static_cast<NodeId>(i)));
-             for (size_t i = 0; i < e.num_nodes(); ++i)
-               for (NodeId v : e.successors(static_cast<NodeId>(i))) out.append(py::make_tuple(names[i], names[v]));
-             return out;
-           })
-      .def("levels",
-           [](const Engine& e) {
-             // level -> node strings in node order
-             py::dict out;
-             std::map<int64_t, std::vector<NodeId>> by_level;
-             for (const auto& [lvl, level] : e.levels()) {
-               std::vector<NodeId> ids;
-               for (const auto& key : level.sorted) ids.push_back(key.id);
-               std::sort(ids.begin(), ids.end());
-               by_level.emplace(lvl, std::move(ids));
-             }
-             for (auto& [lvl, ids] : by_level) {
-               py::list names;
-               for (NodeId id : ids) names.append(py::cast(e.string(id)));
-               out[py::int_(lvl)] = names;
-             }
-             return out;
-           })
-      .def("memory_bytes", &Engine::memory_bytes)
+          py::arg("s"), py::arg("amount"))
+      .def("__contains__", &contains, py::arg("s"))
+      .def("node", &node, py::arg("s"), "(count, r_level) of node s, or None.")
+      .def(
+          "nodes",
+          [](const Engine& e) {
+            const Snapshot snap = takeSnapshot(e);
+            return nodesList(snap);
+          },
+          "[(string, count, r_level)] in node order.")
+      .def(
+          "edges",
+          [](const Engine& e) {
+            const Snapshot snap = takeSnapshot(e);
+            return edgesList(snap, nodeStrings(snap));
+          },
+          "[(parent, child)] in edge order.")
+      .def(
+          "levels",
+          [](const Engine& e) {
+            const Snapshot snap = takeSnapshot(e);
+            return levelsDict(snap, nodeStrings(snap));
+          },
+          "{r_level: [strings in node order]}, levels ascending.")
+      .def(
+          "graph",
+          [](const Engine& e) {
+            const Snapshot snap = takeSnapshot(e);
+            const std::vector<py::str> names = nodeStrings(snap);
+            return py::make_tuple(nodesList(snap, names), edgesList(snap, names));
+          },
+          "(nodes(), edges()) taken under one read lock: they always agree.")
+      .def("memory_bytes", withoutGil(&Engine::memoryBytes))
       .def("infer", &infer, py::arg("prefix"), py::arg("stop"), py::arg("sample"), py::arg("seed"))
-      .def("export_arrays", &export_arrays)
-      .def_static("import_arrays", &import_arrays, py::arg("exact_counts"), py::arg("samples"),
-                  py::arg("codepoints"), py::arg("offsets"), py::arg("count"), py::arg("r_level"),
-                  py::arg("edge_src"), py::arg("edge_dst"));
-});
+      .def(
+          "export_arrays", [](const Engine& e) { return arraysDict(takeSnapshot(e)); },
+          "The graph as numpy arrays (the layout of PlasticMemory.save).")
+      .def("export_state", &exportState,
+           "{'arrays': export_arrays(), 'samples', 'memory_bytes', 'num_edges'} under one read lock.")
+      .def_static("import_arrays", &importArrays, py::arg("exact_counts"), py::arg("samples"), py::arg("codepoints"),
+                  py::arg("offsets"), py::arg("count"), py::arg("r_level"), py::arg("edge_src"), py::arg("edge_dst"));
+}
+
+}  // namespace
+}  // namespace plastic
+}  // namespace mnemonix
+
+static mnemonix::Registrar reg("plastic", &mnemonix::plastic::bind);

@@ -7,7 +7,8 @@
 // products and, when the values are the keys, the weighted sum. Inner loops are written for
 // the compiler's vectoriser (`#pragma omp simd`, a polynomial exp), and x86-64 builds carry an
 // AVX2/FMA clone chosen at load time (GCC `target_clones`, glibc ifunc), so portable wheels
-// stay fast.
+// stay fast. Exceptions thrown inside the parallel loop are captured (FirstException) and
+// rethrown after it. Stateless: any number of threads may call retrieve at once.
 #pragma once
 
 #include <algorithm>
@@ -16,7 +17,10 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <string>
 #include <vector>
+
+#include "common/errors.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -242,8 +246,9 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
 inline void retrieve(const float* queries, size_t batch, size_t d, const float* keys, size_t n,
                      const float* values, size_t dv, float beta, const float* bias, float* out,
                      float* lse, int64_t* argmax, int threads) {
-  if (n == 0) throw std::invalid_argument("keys must hold at least one stored pattern (N >= 1)");
-  if (!(beta > 0.0f) || !std::isfinite(beta)) throw std::invalid_argument("beta must be finite and > 0");
+  if (n == 0) throw std::invalid_argument("keys must hold at least one stored pattern (N >= 1), got 0 rows");
+  if (!(beta > 0.0f) || !std::isfinite(beta))
+    throw std::invalid_argument("beta must be finite and > 0 (as a float32), got " + std::to_string(beta));
   std::vector<float> qs(queries, queries + batch * d);
   for (float& x : qs) x *= beta;
 #ifdef _OPENMP
@@ -267,19 +272,23 @@ inline void retrieve(const float* queries, size_t batch, size_t d, const float* 
   std::vector<std::vector<float>> scratch(nThreads);
   for (auto& p : parts) p.reset(batch, dv);
   const size_t per = (n + nParts - 1) / nParts;
+  FirstException error;  // an exception must not leave the parallel region (std::terminate)
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nThreads) schedule(dynamic, 1)
 #endif
   for (long long t = 0; t < static_cast<long long>(nParts); ++t) {
-    const size_t n0 = std::min(n, static_cast<size_t>(t) * per);
-    const size_t n1 = std::min(n, n0 + per);
+    error.run([&] {
+      const size_t n0 = std::min(n, static_cast<size_t>(t) * per);
+      const size_t n1 = std::min(n, n0 + per);
 #ifdef _OPENMP
-    std::vector<float>& buf = scratch[omp_get_thread_num()];
+      std::vector<float>& buf = scratch[omp_get_thread_num()];
 #else
-    std::vector<float>& buf = scratch[0];
+      std::vector<float>& buf = scratch[0];
 #endif
-    scanRange(qs.data(), batch, d, keys, values, dv, bias, n0, n1, parts[t], buf);
+      scanRange(qs.data(), batch, d, keys, values, dv, bias, n0, n1, parts[t], buf);
+    });
   }
+  error.rethrow();  // e.g. std::bad_alloc of a scratch buffer, raised in the calling thread
   // exact merge in part (= N) order: ties of the max go to the lower index
   for (size_t b = 0; b < batch; ++b) {
     float mMax = kNegInf;

@@ -108,6 +108,18 @@ class PlasticMemory:
     -----
     Nodes have a string, an int64 ``count`` and an int64 ``r_level``; node order
     and edge order are insertion order, as in the research code (networkx).
+
+    Thread safety: concurrent readers, exclusive writers. The engine holds a
+    reader-writer lock: ``learn``, ``learn_many`` and ``potentiate`` are writers and
+    apply each call whole (``learn_many`` one chunk of 8192 samples at a time when it
+    shows a progress bar, else the whole batch), so a reader never sees a
+    half-applied learn; every other method is a reader and may run in any number of
+    threads at once. Methods that return several views (``stats``, ``save``,
+    ``to_networkx``, ``to_dot``, ``to_csv``) take them under one read lock, so they
+    agree with each other. No call holds the GIL while it waits for the lock, and
+    calls longer than a lookup release it while they run. Concurrent learns are
+    applied one after the other in some order: the resulting graph is that of
+    learning the samples sequentially in that order.
     """
 
     def __init__(self, exact_counts: bool = False) -> None:
@@ -133,8 +145,10 @@ class PlasticMemory:
         """Learn samples in order; same result as calling :meth:`learn` on each.
 
         All samples are checked before any is learned (a bad one leaves the memory
-        unchanged). The C++ loop runs without the GIL; with ``progress`` and more than
-        8192 samples it runs in chunks of 8192 under a tqdm progress bar.
+        unchanged). The C++ loop runs without the GIL, under the engine's write lock
+        (readers see the whole batch or none of it); with ``progress`` and more than
+        8192 samples it runs in chunks of 8192 under a tqdm progress bar, each chunk
+        applied whole.
         """
         if isinstance(samples, str):
             raise TypeError("samples must be an iterable of str, got a single str (use learn)")
@@ -256,7 +270,8 @@ class PlasticMemory:
         ``per_level`` (``{level: {"nodes", "leaves", "count_sum", "max_count", "mean_length"}}``),
         ``leaves``, ``max_out_degree``, ``mean_length`` and ``memory_bytes`` (engine estimate).
         """
-        arrays = self._engine.export_arrays()
+        state = self._engine.export_state()  # one read lock: every figure below agrees
+        arrays = state["arrays"]
         levels = arrays["r_level"]
         src = arrays["edge_src"]
         n = len(levels)
@@ -277,8 +292,8 @@ class PlasticMemory:
             }
         return {
             "nodes": n,
-            "edges": int(self._engine.num_edges),
-            "samples": self.samples,
+            "edges": int(state["num_edges"]),
+            "samples": int(state["samples"]),
             "levels": int(len(lv)),
             "max_level": int(lv[-1]) if n else None,
             "nodes_per_level": {int(a): int(b) for a, b in zip(lv, cnt)},
@@ -286,7 +301,7 @@ class PlasticMemory:
             "leaves": int((out_degree == 0).sum()),
             "max_out_degree": int(out_degree.max()) if n else 0,
             "mean_length": float(lengths.mean()) if n else 0.0,
-            "memory_bytes": int(self._engine.memory_bytes()),
+            "memory_bytes": int(state["memory_bytes"]),
         }
 
     # ------------------------------------------------------------------ persistence
@@ -297,11 +312,11 @@ class PlasticMemory:
         [n + 1], ``count`` and ``r_level`` int64 [n], ``edge_src`` / ``edge_dst`` int64
         [e] in edge order.
         """
-        arrays = self._engine.export_arrays()
-        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        state = self._engine.export_state()  # arrays and samples under one read lock
+        arrays = {k: np.asarray(v) for k, v in state["arrays"].items()}
         _io.save_arrays(
             path, arrays, format=FORMAT, version=FORMAT_VERSION,
-            meta={"exact_counts": self.exact_counts, "samples": self.samples},
+            meta={"exact_counts": self.exact_counts, "samples": int(state["samples"])},
         )
 
     @classmethod
@@ -332,10 +347,11 @@ class PlasticMemory:
         """A ``networkx.DiGraph`` with node attributes ``count`` and ``r_level`` (same orders)."""
         import networkx as nx
 
+        nodes, edges = self._engine.graph()  # one read lock: the edges join these nodes
         graph = nx.DiGraph()
-        for s, count, level in self.nodes():
+        for s, count, level in nodes:
             graph.add_node(s, count=count, r_level=level)
-        graph.add_edges_from(self.edges())
+        graph.add_edges_from(edges)
         return graph
 
     def to_dot(self) -> str:
@@ -344,21 +360,24 @@ class PlasticMemory:
         def quote(s: str) -> str:
             return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
+        nodes, edges = self._engine.graph()  # one read lock: the edges join these nodes
         lines = ["digraph plastic {", "  rankdir=TB;", "  node [shape=box, fontname=monospace];"]
-        for i, (s, count, level) in enumerate(self.nodes()):
+        by_level: dict[int, list[int]] = {}
+        for i, (s, count, level) in enumerate(nodes):
             lines.append(f"  n{i} [label={quote(f'{s}' + chr(10) + f'{count} (r{level})')}];")
-        index = {s: i for i, (s, _, _) in enumerate(self.nodes())}
-        for u, v in self.edges():
+            by_level.setdefault(level, []).append(i)
+        index = {s: i for i, (s, _, _) in enumerate(nodes)}
+        for u, v in edges:
             lines.append(f"  n{index[u]} -> n{index[v]};")
-        for level, members in self.levels().items():
-            ids = " ".join(f"n{index[s]};" for s in members)
+        for level in sorted(by_level):
+            ids = " ".join(f"n{i};" for i in by_level[level])
             lines.append(f"  {{ rank=same; {ids} }}  // r_level {level}")
         lines.append("}")
         return "\n".join(lines) + "\n"
 
     def to_csv(self, nodes_path: str | os.PathLike[str], edges_path: str | os.PathLike[str]) -> None:
         """Write ``id,string,count,r_level`` and ``source,target`` (node ids) CSV files."""
-        nodes = self.nodes()
+        nodes, edges = self._engine.graph()  # one read lock: the edges join these nodes
         index = {s: i for i, (s, _, _) in enumerate(nodes)}
         Path(nodes_path).parent.mkdir(parents=True, exist_ok=True)
         Path(edges_path).parent.mkdir(parents=True, exist_ok=True)
@@ -370,5 +389,5 @@ class PlasticMemory:
         with open(edges_path, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["source", "target"])
-            for u, v in self.edges():
+            for u, v in edges:
                 writer.writerow([index[u], index[v]])
