@@ -51,7 +51,7 @@ def engram_type_codes(value: object, shape: tuple[int, int], device: torch.devic
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > 3):
             raise ValueError(f"engrams_types must hold EngramType codes 0-3 (NULL, WORKING, SHORTTERM, LONGTERM), "
                              f"got values in [{int(codes.min())}, {int(codes.max())}]")
-        return codes.detach().to(torch.uint8)
+        return codes.detach().to(torch.uint8, copy=True)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"engrams_types must be an EngramType, an int code or a tensor, got {type(value).__name__}")
     if value not in (0, 1, 2, 3):
@@ -62,7 +62,7 @@ def engram_type_codes(value: object, shape: tuple[int, int], device: torch.devic
 def lifespans(value: object, shape: tuple[int, int], device: torch.device) -> torch.Tensor:
     """``lifespan`` as float32 [B, M]: a finite number or a finite tensor of that shape."""
     if isinstance(value, torch.Tensor):
-        out = real_tensor("lifespan", value, shape).detach().to(torch.float32)
+        out = real_tensor("lifespan", value, shape).detach().to(torch.float32, copy=True)
         _checks.finite("lifespan", out)
         return out
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -77,7 +77,7 @@ def int_field(name: str, value: object, shape: tuple[int, int], device: torch.de
     if isinstance(value, torch.Tensor):
         if tuple(value.shape) != shape:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(value.shape)}")
-        return int32_values(name, value)
+        return int32_values(name, value).clone()
     if value is None:
         value = 0
     if isinstance(value, bool) or not isinstance(value, int):
@@ -93,7 +93,7 @@ def int_field(name: str, value: object, shape: tuple[int, int], device: torch.de
 
 def check_constructor(data, induce_counts, engrams_types, lifespan, age, engram_ids, track_age, track_engram_id):
     """Checked fields of ``Engrams(...)``: data, lifespan, engrams_types, _age, _ids, induce_counts (or None)."""
-    data = real_tensor("data", data, ndim=3).detach().float()
+    data = real_tensor("data", data, ndim=3).detach().to(torch.float32, copy=True)  # never a view of the caller's
     _checks.finite("data", data)
     batch, length, _ = data.shape
     shape, device = (batch, length), data.device

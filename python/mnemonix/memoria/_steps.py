@@ -87,10 +87,11 @@ class UpstreamSteps:
         ltm_positions = indices_with_mask(ltm_mask) if ltm_positions is None else ltm_positions
         if ltm_positions.shape[1] == 0:  # no long-term engram
             if self.tie_break == "original":  # the original draws its tie-break noise even then
-                self._tie_noise((batch, num_slots, e.memory_length))
+                for _ in self._tie_noise_chunks(batch, num_slots, e.memory_length):
+                    pass
             return torch.full_like(queries, -1)
         if self.tie_break == "original" or e.graph.has_overlay():
-            return _longterm.initial_positions_original(e, queries, ltm_mask, self._tie_noise)
+            return _longterm.initial_positions_original(e, queries, ltm_mask, self._tie_noise_chunks)
         local = e.initial_longterm(queries, ltm_positions, self._draw_seed()).to(e.device)
         return gather_rows(ltm_positions, local, -1)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +52,7 @@ __all__ = ["Memoria"]
 
 _DISTANCES = ("certified", "exact", "gemm")
 _TIE_BREAKS = ("original", "random")
+NOISE_CHUNK = 1 << 22  # draws per chunk of the original tie-break noise (8 MB of fp16)
 _FIXES = ("fix_empty_ltm", "fix_negative_index", "fix_ltm_local_index", "fix_padding")
 
 
@@ -168,13 +170,29 @@ class Memoria(UpstreamSteps):
         self.timestep += 1
 
     # ------------------------------------------------------------------- remind
-    def _tie_noise(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """The original's tie-break noise (fp16 uniform), drawn on the generator's device, then moved."""
+    def _tie_noise_chunks(self, batch: int, slots: int, length: int) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+        """The original's tie-break noise ``torch.rand([batch, slots, length], dtype=float16)``, in chunks.
+
+        Yields ``(b, s0, s1, noise[b, s0:s1])`` on the engrams' device. From the generator (or the
+        global one of the engrams' device when None), drawn on its own device, then moved. A CPU
+        generator's stream is sequential, so chunks of at most ``NOISE_CHUNK`` draws give the
+        same numbers as one call; a CUDA generator draws the whole tensor at once (its
+        offsets depend on the call's size).
+        """
         device = self.engrams.device
-        if self.generator is None:
-            return torch.rand(shape, dtype=torch.float16, device=device)
-        noise = torch.rand(shape, dtype=torch.float16, device=self.generator.device, generator=self.generator)
-        return noise.to(device)
+        source = self.generator.device if self.generator is not None else device
+        if source.type != "cpu":
+            noise = torch.rand((batch, slots, length), dtype=torch.float16, device=source, generator=self.generator)
+            noise = noise.to(device)
+            for b in range(batch):
+                yield b, 0, slots, noise[b]
+            return
+        rows = max(1, NOISE_CHUNK // max(1, length))
+        for b in range(batch):
+            for s0 in range(0, slots, rows):
+                s1 = min(slots, s0 + rows)
+                noise = torch.rand((s1 - s0, length), dtype=torch.float16, generator=self.generator)
+                yield b, s0, s1, noise.to(device, non_blocking=True)
 
     def _draw_seed(self) -> int:
         device = self.generator.device if self.generator is not None else "cpu"
