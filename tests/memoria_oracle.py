@@ -54,7 +54,8 @@ class DenseEngrams:
     def fresh(data, types_code, lifespan, first_id, track_age, track_id):
         b, m, _ = data.shape
         return DenseEngrams(
-            data.float().clone(), torch.zeros(b, m, m, dtype=torch.int32), torch.full((b, m), types_code, dtype=torch.uint8),
+            data.float().clone(), torch.zeros(b, m, m, dtype=torch.int32),
+            torch.full((b, m), types_code, dtype=torch.uint8),
             torch.full((b, m), float(lifespan)), torch.zeros(b, m, dtype=torch.int32) if track_age else None,
             torch.arange(first_id, first_id + m, dtype=torch.int32).repeat(b, 1) if track_id else None)
 

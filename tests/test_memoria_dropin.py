@@ -92,7 +92,7 @@ def test_writes_into_views_persist() -> None:
     e.fire_count = torch.tensor([[5, 6]], dtype=torch.int32)  # upstream's setter: the first n engrams
     assert e.fire_count.tolist() == [[5, 6, 0, 0]]
     assert counts[0, 0, 0] == 5  # the held view shows the new counts
-    assert e.graph.core.count(0, 1, 2) == 7 and not e.graph.has_overlay() is False
+    assert e.graph.core.count(0, 1, 2) == 7 and e.graph.has_overlay()  # (1, 2) symmetric; (3, 0) negative
     e.induce_counts += 1
     dense = e.induce_counts
     assert dense[0, 1, 2] == 8 and dense[0, 3, 3] == 1 and dense[0, 3, 0] == -1
@@ -169,11 +169,10 @@ def test_an_overridden_step_takes_effect() -> None:
             return torch.full_like(shortterm_memory_indices, -1)
 
     m = NoShortTerm(**dict(CFG, stm_capacity=100))
-    plain = Memoria(**dict(CFG, stm_capacity=100))
-    for (_, indices), (_, usual) in zip(drive(m, torch.Generator().manual_seed(0), 5),
-                                       drive(plain, torch.Generator().manual_seed(0), 5)):
+    for _, indices in drive(m, torch.Generator().manual_seed(0), 5):
         assert set(indices.flatten().tolist()) <= {-1, 0}  # only the empty-LTM quirk's engram 0
-    assert (usual > 0).any()  # without the override, short-term engrams are reminded
+    plain = drive(Memoria(**dict(CFG, stm_capacity=100)), torch.Generator().manual_seed(0), 5)
+    assert (plain[-1][1] > 0).any()  # without the override, short-term engrams are reminded
 
 
 def test_private_steps_have_upstream_semantics() -> None:

@@ -13,12 +13,18 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
+def not_meta(name: str, value: torch.Tensor) -> None:
+    if value.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device: it holds no values")
+
+
 def int32_values(name: str, value: torch.Tensor) -> torch.Tensor:
     """An integer tensor (or integral floats, truncated as the original does) that fits int32, as int32."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if value.dtype == torch.bool or value.is_complex():
         raise TypeError(f"{name} must hold integers, got {value.dtype}")
+    not_meta(name, value)
     if value.numel():
         low, high = value.min(), value.max()
         if value.is_floating_point() and not bool(torch.isfinite(low) & torch.isfinite(high)):
@@ -35,6 +41,7 @@ def real_tensor(name: str, value: object, shape: tuple[int, ...] | None = None,
     assert isinstance(value, torch.Tensor)
     if value.dtype == torch.bool or value.is_complex():
         raise TypeError(f"{name} must have a real dtype, got {value.dtype}")
+    not_meta(name, value)
     if shape is not None and tuple(value.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(value.shape)}")
     return value
@@ -91,6 +98,20 @@ def int_field(name: str, value: object, shape: tuple[int, int], device: torch.de
     return torch.arange(value, value + shape[1], dtype=torch.int32, device=device).expand(shape).contiguous()
 
 
+def field_value(name: str, value: object, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """A checked value for a settable field (``data``, ``lifespan``, ``engrams_types``), of that shape/device."""
+    if name == "engrams_types":
+        out = engram_type_codes(value, shape, device) if isinstance(value, torch.Tensor) else None
+        if out is None:
+            raise TypeError(f"engrams_types must be a torch.Tensor, got {type(value).__name__}")
+    else:
+        out = real_tensor(name, value, shape)
+        _checks.finite(name, out)
+    if out.device != device:
+        raise ValueError(f"{name} must be on {device} (the engrams' device), got {out.device}")
+    return out
+
+
 def check_constructor(data, induce_counts, engrams_types, lifespan, age, engram_ids, track_age, track_engram_id):
     """Checked fields of ``Engrams(...)``: data, lifespan, engrams_types, _age, _ids, induce_counts (or None)."""
     data = real_tensor("data", data, ndim=3).detach().to(torch.float32, copy=True)  # never a view of the caller's
@@ -117,19 +138,26 @@ def check_constructor(data, induce_counts, engrams_types, lifespan, age, engram_
     return {**fields, "induce_counts": counts}
 
 
-def index_matrix(name: str, indices: object, batch: int, length: int) -> torch.Tensor:
-    """Engram positions [B, N] (a tensor or nested list of ints); negative entries mean none; < ``length``."""
+def index_matrix(name: str, indices: object, batch: int, length: int, *, check_range: bool = True) -> torch.Tensor:
+    """Engram positions [B, N] (a tensor or nested list of ints); negative entries mean none; < ``length``.
+
+    ``check_range=False`` leaves the range to a later check (it costs a host sync).
+    """
     if isinstance(indices, (list, tuple)):
-        indices = torch.as_tensor(indices, dtype=torch.long)
+        try:
+            indices = torch.as_tensor(indices)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{name} must be a rectangular nested list of ints ({exc})") from exc
     if not isinstance(indices, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(indices).__name__}")
     if indices.dtype not in _INT_DTYPES:
         raise TypeError(f"{name} must hold integer positions, got {indices.dtype}")
+    not_meta(name, indices)
     if indices.ndim != 2:
         raise ValueError(f"{name} must have 2 dimensions [B, N], got shape {tuple(indices.shape)}")
     if indices.shape[0] != batch:
         raise ValueError(f"{name} must have {batch} rows (the batch), got shape {tuple(indices.shape)}")
-    if indices.numel() and int(indices.max()) >= length:
+    if check_range and indices.numel() and int(indices.max()) >= length:
         raise ValueError(f"{name} must be < {length} (the engrams per row), got {int(indices.max())}")
     return indices.long()
 

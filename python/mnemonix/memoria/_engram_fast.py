@@ -7,6 +7,7 @@ long-term search on the C++ graph (initial engram per short-term slot, greedy wa
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from mnemonix import ops
 from mnemonix._types import ENGRAM_WORKING
 from mnemonix.memoria._engram_checks import INT32_MAX, index_matrix, real_tensor
-from mnemonix.memoria.utils import gather_rows, indices_with_mask
+from mnemonix.memoria.utils import gather_rows
 
 if TYPE_CHECKING:
     from mnemonix.memoria.engram import Engrams
@@ -50,18 +51,25 @@ class EngramFastPath:
         })
         self._next_uid += length
 
-    def advance(self: Engrams, indices: torch.Tensor, lifespan_delta: torch.Tensor, stm_capacity: int) -> None:
+    def advance(self: Engrams, indices: torch.Tensor, lifespan_delta: torch.Tensor, stm_capacity: int, *,
+                validate: bool = True) -> None:
         """One fused lifespan step (Memoria's ``adjust_lifespan_and_memories`` on the engrams).
 
         ``lifespan[indices] += lifespan_delta`` (negative ignored, duplicates add up), every
         lifespan - 1, age + 1, WORKING -> SHORTTERM, the oldest SHORTTERM beyond
         ``stm_capacity`` -> LONGTERM, engrams whose lifespan is <= 0 dropped with their counts.
         Raises (changing nothing) on bad arguments, lifespans that would overflow to +-inf or
-        ages that would pass the int32 maximum. One host sync for all the verdicts.
+        ages that would pass the int32 maximum. One host sync for all the verdicts, plus the op's
+        two (index range, finite deltas); ``validate=False`` skips a range check the caller made.
         """
-        idx = index_matrix("indices", indices, self.batch_size, self.memory_length).to(self.device)
-        delta = real_tensor("lifespan_delta", lifespan_delta, tuple(idx.shape)).to(self.device)
-        step = ops.lifespan_step(self.lifespan, self.engrams_types, self._age, idx, delta, stm_capacity)
+        indices = index_matrix("indices", indices, self.batch_size, self.memory_length, check_range=validate)
+        real_tensor("lifespan_delta", lifespan_delta, tuple(indices.shape))
+        idx, delta = indices.to(self.device), lifespan_delta.to(self.device)
+        try:  # the op checks the values (range, finite): its messages name its own arguments
+            step = ops.lifespan_step(self.lifespan, self.engrams_types, self._age, idx, delta, stm_capacity)
+        except ValueError as exc:
+            message = re.sub(r"\breminded_indices\b", "indices", re.sub(r"\bdelta\b", "lifespan_delta", str(exc)))
+            raise ValueError(message) from exc
         dropped = ~step.keep & (self._uids >= 0)
         width = step.num_kept.max() if self.batch_size else torch.zeros((), dtype=torch.int64, device=self.device)
         verdict = torch.stack([  # the one host sync of the step
@@ -74,8 +82,8 @@ class EngramFastPath:
         if too_old:
             raise ValueError("engram ages would pass the int32 maximum (2**31 - 1)")
         self._detach_views()
-        if any_dropped:
-            self.graph.remove(gather_rows(self._uids, indices_with_mask(dropped), -1).cpu().numpy())
+        if any_dropped:  # one copy of the keys; the C++ graph skips the -1 entries
+            self.graph.remove(self._uids.masked_fill(~dropped, -1).cpu().numpy())
         replaced = {"lifespan": step.lifespan, "engrams_types": step.types, "_age": step.age}
         if all_kept:
             for name, value in replaced.items():
@@ -110,14 +118,16 @@ class EngramFastPath:
         the sparse graph; a dense O(L^2) fallback when counts sit in the overlay or
         ``reachable`` leaves out listed engrams.
         """
-        listed = ltm_positions.cpu() >= 0
+        positions = ltm_positions.cpu()  # the C++ graph reads host memory: one copy of each input
+        listed = positions >= 0
+        narrowed = reachable is not None and bool((listed & ~reachable.cpu()).any())
         reachable = listed if reachable is None else reachable.cpu() & listed
-        if not self.graph.has_overlay() and bool((reachable == listed).all()):
-            ltm_slots = gather_rows(self._slots.cpu(), ltm_positions.cpu(), -1).numpy()
+        if not self.graph.has_overlay() and not narrowed:
+            ltm_slots = gather_rows(self._slots.cpu(), positions, -1).numpy()
             return torch.from_numpy(self.graph.core.walk(starts.cpu().numpy(), ltm_slots, depth,
                                                          alias_negative=alias_negative))
         from mnemonix.memoria._longterm import walk_dense
 
         counts = self.cofire_rows(ltm_positions).cpu()  # [B, L, M]
-        counts = gather_rows(counts.transpose(1, 2), ltm_positions.cpu(), -1).transpose(1, 2)  # [B, L, L]
+        counts = gather_rows(counts.transpose(1, 2), positions, -1).transpose(1, 2)  # [B, L, L]
         return walk_dense(counts, reachable, starts.cpu(), depth, alias_negative)

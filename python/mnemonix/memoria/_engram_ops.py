@@ -71,13 +71,15 @@ class EngramOps:
         return indices_with_mask(hit.gather(1, torch.where(partial < 0, length, partial)))
 
     # --------------------------------------------------------------- co-firing
-    def fire_together_wire_together(self: Engrams, indices: torch.Tensor) -> None:
+    def fire_together_wire_together(self: Engrams, indices: torch.Tensor, *, validate: bool = True) -> None:
         """Every pair of the engrams at ``indices`` [B, N] co-fires once; each fires once.
 
         Negative entries are ignored and a position listed twice fires once. O(N^2) graph
-        updates per row (the original adds a dense [B, M, M] outer product).
+        updates per row (the original adds a dense [B, M, M] outer product). ``validate=False``
+        skips the argument checks (and their host sync) for positions known to be valid.
         """
-        idx = index_matrix("indices", indices, self.batch_size, self.memory_length).to(self.device)
+        idx = index_matrix("indices", indices, self.batch_size, self.memory_length) if validate else indices
+        idx = idx.to(self.device)
         self._flush()
         self.graph.fire_together(gather_rows(self._uids, idx, -1).cpu().numpy())
         self._refresh_views()

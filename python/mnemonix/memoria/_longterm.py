@@ -66,8 +66,7 @@ def _spans(best: torch.Tensor) -> list[list[tuple[int, int] | None]]:
     number = best.sum(dim=2)
     first = best.long().argmax(dim=2)
     last = size - 1 - best.flip(2).long().argmax(dim=2)
-    contiguous = (last - first + 1 == number).tolist()
-    first, last = first.tolist(), last.tolist()
+    first, last, contiguous = torch.stack([first, last, (last - first + 1 == number).long()]).tolist()  # one sync
     return [[(f, stop + 1) if c else None for f, stop, c in zip(*row)] for row in zip(first, last, contiguous)]
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from mnemonix import ops
 from mnemonix._types import ENGRAM_NULL
+from mnemonix.memoria._engram_checks import field_value
 from mnemonix.memoria.utils import gather_rows
 
 FIELDS = ("data", "lifespan", "engrams_types", "_age", "_ids", "_uids", "_slots")
@@ -53,15 +53,13 @@ class EngramArrays:
         self._length = arrays["lifespan"].shape[1]
 
     def _replace_field(self, name: str, value: torch.Tensor, *, checked: bool) -> None:
+        """Set a field; ``checked``: a caller's value (validated, same [B, M], same device)."""
         if checked:
             want = self._bufs[name][:, :self._length]
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-            if value.shape[:2] != want.shape[:2] or value.ndim != want.ndim:
-                raise ValueError(f"{name} must have shape {tuple(want.shape[:2])}{' + (H,)' if want.ndim == 3 else ''} "
-                                 f"(the engrams' [B, M]), got {tuple(value.shape)}")
-            if value.device != want.device:
-                raise ValueError(f"{name} must be on {want.device} (the engrams' device), got {value.device}")
+            shape = tuple(want.shape[:2]) + ((value.shape[2],) if name == "data" and getattr(value, "ndim", 0) == 3
+                                             else ())
+            public = name.lstrip("_").replace("ids", "engram_ids")
+            value = field_value(public, value, shape, want.device)
         self._bufs[name] = value.to(DTYPES[name])
 
     @property
@@ -96,13 +94,26 @@ class EngramArrays:
 
     def _compact_arrays(self, step, replaced: dict[str, torch.Tensor], width: int) -> None:
         """Keep the engrams of ``step.keep`` (a LifespanResult; ``width`` = max kept per row), fields in
-        ``replaced`` taken from there."""
+        ``replaced`` taken from there: one gather index for every field, no host sync."""
+        batch, length = step.keep.shape
+        dev = step.keep.device
+        # where each kept engram goes (front padding, order kept); dropped ones to distinct spare columns
+        positions = torch.arange(length, device=dev).expand(batch, length)
+        dest = torch.where(step.keep, step.rank + (width - step.num_kept).unsqueeze(1), positions + width)
+        source = torch.full((batch, width + length), -1, dtype=torch.long, device=dev)
+        source.scatter_(1, dest, positions)
+        source = source[:, :width]
+        missing, safe = source < 0, source.clamp(min=0)
         capacity = width + max(width // 2, COMPACT_SPARE)
         for name in FIELDS:
             values = replaced.get(name, self._bufs[name][:, :self._length])
-            out = torch.empty((values.shape[0], capacity, *values.shape[2:]), dtype=values.dtype,
-                              device=values.device)
-            ops.compact_engrams(values, step, pad_value=PADS[name], out=out)
+            trailing = values.shape[2:]
+            out = torch.empty((batch, capacity, *trailing), dtype=values.dtype, device=values.device)
+            view = out[:, :width]
+            shape = (*safe.shape, *([1] * len(trailing)))
+            if length:
+                torch.gather(values, 1, safe.view(shape).expand(*safe.shape, *trailing), out=view)
+            view.masked_fill_(missing.view(shape), PADS[name])
             self._bufs[name] = out
         self._length = width
 

@@ -170,9 +170,9 @@ class Engrams(EngramOps, EngramFastPath, EngramArrays):
         self._flush()
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"fire_count must be a torch.Tensor, got {type(value).__name__}")
-        if value.ndim != 2 or value.shape[1] > self.memory_length:
-            raise ValueError(f"fire_count must have shape [B, n] with n <= {self.memory_length}, "
-                             f"got {tuple(value.shape)}")
+        if value.ndim != 2 or value.shape[0] not in (1, self.batch_size) or value.shape[1] > self.memory_length:
+            raise ValueError(f"fire_count must have shape [{self.batch_size} or 1, n] with n <= {self.memory_length},"
+                             f" got {tuple(value.shape)}")
         counts = int32_values("fire_count", value).expand(self.batch_size, value.shape[1]).cpu().numpy()
         uids = self._uids[:, :value.shape[1]].cpu().numpy()
         for b in range(self.batch_size):

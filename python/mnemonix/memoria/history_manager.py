@@ -83,6 +83,8 @@ class HistoryManager:
     def add_summary(self, summary: EngramsInfo) -> None:
         """Record one step: engrams that appear are created, engrams whose fire count grew fired
         (their lifespan gain is the lifespan change + 1), engrams that vanish are deleted."""
+        if not isinstance(summary, EngramsInfo):
+            raise TypeError(f"summary must be an EngramsInfo, got {type(summary).__name__}")
         now = self.timestep
         previous = self.summaries[-1].engrams if self.summaries else {}
         firings = []

@@ -5,22 +5,23 @@ arithmetic: the nearest-key searches of :func:`mnemonix.ops.nearest_keys` (two G
 [B, W, M, H] temporary), the long-term search in C++ on the graph, one fused
 :func:`mnemonix.ops.lifespan_step` and one compaction.
 
-Host syncs and copies per step (CUDA data; on CPU the "copies" are free views):
+Host syncs and device-to-host copies per step (B = 1; counted by
+``tests/test_memoria_devices.py``, which holds these budgets; on the CPU they cost nothing):
 
-- ``add_working_memory``: one finite check of the data (1 sync); new engram keys are made
-  on the host (no copy back).
-- ``remind``: counts of the engram kinds (1 sync), one per nearest-key search that runs
-  (2, the certified bound test); the long-term search: any long-term engram? (1 sync),
-  then the slots and short-term positions go to the host for the C++ graph and the walk's
-  result comes back (3 small copies, O(M) bytes); with ``tie_break="original"`` the dense
-  co-fire rows [B, S, M] go to the device (O(S M) bytes); fire-together sends the fired
-  keys to the host (1 copy, O(R)).
-- ``adjust_lifespan_and_memories``: the fused step's checks (2 syncs in the op), one
-  sync for every verdict of the step (drops? overflow? compaction width), and the keys of
-  dropped engrams to the host (1 copy) when some die.
+- ``add_working_memory``: 1 (the finite check of the data); new engram keys are made on
+  the host and copied to the device once.
+- ``remind``: about 20 with ``tie_break="original"``, 18 with ``"random"``: the widths of the
+  working / short- / long-term lists (1), one certification per nearest-key search (2),
+  ``super_unique`` (2 x 2), the long-term search (positions, slots and starts to the host
+  for the C++ graph, the distinct query rows, the tie spans: ~8), the fired engrams'
+  keys to the host (1). None per engram or per item; with ``"original"`` the tie-break
+  noise [B, S, M] (the original's stream) is drawn on the generator's device, by chunks.
+- ``adjust_lifespan_and_memories``: 4: the fused op's two checks (index range, finite
+  deltas), one for every verdict of the step (drops, overflow, compaction width), and one
+  copy of the dropped engrams' keys when some die.
 
-About 10 syncs and 5 small copies in all, none per engram: the graph lives on the host
-by design (:mod:`mnemonix.memoria._graph`).
+The co-fire graph lives on the host by design (:mod:`mnemonix.memoria._graph`): the copies
+above are the ones it needs; each moves O(M) integers or less.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from mnemonix.memoria.history_manager import HistoryManager
 from mnemonix.memoria.utils import (
     gather_rows,
     indices_compact,
-    indices_with_mask,
+    indices_with_masks,
     sorted_unique_front_padded,
     super_unique,
 )
@@ -212,16 +213,14 @@ class Memoria(UpstreamSteps):
             return self._remind_stepwise()
         e = self.engrams
         types = e.engrams_types
-        wm_idx = indices_with_mask(types == ENGRAM_WORKING)
-        stm_idx = indices_with_mask(types == ENGRAM_SHORTTERM)
         ltm_mask = types == ENGRAM_LONGTERM
-        ltm_idx = indices_with_mask(ltm_mask)
+        wm_idx, stm_idx, ltm_idx = indices_with_masks([types == ENGRAM_WORKING, types == ENGRAM_SHORTTERM, ltm_mask])
         wm_data = gather_rows(e.data, wm_idx, 0.0)
         reminded_stm = self._nearest_shortterm(wm_data, stm_idx)
         found = self._search_longterm(reminded_stm, ltm_idx, ltm_mask)
         final_ltm = self._nearest_longterm(wm_data, found, ltm_idx)
         reminded = torch.cat([reminded_stm, final_ltm], dim=1)
-        e.fire_together_wire_together(torch.cat([wm_idx, reminded], dim=1))
+        e.fire_together_wire_together(torch.cat([wm_idx, reminded], dim=1), validate=False)  # positions by construction
         reminded = super_unique(reminded, dim=1)
         memories = gather_rows(e.data, reminded, 0.0)
         return memories.to(self.ext_device or e.device).contiguous(), reminded
@@ -287,16 +286,18 @@ class Memoria(UpstreamSteps):
         indices, NaN/Inf deltas, lifespans that would overflow, ages past the int32 maximum.
         """
         e = self.engrams
-        idx = index_matrix("indices", indices, e.batch_size, e.memory_length)
+        stepwise = self._overrides(ADJUST_STEPS)
+        # the fused op checks the index range and finite deltas itself: no second host sync here
+        idx = index_matrix("indices", indices, e.batch_size, e.memory_length, check_range=stepwise)
         real_tensor("lifespan_delta", lifespan_delta)
         if lifespan_delta.shape != idx.shape:
             raise ValueError(f"lifespan_delta must have the shape of indices {tuple(idx.shape)}, "
                              f"got {tuple(lifespan_delta.shape)}")
-        _checks.finite("lifespan_delta", lifespan_delta.detach().float())
-        if self._overrides(ADJUST_STEPS):
+        if stepwise:
+            _checks.finite("lifespan_delta", lifespan_delta.detach().float())
             self._adjust_stepwise(idx, lifespan_delta)
         else:
-            e.advance(idx, lifespan_delta, self.stm_capacity)
+            e.advance(idx, lifespan_delta, self.stm_capacity, validate=False)
         if self.keep_history:
             if self.history is None:
                 self.history = [HistoryManager() for _ in range(e.batch_size)]

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["super_unique", "indices_with_mask", "gather_rows", "indices_compact", "sorted_unique_front_padded"]
+__all__ = [
+    "super_unique", "indices_with_mask", "indices_with_masks", "gather_rows", "indices_compact",
+    "sorted_unique_front_padded",
+]
 
 
 def super_unique(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -46,22 +49,34 @@ def super_unique(t: torch.Tensor, dim: int) -> torch.Tensor:
     return (order + low).masked_fill(valid == 0, -1)  # int64, as the original's topk indices
 
 
-def indices_with_mask(mask: torch.Tensor) -> torch.Tensor:
+def indices_with_mask(mask: torch.Tensor, width: int | None = None) -> torch.Tensor:
     """Positions where ``mask`` [B, M] is True, ascending, [B, K] with K = the largest count of a row.
 
     Shorter rows are padded with -1 at the front (memoria-pytorch's ``get_indices_with_mask``).
+    ``width``: K when the caller knows it (saves the host sync that reads it).
     """
     batch, length = mask.shape
     counts = mask.sum(dim=1)
-    width = int(counts.max()) if batch and length else 0
+    if width is None:
+        width = int(counts.max()) if batch and length else 0
     out = torch.full((batch, width), -1, dtype=torch.long, device=mask.device)
     if width == 0:
         return out
-    rows, cols = mask.nonzero(as_tuple=True)  # row-major: ascending positions within each row
-    row_start = counts.cumsum(0) - counts
-    rank = torch.arange(rows.numel(), device=mask.device) - row_start[rows]
-    out[rows, width - counts[rows] + rank] = cols
-    return out
+    rank = mask.long().cumsum(dim=1) - 1  # rank of each True position in its row
+    positions = torch.arange(length, device=mask.device).expand(batch, length)
+    # False positions go to distinct spare columns: no index is written twice (deterministic on CUDA)
+    dest = torch.where(mask, rank + (width - counts).unsqueeze(1), positions + width)
+    wide = torch.full((batch, width + length), -1, dtype=torch.long, device=mask.device)
+    wide.scatter_(1, dest, positions)
+    return wide[:, :width]
+
+
+def indices_with_masks(masks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """:func:`indices_with_mask` of several [B, M] masks with one host sync for all their widths."""
+    if not masks or masks[0].numel() == 0:
+        return [indices_with_mask(mask) for mask in masks]
+    widths = torch.stack([mask.sum(dim=1).max() for mask in masks]).tolist()
+    return [indices_with_mask(mask, width) for mask, width in zip(masks, widths)]
 
 
 def gather_rows(values: torch.Tensor, index: torch.Tensor, fill: float | int) -> torch.Tensor:
@@ -91,7 +106,7 @@ def sorted_unique_front_padded(values: torch.Tensor) -> torch.Tensor:
     batch = values.shape[0]
     if values.numel() == 0:
         return torch.full((batch, 0), -1, dtype=torch.long, device=values.device)
-    size = int(values.max()) + 1 if bool((values >= 0).any()) else 0
+    size = max(int(values.max()) + 1, 0)  # one host sync
     presence = torch.zeros((batch, size + 1), dtype=torch.bool, device=values.device)
     presence.scatter_(1, torch.where(values < 0, size, values).long(), True)
     return indices_with_mask(presence[:, :size])
