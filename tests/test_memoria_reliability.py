@@ -147,6 +147,13 @@ def test_refusals_of_issue_10() -> None:
         Engrams(torch.rand(1, 2, 3), engrams_types=7)
     with pytest.raises(TypeError, match="summary"):
         HistoryManager().add_summary({"engrams": {}})
+    with pytest.raises(ValueError, match="device"):
+        Memoria(**CFG, device="meta")
+    with pytest.raises(ValueError, match="device"):
+        Memoria(**CFG, device="potato")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            Memoria(**CFG, device="cuda")
 
 
 def test_age_at_the_int32_maximum_is_refused() -> None:

@@ -162,9 +162,11 @@ def load_memoria(cls: type[Memoria], path: str | Path, device: str | torch.devic
         raise _fail(path, "config", f"is not a valid Memoria configuration ({exc})") from exc
     next_uid, next_id, timestep = (_counter(path, meta, name) for name in ("next_uid", "next_engram_id", "timestep"))
     check_arrays(path, arrays, version, next_uid)
+    from mnemonix.memoria.memoria import _device
+
     if device is None:
         device = "cuda" if meta.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = _device(device)
     memoria.engrams = Engrams.from_arrays(arrays, next_uid, track_age=memoria.track_age,
                                           track_engram_id=memoria.track_id, device=dev)
     memoria.device = dev if arrays["data"].shape[1] else memoria.device

@@ -350,6 +350,11 @@ def _device(device: object) -> torch.device | None:
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be a str, a torch.device or None, got {type(device).__name__}")
     try:
-        return torch.device(device)
+        out = torch.device(device)
     except RuntimeError as exc:
         raise ValueError(f"device must name a torch device, got {device!r} ({exc})") from exc
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device is {device!r} but CUDA is not available")
+    if out.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
+    return out
