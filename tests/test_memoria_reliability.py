@@ -66,7 +66,7 @@ def bad_tensors(shape: tuple[int, ...], *, index_bound: int | None) -> list:
     return out
 
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                            HealthCheck.function_scoped_fixture])
 
 
