@@ -1,4 +1,7 @@
-"""pytest-benchmark suite: the fused lifespan step and one Memoria loop step (not collected by the test run)."""
+"""pytest-benchmark suite: the fused lifespan step, the nearest-key search and one Memoria loop step.
+
+Not collected by the test run.
+"""
 
 from __future__ import annotations
 
@@ -37,9 +40,20 @@ def test_lifespan_step_triton(benchmark, length: int) -> None:
     benchmark(step)
 
 
-def test_memoria_step_2k(benchmark) -> None:
+@pytest.mark.parametrize("backend", ["certified", "exact", "gemm"])
+@pytest.mark.parametrize("num_keys", [512, 10_000])
+def test_nearest_keys(benchmark, backend: str, num_keys: int) -> None:
+    """Memoria's short-term search: 64 working-memory engrams against the keys, H = 256, k = 32."""
+    gen = torch.Generator().manual_seed(0)
+    queries = torch.rand(1, 64, 256, generator=gen)
+    keys = torch.rand(1, num_keys, 256, generator=gen)
+    benchmark(ops.nearest_keys, queries, keys, 32, reduce="mean", backend=backend)
+
+
+@pytest.mark.parametrize("tie_break", ["original", "random"])
+def test_memoria_step_2k(benchmark, tie_break: str) -> None:
     memoria = Memoria(num_reminded_stm=32, stm_capacity=512, ltm_search_depth=5, initial_lifespan=10**6,
-                      num_final_ltms=16, generator=torch.Generator().manual_seed(0))
+                      num_final_ltms=16, generator=torch.Generator().manual_seed(0), tie_break=tie_break)
     gen = torch.Generator().manual_seed(0)
     while len(memoria.engrams) < 2000:
         memoria.add_working_memory(torch.rand(1, 256, 256, generator=gen))

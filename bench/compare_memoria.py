@@ -3,7 +3,9 @@
 The loop of the issue: ``add_working_memory(B=1, L=64, H=256) -> remind ->
 adjust_lifespan_and_memories`` with num_reminded_stm 32, stm_capacity 512,
 ltm_search_depth 5, initial_lifespan 50, num_final_ltms 16 and a lifespan delta
-of 1 for every reminded engram.
+of 1 for every reminded engram. ``mnemonix`` runs the default ``tie_break="original"``
+(memoria-pytorch's own random stream: B x S x M fp16 draws per step), ``mnemonix-random``
+the C++ tie-break (one seed per step).
 
 Method. For each store size M the store is first grown with the same loop
 (chunks of ``--grow-chunk`` engrams, nothing dying) until it holds M engrams;
@@ -40,14 +42,18 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def grow(size: int, chunk: int, device: str, seed: int):
-    """A mnemonix Memoria grown with the benchmark loop (nothing dies) to >= ``size`` engrams."""
+def grow(size: int, chunk: int, device: str, seed: int, tie_break: str = "original"):
+    """A mnemonix Memoria grown with the benchmark loop (nothing dies) to >= ``size`` engrams.
+
+    Grown with the fast tie-break (the state is shared by every implementation anyway), then
+    switched to ``tie_break`` for the timed steps.
+    """
     import torch
     from tqdm import tqdm
 
     from mnemonix.memoria import Memoria
 
-    memoria = Memoria(**dict(CONFIG, initial_lifespan=10**9), device=device,
+    memoria = Memoria(**dict(CONFIG, initial_lifespan=10**9), device=device, tie_break="random",
                       generator=torch.Generator().manual_seed(seed))
     gen = torch.Generator().manual_seed(seed)
     with tqdm(total=size, desc=f"grow to {size}", file=sys.stderr, leave=False) as bar:
@@ -60,6 +66,7 @@ def grow(size: int, chunk: int, device: str, seed: int):
             bar.refresh()
     memoria.initial_lifespan = CONFIG["initial_lifespan"]
     memoria.engrams.lifespan.fill_(float(CONFIG["initial_lifespan"]))
+    memoria.tie_break = tie_break
     return memoria
 
 
@@ -84,7 +91,8 @@ def worker(args: argparse.Namespace) -> dict:
     del warm
     gc.collect()
     rss0 = _rss()
-    ours = grow(args.size, args.grow_chunk, args.device, args.seed)
+    ours = grow(args.size, args.grow_chunk, args.device, args.seed,
+                tie_break="random" if args.impl == "mnemonix-random" else "original")
     if args.impl == "memoria-pytorch":
         rss0 = _rss()  # count only what the original's state and steps add
         built = to_original(ours)
@@ -94,7 +102,7 @@ def worker(args: argparse.Namespace) -> dict:
     else:
         memoria, device = ours, args.device
     engrams = len(memoria.engrams)
-    edges = memoria.engrams.num_edges() if args.impl == "mnemonix" else None
+    edges = memoria.engrams.num_edges() if args.impl != "memoria-pytorch" else None
     gen = torch.Generator().manual_seed(args.seed + 1)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     times = []
@@ -140,7 +148,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=int, default=3600)
-    parser.add_argument("--worker", choices=["mnemonix", "memoria-pytorch"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["mnemonix", "mnemonix-random", "memoria-pytorch"], help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -164,13 +172,14 @@ def main() -> int:
         print("memoria-pytorch is not installed: baseline skipped", file=sys.stderr)
     rows = []
     for size in sizes:
-        ours = run_worker("mnemonix", size, args)
-        rows.append(ours)
+        ours = [run_worker(impl, size, args) for impl in ("mnemonix", "mnemonix-random")]
+        rows.extend(ours)
         if have_baseline and size <= baseline_max:
             theirs = run_worker("memoria-pytorch", size, args)
             rows.append(theirs)
-            if "step_ms" in theirs and "step_ms" in ours:
-                ours["speedup"] = theirs["step_ms"] / ours["step_ms"]
+            for row in ours:
+                if "step_ms" in theirs and "step_ms" in row:
+                    row["speedup"] = theirs["step_ms"] / row["step_ms"]
     if torch.cuda.is_available():
         for size in ([10000] if args.quick else args.gpu_sizes):
             rows.append(run_worker("mnemonix", size, args, device="cuda"))

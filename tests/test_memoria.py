@@ -325,36 +325,6 @@ def test_hebbian_graph_basics() -> None:
         g.walk(np.array([[0], [-1]]), np.array([[1000], [-1]]), 2)
 
 
-@pytest.mark.parametrize("matmul_precision", ["highest", "medium"])
-@pytest.mark.parametrize("reduce", ["mean", "sum"])
-def test_certified_distances_pick_the_exact_set(reduce: str, matmul_precision: str, rng) -> None:
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision(matmul_precision)
-    try:
-        _check_certified(reduce, rng)
-    finally:
-        torch.set_float32_matmul_precision(previous)
-
-
-def _check_certified(reduce: str, rng) -> None:
-    from mnemonix.memoria import _nearest_keys
-
-    for _ in range(5):
-        batch, width, hidden = (int(torch.randint(1, n, (1,), generator=rng)) for n in (3, 20, 70))
-        num_keys = int(torch.randint(1, 300, (1,), generator=rng))
-        queries = torch.rand(batch, width, hidden, generator=rng)
-        keys = torch.rand(batch, num_keys, hidden, generator=rng)
-        if num_keys > 4:  # exact duplicates and near-duplicates: ties the bound cannot separate
-            keys[:, 1] = keys[:, 0]
-            keys[:, 3] = keys[:, 2] + 1e-7
-        invalid = torch.rand(batch, num_keys, generator=rng) < 0.1
-        for k in (1, 5, num_keys):
-            for mask in (None, invalid):
-                exact = _nearest_keys(queries, keys, k, reduce=reduce, mode="exact", invalid=mask)
-                certified = _nearest_keys(queries, keys, k, reduce=reduce, mode="certified", invalid=mask)
-                assert torch.equal(exact.sort(dim=1).values, certified.sort(dim=1).values)
-
-
 @pytest.mark.gpu
 def test_cuda_matches_cpu() -> None:
     """The same run on CUDA (Triton lifespan kernel, GPU distances) and on CPU."""

@@ -155,3 +155,80 @@ def test_status_summary_and_history_match_original() -> None:
         assert ha.engram_deletion_times == hb.engram_deletion_times
         assert ha.engram_durations == hb.engram_durations
         assert dict(ha.engram_firing_times) == dict(hb.engram_firing_times)
+
+
+def random_engrams_state(seed: int, batch: int = 2, length: int = 7, hidden: int = 5) -> dict:
+    """Any state a user can build: asymmetric and negative counts, every engram type, ids and ages."""
+    gen = torch.Generator().manual_seed(seed)
+    return dict(
+        data=torch.rand(batch, length, hidden, generator=gen),
+        induce_counts=torch.randint(-1, 4, (batch, length, length), generator=gen, dtype=torch.int32),
+        engrams_types=torch.randint(0, 4, (batch, length), generator=gen).to(torch.uint8),
+        lifespan=torch.randint(1, 6, (batch, length), generator=gen).float(),
+        age=torch.randint(0, 9, (batch, length), generator=gen, dtype=torch.int32),
+        engram_ids=torch.randint(0, 50, (batch, length), generator=gen, dtype=torch.int32),
+        track_age=True, track_engram_id=True,
+    )
+
+
+def connections(edges) -> list[tuple]:
+    return [(c.source_id, c.target_id, c.weight, c.cofire_count) for c in edges]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_engrams_of_any_counts_match_original(seed: int) -> None:
+    from mnemonix.memoria import Engrams
+
+    state = random_engrams_state(seed)
+    a, b = orig.Engrams(**{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}), \
+        Engrams(**state)
+    for sa, sb in zip(a.status_summary(), b.status_summary()):
+        assert (sa.working, sa.shortterm, sa.longterm) == (sb.working, sb.shortterm, sb.longterm)
+        assert sa.engrams.keys() == sb.engrams.keys()
+        for key, info in sa.engrams.items():
+            mine = sb.engrams[key]
+            assert (info.type, info.lifespan, info.age, info.fire_count) == (mine.type, mine.lifespan, mine.age,
+                                                                             mine.fire_count)
+            assert connections(info.outgoings) == connections(mine.outgoings)
+            assert connections(info.incoming) == connections(mine.incoming)
+        assert {k: connections([v]) for k, v in sa.edges.items()} == {k: connections([v]) for k, v in sb.edges.items()}
+    gen = torch.Generator().manual_seed(seed + 1)
+    index = torch.randint(-1, 7, (2, 4), generator=gen)
+    for name in ("induce_counts", "fire_count", "data", "engrams_types", "lifespan", "age", "engram_ids"):
+        assert torch.equal(getattr(a.select(index), name), getattr(b.select(index), name)), name
+    fired = torch.randint(-2, 7, (2, 5), generator=gen)
+    a.fire_together_wire_together(fired.clone())
+    b.fire_together_wire_together(fired)
+    assert torch.equal(a.induce_counts, b.induce_counts)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_memoria_from_any_counts_matches_original(seed: int) -> None:
+    """Steps from a user-built state: counts outside the symmetric graph drive the search (dense fallbacks)."""
+    from mnemonix.memoria import Engrams
+
+    cfg = dict(num_reminded_stm=3, stm_capacity=3, ltm_search_depth=3, initial_lifespan=4, num_final_ltms=3,
+               track_age=True, track_id=True)
+    a, b = orig.Memoria(**cfg), Memoria(**cfg)
+    state = random_engrams_state(seed)
+    a.engrams = orig.Engrams(**{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()})
+    b.engrams = Engrams(**state)
+    a.next_engram_id = b.next_engram_id = 100
+    assert b.engrams.graph.has_overlay()
+    gen = torch.Generator().manual_seed(seed + 7)
+    for t in range(5):
+        data = torch.rand(2, 2, 5, generator=gen)
+        a.add_working_memory(data)
+        b.add_working_memory(data)
+        torch.manual_seed(seed * 100 + t)
+        mem_a, idx_a = a.remind()
+        torch.manual_seed(seed * 100 + t)
+        mem_b, idx_b = b.remind()
+        assert torch.equal(idx_a, idx_b) and torch.equal(mem_a, mem_b), t
+        delta = torch.randint(0, 3, idx_a.shape, generator=gen).float()
+        a.adjust_lifespan_and_memories(idx_a.clone(), delta)
+        b.adjust_lifespan_and_memories(idx_b, delta)
+        real = a.engrams.engrams_types != EngramType.NULL.value
+        pairs = real.unsqueeze(2) & real.unsqueeze(1)
+        assert torch.equal(a.engrams.induce_counts[pairs], b.engrams.induce_counts[pairs]), t
+        assert torch.equal(a.engrams.lifespan, b.engrams.lifespan) and torch.equal(a.engrams.age, b.engrams.age)

@@ -246,3 +246,43 @@ def lifespan_step(
 
 
 __all__ = [*globals().get("__all__", []), "LifespanResult", "lifespan_step"]
+
+
+# ----------------------------------------------------------------------------
+# nearest_keys
+# ----------------------------------------------------------------------------
+
+def nearest_keys(
+    queries: _torch.Tensor,
+    keys: _torch.Tensor,
+    k: int,
+    *,
+    reduce: str = "mean",
+    invalid: _torch.Tensor | None = None,
+) -> _torch.Tensor:
+    """The k keys nearest to a group of queries, as memoria-pytorch ranks engrams.
+
+    queries [B, W, H], keys [B, K, H] (computed in float32), 0 <= k <= K, invalid [B, K] bool.
+    The weight of key j for query w is ``-sum_h (q[b, w, h] - keys[b, j, h])^2`` (Memoria's
+    ``_calculate_memory_weight``); the score of key j is the mean (or sum) of its weights
+    over the W queries (0 when W = 0); invalid keys score -inf. The result is
+    ``torch.topk(score, k).indices`` [B, k], with -1 where an invalid key was picked.
+    """
+    q, key = queries.float(), keys.float()
+    batch, width = q.shape[0], q.shape[1]
+    weight = (q.unsqueeze(2) - key.unsqueeze(1)).pow(2).sum(dim=3).neg()  # [B, W, K]
+    if width == 0:
+        score = _torch.zeros(batch, key.shape[1], device=key.device)
+    elif reduce == "mean":
+        score = weight.mean(dim=1)
+    else:
+        score = weight.sum(dim=1)
+    if invalid is not None:
+        score = score.masked_fill(invalid, float("-inf"))
+    top = score.topk(k, dim=1).indices
+    if invalid is not None:
+        top = top.masked_fill(invalid.gather(1, top), -1)
+    return top
+
+
+__all__ = [*__all__, "nearest_keys"]

@@ -12,6 +12,7 @@ tensors works under ``TRITON_INTERPRET=1``. The plain torch ground truth of ever
 - :func:`hopfield_retrieve` (:mod:`mnemonix.ops.hopfield`)
 - :func:`salience_topk` (:mod:`mnemonix.ops.salience`)
 - :func:`lifespan_step`, :func:`compact_engrams` (:mod:`mnemonix.ops.lifespan`)
+- :func:`nearest_keys` (:mod:`mnemonix.ops.nearest`)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 from mnemonix._types import LifespanResult, log_salience
 from mnemonix.ops.hopfield import hopfield_retrieve
 from mnemonix.ops.lifespan import compact_engrams, lifespan_step
+from mnemonix.ops.nearest import nearest_keys
 from mnemonix.ops.salience import salience_topk
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "salience_topk",
     "lifespan_step",
     "compact_engrams",
+    "nearest_keys",
     "LifespanResult",
     "log_salience",
 ]
