@@ -55,6 +55,10 @@ class Engrams(EngramOps, EngramFastPath, EngramArrays):
     operation that adds, drops or reorders engrams (add, adjust, select in place, delete)
     stops writing back: read the attribute again. Padding (NULL engrams created by
     selections with -1 or by compaction) has data 0, lifespan -1, age -1, id -1 and counts -1.
+
+    Threads: the co-fire graph underneath is safe to share (concurrent readers, exclusive
+    writers, see ``mnemonix._core.hebbian``); an ``Engrams`` object as a whole (its tensors)
+    is meant for one thread at a time.
     """
 
     def __init__(self, data: torch.Tensor | int, induce_counts: torch.Tensor | int | None = None,
