@@ -263,7 +263,7 @@ def test_torch_chunk_boundary_ties():
     q = torch.ones(1, d)
     log_s = torch.zeros(N, dtype=torch.float64)
     for chunk in (7, 16, 100):
-        _, idx = sb.torch_topk(q, keys, log_s, 0.0, None, k, chunk=chunk)
+        _, idx, _ = sb.torch_topk(q, keys, log_s, 0.0, None, k, chunk=chunk)
         assert idx[0].tolist() == [3, 17, 18, 40, 41, 42]
 
 

@@ -292,7 +292,8 @@ def _name(func: Any) -> str:
     return getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
 
 
-_SKIP_FILES = (os.sep + "torch" + os.sep, os.sep + "triton" + os.sep, "fake_device.py", "contextlib.py")
+_SKIP_FILES = (os.sep + "torch" + os.sep, os.sep + "triton" + os.sep, os.path.join("testing", "fake_device.py"),
+               os.sep + "contextlib.py")
 
 
 def _caller() -> str:
