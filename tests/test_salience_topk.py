@@ -413,3 +413,34 @@ def test_results_depend_only_on_time_differences(rng, offset):
         torch.testing.assert_close(far[1], base[1], rtol=0, atol=0)
         torch.testing.assert_close(far[2], base[2], rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(far[0], base[0], rtol=1e-5, atol=1e-6)
+
+
+INT64_OFFSETS_SCRIPT = """
+import torch
+from mnemonix import ops
+device = "cuda" if torch.cuda.is_available() else "cpu"
+d, stride = 8, 2**30 + 64  # row 2 starts 2**31 + 128 elements in: past int32
+big = torch.empty(2 * stride + d, dtype=torch.float16, device=device)  # 4.3 GB, virtual on the CPU
+keys = big.as_strided((3, d), (stride, 1))
+gen = torch.Generator().manual_seed(0)
+rows = torch.randn(3, d, generator=gen).half()
+keys.copy_(rows)
+queries = (rows.float() + 0.01 * torch.randn(3, d, generator=gen)).to(device)
+out = ops.salience_topk(queries, keys, None, k=1, log_salience=torch.zeros(3, dtype=torch.float64, device=device),
+                        backend="triton")
+print("TOP", out[1].flatten().tolist())
+"""
+
+
+def test_triton_key_offsets_past_int32():
+    """Keys whose rows start past 2**31 elements (a strided view of a 4.3 GB buffer, untouched but for
+    three rows) are read where they are: int32 offsets would wrap and read (or crash) elsewhere.
+    A subprocess, so that a wrong offset's segfault fails this test and nothing else."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", INT64_OFFSETS_SCRIPT], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=300, check=False)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert "TOP [0, 1, 2]" in proc.stdout, proc.stdout + proc.stderr[-2000:]
