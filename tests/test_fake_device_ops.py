@@ -69,10 +69,11 @@ def test_lifespan_errors_on_fake_cuda_are_the_cpu_errors(fake_device, rng):
     bad_delta[0, 0] = float("nan")
     with pytest.raises(ValueError, match="delta must be finite"):
         ops.lifespan_step(lifespan, types, age, indices, bad_delta, 4)
+    out_of_range = indices.abs() + 70
     with pytest.raises(ValueError, match="reminded_indices must be < 70"):
-        ops.lifespan_step(lifespan, types, age, indices + 70, delta, 4)
+        ops.lifespan_step(lifespan, types, age, out_of_range, delta, 4)
     # Unchecked, an out-of-range index is ignored like the -1 pad (never a wild write).
-    got = ops.lifespan_step(lifespan, types, age, indices + 70, delta, 4, check_inputs=False)
+    got = ops.lifespan_step(lifespan, types, age, out_of_range, delta, 4, check_inputs=False)
     want = ops.lifespan_step(lifespan.cpu(), types.cpu(), age.cpu(), torch.full_like(indices.cpu(), -1),
                              delta.cpu(), 4)
     _same(want, got)

@@ -138,6 +138,15 @@ def salience_topk(
     scores : Tensor [B, k] float32, ``cos * s_m / max_valid(s)``: relative to the
         most salient valid memory (``-inf`` at index -1)
     """
+    inputs, checks = _prepare(queries, keys, payloads, k, log_salience, r0, tau, alpha, now, valid, key_norms,
+                              check_inputs, exact, batch_invariant)
+    chosen = _dispatch.dispatch(SPEC, inputs, backend)
+    return _recall(inputs, chosen, checks)
+
+
+def _prepare(queries, keys, payloads, k, log_salience, r0, tau, alpha, now, valid, key_norms, check_inputs,
+             exact, batch_invariant) -> tuple[SalienceInputs, _checks.DataChecks]:
+    """The checked inputs record, and the value checks (raised at once on the CPU, pending on CUDA)."""
     _check_shapes(queries, keys, payloads, valid)
     k = _checks.positive_int("k", k)
     if k > keys.shape[0]:
@@ -145,6 +154,7 @@ def salience_topk(
     for name, flag in (("exact", exact), ("batch_invariant", batch_invariant)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be True or False, got {type(flag).__name__}")
+    _check_salience_args(keys.shape[0], log_salience, r0, tau, alpha, now)
     device = _checks.same_device(
         {"queries": queries, "keys": keys, "payloads": payloads, "log_salience": log_salience,
          "r0": r0, "tau": tau, "valid": valid}
@@ -154,15 +164,18 @@ def salience_topk(
         raise ValueError("salience_topk(exact=True) reads which queries need the float64 redo on the host, "
                          "which a CUDA graph capture cannot do; pass exact=False to capture")
     checks = _checks.DataChecks(device, enabled)
-    _check_salience_args(keys.shape[0], log_salience, r0, tau, alpha, now, checks)
+    if log_salience is not None:
+        checks.finite("log_salience", log_salience)
+    else:
+        checks.finite("r0", r0)
+        checks.finite("tau", tau)
+        checks.require_not((r0 <= 0).any(), "r0 must be > 0 for every memory (salience is logged), got values <= 0")
     log_s = _log_salience(log_salience, r0, tau, alpha, valid)
     _check_key_norms(key_norms, keys.shape[0], device, checks)
     checks.finite("queries", queries)
     # keys are checked by the backends during their single pass (a NaN/Inf key makes its norm or
     # score NaN), and payloads on the k rows gathered per query: no extra pass over [N, d] here.
-    inputs = SalienceInputs(queries, keys, payloads, log_s, valid, key_norms, k, exact, batch_invariant)
-    chosen = _dispatch.dispatch(SPEC, inputs, backend)
-    return _recall(inputs, chosen, checks)
+    return SalienceInputs(queries, keys, payloads, log_s, valid, key_norms, k, exact, batch_invariant), checks
 
 
 _PAYLOADS_NONFINITE = "payloads must be finite: rows selected by the recall hold NaN or Inf values"
@@ -250,8 +263,8 @@ def _check_shapes(queries, keys, payloads, valid) -> None:
             raise ValueError(f"valid must have shape [{n}], got {tuple(valid.shape)}")
 
 
-def _check_salience_args(n, log_salience, r0, tau, alpha, now, checks: _checks.DataChecks) -> None:
-    """Either ``log_salience`` or all of ``r0, tau, alpha, now``, each of the right kind."""
+def _check_salience_args(n, log_salience, r0, tau, alpha, now) -> None:
+    """Either ``log_salience`` or all of ``r0, tau, alpha, now``, each of the right kind and shape."""
     time_args = {"r0": r0, "tau": tau, "alpha": alpha, "now": now}
     if log_salience is not None:
         if any(v is not None for v in time_args.values()):
@@ -259,7 +272,6 @@ def _check_salience_args(n, log_salience, r0, tau, alpha, now, checks: _checks.D
         _checks.tensor("log_salience", log_salience, ndim=1, dtypes=_SALIENCE_DTYPES)
         if log_salience.shape[0] != n:
             raise ValueError(f"log_salience must have shape [{n}], got {tuple(log_salience.shape)}")
-        checks.finite("log_salience", log_salience)
         return
     missing = [name for name, v in time_args.items() if v is None]
     if missing:
@@ -272,9 +284,6 @@ def _check_salience_args(n, log_salience, r0, tau, alpha, now, checks: _checks.D
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
     if isinstance(now, bool) or not isinstance(now, (int, float)) or not abs(float(now)) < float("inf"):
         raise ValueError(f"now must be a finite number, got {now!r}")
-    checks.finite("r0", r0)
-    checks.finite("tau", tau)
-    checks.require_not((r0 <= 0).any(), "r0 must be > 0 for every memory (salience is logged), got values <= 0")
 
 
 def _log_salience(log_salience, r0, tau, alpha, valid) -> torch.Tensor:
