@@ -247,6 +247,8 @@ class FakeCuda(TorchFunctionMode):
         if special is not None:
             return special(self, func, args, kwargs)
         args, kwargs, target = _cpu_device_args(args, kwargs) if "device" in kwargs else (args, kwargs, None)
+        if kwargs.get("pin_memory"):
+            kwargs = {**kwargs, "pin_memory": False}  # a CPU-only torch cannot pin; pinned memory is host memory
         tensors = _tensors(args, _tensors(kwargs, []))
         any_cuda = any(is_fake_cuda(t) for t in tensors)
         out_cuda = any_cuda if target is None else target
@@ -432,7 +434,10 @@ def _cuda_patches(mode: FakeCuda) -> dict[str, Any]:
         "get_device_properties": lambda device=None: props, "get_device_capability": lambda device=None: (9, 0),
         "get_device_name": lambda device=None: props.name, "device": _DeviceGuard,
         "synchronize": lambda device=None: mode._sync("synchronize"), "is_bf16_supported": lambda *a, **k: True,
-        "is_current_stream_capturing": lambda: False,
+        "is_current_stream_capturing": lambda: False, "empty_cache": lambda: None,
+        "memory_allocated": lambda device=None: 0, "max_memory_allocated": lambda device=None: 0,
+        "reset_peak_memory_stats": lambda device=None: None, "manual_seed": lambda seed: None,
+        "manual_seed_all": lambda seed: None,
     }
 
 
