@@ -9,11 +9,13 @@ array outside the kernel (``mnemonix.backends.lifespan.compact``).
 
 Notes on the tricks:
 
-* Scatter without atomics: the deltas of a row are few (R ~ tens), so each tile
-  of engrams compares its positions against a chunk of reminded indices
-  ([BLOCK_M, BLOCK_R] match matrix) and sums the matching deltas. Duplicates
-  accumulate, negative indices never match, and the summation order is fixed:
-  results are deterministic (no float atomics).
+* Scatter without atomics: the deltas of a row are few (R ~ tens to hundreds), so
+  each tile of engrams walks the row's reminded indices one by one (scalar loads,
+  served from L1 after the first tile) and adds each matching delta. Duplicates
+  accumulate in index order, negative and out-of-range indices never match, and
+  the summation order is fixed: results are deterministic (no float atomics). A
+  [BLOCK_M, BLOCK_R] match matrix does the same work but holds BLOCK_M * BLOCK_R /
+  threads values per thread: at BLOCK_M = 1024 it spilled 20 KB on sm_90.
 * "Oldest beyond capacity" needs the row's short-term count before any engram
   can be converted, so the program makes two passes over its row: pass 1 counts
   short-term engrams (types only, 1 byte per engram), pass 2 does the rest.
@@ -25,6 +27,8 @@ Notes on the tricks:
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import triton
@@ -46,7 +50,7 @@ def _lifespan_step_kernel(
     Lifespan, Types, Age, Idx, Delta,
     OutLifespan, OutTypes, OutAge, OutKeep, OutRank, OutNumKept,
     length, num_reminded, stm_capacity,
-    HAS_AGE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr,
+    HAS_AGE: tl.constexpr, BLOCK_M: tl.constexpr,
     WORKING: tl.constexpr, SHORTTERM: tl.constexpr, LONGTERM: tl.constexpr,
 ):
     tl.static_assert(BLOCK_M % 16 == 0)
@@ -54,7 +58,6 @@ def _lifespan_step_kernel(
     row_off = row.to(tl.int64) * length
     idx_off = row.to(tl.int64) * num_reminded
     arange_m = tl.arange(0, BLOCK_M)
-    arange_r = tl.arange(0, BLOCK_R)
 
     # pass 1: short-term engrams of this row after WORKING -> SHORTTERM
     num_stm = tl.sum(tl.zeros((BLOCK_M,), dtype=tl.int32), axis=0)
@@ -70,12 +73,10 @@ def _lifespan_step_kernel(
         offs = start + arange_m
         types, is_stm, in_range = _row_tile_types(Types, row_off, offs, length, WORKING, SHORTTERM)
         acc = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        for r0 in range(0, num_reminded, BLOCK_R):
-            r_in = (r0 + arange_r) < num_reminded
-            idx = tl.load(Idx + idx_off + r0 + arange_r, mask=r_in, other=-1)
-            delta = tl.load(Delta + idx_off + r0 + arange_r, mask=r_in, other=0.0).to(tl.float32)
-            hit = idx[None, :] == offs[:, None].to(idx.dtype)
-            acc += tl.sum(tl.where(hit, delta[None, :], 0.0), axis=1)
+        for r in range(0, num_reminded):
+            idx = tl.load(Idx + idx_off + r)
+            delta = tl.load(Delta + idx_off + r).to(tl.float32)
+            acc += tl.where(offs.to(idx.dtype) == idx, delta, 0.0)
         life = tl.load(Lifespan + row_off + offs, mask=in_range, other=0.0).to(tl.float32)
         life = (life + acc) - 1.0
 
@@ -98,6 +99,25 @@ def _lifespan_step_kernel(
             age = tl.load(Age + row_off + offs, mask=in_range, other=0)
             tl.store(OutAge + row_off + offs, age + 1, mask=in_range)
     tl.store(OutNumKept + row, kept_seen)
+
+
+LIFESPAN_BLOCK_M = (16, 1024)
+"""Smallest and largest engram tile. For sm_90 (ptxas 12.9/13.x), BLOCK_M = 1024 with 8 warps uses
+~100 registers and no spills (4 warps: ~144); tests/test_kernels_compile.py checks both ends."""
+
+
+def lifespan_config(length: int) -> tuple[int, int]:
+    """``(BLOCK_M, num_warps)`` for rows of ``length`` engrams: one tile per short row, 1024 beyond.
+
+    No software pipelining (``num_stages=1``): the row walk is a stream of independent loads.
+    """
+    block_m = min(LIFESPAN_BLOCK_M[1], max(LIFESPAN_BLOCK_M[0], triton.next_power_of_2(length)))
+    return block_m, (8 if block_m >= 1024 else 4)
+
+
+def _device_guard(device: torch.device):
+    """Launch on the tensors' device, not the current one (a no-op for CPU tensors)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def lifespan_step(
@@ -128,14 +148,15 @@ def lifespan_step(
         reminded_indices = torch.full((batch, 1), -1, dtype=torch.int64, device=dev)
         delta = torch.zeros((batch, 1), dtype=torch.float32, device=dev)
     if batch and length:
-        block_m = min(1024, max(16, triton.next_power_of_2(length)))
-        block_r = min(64, max(16, triton.next_power_of_2(max(num_reminded, 1))))
-        _lifespan_step_kernel[(batch,)](
-            lifespan, types, age if age is not None else lifespan, reminded_indices, delta,
-            out_lifespan, out_types, out_age if out_age is not None else out_lifespan,
-            out_keep, out_rank, out_num_kept,
-            length, num_reminded, stm_capacity,
-            HAS_AGE=age is not None, BLOCK_M=block_m, BLOCK_R=block_r,
-            WORKING=codes[0], SHORTTERM=codes[1], LONGTERM=codes[2],
-        )
+        block_m, num_warps = lifespan_config(length)
+        with _device_guard(dev):
+            _lifespan_step_kernel[(batch,)](
+                lifespan, types, age if age is not None else lifespan, reminded_indices, delta,
+                out_lifespan, out_types, out_age if out_age is not None else out_lifespan,
+                out_keep, out_rank, out_num_kept,
+                length, num_reminded, stm_capacity,
+                HAS_AGE=age is not None, BLOCK_M=block_m,
+                WORKING=codes[0], SHORTTERM=codes[1], LONGTERM=codes[2],
+                num_warps=num_warps, num_stages=1,
+            )
     return out_lifespan, out_types, out_age, out_keep.bool(), out_rank, out_num_kept

@@ -10,6 +10,16 @@ from mnemonix import ops, reference
 BACKENDS = ["torch", "triton"]
 
 
+@pytest.fixture
+def dev(request, triton_device):
+    """Inputs of a forced Triton backend live on ``triton_device`` (CUDA when present)."""
+    return triton_device if request.getfixturevalue("backend") == "triton" else torch.device("cpu")
+
+
+def on(dev, *tensors):
+    return tuple(None if t is None else t.to(dev) for t in tensors)
+
+
 def random_state(gen: torch.Generator, batch: int, length: int, num_reminded: int, *, integer_delta: bool = True):
     lifespan = torch.randint(-2, 5, (batch, length), generator=gen).float()
     types = torch.randint(0, 4, (batch, length), generator=gen).to(torch.uint8)
@@ -41,21 +51,21 @@ def assert_same(expected: reference.LifespanResult, got: reference.LifespanResul
     "batch,length,num_reminded",
     [(1, 1, 0), (1, 1, 3), (2, 17, 5), (3, 64, 20), (1, 130, 70), (4, 33, 1), (2, 0, 4)],
 )
-def test_backends_match_reference(backend: str, batch: int, length: int, num_reminded: int, rng) -> None:
+def test_backends_match_reference(backend: str, dev, batch: int, length: int, num_reminded: int, rng) -> None:
     for _ in range(3):
         state = random_state(rng, batch, length, num_reminded)
         cap = int(torch.randint(0, length + 2, (1,), generator=rng))
         expected = reference.lifespan_step(*state, cap)
-        assert_same(expected, ops.lifespan_step(*state, cap, backend=backend))
+        assert_same(expected, ops.lifespan_step(*on(dev, *state), cap, backend=backend))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_duplicates_accumulate_and_negative_ignored(backend: str) -> None:
+def test_duplicates_accumulate_and_negative_ignored(backend: str, dev) -> None:
     lifespan = torch.tensor([[1.0, 1.0, 1.0]])
     types = torch.tensor([[1, 2, 3]], dtype=torch.uint8)
     indices = torch.tensor([[0, 0, 2, -1, -5, 0]])
     delta = torch.tensor([[1.0, 2.0, 0.5, 100.0, 100.0, 3.0]])
-    out = ops.lifespan_step(lifespan, types, None, indices, delta, 10, backend=backend)
+    out = ops.lifespan_step(*on(dev, lifespan, types, None, indices, delta), 10, backend=backend)
     assert out.lifespan.tolist() == [[6.0, 0.0, 0.5]]
     assert out.keep.tolist() == [[True, False, True]]
     assert out.rank.tolist() == [[0, -1, 1]]
@@ -64,20 +74,21 @@ def test_duplicates_accumulate_and_negative_ignored(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_float_duplicates_close(backend: str, rng) -> None:
+def test_float_duplicates_close(backend: str, dev, rng) -> None:
     state = random_state(rng, 2, 20, 40, integer_delta=False)
-    assert_same(reference.lifespan_step(*state, 3), ops.lifespan_step(*state, 3, backend=backend), exact=False)
+    got = ops.lifespan_step(*on(dev, *state), 3, backend=backend)
+    assert_same(reference.lifespan_step(*state, 3), got, exact=False)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_all_dead_none_dead_capacity_zero(backend: str) -> None:
-    types = torch.tensor([[1, 2, 2, 1], [2, 2, 0, 3]], dtype=torch.uint8)
-    none = torch.zeros((2, 0), dtype=torch.long)
-    dead = ops.lifespan_step(torch.ones(2, 4), types, None, none, none.float(), 0, backend=backend)
+def test_all_dead_none_dead_capacity_zero(backend: str, dev) -> None:
+    types = torch.tensor([[1, 2, 2, 1], [2, 2, 0, 3]], dtype=torch.uint8, device=dev)
+    none = torch.zeros((2, 0), dtype=torch.long, device=dev)
+    dead = ops.lifespan_step(torch.ones(2, 4, device=dev), types, None, none, none.float(), 0, backend=backend)
     assert not dead.keep.any() and dead.num_kept.tolist() == [0, 0]
     assert (dead.rank == -1).all()
     assert dead.types.tolist() == [[3, 3, 3, 3], [3, 3, 0, 3]]  # capacity 0: every short-term engram ages out
-    alive = ops.lifespan_step(torch.full((2, 4), 9.0), types, None, none, none.float(), 2, backend=backend)
+    alive = ops.lifespan_step(torch.full((2, 4), 9.0, device=dev), types, None, none, none.float(), 2, backend=backend)
     assert alive.keep.all() and alive.num_kept.tolist() == [4, 4]
     assert alive.rank.tolist() == [[0, 1, 2, 3]] * 2
     # oldest (first by position) short-term engrams beyond capacity become long-term

@@ -15,6 +15,28 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 HAS_CUDA = torch.cuda.is_available()
 
 
+def _on(device, *tensors):
+    """Tensors moved to ``device`` (None stays None): forced Triton runs on ``triton_device``."""
+    return tuple(None if t is None else t.to(device) for t in tensors)
+
+
+def _cpu(out):
+    return tuple(None if t is None else t.cpu() for t in out)
+
+
+@pytest.fixture
+def dev(request, triton_device):
+    """The device of a backend-parametrized test's inputs: ``triton_device`` for Triton, else the CPU."""
+    backend = request.getfixturevalue("backend")
+    return triton_device if backend == "triton" else torch.device("cpu")
+
+
+def _op(dev, q, c, z, **kw):
+    """``ops.salience_topk`` on ``dev`` (tensor keyword arguments moved too), results on the CPU."""
+    kw = {key: v.to(dev) if isinstance(v, torch.Tensor) else v for key, v in kw.items()}
+    return _cpu(ops.salience_topk(*_on(dev, q, c, z), **kw))
+
+
 def _inputs(rng, B, N, d, dtype, *, spread=3.0, masked=False, dz=4, device="cpu"):
     q = torch.randn(B, d, generator=rng).to(dtype)
     c = torch.randn(N, d, generator=rng).to(dtype)
@@ -108,16 +130,17 @@ def _grid_triton():
 
 
 @pytest.mark.parametrize("N,d,k,B,dtype", _grid_triton())
-def test_triton_backend_matches_reference(rng, N, d, k, B, dtype):
+def test_triton_backend_matches_reference(rng, triton_device, N, d, k, B, dtype):
     masked = bool(torch.randint(2, (1,), generator=rng))
     q, c, z, log_s, valid = _inputs(rng, B, N, d, dtype, masked=masked)
-    out = ops.salience_topk(q, c, z, k=k, log_salience=log_s, valid=valid, backend="triton")
+    out = ops.salience_topk(*_on(triton_device, q, c, z), k=k, log_salience=log_s.to(triton_device),
+                            valid=None if valid is None else valid.to(triton_device), backend="triton")
     ref = reference.salience_topk(q, c, z, k=k, log_salience=log_s, valid=valid)
     assert_matches_reference(out, ref, q, c, z, log_s, valid, k)
 
 
 @pytest.mark.parametrize("num_splits", [1, 3])
-def test_triton_split_merge_is_exact(rng, num_splits):
+def test_triton_split_merge_is_exact(rng, triton_device, num_splits):
     """Partial lists from several N-splits merge into the exact top-k (ties to the lower index)."""
     N, d, B, k = 200, 16, 5, 7
     q, c, z, log_s, valid = _inputs(rng, B, N, d, torch.float32, masked=True)
@@ -126,8 +149,10 @@ def test_triton_split_merge_is_exact(rng, num_splits):
     log_s[150:170] = log_s[10]
     q[0] = c[10]
     shift = sb.shift_of(log_s, valid)
-    vals, idx = sb.triton_topk(q, c, log_s, shift, valid, k, num_splits=num_splits)
-    vals_t, idx_t = sb.torch_topk(q, c, log_s, shift, valid, k, chunk=13)
+    vals, idx, keys_bad = sb.triton_topk(*_on(triton_device, q, c, log_s, shift, valid), k, num_splits=num_splits)
+    vals, idx = vals.cpu(), idx.cpu()
+    assert not bool(keys_bad)
+    vals_t, idx_t, _ = sb.torch_topk(q, c, log_s, shift, valid, k, chunk=13)
     ref_idx = reference.salience_topk(q, c, None, k=k, log_salience=log_s, valid=valid)[1]
     tied = [i for i in [10, *range(150, 170)] if bool(valid[i])]
     assert idx[0].tolist() == tied[:k] == ref_idx[0].tolist()
@@ -153,7 +178,7 @@ def test_gpu_backends_match_reference(rng, dtype, N, B, k):
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_underflow_alpha_dt_10000(rng, backend):
+def test_underflow_alpha_dt_10000(rng, backend, dev):
     """alpha * (now - tau) = 10,000: float32 r0 * exp(...) is 0 for every memory, the result is still right."""
     N, d, B, k = 40, 8, 3, 5
     q, c, z, _, _ = _inputs(rng, B, N, d, torch.float32)
@@ -162,26 +187,26 @@ def test_underflow_alpha_dt_10000(rng, backend):
     tau[::3] = 2.0  # stored later: more salient
     alpha, now = 1.0, 10_000.0
     assert (r0 * torch.exp(torch.tensor(-alpha * now, dtype=torch.float32))).eq(0).all()
-    out = ops.salience_topk(q, c, z, k=k, r0=r0, tau=tau, alpha=alpha, now=now, backend=backend)
+    out = _op(dev, q, c, z, k=k, r0=r0, tau=tau, alpha=alpha, now=now, backend=backend)
     log_s = reference.salience_log(r0, tau, alpha, now)
     assert float(log_s.max()) < -9990
     ref = reference.salience_topk(q, c, z, k=k, log_salience=log_s)
     assert_matches_reference(out, ref, q, c, z, log_s, None, k)
     assert out[0].abs().sum() > 0  # the notebook's recall would be exactly 0 here
     # Same ranking and weights as at now = 0: exp(-alpha * now) is a common factor.
-    at_zero = ops.salience_topk(q, c, z, k=k, r0=r0, tau=tau, alpha=alpha, now=0.0, backend=backend)
+    at_zero = _op(dev, q, c, z, k=k, r0=r0, tau=tau, alpha=alpha, now=0.0, backend=backend)
     assert torch.equal(out[1], at_zero[1])
     torch.testing.assert_close(out[2], at_zero[2])
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_extreme_spread_uses_exact_order(rng, backend):
+def test_extreme_spread_uses_exact_order(rng, backend, dev):
     """Relative saliences far below float32 range: order still follows cos * s exactly (sign, then log size)."""
     N, d, B = 30, 6, 4
     q, c, z, _, _ = _inputs(rng, B, N, d, torch.float32)
     log_s = -torch.arange(N, dtype=torch.float64) * 500.0  # ratios exp(-500 m)
     for k in (1, 5, N):
-        out = ops.salience_topk(q, c, z, k=k, log_salience=log_s, backend=backend)
+        out = _op(dev, q, c, z, k=k, log_salience=log_s, backend=backend)
         ref = reference.salience_topk(q, c, z, k=k, log_salience=log_s)
         assert torch.equal(out[1], ref[1])
         torch.testing.assert_close(out[2], ref[2])
@@ -197,24 +222,24 @@ def test_extreme_spread_uses_exact_order(rng, backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_ties_go_to_lower_index(backend):
+def test_ties_go_to_lower_index(backend, dev):
     N, d = 50, 4
     keys = torch.ones(N, d)
     q = torch.ones(2, d)
     q[1] = -1.0  # all cosines -1: every score ties too
     log_s = torch.zeros(N, dtype=torch.float64)
-    _, idx, w, scores = ops.salience_topk(q, keys, None, k=5, log_salience=log_s, backend=backend)
+    _, idx, w, scores = _op(dev, q, keys, None, k=5, log_salience=log_s, backend=backend)
     assert idx.tolist() == [[0, 1, 2, 3, 4]] * 2
     torch.testing.assert_close(w, torch.full((2, 5), 0.2))
     # A tie broken in favour of a later memory only by salience.
     log_s[7] = 1e-3
-    _, idx, _, _ = ops.salience_topk(q, keys, None, k=3, log_salience=log_s, backend=backend)
+    _, idx, _, _ = _op(dev, q, keys, None, k=3, log_salience=log_s, backend=backend)
     assert idx[0].tolist() == [7, 0, 1] and idx[1].tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("d", [3, 64, 130])
-def test_duplicate_random_keys_tie_exactly(rng, backend, d):
+def test_duplicate_random_keys_tie_exactly(rng, backend, dev, d):
     """Equal keys at scattered positions: equal scores, lower index first, whatever the rounding."""
     N, k = 120, 6
     keys = torch.randn(N, d, generator=rng)
@@ -223,7 +248,7 @@ def test_duplicate_random_keys_tie_exactly(rng, backend, d):
     log_s = torch.randn(N, generator=rng, dtype=torch.float64) * 0.01
     log_s[copies + [60]] = 5.0  # the most salient: the copies fill the top
     q = torch.cat([keys[60:61] + 0.01 * torch.randn(1, d, generator=rng), torch.randn(2, d, generator=rng)])
-    out = ops.salience_topk(q, keys, None, k=k, log_salience=log_s, backend=backend)
+    out = _op(dev, q, keys, None, k=k, log_salience=log_s, backend=backend)
     ref = reference.salience_topk(q, keys, None, k=k, log_salience=log_s)
     assert out[1][0].tolist() == [3, 17, 18, 40, 41, 42] == ref[1][0].tolist()
     assert torch.equal(out[1], ref[1])
@@ -238,16 +263,16 @@ def test_torch_chunk_boundary_ties():
     q = torch.ones(1, d)
     log_s = torch.zeros(N, dtype=torch.float64)
     for chunk in (7, 16, 100):
-        _, idx = sb.torch_topk(q, keys, log_s, 0.0, None, k, chunk=chunk)
+        _, idx, _ = sb.torch_topk(q, keys, log_s, 0.0, None, k, chunk=chunk)
         assert idx[0].tolist() == [3, 17, 18, 40, 41, 42]
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_zero_norm_query_and_key(backend):
+def test_zero_norm_query_and_key(backend, dev):
     keys = torch.tensor([[1.0, 0.0], [0.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
     q = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
     log_s = torch.zeros(4, dtype=torch.float64)
-    _, idx, _, scores = ops.salience_topk(q, keys, None, k=4, log_salience=log_s, backend=backend)
+    _, idx, _, scores = _op(dev, q, keys, None, k=4, log_salience=log_s, backend=backend)
     # cos(q0) = [1, 0 (zero key), -1, 0]: 0, then the zeros by index, then -1.
     assert idx[0].tolist() == [0, 1, 3, 2]
     assert scores[0].tolist() == [1.0, 0.0, 0.0, -1.0]
@@ -260,16 +285,16 @@ def test_zero_norm_query_and_key(backend):
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_fewer_valid_than_k_pads(rng, backend):
+def test_fewer_valid_than_k_pads(rng, backend, dev):
     q, c, z, log_s, _ = _inputs(rng, 3, 10, 4, torch.float32)
     valid = torch.zeros(10, dtype=torch.bool)
     valid[[2, 7]] = True
-    recall, idx, w, scores = ops.salience_topk(q, c, z, k=4, log_salience=log_s, valid=valid, backend=backend)
+    recall, idx, w, scores = _op(dev, q, c, z, k=4, log_salience=log_s, valid=valid, backend=backend)
     assert (idx[:, 2:] == -1).all() and set(idx[:, :2].flatten().tolist()) <= {2, 7}
     assert (w[:, 2:] == 0).all() and torch.isneginf(scores[:, 2:]).all()
     torch.testing.assert_close(w.sum(1), torch.ones(3))
     none_valid = torch.zeros(10, dtype=torch.bool)
-    recall, idx, w, scores = ops.salience_topk(q, c, z, k=3, log_salience=log_s, valid=none_valid, backend=backend)
+    recall, idx, w, scores = _op(dev, q, c, z, k=3, log_salience=log_s, valid=none_valid, backend=backend)
     assert (idx == -1).all() and (recall == 0).all() and (w == 0).all()
 
 
@@ -342,32 +367,32 @@ def test_cached_key_norms_give_same_result(rng):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, inside the Triton interpreter, about the NaN
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_nonfinite_keys_and_payloads_raise(rng, backend):
+def test_nonfinite_keys_and_payloads_raise(rng, backend, dev):
     q, c, z, log_s, _ = _inputs(rng, 3, 150, 8, torch.float32)
     for bad_value in (float("nan"), float("inf"), float("-inf")):
         bad = c.clone()
         bad[97, 1] = bad_value
         with pytest.raises(ValueError, match="keys must be finite"):
-            ops.salience_topk(q, bad, z, k=4, log_salience=log_s, backend=backend)
+            _op(dev, q, bad, z, k=4, log_salience=log_s, backend=backend)
         # ... unless the slot is empty (valid False): it cannot change the result.
         valid = torch.ones(150, dtype=torch.bool)
         valid[97] = False
-        out = ops.salience_topk(q, bad, z, k=4, log_salience=log_s, valid=valid, backend=backend)
+        out = _op(dev, q, bad, z, k=4, log_salience=log_s, valid=valid, backend=backend)
         assert (out[1] != 97).all()
     # Payloads: checked on the rows the recall selects.
-    top = ops.salience_topk(q, c, z, k=4, log_salience=log_s, backend=backend)[1]
+    top = _op(dev, q, c, z, k=4, log_salience=log_s, backend=backend)[1]
     bad_z = z.clone()
     bad_z[int(top[0, 0])] = float("nan")
     with pytest.raises(ValueError, match="payloads must be finite"):
-        ops.salience_topk(q, c, bad_z, k=4, log_salience=log_s, backend=backend)
+        _op(dev, q, c, bad_z, k=4, log_salience=log_s, backend=backend)
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_many_query_blocks_and_mixed_dtypes(rng, backend):
+def test_many_query_blocks_and_mixed_dtypes(rng, backend, dev):
     """B = 70 spans two query blocks of the kernel; fp32 queries against bf16 keys."""
     q, c, z, log_s, valid = _inputs(rng, 70, 40, 24, torch.bfloat16, masked=True)
     q = torch.randn(70, 24, generator=rng)
-    out = ops.salience_topk(q, c, z, k=5, log_salience=log_s, valid=valid, backend=backend)
+    out = _op(dev, q, c, z, k=5, log_salience=log_s, valid=valid, backend=backend)
     ref = reference.salience_topk(q, c, z, k=5, log_salience=log_s, valid=valid)
     assert_matches_reference(out, ref, q, c, z, log_s, valid, 5)
 
@@ -388,3 +413,34 @@ def test_results_depend_only_on_time_differences(rng, offset):
         torch.testing.assert_close(far[1], base[1], rtol=0, atol=0)
         torch.testing.assert_close(far[2], base[2], rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(far[0], base[0], rtol=1e-5, atol=1e-6)
+
+
+INT64_OFFSETS_SCRIPT = """
+import torch
+from mnemonix import ops
+device = "cuda" if torch.cuda.is_available() else "cpu"
+d, stride = 8, 2**30 + 64  # row 2 starts 2**31 + 128 elements in: past int32
+big = torch.empty(2 * stride + d, dtype=torch.float16, device=device)  # 4.3 GB, virtual on the CPU
+keys = big.as_strided((3, d), (stride, 1))
+gen = torch.Generator().manual_seed(0)
+rows = torch.randn(3, d, generator=gen).half()
+keys.copy_(rows)
+queries = (rows.float() + 0.01 * torch.randn(3, d, generator=gen)).to(device)
+out = ops.salience_topk(queries, keys, None, k=1, log_salience=torch.zeros(3, dtype=torch.float64, device=device),
+                        backend="triton")
+print("TOP", out[1].flatten().tolist())
+"""
+
+
+def test_triton_key_offsets_past_int32():
+    """Keys whose rows start past 2**31 elements (a strided view of a 4.3 GB buffer, untouched but for
+    three rows) are read where they are: int32 offsets would wrap and read (or crash) elsewhere.
+    A subprocess, so that a wrong offset's segfault fails this test and nothing else."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", INT64_OFFSETS_SCRIPT], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=300, check=False)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert "TOP [0, 1, 2]" in proc.stdout, proc.stdout + proc.stderr[-2000:]

@@ -41,23 +41,93 @@ def tensor(
     return value
 
 
-def all_finite(value: torch.Tensor) -> bool:
-    """True when a tensor holds no NaN/Inf.
+def nonfinite_flag(value: torch.Tensor) -> torch.Tensor:
+    """A 0-dim bool tensor on ``value``'s device: True when ``value`` holds NaN or Inf. No host sync.
 
-    One sum first: a finite sum proves every element finite (any NaN or Inf makes the sum
-    NaN or Inf), and it allocates nothing of the input's size. Only a non-finite sum, which
-    may also be a harmless overflow, pays for the exact element-wise check.
+    One ``aminmax``: NaN propagates into both ends and an infinity shows at one of them, so
+    the two extremes are finite exactly when every element is; nothing of the input's size is
+    allocated.
     """
     if not value.is_floating_point() or value.numel() == 0:
-        return True
-    total = value.detach().sum(dtype=torch.float64 if value.dtype == torch.float64 else torch.float32)
-    return bool(torch.isfinite(total)) or bool(torch.isfinite(value).all())
+        return torch.zeros((), dtype=torch.bool, device=value.device)
+    low, high = torch.aminmax(value.detach())
+    return ~(torch.isfinite(low) & torch.isfinite(high))
+
+
+def all_finite(value: torch.Tensor) -> bool:
+    """True when a tensor holds no NaN/Inf (one host read of :func:`nonfinite_flag`)."""
+    return not bool(nonfinite_flag(value))
 
 
 def finite(name: str, value: torch.Tensor) -> None:
-    """Raise, naming the argument, if ``value`` holds NaN or Inf (see :func:`all_finite`)."""
+    """Raise, naming the argument, if ``value`` holds NaN or Inf (see :func:`nonfinite_flag`)."""
     if not all_finite(value):
         raise ValueError(f"{name} must be finite, got NaN or Inf values")
+
+
+def data_checks_enabled(check_inputs: object, device: torch.device) -> bool:
+    """Resolve an op's ``check_inputs`` argument (None, True or False) for inputs on ``device``.
+
+    None (the default) checks, except while a CUDA graph is being captured: a capture cannot
+    read device data on the host, so the value checks are skipped there (shape, dtype and
+    device checks always run). True insists, and raises during a capture.
+    """
+    if check_inputs is not None and not isinstance(check_inputs, bool):
+        raise TypeError(f"check_inputs must be None, True or False, got {type(check_inputs).__name__}")
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if capturing and check_inputs:
+        raise ValueError("check_inputs=True reads data on the host, which a CUDA graph capture cannot do; "
+                         "pass check_inputs=None or False while capturing")
+    return (not capturing) if check_inputs is None else check_inputs
+
+
+class DataChecks:
+    """Checks of tensor *values* at an op's boundary (NaN/Inf, signs, index ranges).
+
+    On the CPU each check raises at once, as it is met. On CUDA each check is a 0-dim bool
+    tensor computed on the device, and :meth:`flush` reads all of them -- plus any flags
+    the op itself needs on the host -- in one device-to-host copy: one host sync per call
+    instead of one per check. Either way the first failed check (in the order they were
+    made) raises, before the op returns a result, and a failed call changes no state.
+    """
+
+    def __init__(self, device: torch.device, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.deferred = device.type == "cuda"
+        self._pending: list[tuple[torch.Tensor, type[Exception], object]] = []
+
+    def require_not(self, bad: torch.Tensor, message: object, error: type[Exception] = ValueError) -> None:
+        """Fail when the 0-dim bool tensor ``bad`` is True; ``message`` is a str or a callable giving one."""
+        if not self.enabled:
+            return
+        if self.deferred:
+            self._pending.append((bad, error, message))
+        elif bool(bad):
+            raise error(message() if callable(message) else message)
+
+    def finite(self, name: str, value: torch.Tensor) -> None:
+        """``value`` holds no NaN/Inf (the message names the argument)."""
+        if self.enabled:
+            self.require_not(nonfinite_flag(value), f"{name} must be finite, got NaN or Inf values")
+
+    def flush(self, *flags: torch.Tensor) -> list[bool]:
+        """Raise the first failed pending check; return ``flags`` (0-dim tensors) as Python bools.
+
+        On CUDA this is the one host sync of the call (none when nothing is pending and no
+        flag is asked for).
+        """
+        pending, self._pending = self._pending, []
+        tensors = [bad for bad, _, _ in pending] + list(flags)
+        if not tensors:
+            return []
+        if self.deferred:
+            values = torch.stack([t.reshape(()).to(torch.bool) for t in tensors]).tolist()
+        else:
+            values = [bool(t) for t in tensors]
+        for (_, error, message), failed in zip(pending, values):
+            if failed:
+                raise error(message() if callable(message) else message)
+        return values[len(pending):]
 
 
 def same_device(named: dict[str, torch.Tensor | None]) -> torch.device:

@@ -49,11 +49,12 @@ class LifespanResult(NamedTuple):
     num_kept: torch.Tensor
 
 
-def log_salience(r0: torch.Tensor, tau: torch.Tensor, alpha: float, now: float) -> torch.Tensor:
+def log_salience(r0: torch.Tensor, tau: torch.Tensor, alpha: float, now: float | torch.Tensor) -> torch.Tensor:
     """EpiNet's salience in log space, float64 [N]: ``log r0_m - alpha * (now - tau_m)``.
 
     The logarithm of ``r0 * exp(-alpha * (now - tau))``: it never underflows,
     whatever the age of a memory. The one production definition (the reference
-    restates it on purpose).
+    restates it on purpose). ``now`` may be a 0-dim tensor on the device (no host sync).
     """
-    return torch.log(r0.double()) - float(alpha) * (float(now) - tau.double())
+    now = now.double() if isinstance(now, torch.Tensor) else float(now)
+    return torch.log(r0.double()) - float(alpha) * (now - tau.double())

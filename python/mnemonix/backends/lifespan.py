@@ -30,7 +30,8 @@ def lifespan_step_torch(
     dev = lifespan.device
     added = torch.zeros((batch, length + 1), dtype=torch.float32, device=dev)
     if reminded_indices.numel():
-        idx = torch.where(reminded_indices < 0, length, reminded_indices).long()
+        # Out-of-range indices (possible only with check_inputs=False) are ignored like the pad.
+        idx = torch.where((reminded_indices < 0) | (reminded_indices >= length), length, reminded_indices).long()
         rows = torch.arange(batch, device=dev).unsqueeze(1).expand_as(idx)
         added.index_put_((rows, idx), delta, accumulate=True)
     new_lifespan = (lifespan + added[:, :length]) - 1.0
@@ -71,7 +72,7 @@ BACKENDS: tuple[Backend, ...] = (TRITON, TORCH)
 
 def compact(
     values: torch.Tensor, step: LifespanResult, *, pad_value: float | int = 0, pad_front: bool = True,
-    out: torch.Tensor | None = None,
+    out: torch.Tensor | None = None, width: int | None = None,
 ) -> torch.Tensor:
     """Compact one per-engram array ``values`` [B, M, ...] with the map of ``step``.
 
@@ -81,6 +82,7 @@ def compact(
     its ``mask_select`` puts the null engrams first), else at the end.
     ``out`` [B, C >= K, ...] (optional, not aliasing ``values``) receives the result
     in its first K columns (spare columns let the caller append without copying).
+    ``width`` is K when the caller knows it (else read from the device: one host sync).
 
     Returns
     -------
@@ -89,17 +91,35 @@ def compact(
     batch, length = step.keep.shape
     if values.shape[:2] != (batch, length):
         raise ValueError(f"values must have leading shape {(batch, length)}, got {tuple(values.shape)}")
-    width = int(step.num_kept.max()) if batch else 0
+    if width is None:
+        width = int(step.num_kept.max()) if batch else 0
     if out is None:
         out = torch.empty((batch, width, *values.shape[2:]), dtype=values.dtype, device=values.device)
     elif out.shape[0] != batch or out.shape[1] < width or out.shape[2:] != values.shape[2:] or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous [{batch}, >= {width}, ...] tensor, got {tuple(out.shape)}")
-    stride = out.shape[1]
     result = out[:, :width]
-    result.fill_(pad_value)
     if width == 0:
         return result
-    offset = (width - step.num_kept).unsqueeze(1) if pad_front else torch.zeros_like(step.num_kept).unsqueeze(1)
-    dest = (torch.arange(batch, device=values.device).unsqueeze(1) * stride + offset + step.rank)[step.keep]
-    out.view(batch * stride, *values.shape[2:])[dest] = values[step.keep].to(out.dtype)
+    source = _source_positions(step, width, pad_front)  # [B, width], -1 at padding
+    trailing = values.shape[2:]
+    index = source.clamp(min=0).view(batch, width, *([1] * len(trailing))).expand(batch, width, *trailing)
+    gathered = torch.gather(values, 1, index).to(out.dtype)
+    pad = torch.full((), pad_value, dtype=out.dtype, device=out.device)
+    result.copy_(torch.where((source >= 0).view(batch, width, *([1] * len(trailing))), gathered, pad))
     return result
+
+
+def _source_positions(step: LifespanResult, width: int, pad_front: bool) -> torch.Tensor:
+    """For each output slot [B, width], the engram it takes (-1: padding). No host sync.
+
+    Kept engram m goes to slot ``offset_b + rank[b, m]``; dropped engrams aim at slot 0 with
+    source -1, and an ``amax`` scatter lets any kept engram there win (deterministic).
+    """
+    batch, length = step.keep.shape
+    dev = step.keep.device
+    offset = (width - step.num_kept).unsqueeze(1) if pad_front else torch.zeros_like(step.num_kept).unsqueeze(1)
+    slot = torch.where(step.keep, offset + step.rank, torch.zeros_like(step.rank))
+    positions = torch.arange(length, device=dev).expand(batch, length)
+    src = torch.where(step.keep, positions, torch.full_like(positions, -1))
+    source = torch.full((batch, width), -1, dtype=torch.int64, device=dev)
+    return source.scatter_reduce_(1, slot, src, reduce="amax", include_self=True)

@@ -39,6 +39,9 @@ from mnemonix.backends.salience_exact import (  # noqa: F401 - re-exported
     exact_rank_key,
     exact_topk_rows,
     merge_topk,
+    needs_redo,
+    redo_rows,
+    rerank,
     score_error_bound,
     shift_of,
 )
@@ -50,7 +53,7 @@ TRITON_MAX_K = 128
 """Largest list (k + CANDIDATE_EXTRA) the Triton kernel keeps in registers; beyond, the torch backend."""
 
 
-def chunk_scale(log_s: torch.Tensor, shift: float) -> torch.Tensor:
+def chunk_scale(log_s: torch.Tensor, shift: torch.Tensor | float) -> torch.Tensor:
     """``exp(log_s - shift)`` as float32, 0 where negligible (``log_s - shift < NEGLIGIBLE_LOG``)."""
     rel = (log_s - shift).clamp(max=0.0)  # > 0 only for invalid slots, which never win
     return torch.where(rel >= NEGLIGIBLE_LOG, torch.exp(rel), torch.zeros_like(rel)).float()
@@ -63,41 +66,51 @@ def unit_queries(queries: torch.Tensor) -> torch.Tensor:
     return q * torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
 
 
-def _chunk_size(B: int, d: int, N: int) -> int:
-    """Keys per chunk: [B, chunk] float32 scores of ~8 MiB, 4096 to 32768 keys.
+def _chunk_size(B: int, d: int, N: int, batch_invariant: bool = False) -> int:
+    """Keys per chunk: [B, chunk] float32 scores of ~8 MiB, 4096 to 32768 keys (4096 when batch-invariant).
 
     Few, large chunks keep the number of parallel regions per call small (a
     loop of small ops suffers badly when the cores are shared); the memory
     stays O(B x chunk) whatever N is.
     """
-    by_scores = (8 << 20) // (4 * max(B, 1))
+    by_scores = 4096 if batch_invariant else (8 << 20) // (4 * max(B, 1))
     return int(max(1, min(N, max(4096, min(by_scores, 32768)))))
+
+
+def _chunk_dots(q: torch.Tensor, keys_c: torch.Tensor, batch_invariant: bool) -> torch.Tensor:
+    """[B, chunk] float32 dot products; batch-invariant: one matmul per query (same shape whatever B)."""
+    if not batch_invariant:
+        return q @ keys_c.T
+    return torch.cat([q[b:b + 1] @ keys_c.T for b in range(q.shape[0])])
 
 
 def torch_topk(
     queries: torch.Tensor,
     keys: torch.Tensor,
     log_s: torch.Tensor,
-    shift: float,
+    shift: torch.Tensor | float,
     valid: torch.Tensor | None,
     k: int,
     *,
     key_norms: torch.Tensor | None = None,
     chunk: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked float32 selection; returns ``(values [B, k] float32, indices [B, k] int64)``, best first.
+    batch_invariant: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Chunked float32 selection: ``(values [B, k] float32, indices [B, k] int64, keys_bad)``, best first.
 
     ``log_s`` [N] float64 and ``shift`` give the relative salience of each chunk.
     Per chunk: one matmul, the column factor ``scale / ||c||``, and a row max.
     Only rows whose max beats their running k-th best (``theta``) are merged
     (``topk(k + 1)`` then an exact merge); after the first chunks almost every
     row is skipped. A later equal score never displaces an earlier one (lower
-    index wins), so the strict comparison is exact.
+    index wins), so the strict comparison is exact. A NaN/Inf valid key raises at once
+    (``keys_bad``, a 0-dim bool tensor, is then always False): this CPU-first path reads
+    a few flags per chunk on the host anyway (on CUDA, the Triton backend is the sync-free one).
     """
     B, d = queries.shape
     N = keys.shape[0]
     q = unit_queries(queries)
-    chunk = chunk or _chunk_size(B, d, N)
+    chunk = chunk or _chunk_size(B, d, N, batch_invariant)
     best_val = torch.full((B, k), float("-inf"), dtype=torch.float32, device=q.device)
     best_idx = torch.full((B, k), -1, dtype=torch.int64, device=q.device)
     theta = torch.full((B,), float("-inf"), dtype=torch.float32, device=q.device)
@@ -109,7 +122,7 @@ def torch_topk(
         else:
             norm = key_norms[start:stop].float()
         factor = torch.where(norm > 0, chunk_scale(log_s[start:stop], shift) / norm, torch.zeros_like(norm))
-        p = q @ keys_c.T
+        p = _chunk_dots(q, keys_c, batch_invariant)
         p.mul_(factor)
         if valid is not None:
             valid_c = valid[start:stop]
@@ -147,35 +160,39 @@ def torch_topk(
             best_val[active] = merged_val
             best_idx[active] = merged_idx
             theta[active] = merged_val[:, k - 1]
-    return best_val, best_idx
+    return best_val, best_idx, torch.zeros((), dtype=torch.bool, device=q.device)
 
 
 def triton_topk(
     queries: torch.Tensor,
     keys: torch.Tensor,
     log_s: torch.Tensor,
-    shift: float,
+    shift: torch.Tensor | float,
     valid: torch.Tensor | None,
     k: int,
     *,
     key_norms: torch.Tensor | None = None,
     num_splits: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton selection: per-split lists from the kernel, merged exactly here.
+    batch_invariant: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Triton selection: per-split lists from the kernel, merged exactly here. No host sync.
 
-    ``key_norms`` is accepted and not used: the kernel sums the squares of the
-    key tile it has loaded anyway, which costs no memory traffic.
+    Returns ``(values [B, k], indices [B, k], keys_bad)``; ``keys_bad`` is a 0-dim bool tensor,
+    True when a valid key's squared norm is NaN/Inf (the caller raises). ``key_norms`` is
+    accepted and not used: the kernel sums the squares of the key tile it has loaded anyway,
+    which costs no memory traffic.
     """
     kernels = _triton.load_kernels("salience")
+    shift = torch.as_tensor(shift, dtype=torch.float64, device=keys.device)
     part_val, part_idx, nonfinite = kernels.salience_topk_partial(
-        unit_queries(queries), keys, log_s, shift, valid, k, negligible_log=NEGLIGIBLE_LOG, num_splits=num_splits
+        unit_queries(queries), keys, log_s, shift, valid, k, negligible_log=NEGLIGIBLE_LOG, num_splits=num_splits,
+        batch_invariant=batch_invariant,
     )
-    if bool(nonfinite.any()):
-        raise ValueError(NONFINITE_KEYS)
     S, B, _ = part_val.shape
     values = part_val.permute(1, 0, 2).reshape(B, S * k)
     indices = part_idx.permute(1, 0, 2).reshape(B, S * k).to(torch.int64)
-    return merge_topk(values, indices, k)
+    values, indices = merge_topk(values, indices, k)
+    return values, indices, nonfinite.any()
 
 
 def _triton_reasons(inputs) -> list[str]:

@@ -55,6 +55,8 @@ def lifespan_step(
     delta: torch.Tensor,
     stm_capacity: int,
     backend: str | None = None,
+    *,
+    check_inputs: bool | None = None,
 ) -> LifespanResult:
     """One Memoria engram lifespan step, fused (Park & Bak 2023).
 
@@ -76,6 +78,11 @@ def lifespan_step(
         become LONGTERM.
     backend : {"triton", "torch"} or None
         Force a backend; default Triton on CUDA, torch otherwise.
+    check_inputs : bool or None, keyword-only
+        Check the *values* of ``delta`` (finite) and ``reminded_indices`` (< M). None (default):
+        check, except while a CUDA graph is being captured. On CUDA the checks cost one host
+        sync per call (read together); ``False`` makes the call sync-free (CUDA-graph
+        capturable), and then an index >= M is ignored like a negative one. See docs/gpu.md.
 
     Returns
     -------
@@ -89,12 +96,16 @@ def lifespan_step(
     """
     _check(lifespan, types, age, reminded_indices, delta, stm_capacity)
     delta = delta.to(torch.float32)
-    _checks.finite("delta", delta)
-    if reminded_indices.numel() and int(reminded_indices.max()) >= lifespan.shape[1]:
-        raise ValueError(
-            f"reminded_indices must be < {lifespan.shape[1]} (the number of engrams per row), "
-            f"got {int(reminded_indices.max())}"
+    checks = _checks.DataChecks(lifespan.device, _checks.data_checks_enabled(check_inputs, lifespan.device))
+    checks.finite("delta", delta)
+    if reminded_indices.numel():
+        length = lifespan.shape[1]
+        checks.require_not(
+            reminded_indices.max() >= length,
+            lambda: f"reminded_indices must be < {length} (the number of engrams per row), "
+                    f"got {int(reminded_indices.max())}",
         )
+    checks.flush()
     inputs = LifespanInputs(
         lifespan.contiguous(), types.contiguous(), None if age is None else age.contiguous(),
         reminded_indices.contiguous(), delta.contiguous(), stm_capacity,
@@ -136,7 +147,7 @@ def _check(lifespan, types, age, reminded_indices, delta, stm_capacity) -> None:
 
 def compact_engrams(
     values: torch.Tensor, step: LifespanResult, *, pad_value: float | int = 0, pad_front: bool = True,
-    out: torch.Tensor | None = None,
+    out: torch.Tensor | None = None, width: int | None = None,
 ) -> torch.Tensor:
     """Compact a per-engram array [B, M, ...] with the map of a :func:`lifespan_step` result.
 
@@ -144,6 +155,11 @@ def compact_engrams(
     rows padded with ``pad_value`` (at the front when ``pad_front``, Memoria's layout).
     ``out`` [B, C, ...] with C >= max(num_kept): write into its first columns and
     return that view (spare capacity for appends).
+    ``width``: ``int(step.num_kept.max())`` when the caller already knows it (compacting
+    several arrays of one step): the result's width is the one host sync of this call on
+    CUDA, and a given ``width`` saves it.
     """
     _checks.tensor("values", values, min_ndim=2, dtypes=None)
-    return lb.compact(values, step, pad_value=pad_value, pad_front=pad_front, out=out)
+    if width is not None:
+        width = _checks.nonneg_int("width", width)
+    return lb.compact(values, step, pad_value=pad_value, pad_front=pad_front, out=out, width=width)

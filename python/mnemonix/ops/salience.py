@@ -2,8 +2,12 @@
 
 Declared like every op (:mod:`mnemonix._dispatch`): checks -> a typed inputs record ->
 ``dispatch(SPEC, inputs, forced)`` -> a float32 selection backend of
-:mod:`mnemonix.backends.salience`, made exact by
-:func:`mnemonix.backends.salience_exact.exact_select`.
+:mod:`mnemonix.backends.salience`, made exact by :mod:`mnemonix.backends.salience_exact`.
+
+Host syncs on CUDA (docs/gpu.md): the value checks and the exactness decision are read in one
+device-to-host copy per call; ``check_inputs=False, exact=False`` makes the call sync-free
+(capturable in a CUDA graph). Shapes never depend on data: fewer valid memories than k pad
+with -1 on the device.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import torch
 
 from mnemonix import _checks, _dispatch, _types
 from mnemonix.backends import salience as sb
-from mnemonix.backends.salience_exact import exact_cosine, exact_select, shift_of
+from mnemonix.backends import salience_exact as sx
 
 __all__ = ["salience_topk", "SalienceInputs", "SPEC"]
 
@@ -32,6 +36,8 @@ class SalienceInputs:
     valid: torch.Tensor | None
     key_norms: torch.Tensor | None
     k: int
+    exact: bool = True
+    batch_invariant: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -68,6 +74,9 @@ def salience_topk(
     valid: torch.Tensor | None = None,
     key_norms: torch.Tensor | None = None,
     backend: str | None = None,
+    check_inputs: bool | None = None,
+    exact: bool = True,
+    batch_invariant: bool = False,
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-k salience recall (EpiNet's RecallEngine), batched and memory-bounded.
 
@@ -101,10 +110,25 @@ def salience_topk(
         computed on the fly when None. Must match ``keys``.
     backend : {"torch", "triton"} or None
         Force an implementation (``"triton"`` on CPU needs ``TRITON_INTERPRET=1``).
+    check_inputs : bool or None
+        Check the values (below). None (default): check, except while a CUDA graph is
+        being captured. On CUDA the checks cost no extra host sync beyond the one the
+        exact re-rank needs (all read together).
+    exact : bool
+        True (default): the result equals the float64 definition. The float32 selection is
+        exact unless a query has near-ties at its candidate boundary or underflowed scores;
+        those queries are redone in float64 over all N, which needs a host read of which
+        queries they are. False skips that redo (no host sync; such rare queries may then
+        differ from the definition among near-equal scores).
+    batch_invariant : bool
+        True: each query's result is bitwise the same alone or in any batch (fixed tiles,
+        fixed split size, row-wise float64 sums). Default results are deterministic (run to
+        run) but not batch-invariant. See docs/gpu.md.
 
     Raises ValueError for NaN/Inf in the queries, the salience inputs, any
     valid key (found during the pass over the keys; also when a key's squared
-    norm overflows float32) or any payload row that the recall selects.
+    norm overflows float32) or any payload row that the recall selects
+    (unless ``check_inputs`` is False).
 
     Returns
     -------
@@ -114,50 +138,109 @@ def salience_topk(
     scores : Tensor [B, k] float32, ``cos * s_m / max_valid(s)``: relative to the
         most salient valid memory (``-inf`` at index -1)
     """
+    inputs, checks = _prepare(queries, keys, payloads, k, log_salience, r0, tau, alpha, now, valid, key_norms,
+                              check_inputs, exact, batch_invariant)
+    chosen = _dispatch.dispatch(SPEC, inputs, backend)
+    return _recall(inputs, chosen, checks)
+
+
+def _prepare(queries, keys, payloads, k, log_salience, r0, tau, alpha, now, valid, key_norms, check_inputs,
+             exact, batch_invariant) -> tuple[SalienceInputs, _checks.DataChecks]:
+    """The checked inputs record, and the value checks (raised at once on the CPU, pending on CUDA)."""
     _check_shapes(queries, keys, payloads, valid)
     k = _checks.positive_int("k", k)
     if k > keys.shape[0]:
         raise ValueError(f"k must be <= N = {keys.shape[0]} (number of memory slots), got k = {k}")
+    for name, flag in (("exact", exact), ("batch_invariant", batch_invariant)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {type(flag).__name__}")
     _check_salience_args(keys.shape[0], log_salience, r0, tau, alpha, now)
     device = _checks.same_device(
         {"queries": queries, "keys": keys, "payloads": payloads, "log_salience": log_salience,
          "r0": r0, "tau": tau, "valid": valid}
     )
+    enabled = _checks.data_checks_enabled(check_inputs, device)
+    if exact and device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        raise ValueError("salience_topk(exact=True) reads which queries need the float64 redo on the host, "
+                         "which a CUDA graph capture cannot do; pass exact=False to capture")
+    checks = _checks.DataChecks(device, enabled)
+    if log_salience is not None:
+        checks.finite("log_salience", log_salience)
+    else:
+        checks.finite("r0", r0)
+        checks.finite("tau", tau)
+        checks.require_not((r0 <= 0).any(), "r0 must be > 0 for every memory (salience is logged), got values <= 0")
     log_s = _log_salience(log_salience, r0, tau, alpha, valid)
-    _check_key_norms(key_norms, keys.shape[0], device)
-    _checks.finite("queries", queries)
+    _check_key_norms(key_norms, keys.shape[0], device, checks)
+    checks.finite("queries", queries)
     # keys are checked by the backends during their single pass (a NaN/Inf key makes its norm or
     # score NaN), and payloads on the k rows gathered per query: no extra pass over [N, d] here.
-    inputs = SalienceInputs(queries, keys, payloads, log_s, valid, key_norms, k)
-    chosen = _dispatch.dispatch(SPEC, inputs, backend)
-    return _recall(inputs, chosen)
+    return SalienceInputs(queries, keys, payloads, log_s, valid, key_norms, k, exact, batch_invariant), checks
 
 
-def _recall(inputs: SalienceInputs, chosen: _dispatch.Backend):
+_PAYLOADS_NONFINITE = "payloads must be finite: rows selected by the recall hold NaN or Inf values"
+
+
+def _recall(inputs: SalienceInputs, chosen: _dispatch.Backend, checks: _checks.DataChecks):
+    """Select, re-rank exactly, weigh and recall; one host read (``checks.flush``) on CUDA."""
     queries, keys, payloads, log_s, valid, k = (
         inputs.queries, inputs.keys, inputs.payloads, inputs.log_s, inputs.valid, inputs.k)
     B, N, device = queries.shape[0], keys.shape[0], keys.device
-    n_valid = N if valid is None else int(valid.sum())
-    take = min(k, n_valid)
-    indices = torch.full((B, k), -1, dtype=torch.int64, device=device)
-    weights = torch.zeros(B, k, dtype=torch.float32, device=device)
-    scores = torch.full((B, k), float("-inf"), dtype=torch.float32, device=device)
-    recall = None if payloads is None else torch.zeros(B, payloads.shape[1], dtype=torch.float32, device=device)
-    if take == 0 or B == 0:
-        return recall, indices, weights, scores
-    top_idx = exact_select(chosen.run, queries, keys, log_s, valid, take, n_valid, inputs.key_norms)
-    chosen_log_s = log_s[top_idx]  # [B, take] float64
+    if B == 0:
+        checks.flush()
+        return _outputs(inputs, torch.zeros((0, k), dtype=torch.int64, device=device),
+                        torch.zeros(k, dtype=torch.bool, device=device), sx.shift_of(log_s, valid))
+    n_valid = N if valid is None else valid.sum()
+    shift = sx.shift_of(log_s, valid)
+    n_cand = min(k + sx.CANDIDATE_EXTRA, N)
+    cand_val, cand_idx, keys_bad = chosen.run(queries, keys, log_s, shift, valid, n_cand,
+                                              key_norms=inputs.key_norms, batch_invariant=inputs.batch_invariant)
+    checks.require_not(keys_bad, sb.NONFINITE_KEYS)
+    top_idx = sx.rerank(queries, keys, log_s, shift, cand_val, cand_idx, k, fixed_order=inputs.batch_invariant)
+    slot_ok = torch.arange(k, device=device) < n_valid  # [k]: positions past the valid count pad with -1
+    redo = sx.needs_redo(cand_val, k, n_valid, queries.shape[1]) if inputs.exact and n_cand < N else None
+    payload_bad = _payload_flag(payloads, top_idx, slot_ok) if payloads is not None and checks.enabled else None
+    wanted = [f for f in (None if redo is None else redo.any(), payload_bad) if f is not None]
+    read = checks.flush(*wanted)  # the call's one host read on CUDA (none when nothing is wanted)
+    redo_any = read.pop(0) if redo is not None else False
+    payload_failed = read.pop(0) if payload_bad is not None else False
+    if redo_any:
+        sx.redo_rows(top_idx, redo, queries, keys, log_s, valid, k)
+        payload_failed = payload_bad is not None and bool(_payload_flag(payloads, top_idx, slot_ok))
+    if payload_failed:
+        raise ValueError(_PAYLOADS_NONFINITE)
+    return _outputs(inputs, top_idx, slot_ok, shift)
+
+
+def _payload_flag(payloads: torch.Tensor, top_idx: torch.Tensor, slot_ok: torch.Tensor) -> torch.Tensor:
+    """0-dim bool: a selected payload row holds NaN/Inf (padding slots excluded)."""
+    rows = payloads[top_idx.clamp(min=0)]
+    return _checks.nonfinite_flag(torch.where(slot_ok[None, :, None], rows, torch.zeros((), dtype=rows.dtype,
+                                                                                         device=rows.device)))
+
+
+def _outputs(inputs: SalienceInputs, top_idx: torch.Tensor, slot_ok: torch.Tensor, shift: torch.Tensor):
+    """``(recall, indices, weights, scores)`` of the selected ``top_idx`` [B, k]; slots past ``slot_ok`` padded."""
+    queries, keys, payloads, log_s = inputs.queries, inputs.keys, inputs.payloads, inputs.log_s
+    safe = top_idx.clamp(min=0)
+    chosen_log_s = log_s[safe].masked_fill(~slot_ok, float("-inf"))  # [B, k] float64
     w = torch.softmax(chosen_log_s, dim=1)
-    cos = exact_cosine(queries, keys[top_idx])
-    indices[:, :take] = top_idx
-    weights[:, :take] = w.float()
-    scores[:, :take] = (cos * torch.exp(chosen_log_s - shift_of(log_s, valid))).float()
+    w = torch.where(slot_ok, w, torch.zeros((), dtype=w.dtype, device=w.device))  # no valid memory: 0, not NaN
+    cos = sx.exact_cosine(queries, keys[safe], fixed_order=inputs.batch_invariant)
+    scores = torch.where(slot_ok, cos * torch.exp(chosen_log_s - shift), float("-inf")).float()
+    indices = torch.where(slot_ok, top_idx, -1)
+    recall = None
     if payloads is not None:
-        z = payloads[top_idx].float()  # [B, take, dz]
-        if not _checks.all_finite(z):
-            raise ValueError("payloads must be finite: rows selected by the recall hold NaN or Inf values")
-        recall = torch.einsum("bk,bkz->bz", w.float(), z)
-    return recall, indices, weights, scores
+        z = payloads[safe].float()  # [B, k, dz]
+        z = torch.where(slot_ok[None, :, None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+        weights32 = w.float()
+        if inputs.batch_invariant:  # a fixed sum over k per row (a bmm may block rows by batch size)
+            recall = torch.zeros(z.shape[0], z.shape[2], dtype=torch.float32, device=z.device)
+            for i in range(z.shape[1]):
+                recall += weights32[:, i, None] * z[:, i]
+        else:
+            recall = torch.einsum("bk,bkz->bz", weights32, z)
+    return recall, indices, w.float(), scores
 
 
 def _check_shapes(queries, keys, payloads, valid) -> None:
@@ -181,7 +264,7 @@ def _check_shapes(queries, keys, payloads, valid) -> None:
 
 
 def _check_salience_args(n, log_salience, r0, tau, alpha, now) -> None:
-    """Either ``log_salience`` or all of ``r0, tau, alpha, now``, each of the right kind."""
+    """Either ``log_salience`` or all of ``r0, tau, alpha, now``, each of the right kind and shape."""
     time_args = {"r0": r0, "tau": tau, "alpha": alpha, "now": now}
     if log_salience is not None:
         if any(v is not None for v in time_args.values()):
@@ -189,7 +272,6 @@ def _check_salience_args(n, log_salience, r0, tau, alpha, now) -> None:
         _checks.tensor("log_salience", log_salience, ndim=1, dtypes=_SALIENCE_DTYPES)
         if log_salience.shape[0] != n:
             raise ValueError(f"log_salience must have shape [{n}], got {tuple(log_salience.shape)}")
-        _checks.finite("log_salience", log_salience)
         return
     missing = [name for name, v in time_args.items() if v is None]
     if missing:
@@ -202,10 +284,6 @@ def _check_salience_args(n, log_salience, r0, tau, alpha, now) -> None:
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
     if isinstance(now, bool) or not isinstance(now, (int, float)) or not abs(float(now)) < float("inf"):
         raise ValueError(f"now must be a finite number, got {now!r}")
-    _checks.finite("r0", r0)
-    _checks.finite("tau", tau)
-    if bool((r0 <= 0).any()):
-        raise ValueError("r0 must be > 0 for every memory (salience is logged), got values <= 0")
 
 
 def _log_salience(log_salience, r0, tau, alpha, valid) -> torch.Tensor:
@@ -213,17 +291,19 @@ def _log_salience(log_salience, r0, tau, alpha, valid) -> torch.Tensor:
     if log_salience is not None:
         return log_salience.double()
     # exp(-alpha * now) is common to every memory: measure ages from the latest store time
-    # instead, so that alpha * now ~ 1e12 does not swamp log r0 in float64.
-    live = tau if valid is None or not bool(valid.any()) else tau[valid]
-    return _types.log_salience(r0, tau, alpha, float(live.double().max()))
+    # instead, so that alpha * now ~ 1e12 does not swamp log r0 in float64. On the device: no sync.
+    tau64 = tau.double()
+    latest = tau64.max()
+    if valid is not None:
+        latest = torch.where(valid.any(), tau64.masked_fill(~valid, float("-inf")).max(), latest)
+    return _types.log_salience(r0, tau, alpha, latest)
 
 
-def _check_key_norms(key_norms, n: int, device: torch.device) -> None:
+def _check_key_norms(key_norms, n: int, device: torch.device, checks: _checks.DataChecks) -> None:
     if key_norms is None:
         return
     _checks.tensor("key_norms", key_norms, ndim=1, dtypes=_SALIENCE_DTYPES)
     if key_norms.shape[0] != n or key_norms.device != device:
         raise ValueError(f"key_norms must have shape [{n}] on {device}, got {tuple(key_norms.shape)} "
                          f"on {key_norms.device}")
-    if not _checks.all_finite(key_norms) or bool((key_norms < 0).any()):
-        raise ValueError("key_norms must be finite and >= 0")
+    checks.require_not(_checks.nonfinite_flag(key_norms) | (key_norms < 0).any(), "key_norms must be finite and >= 0")
