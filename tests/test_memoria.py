@@ -219,6 +219,14 @@ def test_save_load_roundtrip_and_errors(tmp_path) -> None:
         Memoria.load(odd)
 
 
+def test_keep_history_warns_through_warnings() -> None:
+    with pytest.warns(UserWarning) as caught:
+        Memoria(**CFG, keep_history=True)
+    messages = " ".join(str(w.message) for w in caught)
+    assert "track_id" in messages and "track_age" in messages
+
+
+@pytest.mark.filterwarnings("ignore:`keep_history` is True:UserWarning")
 def test_history_and_summary() -> None:
     m = Memoria(**CFG, keep_history=True)
     drive(m, torch.Generator().manual_seed(0), 6, divergent=False)

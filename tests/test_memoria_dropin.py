@@ -218,6 +218,7 @@ def test_history_save_load_roundtrip(tmp_path) -> None:
         HistoryManager.load(path)
 
 
+@pytest.mark.filterwarnings("ignore:`keep_history` is True:UserWarning")
 def test_history_load_validates_fields(tmp_path) -> None:
     h = HistoryManager()
     m = Memoria(**CFG, keep_history=True)

@@ -123,6 +123,7 @@ def test_random_sequences_single_ltm_default(seed: int) -> None:
     lockstep(seed, steps=7, cap=5, kwargs={}, one_ltm=True)
 
 
+@pytest.mark.filterwarnings("ignore:`keep_history` is True:UserWarning")
 def test_status_summary_and_history_match_original() -> None:
     cfg = dict(num_reminded_stm=3, stm_capacity=100, ltm_search_depth=2, initial_lifespan=3, num_final_ltms=2,
                keep_history=True)
