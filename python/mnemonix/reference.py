@@ -246,3 +246,57 @@ def lifespan_step(
 
 
 __all__ = [*globals().get("__all__", []), "LifespanResult", "lifespan_step"]
+
+
+# ----------------------------------------------------------------------------
+# search_topk
+# ----------------------------------------------------------------------------
+
+# isort: split
+
+
+def search_topk(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    k: int,
+    *,
+    scales: torch.Tensor | None = None,
+    metric: str = "ip",
+    mask: torch.Tensor | None = None,
+    tie_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k rows by inner product or cosine, written as the definition (float64).
+
+    The stored row is ``keys[n]`` as float32, times ``scales[n]`` in float32 for int8 keys.
+    Score: ``q . k_n`` (ip) or ``q . k_n / (||q|| ||k_n||)`` (cos; 0 when a norm is 0), with
+    the float32 query, each product and sum in float64 over the row (one contiguous sum
+    per row, so equal rows tie exactly). Masked-out rows are never selected. Order: score
+    descending, then ``tie_ids`` ascending (default: the row), then the row.
+
+    Returns ``(scores [B, k] float64, rows [B, k] int64)``; past the number of kept rows,
+    ``-inf`` and -1.
+    """
+    stored = keys.float() if scales is None else keys.float() * scales.float()[:, None]
+    K = stored.double()
+    N = K.shape[0]
+    keep = torch.ones(N, dtype=torch.bool) if mask is None else mask.cpu()
+    ties = torch.arange(N) if tie_ids is None else tie_ids.cpu()
+    B = queries.shape[0]
+    out_scores = torch.full((B, k), float("-inf"), dtype=torch.float64)
+    out_rows = torch.full((B, k), -1, dtype=torch.int64)
+    for b in range(B):
+        q = queries[b].float().double().cpu()[None, :].expand(N, -1)
+        Kc = K.cpu()
+        dot = (q * Kc).sum(-1)
+        if metric == "cos":
+            denom = torch.sqrt((q * q).sum(-1)) * torch.sqrt((Kc * Kc).sum(-1))
+            dot = torch.where(denom > 0, dot / torch.where(denom > 0, denom, torch.ones_like(denom)),
+                              torch.zeros_like(dot))
+        rows = [n for n in range(N) if bool(keep[n])]
+        rows.sort(key=lambda n: (-float(dot[n]), int(ties[n]), n))
+        take = min(k, len(rows))
+        out_rows[b, :take] = torch.tensor(rows[:take], dtype=torch.int64)
+        out_scores[b, :take] = dot[out_rows[b, :take]]
+    return out_scores.to(queries.device), out_rows.to(queries.device)
+
+__all__ = [*__all__, "search_topk"]

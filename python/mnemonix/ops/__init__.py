@@ -12,6 +12,7 @@ tensors works under ``TRITON_INTERPRET=1``. The plain torch ground truth of ever
 - :func:`hopfield_retrieve` (:mod:`mnemonix.ops.hopfield`)
 - :func:`salience_topk` (:mod:`mnemonix.ops.salience`)
 - :func:`lifespan_step`, :func:`compact_engrams` (:mod:`mnemonix.ops.lifespan`)
+- :func:`search_topk` (:mod:`mnemonix.ops.search`)
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from mnemonix._types import LifespanResult, log_salience
 from mnemonix.ops.hopfield import hopfield_retrieve
 from mnemonix.ops.lifespan import compact_engrams, lifespan_step
 from mnemonix.ops.salience import salience_topk
+from mnemonix.ops.search import search_topk
 
 __all__ = [
     "hopfield_retrieve",
     "salience_topk",
+    "search_topk",
     "lifespan_step",
     "compact_engrams",
     "LifespanResult",
