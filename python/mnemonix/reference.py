@@ -292,11 +292,13 @@ def search_topk(
             denom = torch.sqrt((q * q).sum(-1)) * torch.sqrt((Kc * Kc).sum(-1))
             dot = torch.where(denom > 0, dot / torch.where(denom > 0, denom, torch.ones_like(denom)),
                               torch.zeros_like(dot))
-        rows = [n for n in range(N) if bool(keep[n])]
-        rows.sort(key=lambda n: (-float(dot[n]), int(ties[n]), n))
-        take = min(k, len(rows))
-        out_rows[b, :take] = torch.tensor(rows[:take], dtype=torch.int64)
-        out_scores[b, :take] = dot[out_rows[b, :take]]
+        rows = keep.nonzero().flatten()  # ascending row order
+        # Stable sorts from the least significant key: tie id ascending, then score descending.
+        rows = rows[torch.sort(ties[rows], stable=True).indices]
+        rows = rows[torch.sort(dot[rows], descending=True, stable=True).indices]
+        take = min(k, rows.numel())
+        out_rows[b, :take] = rows[:take]
+        out_scores[b, :take] = dot[rows[:take]]
     return out_scores.to(queries.device), out_rows.to(queries.device)
 
 __all__ = [*__all__, "search_topk"]
