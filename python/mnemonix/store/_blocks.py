@@ -43,6 +43,8 @@ class Block:
     frozen: bool = False
     verify: Callable[[], None] | None = field(default=None, compare=False)
     """Checks the block's segment file once before its rows are first read (lazy verification)."""
+    checker: Callable[[], None] | None = field(default=None, compare=False)
+    """Checks the block's segment file once when asked (:meth:`MemoryStore.verify`)."""
 
     @property
     def stop(self) -> int:
@@ -87,7 +89,7 @@ def grown_tail(tail: Block, extra: int, spec, device) -> Block:
     for name, t in columns.items():
         if t is not None and tail.n:
             t[: tail.n] = tail.col(name)
-    return replace(tail, columns=columns, frozen=False, verify=None)
+    return replace(tail, columns=columns, frozen=False, verify=None, checker=None)
 
 
 def write_rows(tail: Block, rows: dict[str, torch.Tensor | None]) -> None:

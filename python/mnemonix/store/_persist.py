@@ -24,6 +24,7 @@ import os
 import re
 import threading
 import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,17 +168,17 @@ def file_verifier(file: Path, entry: dict):
             state["done"] = True
             fh.close()
 
+    weakref.finalize(verify, fh.close)  # a store dropped unverified closes its handles
     return verify
 
 
 def _open_segment(path: Path, entry: dict, spec, verify) -> tuple[dict, Run, object]:
-    """Map one segment: (columns, id run, verifier or None), checked against the manifest."""
+    """Map one segment: (columns, id run, its file's checker), checked against the manifest."""
     file = path / entry["file"]
     seg.check_size(file, entry)
-    checker = file_verifier(file, entry) if verify else None
+    checker = file_verifier(file, entry)
     if verify is True:
         checker()
-        checker = None
     try:
         with safetensors.torch.safe_open(str(file), framework="pt") as f:
             names, meta = set(f.keys()), f.metadata() or {}
@@ -186,10 +187,11 @@ def _open_segment(path: Path, entry: dict, spec, verify) -> tuple[dict, Run, obj
         raise FormatError(f"{str(file)!r} is not a readable safetensors segment ({exc})") from exc
     seg.check_segment(file, entry, spec, tensors, meta)
     columns = {name: tensors.get(name) for name in ("keys", "scales", "values", "ids", "r0", "tau")}
+    lazy = checker if verify == "lazy" else None
     if "index_ids" in tensors:
-        run = Run(tensors["index_ids"], tensors["index_rows"], verify=checker)
+        run = Run(tensors["index_ids"], tensors["index_rows"], verify=lazy)
     else:
-        run = Run(tensors["ids"], None, entry["start"], verify=checker)
+        run = Run(tensors["ids"], None, entry["start"], verify=lazy)
     return columns, run, checker
 
 
@@ -215,7 +217,8 @@ def load(cls, path: Path, *, mmap: bool, device, verify):
     blocks, runs = [], []
     for entry in manifest["segments"]:
         columns, run, checker = _open_segment(path, entry, spec, verify)
-        blocks.append(Block(entry["start"], entry["rows"], columns, frozen=True, verify=checker))
+        lazy = checker if verify == "lazy" else None
+        blocks.append(Block(entry["start"], entry["rows"], columns, frozen=True, verify=lazy, checker=checker))
         runs.append(run)
     n_rows = manifest["rows"]
     if mmap:

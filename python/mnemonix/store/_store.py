@@ -298,8 +298,8 @@ class MemoryStore:
         """Check the SHA-256 of every segment this store maps (FormatError on a mismatch)."""
         with self._lock.read():
             for block in self._blocks:
-                if block.verify is not None:
-                    block.verify()
+                if block.checker is not None:
+                    block.checker()
 
     # ------------------------------------------------------------------ internals (lock held)
 
