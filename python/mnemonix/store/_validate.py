@@ -80,6 +80,8 @@ def per_row(name: str, value: object, n: int, default: float, spec: StoreSpec, *
     if value is None:
         value = default
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or (positive and value <= 0):
+            raise ValueError(f"{name} must be a finite number{' > 0' if positive else ''}, got {value!r}")
         t = torch.full((n,), float(value), dtype=torch.float64, device=spec.device)
     else:
         t = as_tensor(name, value, spec.device)
