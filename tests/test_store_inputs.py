@@ -70,7 +70,7 @@ BAD_CALLS = {
     "existing ids": (lambda s: s.add(GOOD_KEYS, GOOD_VALUES, ids=torch.tensor([1, 11])), ValueError, "already in"),
     "ids of the wrong count": (lambda s: s.add(GOOD_KEYS, GOOD_VALUES, ids=torch.tensor([1])), ValueError, "2 entries"),
     "r0 <= 0": (lambda s: s.add(GOOD_KEYS, GOOD_VALUES, r0=torch.tensor([1.0, 0.0])), ValueError, "r0 must be > 0"),
-    "NaN tau": (lambda s: s.add(GOOD_KEYS, GOOD_VALUES, tau=float("nan")), ValueError, "tau must be finite"),
+    "NaN tau": (lambda s: s.add(GOOD_KEYS, GOOD_VALUES, tau=float("nan")), ValueError, "tau must be a finite"),
     "r0 of the wrong shape": (lambda s: s.add(GOOD_KEYS, GOOD_VALUES, r0=torch.ones(3)), ValueError, "r0 must have"),
     "upsert without ids": (lambda s: s.upsert(None, GOOD_KEYS, GOOD_VALUES), ValueError, "ids must be given"),
     "upsert NaN keys": (lambda s: s.upsert([10, 99], torch.full((2, D), float("nan")), GOOD_VALUES),
