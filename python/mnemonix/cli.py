@@ -14,6 +14,7 @@ COMMANDS: tuple[str, ...] = (
     "memoria",
     "plastic",
     "consolidate",
+    "store",
 )
 
 
