@@ -17,7 +17,6 @@ import torch
 from mnemonix._io import FormatError
 from mnemonix.store._blocks import COLUMNS, Block, empty_columns, row_bytes
 from mnemonix.store._index import Run
-from mnemonix.store._query import gather
 from mnemonix.store._validate import METRICS
 
 __all__ = ["row_bytes"]
@@ -135,7 +134,7 @@ def check_segment(file: Path, entry: dict, spec, tensors: dict[str, torch.Tensor
 def segment_tensors(blocks: list[Block], live: torch.Tensor, a: int, z: int) -> dict[str, torch.Tensor]:
     """Rows ``[a, z)`` of every column (CPU, contiguous); an id index of live rows when ids are unsorted."""
     rows = torch.arange(a, z, device=live.device)
-    out = {name: gather(blocks, name, rows).cpu().contiguous()
+    out = {name: _row_range(blocks, name, a, z).cpu().contiguous()
            for name in COLUMNS if blocks[-1].columns[name] is not None}
     ids = out["ids"]
     if ids.numel() > 1 and not bool((ids[1:] > ids[:-1]).all()):
@@ -144,6 +143,13 @@ def segment_tensors(blocks: list[Block], live: torch.Tensor, a: int, z: int) -> 
         out["index_ids"] = ids[keep][order].contiguous()
         out["index_rows"] = (rows.cpu()[keep][order]).contiguous()
     return out
+
+
+def _row_range(blocks: list[Block], name: str, a: int, z: int) -> torch.Tensor:
+    """Column ``name`` over global rows ``[a, z)``: a view when one block holds them all."""
+    parts = [b.col(name)[max(a, b.start) - b.start: min(z, b.stop) - b.start]
+             for b in blocks if b.n and b.start < z and b.stop > a]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def read_tombstones(path: Path, manifest: dict, device) -> torch.Tensor:
