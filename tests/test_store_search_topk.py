@@ -129,3 +129,18 @@ def test_bad_arguments_name_the_argument(rng):
     masked = torch.ones(10, dtype=torch.bool)
     masked[3] = False  # a masked-out row may hold anything: it never enters the scan's result
     assert (ops.search_topk(q, bad, 2, mask=masked)[1] != 3).all()
+
+
+@pytest.mark.parametrize("metric", ["ip", "cos"])
+def test_cpu_half_gemv_path_is_exact(rng, metric, monkeypatch):
+    """float16 keys at small B go through torch's fp16 GEMV (coarser scores), then the exact re-rank."""
+    monkeypatch.setattr(sb, "HALF_GEMV_CHUNK_ROWS", 101)
+    for B, N, d in [(1, 1, 3), (2, 700, 16), (4, 333, 7)]:
+        case = _case(rng, B, N, d, torch.float16, masked="random", dup=N // 4, tie=True, metric=metric)
+        case["keys"] = case["keys"] * 300.0  # large rows: the scaled GEMV must not overflow half
+        norm = float(torch.linalg.vector_norm(case["keys"].float(), dim=1).max())
+        assert sb.uses_half_gemv(case["keys"], B, norm)
+        for k in sorted({1, 5, N + 2}):
+            ours_s, ours_r = ops.search_topk(k=k, exact_scores=True, max_norm=norm * 1.01, **case)
+            ref_s, ref_r = reference.search_topk(k=k, **case)
+            assert torch.equal(ours_r, ref_r) and torch.equal(ours_s, ref_s)

@@ -46,6 +46,49 @@ def chunk_rows(B: int, d: int, N: int, element_size: int) -> int:
     return int(max(1, min(N, max(256, rows))))
 
 
+# CPU float16 keys at small B: torch's own fp16 GEMV (float32 accumulation, half output) reads
+# the rows as stored at about twice the speed of the float32 MKL path on the development
+# machine (bench/compare_store.py); its coarser scores are made exact like any other, with
+# more candidates so that rescans stay rare.
+HALF_GEMV_MAX_B = 4
+HALF_GEMV_EXTRA = 56
+HALF_GEMV_CHUNK_ROWS = 1 << 16
+
+
+def uses_half_gemv(keys: torch.Tensor, B: int, max_norm: float | None) -> bool:
+    """Whether :func:`torch_scan` scores these keys with the fp16 GEMV (needs a norm bound)."""
+    return keys.dtype == torch.float16 and keys.device.type == "cpu" and B <= HALF_GEMV_MAX_B \
+        and max_norm is not None and max_norm > 0
+
+
+def extra_candidates(keys: torch.Tensor, B: int, max_norm: float | None) -> int:
+    """Candidates a scan keeps beyond k + CANDIDATE_EXTRA (more where its scores are coarser)."""
+    return HALF_GEMV_EXTRA if uses_half_gemv(keys, B, max_norm) else 0
+
+
+def half_gemv_error(d: int, metric: str) -> float:
+    """Bound on one fp16-GEMV score's error relative to ``||q|| max_norm`` (ip) or absolute (cos).
+
+    The query rounded to half (2^-11), the half output (2^-11 of a score <= 1 in scaled
+    units), float32 accumulation and rescaling ((d + 8) u; cosine adds the norm, 2 d u).
+    """
+    return 1.05 * (2.0**-10 + (d + 8 + (2 * d if metric == "cos" else 0)) * 2.0**-24)
+
+
+def half_gemv_scores(keys, qs, metric, max_norm, start, stop) -> torch.Tensor:
+    """float32 scores [B, w] of rows ``start:stop`` by one fp16 GEMV per query (overflow-safe scaling)."""
+    kc = keys[start:stop]
+    qn = torch.linalg.vector_norm(qs, dim=1)
+    scale = torch.where(qn > 0, 1.0 / (qn * max_norm), torch.zeros_like(qn))  # scaled scores in [-1, 1]
+    qh = (qs * scale[:, None]).half()
+    p = torch.stack([torch.mv(kc, qh[b]).float() for b in range(qs.shape[0])])
+    p.mul_(torch.where(qn > 0, qn * max_norm, torch.zeros_like(qn))[:, None])
+    if metric == "cos":
+        norm = torch.linalg.vector_norm(kc, dim=1, dtype=torch.float32)
+        p.mul_(torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm)))
+    return p
+
+
 def row_norm_bound(keys: torch.Tensor, scales: torch.Tensor | None, start: int, stop: int) -> float:
     """Largest float32 norm of the dequantised rows ``start:stop``, rounded up by 1%."""
     norm = torch.linalg.vector_norm(keys[start:stop].float(), dim=1)
@@ -73,14 +116,18 @@ def torch_scan(
     B, d = q32.shape
     N = keys.shape[0]
     qs = prepare_queries(q32, metric)
-    chunk = chunk or chunk_rows(B, d, N, keys.element_size())
+    half = uses_half_gemv(keys, B, max_norm)
+    chunk = chunk or (HALF_GEMV_CHUNK_ROWS if half else chunk_rows(B, d, N, keys.element_size()))
     best_val = torch.full((B, n_cand), float("-inf"), dtype=torch.float32, device=q32.device)
     best_idx = torch.full((B, n_cand), -1, dtype=torch.int64, device=q32.device)
     theta = torch.full((B,), float("-inf"), dtype=torch.float32, device=q32.device)
     seen_norm = 0.0
     for start in range(0, N, chunk):
         stop = min(start + chunk, N)
-        p = float32_scores(qs, keys, scales, metric, start, stop)
+        if half:
+            p = half_gemv_scores(keys, qs, metric, max_norm, start, stop)
+        else:
+            p = float32_scores(qs, keys, scales, metric, start, stop)
         if max_norm is None and metric == "ip":
             seen_norm = max(seen_norm, row_norm_bound(keys, scales, start, stop))
         if mask is not None:
@@ -104,6 +151,11 @@ def torch_scan(
             best_val[active], best_idx[active] = merged_val, merged_idx
         theta = best_val[:, n_cand - 1].clone()
     bound = seen_norm if max_norm is None else float(max_norm)
+    if half:
+        rel = half_gemv_error(d, metric)
+        err = torch.full((B,), rel, dtype=torch.float64, device=q32.device) if metric == "cos" else \
+            rel * torch.linalg.vector_norm(q32.double(), dim=1) * bound
+        return best_val, best_idx, err, bound
     return best_val, best_idx, scan_error(q32, metric, bound), bound
 
 

@@ -144,15 +144,16 @@ def exact_rescan(q32, keys, scales, mask, tie_ids, thresholds, take: int, metric
     return best_s, best_i
 
 
-def exact_select(run_scan, q32, keys, scales, mask, tie_ids, k: int, n_live: int, metric: str):
+def exact_select(run_scan, q32, keys, scales, mask, tie_ids, k: int, n_live: int, metric: str,
+                 extra: int = CANDIDATE_EXTRA):
     """Exact top-k (scores [B, k] float64, rows [B, k] int64; -inf / -1 past ``n_live``).
 
     ``run_scan(n_cand)`` returns a backend's float32 candidates ``(values, rows)`` [B, n_cand]
-    (best first), its per-query bound ``e`` [B] on one float32 score's error and the bound on
-    the key norms it used (ip). Rows
-    outside the candidates score ``<= values[:, -1]`` in float32; when that is below the
-    k-th value minus ``2 e`` none of them can reach the exact top-k, else the query is
-    rescanned (:func:`exact_rescan`) with the threshold ``k-th value - e - e_rescan``.
+    (best first; ``n_cand = min(k + extra, n_live)``), its per-query bound ``e`` [B] on one
+    score's error and the bound on the key norms it used (ip). Rows outside the candidates
+    score ``<= values[:, -1]`` in float32; when that is below the k-th value minus ``2 e``
+    none of them can reach the exact top-k, else the query is rescanned
+    (:func:`exact_rescan`) with the threshold ``k-th value - e - e_rescan``.
     """
     B = q32.shape[0]
     take = min(k, n_live)
@@ -160,7 +161,7 @@ def exact_select(run_scan, q32, keys, scales, mask, tie_ids, k: int, n_live: int
     rows = torch.full((B, k), -1, dtype=torch.int64, device=q32.device)
     if take == 0 or B == 0:
         return scores, rows
-    n_cand = min(take + CANDIDATE_EXTRA, n_live)
+    n_cand = min(take + extra, n_live)
     values, index, err, max_norm = run_scan(n_cand)
     exact = candidate_scores(q32, keys, scales, index, metric)
     tie = index if tie_ids is None else tie_ids[index.clamp(min=0)]

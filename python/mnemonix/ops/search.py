@@ -117,7 +117,8 @@ def search_topk(
         _checks.finite("scales", scales)
     N = keys.shape[0]
     n_live = N if mask is None else int(mask.sum())
-    n_cand = min(min(k, n_live) + CANDIDATE_EXTRA, n_live)
+    extra = CANDIDATE_EXTRA + sb.extra_candidates(keys, queries.shape[0], max_norm)
+    n_cand = min(min(k, n_live) + extra, n_live)
     q32 = queries.float()
     inputs = SearchInputs(q32, keys, scales, mask, tie_ids, metric, k, n_cand)
     chosen = _dispatch.dispatch(SPEC, inputs, backend)
@@ -125,7 +126,7 @@ def search_topk(
     def run_scan(n: int):
         return chosen.run(q32, keys, scales, metric, mask, n, max_norm=max_norm)
 
-    scores, rows = exact_select(run_scan, q32, keys, scales, mask, tie_ids, k, n_live, metric)
+    scores, rows = exact_select(run_scan, q32, keys, scales, mask, tie_ids, k, n_live, metric, extra)
     return (scores if exact_scores else scores.float()), rows
 
 
