@@ -97,6 +97,17 @@ def row_norm_bound(keys: torch.Tensor, scales: torch.Tensor | None, start: int, 
     return 1.01 * float(norm.max()) if norm.numel() else 0.0
 
 
+def _check_finite(p: torch.Tensor, mask: torch.Tensor | None) -> None:
+    """Raise when a kept row scores NaN or +-Inf: one sum first, the exact test only when it is not finite."""
+    if torch.isfinite(p.sum()):
+        return
+    bad = ~torch.isfinite(p)
+    if mask is not None:
+        bad &= mask
+    if bool(bad.any()):
+        raise ValueError(NONFINITE_KEYS)
+
+
 def torch_scan(
     q32: torch.Tensor,
     keys: torch.Tensor,
@@ -130,11 +141,10 @@ def torch_scan(
             p = float32_scores(qs, keys, scales, metric, start, stop)
         if max_norm is None and metric == "ip":
             seen_norm = max(seen_norm, row_norm_bound(keys, scales, start, stop))
+        _check_finite(p, None if mask is None else mask[start:stop])
         if mask is not None:
             p.masked_fill_(~mask[start:stop], float("-inf"))
         row_max = p.amax(dim=1)
-        if bool(torch.isnan(row_max).any() | torch.isposinf(row_max).any()):
-            raise ValueError(NONFINITE_KEYS)
         active = (row_max > theta).nonzero().flatten()
         if active.numel() == 0:
             continue
