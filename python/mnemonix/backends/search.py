@@ -172,20 +172,21 @@ def torch_scan(
 def triton_scan(q32, keys, scales, metric, mask, n_cand, *, max_norm=None, num_splits=None):
     """Triton candidates: per-split lists from the kernel, merged here (same contract as :func:`torch_scan`)."""
     kernels = _triton.load_kernels("search")
-    part_val, part_idx, norm_max = kernels.search_topk_partial(
+    part_val, part_idx, norm_max, n_bad = kernels.search_topk_partial(
         prepare_queries(q32, metric), keys, scales, mask, n_cand, cosine=metric == "cos", num_splits=num_splits)
-    values = part_val.permute(1, 0, 2).reshape(q32.shape[0], -1)
-    if bool(torch.isnan(values).any() | torch.isposinf(values).any()):
+    if n_bad:
         raise ValueError(NONFINITE_KEYS)
-    indices = part_idx.permute(1, 0, 2).reshape(q32.shape[0], -1).to(torch.int64)
+    B = q32.shape[0]
+    values = part_val.permute(1, 0, 2).reshape(B, -1)
+    indices = part_idx.permute(1, 0, 2).reshape(B, -1).to(torch.int64)
     best_val, pos = torch.topk(values, n_cand, dim=1)
-    bound = 1.01 * float(norm_max) if max_norm is None else float(max_norm)
-    # 16-bit keys are multiplied on tensor cores with the query split in two 16-bit halves:
-    # an extra relative error below 2^-16 (kernels/search.py).
+    bound = 1.01 * norm_max if max_norm is None else float(max_norm)
     err = scan_error(q32, metric, bound)
-    if keys.dtype in (torch.float16, torch.bfloat16) and keys.is_cuda:
-        extra = 2.0**-15 * (1.0 if metric == "cos" else bound)
-        err = err + extra * (1.0 if metric == "cos" else torch.linalg.vector_norm(q32.double(), dim=1))
+    if keys.dtype != torch.float32 and keys.is_cuda:
+        # 16-bit (and int8-as-float16) rows meet the split 16-bit query on tensor cores: an
+        # extra error below 2^-16 of ||q|| ||k|| (kernels/search.py).
+        qn = 1.0 if metric == "cos" else torch.linalg.vector_norm(q32.double(), dim=1) * bound
+        err = err + 2.0**-16 * qn
     return best_val, torch.gather(indices, 1, pos), err, bound
 
 
