@@ -16,8 +16,10 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from mnemonix import _checks
 from mnemonix.store import _persist, _query
 from mnemonix.store import _validate as check
 from mnemonix.store._blocks import Block, empty_columns, grown_tail, quantize_int8, row_bytes
@@ -194,9 +196,9 @@ class MemoryStore:
             return self._index.lookup(wanted, self._live) >= 0
 
     def __contains__(self, id_: object) -> bool:
-        if isinstance(id_, bool) or not isinstance(id_, int) or id_ < 0:
+        if isinstance(id_, bool) or not isinstance(id_, (int, np.integer)) or id_ < 0:
             return False
-        return bool(self.contains(torch.tensor([id_], device=self.device))[0])
+        return bool(self.contains(torch.tensor([int(id_)], device=self.device))[0])
 
     def ids(self) -> torch.Tensor:
         """Ids of every memory, ascending, int64 [len]."""
@@ -229,9 +231,7 @@ class MemoryStore:
         ids : Tensor [B, k] int64; -1 padding. Equal scores go to the lower id.
         """
         q = check.queries(queries, self._spec)
-        from mnemonix._checks import positive_int
-
-        k = positive_int("k", k)
+        k = _checks.positive_int("k", k)
         salience = check.salience_args(alpha, now)
         with self._lock.read():
             mask = self._mask(filter)
@@ -249,8 +249,6 @@ class MemoryStore:
         ``lse`` [B] float32 (log-sum-exp of the logits) when ``return_lse``. Raises
         ValueError when no memory is allowed.
         """
-        from mnemonix import _checks
-
         q = check.queries(queries, self._spec)
         beta = check.positive_number("beta", beta)
         update_steps = _checks.nonneg_int("update_steps", update_steps)
