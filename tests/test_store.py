@@ -203,3 +203,26 @@ def test_remove_is_amortised_and_compacts_in_memory(rng, monkeypatch):
     assert store.remove(torch.arange(8, 12)) == 4 and store.num_rows == 8  # dead > live: compacted
     assert store.ids().tolist() == list(range(12, 20))
     assert store.add(torch.randn(1, 3)).tolist() == [20]  # auto ids never reuse a removed id
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", STORAGE)
+def test_cuda_store_gives_the_cpu_results(rng, dtype):
+    """The same operations on a CUDA store (Triton candidate kernel) and a CPU store: identical results."""
+    stores = [MemoryStore(24, dtype=dtype, device=dev, metric="cos") for dev in ("cpu", "cuda")]
+    keys = torch.randn(5000, 24, generator=rng)
+    keys[100:140] = keys[7]  # exact ties across many rows
+    removed = torch.randperm(5000, generator=rng)[:300]
+    q = torch.randn(64, 24, generator=rng)
+    allowed = torch.randperm(6000, generator=rng)[:2000]
+    results = []
+    for store in stores:
+        dev = store.device
+        store.add(keys.to(dev), r0=torch.rand(5000, generator=rng).to(dev) + 0.5)
+        store.remove(removed.to(dev))
+        store.upsert(torch.tensor([3, 9999], device=dev), keys[:2].to(dev))
+        results.append([store.search(q.to(dev), 10), store.search(q.to(dev), 50, filter=allowed.to(dev)),
+                        store.search(q.to(dev), 10, alpha=0.01, now=10.0)])
+    for cpu, cuda in zip(*results):
+        assert torch.equal(cpu[1], cuda[1].cpu())
+        torch.testing.assert_close(cpu[0], cuda[0].cpu(), atol=1e-6, rtol=1e-6)
