@@ -215,10 +215,11 @@ def test_cuda_store_gives_the_cpu_results(rng, dtype):
     removed = torch.randperm(5000, generator=rng)[:300]
     q = torch.randn(64, 24, generator=rng)
     allowed = torch.randperm(6000, generator=rng)[:2000]
+    r0 = torch.rand(5000, generator=rng) + 0.5
     results = []
     for store in stores:
         dev = store.device
-        store.add(keys.to(dev), r0=torch.rand(5000, generator=rng).to(dev) + 0.5)
+        store.add(keys.to(dev), r0=r0.to(dev))
         store.remove(removed.to(dev))
         store.upsert(torch.tensor([3, 9999], device=dev), keys[:2].to(dev))
         results.append([store.search(q.to(dev), 10), store.search(q.to(dev), 50, filter=allowed.to(dev)),
