@@ -5,6 +5,7 @@ Usage::
     python bench/compare_store.py --quick            # N = 1e5 float32 only, seconds
     python bench/compare_store.py                    # N = 1e6 float32 and float16, N = 1e7 float16
     python bench/compare_store.py --int8-1e8         # also N = 1e8 int8 (12.8 GB; needs ~20 GB of disk)
+    python bench/compare_store.py --only-int8-1e8    # just that one (compare_store-int8-1e8-<device>.json)
 
 Measured in one run on the same data:
 
@@ -202,6 +203,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--int8-1e8", action="store_true", help="also N = 1e8 int8 (12.8 GB)")
+    p.add_argument("--only-int8-1e8", action="store_true", help="only N = 1e8 int8 (its own results file)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
@@ -215,13 +217,15 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="mnemonix-bench-store-", dir=str(Path.home())))
     rows: list[dict] = []
     try:
-        if args.quick:
+        if args.only_int8_1e8:
+            pass
+        elif args.quick:
             rows += run_case("N=1e5 float32", 100_000, torch.float32, args, bw, gen, work)
         else:
             rows += run_case("N=1e6 float32", 1_000_000, torch.float32, args, bw, gen, work)
             rows += run_case("N=1e6 float16", 1_000_000, torch.float16, args, bw, gen, work)
             rows += run_case("N=1e7 float16", 10_000_000, torch.float16, args, bw, gen, work, compare=False)
-        if args.int8_1e8:
+        if args.int8_1e8 or args.only_int8_1e8:
             rows += int8_1e8(args, bw, gen, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -230,6 +234,8 @@ def main(argv=None) -> int:
                "faiss_MB", "share_of_store", "mnemonix_rows_per_s", "faiss_rows_per_s"]
     print_table(rows, columns)
     name = "compare_store-quick" if args.quick else "compare_store"
+    if args.only_int8_1e8:
+        name = "compare_store-int8-1e8"
     out = write_results(name, rows, {"bandwidth_gbs": bw, "d": D, "k": K, "threads": torch.get_num_threads()})
     print(f"\nwrote {out}")
     return 0
