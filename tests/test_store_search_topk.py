@@ -146,9 +146,14 @@ def test_cpu_half_gemv_path_is_exact(rng, metric, monkeypatch):
             assert torch.equal(ours_r, ref_r) and torch.equal(ours_s, ref_s)
 
 
-triton = pytest.importorskip("triton")
+try:
+    import triton  # noqa: F401
+except ImportError:  # pragma: no cover - triton is in the test extra
+    triton = None
+needs_triton = pytest.mark.skipif(triton is None, reason="Triton is not installed")
 
 
+@needs_triton
 @pytest.mark.parametrize("dtype,metric", [(torch.float32, "ip"), (torch.float16, "cos"), (torch.bfloat16, "ip"),
                                           (torch.int8, "ip"), (torch.int8, "cos")])
 def test_triton_matches_reference(rng, dtype, metric):
@@ -163,6 +168,7 @@ def test_triton_matches_reference(rng, dtype, metric):
             _check(case, k, "triton")
 
 
+@needs_triton
 def test_triton_refuses_long_lists_and_finds_bad_keys(rng):
     q, keys = torch.randn(2, 4), torch.randn(300, 4)
     with pytest.raises(ValueError, match="running top-k lives in registers"):
@@ -194,6 +200,7 @@ print("compiled")
 """
 
 
+@needs_triton
 @pytest.mark.slow
 def test_search_kernel_compiles_for_sm90_without_a_gpu():
     """The interpreter does not type-check: compile the real kernel for an H100/H200 (Triton ships ptxas)."""
