@@ -26,6 +26,7 @@ COMMANDS: tuple[str, ...] = (
     "plastic",
     "consolidate",
     "bench",
+    "store",
 )
 
 #: Exceptions reported as one line with exit status 1 (anything else is a bug: traceback).

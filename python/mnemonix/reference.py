@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import torch
 
+from mnemonix._types import ENGRAM_LONGTERM, ENGRAM_SHORTTERM, ENGRAM_WORKING, LifespanResult
+
+__all__ = ["hopfield_retrieve", "salience_log", "salience_rank_order", "salience_topk", "LifespanResult",
+           "lifespan_step", "nearest_keys", "search_topk"]
+
 # ----------------------------------------------------------------------------
 # hopfield_retrieve
 # ----------------------------------------------------------------------------
@@ -71,9 +76,6 @@ def hopfield_retrieve(
 # ----------------------------------------------------------------------------
 # salience_topk
 # ----------------------------------------------------------------------------
-
-# isort: split
-
 
 def salience_log(
     r0: torch.Tensor, tau: torch.Tensor, alpha: float, now: float
@@ -192,18 +194,13 @@ def salience_topk(
 # lifespan_step
 # ----------------------------------------------------------------------------
 
-# isort: split
-import torch as _torch  # noqa: E402
-
-from mnemonix._types import ENGRAM_LONGTERM, ENGRAM_SHORTTERM, ENGRAM_WORKING, LifespanResult  # noqa: E402
-
 
 def lifespan_step(
-    lifespan: _torch.Tensor,
-    types: _torch.Tensor,
-    age: _torch.Tensor | None,
-    reminded_indices: _torch.Tensor,
-    delta: _torch.Tensor,
+    lifespan: torch.Tensor,
+    types: torch.Tensor,
+    age: torch.Tensor | None,
+    reminded_indices: torch.Tensor,
+    delta: torch.Tensor,
     stm_capacity: int,
 ) -> LifespanResult:
     """One Memoria lifespan step, written step by step (Park & Bak 2023, 004_0d62d127fa438a19.txt).
@@ -217,7 +214,7 @@ def lifespan_step(
     5. ``keep = lifespan > 0`` and the rank of each kept engram.
     """
     batch, length = lifespan.shape
-    added = _torch.zeros(batch, length + 1, dtype=_torch.float32)
+    added = torch.zeros(batch, length + 1, dtype=torch.float32)
     for b in range(batch):
         for j in range(reminded_indices.shape[1]):
             i = int(reminded_indices[b, j])
@@ -231,13 +228,13 @@ def lifespan_step(
         exceeded = len(stm_positions) - stm_capacity
         if exceeded > 0:
             new_types[b, stm_positions[:exceeded]] = ENGRAM_LONGTERM
-    new_age = None if age is None else (age.cpu().to(_torch.int32) + 1)
+    new_age = None if age is None else (age.cpu().to(torch.int32) + 1)
     keep = new_lifespan > 0
-    rank = _torch.full((batch, length), -1, dtype=_torch.int64)
+    rank = torch.full((batch, length), -1, dtype=torch.int64)
     for b in range(batch):
         kept = keep[b].nonzero().flatten()
-        rank[b, kept] = _torch.arange(len(kept))
-    num_kept = keep.sum(dim=1).to(_torch.int64)
+        rank[b, kept] = torch.arange(len(kept))
+    num_kept = keep.sum(dim=1).to(torch.int64)
     dev = lifespan.device
     return LifespanResult(
         new_lifespan.to(dev), new_types.to(dev), None if new_age is None else new_age.to(dev),
@@ -245,21 +242,18 @@ def lifespan_step(
     )
 
 
-__all__ = [*globals().get("__all__", []), "LifespanResult", "lifespan_step"]
-
-
 # ----------------------------------------------------------------------------
 # nearest_keys
 # ----------------------------------------------------------------------------
 
 def nearest_keys(
-    queries: _torch.Tensor,
-    keys: _torch.Tensor,
+    queries: torch.Tensor,
+    keys: torch.Tensor,
     k: int,
     *,
     reduce: str = "mean",
-    invalid: _torch.Tensor | None = None,
-) -> _torch.Tensor:
+    invalid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The k keys nearest to a group of queries, as memoria-pytorch ranks engrams.
 
     queries [B, W, H], keys [B, K, H] (computed in float32), 0 <= k <= K, invalid [B, K] bool.
@@ -272,7 +266,7 @@ def nearest_keys(
     batch, width = q.shape[0], q.shape[1]
     weight = (q.unsqueeze(2) - key.unsqueeze(1)).pow(2).sum(dim=3).neg()  # [B, W, K]
     if width == 0:
-        score = _torch.zeros(batch, key.shape[1], device=key.device)
+        score = torch.zeros(batch, key.shape[1], device=key.device)
     elif reduce == "mean":
         score = weight.mean(dim=1)
     else:
@@ -285,4 +279,53 @@ def nearest_keys(
     return top
 
 
-__all__ = [*__all__, "nearest_keys"]
+# ----------------------------------------------------------------------------
+# search_topk
+# ----------------------------------------------------------------------------
+
+def search_topk(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    k: int,
+    *,
+    scales: torch.Tensor | None = None,
+    metric: str = "ip",
+    mask: torch.Tensor | None = None,
+    tie_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k rows by inner product or cosine, written as the definition (float64).
+
+    The stored row is ``keys[n]`` as float32, times ``scales[n]`` in float32 for int8 keys.
+    Score: ``q . k_n`` (ip) or ``q . k_n / (||q|| ||k_n||)`` (cos; 0 when a norm is 0), with
+    the float32 query, each product and sum in float64 over the row (one contiguous sum
+    per row, so equal rows tie exactly). Masked-out rows are never selected. Order: score
+    descending, then ``tie_ids`` ascending (default: the row), then the row.
+
+    Returns ``(scores [B, k] float64, rows [B, k] int64)``; past the number of kept rows,
+    ``-inf`` and -1.
+    """
+    stored = keys.float() if scales is None else keys.float() * scales.float()[:, None]
+    K = stored.double()
+    N = K.shape[0]
+    keep = torch.ones(N, dtype=torch.bool) if mask is None else mask.cpu()
+    ties = torch.arange(N) if tie_ids is None else tie_ids.cpu()
+    B = queries.shape[0]
+    out_scores = torch.full((B, k), float("-inf"), dtype=torch.float64)
+    out_rows = torch.full((B, k), -1, dtype=torch.int64)
+    for b in range(B):
+        q = queries[b].float().double().cpu()[None, :].expand(N, -1)
+        Kc = K.cpu()
+        dot = (q * Kc).sum(-1)
+        if metric == "cos":
+            denom = torch.sqrt((q * q).sum(-1)) * torch.sqrt((Kc * Kc).sum(-1))
+            dot = torch.where(denom > 0, dot / torch.where(denom > 0, denom, torch.ones_like(denom)),
+                              torch.zeros_like(dot))
+        rows = keep.nonzero().flatten()  # ascending row order
+        # Stable sorts from the least significant key: tie id ascending, then score descending.
+        rows = rows[torch.sort(ties[rows], stable=True).indices]
+        rows = rows[torch.sort(dot[rows], descending=True, stable=True).indices]
+        take = min(k, rows.numel())
+        out_rows[b, :take] = rows[:take]
+        out_scores[b, :take] = dot[rows[:take]]
+    return out_scores.to(queries.device), out_rows.to(queries.device)
+

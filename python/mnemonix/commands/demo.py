@@ -29,6 +29,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("Memoria engram memory", "memoria"),
     ("Plastic prefix memory", "plastic"),
     ("Generative consolidation: Hopfield replay trains a VAE", "consolidate"),
+    ("MemoryStore: ids, removal, filters, salience, save and mmap reload", "store"),
 )
 
 

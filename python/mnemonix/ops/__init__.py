@@ -13,6 +13,7 @@ tensors works under ``TRITON_INTERPRET=1``. The plain torch ground truth of ever
 - :func:`salience_topk` (:mod:`mnemonix.ops.salience`)
 - :func:`lifespan_step`, :func:`compact_engrams` (:mod:`mnemonix.ops.lifespan`)
 - :func:`nearest_keys` (:mod:`mnemonix.ops.nearest`)
+- :func:`search_topk` (:mod:`mnemonix.ops.search`)
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from mnemonix.ops.hopfield import hopfield_retrieve
 from mnemonix.ops.lifespan import compact_engrams, lifespan_step
 from mnemonix.ops.nearest import nearest_keys
 from mnemonix.ops.salience import salience_topk
+from mnemonix.ops.search import search_topk
 
 __all__ = [
     "hopfield_retrieve",
     "salience_topk",
+    "search_topk",
     "lifespan_step",
     "compact_engrams",
     "nearest_keys",
