@@ -212,7 +212,7 @@ class Predictor {
     forEachPosition([&](int32_t w, size_t j) { symbols.push_back(str(w)[j]); });
     alphabet_ = Alphabet(std::move(symbols));
     buildTables();
-    countGraphLevel();
+    buildGraphLevel();
   }
 
   const Alphabet& alphabet() const { return alphabet_; }
@@ -278,8 +278,8 @@ class Predictor {
     checkHistory(history);
     Scratch scratch(alphabet_.size());
     scratch.hasher.reset(history);
-    collectGraph(history, deepenLocus(scratch.hasher, history, -1, 0), scratch.graph);
-    return scratch.graph.next;
+    const Votes votes = graphVotes(history, deepenLocus(scratch.hasher, history, -1, 0), scratch.graph);
+    return std::vector<std::pair<int32_t, double>>(votes.data, votes.data + votes.size);
   }
 
   // n strings: start + characters drawn one at a time until `stop` is drawn or maxLength
@@ -368,6 +368,12 @@ class Predictor {
     return Ids{childList_.data() + childBegin_[slot], childList_.data() + childBegin_[slot + 1]};
   }
 
+  // A child of "": a node without a prefix edge into it (the node "" itself is none: it does
+  // not extend "").
+  bool isRoot(const std::vector<bool>& hasParent, size_t i) const {
+    return !hasParent[i] && offsets_[i + 1] > offsets_[i];
+  }
+
   void loadGraph(const Snapshot& snap) {
     const size_t n = snap.numNodes();
     chars_.assign(reinterpret_cast<const char32_t*>(snap.codepoints.data()), snap.codepoints.size());
@@ -388,15 +394,25 @@ class Predictor {
     }
     for (size_t i = 0; i < n; ++i) {
       nodes_.insert(RollingHash::of(str(static_cast<int32_t>(i))), str(static_cast<int32_t>(i)));  // id = node id
-      if (!hasParent[i]) ++perSlot[1];
+      if (isRoot(hasParent, i)) ++perSlot[1];
     }
     childBegin_.assign(n + 2, 0);
     for (size_t s = 1; s < n + 2; ++s) childBegin_[s] = childBegin_[s - 1] + perSlot[s];
     childList_.assign(childBegin_[n + 1], 0);
     std::vector<size_t> fill(childBegin_.begin(), childBegin_.end() - 1);
     for (size_t i = 0; i < n; ++i)
-      if (!hasParent[i]) childList_[fill[0]++] = static_cast<int32_t>(i);
+      if (isRoot(hasParent, i)) childList_[fill[0]++] = static_cast<int32_t>(i);
     for (size_t k = 0; k < parent.size(); k += 2) childList_[fill[static_cast<size_t>(parent[k])]++] = parent[k + 1];
+    // Each node's children sorted by their first character after it (stable: edge order among
+    // equals), so the child that extends a history is found by binary search.
+    childKey_.assign(childList_.size(), 0);
+    for (size_t slot = 0; slot < n + 1; ++slot) {
+      const size_t from = lengthOf(static_cast<int32_t>(slot) - 1);
+      int32_t* first = childList_.data() + childBegin_[slot];
+      int32_t* last = childList_.data() + childBegin_[slot + 1];
+      std::stable_sort(first, last, [&](int32_t a, int32_t b) { return str(a)[from] < str(b)[from]; });
+      for (size_t k = childBegin_[slot]; k < childBegin_[slot + 1]; ++k) childKey_[k] = str(childList_[k])[from];
+    }
   }
 
   // Every predicted position of the graph: f(w, j) for each prefix edge u -> w (or root w)
@@ -462,13 +478,22 @@ class Predictor {
       t.total.push_back(total);
     }
   }
-  // The graph level's counts of counts: the context of every node (and of "") plus the
-  // one-vote contexts inside every edge.
-  void countGraphLevel() {
+  // The votes of every node (and of ""): its children with a positive count, summed per
+  // character, flattened like a k-gram table. Also the graph level's counts of counts: the
+  // context of every node plus the one-vote contexts inside every edge.
+  void buildGraphLevel() {
     NextCounts nc;
+    nodeVoteBegin_.assign(1, 0);
     for (int32_t u = -1; u < static_cast<int32_t>(counts_.size()); ++u) {
+      nc.clear();
+      for (int32_t w : childrenOf(u)) {
+        const int32_t sym = alphabet_.index(str(w)[lengthOf(u)]);  // -1: a start-string position
+        if (counts_[static_cast<size_t>(w)] > 0 && sym >= 0) nc.add(sym, static_cast<double>(counts_[static_cast<size_t>(w)]));
+      }
+      nodeVotes_.insert(nodeVotes_.end(), nc.next.begin(), nc.next.end());
+      nodeVoteBegin_.push_back(nodeVotes_.size());
+      nodeVoteTotal_.push_back(nc.total);
       if (lengthOf(u) >= start_.size()) {
-        collectGraph(u < 0 ? View() : str(u), u, nc);
         for (const auto& [s, c] : nc.next) {
           graphN1_ += c == 1;
           graphN2_ += c == 2;
@@ -493,19 +518,27 @@ class Predictor {
     return locus;
   }
 
-  // Votes of the graph's context: prefix children w of the locus that extend `history`.
-  void collectGraph(View history, int32_t locus, NextCounts& out) const {
-    out.clear();
-    const size_t from = lengthOf(locus);
-    for (int32_t w : childrenOf(locus)) {
+  // Votes of the graph's context: prefix children w of the locus that extend `history`, each
+  // for w[|history|] with count(w). At the locus itself they are precomputed; inside an edge
+  // only the children whose first character after the locus agrees can extend the history.
+  Votes graphVotes(View history, int32_t locus, NextCounts& scratch) const {
+    const size_t from = lengthOf(locus), slot = static_cast<size_t>(locus + 1);
+    if (history.size() == from)
+      return Votes(nodeVotes_.data() + nodeVoteBegin_[slot], nodeVoteBegin_[slot + 1] - nodeVoteBegin_[slot],
+                   nodeVoteTotal_[slot]);
+    scratch.clear();
+    const char32_t* keys = childKey_.data();
+    const auto range = std::equal_range(keys + childBegin_[slot], keys + childBegin_[slot + 1], history[from]);
+    for (const char32_t* k = range.first; k != range.second; ++k) {
+      const int32_t w = childList_[static_cast<size_t>(k - keys)];
       const View sw = str(w);
       const int64_t count = counts_[static_cast<size_t>(w)];
       if (sw.size() <= history.size() || count <= 0) continue;
-      if (history.size() > from && sw[from] != history[from]) continue;  // cheap reject: siblings differ here
-      if (sw.substr(from, history.size() - from) != history.substr(from)) continue;
+      if (sw.substr(from + 1, history.size() - from - 1) != history.substr(from + 1)) continue;
       const int32_t sym = alphabet_.index(sw[history.size()]);
-      if (sym >= 0) out.add(sym, static_cast<double>(count));
+      if (sym >= 0) scratch.add(sym, static_cast<double>(count));
     }
+    return Votes(scratch);
   }
 
   // Longest k-gram level to use after a history of length n.
@@ -528,8 +561,8 @@ class Predictor {
       if (id >= 0) level(tables_[static_cast<size_t>(k)].at(id), b.discounts[static_cast<size_t>(k)]);
     }
     if (b.graphContext) {
-      collectGraph(history, locus, scratch.graph);
-      if (scratch.graph.total > 0) level(Votes(scratch.graph), b.graphDiscount);
+      const Votes votes = graphVotes(history, locus, scratch.graph);
+      if (votes.total > 0) level(votes, b.graphDiscount);
     }
   }
 
@@ -569,8 +602,12 @@ class Predictor {
   Str chars_;                    // node strings, concatenated in node order
   std::vector<int64_t> offsets_;  // [n + 1]
   std::vector<int64_t> counts_;   // [n]
-  std::vector<size_t> childBegin_;
-  std::vector<int32_t> childList_;
+  std::vector<size_t> childBegin_;   // [n + 2]: slot s (0 = "", i + 1 = node i) owns childList_[begin[s], begin[s+1])
+  std::vector<int32_t> childList_;   // prefix children, sorted per slot by their first character after it
+  std::vector<char32_t> childKey_;   // that character, parallel to childList_
+  std::vector<size_t> nodeVoteBegin_;  // [n + 2]: the precomputed votes of each slot
+  std::vector<std::pair<int32_t, double>> nodeVotes_;
+  std::vector<double> nodeVoteTotal_;
   StringIndex nodes_;
   Alphabet alphabet_;
   std::vector<Table> tables_;
