@@ -8,6 +8,13 @@ the ratio understates the speed-up over the research code). Then learns
 random strings of length 5-15 over 26 letters (1,000,000; ``--quick``: 100,000)
 with the engine.
 
+Scoring (``mnemonix.plastic.PlasticPredictor``): makemore's split of the names (1,000
+test names, 1,000 validation names, the rest learned), then the time to copy the graph
+into a predictor, to score the 1,000 test names in one batched call (teacher-forced NLL,
+C++ without the GIL; with the graph's own context and with k-grams only), to score them
+one ``log_prob`` call at a time, to read the full distribution after every test prefix,
+and to sample 1,000 names. Times are the median and the minimum of ``--repeats`` runs.
+
 Each (implementation, size) runs in a fresh subprocess so that its peak
 memory is its own: ``peak MiB`` is the growth of the peak resident set
 (``VmHWM``, reset through ``/proc/self/clear_refs`` just before learning) over
@@ -20,6 +27,7 @@ Usage::
 
     python bench/compare_plastic.py            # full (the oracle at 10k takes minutes)
     python bench/compare_plastic.py --quick    # seconds: oracle at 1k only, 100k random strings
+    python bench/compare_plastic.py --scoring-only   # the predictor's speed only
 """
 
 from __future__ import annotations
@@ -136,6 +144,56 @@ def run_worker(impl: str, dataset: str, n: int, names_path: Path, timeout: float
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _times_ms(fn, repeats: int) -> tuple[float, float]:
+    """(median, min) wall time of fn in ms, after one warm-up call."""
+    import statistics
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), min(times)
+
+
+def scoring_rows(names_path: Path, repeats: int) -> list[dict]:
+    """Speed of the predictor on makemore's split of the names (see the module docstring)."""
+    from mnemonix.plastic import Backoff, PlasticMemory, tokenize
+    from mnemonix.plastic.evaluation import split_names
+
+    names = [ln.strip() for ln in names_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    split = split_names(names)
+    mem = PlasticMemory()
+    mem.learn_many([tokenize(n) for n in split.learn], progress=False)
+    test = [tokenize(n) for n in split.test]
+    prefixes = [t[:j] for t in test for j in range(1, len(t))]
+    engine = mem._engine  # the build itself, without PlasticMemory's cache
+    build = _times_ms(lambda: engine.predictor(">", 4, ""), repeats)
+    pred = mem.predictor(Backoff((0.5, 1.0, 0.79, 0.87), graph_discount=0.78), max_order=4)  # eval's fit
+    kgrams = pred.with_backoff(Backoff((0.5, 1.0, 0.73, 0.84, 0.71), graph_context=False))
+    chars = sum(len(t) - 1 for t in test)
+    cases = [
+        (f"copy the graph into a predictor ({len(mem)} nodes, k-grams up to 4)", None, build),
+        ("score the test names, one batched call (graph context, order 3)", len(test),
+         _times_ms(lambda: pred.log_probs(test), repeats)),
+        ("score the test names, one batched call (k-grams only, order 4)", len(test),
+         _times_ms(lambda: kgrams.log_probs(test), repeats)),
+        ("score the test names, one log_prob call per name", len(test),
+         _times_ms(lambda: [pred.log_prob(t) for t in test], max(1, repeats // 4))),
+        (f"full distribution after each of the {len(prefixes)} test prefixes", len(prefixes),
+         _times_ms(lambda: [pred.distribution(p) for p in prefixes], max(1, repeats // 4))),
+        ("sample 1000 names", 1000, _times_ms(lambda: pred.sample(1000, seed=0), repeats)),
+    ]
+    rows = []
+    for what, n, (median, best) in cases:
+        rows.append({"scoring": what, "median ms": median, "min ms": best,
+                     "us per item (min)": best * 1e3 / n if n else None})
+    rows[1]["test nll"] = pred.nll(test)
+    rows[1]["test chars"] = chars
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="oracle at 1k only, 100k random strings")
@@ -143,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracle-max", type=int, default=None, help="largest size run with the oracle")
     parser.add_argument("--random", type=int, default=None, help="number of random strings (engine)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per worker run")
+    parser.add_argument("--scoring-only", action="store_true", help="measure the predictor only")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per scoring case")
     parser.add_argument("--worker", nargs=3, metavar=("IMPL", "DATASET", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names_path = args.names or default_names_path()
@@ -155,6 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from bench._common import print_table, write_results
+
+    scoring = scoring_rows(names_path, args.repeats)
+    print_table(scoring, ["scoring", "median ms", "min ms", "us per item (min)"])
+    print(f"(test NLL {scoring[1]['test nll']:.4f} nats per character over {scoring[1]['test chars']} characters)\n")
+    if args.scoring_only:
+        path = write_results("plastic-scoring", scoring, extra={"names_path": str(names_path)})
+        print(f"wrote {path}")
+        return 0
 
     total = sum(1 for ln in names_path.read_text(encoding="utf-8").splitlines() if ln.strip())
     sizes = [1_000, 3_000, 10_000, total]
@@ -183,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     columns = ["data", "n", "nodes", "engine s", "engine peak MiB", "engine est. MiB", "oracle s",
                "oracle peak MiB", "speedup", "same graph"]
     print_table(rows, columns)
-    path = write_results("plastic", rows, extra={"quick": args.quick, "names_path": str(names_path)})
+    path = write_results("plastic", rows, extra={"quick": args.quick, "names_path": str(names_path),
+                                                 "scoring": scoring})
     print(f"\nwrote {path}")
     if any(r.get("same graph") is False for r in rows):
         print("ERROR: engine and oracle graphs differ", file=sys.stderr)

@@ -202,9 +202,9 @@ def test_other_argument_errors() -> None:
 
 
 def test_learn_many_equals_learn_and_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    import mnemonix.plastic as plastic
+    import mnemonix.plastic.memory as plastic_memory  # learn_many reads its chunk size here
 
-    monkeypatch.setattr(plastic, "_CHUNK", 7)
+    monkeypatch.setattr(plastic_memory, "_CHUNK", 7)
     rng = random.Random(3)
     samples = ["".join(rng.choice("abcd") for _ in range(rng.randint(1, 8))) for _ in range(60)]
     one = PlasticMemory()

@@ -14,6 +14,7 @@
 #include "common/numpy_buffer.hpp"
 #include "common/python.hpp"
 #include "plastic/engine.hpp"
+#include "plastic/predictor.hpp"
 #include "registry.hpp"
 
 namespace py = pybind11;
@@ -159,6 +160,117 @@ py::object node(const Engine& e, const StrArg& s) {
   return py::make_tuple(info->count, info->rLevel);
 }
 
+// ---------------------------------------------------------------- the predictor
+
+std::unique_ptr<Predictor> makePredictor(const Engine& e, const StrArg& start, const IntArg& maxOrder,
+                                         const StrArg& alphabet) {
+  const Str startStr = asU32String(start, "start");
+  const int order = static_cast<int>(asInt64(maxOrder, "max_order", 0, 64));
+  const Str extra = asU32String(alphabet, "alphabet");
+  py::gil_scoped_release release;
+  const Snapshot snap = e.snapshot();  // one read lock; the predictor is built from the copy
+  return std::make_unique<Predictor>(snap, startStr, order, std::vector<char32_t>(extra.begin(), extra.end()));
+}
+
+Backoff asBackoff(const Predictor& p, const ArrayArg& discounts, const BoolArg& graphContext,
+                  const FloatArg& graphDiscount) {
+  const auto d = asArray<double>(discounts, "discounts", 1);
+  Backoff b;
+  b.discounts.assign(d.data(), d.data() + d.size());
+  b.graphContext = asBool(graphContext, "graph_context");
+  b.graphDiscount = asDouble(graphDiscount, "graph_discount");
+  p.check(b);
+  return b;
+}
+
+py::tuple score(const Predictor& p, const StrListArg& samples, const ArrayArg& discounts, const BoolArg& graphContext,
+                const FloatArg& graphDiscount) {
+  const std::vector<Str> batch = asU32Strings(samples, "samples");
+  const Backoff b = asBackoff(p, discounts, graphContext, graphDiscount);
+  py::array_t<double> logp(static_cast<py::ssize_t>(batch.size()));
+  py::array_t<int64_t> chars(static_cast<py::ssize_t>(batch.size()));
+  double* logpData = logp.mutable_data();
+  int64_t* charsData = chars.mutable_data();
+  {
+    py::gil_scoped_release release;
+    p.score(batch, b, logpData, charsData, "samples");
+  }
+  return py::make_tuple(logp, chars);
+}
+
+py::array_t<double> distribution(const Predictor& p, const StrArg& prefix, const ArrayArg& discounts,
+                                 const BoolArg& graphContext, const FloatArg& graphDiscount) {
+  const Str history = asU32String(prefix, "prefix");
+  const Backoff b = asBackoff(p, discounts, graphContext, graphDiscount);
+  py::array_t<double> out(static_cast<py::ssize_t>(p.alphabet().size()));
+  double* data = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    p.distribution(history, b, data);
+  }
+  return out;
+}
+
+py::list graphCounts(const Predictor& p, const StrArg& prefix) {
+  const Str history = asU32String(prefix, "prefix");
+  const auto votes = p.graphCounts(history);
+  py::list out(votes.size());
+  for (size_t i = 0; i < votes.size(); ++i) {
+    const char32_t c = p.alphabet().symbols()[static_cast<size_t>(votes[i].first)];
+    out[i] = py::make_tuple(toPyStr(&c, 1), static_cast<int64_t>(votes[i].second));
+  }
+  return out;
+}
+
+py::list sample(const Predictor& p, const IntArg& n, const IntArg& seed, const IntArg& maxLength, const StrArg& stop,
+                const ArrayArg& discounts, const BoolArg& graphContext, const FloatArg& graphDiscount) {
+  const auto count = static_cast<size_t>(asInt64(n, "n", 0, int64_t{1} << 40));
+  const uint64_t seedValue = asUint64(seed, "seed");
+  const auto maxLen = static_cast<size_t>(asInt64(maxLength, "max_length", 1, int64_t{1} << 20));
+  const Str stopStr = asU32String(stop, "stop");
+  if (stopStr.size() != 1)
+    throw std::invalid_argument("stop must be one character, got " + std::to_string(stopStr.size()));
+  const Backoff b = asBackoff(p, discounts, graphContext, graphDiscount);
+  std::vector<Str> drawn;
+  {
+    py::gil_scoped_release release;
+    drawn = p.sample(count, seedValue, maxLen, stopStr[0], b);
+  }
+  py::list out(drawn.size());
+  for (size_t i = 0; i < drawn.size(); ++i) out[i] = toPyStr(drawn[i].data(), drawn[i].size());
+  return out;
+}
+
+void bindPredictor(py::module_& m) {
+  py::class_<Predictor>(m, "Predictor",
+                        "The next-character distribution read from a frozen copy of the graph (predictor.hpp).\n"
+                        "Immutable: any number of threads may use it at once.")
+      .def_property_readonly("alphabet",
+                             [](const Predictor& p) {
+                               const auto& s = p.alphabet().symbols();
+                               return toPyStr(s.data(), s.size());
+                             })
+      .def_property_readonly("start", [](const Predictor& p) { return toPyStr(p.start().data(), p.start().size()); })
+      .def_property_readonly("max_order", &Predictor::maxOrder)
+      .def_property_readonly("num_nodes", &Predictor::numNodes)
+      .def(
+          "num_contexts",
+          [](const Predictor& p, const IntArg& k) {
+            return p.numContexts(static_cast<int>(asInt64(k, "k", 0, p.maxOrder())));
+          },
+          py::arg("k"))
+      .def(
+          "ney_discounts", [](const Predictor& p) { return toNumpy(p.neyDiscounts()); },
+          "[max_order + 2]: n1 / (n1 + 2 n2) of each k-gram level, then of the graph level.")
+      .def("score", &score, py::arg("samples"), py::arg("discounts"), py::arg("graph_context"),
+           py::arg("graph_discount"), "(log-likelihood [n] float64 nats, predicted characters [n] int64).")
+      .def("distribution", &distribution, py::arg("prefix"), py::arg("discounts"), py::arg("graph_context"),
+           py::arg("graph_discount"), "[len(alphabet)] float64 next-character probabilities.")
+      .def("graph_counts", &graphCounts, py::arg("prefix"), "[(char, count)] votes of the graph's own context.")
+      .def("sample", &sample, py::arg("n"), py::arg("seed"), py::arg("max_length"), py::arg("stop"),
+           py::arg("discounts"), py::arg("graph_context"), py::arg("graph_discount"));
+}
+
 // A getter that walks the whole engine, called without the GIL.
 template <typename R>
 auto withoutGil(R (Engine::*getter)() const) {
@@ -169,6 +281,7 @@ auto withoutGil(R (Engine::*getter)() const) {
 }
 
 void bind(py::module_& m) {
+  bindPredictor(m);
   m.doc() = "Plastic prefix memory graph engine (see mnemonix.plastic for the documented API).\n\n"
             "Thread safety: concurrent readers, exclusive writers (a reader-writer lock inside the\n"
             "engine); no call holds the GIL while it waits for the lock, and calls longer than a\n"
@@ -180,6 +293,7 @@ void bind(py::module_& m) {
       .def_property_readonly("num_nodes", &Engine::numNodes)  // O(1) reads keep the GIL
       .def_property_readonly("num_edges", &Engine::numEdges)
       .def_property_readonly("samples", &Engine::samples)
+      .def_property_readonly("version", &Engine::version)
       .def(
           "learn",
           [](Engine& e, const StrArg& s) {
@@ -243,6 +357,8 @@ void bind(py::module_& m) {
           "The graph as numpy arrays (the layout of PlasticMemory.save).")
       .def("export_state", &exportState,
            "{'arrays': export_arrays(), 'samples', 'memory_bytes', 'num_edges'} under one read lock.")
+      .def("predictor", &makePredictor, py::arg("start"), py::arg("max_order"), py::arg("alphabet"),
+           "A Predictor built from a copy of the graph taken under one read lock (GIL released).")
       .def_static("import_arrays", &importArrays, py::arg("exact_counts"), py::arg("samples"), py::arg("codepoints"),
                   py::arg("offsets"), py::arg("count"), py::arg("r_level"), py::arg("edge_src"), py::arg("edge_dst"));
 }

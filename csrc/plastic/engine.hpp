@@ -108,6 +108,12 @@ class Engine {
     ReadLock lock(mutex_);
     return samples_;
   }
+  // Number of completed writes (learn, learnMany, potentiate calls): a changed version means
+  // a changed graph, so derived read-only views (a Predictor) know when to rebuild.
+  uint64_t version() const {
+    ReadLock lock(mutex_);
+    return version_;
+  }
   size_t memoryBytes() const {
     ReadLock lock(mutex_);
     return memoryBytesLocked();
@@ -143,6 +149,7 @@ class Engine {
   void learn(View s) {
     if (s.empty()) throw std::invalid_argument("s must be a non-empty str, got ''");
     WriteLock lock(mutex_);
+    ++version_;  // first: a learn that throws part way (out of memory) has changed the graph
     learnLocked(s);
   }
   // Every sample is checked before any is learned; the batch is applied under one lock.
@@ -151,6 +158,7 @@ class Engine {
       if (samples[i].empty())
         throw std::invalid_argument("samples[" + std::to_string(i) + "] must be a non-empty str, got ''");
     WriteLock lock(mutex_);
+    ++version_;  // first: a learn that throws part way (out of memory) has changed the graph
     for (const Str& s : samples) learnLocked(s);
   }
   // count += amount * (number of paths from the node to s), floored at 0 when amount < 0.
@@ -158,6 +166,7 @@ class Engine {
     WriteLock lock(mutex_);
     const NodeId id = find(s);
     if (id < 0) throw std::invalid_argument("s must be a node of the memory");
+    ++version_;
     potentiateId(id, amount);
   }
 
@@ -615,6 +624,7 @@ class Engine {
   const bool exactCounts_;
   mutable SharedMutex mutex_;  // the reader-writer contract (see the top of the file)
   int64_t samples_ = 0;
+  uint64_t version_ = 0;
   size_t numEdges_ = 0;
   std::deque<Str> strings_;  // deque: stable addresses for the views held by the level sets
   std::vector<uint64_t> hash_;

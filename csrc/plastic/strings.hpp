@@ -5,6 +5,7 @@
 // from its prefix hashes. Each r_level keeps its nodes in a string-ordered set whose keys
 // carry the first six code points packed into two words (most comparisons never touch the
 // string heap) and a histogram of (first code point, length) for substring lookups.
+// The predictor (predictor.hpp) adds a flat hashed string index and an alphabet.
 #pragma once
 
 #include <algorithm>
@@ -13,8 +14,11 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace mnemonix {
@@ -147,6 +151,114 @@ inline size_t commonPrefixLength(View a, View b) {
   while (i < n && a[i] == b[i]) ++i;
   return i;
 }
+
+// "U+00EB 'ë'": a code point for error messages.
+inline std::string describeCodePoint(char32_t c) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out = "U+";
+  const int digits = c > 0xFFFF ? 6 : 4;
+  for (int i = digits - 1; i >= 0; --i) out += hex[(c >> (4 * i)) & 0xF];
+  std::string utf8;
+  if (c < 0x80) {
+    if (c < 0x20 || c == 0x7F) return out;  // control characters: the code point only
+    utf8 += static_cast<char>(c);
+  } else if (c < 0x800) {
+    utf8 += static_cast<char>(0xC0 | (c >> 6));
+    utf8 += static_cast<char>(0x80 | (c & 0x3F));
+  } else if (c < 0x10000) {
+    utf8 += static_cast<char>(0xE0 | (c >> 12));
+    utf8 += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+    utf8 += static_cast<char>(0x80 | (c & 0x3F));
+  } else {
+    utf8 += static_cast<char>(0xF0 | (c >> 18));
+    utf8 += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
+    utf8 += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+    utf8 += static_cast<char>(0x80 | (c & 0x3F));
+  }
+  return out + " '" + utf8 + "'";
+}
+
+// The characters a predictor assigns probabilities to, sorted by code point.
+class Alphabet {
+ public:
+  Alphabet() = default;
+  explicit Alphabet(std::vector<char32_t> symbols) : symbols_(std::move(symbols)) {
+    std::sort(symbols_.begin(), symbols_.end());
+    symbols_.erase(std::unique(symbols_.begin(), symbols_.end()), symbols_.end());
+    ascii_.assign(128, -1);
+    for (size_t i = 0; i < symbols_.size(); ++i) {
+      if (symbols_[i] < 128)
+        ascii_[symbols_[i]] = static_cast<int32_t>(i);
+      else
+        other_[symbols_[i]] = static_cast<int32_t>(i);
+    }
+  }
+  int32_t index(char32_t c) const {  // -1: not in the alphabet
+    if (c < 128) return ascii_[c];
+    auto it = other_.find(c);
+    return it == other_.end() ? -1 : it->second;
+  }
+  size_t size() const { return symbols_.size(); }
+  const std::vector<char32_t>& symbols() const { return symbols_; }
+
+ private:
+  std::vector<char32_t> symbols_;
+  std::vector<int32_t> ascii_;
+  std::unordered_map<char32_t, int32_t> other_;
+};
+
+// Strings -> dense ids through the rolling hash of strings.hpp (open addressing, verified
+// against the string). Keys live in one flat buffer: one allocation, not one per key.
+class StringIndex {
+ public:
+  StringIndex() { slots_.assign(16, -1); }
+  int32_t find(uint64_t h, View s) const {
+    const size_t mask = slots_.size() - 1;
+    for (size_t i = slot(h, mask);; i = (i + 1) & mask) {
+      const int32_t id = slots_[i];
+      if (id < 0) return -1;
+      if (hashes_[static_cast<size_t>(id)] == h && key(id) == s) return id;
+    }
+  }
+  // The id of s, inserting it if new.
+  int32_t insert(uint64_t h, View s) {
+    const int32_t found = find(h, s);
+    if (found >= 0) return found;
+    if (hashes_.size() >= static_cast<size_t>(std::numeric_limits<int32_t>::max()))
+      throw std::length_error("predictor context table is full (2^31 - 1 entries)");
+    const auto id = static_cast<int32_t>(hashes_.size());
+    pool_.append(s);
+    begin_.push_back(pool_.size());
+    hashes_.push_back(h);
+    if (hashes_.size() * 2 > slots_.size()) {
+      slots_.assign(slots_.size() * 2, -1);
+      for (int32_t k = 0; k < id; ++k) place(k);
+    }
+    place(id);
+    return id;
+  }
+  size_t size() const { return hashes_.size(); }
+  View key(int32_t id) const {
+    const auto i = static_cast<size_t>(id);
+    return View(pool_).substr(begin_[i], begin_[i + 1] - begin_[i]);
+  }
+
+ private:
+  static size_t slot(uint64_t h, size_t mask) {
+    const uint64_t z = h * 0x9e3779b97f4a7c15ULL;
+    return static_cast<size_t>(z ^ (z >> 29)) & mask;
+  }
+  void place(int32_t id) {
+    const size_t mask = slots_.size() - 1;
+    size_t i = slot(hashes_[static_cast<size_t>(id)], mask);
+    while (slots_[i] >= 0) i = (i + 1) & mask;
+    slots_[i] = id;
+  }
+  Str pool_;
+  std::vector<size_t> begin_{0};
+  std::vector<uint64_t> hashes_;
+  std::vector<int32_t> slots_;
+};
 
 }  // namespace plastic
 }  // namespace mnemonix

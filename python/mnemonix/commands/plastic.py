@@ -4,16 +4,34 @@
   (tokenised as ``">" + line + "_"`` unless ``--raw``), print statistics, optionally save.
 - ``mnemonix plastic infer PATH PREFIX``: complete ``">" + PREFIX`` (``--raw``: PREFIX as is).
 - ``mnemonix plastic stats PATH``: statistics of a saved memory, per level.
+- ``mnemonix plastic eval FILE``: held-out NLL per character against a counting bigram and
+  trigram and a small MLP on makemore's split (:mod:`mnemonix.plastic.evaluation`).
+- ``mnemonix plastic curriculum FILE``: the same names in several orders
+  (:mod:`mnemonix.plastic.curriculum`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import time
 from pathlib import Path
 
 from mnemonix import _plotting as plotting
-from mnemonix.commands._args import check_output_file, positive_int, seed_int
+from mnemonix._table import format_table
+from mnemonix.commands._args import (
+    UsageError,
+    check_output_dir,
+    check_output_file,
+    finite_float,
+    int_at_least,
+    positive_int,
+    seed_int,
+)
+
+_ORDERS = ("file", "random", "shortest", "entropy")  # mnemonix.plastic.curriculum.ORDERS (not imported: fast --help)
+_MAKEMORE_SEED = 3407
 
 # A small built-in list for the demo when no names file is given (synthetic, not real data).
 _SYNTHETIC_STEMS = ["ma", "li", "ar", "el", "jo", "an", "ka", "ro", "sa", "ev", "da", "mi"]
@@ -110,6 +128,102 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def order_list(text: str) -> list[str]:
+    """An argparse type: a comma-separated list of curriculum orders."""
+    orders = [o.strip() for o in text.split(",") if o.strip()]
+    bad = [o for o in orders if o not in _ORDERS]
+    if not orders or bad:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list among {','.join(_ORDERS)}, got {text!r}")
+    return orders
+
+
+def _read_names(args: argparse.Namespace) -> list[str]:
+    """The names of FILE, checked (FormatError), and --test-size checked against their number."""
+    from mnemonix.plastic.evaluation import check_names
+
+    names = check_names(read_samples(args.file, None), args.file)
+    if args.test_size is not None and args.test_size > len(names) - 2:
+        raise UsageError(f"--test-size {args.test_size}: FILE {str(args.file)!r} holds {len(names)} names, and at "
+                         f"least 2 must remain to learn and validate (so at most {max(len(names) - 2, 0)})")
+    return names
+
+
+def _write_json(path: Path, payload: object) -> None:
+    path.write_text(json.dumps(payload, indent=1, default=lambda o: dataclasses.asdict(o)) + "\n", encoding="utf-8")
+
+
+def _figure(plot, result, path: Path) -> None:
+    if not plotting.available():
+        print(f"no figure: matplotlib is not installed (pip install 'mnemonix[demo]'); {path} not written")
+        return
+    plot(result, path)
+    print(f"wrote {path}")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from mnemonix.plastic.evaluation import evaluate
+    from mnemonix.plastic.figures import plot_eval
+
+    check_output_dir("--out", args.out)
+    names = _read_names(args)
+    log = (lambda *a, **k: None) if args.quiet else print
+    mlp_seconds = args.mlp_seconds if args.mlp_seconds is not None else (3.0 if args.quick else 60.0)
+    result = evaluate(names, test_size=args.test_size, seed=args.seed, mlp_seconds=mlp_seconds,
+                      n_samples=args.samples, quick=args.quick, progress=not args.quiet, log=log)
+    rows = [[r.model, r.test_nll, _percent(r.novel), _percent(r.learned), r.seconds, r.detail] for r in result.rows]
+    print(f"\nheld-out NLL of {result.sizes['test']} test names ({result.sizes['test_chars']} characters, stop "
+          f"included), {result.sizes['learned']} names learned; samples: {args.samples} per model")
+    print(format_table(["model", "test NLL", "novel", "learned", "seconds", "detail"], rows))
+    per_name = result.score_ms * 1e3 / result.sizes["test"]
+    print(f"scoring the {result.sizes['test']} test names with the plastic predictor: {result.score_ms:.2f} ms "
+          f"({per_name:.1f} us per name; C++, GIL released)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    _write_json(args.out / "eval.json", result)
+    print(f"wrote {args.out / 'eval.json'}")
+    _figure(plot_eval, result, args.out / "eval.png")
+    return 0
+
+
+def _percent(x: float | None) -> str | None:
+    return None if x is None else f"{100 * x:.1f}%"
+
+
+def _curriculum(args: argparse.Namespace) -> int:
+    from mnemonix.plastic.curriculum import run_curriculum
+    from mnemonix.plastic.figures import plot_curriculum
+
+    check_output_dir("--out", args.out)
+    names = _read_names(args)
+    log = (lambda *a, **k: None) if args.quiet else print
+    points = args.points if args.points is not None else (8 if args.quick else 40)
+    result = run_curriculum(names, test_size=args.test_size, seed=args.seed, orders=args.orders, points=points,
+                            exact_counts=args.exact_counts, log=log)
+    rows = []
+    for t in result.traces:
+        tenth = min(range(len(t.samples)), key=lambda i: abs(t.samples[i] - t.samples[-1] / 10))
+        rows.append([t.order, t.nodes[-1], t.levels[-1], t.test_nll[tenth], t.test_nll[-1],
+                     t.cumulative_bits[-1] / t.samples[-1], t.rate_deviation, t.learn_seconds])
+    counts = "exact counts" if args.exact_counts else "research counts"
+    print(f"\n{result.sizes['learned']} names per order ({counts}), "
+          f"test NLL of {result.sizes['test']} names (nats / character)")
+    print(format_table(["order", "nodes", "levels", "NLL at 10%", "NLL at 100%", "bits / sample",
+                        "rate deviation", "learn s"], rows))
+    args.out.mkdir(parents=True, exist_ok=True)
+    _write_json(args.out / "curriculum.json", result)
+    print(f"wrote {args.out / 'curriculum.json'}")
+    _figure(plot_curriculum, result, args.out / "curriculum.png")
+    return 0
+
+
+def _add_split_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, metavar="FILE", help="one name per line (UTF-8)")
+    p.add_argument("--test-size", type=positive_int, default=None,
+                   help="test names (default makemore's min(1000, 10%%))")
+    p.add_argument("--seed", type=seed_int, default=_MAKEMORE_SEED, help="seed of the split (default 3407, makemore's)")
+    p.add_argument("--quick", action="store_true", help="a smoke run in seconds (fewer points, short MLP training)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines or bars")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plastic", help="plastic prefix memory: learn strings, complete prefixes")
     psub = p.add_subparsers(dest="plastic_command", metavar="ACTION")
@@ -137,6 +251,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     stats = psub.add_parser("stats", help="statistics of a saved memory")
     stats.add_argument("path", type=Path, metavar="PATH")
     stats.set_defaults(func=_stats)
+
+    ev = psub.add_parser("eval", help="held-out NLL against a bigram, a trigram and an MLP (makemore's split)")
+    _add_split_arguments(ev)
+    ev.add_argument("--mlp-seconds", type=finite_float(0.0), default=None,
+                    help="MLP training time, all learning-curve points together (default 60; --quick: 3)")
+    ev.add_argument("--samples", type=positive_int, default=1000, help="names sampled per model (default 1000)")
+    ev.add_argument("--out", type=Path, default=Path("mnemonix-plastic-eval"), help="folder for eval.json, eval.png")
+    ev.set_defaults(func=_eval)
+
+    cur = psub.add_parser("curriculum", help="learn the same names in several orders")
+    _add_split_arguments(cur)
+    cur.add_argument("--orders", type=order_list, default=list(_ORDERS),
+                     help=f"comma-separated orders (default {','.join(_ORDERS)})")
+    cur.add_argument("--points", type=int_at_least(2), default=None,
+                     help="grid points per order (default 40; --quick: 8)")
+    cur.add_argument("--exact-counts", action="store_true", help="learn with exact_counts=True")
+    cur.add_argument("--out", type=Path, default=Path("mnemonix-plastic-curriculum"),
+                     help="folder for curriculum.json, curriculum.png")
+    cur.set_defaults(func=_curriculum)
 
 
 def demo_section(ctx) -> None:  # ctx: mnemonix.commands.demo.DemoContext

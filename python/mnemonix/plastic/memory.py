@@ -1,4 +1,4 @@
-"""Plastic prefix memory: a C++ graph engine for the research "plastic memory" rule.
+"""Plastic prefix memory: :class:`PlasticMemory`, a C++ graph engine for the research rule.
 
 The research code (seed 003, "Plastic Memory Constructor", class
 ``PlasticPrefixNetwork``; rule restated in ``shared/specs/plastic_memory.md``)
@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from mnemonix import _io
+from mnemonix.plastic.predictor import MAX_ORDER, Backoff, PlasticPredictor
 
 __all__ = ["PlasticMemory", "Inference", "tokenize", "FORMAT", "FORMAT_VERSION"]
 
@@ -126,6 +128,8 @@ class PlasticMemory:
         if not isinstance(exact_counts, bool):
             raise TypeError(f"exact_counts must be a bool, got {type(exact_counts).__name__}")
         self._engine = _engine_class()(exact_counts)
+        self._predictors: dict[tuple, tuple[int, Any]] = {}  # (max_order, alphabet, start) -> (version, core)
+        self._predictors_lock = threading.Lock()
 
     # ------------------------------------------------------------------ learning
     @property
@@ -230,6 +234,82 @@ class PlasticMemory:
             raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
         path, probs = self._engine.infer(prefix, stop, mode == "sample", int(seed) % (1 << 64))
         return Inference(path[-1] if path else "", list(probs), list(path))
+
+    # ------------------------------------------------------------------ prediction
+    def predictor(
+        self,
+        backoff: Backoff | None = None,
+        *,
+        max_order: int | None = None,
+        alphabet: str = "",
+        start: str = ">",
+        stop: str = "_",
+    ) -> PlasticPredictor:
+        """The next-character distribution read from the graph, as a frozen copy.
+
+        See :mod:`mnemonix.plastic.predictor` for exactly how the distribution is read
+        (the deepest node that is a prefix of the history, its out-edges weighted by counts,
+        interpolated with shorter contexts read from the same graph).
+
+        Parameters
+        ----------
+        backoff : Backoff or None
+            Interpolation parameters; None: order ``DEFAULT_ORDER`` (4) with Ney's discounts.
+        max_order : int or None
+            Longest k-gram order the copy can serve (for :meth:`PlasticPredictor.fit`);
+            default ``max(backoff.order, MAX_ORDER)``.
+        alphabet : str
+            Characters to add to the alphabet (those the graph predicts are always in it):
+            give every character the scored samples may hold.
+        start, stop : str
+            Start string (context, never predicted) and stop token (ends sampling, one character).
+
+        The copy is taken under one read lock and cached until the memory changes.
+        """
+        for name, value in (("alphabet", alphabet), ("start", start), ("stop", stop)):
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+            if not _encodable(value):
+                raise ValueError(f"{name} must be valid unicode (no lone surrogates), got {value!r}")
+        if len(stop) != 1:
+            raise ValueError(f"stop must be one character, got {stop!r}")
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise TypeError(f"backoff must be a Backoff or None, got {type(backoff).__name__}")
+        if max_order is None:
+            max_order = max(MAX_ORDER, backoff.order if backoff is not None else 0)
+        if isinstance(max_order, bool) or not isinstance(max_order, (int, np.integer)):
+            raise TypeError(f"max_order must be an int or None, got {type(max_order).__name__}")
+        core = self._predictor_core(int(max_order), alphabet, start)
+        if not core.alphabet:
+            raise ValueError("the memory predicts no character yet (nothing learned past the start string) "
+                             "and alphabet is empty: learn samples or pass alphabet=")
+        return PlasticPredictor(core, backoff, stop)
+
+    def _predictor_core(self, max_order: int, alphabet: str, start: str) -> Any:
+        key = (max_order, alphabet, start)
+        version = int(self._engine.version)
+        with self._predictors_lock:
+            cached = self._predictors.get(key)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+        core = self._engine.predictor(start, max_order, alphabet)  # GIL released while it copies
+        with self._predictors_lock:
+            # The version read before the copy: a learn in between only makes the entry stale.
+            self._predictors = {k: v for k, v in self._predictors.items() if v[0] == version}
+            self._predictors[key] = (version, core)
+        return core
+
+    def log_prob(self, s: str, *, backoff: Backoff | None = None, alphabet: str = "", start: str = ">") -> float:
+        """Log-likelihood (nats) of sample ``s`` (as learned: ``">emma_"``) under :meth:`predictor`.
+
+        Sums ``log p(s[j] | s[:j])`` over the characters after ``start``, the stop token included.
+        """
+        return self.predictor(backoff, alphabet=alphabet, start=start).log_prob(s)
+
+    def nll(self, samples: Sequence[str], *, backoff: Backoff | None = None, alphabet: str = "",
+            start: str = ">") -> float:
+        """Negative log-likelihood per predicted character (nats) of ``samples`` under :meth:`predictor`."""
+        return self.predictor(backoff, alphabet=alphabet, start=start).nll(samples)
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -340,6 +420,8 @@ class PlasticMemory:
             raise _io.FormatError(f"{str(path)!r} holds an invalid plastic graph ({exc})") from exc
         mem = cls.__new__(cls)
         mem._engine = engine
+        mem._predictors = {}
+        mem._predictors_lock = threading.Lock()
         return mem
 
     # ------------------------------------------------------------------ export
