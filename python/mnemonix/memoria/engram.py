@@ -168,7 +168,7 @@ class Engrams(EngramOps, EngramFastPath, EngramArrays):
     @fire_count.setter
     def fire_count(self, value: torch.Tensor) -> None:
         held = self._views.get("fire")
-        if held is not None and held.tensor is value:  # ``engrams.fire_count += x``: already written
+        if held is not None and value is not None and held.tensor is value:  # ``+= x``: already written
             self._flush()
             return
         self._flush()
@@ -199,7 +199,7 @@ class Engrams(EngramOps, EngramFastPath, EngramArrays):
     @induce_counts.setter
     def induce_counts(self, value: torch.Tensor) -> None:
         held = self._views.get("dense")
-        if held is not None and held.tensor is value:  # ``engrams.induce_counts += x``: already written
+        if held is not None and value is not None and held.tensor is value:  # ``+= x``: already written
             self._flush()
             return
         self._flush()
