@@ -35,13 +35,14 @@ def test_build_info_search_round_trip(tmp_path, capsys):
 
 
 def test_errors_name_the_argument(tmp_path, capsys):
+    """Exit 2: the command line is wrong (a path that does not exist); 1: a valid command fails."""
     assert main(["store", "info", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
     np.save(tmp_path / "bad.npy", np.arange(5))
-    assert main(["store", "build", str(tmp_path / "s"), "--from", str(tmp_path / "bad.npy")]) == 2
+    assert main(["store", "build", str(tmp_path / "s"), "--from", str(tmp_path / "bad.npy")]) == 1
     assert "--from must hold a 2-D float array" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main(["store", "search", str(tmp_path / "empty"), "--query", str(tmp_path / "bad.npy")]) == 2
+    assert main(["store", "search", str(tmp_path / "empty"), "--query", str(tmp_path / "bad.npy")]) == 1
     assert "not a MemoryStore directory" in capsys.readouterr().err
 
 
