@@ -344,11 +344,7 @@ class ClassicalHopfield:
     def energy(self, states: torch.Tensor) -> torch.Tensor:
         """``E(sigma) = -1/2 sigma W sigma`` of states [..., n] -> [...] (float64)."""
         w = self.weights
-        return self._energy(_bipolar("states", states, w.shape[0], min_ndim=1).to(w.device))
-
-    def _energy(self, s: torch.Tensor) -> torch.Tensor:
-        """:meth:`energy` of checked float32 +-1 states on the weights' device."""
-        w = self.weights
+        s = _bipolar("states", states, w.shape[0], min_ndim=1).to(w.device)
         return -0.5 * ((s @ w) * s).sum(-1).double()
 
     def retrieve(self, cues: torch.Tensor, *, max_iter: int | None = None) -> BinaryRetrieval:
@@ -371,7 +367,8 @@ class ClassicalHopfield:
         else:  # a last check: is the final state a fixed point?
             converged = (_sign_keep(s @ w, s) == s).all(-1)
         return BinaryRetrieval(states=s.reshape(s0.shape), steps=steps.reshape(lead),
-                               converged=converged.reshape(lead), energy=self._energy(s).reshape(lead))
+                               converged=converged.reshape(lead),  # s is +-1: the energy without a re-check
+                               energy=(-0.5 * ((s @ self.weights) * s).sum(-1).double()).reshape(lead))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the Hebbian sum and settings atomically (``mnemonix._io``)."""

@@ -5,23 +5,28 @@ arithmetic: the nearest-key searches of :func:`mnemonix.ops.nearest_keys` (two G
 [B, W, M, H] temporary), the long-term search in C++ on the graph, one fused
 :func:`mnemonix.ops.lifespan_step` and one compaction.
 
-Host syncs and device-to-host copies per step (B = 1; counted by
-``tests/test_memoria_devices.py``, which holds these budgets; on the CPU they cost nothing):
+Host syncs and host <-> device copies per step on CUDA (any B; ``tests/test_fake_device_models.py``
+holds these budgets; on the CPU they cost nothing). The co-fire graph is C++ on the host, and
+so are the engrams' keys in it (:meth:`Engrams.host_keys`): each copy below is one the graph
+needs, and moves O(B M) integers or less.
 
-- ``add_working_memory``: 1 (the finite check of the data); new engram keys are made on
-  the host and copied to the device once.
-- ``remind``: about 20 with ``tie_break="original"``, 18 with ``"random"``: the widths of the
-  working / short- / long-term lists (1), one certification per nearest-key search (2),
-  ``super_unique`` (2 x 2), the long-term search (positions, slots and starts to the host
-  for the C++ graph, the distinct query rows, the tie spans: ~8), the fired engrams'
-  keys to the host (1). None per engram or per item; with ``"original"`` the tie-break
-  noise [B, S, M] (the original's stream) is drawn on the generator's device, by chunks.
-- ``adjust_lifespan_and_memories``: 4: the fused op's two checks (index range, finite
-  deltas), one for every verdict of the step (drops, overflow, compaction width), and one
-  copy of the dropped engrams' keys when some die.
+- ``add_working_memory``: 1 sync (the data's finite check); 1 copy without a sync (the new
+  engrams' graph keys, made on the host, to the device).
+- ``remind``: 3 syncs, 6 copies, plus the two :func:`mnemonix.ops.nearest_keys` calls (one
+  sync each): the engram types to the host (the index lists and the long-term search are
+  made there) and the working / short-term lists back; the short-term picks to the host
+  (the walk starts from them) and the long-term candidates back; the long-term picks to the
+  host (they fire together in the graph) and the reminded positions back. None per engram,
+  per item or per batch row. Tie-break noise from a CPU generator is used where it is drawn,
+  on the host (no copy); noise on CUDA (no generator on CUDA engrams, or a CUDA generator)
+  costs 1 more sync (the picks come back) and a few copies without a sync (the tie sets,
+  and per batch row the slots whose tie set differs from the row's most common one).
+- ``adjust_lifespan_and_memories``: 1 sync, 1 copy: the value checks, the verdicts and the
+  keep-mask [B, M] come back together; the graph drops the dead engrams and the host copy of
+  the keys is compacted on the host.
 
-The co-fire graph lives on the host by design (:mod:`mnemonix.memoria._graph`): the copies
-above are the ones it needs; each moves O(M) integers or less.
+Before issue 16 a step cost 29-30 syncs at B = 2 (3 + 24 + 2-3) and 16-17 copies, the tie-break
+noise [S, M] included.
 """
 
 from __future__ import annotations
