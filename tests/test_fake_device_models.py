@@ -431,3 +431,35 @@ def test_plastic_memory_is_host_only_and_refuses_tensors(fake_device):
     with pytest.raises(TypeError, match="must be a str"):
         mem.learn_many([sample], progress=False)
     assert len(mem) > 0 and mem.samples == 3  # the refused calls changed nothing
+
+
+def test_memoria_host_keys_follow_every_change_of_the_engrams(rng):
+    """The host copy of the graph keys (what the steps read instead of the device) always equals the device's."""
+    from mnemonix.memoria import Memoria
+
+    def check(e) -> None:
+        uids, slots = e.host_keys()
+        assert np.array_equal(uids, e._uids.cpu().numpy()) and np.array_equal(slots, e._slots.cpu().numpy())
+
+    m = Memoria(**MEMORIA_CFG, generator=torch.Generator().manual_seed(1))
+    for step in range(8):
+        m.add_working_memory(torch.rand(2, 3, 16, generator=rng))
+        check(m.engrams)
+        _, idx = m.remind()
+        m.adjust_lifespan_and_memories(idx, torch.randint(0, 3, idx.shape, generator=rng).float())
+        check(m.engrams)
+        e = m.engrams
+        if step == 3:
+            e.delete(torch.tensor([[0], [1]]))
+        elif step == 4:
+            e.retain(e.lifespan > 1)
+        elif step == 5:
+            counts = e.induce_counts
+            counts[0, 0, 1] = 5  # an asymmetric count: the row is rebuilt, its slots change
+            e.induce_counts = counts
+        elif step == 6:
+            m.engrams = e.select(torch.arange(e.memory_length - 1, -1, -1).expand(2, -1).contiguous())
+        check(m.engrams)
+    check(m.engrams + m.engrams.select(torch.tensor([0])))
+    for row in m.engrams:
+        check(row)
