@@ -318,7 +318,7 @@ def boundary_extension(vae: VAE, factors: np.ndarray, *, zooms: tuple[float, ...
         _zoom_list("grid", grid)
     _check_path(path)
     dev = vae.device
-    grid_t = torch.tensor(zoom_grid, dtype=torch.float64).to(dev, non_blocking=True)
+    grid_t = torch.tensor(zoom_grid, dtype=torch.float64).to(dev, non_blocking=True)  # cpu: host data, copied
     # scenes are rendered on the host: copied to the device without making the host wait (non_blocking)
     renders = torch.stack([render_scenes(factors, zoom=float(g)) for g in zoom_grid], 1).to(
         dev, non_blocking=True)  # [n, G, 3, 64, 64]
