@@ -127,6 +127,9 @@ def test_engram_methods_refuse_bad_arguments_and_change_nothing(pick: int, metho
     if method in ("retain", "fire_count", "induce_counts", "lifespan", "engrams_types", "age") and isinstance(
             value, torch.Tensor) and value.dtype in (torch.float32, torch.int64) and value.shape == shape:
         value = torch.full(shape, float("nan"))  # a right-shaped number tensor may be valid: make it bad
+    if method == "fire_count" and isinstance(value, torch.Tensor) and value.ndim == 2 and \
+            value.shape[1] <= m.engrams.memory_length and value.shape[0] == B:
+        value = torch.ones(B, m.engrams.memory_length + 1)  # [B, n <= M] sets the first n counts: valid
     if method == "engrams_types" and pick % 3 == 0:
         value = torch.full((B, m.engrams.memory_length), 7, dtype=torch.uint8)  # engram type 7
     check_refused(m, lambda: call(m.engrams, value), (name,))

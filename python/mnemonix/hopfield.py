@@ -172,7 +172,7 @@ class ModernHopfield(_PatternStore):
             nearest.append(arg)
         states = torch.cat(outs).reshape(q.shape[:-1] + (x.shape[1],))
         arg = torch.cat(nearest).reshape(q.shape[:-1])
-        energy = self.energy(states) if with_energy else None
+        energy = self._energy(states) if with_energy else None  # the op's outputs are finite: no re-check
         if squeeze:
             states, arg = states[0], arg[0]
             energy = None if energy is None else energy[0]
@@ -180,7 +180,7 @@ class ModernHopfield(_PatternStore):
 
     def _energy_from_lse(self, lse: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         x = self.patterns.float()
-        big_m = float(x.norm(dim=1).max())
+        big_m = x.norm(dim=1).max()  # stays on the device: no host sync
         sq = 0.5 * (states.float() ** 2).sum(-1)
         return -lse / self.beta + sq + math.log(x.shape[0]) / self.beta + 0.5 * big_m**2
 
@@ -193,6 +193,11 @@ class ModernHopfield(_PatternStore):
         _checks.finite("states", states)
         if states.device != x.device:
             raise ValueError(f"states must be on the stored patterns' device {x.device}, got {states.device}")
+        return self._energy(states)
+
+    def _energy(self, states: torch.Tensor) -> torch.Tensor:
+        """:meth:`energy` of checked states (finite, right shape and device)."""
+        x = self.patterns
         if states.numel() == 0:
             return torch.zeros(states.shape[:-1], device=states.device)
         _, lse = ops.hopfield_retrieve(states.to(x.dtype).reshape(-1, x.shape[1]), x, beta=self.beta,
@@ -228,8 +233,9 @@ class ModernHopfield(_PatternStore):
         dtype = getattr(torch, _loadcheck.choice(path, meta, "dtype", ("float32", "float16", "bfloat16"),
                                                  default="float32"))
         dev = _loadcheck.device(device, _loadcheck.choice(path, meta, "device", ("cpu", "cuda"), default="cpu"))
-        tensor = torch.from_numpy(np.ascontiguousarray(pats)).to(device=dev, dtype=dtype)
-        return cls(tensor, beta=beta, max_iter=max_iter, eps=eps)
+        net = cls(beta=beta, max_iter=max_iter, eps=eps)
+        net._patterns = torch.from_numpy(np.ascontiguousarray(pats)).to(device=dev, dtype=dtype)  # checked above
+        return net
 
 
 # ----------------------------------------------------------------------------------------
@@ -361,7 +367,8 @@ class ClassicalHopfield:
         else:  # a last check: is the final state a fixed point?
             converged = (_sign_keep(s @ w, s) == s).all(-1)
         return BinaryRetrieval(states=s.reshape(s0.shape), steps=steps.reshape(lead),
-                               converged=converged.reshape(lead), energy=self.energy(s).reshape(lead))
+                               converged=converged.reshape(lead),  # s is +-1: the energy without a re-check
+                               energy=(-0.5 * ((s @ self.weights) * s).sum(-1).double()).reshape(lead))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the Hebbian sum and settings atomically (``mnemonix._io``)."""
@@ -487,7 +494,11 @@ class DenseHopfield(_PatternStore):
         ``-inf`` (with a warning) where the true energy is beyond float64's range.
         """
         x = self.patterns
-        s = _bipolar("states", states, x.shape[1], min_ndim=1).to(x.device)
+        return self._energy(_bipolar("states", states, x.shape[1], min_ndim=1).to(x.device))
+
+    def _energy(self, s: torch.Tensor) -> torch.Tensor:
+        """:meth:`energy` of checked float32 +-1 states on the patterns' device (one host read: the warning)."""
+        x = self.patterns
         o = (s @ x.T).double()
         if self.interaction == "exponential":
             energy = -torch.logsumexp(o, -1).exp()
@@ -511,7 +522,10 @@ class DenseHopfield(_PatternStore):
         pass states through :meth:`energy` for absolute values.
         """
         x = self.patterns.double()
-        s = _bipolar("states", states, x.shape[1]).to(x.device).double()
+        return self._flip_energy_changes(_bipolar("states", states, x.shape[1]).to(x.device).double(), x)
+
+    def _flip_energy_changes(self, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`flip_energy_changes` of checked float64 +-1 states [B, n], patterns ``x`` in float64."""
         o = s @ x.T
         shift = self._shift(o)
         f0 = self._scaled_f(o, shift)
@@ -543,12 +557,12 @@ class DenseHopfield(_PatternStore):
             converged = ~(self._flip_mask(s, xd)).any(-1)
         out = s.float().reshape(s0.shape)
         return BinaryRetrieval(states=out, steps=steps.reshape(lead), converged=converged.reshape(lead),
-                               energy=self.energy(out.reshape(-1, x.shape[1])).reshape(lead))
+                               energy=self._energy(out.reshape(-1, x.shape[1])).reshape(lead))
 
     def _flip_mask(self, s: torch.Tensor, xd: torch.Tensor) -> torch.Tensor:
         o = s @ xd.T
         scale = self._scaled_f(o, self._shift(o)).abs().sum(-1, keepdim=True)
-        return self.flip_energy_changes(s) < -self.TIE_TOLERANCE * scale
+        return self._flip_energy_changes(s, xd) < -self.TIE_TOLERANCE * scale  # s is +-1: no re-check
 
     def _synchronous_step(self, s: torch.Tensor, xd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flip = self._flip_mask(s, xd)

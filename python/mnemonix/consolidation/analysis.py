@@ -318,12 +318,14 @@ def boundary_extension(vae: VAE, factors: np.ndarray, *, zooms: tuple[float, ...
         _zoom_list("grid", grid)
     _check_path(path)
     dev = vae.device
-    grid_t = torch.tensor(zoom_grid, dtype=torch.float64, device=dev)
-    renders = torch.stack([render_scenes(factors, zoom=float(g)) for g in zoom_grid], 1).to(dev)  # [n, G, 3, 64, 64]
+    grid_t = torch.tensor(zoom_grid, dtype=torch.float64).to(dev, non_blocking=True)  # cpu: host data, copied
+    # scenes are rendered on the host: copied to the device without making the host wait (non_blocking)
+    renders = torch.stack([render_scenes(factors, zoom=float(g)) for g in zoom_grid], 1).to(
+        dev, non_blocking=True)  # [n, G, 3, 64, 64]
     outs_dev = []
     examples = []
     for zoom in zooms:
-        inp = render_scenes(factors, zoom=float(zoom)).to(dev)
+        inp = render_scenes(factors, zoom=float(zoom)).to(dev, non_blocking=True)
         out = vae.reconstruct(inp)
         err = ((renders - out[:, None]) ** 2).flatten(2).mean(2)  # [n, G]
         outs_dev.append(grid_t[err.argmin(1)].mean())  # the output zoom, kept on the device

@@ -171,6 +171,10 @@ class ExtendedModel:
                              f"got shape {tuple(sensory.shape)}")
         _args.on_device("sensory", sensory, self.vae.device, "the VAE")
         _args.finite_tensor("sensory", sensory)
+        return self._rebuild(latent, sensory)
+
+    def _rebuild(self, latent: torch.Tensor, sensory: torch.Tensor) -> torch.Tensor:
+        """:meth:`rebuild` of checked parts (recall's own, finite outputs of the fused op: no host sync)."""
         decoded = self.vae.decode_eval(latent)
         return (decoded + sensory.reshape(decoded.shape)).clamp(0.0, 1.0)
 
@@ -192,7 +196,7 @@ class ExtendedModel:
             q = torch.cat([q, q.new_full((q.shape[0], 1), -1.0)], dim=1)
         r = self.hopfield.retrieve(q, batch_size=batch_size, with_energy=False)
         sensory, latent = r.states[:, : self.n_pixels], r.states[:, self.n_pixels : dim]
-        return ExtendedRecall(self.rebuild(latent, sensory), latent, sensory, r.nearest)
+        return ExtendedRecall(self._rebuild(latent, sensory), latent, sensory, r.nearest)
 
 
 @dataclass(frozen=True)

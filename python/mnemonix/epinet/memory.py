@@ -34,6 +34,11 @@ def checked_device(name: str, device: object) -> torch.device:
     return out
 
 
+def _moved(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; from host memory without making the host wait (a device-to-host copy blocks)."""
+    return tensor.to(device, non_blocking=tensor.device.type == "cpu" and device.type != "cpu")
+
+
 def _shape(name: str, value: object) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(f"{name} must be a sequence of ints, got {type(value).__name__}")
@@ -266,7 +271,7 @@ class EpisodicMemory:
         device = checked_device("device", device)
         if device == self.device:
             return self
-        moved = {name: None if getattr(self, name) is None else getattr(self, name).to(device)
+        moved = {name: None if getattr(self, name) is None else _moved(getattr(self, name), device)
                  for name in TENSOR_FIELDS}
         self.__dict__.update(moved)
         self.device = self._c.device

@@ -204,5 +204,7 @@ class EpiNet(nn.Module):
         if generator is None:
             pick = torch.randperm(m, device=mem.device)[: min(n, m)]
         else:
-            pick = torch.randperm(m, generator=generator, device=generator.device)[: min(n, m)].to(mem.device)
+            # a CPU permutation reaches the GPU without making the host wait (non_blocking host-to-device)
+            pick = torch.randperm(m, generator=generator, device=generator.device)[: min(n, m)]
+            pick = pick.to(mem.device, non_blocking=pick.device.type == "cpu")
         return mem.x[pick], mem.y[pick]

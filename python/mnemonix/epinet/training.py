@@ -132,16 +132,21 @@ def _checked_data(data: object, device: torch.device) -> tuple[Tasks, torch.Tens
     return moved, labels_cpu  # type: ignore[return-value]
 
 
-@torch.no_grad()
 def _accuracy(model: EpiNet, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
-    """Fraction of correct predictions; one host sync per call (the count stays on the device until the end)."""
+    """Fraction of correct predictions (one host sync)."""
+    return float(_correct_fraction(model, x, y, batch))
+
+
+@torch.no_grad()
+def _correct_fraction(model: EpiNet, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """Fraction of correct predictions, a 0-dim float64 tensor on the device (read by the caller: no sync here)."""
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=y.device)
     for start in range(0, len(y), batch):
         logits, _ = model(x[start:start + batch])
         correct += (logits.argmax(1) == y[start:start + batch]).sum()
     model.train()
-    return int(correct) / max(1, len(y))
+    return correct.double() / max(1, len(y))
 
 
 def _build(cfg: TrainConfig, data: Tasks, use_memory: bool, device: torch.device) -> tuple[EpiNet, SalienceClock]:
@@ -172,7 +177,8 @@ def _step(model: EpiNet, opt: torch.optim.Optimizer, cfg: TrainConfig, xb: torch
     loss.backward()
     opt.step()
     if model.use_memory:
-        store = torch.randperm(len(yb), generator=g, device=g.device)[: cfg.store_per_step].to(yb.device)
+        store = torch.randperm(len(yb), generator=g, device=g.device)[: cfg.store_per_step].to(
+            yb.device, non_blocking=True)  # drawn on the CPU: copied without a host wait
         model.memorize(xb[store], z[store], yb[store], per_sample[store].detach() + 1e-6)
     return loss.detach()
 
@@ -187,7 +193,10 @@ def _train_variant(cfg: TrainConfig, data: Tasks, labels_cpu: torch.Tensor, use_
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     accuracy: list[list[float]] = []
     last_loss = torch.full((), float("nan"), device=device)
-    test_sets = [torch.isin(y_test, torch.tensor(t, device=device)) for t in cfg.tasks]
+    # each task's test rows, found once on the host (boolean masks on the device would sync at every evaluation)
+    y_test_cpu = y_test.cpu()
+    test_sets = [torch.isin(y_test_cpu, torch.tensor(t)).nonzero().squeeze(1).to(device, non_blocking=True)
+                 for t in cfg.tasks]
     name = "memory" if use_memory else "no memory"
     for t_idx, classes in enumerate(cfg.tasks):
         in_task = torch.isin(labels_cpu, torch.tensor(classes, device="cpu")).nonzero().squeeze(1)
@@ -201,7 +210,7 @@ def _train_variant(cfg: TrainConfig, data: Tasks, labels_cpu: torch.Tensor, use_
             for start in range(0, len(perm), cfg.batch_size):
                 if step >= total:
                     break
-                batch = perm[start:start + cfg.batch_size].to(device)
+                batch = perm[start:start + cfg.batch_size].to(device, non_blocking=True)
                 last_loss = _step(model, opt, cfg, x_train[batch], y_train[batch], g)
                 clock.tick()
                 step += 1
@@ -209,7 +218,7 @@ def _train_variant(cfg: TrainConfig, data: Tasks, labels_cpu: torch.Tensor, use_
                 if progress:  # the only per-step host sync, and only with a progress bar
                     bar.set_postfix(loss=f"{float(last_loss):.3f}", memory=len(model.memory))
         bar.close()
-        accuracy.append([_accuracy(model, x_test[m], y_test[m]) for m in test_sets])
+        accuracy.append(torch.stack([_correct_fraction(model, x_test[m], y_test[m]) for m in test_sets]).tolist())
     return accuracy, float(last_loss), len(model.memory)
 
 

@@ -3,6 +3,11 @@
 A mixin of :class:`mnemonix.memoria.Engrams`: appending working memory in place (amortised),
 one fused lifespan step (:func:`mnemonix.ops.lifespan_step`) with one compaction, and the
 long-term search on the C++ graph (initial engram per short-term slot, greedy walk).
+
+The graph lives on the host; the engrams' keys in it are kept there too
+(:meth:`~mnemonix.memoria._store.EngramArrays.host_keys`), so an append copies its new keys
+to the device once (no sync) and a lifespan step reads its verdicts and keep-mask back in
+one copy (its one host sync); the long-term search reads nothing else from the device.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mnemonix import ops
+from mnemonix import _checks, ops
 from mnemonix._types import ENGRAM_WORKING
 from mnemonix.memoria._engram_checks import INT32_MAX, index_matrix, real_tensor
-from mnemonix.memoria.utils import gather_rows
+from mnemonix.memoria._store import compact_host
+from mnemonix.memoria.utils import gather_rows, to_device
 
 if TYPE_CHECKING:
     from mnemonix.memoria.engram import Engrams
@@ -38,8 +44,10 @@ class EngramFastPath:
         if first_id is not None and first_id + length - 1 > INT32_MAX:
             raise ValueError(f"engram ids would pass the int32 maximum (next id {first_id}, {length} engrams)")
         self._detach_views()
+        host = self._host  # the keys held on the host before the append (None: stale)
         uids = np.repeat(np.arange(self._next_uid, self._next_uid + length, dtype=np.int64)[None], batch, axis=0)
-        slots = self.graph.add_nodes(uids)  # host-side ids: no device copy
+        slots = self.graph.add_nodes(uids)  # made on the host: one host-to-device copy, no sync
+        keys = torch.from_numpy(np.stack([uids, slots])).to(self.device, non_blocking=True)
         dev = self.device
         ids = (torch.arange(first_id, first_id + length, dtype=torch.int32, device=dev).expand(batch, length)
                if first_id is not None else torch.full((batch, length), -1, dtype=torch.int32, device=dev))
@@ -47,8 +55,10 @@ class EngramFastPath:
             "data": data, "lifespan": torch.full((batch, length), float(lifespan), device=dev),
             "engrams_types": torch.full((batch, length), ENGRAM_WORKING, dtype=torch.uint8, device=dev),
             "_age": torch.zeros((batch, length), dtype=torch.int32, device=dev), "_ids": ids,
-            "_uids": torch.from_numpy(uids).to(dev), "_slots": torch.from_numpy(slots).to(dev),
+            "_uids": keys[0], "_slots": keys[1],
         })
+        if host is not None:
+            self._set_host_keys(np.concatenate([host[0], uids], axis=1), np.concatenate([host[1], slots], axis=1))
         self._next_uid += length
 
     def advance(self: Engrams, indices: torch.Tensor, lifespan_delta: torch.Tensor, stm_capacity: int, *,
@@ -58,38 +68,60 @@ class EngramFastPath:
         ``lifespan[indices] += lifespan_delta`` (negative ignored, duplicates add up), every
         lifespan - 1, age + 1, WORKING -> SHORTTERM, the oldest SHORTTERM beyond
         ``stm_capacity`` -> LONGTERM, engrams whose lifespan is <= 0 dropped with their counts.
-        Raises (changing nothing) on bad arguments, lifespans that would overflow to +-inf or
-        ages that would pass the int32 maximum. One host sync for all the verdicts, plus the op's
-        two (index range, finite deltas); ``validate=False`` skips a range check the caller made.
+        Raises (changing nothing) on bad arguments, indices >= M, NaN/Inf deltas, lifespans that
+        would overflow to +-inf or ages that would pass the int32 maximum. One host sync: the
+        value checks, the verdicts and the keep-mask (the graph drops the dead engrams on the
+        host) come back in one device-to-host copy. ``validate=False`` skips an early range
+        check (its own host sync) that the copy repeats anyway.
         """
         indices = index_matrix("indices", indices, self.batch_size, self.memory_length, check_range=validate)
         real_tensor("lifespan_delta", lifespan_delta, tuple(indices.shape))
-        idx, delta = indices.to(self.device), lifespan_delta.to(self.device)
-        try:  # the op checks the values (range, finite): its messages name its own arguments
-            step = ops.lifespan_step(self.lifespan, self.engrams_types, self._age, idx, delta, stm_capacity)
+        idx = to_device(indices, self.device)
+        delta = to_device(lifespan_delta, self.device).to(torch.float32)
+        try:  # the shape/dtype checks of the op name its own arguments; the values are checked below
+            step = ops.lifespan_step(self.lifespan, self.engrams_types, self._age, idx, delta, stm_capacity,
+                                     check_inputs=False)
         except ValueError as exc:
             message = re.sub(r"\breminded_indices\b", "indices", re.sub(r"\bdelta\b", "lifespan_delta", str(exc)))
             raise ValueError(message) from exc
-        dropped = ~step.keep & (self._uids >= 0)
-        width = step.num_kept.max() if self.batch_size else torch.zeros((), dtype=torch.int64, device=self.device)
-        verdict = torch.stack([  # the one host sync of the step
-            dropped.any().long(), step.keep.all().long(), (~torch.isfinite(step.lifespan).all()).long(),
-            (self._age >= INT32_MAX).any().long(), width.long(),
-        ]).tolist()
-        any_dropped, all_kept, overflow, too_old, width = verdict
+        flags, keep = self._step_verdict(idx, delta, step)
+        nonfinite, top, all_kept, overflow, too_old, width = flags
+        if nonfinite:
+            raise ValueError("lifespan_delta must be finite, got NaN or Inf values")
+        if top >= self.memory_length:
+            raise ValueError(f"indices must be < {self.memory_length} (the number of engrams per row), got {top}")
         if overflow:
             raise ValueError("lifespan_delta would make lifespans overflow float32 (reach +-inf)")
         if too_old:
             raise ValueError("engram ages would pass the int32 maximum (2**31 - 1)")
         self._detach_views()
-        if any_dropped:  # one copy of the keys; the C++ graph skips the -1 entries
-            self.graph.remove(self._uids.masked_fill(~dropped, -1).cpu().numpy())
+        uids, slots = self.host_keys()
+        dropped = ~keep & (uids >= 0)
+        if dropped.any():  # the C++ graph skips the -1 entries
+            self.graph.remove(np.where(dropped, uids, -1))
         replaced = {"lifespan": step.lifespan, "engrams_types": step.types, "_age": step.age}
         if all_kept:
             for name, value in replaced.items():
                 getattr(self, name).copy_(value)  # into the buffers: their spare columns stay
         else:
             self._compact_arrays(step, replaced, width)
+            self._set_host_keys(compact_host(uids, keep, width), compact_host(slots, keep, width))
+
+    def _step_verdict(self: Engrams, idx: torch.Tensor, delta: torch.Tensor, step) -> tuple[list[int], np.ndarray]:
+        """The host's view of a lifespan step, in one device-to-host copy (the one host sync of the step).
+
+        Returns ``[nonfinite delta, largest index (-1: none), all kept, lifespan overflow, age
+        overflow, largest kept count]`` and the keep-mask [B, M] bool.
+        """
+        dev = self.device
+        none = torch.full((), -1, dtype=torch.long, device=dev)
+        flags = torch.stack([
+            _checks.nonfinite_flag(delta).long(), idx.max() if idx.numel() else none, step.keep.all().long(),
+            (~torch.isfinite(step.lifespan).all()).long(), (self._age >= INT32_MAX).any().long(),
+            step.num_kept.max().long() if self.batch_size else none + 1,
+        ])
+        packet = torch.cat([flags, step.keep.reshape(-1).long()]).cpu().numpy()
+        return [int(v) for v in packet[:6]], packet[6:].reshape(step.keep.shape).astype(bool)
 
     def initial_longterm(self: Engrams, queries: torch.Tensor, ltm_positions: torch.Tensor, seed: int) -> torch.Tensor:
         """Per query engram, the long-term engram it co-fired with most (C++; random ties from ``seed``).
@@ -97,12 +129,13 @@ class EngramFastPath:
         queries [B, S] positions (-1: a padding row, every engram ties at -1), ltm_positions
         [B, L] the long-term engrams in local order (-1 pads). Returns local indices [B, S]
         int64 on the CPU (-1: none). Needs a graph without overlay (see :meth:`graph`).
+        Arguments on the CPU cost no device copy.
         """
-        slots = self._slots.cpu()
+        slots = torch.from_numpy(self.host_keys()[1])
+        positions = ltm_positions.cpu()
         query_slots = gather_rows(slots, queries.cpu(), -1).numpy()
-        ltm_slots = gather_rows(slots, ltm_positions.cpu(), -1).numpy()
-        local = self.graph.core.initial_ltm(query_slots, ltm_slots, ltm_positions.cpu().numpy(),
-                                            self.memory_length, seed)
+        ltm_slots = gather_rows(slots, positions, -1).numpy()
+        local = self.graph.core.initial_ltm(query_slots, ltm_slots, positions.numpy(), self.memory_length, seed)
         return torch.from_numpy(local)
 
     def walk_longterm(self: Engrams, starts: torch.Tensor, ltm_positions: torch.Tensor, depth: int,
@@ -116,18 +149,20 @@ class EngramFastPath:
         L-1. ``reachable`` [B, L] bool narrows the candidates. Returns local indices
         [B, (depth + 1) W] (row-major [depth + 1, W]) on the CPU, -1 when a walk ends. C++ on
         the sparse graph; a dense O(L^2) fallback when counts sit in the overlay or
-        ``reachable`` leaves out listed engrams.
+        ``reachable`` leaves out listed engrams. Arguments on the CPU cost no device copy.
         """
-        positions = ltm_positions.cpu()  # the C++ graph reads host memory: one copy of each input
+        positions = ltm_positions.cpu()  # the C++ graph reads host memory
         listed = positions >= 0
-        narrowed = reachable is not None and bool((listed & ~reachable.cpu()).any())
-        reachable = listed if reachable is None else reachable.cpu() & listed
+        if reachable is not None:
+            reachable = reachable.cpu()
+        narrowed = reachable is not None and bool((listed & ~reachable).any())
+        reachable = listed if reachable is None else reachable & listed
         if not self.graph.has_overlay() and not narrowed:
-            ltm_slots = gather_rows(self._slots.cpu(), positions, -1).numpy()
+            ltm_slots = gather_rows(torch.from_numpy(self.host_keys()[1]), positions, -1).numpy()
             return torch.from_numpy(self.graph.core.walk(starts.cpu().numpy(), ltm_slots, depth,
                                                          alias_negative=alias_negative))
         from mnemonix.memoria._longterm import walk_dense
 
-        counts = self.cofire_rows(ltm_positions).cpu()  # [B, L, M]
+        counts = self.cofire_rows_host(positions)  # [B, L, M]
         counts = gather_rows(counts.transpose(1, 2), positions, -1).transpose(1, 2)  # [B, L, L]
         return walk_dense(counts, reachable, starts.cpu(), depth, alias_negative)

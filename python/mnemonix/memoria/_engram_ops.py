@@ -77,11 +77,12 @@ class EngramOps:
         Negative entries are ignored and a position listed twice fires once. O(N^2) graph
         updates per row (the original adds a dense [B, M, M] outer product). ``validate=False``
         skips the argument checks (and their host sync) for positions known to be valid.
+        The graph is on the host: indices on the CPU cost no device copy (the keys are there).
         """
         idx = index_matrix("indices", indices, self.batch_size, self.memory_length) if validate else indices
-        idx = idx.to(self.device)
+        idx = idx.cpu().long()
         self._flush()
-        self.graph.fire_together(gather_rows(self._uids, idx, -1).cpu().numpy())
+        self.graph.fire_together(gather_rows(torch.from_numpy(self.host_keys()[0]), idx, -1).numpy())
         self._refresh_views()
 
     # ---------------------------------------------------------------- selection

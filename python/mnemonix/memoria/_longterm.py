@@ -24,11 +24,14 @@ from mnemonix.memoria.utils import gather_rows
 NoiseChunks = Callable[[int, int, int], Iterator[tuple[int, int, int, torch.Tensor]]]
 """``chunks(batch, slots, length)`` yields ``(b, s0, s1, noise)`` in the original's stream order:
 ``noise`` [s1 - s0, length] fp16 holds the draws of ``torch.rand([batch, slots, length])`` at
-``[b, s0:s1]`` (see :meth:`Memoria._tie_noise_chunks`)."""
+``[b, s0:s1]``, on the generator's device (see :meth:`Memoria._tie_noise_chunks`)."""
 
 
 def unique_queries(queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distinct entries per row of ``queries`` [B, S]: (values [B, U] padded by repetition, inverse [B, S])."""
+    """Distinct entries per row of ``queries`` [B, S]: (values [B, U] padded by repetition, inverse [B, S]).
+
+    One ``unique`` per row: call it on the host (on CUDA each would be a host sync).
+    """
     parts = [torch.unique(row, return_inverse=True) for row in queries]
     width = max(len(values) for values, _ in parts)
     values = torch.stack([torch.cat([v, v[:1].expand(width - len(v))]) for v, _ in parts])
@@ -36,43 +39,55 @@ def unique_queries(queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def initial_positions_original(engrams: Engrams, queries: torch.Tensor, ltm_mask: torch.Tensor,
-                               noise_chunks: NoiseChunks) -> torch.Tensor:
+                               noise_chunks: NoiseChunks, noise_device: torch.device) -> torch.Tensor:
     """Positions [B, S] of the long-term engram each query position co-fired with most (-1: not long-term).
 
     ``queries`` [B, S] are positions (negative: a padding row of -1 counts). Exactly the
     original's ``argmax(rand_like(is_max) * is_max)`` over the dense co-fire rows, computed
     from the rows of the *distinct* queries (a step has few: the non-reminded slots all read
     the same row) and the noise chunk by chunk: O(S M) for the draws, never [B, S, M] at once.
+
+    Where it runs: the co-fire rows come from the graph on the host, the noise from the
+    generator on ``noise_device``; the argmax runs where the noise is (with a CPU generator:
+    all on the host, no device copy). The result is on ``queries``' device.
     """
+    out_device = queries.device
+    queries, host_mask = queries.cpu(), ltm_mask.cpu()
     batch, num_slots = queries.shape
     distinct, inverse = unique_queries(queries)
-    counts = engrams.cofire_rows(distinct)  # [B, U, M]
-    counts.masked_fill_(~ltm_mask.unsqueeze(1), -1)
+    counts = engrams.cofire_rows_host(distinct)  # [B, U, M]
+    counts.masked_fill_(~host_mask.unsqueeze(1), -1)
     best = counts == counts.max(dim=2, keepdim=True).values  # the tie set of each distinct query
     spans = _spans(best)
-    chosen = torch.empty((batch, num_slots), dtype=torch.long, device=ltm_mask.device)
-    for b, s0, s1, noise in noise_chunks(batch, num_slots, ltm_mask.shape[1]):
-        chosen[b, s0:s1] = _noisy_argmax(noise, best[b], spans[b], inverse[b, s0:s1].to(best.device))
-    return chosen.masked_fill(~ltm_mask.gather(1, chosen), -1)
+    best_there, inverse_there = (t.to(noise_device, non_blocking=True) for t in (best, inverse))
+    chosen = torch.empty((batch, num_slots), dtype=torch.long, device=noise_device)
+    for b, s0, s1, noise in noise_chunks(batch, num_slots, host_mask.shape[1]):
+        chosen[b, s0:s1] = _noisy_argmax(noise, best_there[b], spans[b], inverse[b, s0:s1],
+                                         inverse_there[b, s0:s1])
+    chosen = chosen.to(out_device)
+    return chosen.masked_fill(~ltm_mask.to(out_device).gather(1, chosen), -1)
 
 
 def _spans(best: torch.Tensor) -> list[list[tuple[int, int] | None]]:
     """Per (row, distinct query): ``(first, stop)`` when its tie set is one contiguous range, else None.
 
     In Memoria's own runs the long-term engrams are the oldest, so "every long-term engram
-    ties" (the common case: no co-fire yet) is one range of positions.
+    ties" (the common case: no co-fire yet) is one range of positions. ``best`` on the host.
     """
     size = best.shape[2]
     number = best.sum(dim=2)
     first = best.long().argmax(dim=2)
     last = size - 1 - best.flip(2).long().argmax(dim=2)
-    first, last, contiguous = torch.stack([first, last, (last - first + 1 == number).long()]).tolist()  # one sync
+    first, last, contiguous = torch.stack([first, last, (last - first + 1 == number).long()]).tolist()
     return [[(f, stop + 1) if c else None for f, stop, c in zip(*row)] for row in zip(first, last, contiguous)]
 
 
-def _noisy_argmax(noise: torch.Tensor, best: torch.Tensor, spans: list, inverse: torch.Tensor) -> torch.Tensor:
+def _noisy_argmax(noise: torch.Tensor, best: torch.Tensor, spans: list, inverse: torch.Tensor,
+                  inverse_there: torch.Tensor) -> torch.Tensor:
     """``argmax(noise[r] * best[inverse[r]])`` per row r of a noise chunk [C, M] (first maximum).
 
+    ``best`` [U, M] and ``inverse_there`` [C] live on the noise's device, ``inverse`` [C] (the
+    same values) on the host: which rows to redo is decided there, without a device read.
     The noise lies in [0, 1], so its fp16 bit patterns order like its values (and integer
     ops are fast on the CPU). The most frequent tie set is applied to the whole chunk, as a
     slice when it is a range (one pass over the noise); the few other rows are redone.
@@ -87,8 +102,9 @@ def _noisy_argmax(noise: torch.Tensor, best: torch.Tensor, spans: list, inverse:
         out = torch.where(best[common], bits, torch.zeros_like(bits)).argmax(dim=1)
     others = (inverse != common).nonzero().flatten()
     if others.numel():
+        others = others.to(noise.device, non_blocking=True)
         rows = bits[others]
-        out[others] = torch.where(best[inverse[others]], rows, torch.zeros_like(rows)).argmax(dim=1)
+        out[others] = torch.where(best[inverse_there[others]], rows, torch.zeros_like(rows)).argmax(dim=1)
     return out
 
 

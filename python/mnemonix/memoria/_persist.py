@@ -195,8 +195,8 @@ def engrams_from_arrays(cls: type[Engrams], arrays: dict[str, np.ndarray], next_
     fields = {"data": torch.from_numpy(arrays["data"]), "lifespan": torch.from_numpy(arrays["lifespan"]),
               "engrams_types": torch.from_numpy(arrays["types"]), "_age": torch.from_numpy(arrays["age"]),
               "_ids": torch.from_numpy(np.ascontiguousarray(ids))}
-    fields = {k: v.to(device) for k, v in fields.items()}
+    fields = {k: v.to(device, non_blocking=True) for k, v in fields.items()}
     out = cls.__new__(cls)
     out.track_age, out.track_engram_id = track_age, track_engram_id
-    out._attach(fields, graph, torch.from_numpy(uids).to(device), next_uid)
+    out._attach(fields, graph, torch.from_numpy(uids).to(device, non_blocking=True), next_uid, uids)
     return out

@@ -78,7 +78,8 @@ class UpstreamSteps:
                                ltm_positions: torch.Tensor | None = None) -> torch.Tensor:
         """Initial long-term positions [B, S] (-1: none) for query positions, as the configured tie-break draws.
 
-        ``ltm_positions``: ``indices_with_mask(ltm_mask)`` when the caller has it.
+        ``ltm_positions``: ``indices_with_mask(ltm_mask)`` when the caller has it. Runs on the
+        arguments' device (the fused ``remind`` passes host tensors: no device copy).
         """
         e = self.engrams
         batch, num_slots = queries.shape
@@ -91,8 +92,9 @@ class UpstreamSteps:
                     pass
             return torch.full_like(queries, -1)
         if self.tie_break == "original" or e.graph.has_overlay():
-            return _longterm.initial_positions_original(e, queries, ltm_mask, self._tie_noise_chunks)
-        local = e.initial_longterm(queries, ltm_positions, self._draw_seed()).to(e.device)
+            return _longterm.initial_positions_original(e, queries, ltm_mask, self._tie_noise_chunks,
+                                                        self._noise_device())
+        local = e.initial_longterm(queries, ltm_positions, self._draw_seed()).to(queries.device)
         return gather_rows(ltm_positions, local, -1)
 
     @torch.no_grad()

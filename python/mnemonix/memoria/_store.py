@@ -4,10 +4,17 @@ Appending L engrams copies L columns, not the whole store (amortised growth); th
 attributes are views of the first M columns. Shorter rows are padded at the *front* with
 NULL engrams (memoria-pytorch's layout): data 0, lifespan -1, type NULL, age -1, id -1,
 uid -1, slot -1.
+
+The graph keys of the engrams (``_uids``, ``_slots``) are also kept on the host: the C++
+co-fire graph reads them there every step, and the store knows them without asking the
+device (appends make them on the host; a compaction recomputes them from its keep-mask).
+:meth:`EngramArrays.host_keys` returns that copy, and makes it with one device-to-host
+copy only after an operation that rebuilt the keys on the device.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from mnemonix._types import ENGRAM_NULL
@@ -38,6 +45,7 @@ class EngramArrays:
 
     _bufs: dict[str, torch.Tensor]
     _length: int
+    _host: tuple[np.ndarray, np.ndarray] | None = None  # (uids, slots) [B, M] on the host; None: stale
 
     data = _field("data", "[B, M, H] float32 engram data", True)
     lifespan = _field("lifespan", "[B, M] float32 lifespans", True)
@@ -51,6 +59,7 @@ class EngramArrays:
         """Replace every field at once (all [B, M, ...] with one M)."""
         self._bufs = {name: arrays[name].to(DTYPES[name]) for name in FIELDS}
         self._length = arrays["lifespan"].shape[1]
+        self._host = None
 
     def _replace_field(self, name: str, value: torch.Tensor, *, checked: bool) -> None:
         """Set a field; ``checked``: a caller's value (validated, same [B, M], same device)."""
@@ -61,6 +70,24 @@ class EngramArrays:
             public = name.lstrip("_").replace("ids", "engram_ids")
             value = field_value(public, value, shape, want.device)
         self._bufs[name] = value.to(DTYPES[name])
+        if name in ("_uids", "_slots"):
+            self._host = None
+
+    def host_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """The engrams' graph keys on the host: (uids, slots), each [B, M] int64 (-1: padding).
+
+        Shared arrays: read them, never write into them. Cached: one device-to-host copy after an
+        operation that rebuilt the keys on the device, none in Memoria's steps.
+        """
+        if self._host is None:
+            both = torch.stack([self._uids, self._slots]).cpu().numpy()
+            self._set_host_keys(both[0], both[1])
+        assert self._host is not None
+        return self._host
+
+    def _set_host_keys(self, uids: np.ndarray, slots: np.ndarray) -> None:
+        """Install the host copy of the keys (copied: it never aliases a device buffer)."""
+        self._host = (np.array(uids, dtype=np.int64), np.array(slots, dtype=np.int64))
 
     @property
     def batch_size(self) -> int:
@@ -91,6 +118,7 @@ class EngramArrays:
                 self._bufs[name] = buf = grown
             buf[:, self._length:new_length] = values[name]
         self._length = new_length
+        self._host = None  # the caller that knows the new keys on the host installs them
 
     def _compact_arrays(self, step, replaced: dict[str, torch.Tensor], width: int) -> None:
         """Keep the engrams of ``step.keep`` (a LifespanResult; ``width`` = max kept per row), fields in
@@ -116,7 +144,20 @@ class EngramArrays:
             view.masked_fill_(missing.view(shape), PADS[name])
             self._bufs[name] = out
         self._length = width
+        self._host = None  # the caller that knows the keep-mask on the host installs the new keys
 
     def _gathered(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every field at ``index`` [B, K] (negative: padding), as new tensors."""
         return {name: gather_rows(self._bufs[name][:, :self._length], index, PADS[name]) for name in FIELDS}
+
+
+def compact_host(values: np.ndarray, keep: np.ndarray, width: int) -> np.ndarray:
+    """:meth:`EngramArrays._compact_arrays` of one [B, M] integer array on the host (padding -1).
+
+    The kept entries of each row in order, front-padded with -1 to ``width`` columns.
+    """
+    out = np.full((keep.shape[0], width), -1, dtype=values.dtype)
+    rows, cols = np.nonzero(keep)
+    rank = np.cumsum(keep, axis=1)[rows, cols] - 1
+    out[rows, rank + width - keep.sum(axis=1)[rows]] = values[rows, cols]
+    return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from mnemonix._types import ENGRAM_LONGTERM, ENGRAM_NULL, ENGRAM_SHORTTERM, ENGRAM_WORKING, EngramType
 from mnemonix.memoria.types import EngramConnection, EngramInfo, EngramsInfo
@@ -22,11 +23,12 @@ if TYPE_CHECKING:
 
 
 def status_summary(engrams: Engrams) -> list[EngramsInfo]:
-    uids = engrams._uids.cpu().numpy()
-    types = engrams.engrams_types.cpu().numpy()
-    ids = engrams._ids.cpu().numpy()
-    lifespans = engrams.lifespan.cpu().numpy()
-    ages = engrams._age.cpu().numpy() if engrams.track_age else None
+    uids = engrams.host_keys()[0]
+    # one device-to-host copy: uint8 types, int32 ids and ages and float32 lifespans are exact in float64
+    fields = torch.stack([engrams.engrams_types.double(), engrams._ids.double(), engrams.lifespan.double(),
+                          engrams._age.double()]).cpu().numpy()
+    types, ids, lifespans = fields[0].astype(np.uint8), fields[1].astype(np.int32), fields[2].astype(np.float32)
+    ages = fields[3].astype(np.int32) if engrams.track_age else None
     return [_row_summary(engrams, b, uids[b], types[b], ids[b], lifespans[b], None if ages is None else ages[b])
             for b in range(engrams.batch_size)]
 

@@ -84,13 +84,17 @@ class Engrams(EngramOps, EngramFastPath, EngramArrays):
                 graph.load_row_dense(row, uids_np[row], counts_np[row])
         self._attach(fields, graph, uids, length)
 
-    def _attach(self, fields: dict[str, torch.Tensor], graph: CofireGraph, uids: torch.Tensor, next_uid: int) -> None:
-        """Install arrays and graph (``uids`` are the engrams' keys in ``graph``)."""
+    def _attach(self, fields: dict[str, torch.Tensor], graph: CofireGraph, uids: torch.Tensor, next_uid: int,
+                host_uids: np.ndarray | None = None) -> None:
+        """Install arrays and graph (``uids``: the engrams' keys in ``graph``; ``host_uids``: the same, host)."""
         self.graph = graph
         self._next_uid = next_uid
         self._views: dict[str, WriteBack] = {}
-        slots = torch.from_numpy(graph.add_nodes(uids.cpu().numpy())).to(uids.device)
+        host_uids = uids.cpu().numpy() if host_uids is None else host_uids
+        host_slots = graph.add_nodes(host_uids)
+        slots = torch.from_numpy(host_slots).to(uids.device, non_blocking=True)
         self._set_arrays({**fields, "_uids": uids, "_slots": slots})
+        self._set_host_keys(host_uids, host_slots)
 
     @classmethod
     def _assembled(cls, fields: dict[str, torch.Tensor], graph: CofireGraph, uids: np.ndarray,
@@ -98,7 +102,7 @@ class Engrams(EngramOps, EngramFastPath, EngramArrays):
         out = cls.__new__(cls)
         out.track_age, out.track_engram_id = track_age, track_engram_id
         device = fields["lifespan"].device
-        out._attach(fields, graph, torch.from_numpy(uids).to(device), int(uids.shape[1]))
+        out._attach(fields, graph, torch.from_numpy(uids).to(device, non_blocking=True), int(uids.shape[1]), uids)
         return out
 
     @classmethod
@@ -252,8 +256,10 @@ class Engrams(EngramOps, EngramFastPath, EngramArrays):
 
     def _resync_slots(self) -> None:
         """Node slots after rows of the graph were rebuilt (slots of re-added engrams change)."""
-        slots = self.graph.add_nodes(self._uids.cpu().numpy())
+        uids = self.host_keys()[0]
+        slots = self.graph.add_nodes(uids)
         self._replace_field("_slots", torch.from_numpy(slots).to(self.device), checked=False)
+        self._set_host_keys(uids, slots)
 
     def _refresh_views(self) -> None:
         """Counts changed in place (no engram added, dropped or moved): update live views."""
@@ -279,12 +285,16 @@ class Engrams(EngramOps, EngramFastPath, EngramArrays):
 
         ``indices`` [B, S] are positions (a negative position gives a row of -1, a padding row).
         """
+        return self.cofire_rows_host(indices.cpu()).to(self.device)
+
+    def cofire_rows_host(self, indices: torch.Tensor) -> torch.Tensor:
+        """:meth:`cofire_rows` of CPU ``indices`` [B, S], on the host: no device copy (the graph is there)."""
         self._flush()
-        uids = self._uids.cpu().numpy()
-        rows = gather_rows(self._uids, indices.to(self.device), -1).cpu().numpy()
+        uids = self.host_keys()[0]
+        rows = gather_rows(torch.from_numpy(uids), indices, -1).numpy()
         out = np.stack([self.graph.dense(b, rows[b], uids[b]) for b in range(self.batch_size)]) \
             if self.batch_size else np.zeros((0, indices.shape[1], self.memory_length), dtype=np.int32)
-        return torch.from_numpy(out).to(self.device)
+        return torch.from_numpy(out)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 

@@ -5,23 +5,28 @@ arithmetic: the nearest-key searches of :func:`mnemonix.ops.nearest_keys` (two G
 [B, W, M, H] temporary), the long-term search in C++ on the graph, one fused
 :func:`mnemonix.ops.lifespan_step` and one compaction.
 
-Host syncs and device-to-host copies per step (B = 1; counted by
-``tests/test_memoria_devices.py``, which holds these budgets; on the CPU they cost nothing):
+Host syncs and host <-> device copies per step on CUDA (any B; ``tests/test_fake_device_models.py``
+holds these budgets; on the CPU they cost nothing). The co-fire graph is C++ on the host, and
+so are the engrams' keys in it (:meth:`Engrams.host_keys`): each copy below is one the graph
+needs, and moves O(B M) integers or less.
 
-- ``add_working_memory``: 1 (the finite check of the data); new engram keys are made on
-  the host and copied to the device once.
-- ``remind``: about 20 with ``tie_break="original"``, 18 with ``"random"``: the widths of the
-  working / short- / long-term lists (1), one certification per nearest-key search (2),
-  ``super_unique`` (2 x 2), the long-term search (positions, slots and starts to the host
-  for the C++ graph, the distinct query rows, the tie spans: ~8), the fired engrams'
-  keys to the host (1). None per engram or per item; with ``"original"`` the tie-break
-  noise [B, S, M] (the original's stream) is drawn on the generator's device, by chunks.
-- ``adjust_lifespan_and_memories``: 4: the fused op's two checks (index range, finite
-  deltas), one for every verdict of the step (drops, overflow, compaction width), and one
-  copy of the dropped engrams' keys when some die.
+- ``add_working_memory``: 1 sync (the data's finite check); 1 copy without a sync (the new
+  engrams' graph keys, made on the host, to the device).
+- ``remind``: 3 syncs, 6 copies, plus the two :func:`mnemonix.ops.nearest_keys` calls (one
+  sync each): the engram types to the host (the index lists and the long-term search are
+  made there) and the working / short-term lists back; the short-term picks to the host
+  (the walk starts from them) and the long-term candidates back; the long-term picks to the
+  host (they fire together in the graph) and the reminded positions back. None per engram,
+  per item or per batch row. Tie-break noise from a CPU generator is used where it is drawn,
+  on the host (no copy); noise on CUDA (no generator on CUDA engrams, or a CUDA generator)
+  costs 1 more sync (the picks come back) and a few copies without a sync (the tie sets,
+  and per batch row the slots whose tie set differs from the row's most common one).
+- ``adjust_lifespan_and_memories``: 1 sync, 1 copy: the value checks, the verdicts and the
+  keep-mask [B, M] come back together; the graph drops the dead engrams and the host copy of
+  the keys is compacted on the host.
 
-The co-fire graph lives on the host by design (:mod:`mnemonix.memoria._graph`): the copies
-above are the ones it needs; each moves O(M) integers or less.
+Before issue 16 a step cost 29-30 syncs at B = 2 (3 + 24 + 2-3) and 16-17 copies, the tie-break
+noise [S, M] included.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from mnemonix.memoria.history_manager import HistoryManager
 from mnemonix.memoria.utils import (
     gather_rows,
     indices_compact,
-    indices_with_masks,
+    indices_with_mask,
     sorted_unique_front_padded,
     super_unique,
 )
@@ -171,20 +176,22 @@ class Memoria(UpstreamSteps):
         self.timestep += 1
 
     # ------------------------------------------------------------------- remind
+    def _noise_device(self) -> torch.device:
+        """Where the tie-break noise is drawn: the generator's device (None: the engrams' device, as the original)."""
+        return self.generator.device if self.generator is not None else self.engrams.device
+
     def _tie_noise_chunks(self, batch: int, slots: int, length: int) -> Iterator[tuple[int, int, int, torch.Tensor]]:
         """The original's tie-break noise ``torch.rand([batch, slots, length], dtype=float16)``, in chunks.
 
-        Yields ``(b, s0, s1, noise[b, s0:s1])`` on the engrams' device. From the generator (or the
-        global one of the engrams' device when None), drawn on its own device, then moved. A CPU
-        generator's stream is sequential, so chunks of at most ``NOISE_CHUNK`` draws give the
-        same numbers as one call; a CUDA generator draws the whole tensor at once (its
-        offsets depend on the call's size).
+        Yields ``(b, s0, s1, noise[b, s0:s1])`` on :meth:`_noise_device`, drawn from the generator
+        (or the global one of the engrams' device when None), never moved: the tie-break runs
+        where the noise is. A CPU generator's stream is sequential, so chunks of at most
+        ``NOISE_CHUNK`` draws give the same numbers as one call; a CUDA generator draws the
+        whole tensor at once (its offsets depend on the call's size).
         """
-        device = self.engrams.device
-        source = self.generator.device if self.generator is not None else device
+        source = self._noise_device()
         if source.type != "cpu":
             noise = torch.rand((batch, slots, length), dtype=torch.float16, device=source, generator=self.generator)
-            noise = noise.to(device)
             for b in range(batch):
                 yield b, 0, slots, noise[b]
             return
@@ -192,8 +199,7 @@ class Memoria(UpstreamSteps):
         for b in range(batch):
             for s0 in range(0, slots, rows):
                 s1 = min(slots, s0 + rows)
-                noise = torch.rand((s1 - s0, length), dtype=torch.float16, generator=self.generator)
-                yield b, s0, s1, noise.to(device, non_blocking=True)
+                yield b, s0, s1, torch.rand((s1 - s0, length), dtype=torch.float16, generator=self.generator)
 
     def _draw_seed(self) -> int:
         device = self.generator.device if self.generator is not None else "cpu"
@@ -212,63 +218,75 @@ class Memoria(UpstreamSteps):
             self._warn_fixes_ignored()
             return self._remind_stepwise()
         e = self.engrams
-        types = e.engrams_types
+        dev = e.device
+        # The long-term search runs on the C++ graph, on the host: the index lists are made there
+        # (copy 1: the types), the two nearest-key searches on the device read back their picks.
+        types = e.engrams_types.cpu()
         ltm_mask = types == ENGRAM_LONGTERM
-        wm_idx, stm_idx, ltm_idx = indices_with_masks([types == ENGRAM_WORKING, types == ENGRAM_SHORTTERM, ltm_mask])
-        wm_data = gather_rows(e.data, wm_idx, 0.0)
-        reminded_stm = self._nearest_shortterm(wm_data, stm_idx)
+        wm_idx, stm_idx, ltm_idx = (indices_with_mask(mask) for mask in
+                                    (types == ENGRAM_WORKING, types == ENGRAM_SHORTTERM, ltm_mask))
+        both = torch.cat([wm_idx, stm_idx], dim=1).to(dev, non_blocking=True)
+        wm_data = gather_rows(e.data, both[:, :wm_idx.shape[1]], 0.0)
+        reminded_stm = self._nearest_shortterm(wm_data, stm_idx, both[:, wm_idx.shape[1]:])
         found = self._search_longterm(reminded_stm, ltm_idx, ltm_mask)
         final_ltm = self._nearest_longterm(wm_data, found, ltm_idx)
         reminded = torch.cat([reminded_stm, final_ltm], dim=1)
         e.fire_together_wire_together(torch.cat([wm_idx, reminded], dim=1), validate=False)  # positions by construction
-        reminded = super_unique(reminded, dim=1)
+        reminded = super_unique(reminded, dim=1).to(dev, non_blocking=True)
         memories = gather_rows(e.data, reminded, 0.0)
-        return memories.to(self.ext_device or e.device).contiguous(), reminded
+        return memories.to(self.ext_device or dev).contiguous(), reminded
 
-    def _nearest_shortterm(self, wm_data: torch.Tensor, stm_idx: torch.Tensor) -> torch.Tensor:
-        """Short-term positions [B, S] with -1 except the reminded ones (nearest by mean distance)."""
+    def _nearest_shortterm(self, wm_data: torch.Tensor, stm_idx: torch.Tensor, stm_on_device: torch.Tensor
+                           ) -> torch.Tensor:
+        """Short-term positions [B, S] (host) with -1 except the reminded ones (nearest by mean distance).
+
+        ``stm_idx`` [B, S] on the host, ``stm_on_device`` the same on the engrams' device.
+        """
         num_stm = stm_idx.shape[1]
         if num_stm == 0:
             return stm_idx
-        stm_data = gather_rows(self.engrams.data, stm_idx, 0.0)
+        stm_data = gather_rows(self.engrams.data, stm_on_device, 0.0)
         top = ops.nearest_keys(wm_data, stm_data, min(self.num_reminded_stm, num_stm), reduce="mean",
-                               invalid=(stm_idx < 0) if self.fix_padding else None, backend=self.distances)
-        chosen = torch.zeros((stm_idx.shape[0], num_stm + 1), dtype=torch.bool, device=stm_idx.device)
+                               invalid=(stm_on_device < 0) if self.fix_padding else None, backend=self.distances)
+        top = top.cpu()  # copy 2: the graph search starts from the reminded engrams
+        chosen = torch.zeros((stm_idx.shape[0], num_stm + 1), dtype=torch.bool)
         chosen = chosen.scatter_(1, torch.where(top < 0, num_stm, top), True)[:, :num_stm]
         reminded = stm_idx.masked_fill(~chosen, -1)
         return indices_compact(reminded) if self.fix_padding else reminded
 
     def _search_longterm(self, reminded_stm: torch.Tensor, ltm_idx: torch.Tensor,
                          ltm_mask: torch.Tensor) -> torch.Tensor:
-        """Long-term candidates [B, N]: local indices (or positions with ``fix_ltm_local_index``)."""
+        """Long-term candidates [B, N]: local indices (or positions with ``fix_ltm_local_index``). On the host."""
         e = self.engrams
         batch, length = ltm_mask.shape
         if reminded_stm.shape[1] == 0 or batch == 0:
-            return torch.zeros((batch, 0), dtype=torch.long, device=e.device)
+            return torch.zeros((batch, 0), dtype=torch.long)
         queries = reminded_stm if self.fix_negative_index else torch.where(reminded_stm < 0, length - 1,
                                                                              reminded_stm)
         initial = self._initial_ltm_positions(queries, ltm_mask, ltm_idx)
         if ltm_idx.shape[1] == 0:  # no long-term engram: the original's search returns zeros (engram 0)
-            return torch.zeros((batch, 0 if self.fix_empty_ltm else 1), dtype=torch.long, device=e.device)
+            return torch.zeros((batch, 0 if self.fix_empty_ltm else 1), dtype=torch.long)
         local = _longterm.local_from_positions(initial, ltm_mask)
         if self.fix_negative_index:
             local = local.masked_fill(reminded_stm < 0, -1)
         starts = sorted_unique_front_padded(local)
         walked = e.walk_longterm(starts, ltm_idx, self.ltm_search_depth, alias_negative=not self.fix_negative_index)
         found = super_unique(walked, dim=1)
-        if self.fix_padding or self.fix_negative_index:
-            found = indices_compact(found)
-        return found.to(e.device)
+        return indices_compact(found) if self.fix_padding or self.fix_negative_index else found
 
     def _nearest_longterm(self, wm_data: torch.Tensor, found: torch.Tensor, ltm_idx: torch.Tensor) -> torch.Tensor:
-        """The ``num_final_ltms`` candidates nearest to the working memory (summed distance), positions [B, F]."""
+        """The ``num_final_ltms`` candidates nearest to the working memory (summed distance), positions [B, F].
+
+        ``found`` and ``ltm_idx`` on the host, and so is the result.
+        """
         if found.shape[1] == 0:
             return found
         found_pos = gather_rows(ltm_idx, found, -1) if self.fix_ltm_local_index else found
-        found_data = gather_rows(self.engrams.data, found_pos, 0.0)
+        on_device = found_pos.to(self.engrams.device, non_blocking=True)
+        found_data = gather_rows(self.engrams.data, on_device, 0.0)
         top = ops.nearest_keys(wm_data, found_data, min(self.num_final_ltms, found.shape[1]), reduce="sum",
-                               invalid=(found_pos < 0) if self.fix_padding else None, backend=self.distances)
-        return gather_rows(found_pos, top, -1)
+                               invalid=(on_device < 0) if self.fix_padding else None, backend=self.distances)
+        return gather_rows(found_pos, top.cpu(), -1)  # copy 3: the picks fire together in the graph
 
     def _warn_fixes_ignored(self) -> None:
         if any(getattr(self, name) for name in _FIXES):

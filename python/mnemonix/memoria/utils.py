@@ -10,7 +10,7 @@ import torch
 
 __all__ = [
     "super_unique", "indices_with_mask", "indices_with_masks", "gather_rows", "indices_compact",
-    "sorted_unique_front_padded",
+    "sorted_unique_front_padded", "to_device",
 ]
 
 
@@ -110,3 +110,12 @@ def sorted_unique_front_padded(values: torch.Tensor) -> torch.Tensor:
     presence = torch.zeros((batch, size + 1), dtype=torch.bool, device=values.device)
     presence.scatter_(1, torch.where(values < 0, size, values).long(), True)
     return indices_with_mask(presence[:, :size])
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; a host-to-device copy is issued without making the host wait.
+
+    (``non_blocking`` from host memory: the data is staged at once, the host does not wait for
+    the device; a device-to-host copy stays blocking, since the host reads it next.)
+    """
+    return tensor.to(device, non_blocking=tensor.device.type == "cpu" and device.type != "cpu")

@@ -26,6 +26,11 @@ tensor, ``.item()``, ``bool()``, ``float()``, ``int()``, ``operator.index``, ``.
 printing, and ``torch.cuda.synchronize()``. An operation on the fast path of an op that a CUDA
 graph should capture must count zero.
 
+*Copies* (``fc.copies``, with ``fc.copy_events``): every transfer of tensor data between host
+and device, blocking or not -- moves (``.to``, ``.cuda()``, ``.cpu()``), ``copy_`` across
+devices, ``torch.tensor(data, device="cuda")``, CPU indices or values in indexing, and
+``.tolist()`` of a tagged tensor. A ``non_blocking`` host-to-device move is a copy but no sync.
+
 Inside the mode ``torch.cuda`` answers as a one-GPU machine (``is_available()``,
 ``get_device_properties`` of an H200 with 132 SMs, ``torch.cuda.device`` guards), and
 ``torch.Generator(device="cuda")`` makes a CPU generator tagged as CUDA. Triton kernels launch
@@ -173,6 +178,8 @@ class FakeCuda(TorchFunctionMode):
         Every device bug seen (also raised at once when ``strict``).
     sync_events : list[SyncEvent]
         Every host sync on a tagged tensor since the last :meth:`reset`.
+    copy_events : list[SyncEvent]
+        Every host <-> device data transfer since the last :meth:`reset` (kind ``"h2d"``/``"d2h"``).
     """
 
     def __init__(self, *, strict: bool = True) -> None:
@@ -180,6 +187,7 @@ class FakeCuda(TorchFunctionMode):
         self.strict = strict
         self.violations: list[str] = []
         self.sync_events: list[SyncEvent] = []
+        self.copy_events: list[SyncEvent] = []
         self._paused = 0
 
     # -- public API -------------------------------------------------------------------
@@ -188,9 +196,15 @@ class FakeCuda(TorchFunctionMode):
         """Host syncs since the last :meth:`reset`."""
         return len(self.sync_events)
 
+    @property
+    def copies(self) -> int:
+        """Host <-> device data transfers since the last :meth:`reset`."""
+        return len(self.copy_events)
+
     def reset(self) -> None:
-        """Forget the syncs counted so far (violations stay)."""
+        """Forget the syncs and copies counted so far (violations stay)."""
         self.sync_events.clear()
+        self.copy_events.clear()
 
     def describe(self) -> str:
         """The syncs counted so far, one per line (for assertion messages)."""
@@ -208,6 +222,9 @@ class FakeCuda(TorchFunctionMode):
     # -- bookkeeping ------------------------------------------------------------------
     def _sync(self, kind: str) -> None:
         self.sync_events.append(SyncEvent(kind, _caller()))
+
+    def _copy(self, kind: str) -> None:
+        self.copy_events.append(SyncEvent(kind, _caller()))
 
     def _violation(self, message: str) -> None:
         message = f"{message} (at {_caller()})"
@@ -259,6 +276,7 @@ class FakeCuda(TorchFunctionMode):
             self._count(func, key, args, tensors)
         elif target and func in _HOST_DATA_FACTORIES:
             self._sync("h2d")
+            self._copy("h2d")
         out = func(*args, **kwargs)
         if out_cuda:
             _tag(out)
@@ -268,6 +286,8 @@ class FakeCuda(TorchFunctionMode):
         kind = _SYNC_METHODS.get(func)
         if kind is not None:
             self._sync(kind)
+            if kind == "tolist":
+                self._copy("d2h")
         elif key is _T.__getitem__ or key is _T.__setitem__:
             index = args[1] if len(args) > 1 else None
             index_tensors = _tensors(index, [])
@@ -275,16 +295,19 @@ class FakeCuda(TorchFunctionMode):
                 self._sync("mask")
             elif any(not is_fake_cuda(t) for t in index_tensors):
                 self._sync("h2d")
+                self._copy("h2d")
             if key is _T.__setitem__ and len(args) > 2:
                 value = args[2]
                 if isinstance(value, torch.Tensor) and not is_fake_cuda(value) and value.ndim > 0:
                     if index_tensors:
                         self._violation("index_put_ of CPU values into a CUDA tensor")
                     self._sync("h2d")
+                    self._copy("h2d")
         elif func is torch.where and len(args) == 1:
             self._sync("nonzero")
         elif func is _T.copy_ and is_fake_cuda(args[0]) != is_fake_cuda(args[1]):
             self._sync("h2d" if is_fake_cuda(args[0]) else "d2h")
+            self._copy("h2d" if is_fake_cuda(args[0]) else "d2h")
         elif func in (_T.repeat_interleave, torch.repeat_interleave) and isinstance(
                 args[1] if len(args) > 1 else None, torch.Tensor):
             self._sync("repeat_interleave")
@@ -344,6 +367,7 @@ def _move(mode: FakeCuda, src: torch.Tensor, out: torch.Tensor, to_cuda: bool, n
     """Finish a ``.to``/``.cuda``/``.cpu``: a move across fake devices returns a new, re-tagged copy."""
     was_cuda = is_fake_cuda(src)
     if was_cuda != to_cuda:
+        mode._copy("h2d" if to_cuda else "d2h")
         if not non_blocking:
             mode._sync("h2d" if to_cuda else "d2h")
         if out is src:
