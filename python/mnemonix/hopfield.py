@@ -28,6 +28,7 @@ import torch
 
 from mnemonix import _checks, _io, _loadcheck, ops
 from mnemonix._io import FormatError
+from mnemonix.ops.hopfield import SPEC as _RETRIEVE_SPEC
 
 _MODERN_FORMAT = "mnemonix.ModernHopfield"
 _MODERN_VERSION = 1
@@ -93,7 +94,7 @@ class ModernHopfield(_PatternStore):
         self.beta = _checks.positive_float("beta", beta)
         self.max_iter = _checks.positive_int("max_iter", max_iter)
         self.eps = _checks.positive_float("eps", eps)
-        self.backend = backend
+        self.backend = _checks.choice("backend", backend, _RETRIEVE_SPEC.names, none_ok=True)
         self._patterns: torch.Tensor | None = None
         if patterns is not None:
             self.store(patterns)
@@ -145,6 +146,7 @@ class ModernHopfield(_PatternStore):
         the returned states costs one more fused pass; skip it with ``with_energy=False``.
         """
         steps = self.max_iter if max_iter is None else _checks.positive_int("max_iter", max_iter)
+        _checks.flag("with_energy", with_energy)
         x = self.patterns
         _checks.tensor("queries", queries, min_ndim=1)
         squeeze = queries.ndim == 1
@@ -217,6 +219,7 @@ class ModernHopfield(_PatternStore):
         ``device=None`` puts it back on the device type it was saved from when available here
         (else the CPU). Every field is validated before anything is built.
         """
+        device = _loadcheck.device(device, None) if device is not None else None  # before reading the file
         arrays, meta, _ = _io.load_arrays(path, format=_MODERN_FORMAT, max_version=_MODERN_VERSION)
         pats = _loadcheck.array(path, arrays, "patterns", ndim=2, dtypes=("float32",), finite=True)
         if 0 in pats.shape:
@@ -377,6 +380,7 @@ class ClassicalHopfield:
         The Hebbian sum must be square, symmetric, integer-valued with a zero diagonal and
         entries bounded by the pattern count. ``device=None``: as :meth:`ModernHopfield.load`.
         """
+        device = _loadcheck.device(device, None) if device is not None else None  # before reading the file
         arrays, meta, _ = _io.load_arrays(path, format=_CLASSICAL_FORMAT, max_version=_BINARY_VERSION)
         w = _loadcheck.array(path, arrays, "hebbian_sum", ndim=2, dtypes=("float32",), finite=True)
         max_iter = _loadcheck.meta(path, meta, "max_iter", "int", check=lambda v: v > 0, expected="> 0")
@@ -500,7 +504,7 @@ class DenseHopfield(_PatternStore):
         return energy
 
     def flip_energy_changes(self, states: torch.Tensor) -> torch.Tensor:
-        """Energy change of flipping each bit of states [B, n] alone -> [B, n] (float64).
+        """Energy change of flipping each bit of states [..., B, n] alone -> [..., B, n] (float64).
 
         Flipping bit j moves overlap ``o_mu`` to ``o_mu - 2 sigma_j xi_mu,j``, i.e. to
         ``o_mu - 2`` or ``o_mu + 2``. With ``A_mu = F(o_mu - 2) - F(o_mu)`` and
@@ -585,6 +589,7 @@ class DenseHopfield(_PatternStore):
 
         ``device=None``: as :meth:`ModernHopfield.load`.
         """
+        device = _loadcheck.device(device, None) if device is not None else None  # before reading the file
         arrays, meta, _ = _io.load_arrays(path, format=_DENSE_FORMAT, max_version=_BINARY_VERSION)
         pats = _loadcheck.array(path, arrays, "patterns", ndim=2, dtypes=("int8",))
         if 0 in pats.shape or not bool(np.isin(pats, (-1, 1)).all()):

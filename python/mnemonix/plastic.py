@@ -46,8 +46,9 @@ def _engine_class() -> Any:
 
 def tokenize(s: str, start: str = ">", stop: str = "_") -> str:
     """Wrap a sample as the research notebook does: ``start + s + stop`` (``">" + s + "_"``)."""
-    if not isinstance(s, str):
-        raise TypeError(f"s must be a str, got {type(s).__name__}")
+    for name, value in (("s", s), ("start", start), ("stop", stop)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
     return f"{start}{s}{stop}"
 
 
@@ -138,6 +139,10 @@ class PlasticMemory:
         """
         if isinstance(samples, str):
             raise TypeError("samples must be an iterable of str, got a single str (use learn)")
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True or False, got {type(progress).__name__} {progress!r}")
+        if not isinstance(samples, Iterable):
+            raise TypeError(f"samples must be an iterable of str, got {type(samples).__name__}")
         batch = list(samples)
         for i, s in enumerate(batch):
             _check_sample(f"samples[{i}]", s)
@@ -358,6 +363,8 @@ class PlasticMemory:
 
     def to_csv(self, nodes_path: str | os.PathLike[str], edges_path: str | os.PathLike[str]) -> None:
         """Write ``id,string,count,r_level`` and ``source,target`` (node ids) CSV files."""
+        nodes_path = _io.checked_path(nodes_path, "nodes_path")
+        edges_path = _io.checked_path(edges_path, "edges_path")
         nodes = self.nodes()
         index = {s: i for i, (s, _, _) in enumerate(nodes)}
         Path(nodes_path).parent.mkdir(parents=True, exist_ok=True)

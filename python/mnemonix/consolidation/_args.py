@@ -76,7 +76,7 @@ def real(name: str, value: object, *, low: float | None = None, high: float | No
     """A finite real number (not a bool) in the given range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    out = float(value)
+    out = as_float(value)
     bad = not math.isfinite(out)
     bad = bad or (low is not None and (out <= low if low_open else out < low))
     bad = bad or (high is not None and (out >= high if high_open else out > high))
@@ -86,6 +86,14 @@ def real(name: str, value: object, *, low: float | None = None, high: float | No
         rng = " and ".join(s for s in (lo, hi) if s)
         raise ValueError(f"{name} must be a finite number{' ' + rng if rng else ''}, got {value!r}")
     return out
+
+
+def as_float(value: numbers.Real) -> float:
+    """``float(value)``; an int beyond float64 (``-10**400``) becomes -inf / +inf instead of an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def flag(name: str, value: object) -> bool:

@@ -132,6 +132,8 @@ class ImageDataset:
         if isinstance(index, torch.Tensor) and (index.is_floating_point() or index.is_complex() or index.ndim != 1):
             raise TypeError(f"index must be a 1-d integer or boolean tensor, got dtype {index.dtype} and shape "
                             f"{tuple(index.shape)}")
+        if isinstance(index, torch.Tensor) and index.device.type == "meta":
+            raise ValueError("index is on the meta device (it holds no data); pass a tensor with values")
         try:
             images, labels = self.images[index], self.labels[index]
         except IndexError as exc:
