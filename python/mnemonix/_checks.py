@@ -191,6 +191,6 @@ def building(sizes: str) -> Iterator[None]:
         torch.random.set_rng_state(rng)
         if isinstance(exc, (RuntimeError, TypeError, OverflowError, MemoryError)) and any(
                 word in str(exc).lower() for word in _ALLOCATION_WORDS):
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{sizes}: too large to allocate here ({first})") from None
+            why = "a size overflows int64" if "overflow" in str(exc).lower() else "out of memory"
+            raise ValueError(f"{sizes}: the tensors are too large to allocate here ({why})") from None
         raise

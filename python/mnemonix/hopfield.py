@@ -31,6 +31,13 @@ from mnemonix._io import FormatError
 from mnemonix.ops.hopfield import SPEC as _RETRIEVE_SPEC
 
 _MODERN_FORMAT = "mnemonix.ModernHopfield"
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+_MAX_NORM = math.sqrt(_FLOAT32_MAX)
+
+
+def _squared_norms(x: torch.Tensor) -> torch.Tensor:
+    """Squared row norms [N] in float32 (inf where a row's squared norm overflows float32)."""
+    return x.float().square().sum(1)
 _MODERN_VERSION = 1
 
 
@@ -92,6 +99,8 @@ class ModernHopfield(_PatternStore):
         backend: str | None = None,
     ) -> None:
         self.beta = _checks.positive_float("beta", beta)
+        if self.beta > _FLOAT32_MAX:  # the kernels scale float32 logits by beta
+            raise ValueError(f"beta must be <= {_FLOAT32_MAX:.4g} (float32's range), got {beta!r}")
         self.max_iter = _checks.positive_int("max_iter", max_iter)
         self.eps = _checks.positive_float("eps", eps)
         self.backend = _checks.choice("backend", backend, _RETRIEVE_SPEC.names, none_ok=True)
@@ -105,7 +114,11 @@ class ModernHopfield(_PatternStore):
         _checks.tensor("patterns", patterns, ndim=2)
         if patterns.shape[0] == 0 or patterns.shape[1] == 0:
             raise ValueError(f"patterns must be a non-empty [N, d] tensor, got shape {tuple(patterns.shape)}")
-        _checks.finite("patterns", patterns)
+        # finite squared norms prove finite patterns, and the energy's |x|^2 / 2 term needs them
+        if not _checks.all_finite(_squared_norms(patterns)):
+            _checks.finite("patterns", patterns)
+            raise ValueError(f"patterns has a row whose norm exceeds {_MAX_NORM:.2g}: its squared norm overflows "
+                             "float32 (energies and iterated retrieval could not be computed)")
         return patterns
 
     def store(self, patterns: torch.Tensor) -> ModernHopfield:
@@ -224,8 +237,11 @@ class ModernHopfield(_PatternStore):
         pats = _loadcheck.array(path, arrays, "patterns", ndim=2, dtypes=("float32",), finite=True)
         if 0 in pats.shape:
             raise FormatError(f"{str(path)!r}: field 'patterns' must be non-empty, got shape {pats.shape}")
+        if not _checks.all_finite(_squared_norms(torch.from_numpy(pats))):
+            raise FormatError(f"{str(path)!r}: field 'patterns' has a row whose norm exceeds {_MAX_NORM:.2g}")
         positive = {"check": lambda v: v > 0, "expected": "> 0"}
-        beta = _loadcheck.meta(path, meta, "beta", "float", **positive)
+        beta = _loadcheck.meta(path, meta, "beta", "float", check=lambda v: 0 < v <= _FLOAT32_MAX,
+                               expected=f"in (0, {_FLOAT32_MAX:.4g}]")
         max_iter = _loadcheck.meta(path, meta, "max_iter", "int", **positive)
         eps = _loadcheck.meta(path, meta, "eps", "float", **positive)
         dtype = getattr(torch, _loadcheck.choice(path, meta, "dtype", ("float32", "float16", "bfloat16"),

@@ -189,7 +189,7 @@ TARGETS = [
     Target("load_digits_tasks", lambda _, **kw: load_digits_tasks(**kw), dict(seed=0, test_fraction=0.3),
            dict(seed=bad_int(0), test_fraction=bad_real(0.0, high=0.999999))),
     Target("train_split", lambda _, **kw: train_split(**kw),
-           dict(config=TrainConfig(epochs_per_task=1, max_steps_per_task=1, tasks=((0, 1), (2, 3))), data=None,
+           dict(config=TrainConfig(epochs_per_task=1, max_steps_per_task=1, tasks=((0, 1), (2, 3))), data=digits(),
                 progress=False, variants=("no_memory",), device="cpu"),
            dict(config=_bad_config(), progress=bad_flag(), device=bad_device(none_ok=True),
                 variants=st.sampled_from([("str", "memory"), ("unknown", ("memory", "x")), ("None", None)])),

@@ -82,6 +82,8 @@ class ImageDataset:
         if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
             raise ValueError(f"labels must be [N, F] with N = {images.shape[0]} (the number of images), got "
                              f"{tuple(labels.shape)}")
+        _args.movable("images", images)
+        _args.movable("labels", labels)
         if images.device.type not in ("cpu", "cuda"):
             raise ValueError(f"images must be on a CPU or CUDA device, got {images.device}")
         if labels.device != images.device:

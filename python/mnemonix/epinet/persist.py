@@ -84,7 +84,7 @@ def _read_meta(fields: _Fields, meta: object) -> dict[str, Any]:
             isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= _MAX_SIZE for s in shape)):
         raise fields.error("input_shape", f"must be null or a list of 1 to 8 positive ints, got {shape!r}")
     out["input_shape"] = None if shape is None else tuple(shape)
-    if meta.get("dtype") not in _DTYPES:
+    if not isinstance(meta.get("dtype"), str) or meta["dtype"] not in _DTYPES:
         raise fields.error("dtype", f"must be one of {sorted(_DTYPES)}, got {meta.get('dtype')!r}")
     out["dtype"] = _DTYPES[meta["dtype"]]
     clock = meta.get("clock")
