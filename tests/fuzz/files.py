@@ -84,7 +84,7 @@ def decode(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, header
 
 
-def _array_variants(a: np.ndarray, rng: random.Random) -> Iterator[tuple[str, np.ndarray]]:
+def array_variants(a: np.ndarray, rng: random.Random) -> Iterator[tuple[str, np.ndarray]]:
     for dtype in ("float64", "float16", "int8", "int64", "uint32", "bool", "complex64"):
         if a.dtype != np.dtype(dtype):
             yield f"as {dtype}", a.astype(dtype)
@@ -134,7 +134,7 @@ def crafted(arrays: dict[str, np.ndarray], header: dict[str, Any], seed: int
     rng = random.Random(seed)
     for key, a in arrays.items():
         yield f"array {key!r} removed", {k: v for k, v in arrays.items() if k != key}, header
-        for label, variant in _array_variants(a, rng):
+        for label, variant in array_variants(a, rng):
             yield f"array {key!r} {label}", {**arrays, key: variant}, header
     yield "an unknown array", {**arrays, "zzz": np.zeros(3)}, header
     yield "version + 1", arrays, {**header, "version": header["version"] + 1}

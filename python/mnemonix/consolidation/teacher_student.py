@@ -57,7 +57,8 @@ def build_hopfield(images: torch.Tensor, *, beta: float = DEFAULT_BETA, backend:
     """Store images [N, C, H, W] (in [0, 1]) in a :class:`~mnemonix.hopfield.ModernHopfield`."""
     _checks.tensor("images", images, ndim=4, dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16))
     if 0 in images.shape:
-        raise ValueError(f"images must hold at least one non-empty image to store, got shape {tuple(images.shape)}")
+        raise ValueError(f"images must hold at least one non-empty image to store, got an empty dataset of shape "
+                         f"{tuple(images.shape)}")
     _args.finite_tensor("images", images)
     return ModernHopfield(to_patterns(images), beta=beta, max_iter=1, backend=backend)
 
