@@ -186,10 +186,14 @@ def bad_generator() -> st.SearchStrategy[Bad]:
                             ("object", _Opaque())])
 
 
-def bad_path() -> st.SearchStrategy[Bad]:
-    """Non-paths (None, numbers, lists, bytes with NUL) and invalid strings (empty, NUL)."""
-    return st.sampled_from([("None", None), ("int", 3), ("float", 1.5), ("list", ["a"]), ("str", ""),
-                            ("nul", "a\0b"), ("object", _Opaque())])
+def bad_path(*, to_read: bool = False) -> st.SearchStrategy[Bad]:
+    """Non-paths (None, numbers, lists) and invalid strings (empty, NUL); ``to_read``: also a
+    missing file and a folder (FileNotFoundError / IsADirectoryError naming the path)."""
+    values = [("None", None), ("int", 3), ("float", 1.5), ("list", ["a"]), ("str", ""), ("nul", "a\0b"),
+              ("object", _Opaque())]
+    if to_read:
+        values += [("missing", "/nonexistent-mnemonix/x.npz"), ("folder", scratch_dir())]
+    return st.sampled_from(values)
 
 
 @functools.cache
@@ -332,6 +336,8 @@ def probe(target: Target, arg: str, bad: Bad) -> None:
     what = f"{target.name}({arg}=<{tag}> {_short(value)})"
     try:
         target.call(obj, **kwargs)
+    except PATH_ERRORS as exc:  # only for a path the user gave: the message names that path
+        assert isinstance(value, str) and value in str(exc), f"{what}: raised {type(exc).__name__}: {exc}"
     except target.allowed as exc:
         word, text = target.names.get(arg, arg), str(exc)
         assert word in text, f"{what}: the message does not name {word!r}: {type(exc).__name__}: {exc}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 
 import torch
@@ -17,6 +18,7 @@ from mnemonix.epinet import (
     SalienceClock,
     TrainConfig,
     load_digits_tasks,
+    load_mnist_tasks,
     train_split,
 )
 
@@ -73,6 +75,19 @@ def saved_memory() -> str:
 def digits():
     x_train, y_train, x_test, y_test = load_digits_tasks(0)
     return x_train[:40], y_train[:40], x_test[:20], y_test[:20]
+
+
+@functools.cache
+def mnist_dir() -> str:
+    """A folder of four tiny MNIST IDX files (3 training and 2 test images)."""
+    folder = os.path.join(scratch_dir(), "mnist")
+    os.makedirs(folder, exist_ok=True)
+    for stem, dims in (("train-images-idx3-ubyte", (3, 28, 28)), ("train-labels-idx1-ubyte", (3,)),
+                       ("t10k-images-idx3-ubyte", (2, 28, 28)), ("t10k-labels-idx1-ubyte", (2,))):
+        head = bytes([0, 0, 8, len(dims)]) + b"".join(d.to_bytes(4, "big") for d in dims)
+        with open(os.path.join(folder, stem), "wb") as fh:
+            fh.write(head + bytes(math.prod(dims)))
+    return folder
 
 
 def _labels_bad(good: torch.Tensor):
@@ -144,7 +159,9 @@ TARGETS = [
     Target("EpisodicMemory.save", lambda mem, **kw: mem.save(**kw),
            dict(path=os.path.join(scratch_dir(), "episodic-unused.npz")), dict(path=bad_path()), make=memory),
     Target("EpisodicMemory.load", lambda _, **kw: EpisodicMemory.load(**kw), dict(path=saved_memory(), device=None),
-           dict(device=bad_device())),
+           dict(path=bad_path(to_read=True), device=bad_device())),
+    Target("load_mnist_tasks", lambda _, **kw: load_mnist_tasks(**kw), dict(path=mnist_dir()),
+           dict(path=bad_path(to_read=True).filter(lambda b: b[0] != "folder"))),
     Target("RecallEngine", lambda _, **kw: RecallEngine(**kw), dict(top_k=2, backend=None),
            dict(top_k=bad_int(), backend=bad_choice(("torch", "triton"), none_ok=True))),
     Target("RecallEngine.recall", lambda eng, **kw: eng.recall(**kw),
@@ -184,6 +201,10 @@ TARGETS = [
                                               skip=("rank0", "type:int", "type:float")),
                                    st.just(("zero", 0.0)))),
            make=epinet),
+    Target("EpiNet.memory", lambda net, **kw: setattr(net, "memory", kw["memory"]),
+           dict(memory=EpisodicMemory(3, 6, input_shape=(1, 8, 8))),
+           dict(memory=st.sampled_from([("str", "memory"), ("None", None), ("clock", SalienceClock())])),
+           make=epinet),
     Target("EpiNet.replay_batch", lambda net, **kw: net.replay_batch(**kw), dict(n=2, generator=None),
            dict(n=bad_int(), generator=bad_generator()), make=epinet),
     Target("load_digits_tasks", lambda _, **kw: load_digits_tasks(**kw), dict(seed=0, test_fraction=0.3),
@@ -193,6 +214,10 @@ TARGETS = [
                                    hidden_dim=8, batch_size=8, memory_capacity=8), data=digits(),
                 progress=False, variants=("no_memory",), device="cpu"),
            dict(config=_bad_config(), progress=bad_flag(), device=bad_device(none_ok=True),
+                data=st.sampled_from([("str", "digits"), ("3-tuple", digits()[:3]),
+                                      ("float labels", (*digits()[:1], digits()[1].float(), *digits()[2:])),
+                                      ("nan images", (digits()[0] * float("nan"), *digits()[1:])),
+                                      ("meta images", (digits()[0].to("meta"), *digits()[1:]))]),
                 variants=st.sampled_from([("str", "memory"), ("unknown", ("memory", "x")), ("None", None)])),
            names={"config": "config"}),
 ]

@@ -29,6 +29,7 @@ CUES = torch.randint(0, 2, (3, 16), generator=_G).float() * 2 - 1
 REAL = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.int16, torch.int32,
         torch.int64)
 BACKENDS = ("triton", "cpp", "sdpa", "torch", "reference")
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 UNUSED = os.path.join(scratch_dir(), "unused.npz")  # a save target of the good call
 BATCH = ("rank+1", "rank-1", "empty:0")  # [..., B, d] accepts any leading shape, B = 0 included
 
@@ -69,7 +70,7 @@ def saved(cls_name: str) -> str:
 TARGETS = [
     Target("ModernHopfield", lambda _, **kw: ModernHopfield(**kw),
            dict(patterns=P, beta=4.0, max_iter=2, eps=1e-4, backend=None),
-           dict(patterns=bad_tensor(P, skip=("type:None",)), beta=bad_real(), max_iter=bad_int(),
+           dict(patterns=bad_tensor(P, skip=("type:None",)), beta=bad_real(high=FLOAT32_MAX), max_iter=bad_int(),
                 eps=bad_real(), backend=bad_choice(BACKENDS, none_ok=True))),
     Target("ModernHopfield.store", lambda net, **kw: net.store(**kw), dict(patterns=P),
            dict(patterns=bad_tensor(P)), make=modern),
@@ -124,6 +125,7 @@ TARGETS = [
            make=lambda: HopfieldRetrieval(beta=2.0)),
 ] + [
     Target(f"{cls.__name__}.load", lambda _, cls=cls, **kw: cls.load(**kw),
-           dict(path=saved(cls.__name__), device=None), dict(device=bad_device()), make=lambda: None)
+           dict(path=saved(cls.__name__), device=None), dict(path=bad_path(to_read=True), device=bad_device()),
+           make=lambda: None)
     for cls in (ModernHopfield, ClassicalHopfield, DenseHopfield)
 ]

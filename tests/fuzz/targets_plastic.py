@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 from hypothesis import strategies as st
@@ -18,6 +19,13 @@ def memory() -> PlasticMemory:
     mem = PlasticMemory()
     mem.learn_many(NAMES, progress=False)
     return mem
+
+
+@functools.cache
+def saved() -> str:
+    path = os.path.join(scratch_dir(), "plastic.npz")
+    memory().save(path)
+    return path
 
 
 def _bad_sample() -> st.SearchStrategy:
@@ -62,6 +70,8 @@ TARGETS = [
     Target("PlasticMemory.to_csv", lambda mem, **kw: mem.to_csv(**kw),
            dict(nodes_path=os.path.join(scratch_dir(), "n.csv"), edges_path=os.path.join(scratch_dir(), "e.csv")),
            dict(nodes_path=bad_path(), edges_path=bad_path()), make=memory),
+    Target("PlasticMemory.load", lambda _, **kw: PlasticMemory.load(**kw), dict(path=saved()),
+           dict(path=bad_path(to_read=True))),
     Target("tokenize", lambda _, **kw: tokenize(**kw), dict(s="emma", start=">", stop="_"),
            dict(s=bad_str(), start=bad_str(), stop=bad_str())),
 ]

@@ -17,8 +17,9 @@ from mnemonix.consolidation import (
     LinearProbe,
     TinyVAE,
     build_hopfield,
+    load_mnist,
 )
-from mnemonix.epinet import EpiNet, EpisodicMemory, MoEDecoder, RecallEngine, train_split
+from mnemonix.epinet import EpiNet, EpisodicMemory, MoEDecoder, RecallEngine, load_mnist_tasks, train_split
 from mnemonix.hopfield import ClassicalHopfield, DenseHopfield, ModernHopfield
 from mnemonix.plastic import PlasticMemory, tokenize
 
@@ -106,7 +107,17 @@ CASES = [
     ("probe no features", lambda tmp: LinearProbe.fit(torch.zeros(3, 0), torch.zeros(3, dtype=torch.long)),
      ValueError, "one column"),
     ("hopfield images", lambda tmp: build_hopfield(torch.zeros(2, 0, 2, 2)), ValueError, "images must hold"),
+    # data files: '' searched the current folder; a file's wrong content was a plain ValueError
+    ("mnist path ''", lambda tmp: load_mnist_tasks(""), ValueError, "path must be a non-empty path"),
+    ("mnist npz shape", lambda tmp: load_mnist(_npz(tmp, x_train=np.zeros((2, 5, 5)), y_train=np.zeros(2, int))),
+     _io.FormatError, "field 'images'"),
 ]
+
+
+def _npz(tmp_path, **arrays) -> str:
+    path = str(tmp_path / "data.npz")
+    np.savez(path, **arrays)
+    return path
 
 
 @pytest.mark.parametrize("call,error,words", [pytest.param(*c[1:], id=c[0]) for c in CASES])

@@ -119,9 +119,7 @@ def load_mnist_tasks(path: str | os.PathLike[str]) -> Tasks:
     Raises FileNotFoundError when the files are missing, ``_io.FormatError`` when one is not a
     valid IDX file or images and labels disagree.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    root = _find_root(path)
+    root = _find_root(_io.checked_path(path))  # TypeError / ValueError naming path ('' is not the cwd)
 
     def find(stem: str) -> Path:
         for suffix in ("", ".gz"):
