@@ -92,16 +92,29 @@ def same_device(named: dict[str, torch.Tensor | None]) -> torch.device:
     return first
 
 
-def positive_float(name: str, value: object) -> float:
-    """A finite float > 0 (e.g. beta)."""
+def _real(name: str, value: object) -> float:
+    """A real number (int or float, not a bool) as a float; an int beyond float64 becomes +-inf."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float, got {type(value).__name__}")
     try:
-        out = float(value)
+        return float(value)
     except OverflowError:  # an int beyond float64 (e.g. -10**400)
-        out = math.inf if value > 0 else -math.inf
+        return math.inf if value > 0 else -math.inf
+
+
+def positive_float(name: str, value: object) -> float:
+    """A finite float > 0 (e.g. beta)."""
+    out = _real(name, value)
     if not math.isfinite(out) or out <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return out
+
+
+def nonneg_float(name: str, value: object) -> float:
+    """A finite float >= 0 (e.g. a decay rate)."""
+    out = _real(name, value)
+    if not math.isfinite(out) or out < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return out
 
 

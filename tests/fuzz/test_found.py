@@ -19,7 +19,16 @@ from mnemonix.consolidation import (
     build_hopfield,
     load_mnist,
 )
-from mnemonix.epinet import EpiNet, EpisodicMemory, MoEDecoder, RecallEngine, load_mnist_tasks, train_split
+from mnemonix.epinet import (
+    EpiNet,
+    EpisodicMemory,
+    MoEDecoder,
+    RecallEngine,
+    TrainConfig,
+    load_digits_tasks,
+    load_mnist_tasks,
+    train_split,
+)
 from mnemonix.hopfield import ClassicalHopfield, DenseHopfield, ModernHopfield
 from mnemonix.plastic import PlasticMemory, tokenize
 
@@ -107,6 +116,8 @@ CASES = [
     ("probe no features", lambda tmp: LinearProbe.fit(torch.zeros(3, 0), torch.zeros(3, dtype=torch.long)),
      ValueError, "one column"),
     ("hopfield images", lambda tmp: build_hopfield(torch.zeros(2, 0, 2, 2)), ValueError, "images must hold"),
+    ("config alpha -10**400", lambda tmp: train_split(TrainConfig(alpha=-(10**400))), ValueError, "config.alpha"),
+    ("test_fraction empty split", lambda tmp: load_digits_tasks(test_fraction=1 - 1e-6), ValueError, "test_fraction"),
     # data files: '' searched the current folder; a file's wrong content was a plain ValueError
     ("mnist path ''", lambda tmp: load_mnist_tasks(""), ValueError, "path must be a non-empty path"),
     ("mnist npz shape", lambda tmp: load_mnist(_npz(tmp, x_train=np.zeros((2, 5, 5)), y_train=np.zeros(2, int))),

@@ -45,6 +45,9 @@ def load_digits_tasks(seed: int = 0, test_fraction: float = 0.3) -> Tasks:
     g = torch.Generator(device="cpu").manual_seed(seed)
     perm = torch.randperm(len(y), generator=g, device="cpu")
     n_test = int(round(test_fraction * len(y)))
+    if not 0 < n_test < len(y):
+        raise ValueError(f"test_fraction={test_fraction!r} leaves {len(y) - n_test} of {len(y)} samples for training "
+                         f"and {n_test} for testing: both must be non-empty")
     test, train = perm[:n_test], perm[n_test:]
     return x[train], y[train], x[test], y[test]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -60,11 +59,7 @@ class TrainConfig:
             _checks.positive_int("config.max_steps_per_task", self.max_steps_per_task)
         _checks.positive_float("config.lr", self.lr)
         for name in ("beta", "alpha"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"config.{name} must be a float, got {type(value).__name__}")
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"config.{name} must be a finite number >= 0, got {value!r}")
+            _checks.nonneg_float(f"config.{name}", getattr(self, name))
 
 
 @dataclass
