@@ -110,10 +110,12 @@ def test_explicit_cpu_keeps_everything_on_the_cpu(small_digits):
 
 
 def test_model_methods_refuse_tensors_on_another_device():
+    # meta tensors hold no data: refused as such by mnemonix._checks.tensor, before any device comparison
+    # (the other-device messages are checked on CUDA below)
     vae = TinyVAE()
-    with pytest.raises(ValueError, match="images is on meta but the VAE is on cpu"):
+    with pytest.raises(ValueError, match="images is on the meta device"):
         vae.encode(torch.zeros(2, 1, 8, 8, device="meta"))
-    with pytest.raises(ValueError, match="generator is a generator on cpu but it draws for tensors on meta"):
+    with pytest.raises(ValueError, match="mean is on the meta device"):
         TinyVAE.sample(torch.zeros(2, 3, device="meta"), torch.zeros(2, 3, device="meta"),
                        generator=torch.Generator())
 
@@ -192,6 +194,8 @@ def test_vae_file_moves_between_devices(cuda_run, tmp_path):
     torch.testing.assert_close(on_cuda.reconstruct(x).cpu(), on_cpu.reconstruct(x.cpu()), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="images is on cpu but the VAE is on cuda"):
         on_cuda.reconstruct(x.cpu())
+    with pytest.raises(ValueError, match="generator is a generator on cpu but it draws for tensors on cuda"):
+        TinyVAE.sample(torch.zeros(2, 3, device="cuda"), torch.zeros(2, 3, device="cuda"), generator=torch.Generator())
 
 
 @pytest.mark.gpu

@@ -2,12 +2,18 @@
 
 Every check raises ValueError or TypeError whose message names the argument,
 what was expected and what was given. Checks never modify their inputs.
+
+Tensors on the ``meta`` device (shape and dtype, no data) are refused by :func:`tensor`
+unless the caller says otherwise: every public entry reads values, and a meta tensor would
+otherwise fail deep inside with "Tensor.item() cannot be called on meta tensors".
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -21,10 +27,16 @@ def tensor(
     ndim: int | Sequence[int] | None = None,
     min_ndim: int | None = None,
     dtypes: Sequence[torch.dtype] | None = FLOAT_DTYPES,
+    meta_ok: bool = False,
 ) -> torch.Tensor:
-    """Check that ``value`` is a tensor of the given rank and dtype; return it unchanged."""
+    """Check that ``value`` is a tensor of the given rank and dtype; return it unchanged.
+
+    ``meta_ok=False`` (the default) refuses a tensor on the meta device (it holds no values).
+    """
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.is_meta and not meta_ok:
+        raise ValueError(f"{name} is on the meta device (it holds no data); pass a tensor with values")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if value.ndim not in allowed:
@@ -131,8 +143,15 @@ class DataChecks:
 
 
 def same_device(named: dict[str, torch.Tensor | None]) -> torch.device:
-    """All given tensors live on one device; return it."""
+    """All given tensors (None entries skipped) live on one device; return it.
+
+    A value that is not a tensor is a TypeError naming it (callers may check devices before
+    they check each optional argument's kind).
+    """
     present = {k: v for k, v in named.items() if v is not None}
+    for key, value in present.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{key} must be a torch.Tensor or None, got {type(value).__name__}")
     devices = {k: v.device for k, v in present.items()}
     first_name, first = next(iter(devices.items()))
     for key, dev in devices.items():
@@ -143,13 +162,29 @@ def same_device(named: dict[str, torch.Tensor | None]) -> torch.device:
     return first
 
 
-def positive_float(name: str, value: object) -> float:
-    """A finite float > 0 (e.g. beta)."""
+def _real(name: str, value: object) -> float:
+    """A real number (int or float, not a bool) as a float; an int beyond float64 becomes +-inf."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    out = float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float64 (e.g. -10**400)
+        return math.inf if value > 0 else -math.inf
+
+
+def positive_float(name: str, value: object) -> float:
+    """A finite float > 0 (e.g. beta)."""
+    out = _real(name, value)
     if not math.isfinite(out) or out <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return out
+
+
+def nonneg_float(name: str, value: object) -> float:
+    """A finite float >= 0 (e.g. a decay rate)."""
+    out = _real(name, value)
+    if not math.isfinite(out) or out < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return out
 
 
@@ -167,3 +202,78 @@ def positive_int(name: str, value: object) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
+
+
+def flag(name: str, value: object) -> bool:
+    """A bool (``True`` / ``False``; 0, 1, None and strings are refused: a flag is one or the other)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def choice(name: str, value: object, options: Sequence[str], *, none_ok: bool = False) -> str | None:
+    """One of the strings ``options`` (or None when ``none_ok``)."""
+    if value is None and none_ok:
+        return None
+    if not isinstance(value, str):
+        none = " or None" if none_ok else ""
+        raise TypeError(f"{name} must be one of {list(options)}{none}, got {type(value).__name__}")
+    if value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+    return value
+
+
+def path(name: str, value: object) -> str:
+    """A file-system path (str or os.PathLike of str), non-empty and without NUL; returned as str."""
+    from mnemonix._io import checked_path  # torch-free module: the CLI imports it before torch
+
+    return str(checked_path(value, name))
+
+
+def device(name: str, value: object) -> torch.device:
+    """A device that exists here and holds data: a ``torch.device``, a str such as ``"cuda:0"``
+    or a CUDA index. ``meta``, unknown names, and CUDA (or another accelerator) that this machine
+    lacks are ValueErrors; other types TypeErrors."""
+    if isinstance(value, bool) or not isinstance(value, (str, torch.device, numbers.Integral)):
+        raise TypeError(f"{name} must be a torch.device, str or int, got {type(value).__name__}")
+    try:
+        out = torch.device(int(value) if isinstance(value, numbers.Integral) else value)
+    except (RuntimeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"{name} is not a device: {value!r} ({exc})") from None
+    if out.type == "meta":
+        raise ValueError(f"{name} must hold data, got the meta device")
+    if out.type == "cpu":
+        return out
+    module = getattr(torch, out.type, None)
+    available = torch.backends.mps.is_available if out.type == "mps" else getattr(module, "is_available", None)
+    if available is None or not available():
+        raise ValueError(f"{name}={value!r} but {out.type.upper()} is not available on this machine")
+    count = getattr(module, "device_count", None)
+    if out.index is not None and count is not None and out.index >= count():
+        raise ValueError(f"{name}={value!r} but this machine has {count()} {out.type} device(s)")
+    return out
+
+
+_ALLOCATION_WORDS = ("allocate", "overflow", "out of memory", "numel", "too large")
+
+
+@contextlib.contextmanager
+def building(sizes: str) -> Iterator[None]:
+    """Run a constructor's allocations; ``sizes`` names the arguments they depend on
+    (e.g. ``"capacity=10, key_dim=3"``).
+
+    A failed allocation (sizes beyond int64 or beyond this machine's memory) becomes a
+    ValueError naming those arguments instead of torch's allocator error, and the global CPU
+    RNG that a failed build consumed (weight initialisation) is restored: a failed
+    constructor changes no state.
+    """
+    rng = torch.random.get_rng_state()
+    try:
+        yield
+    except BaseException as exc:
+        torch.random.set_rng_state(rng)
+        if isinstance(exc, (RuntimeError, TypeError, OverflowError, MemoryError)) and any(
+                word in str(exc).lower() for word in _ALLOCATION_WORDS):
+            why = "a size overflows int64" if "overflow" in str(exc).lower() else "out of memory"
+            raise ValueError(f"{sizes}: the tensors are too large to allocate here ({why})") from None
+        raise

@@ -72,6 +72,20 @@ class FormatError(ValueError):
     """A file that is not a valid mnemonix file of the expected format and version."""
 
 
+def checked_path(path: object, name: str = "path") -> Path:
+    """``path`` as a Path: a str or os.PathLike of str, non-empty, without NUL (TypeError /
+    ValueError naming ``name`` otherwise, instead of ``os``'s "embedded null byte")."""
+    if isinstance(path, (str, os.PathLike)):
+        text = os.fspath(path)
+        if isinstance(text, str):
+            if not text:
+                raise ValueError(f"{name} must be a non-empty path, got ''")
+            if "\0" in text:
+                raise ValueError(f"{name} must not contain a NUL character, got {text!r}")
+            return Path(text)
+    raise TypeError(f"{name} must be a str or os.PathLike path, got {type(path).__name__}")
+
+
 # -- checksums ----------------------------------------------------------------------------------
 def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
     """SHA-256 over each array's name, dtype, shape and C-order bytes (the version-1 checksum)."""
@@ -124,7 +138,7 @@ def _os_error(exc: OSError, target: Path) -> OSError:
 
 def _write_target(path: str | os.PathLike[str]) -> Path:
     """The file a save must replace: the symlink's target for a symlink, never a folder."""
-    target = Path(os.fspath(path))
+    target = checked_path(path)
     if target.is_symlink():
         target = Path(os.path.realpath(target))
     if target.is_dir():
@@ -164,7 +178,7 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     Only names matching this module's temp pattern for this target are touched, and only when
     the process id in the name is not running (a live writer's temp file is never removed).
     """
-    target = Path(os.fspath(path))
+    target = checked_path(path)
     if os.name != "posix" or not target.parent.is_dir():
         return []
     pattern, removed = _temp_pattern(target), []
@@ -300,7 +314,7 @@ def save_arrays(
 
 # -- reading ------------------------------------------------------------------------------------
 def _existing_file(path: str | os.PathLike[str]) -> Path:
-    p = Path(os.fspath(path))
+    p = checked_path(path)
     if p.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a directory, expected a mnemonix file", str(p))
     if not p.exists():

@@ -77,12 +77,15 @@ def choice(path: str | os.PathLike[str], values: Mapping[str, Any], name: str, o
 
 
 def device(requested: Any, saved: Any) -> Any:
-    """Where a loaded model goes: ``requested`` when given, else the device type it was saved
-    from (``"cuda"`` / ``"cpu"``) when that is available here, else the CPU."""
-    if requested is not None:
-        return requested
-    if saved == "cuda":
-        import torch
+    """Where a loaded model goes: ``requested`` when given (checked: a device that exists here and
+    holds data, else a TypeError / ValueError naming ``device``), else the device type it was
+    saved from (``"cuda"`` / ``"cpu"``) when that is available here, else the CPU."""
+    import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return "cpu"
+    if requested is not None:
+        from mnemonix import _checks
+
+        return _checks.device("device", requested)
+    if saved == "cuda":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cpu")

@@ -28,8 +28,16 @@ import torch
 
 from mnemonix import _checks, _io, _loadcheck, ops
 from mnemonix._io import FormatError
+from mnemonix.ops.hopfield import SPEC as _RETRIEVE_SPEC
 
 _MODERN_FORMAT = "mnemonix.ModernHopfield"
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+_MAX_NORM = math.sqrt(_FLOAT32_MAX)
+
+
+def _squared_norms(x: torch.Tensor) -> torch.Tensor:
+    """Squared row norms [N] in float32 (inf where a row's squared norm overflows float32)."""
+    return x.float().square().sum(1)
 _MODERN_VERSION = 1
 
 
@@ -91,9 +99,11 @@ class ModernHopfield(_PatternStore):
         backend: str | None = None,
     ) -> None:
         self.beta = _checks.positive_float("beta", beta)
+        if self.beta > _FLOAT32_MAX:  # the kernels scale float32 logits by beta
+            raise ValueError(f"beta must be <= {_FLOAT32_MAX:.4g} (float32's range), got {beta!r}")
         self.max_iter = _checks.positive_int("max_iter", max_iter)
         self.eps = _checks.positive_float("eps", eps)
-        self.backend = backend
+        self.backend = _checks.choice("backend", backend, _RETRIEVE_SPEC.names, none_ok=True)
         self._patterns: torch.Tensor | None = None
         if patterns is not None:
             self.store(patterns)
@@ -104,7 +114,11 @@ class ModernHopfield(_PatternStore):
         _checks.tensor("patterns", patterns, ndim=2)
         if patterns.shape[0] == 0 or patterns.shape[1] == 0:
             raise ValueError(f"patterns must be a non-empty [N, d] tensor, got shape {tuple(patterns.shape)}")
-        _checks.finite("patterns", patterns)
+        # finite squared norms prove finite patterns, and the energy's |x|^2 / 2 term needs them
+        if not _checks.all_finite(_squared_norms(patterns)):
+            _checks.finite("patterns", patterns)
+            raise ValueError(f"patterns has a row whose norm exceeds {_MAX_NORM:.2g}: its squared norm overflows "
+                             "float32 (energies and iterated retrieval could not be computed)")
         return patterns
 
     def store(self, patterns: torch.Tensor) -> ModernHopfield:
@@ -145,6 +159,7 @@ class ModernHopfield(_PatternStore):
         the returned states costs one more fused pass; skip it with ``with_energy=False``.
         """
         steps = self.max_iter if max_iter is None else _checks.positive_int("max_iter", max_iter)
+        _checks.flag("with_energy", with_energy)
         x = self.patterns
         _checks.tensor("queries", queries, min_ndim=1)
         squeeze = queries.ndim == 1
@@ -222,12 +237,16 @@ class ModernHopfield(_PatternStore):
         ``device=None`` puts it back on the device type it was saved from when available here
         (else the CPU). Every field is validated before anything is built.
         """
+        device = _loadcheck.device(device, None) if device is not None else None  # before reading the file
         arrays, meta, _ = _io.load_arrays(path, format=_MODERN_FORMAT, max_version=_MODERN_VERSION)
         pats = _loadcheck.array(path, arrays, "patterns", ndim=2, dtypes=("float32",), finite=True)
         if 0 in pats.shape:
             raise FormatError(f"{str(path)!r}: field 'patterns' must be non-empty, got shape {pats.shape}")
+        if not _checks.all_finite(_squared_norms(torch.from_numpy(pats))):
+            raise FormatError(f"{str(path)!r}: field 'patterns' has a row whose norm exceeds {_MAX_NORM:.2g}")
         positive = {"check": lambda v: v > 0, "expected": "> 0"}
-        beta = _loadcheck.meta(path, meta, "beta", "float", **positive)
+        beta = _loadcheck.meta(path, meta, "beta", "float", check=lambda v: 0 < v <= _FLOAT32_MAX,
+                               expected=f"in (0, {_FLOAT32_MAX:.4g}]")
         max_iter = _loadcheck.meta(path, meta, "max_iter", "int", **positive)
         eps = _loadcheck.meta(path, meta, "eps", "float", **positive)
         dtype = getattr(torch, _loadcheck.choice(path, meta, "dtype", ("float32", "float16", "bfloat16"),
@@ -384,6 +403,7 @@ class ClassicalHopfield:
         The Hebbian sum must be square, symmetric, integer-valued with a zero diagonal and
         entries bounded by the pattern count. ``device=None``: as :meth:`ModernHopfield.load`.
         """
+        device = _loadcheck.device(device, None) if device is not None else None  # before reading the file
         arrays, meta, _ = _io.load_arrays(path, format=_CLASSICAL_FORMAT, max_version=_BINARY_VERSION)
         w = _loadcheck.array(path, arrays, "hebbian_sum", ndim=2, dtypes=("float32",), finite=True)
         max_iter = _loadcheck.meta(path, meta, "max_iter", "int", check=lambda v: v > 0, expected="> 0")
@@ -511,7 +531,7 @@ class DenseHopfield(_PatternStore):
         return energy
 
     def flip_energy_changes(self, states: torch.Tensor) -> torch.Tensor:
-        """Energy change of flipping each bit of states [B, n] alone -> [B, n] (float64).
+        """Energy change of flipping each bit of states [..., B, n] alone -> [..., B, n] (float64).
 
         Flipping bit j moves overlap ``o_mu`` to ``o_mu - 2 sigma_j xi_mu,j``, i.e. to
         ``o_mu - 2`` or ``o_mu + 2``. With ``A_mu = F(o_mu - 2) - F(o_mu)`` and
@@ -599,6 +619,7 @@ class DenseHopfield(_PatternStore):
 
         ``device=None``: as :meth:`ModernHopfield.load`.
         """
+        device = _loadcheck.device(device, None) if device is not None else None  # before reading the file
         arrays, meta, _ = _io.load_arrays(path, format=_DENSE_FORMAT, max_version=_BINARY_VERSION)
         pats = _loadcheck.array(path, arrays, "patterns", ndim=2, dtypes=("int8",))
         if 0 in pats.shape or not bool(np.isin(pats, (-1, 1)).all()):

@@ -12,6 +12,8 @@ import os
 
 import torch
 
+from mnemonix import _checks
+
 #: Seeds are drawn into torch/numpy generators, which take 64-bit seeds.
 MAX_SEED = 2**63 - 1
 
@@ -49,7 +51,9 @@ def same_device(a: torch.device, b: torch.device) -> bool:
 
 
 def on_device(name: str, tensor: torch.Tensor, device: torch.device, owner: str) -> torch.Tensor:
-    """Raise unless ``tensor`` lives on ``device`` (the device of ``owner``, e.g. the VAE)."""
+    """Raise unless ``tensor`` lives on ``device`` (the device of ``owner``, e.g. the VAE); a meta
+    tensor is refused as such (:func:`mnemonix._checks.tensor`)."""
+    _checks.tensor(name, tensor, dtypes=None)
     if not same_device(tensor.device, device):
         raise ValueError(f"{name} is on {tensor.device} but {owner} is on {device}: move it with .to({str(device)!r})")
     return tensor
@@ -76,7 +80,7 @@ def real(name: str, value: object, *, low: float | None = None, high: float | No
     """A finite real number (not a bool) in the given range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    out = float(value)
+    out = as_float(value)
     bad = not math.isfinite(out)
     bad = bad or (low is not None and (out <= low if low_open else out < low))
     bad = bad or (high is not None and (out >= high if high_open else out > high))
@@ -86,6 +90,14 @@ def real(name: str, value: object, *, low: float | None = None, high: float | No
         rng = " and ".join(s for s in (lo, hi) if s)
         raise ValueError(f"{name} must be a finite number{' ' + rng if rng else ''}, got {value!r}")
     return out
+
+
+def as_float(value: numbers.Real) -> float:
+    """``float(value)``; an int beyond float64 (``-10**400``) becomes -inf / +inf instead of an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def flag(name: str, value: object) -> bool:
@@ -117,6 +129,7 @@ def generator(name: str, value: object, device: torch.device) -> torch.Generator
 
 def movable(name: str, value: torch.Tensor) -> torch.Tensor:
     """Raise unless ``value`` lives on a CPU or CUDA device (a meta tensor holds no data to move)."""
+    _checks.tensor(name, value, dtypes=None)
     if value.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{name} must be on a CPU or CUDA device, got {value.device}")
     return value
@@ -125,8 +138,7 @@ def movable(name: str, value: torch.Tensor) -> torch.Tensor:
 def finite_tensor(name: str, value: torch.Tensor) -> torch.Tensor:
     """Raise if a float tensor holds NaN/Inf (one reduction, one host sync); a meta tensor
     holds no values to check and is refused."""
-    if value.device.type == "meta":
-        raise ValueError(f"{name} is on the meta device, which holds no values: pass a CPU or CUDA tensor")
+    _checks.tensor(name, value, dtypes=None)
     if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
         raise ValueError(f"{name} must be finite, got NaN or Inf values")
     return value

@@ -82,6 +82,8 @@ class ImageDataset:
         if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
             raise ValueError(f"labels must be [N, F] with N = {images.shape[0]} (the number of images), got "
                              f"{tuple(labels.shape)}")
+        _args.movable("images", images)
+        _args.movable("labels", labels)
         if images.device.type not in ("cpu", "cuda"):
             raise ValueError(f"images must be on a CPU or CUDA device, got {images.device}")
         if labels.device != images.device:
@@ -132,6 +134,8 @@ class ImageDataset:
         if isinstance(index, torch.Tensor) and (index.is_floating_point() or index.is_complex() or index.ndim != 1):
             raise TypeError(f"index must be a 1-d integer or boolean tensor, got dtype {index.dtype} and shape "
                             f"{tuple(index.shape)}")
+        if isinstance(index, torch.Tensor) and index.device.type == "meta":
+            raise ValueError("index is on the meta device (it holds no data); pass a tensor with values")
         try:
             images, labels = self.images[index], self.labels[index]
         except IndexError as exc:
@@ -360,8 +364,8 @@ def _read_arrays(path: str | os.PathLike[str], image_keys: tuple[str, ...], labe
     img_key = next((k for k in image_keys if k in data), None)
     lab_key = next((k for k in label_keys if k in data), None)
     if img_key is None or lab_key is None:
-        raise ValueError(f"{str(p)!r} must hold images under one of {image_keys} and labels under one of "
-                         f"{label_keys}, found keys {sorted(data)}")
+        raise _io.FormatError(f"{str(p)!r} must hold images under one of {image_keys} and labels under one of "
+                              f"{label_keys}, found keys {sorted(data)}")
     return data[img_key], data[lab_key]
 
 
@@ -389,7 +393,8 @@ def load_mnist(path: str | os.PathLike[str], *, limit: int | None = None) -> Ima
     limit = _check_limit(limit)
     images, labels = _read_arrays(path, ("x_train", "images", "x"), ("y_train", "labels", "y"))
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.shape[0] == 0:
-        raise ValueError(f"MNIST images must be [N, 28, 28] with N >= 1, got shape {images.shape}")
+        raise _io.FormatError(f"{str(path)!r}: field 'images' must be MNIST images [N, 28, 28] with N >= 1, "
+                              f"got shape {images.shape}")
     labels = np.asarray(labels)
     if labels.reshape(-1).shape != (images.shape[0],) or labels.dtype == bool or labels.dtype.kind not in "iu":
         raise _io.FormatError(f"{str(path)!r}: field 'labels' must be {images.shape[0]} integers like the images, "
@@ -409,10 +414,12 @@ def load_shapes3d(path: str | os.PathLike[str], *, limit: int | None = None) -> 
     limit = _check_limit(limit)
     images, labels = _read_arrays(path, ("images",), ("labels",))
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
-        raise ValueError(f"Shapes3D images must be [N, H, W, 3] with N >= 1, got shape {images.shape}")
+        raise _io.FormatError(f"{str(path)!r}: field 'images' must be Shapes3D images [N, H, W, 3] with N >= 1, "
+                              f"got shape {images.shape}")
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.shape != (images.shape[0], 6):
-        raise ValueError(f"Shapes3D labels must be [N, 6], got shape {labels.shape}")
+        raise _io.FormatError(f"{str(path)!r}: field 'labels' must be Shapes3D labels [N, 6], got shape "
+                              f"{labels.shape}")
     if labels.dtype == bool or labels.dtype.kind not in "iuf" or not np.isfinite(labels).all():
         raise _io.FormatError(f"{str(path)!r}: field 'labels' must hold finite numbers, got dtype {labels.dtype}")
     if limit is not None:

@@ -24,12 +24,13 @@ from mnemonix.consolidation import _args
 from mnemonix.consolidation.teacher_student import DEFAULT_BETA
 from mnemonix.consolidation.vae import VAE
 from mnemonix.hopfield import ModernHopfield
+from mnemonix.ops.hopfield import SPEC as _RETRIEVE_SPEC
 
 
 def _check_threshold(threshold: object, name: str = "threshold") -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
         raise TypeError(f"{name} must be a float, got {type(threshold).__name__}")
-    t = float(threshold)
+    t = _args.as_float(threshold)
     if math.isnan(t) or t < 0:
         raise ValueError(f"{name} must be a number >= 0 (an absolute pixel error), got {threshold!r}")
     return t
@@ -41,6 +42,7 @@ def _check_index(index: object, n: int) -> torch.Tensor:
         got = f"dtype {index.dtype}, shape {tuple(index.shape)}" if isinstance(index, torch.Tensor) else \
             type(index).__name__
         raise TypeError(f"index must be None or a 1-d integer or boolean tensor, got {got}")
+    _checks.tensor("index", index, dtypes=None)  # refuses meta: an index must hold values
     if index.dtype == torch.bool:
         if index.shape[0] != n:
             raise ValueError(f"index is a boolean mask of {index.shape[0]} values, expected {n} (one per trace)")
@@ -107,8 +109,7 @@ class ExtendedModel:
         beta = _args.real("beta", beta, low=0.0, low_open=True)
         if not isinstance(metric, str) or metric not in ("euclidean", "dot"):
             raise ValueError(f"metric must be 'euclidean' or 'dot', got {metric!r}")
-        if backend is not None and not isinstance(backend, str):
-            raise TypeError(f"backend must be None or a str, got {type(backend).__name__}")
+        _checks.choice("backend", backend, _RETRIEVE_SPEC.names, none_ok=True)
         self.vae = vae
         self.threshold, self.beta, self.metric, self.backend = threshold, beta, metric, backend
         self.hopfield: ModernHopfield | None = None

@@ -27,6 +27,7 @@ from mnemonix.consolidation import _args
 from mnemonix.consolidation.data import ImageDataset
 from mnemonix.consolidation.vae import MAX_LATENT_DIM, VAE, VAE_KINDS, vae_for
 from mnemonix.hopfield import ModernHopfield
+from mnemonix.ops.hopfield import SPEC as _RETRIEVE_SPEC
 
 #: Inverse temperature of the replay store: "very high", so that a noise cue retrieves a single
 #: stored item (on 8x8 digits and on 64x64x3 scenes scaled to [-1, 1]).
@@ -55,8 +56,9 @@ def from_patterns(patterns: torch.Tensor, image_shape: tuple[int, ...]) -> torch
 def build_hopfield(images: torch.Tensor, *, beta: float = DEFAULT_BETA, backend: str | None = None) -> ModernHopfield:
     """Store images [N, C, H, W] (in [0, 1]) in a :class:`~mnemonix.hopfield.ModernHopfield`."""
     _checks.tensor("images", images, ndim=4, dtypes=(torch.float32, torch.float64, torch.float16, torch.bfloat16))
-    if images.shape[0] == 0:
-        raise ValueError("images must hold at least one image to store, got an empty dataset")
+    if 0 in images.shape:
+        raise ValueError(f"images must hold at least one non-empty image to store, got an empty dataset of shape "
+                         f"{tuple(images.shape)}")
     _args.finite_tensor("images", images)
     return ModernHopfield(to_patterns(images), beta=beta, max_iter=1, backend=backend)
 
@@ -151,8 +153,8 @@ class LinearProbe:
                ) -> None:
         _checks.tensor("features", features, ndim=2, dtypes=(torch.float32, torch.float64, torch.float16,
                                                             torch.bfloat16))
-        if features.shape[0] == 0:
-            raise ValueError("features must hold at least one row, got shape (0, ...)")
+        if features.shape[0] == 0 or features.shape[1] == 0:
+            raise ValueError(f"features must hold at least one row and one column, got shape {tuple(features.shape)}")
         if n_features is not None and features.shape[1] != n_features:
             raise ValueError(f"features must be [N, {n_features}] (the probe's feature count), "
                              f"got shape {tuple(features.shape)}")
@@ -241,8 +243,7 @@ class ConsolidationConfig:
         _args.real("beta", self.beta, low=0.0, low_open=True)
         _args.integer("hopfield_batch", self.hopfield_batch, low=1)
         _args.seed("seed", self.seed)
-        if self.backend is not None and not isinstance(self.backend, str):
-            raise TypeError(f"backend must be None or a str, got {type(self.backend).__name__}")
+        _checks.choice("backend", self.backend, _RETRIEVE_SPEC.names, none_ok=True)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnemonix import _io
+from mnemonix import _checks, _io
 from mnemonix.consolidation import _args, tensor_file
 
 _VAE_FORMAT = "mnemonix.consolidation.VAE"
@@ -135,6 +135,10 @@ class VAE(nn.Module):
         if not isinstance(mean, torch.Tensor) or not isinstance(logvar, torch.Tensor):
             bad = "mean" if not isinstance(mean, torch.Tensor) else "logvar"
             raise TypeError(f"{bad} must be a torch.Tensor, got {type(mean if bad == 'mean' else logvar).__name__}")
+        for name, value in (("mean", mean), ("logvar", logvar)):
+            if not value.is_floating_point():
+                raise TypeError(f"{name} must be floating point, got dtype {value.dtype}")
+            _checks.tensor(name, value, dtypes=None)  # refuses meta
         if mean.shape != logvar.shape:
             raise ValueError(f"logvar must have the shape of mean {tuple(mean.shape)}, got {tuple(logvar.shape)}")
         _args.on_device("logvar", logvar, mean.device, "mean")

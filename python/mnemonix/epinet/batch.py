@@ -42,16 +42,7 @@ class Batch(NamedTuple):
 
 def real_tensor(name: str, value: object, ndim: tuple[int, ...]) -> torch.Tensor:
     """A floating tensor (float64/32/16, bfloat16) of one of the ranks ``ndim``, holding data (not meta)."""
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.dtype not in _REAL_DTYPES:
-        raise TypeError(f"{name} must have a floating dtype in {[str(d) for d in _REAL_DTYPES]}, got {value.dtype}")
-    if value.is_meta:
-        raise ValueError(f"{name} is on the meta device (it holds no data); pass a tensor with values")
-    if value.ndim not in ndim:
-        want = " or ".join(str(a) for a in ndim)
-        raise ValueError(f"{name} must have {want} dimensions, got shape {tuple(value.shape)}")
-    return value.detach()
+    return _checks.tensor(name, value, ndim=ndim, dtypes=_REAL_DTYPES).detach()
 
 
 def _labels(name: str, y: object, n: int) -> torch.Tensor:
@@ -69,8 +60,7 @@ def _labels(name: str, y: object, n: int) -> torch.Tensor:
                         "(convert with .long() if the classes are 0 and 1)")
     if y.is_floating_point() or y.is_complex():
         raise TypeError(f"{name} must be an integer tensor of labels, got dtype {y.dtype}")
-    if y.is_meta:
-        raise ValueError(f"{name} is on the meta device (it holds no data); pass a tensor with values")
+    _checks.tensor(name, y, dtypes=None)  # refuses meta
     if y.ndim > 1 or y.numel() != n:
         raise ValueError(f"{name} must have shape [{n}] (one label per z), got {tuple(y.shape)}")
     return y.detach().reshape(-1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,34 +45,64 @@ def load_digits_tasks(seed: int = 0, test_fraction: float = 0.3) -> Tasks:
     g = torch.Generator(device="cpu").manual_seed(seed)
     perm = torch.randperm(len(y), generator=g, device="cpu")
     n_test = int(round(test_fraction * len(y)))
+    if not 0 < n_test < len(y):
+        raise ValueError(f"test_fraction={test_fraction!r} leaves {len(y) - n_test} of {len(y)} samples for training "
+                         f"and {n_test} for testing: both must be non-empty")
     test, train = perm[:n_test], perm[n_test:]
     return x[train], y[train], x[test], y[test]
 
 
-def read_idx(path: Path) -> np.ndarray:
+#: Largest IDX body :func:`read_idx` accepts (MNIST's training images are 47 MB).
+MAX_IDX_BYTES = 1 << 32
+
+
+def read_idx(path: Path, *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     """An IDX file of unsigned bytes (optionally gzipped) as a uint8 array of its declared shape.
 
+    Reads the header first and then exactly the declared body (at most ``max_bytes``): a small
+    gzip that inflates to gigabytes is refused after a few bytes, never held in memory.
     Raises ``_io.FormatError`` naming the file and the field (magic, dims, body) when it is not one.
     """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as fh:
-            data = fh.read()
-    except (gzip.BadGzipFile, EOFError, OSError) as exc:
+            return _read_idx_stream(fh, path, max_bytes)
+    except (gzip.BadGzipFile, EOFError, OSError, zlib.error) as exc:
         if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
             raise
         raise _io.FormatError(f"{str(path)!r} cannot be read as an IDX file ({exc})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
+
+
+def _read_exactly(fh, n: int) -> bytes:
+    parts, left = [], n
+    while left > 0:
+        chunk = fh.read(min(left, 1 << 24))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _read_idx_stream(fh, path: Path, max_bytes: int) -> np.ndarray:
+    magic = _read_exactly(fh, 4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] != 8:
         raise _io.FormatError(f"{str(path)!r} is not an IDX file of unsigned bytes (field 'magic')")
-    ndim = data[3]
-    if ndim == 0 or len(data) < 4 + 4 * ndim:
+    ndim = magic[3]
+    head = _read_exactly(fh, 4 * ndim)
+    if ndim == 0 or len(head) < 4 * ndim:
         raise _io.FormatError(f"{str(path)!r}: field 'dims' declares {ndim} dimensions but the header is "
-                              f"{len(data) - 4} bytes long")
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    body = len(data) - (4 + 4 * ndim)
-    if body != math.prod(dims):
-        raise _io.FormatError(f"{str(path)!r}: field 'body' holds {body} values, the header says {dims}")
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+                              f"{len(head)} bytes long")
+    dims = [int.from_bytes(head[4 * i: 4 + 4 * i], "big") for i in range(ndim)]
+    size = math.prod(dims)
+    if size > max_bytes:
+        raise _io.FormatError(f"{str(path)!r}: field 'dims' declares {dims} = {size} bytes, above the limit of "
+                              f"{max_bytes} (read_idx(max_bytes=...) raises it)")
+    body = _read_exactly(fh, size + 1)  # one byte more: trailing data is an error too
+    if len(body) != size:
+        got = f"{len(body)}" if len(body) < size else "more"
+        raise _io.FormatError(f"{str(path)!r}: field 'body' holds {got} values, the header says {dims}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def _find_root(path: str | os.PathLike[str]) -> Path:
@@ -91,9 +122,7 @@ def load_mnist_tasks(path: str | os.PathLike[str]) -> Tasks:
     Raises FileNotFoundError when the files are missing, ``_io.FormatError`` when one is not a
     valid IDX file or images and labels disagree.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    root = _find_root(path)
+    root = _find_root(_io.checked_path(path))  # TypeError / ValueError naming path ('' is not the cwd)
 
     def find(stem: str) -> Path:
         for suffix in ("", ".gz"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -21,17 +22,24 @@ TENSOR_FIELDS = ("_c", "_c_norm", "_z", "_x", "_r0", "_tau", "_y", "_seq")
 
 def checked_device(name: str, device: object) -> torch.device:
     """A concrete device (``torch.device``, str such as ``"cuda:0"`` or a CUDA index); meta and unknown refused."""
-    if isinstance(device, bool) or not isinstance(device, (str, torch.device, int)):
-        raise TypeError(f"{name} must be a torch.device, str or int, got {type(device).__name__}")
+    return _checks.device(name, device)
+
+
+def buffer_bytes(capacity: int, key_dim: int, payload_dim: int, input_shape: tuple[int, ...] | None,
+                 dtype: torch.dtype) -> int:
+    """Bytes of the buffers of a memory of these sizes (capacity + 1 rows, see TENSOR_FIELDS)."""
+    row = (key_dim + payload_dim + math.prod(input_shape or (0,))) * dtype.itemsize
+    return (capacity + 1) * (row + 4 + 4 * 8)  # + c_norm float32, r0 / tau float64, y / seq int64
+
+
+def memory_available(device: torch.device) -> int | None:
+    """Free bytes on a CUDA device, physical memory for the CPU (None when unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
     try:
-        out = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"{name} is not a device: {device!r} ({exc})") from None
-    if out.type == "meta":
-        raise ValueError(f"{name} must hold data, got the meta device")
-    if out.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{name}={device!r} but CUDA is not available on this machine")
-    return out
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _moved(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -109,14 +117,21 @@ class EpisodicMemory:
         self.clock = clock if clock is not None else SalienceClock()
         self.dtype = dtype
         rows, dev = self.capacity + 1, self.device
-        self._c = torch.zeros(rows, self.key_dim, dtype=dtype, device=dev)
-        self._z = torch.zeros(rows, self.payload_dim, dtype=dtype, device=dev)
-        self._x = None if self.input_shape is None else torch.zeros(rows, *self.input_shape, dtype=dtype, device=dev)
-        self._c_norm = torch.zeros(rows, dtype=torch.float32, device=dev)  # cached ||c||
-        self._r0 = torch.ones(rows, dtype=torch.float64, device=dev)
-        self._tau = torch.zeros(rows, dtype=torch.float64, device=dev)
-        self._y = torch.zeros(rows, dtype=torch.int64, device=dev)
-        self._seq = torch.zeros(rows, dtype=torch.int64, device=dev)
+        sizes = f"capacity={capacity}, key_dim={key_dim}, payload_dim={self.payload_dim}, input_shape={input_shape}"
+        need = buffer_bytes(capacity, key_dim, self.payload_dim, self.input_shape, dtype)
+        available = memory_available(dev)
+        if available is not None and need > available:  # refuse before torch tries (and the OS kills us)
+            raise ValueError(f"{sizes}: the buffers need {need} bytes, more than {dev} has ({available})")
+        with _checks.building(sizes):
+            self._c = torch.zeros(rows, self.key_dim, dtype=dtype, device=dev)
+            self._z = torch.zeros(rows, self.payload_dim, dtype=dtype, device=dev)
+            self._x = None if self.input_shape is None else torch.zeros(rows, *self.input_shape, dtype=dtype,
+                                                                        device=dev)
+            self._c_norm = torch.zeros(rows, dtype=torch.float32, device=dev)  # cached ||c||
+            self._r0 = torch.ones(rows, dtype=torch.float64, device=dev)
+            self._tau = torch.zeros(rows, dtype=torch.float64, device=dev)
+            self._y = torch.zeros(rows, dtype=torch.int64, device=dev)
+            self._seq = torch.zeros(rows, dtype=torch.int64, device=dev)
         self.device = self._c.device  # "cuda" -> "cuda:<current>": comparable with a parameter's device
         self._count = 0
         self._next_seq = 0

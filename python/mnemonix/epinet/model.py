@@ -7,10 +7,23 @@ from torch import nn
 
 from mnemonix import _checks
 from mnemonix.epinet.clock import SalienceClock
-from mnemonix.epinet.memory import EpisodicMemory
-from mnemonix.epinet.recall import RecallEngine
+from mnemonix.epinet.memory import EpisodicMemory, buffer_bytes, memory_available
+from mnemonix.epinet.recall import RECALL_BACKENDS, RecallEngine
 
 __all__ = ["Encoder", "MoEDecoder", "EpiNet"]
+
+
+def _check_encoder_args(latent_dim: object, image_size: object, in_channels: object) -> None:
+    _checks.positive_int("latent_dim", latent_dim)
+    if _checks.positive_int("image_size", image_size) < 4:
+        raise ValueError(f"image_size must be >= 4 (two 2x2 poolings), got {image_size}")
+    _checks.positive_int("in_channels", in_channels)
+
+
+def _check_decoder_args(latent_dim: object, hidden_dim: object, num_classes: object, num_experts: object) -> None:
+    for name, value in [("latent_dim", latent_dim), ("hidden_dim", hidden_dim),
+                        ("num_classes", num_classes), ("num_experts", num_experts)]:
+        _checks.positive_int(name, value)
 
 
 class Encoder(nn.Module):
@@ -21,24 +34,23 @@ class Encoder(nn.Module):
 
     def __init__(self, latent_dim: int = 128, *, image_size: int = 28, in_channels: int = 1) -> None:
         super().__init__()
-        _checks.positive_int("latent_dim", latent_dim)
-        if _checks.positive_int("image_size", image_size) < 4:
-            raise ValueError(f"image_size must be >= 4 (two 2x2 poolings), got {image_size}")
+        _check_encoder_args(latent_dim, image_size, in_channels)
         self.image_size = image_size
-        self.in_channels = _checks.positive_int("in_channels", in_channels)
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(),
-        )
+        self.in_channels = in_channels
         side = image_size // 4
-        self.project = nn.Linear(64 * side * side, latent_dim)
+        with _checks.building(f"latent_dim={latent_dim}, image_size={image_size}, in_channels={in_channels}"):
+            self.features = nn.Sequential(
+                nn.Conv2d(in_channels, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(32, 64, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(),
+            )
+            self.project = nn.Linear(64 * side * side, latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """z [B, latent_dim] of images x [B, in_channels, image_size, image_size]."""
-        _checks.tensor("x", x, ndim=4, dtypes=(torch.float64, *_checks.FLOAT_DTYPES))
-        if x.is_meta and not self.project.weight.is_meta:
-            raise ValueError("x is on the meta device (it holds no data); pass a tensor with values")
+        # a meta x is fine only for a module built on the meta device (shape inference)
+        _checks.tensor("x", x, ndim=4, dtypes=(torch.float64, *_checks.FLOAT_DTYPES),
+                       meta_ok=self.project.weight.is_meta)
         want = (self.in_channels, self.image_size, self.image_size)
         if tuple(x.shape[1:]) != want:
             raise ValueError(f"x must have shape [B, {want[0]}, {want[1]}, {want[2]}], got {tuple(x.shape)}")
@@ -54,17 +66,27 @@ class MoEDecoder(nn.Module):
 
     def __init__(self, latent_dim: int, hidden_dim: int, num_classes: int, num_experts: int = 4) -> None:
         super().__init__()
-        for name, value in [("latent_dim", latent_dim), ("hidden_dim", hidden_dim),
-                            ("num_classes", num_classes), ("num_experts", num_experts)]:
-            _checks.positive_int(name, value)
-        self.gate = nn.Linear(2 * latent_dim, num_experts)
-        self.experts = nn.ModuleList(
-            nn.Sequential(nn.Linear(2 * latent_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, num_classes))
-            for _ in range(num_experts)
-        )
+        _check_decoder_args(latent_dim, hidden_dim, num_classes, num_experts)
+        self.latent_dim = latent_dim
+        with _checks.building(f"latent_dim={latent_dim}, hidden_dim={hidden_dim}, num_classes={num_classes}, "
+                              f"num_experts={num_experts}"):
+            self.gate = nn.Linear(2 * latent_dim, num_experts)
+            self.experts = nn.ModuleList(
+                nn.Sequential(nn.Linear(2 * latent_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, num_classes))
+                for _ in range(num_experts)
+            )
 
     def forward(self, z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """Logits [B, num_classes] from the latent z and the recall r, both [B, latent_dim]."""
+        dtype = self.gate.weight.dtype
+        for name, value in (("z", z), ("r", r)):
+            _checks.tensor(name, value, ndim=2, dtypes=(dtype,), meta_ok=self.gate.weight.is_meta)
+            if value.shape[1] != self.latent_dim:
+                raise ValueError(f"{name} must have shape [B, {self.latent_dim}], got {tuple(value.shape)}")
+            if value.device != self.gate.weight.device:
+                raise ValueError(f"{name} is on {value.device} but the decoder is on {self.gate.weight.device}")
+        if r.shape[0] != z.shape[0]:
+            raise ValueError(f"r must have the rows of z [{z.shape[0]}, {self.latent_dim}], got {tuple(r.shape)}")
         h = torch.cat([z, r], dim=1)
         gate = torch.softmax(self.gate(h), dim=1)  # [B, E]
         expert_logits = torch.stack([expert(h) for expert in self.experts], dim=1)  # [B, E, C]
@@ -124,17 +146,30 @@ class EpiNet(nn.Module):
         recall_backend: str | None = None,
     ) -> None:
         super().__init__()
+        # Every argument is checked before the first module is built: a failed constructor
+        # consumes no randomness (weight initialisation draws from the global RNG).
+        _check_encoder_args(latent_dim, image_size, in_channels)
+        _check_decoder_args(latent_dim, hidden_dim, num_classes, num_experts)
         _checks.positive_int("memory_capacity", memory_capacity)
-        if not isinstance(use_memory, bool):
-            raise TypeError(f"use_memory must be a bool, got {type(use_memory).__name__}")
-        if recall_backend is not None and not isinstance(recall_backend, str):
-            raise TypeError(f"recall_backend must be a str or None, got {type(recall_backend).__name__}")
-        self.encoder = Encoder(latent_dim, image_size=image_size, in_channels=in_channels)
-        self.decoder = MoEDecoder(latent_dim, hidden_dim, num_classes, num_experts)
-        self._memory = EpisodicMemory(
-            memory_capacity, latent_dim, input_shape=(in_channels, image_size, image_size),
-            clock=clock if clock is not None else SalienceClock(1e-3),
-        )
+        _checks.positive_int("top_k", top_k)
+        _checks.flag("use_memory", use_memory)
+        _checks.choice("recall_backend", recall_backend, RECALL_BACKENDS, none_ok=True)
+        if clock is not None and not isinstance(clock, SalienceClock):
+            raise TypeError(f"clock must be a SalienceClock, got {type(clock).__name__}")
+        need = buffer_bytes(memory_capacity, latent_dim, latent_dim, (in_channels, image_size, image_size),
+                            torch.float32)
+        available = memory_available(torch.device("cpu"))
+        if available is not None and need > available:
+            raise ValueError(f"memory_capacity={memory_capacity}, latent_dim={latent_dim}, image_size={image_size}, "
+                             f"in_channels={in_channels}: the episodic memory needs {need} bytes, more than the "
+                             f"CPU has ({available})")
+        with _checks.building(f"latent_dim={latent_dim}, hidden_dim={hidden_dim}, memory_capacity={memory_capacity}"):
+            self.encoder = Encoder(latent_dim, image_size=image_size, in_channels=in_channels)
+            self.decoder = MoEDecoder(latent_dim, hidden_dim, num_classes, num_experts)
+            self._memory = EpisodicMemory(
+                memory_capacity, latent_dim, input_shape=(in_channels, image_size, image_size),
+                clock=clock if clock is not None else SalienceClock(1e-3),
+            )
         self.recaller = RecallEngine(top_k, backend=recall_backend)
         self.use_memory = use_memory
 
@@ -156,7 +191,12 @@ class EpiNet(nn.Module):
         """``(logits [B, num_classes], z [B, latent_dim])`` of images x [B, C, H, W]."""
         z = self.encoder(x)
         if self.use_memory:
-            r = self.recaller.recall(z.detach().float(), self.memory).to(z.dtype)
+            queries = z.detach().float()
+            # the recall refuses non-finite queries; name what the caller passed, not the recall's argument
+            if len(self.memory) and not _checks.all_finite(queries):
+                raise ValueError("x gives a non-finite latent z (NaN or Inf in x or in the encoder's weights): "
+                                 "the recall needs finite queries")
+            r = self.recaller.recall(queries, self.memory).to(z.dtype)
         else:
             r = torch.zeros_like(z)
         return self.decoder(z, r), z

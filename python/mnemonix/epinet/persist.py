@@ -11,7 +11,6 @@ the file and the field.
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -85,7 +84,7 @@ def _read_meta(fields: _Fields, meta: object) -> dict[str, Any]:
             isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= _MAX_SIZE for s in shape)):
         raise fields.error("input_shape", f"must be null or a list of 1 to 8 positive ints, got {shape!r}")
     out["input_shape"] = None if shape is None else tuple(shape)
-    if meta.get("dtype") not in _DTYPES:
+    if not isinstance(meta.get("dtype"), str) or meta["dtype"] not in _DTYPES:
         raise fields.error("dtype", f"must be one of {sorted(_DTYPES)}, got {meta.get('dtype')!r}")
     out["dtype"] = _DTYPES[meta["dtype"]]
     clock = meta.get("clock")
@@ -152,20 +151,13 @@ def _check_values(fields: _Fields, meta: dict[str, Any], **arrays: np.ndarray | 
 
 def _target_device(fields: _Fields, meta: dict[str, Any], device) -> torch.device:
     """The device to load onto, and a check that the declared buffers fit there."""
-    from mnemonix.epinet.memory import checked_device
+    from mnemonix.epinet.memory import buffer_bytes, checked_device, memory_available
 
     if device is None:
         device = "cuda" if meta["device"] == "cuda" and torch.cuda.is_available() else "cpu"
     dev = checked_device("device", device)
-    row = (meta["key_dim"] + meta["payload_dim"] + math.prod(meta["input_shape"] or (0,))) * meta["dtype"].itemsize
-    need = (meta["capacity"] + 1) * (row + 4 + 4 * 8)
-    if dev.type == "cuda":
-        available = torch.cuda.mem_get_info(dev)[0]
-    else:
-        try:
-            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            available = None
+    need = buffer_bytes(meta["capacity"], meta["key_dim"], meta["payload_dim"], meta["input_shape"], meta["dtype"])
+    available = memory_available(dev)
     if available is not None and need > available:
         raise fields.error("capacity", f"declares buffers of {need} bytes, more than {dev} has ({available})")
     return dev

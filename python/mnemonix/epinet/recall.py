@@ -7,8 +7,12 @@ import torch
 from mnemonix import _checks, ops
 from mnemonix.epinet.clock import real_number
 from mnemonix.epinet.memory import EpisodicMemory
+from mnemonix.ops.salience import SPEC as _SALIENCE_SPEC
 
-__all__ = ["RecallEngine"]
+__all__ = ["RecallEngine", "RECALL_BACKENDS"]
+
+#: Backends of :func:`mnemonix.ops.salience_topk` a recall may force.
+RECALL_BACKENDS = tuple(_SALIENCE_SPEC.names)
 
 
 class RecallEngine:
@@ -27,9 +31,7 @@ class RecallEngine:
 
     def __init__(self, top_k: int = 5, *, backend: str | None = None) -> None:
         self.top_k = _checks.positive_int("top_k", top_k)
-        if backend is not None and not isinstance(backend, str):
-            raise TypeError(f"backend must be a str or None, got {type(backend).__name__}")
-        self.backend = backend
+        self.backend = _checks.choice("backend", backend, RECALL_BACKENDS, none_ok=True)
 
     def recall(
         self, queries: torch.Tensor, memory: EpisodicMemory, *, now: float | None = None, details: bool = False
@@ -59,8 +61,7 @@ class RecallEngine:
         _checks.tensor("queries", queries, ndim=2)
         if not isinstance(memory, EpisodicMemory):
             raise TypeError(f"memory must be an EpisodicMemory, got {type(memory).__name__}")
-        if queries.is_meta:
-            raise ValueError("queries is on the meta device (it holds no data); pass a tensor with values")
+        _checks.flag("details", details)
         if queries.shape[1] != memory.key_dim:
             raise ValueError(f"queries must have shape [B, {memory.key_dim}] (the memory's key_dim), "
                              f"got {tuple(queries.shape)}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -60,11 +59,7 @@ class TrainConfig:
             _checks.positive_int("config.max_steps_per_task", self.max_steps_per_task)
         _checks.positive_float("config.lr", self.lr)
         for name in ("beta", "alpha"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(f"config.{name} must be a float, got {type(value).__name__}")
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"config.{name} must be a finite number >= 0, got {value!r}")
+            _checks.nonneg_float(f"config.{name}", getattr(self, name))
 
 
 @dataclass
@@ -110,15 +105,13 @@ def _checked_data(data: object, device: torch.device) -> tuple[Tasks, torch.Tens
         value = data[i]
         if i % 2 == 0:
             _checks.tensor(f"data {name}", value, ndim=4, dtypes=(torch.float64, *_checks.FLOAT_DTYPES))
-            if value.shape[-1] != value.shape[-2] or value.shape[-1] < 4 or value.is_meta:
+            if value.shape[-1] != value.shape[-2] or value.shape[-1] < 4:
                 raise ValueError(f"data {name} must hold square images of side >= 4, got {tuple(value.shape)}")
             _checks.finite(f"data {name}", value)
         else:
             _checks.tensor(f"data {name}", value, ndim=1, dtypes=None)
             if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
                 raise TypeError(f"data {name} must hold integer labels, got {value.dtype}")
-            if value.is_meta:
-                raise ValueError(f"data {name} is on the meta device (it holds no data)")
             if value.shape[0] != data[i - 1].shape[0]:
                 raise ValueError(f"data {name} must have {data[i - 1].shape[0]} labels (one per image), "
                                  f"got {value.shape[0]}")
@@ -261,6 +254,7 @@ def train_split(
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(cfg).__name__}")
     cfg.validate()
+    _checks.flag("progress", progress)
     if isinstance(variants, str) or not isinstance(variants, Sequence):
         raise TypeError(f"variants must be a sequence of names among {VARIANTS}, got {type(variants).__name__}")
     for v in variants:

@@ -30,7 +30,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from mnemonix import _io
+from mnemonix import _io, _loadcheck
 from mnemonix.plastic.predictor import MAX_ORDER, Backoff, PlasticPredictor
 
 __all__ = ["PlasticMemory", "Inference", "tokenize", "FORMAT", "FORMAT_VERSION"]
@@ -48,8 +48,9 @@ def _engine_class() -> Any:
 
 def tokenize(s: str, start: str = ">", stop: str = "_") -> str:
     """Wrap a sample as the research notebook does: ``start + s + stop`` (``">" + s + "_"``)."""
-    if not isinstance(s, str):
-        raise TypeError(f"s must be a str, got {type(s).__name__}")
+    for name, value in (("s", s), ("start", start), ("stop", stop)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
     return f"{start}{s}{stop}"
 
 
@@ -156,6 +157,10 @@ class PlasticMemory:
         """
         if isinstance(samples, str):
             raise TypeError("samples must be an iterable of str, got a single str (use learn)")
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True or False, got {type(progress).__name__} {progress!r}")
+        if not isinstance(samples, Iterable):
+            raise TypeError(f"samples must be an iterable of str, got {type(samples).__name__}")
         batch = list(samples)
         for i, s in enumerate(batch):
             _check_sample(f"samples[{i}]", s)
@@ -180,6 +185,8 @@ class PlasticMemory:
             raise TypeError(f"s must be a str, got {type(s).__name__}")
         if isinstance(amount, bool) or not isinstance(amount, (int, np.integer)):
             raise TypeError(f"amount must be an int, got {type(amount).__name__}")
+        if not -(2**63) <= int(amount) < 2**63:  # the engine's counts are int64
+            raise ValueError(f"amount must fit in int64 [-2**63, 2**63), got {amount}")
         if s not in self:
             raise ValueError(f"s must be a node of the memory, got {s!r}")
         self._engine.potentiate(s, int(amount))
@@ -403,14 +410,13 @@ class PlasticMemory:
     def load(cls, path: str | os.PathLike[str]) -> PlasticMemory:
         """Load a memory saved by :meth:`save`. Raises :class:`mnemonix._io.FormatError` on a bad file."""
         arrays, meta, _version = _io.load_arrays(path, format=FORMAT, max_version=FORMAT_VERSION)
-        required = ("codepoints", "offsets", "count", "r_level", "edge_src", "edge_dst")
-        missing = [k for k in required if k not in arrays]
-        if missing:
-            raise _io.FormatError(f"{str(path)!r} lacks arrays {missing}")
-        exact = meta.get("exact_counts", False)
-        samples = meta.get("samples", 0)
-        if not isinstance(exact, bool) or not isinstance(samples, int):
-            raise _io.FormatError(f"{str(path)!r} has invalid metadata {meta!r}")
+        # exactly what save writes: 1-d arrays of these dtypes (no silent casts of float/complex data)
+        for key, dtype in (("codepoints", "uint32"), ("offsets", "int64"), ("count", "int64"), ("r_level", "int64"),
+                           ("edge_src", "int64"), ("edge_dst", "int64")):
+            _loadcheck.array(path, arrays, key, ndim=1, dtypes=(dtype,))
+        exact = _loadcheck.meta(path, meta, "exact_counts", "bool", default=False)
+        samples = _loadcheck.meta(path, meta, "samples", "int", check=lambda v: 0 <= v < 2**63,
+                                  expected="in [0, 2**63)", default=0)
         try:
             engine = _engine_class().import_arrays(
                 exact, samples, arrays["codepoints"], arrays["offsets"], arrays["count"],
@@ -459,6 +465,8 @@ class PlasticMemory:
 
     def to_csv(self, nodes_path: str | os.PathLike[str], edges_path: str | os.PathLike[str]) -> None:
         """Write ``id,string,count,r_level`` and ``source,target`` (node ids) CSV files."""
+        nodes_path = _io.checked_path(nodes_path, "nodes_path")
+        edges_path = _io.checked_path(edges_path, "edges_path")
         nodes, edges = self._engine.graph()  # one read lock: the edges join these nodes
         index = {s: i for i, (s, _, _) in enumerate(nodes)}
         Path(nodes_path).parent.mkdir(parents=True, exist_ok=True)

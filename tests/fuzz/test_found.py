@@ -1,0 +1,191 @@
+"""The faults the fuzz suite found beyond issue 10's list, one reproducer each (all failed before the fix).
+
+Each row: a call and the error it must give now (type and words of the message).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mnemonix import _io, ops
+from mnemonix.consolidation import (
+    ConsolidationConfig,
+    ExtendedModel,
+    ImageDataset,
+    LinearProbe,
+    TinyVAE,
+    build_hopfield,
+    load_mnist,
+)
+from mnemonix.epinet import (
+    EpiNet,
+    EpisodicMemory,
+    MoEDecoder,
+    RecallEngine,
+    TrainConfig,
+    load_digits_tasks,
+    load_mnist_tasks,
+    train_split,
+)
+from mnemonix.hopfield import ClassicalHopfield, DenseHopfield, ModernHopfield
+from mnemonix.plastic import PlasticMemory, tokenize
+
+from .files import decode, write
+from .harness import first_difference, global_rngs
+
+P = torch.randn(4, 3)
+B = torch.tensor([[1.0, -1.0, 1.0, 1.0], [-1.0, -1.0, 1.0, -1.0]])
+
+
+def _saved(tmp_path, net) -> str:
+    path = str(tmp_path / "net.npz")
+    net.save(path)
+    return path
+
+
+def _plastic() -> PlasticMemory:
+    mem = PlasticMemory()
+    mem.learn(">ab_")
+    return mem
+
+
+CASES = [
+    # meta tensors reached .item() deep inside
+    ("meta patterns", lambda tmp: ModernHopfield(P.to("meta")), ValueError, "patterns is on the meta device"),
+    ("meta states", lambda tmp: ClassicalHopfield(B).energy(B.to("meta")), ValueError, "states is on the meta"),
+    ("meta log_salience", lambda tmp: ops.salience_topk(P, P, None, k=1, log_salience=torch.zeros(4, device="meta")),
+     ValueError, "log_salience is on the meta device"),
+    # a list or number as mask / bias: AttributeError 'int' object has no attribute 'device'
+    ("int mask", lambda tmp: ops.hopfield_retrieve(P, P, beta=1.0, mask=3), TypeError, "mask must be a torch.Tensor"),
+    ("list bias", lambda tmp: ops.hopfield_retrieve(P, P, beta=1.0, bias=[0.0] * 4), TypeError, "bias must be"),
+    # -10**400: OverflowError from float()
+    ("huge negative beta", lambda tmp: ModernHopfield(P, beta=-(10**400)), ValueError, "beta must be"),
+    ("huge negative kl_weight", lambda tmp: TinyVAE(4).loss(torch.rand(1, 1, 8, 8), kl_weight=-(10**400)),
+     ValueError, "kl_weight"),
+    # beta beyond float32: the C++ kernel said "beta must be finite and > 0"
+    ("beta 1e308", lambda tmp: ModernHopfield(P, beta=1e308), ValueError, "beta must be <="),
+    # a pattern whose squared norm overflows float32: every energy then failed "logits overflow"
+    ("norm 1e30", lambda tmp: ModernHopfield(torch.tensor([[1e30, 0.0]])), ValueError, "squared norm overflows"),
+    # backends were not checked until (unless) a retrieval ran
+    ("backend", lambda tmp: ModernHopfield(P, backend="TORCH"), ValueError, "backend must be one of"),
+    ("recall backend", lambda tmp: RecallEngine(2, backend="cuda"), ValueError, "backend must be one of"),
+    ("extended backend", lambda tmp: ExtendedModel(TinyVAE(4), threshold=0.1, backend="x"), ValueError, "backend"),
+    ("config backend", lambda tmp: ConsolidationConfig(backend="fast"), ValueError, "backend must be one of"),
+    ("recall_backend", lambda tmp: EpiNet(recall_backend="x"), ValueError, "recall_backend must be one of"),
+    # flags took any truthy value
+    ("with_energy", lambda tmp: ModernHopfield(P).retrieve(P, with_energy="no"), TypeError, "with_energy"),
+    ("progress", lambda tmp: PlasticMemory().learn_many([">a_"], progress=None), TypeError, "progress"),
+    ("details", lambda tmp: RecallEngine(2).recall(P, EpisodicMemory(2, 3), details=1), TypeError, "details"),
+    ("train_split progress", lambda tmp: train_split(progress="yes"), TypeError, "progress"),
+    # paths: unnamed TypeError, "embedded null byte", '' reported as a directory
+    ("path None", lambda tmp: ModernHopfield(P).save(None), TypeError, "path must be a str or os.PathLike"),
+    ("path NUL", lambda tmp: DenseHopfield(B).save(str(tmp / "a\0b")), ValueError, "path must not contain a NUL"),
+    ("path ''", lambda tmp: _plastic().save(""), ValueError, "path must be a non-empty path"),
+    ("csv path", lambda tmp: _plastic().to_csv(3, str(tmp / "e.csv")), TypeError, "nodes_path"),
+    ("load path list", lambda tmp: ModernHopfield.load(["x"]), TypeError, "path must be"),
+    # load(device=...): RuntimeError / AssertionError / accepted meta, after reading the file
+    ("load device ''", lambda tmp: ModernHopfield.load(_saved(tmp, ModernHopfield(P)), device=""), ValueError,
+     "device is not a device"),
+    ("load device tpu", lambda tmp: ClassicalHopfield.load(_saved(tmp, ClassicalHopfield(B)), device="tpu"),
+     ValueError, "device"),
+    ("load device meta", lambda tmp: ClassicalHopfield.load(_saved(tmp, ClassicalHopfield(B)), device="meta"),
+     ValueError, "device must hold data"),
+    ("load device True", lambda tmp: DenseHopfield.load(_saved(tmp, DenseHopfield(B)), device=True), TypeError,
+     "device must be"),
+    # sizes beyond int64 or memory: allocator RuntimeError / "Overflow when unpacking long long"
+    ("huge latent_dim", lambda tmp: MoEDecoder(10**30, 2, 2), ValueError, "latent_dim=10"),
+    ("huge capacity", lambda tmp: EpisodicMemory(2**50, 3), ValueError, "capacity=1125899906842624"),
+    ("huge memory_capacity", lambda tmp: EpiNet(memory_capacity=2**50), ValueError, "memory_capacity="),
+    # MoEDecoder.forward had no checks (RuntimeError / IndexError, int z accepted)
+    ("decoder z rank", lambda tmp: MoEDecoder(3, 2, 2)(torch.zeros(3), torch.zeros(1, 3)), ValueError, "z must have"),
+    ("decoder z dtype", lambda tmp: MoEDecoder(3, 2, 2)(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3)),
+     TypeError, "z must have dtype"),
+    ("decoder rows", lambda tmp: MoEDecoder(3, 2, 2)(torch.zeros(2, 3), torch.zeros(1, 3)), ValueError, "r must"),
+    # plastic: the pybind signature dump; unnamed 'NoneType' object is not iterable; tokenize(None)
+    ("potentiate 2**63", lambda tmp: _plastic().potentiate(">ab_", 2**63), ValueError, "amount must fit in int64"),
+    ("learn_many None", lambda tmp: PlasticMemory().learn_many(None), TypeError, "samples must be an iterable"),
+    ("tokenize start", lambda tmp: tokenize("a", start=None), TypeError, "start must be a str"),
+    # consolidation
+    ("sample int mean", lambda tmp: TinyVAE.sample(torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 2)),
+     TypeError, "mean must be floating point"),
+    ("subset meta", lambda tmp: ImageDataset(torch.rand(3, 1, 2, 2), torch.zeros(3, 1, dtype=torch.long), ("a",),
+                                             "a").subset(torch.zeros(1, dtype=torch.long, device="meta")),
+     ValueError, "index is on the meta device"),
+    ("probe no features", lambda tmp: LinearProbe.fit(torch.zeros(3, 0), torch.zeros(3, dtype=torch.long)),
+     ValueError, "one column"),
+    ("hopfield images", lambda tmp: build_hopfield(torch.zeros(2, 0, 2, 2)), ValueError, "images must hold"),
+    ("config alpha -10**400", lambda tmp: train_split(TrainConfig(alpha=-(10**400))), ValueError, "config.alpha"),
+    ("test_fraction empty split", lambda tmp: load_digits_tasks(test_fraction=1 - 1e-6), ValueError, "test_fraction"),
+    # data files: '' searched the current folder; a file's wrong content was a plain ValueError
+    ("mnist path ''", lambda tmp: load_mnist_tasks(""), ValueError, "path must be a non-empty path"),
+    ("mnist npz shape", lambda tmp: load_mnist(_npz(tmp, x_train=np.zeros((2, 5, 5)), y_train=np.zeros(2, int))),
+     _io.FormatError, "field 'images'"),
+]
+
+
+def _npz(tmp_path, **arrays) -> str:
+    path = str(tmp_path / "data.npz")
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("call,error,words", [pytest.param(*c[1:], id=c[0]) for c in CASES])
+def test_found_fault_is_fixed(call, error, words, tmp_path) -> None:
+    with pytest.raises(error, match=words.replace("(", r"\(")):
+        call(tmp_path)
+
+
+def test_failed_epinet_constructor_consumes_no_randomness() -> None:
+    rng = global_rngs()
+    with pytest.raises(ValueError, match="top_k"):
+        EpiNet(latent_dim=4, hidden_dim=4, memory_capacity=2, top_k=0)
+    assert first_difference(rng, global_rngs()) is None  # before: the encoder and decoder were initialised
+
+
+def test_epinet_forward_names_x_for_a_nan_input() -> None:
+    net = EpiNet(latent_dim=4, num_classes=2, image_size=8, hidden_dim=4, memory_capacity=2)
+    net.memorize(torch.rand(1, 1, 8, 8), torch.randn(1, 4), torch.tensor([1]), 1.0)
+    with pytest.raises(ValueError, match="x gives a non-finite latent"):  # before: "queries must be finite"
+        net(torch.full((1, 1, 8, 8), float("nan")))
+
+
+def _resealed(tmp_path, obj, **changes) -> str:
+    """``obj`` saved, one array or metadata field changed, written back sealed (a valid checksum)."""
+    path = tmp_path / "m.npz"
+    obj.save(path)
+    arrays, header = decode(path)
+    for key, value in changes.items():
+        (arrays if isinstance(value, np.ndarray) else header["meta"])[key] = value
+    write(path, arrays, header)
+    return str(path)
+
+
+@pytest.mark.parametrize("change,words", [
+    (dict(count=np.array([1.5, 1.0, 1.0])), "count"),  # float counts were cast silently
+    (dict(edge_dst=np.array([1, 2], dtype=np.complex64)), "edge_dst"),  # cast with a ComplexWarning
+    (dict(samples=-1), "samples"), (dict(samples=True), "samples"),
+])
+def test_plastic_load_checks_dtypes_ranks_and_metadata(tmp_path, change, words) -> None:
+    mem = PlasticMemory()
+    mem.learn_many([">ab_", ">ac_"])
+    key, value = next(iter(change.items()))
+    if isinstance(value, np.ndarray):  # as long as the saved array
+        change = {key: np.resize(value, len(mem._engine.export_arrays()[key])).astype(value.dtype)}
+    with pytest.raises(_io.FormatError, match=words):
+        PlasticMemory.load(_resealed(tmp_path, mem, **change))
+
+
+def test_episodic_load_refuses_a_non_string_dtype(tmp_path) -> None:
+    mem = EpisodicMemory(3, 2)
+    with pytest.raises(_io.FormatError, match="dtype"):  # before: TypeError: unhashable type: 'list'
+        EpisodicMemory.load(_resealed(tmp_path, mem, dtype=["float32"]))
+
+
+def test_modern_load_refuses_beta_and_norms_beyond_float32(tmp_path) -> None:
+    net = ModernHopfield(P)
+    with pytest.raises(_io.FormatError, match="beta"):
+        ModernHopfield.load(_resealed(tmp_path, net, beta=1e308))
+    with pytest.raises(_io.FormatError, match="patterns"):
+        ModernHopfield.load(_resealed(tmp_path, net, patterns=np.array([[1e30, 0.0, 0.0]], dtype=np.float32)))
