@@ -27,6 +27,7 @@ import math
 import shutil
 import struct
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,6 +233,10 @@ def _register_defaults() -> None:
     SNAPSHOTTERS[core_hebbian.HebbianGraph] = lambda g: [(g.edges(b), g.fires(b)) for b in range(g.batch)]
     # a clock's wall-time origin is state only for a "wall" clock (two loads of one file differ there)
     SNAPSHOTTERS[SalienceClock] = lambda c: (c.alpha, c.source, c._time, c._origin if c.source == "wall" else None)
+    # PlasticMemory's predictor cache: frozen C++ copies of the graph, keyed by the graph's version; a
+    # failed call must not replace one (identity), and a lock holds no state of its own
+    SNAPSHOTTERS[core_plastic.Predictor] = lambda p: ("predictor", id(p))
+    SNAPSHOTTERS[type(threading.Lock())] = lambda lock: "lock"
 
 
 _register_defaults()

@@ -192,11 +192,15 @@ class EpiNet(nn.Module):
         z = self.encoder(x)
         if self.use_memory:
             queries = z.detach().float()
-            # the recall refuses non-finite queries; name what the caller passed, not the recall's argument
-            if len(self.memory) and not _checks.all_finite(queries):
+            # the recall refuses non-finite queries in its own (single) host read; name what the caller
+            # passed, not the recall's argument, without a second read of the data
+            try:
+                r = self.recaller.recall(queries, self.memory).to(z.dtype)
+            except ValueError as err:
+                if not str(err).startswith("queries must be finite"):
+                    raise
                 raise ValueError("x gives a non-finite latent z (NaN or Inf in x or in the encoder's weights): "
-                                 "the recall needs finite queries")
-            r = self.recaller.recall(queries, self.memory).to(z.dtype)
+                                 "the recall needs finite queries") from err
         else:
             r = torch.zeros_like(z)
         return self.decoder(z, r), z

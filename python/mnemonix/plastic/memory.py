@@ -185,8 +185,8 @@ class PlasticMemory:
             raise TypeError(f"s must be a str, got {type(s).__name__}")
         if isinstance(amount, bool) or not isinstance(amount, (int, np.integer)):
             raise TypeError(f"amount must be an int, got {type(amount).__name__}")
-        if not -(2**63) <= int(amount) < 2**63:  # the engine's counts are int64
-            raise ValueError(f"amount must fit in int64 [-2**63, 2**63), got {amount}")
+        if not -(2**63) <= int(amount) < 2**63:  # the engine's counts are int64 (same words as _core)
+            raise ValueError(f"amount must be an integer in [-2**63, 2**63 - 1] (int64), got {amount}")
         if s not in self:
             raise ValueError(f"s must be a node of the memory, got {s!r}")
         self._engine.potentiate(s, int(amount))

@@ -462,6 +462,7 @@ def _cuda_patches(mode: FakeCuda) -> dict[str, Any]:
         "memory_allocated": lambda device=None: 0, "max_memory_allocated": lambda device=None: 0,
         "reset_peak_memory_stats": lambda device=None: None, "manual_seed": lambda seed: None,
         "manual_seed_all": lambda seed: None,
+        "mem_get_info": lambda device=None: (props.total_memory - 2 * 2**30, props.total_memory),
     }
 
 
