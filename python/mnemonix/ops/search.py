@@ -97,8 +97,9 @@ def search_topk(
         An upper bound of the stored rows' norms (ip); computed during the scan when None.
     exact_scores : bool
         Return the float64 exact scores instead of their float32 rounding.
-    backend : {"triton", "torch"} or None
-        Force an implementation (``"triton"`` on CPU needs ``TRITON_INTERPRET=1``).
+    backend : {"triton", "cpp", "torch"} or None
+        Force an implementation (``"triton"`` on CPU needs ``TRITON_INTERPRET=1``; ``"cpp"``
+        runs on CPU tensors).
 
     Returns
     -------
@@ -117,11 +118,11 @@ def search_topk(
         _checks.finite("scales", scales)
     N = keys.shape[0]
     n_live = N if mask is None else int(mask.sum())
-    extra = CANDIDATE_EXTRA + sb.extra_candidates(keys, queries.shape[0], max_norm)
-    n_cand = min(min(k, n_live) + extra, n_live)
     q32 = queries.float()
-    inputs = SearchInputs(q32, keys, scales, mask, tie_ids, metric, k, n_cand)
+    inputs = SearchInputs(q32, keys, scales, mask, tie_ids, metric, k, min(min(k, n_live) + CANDIDATE_EXTRA, n_live))
     chosen = _dispatch.dispatch(SPEC, inputs, backend)
+    # the torch scan's fp16 GEMV path scores more coarsely: it keeps more candidates
+    extra = CANDIDATE_EXTRA + (sb.extra_candidates(keys, queries.shape[0], max_norm) if chosen is sb.TORCH else 0)
 
     def run_scan(n: int):
         return chosen.run(q32, keys, scales, metric, mask, n, max_norm=max_norm)
