@@ -112,6 +112,11 @@ MNEMONIX_ALWAYS_INLINE void prefetchBytes(const void* ahead, size_t bytes) {
 // bytes further on, i.e. the next tile, so that memory streams while this tile computes.
 struct PortableRows {
   static constexpr const char* name = "portable";
+  // 16 float32 rows (stride d) -> one panel stored column by column: panel[i * 16 + l] = row l's i.
+  static void interleave16(const float* tile, size_t d, float* panel) {
+    for (size_t l = 0; l < 16; ++l)
+      for (size_t i = 0; i < d; ++i) panel[i * 16 + l] = tile[l * d + i];
+  }
   static void convert(RowType type, const void* src, size_t count, size_t d, float* dst, const void* ahead) {
     const size_t rowBytes = d * rowTypeBytes(type);
     for (size_t r = 0; r < count; ++r) {
@@ -136,6 +141,35 @@ struct PortableRows {
 #if MNEMONIX_HAVE_AVX2_PATH
 struct Avx2Rows {
   static constexpr const char* name = "avx2";
+  // As PortableRows::interleave16, by 8 x 8 register transposes (unpack, shuffle, permute).
+  MNEMONIX_TARGET_AVX2 static void interleave16(const float* tile, size_t d, float* panel) {
+    size_t i0 = 0;
+    for (; i0 + 8 <= d; i0 += 8) {
+      for (size_t half = 0; half < 2; ++half) {
+        const float* src = tile + half * 8 * d + i0;
+        __m256 r[8];
+        for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(src + l * d);
+        __m256 t[8], u[8];
+        for (int l = 0; l < 8; l += 2) {
+          t[l] = _mm256_unpacklo_ps(r[l], r[l + 1]);
+          t[l + 1] = _mm256_unpackhi_ps(r[l], r[l + 1]);
+        }
+        for (int l = 0; l < 8; l += 4) {
+          u[l] = _mm256_shuffle_ps(t[l], t[l + 2], 0x44);
+          u[l + 1] = _mm256_shuffle_ps(t[l], t[l + 2], 0xEE);
+          u[l + 2] = _mm256_shuffle_ps(t[l + 1], t[l + 3], 0x44);
+          u[l + 3] = _mm256_shuffle_ps(t[l + 1], t[l + 3], 0xEE);
+        }
+        float* dst = panel + i0 * 16 + half * 8;
+        for (int c = 0; c < 4; ++c) {
+          _mm256_storeu_ps(dst + c * 16, _mm256_permute2f128_ps(u[c], u[c + 4], 0x20));
+          _mm256_storeu_ps(dst + (c + 4) * 16, _mm256_permute2f128_ps(u[c], u[c + 4], 0x31));
+        }
+      }
+    }
+    for (; i0 < d; ++i0)
+      for (size_t l = 0; l < 16; ++l) panel[i0 * 16 + l] = tile[l * d + i0];
+  }
   MNEMONIX_TARGET_AVX2 static void convert(RowType type, const void* src, size_t count, size_t d, float* dst,
                                            const void* ahead) {
     const size_t rowBytes = d * rowTypeBytes(type);

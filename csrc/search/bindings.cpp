@@ -50,9 +50,18 @@ py::array keyArray(const ArrayArg& keys, RowType type) {
   return arr;
 }
 
+Layout parseLayout(const StrArg& layout) {
+  if (!PyUnicode_Check(layout.obj.ptr())) throw TypeError("layout must be a str, got " + typeName(layout.obj));
+  const std::string name = layout.obj.cast<std::string>();
+  if (name == "auto") return Layout::Auto;
+  if (name == "rows") return Layout::Rows;
+  if (name == "panels") return Layout::Panels;
+  throw std::invalid_argument("layout must be one of auto, rows, panels, got " + name);
+}
+
 py::tuple scanBinding(const ArrayArg& queries, const ArrayArg& keys, const StrArg& keyType, const ArrayArg& scales,
                       const ArrayArg& mask, const IntArg& nCand, const BoolArg& cosine, const BoolArg& wantNorm,
-                      const IntArg& numThreads, const BoolArg& portable) {
+                      const IntArg& numThreads, const BoolArg& portable, const StrArg& layout) {
   if (!PyUnicode_Check(keyType.obj.ptr())) throw TypeError("key_type must be a str, got " + typeName(keyType.obj));
   ScanInput in;
   in.type = rows::parseRowType(keyType.obj.cast<std::string>(), "key_type");
@@ -85,6 +94,7 @@ py::tuple scanBinding(const ArrayArg& queries, const ArrayArg& keys, const StrAr
   in.threads = static_cast<int>(asInt64(numThreads, "num_threads", std::numeric_limits<int>::min(),
                                         std::numeric_limits<int>::max(), "an int32 (<= 0: OpenMP's default)"));
   in.portable = asBool(portable, "portable");
+  in.layout = parseLayout(layout);
   in.queries = q.data();
   in.keys = k.data();
   in.scales = sc ? sc->data() : nullptr;
@@ -108,6 +118,7 @@ void bind(py::module_& m) {
   m.def("scan", &scanBinding, py::arg("queries"), py::arg("keys"), py::kw_only(), py::arg("key_type"),
         py::arg("scales") = py::none(), py::arg("mask") = py::none(), py::arg("n_cand"), py::arg("cosine") = false,
         py::arg("want_norm") = false, py::arg("num_threads") = 0, py::arg("portable") = false,
+        py::arg("layout") = "auto",
         "(values [B, n_cand] float32, rows [B, n_cand] int64, max_norm, n_nonfinite): the n_cand\n"
         "best rows per query by float32 score, best first (ties by lower row; -inf / -1 past\n"
         "the allowed rows).\n\n"
@@ -117,7 +128,9 @@ void bind(py::module_& m) {
         "bool or None. cosine divides by each row's float32 norm; want_norm reports the largest\n"
         "norm of an allowed row (else 0). n_nonfinite counts (query, allowed row) pairs whose\n"
         "score is NaN or +-Inf. num_threads <= 0 uses OpenMP's default; portable forces the\n"
-        "kernel without AVX2 / F16C.");
+        "kernel without AVX2 / F16C; layout 'rows' (memory-bound) or 'panels' (many queries)\n"
+        "forces the inner loop, 'auto' picks by batch size (panels_min_batch()).");
+  m.def("panels_min_batch", [] { return kPanelsMinBatch; }, "Batch size from which layout='auto' uses panels.");
   m.def("isa", &isa, "'avx2' when this CPU runs the AVX2 + FMA + F16C kernels, else 'portable'.");
 }
 

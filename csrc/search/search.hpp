@@ -15,6 +15,12 @@
 //   B: the hardware prefetcher alone left the retrieval kernel at ~2.7x its floor, see
 //   bench/NOTES.md).
 // - An allowed-row mask is applied inside the scan; a tile with no allowed row is not read.
+// - Two layouts of the scores' inner loop. `Rows` (small B, memory-bound): each query's dot
+//   with four rows at a time, vectorised over d, one horizontal sum per (query, row); float32
+//   rows are read in place. `Panels` (B >= kPanelsMinBatch, compute-bound): the tile is
+//   repacked into panels of 16 rows stored column by column, and a register block of 6
+//   queries x 16 rows accumulates broadcast(q[i]) * panel[i] with no horizontal sums (the
+//   GEMM micro-kernel shape), so that many queries run near the FMA peak.
 // - Running top-k per query: a min-heap of n_cand (value, row); a row enters only when it
 //   beats the heap's smallest value, which after the first tiles is almost never, so the
 //   selection costs one compare per (query, row).
@@ -27,6 +33,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -49,6 +56,16 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kPosInf = std::numeric_limits<float>::infinity();
 constexpr float kFloatMax = std::numeric_limits<float>::max();
 
+enum class Layout { Auto, Rows, Panels };
+
+// Batch size from which the Panels layout is used (Auto): below it the scan is memory-bound
+// and the Rows layout reads float32 rows in place (bench/NOTES.md, "MemoryStore": measured
+// with bench/compare_store.py --sweep).
+constexpr size_t kPanelsMinBatch = 8;
+constexpr size_t kPanelRows = 16;   // rows per panel: two 8-float vectors
+constexpr int kPanelQueries = 6;    // queries per register block: 12 accumulators + 2 loads + 1 broadcast
+constexpr size_t kQueryBlock = 256;  // queries per pass over a part (their scores per tile: 32 KB)
+
 struct ScanInput {
   const float* queries = nullptr;  // [batch, d] float32, as scored (unit norm for cosine)
   size_t batch = 0;
@@ -63,6 +80,7 @@ struct ScanInput {
   size_t nCand = 0;               // list length per query
   int threads = 0;                // <= 0: OpenMP's default
   bool portable = false;          // force the portable kernel (tests of the non-AVX2 path)
+  Layout layout = Layout::Auto;   // force a layout (tests, benchmarks)
 };
 
 struct ScanOutput {
@@ -71,6 +89,7 @@ struct ScanOutput {
   float maxNorm = 0.0f;     // largest float32 norm of an allowed row (with wantNorm)
   int64_t nonFinite = 0;    // (query, allowed row) pairs whose score is NaN or +-Inf
   const char* isa = "";     // "avx2" or "portable"
+  Layout layout = Layout::Rows;  // the layout used
   size_t parts = 0;         // contiguous ranges of N scanned (merged exactly)
 };
 
@@ -132,11 +151,11 @@ class TopKLists {
 };
 
 // Rows per tile: the converted tile (rows x d float32) should stay in L1 while every query
-// uses it; at least 4 rows (the register block), a multiple of 4.
-inline size_t tileRows(size_t d) {
+// uses it; a multiple of the register block (4 rows, or a 16-row panel), at least one block.
+inline size_t tileRows(size_t d, size_t block) {
   size_t rows = (16 * 1024) / (std::max<size_t>(d, 1) * sizeof(float));
-  rows = std::max<size_t>(4, std::min<size_t>(64, rows));
-  return rows & ~size_t(3);
+  rows = std::max<size_t>(block, std::min<size_t>(64, rows));
+  return rows / block * block;
 }
 
 // Dot products of NQ queries (rows of q, stride d) with `rows` tile rows (stride d), written
@@ -234,6 +253,82 @@ MNEMONIX_ALWAYS_INLINE void rowSumSquares(const float* tile, size_t rows, size_t
   }
 }
 
+// GCC / clang vector extensions: one 8-float vector (AVX2 register in the AVX2 kernel, two
+// SSE registers in the portable one); loads and stores through memcpy (unaligned, no aliasing).
+typedef float Vec8 __attribute__((vector_size(32)));
+
+// (By reference: a vector passed by value changes the ABI between the two instruction sets.)
+MNEMONIX_ALWAYS_INLINE void load8(Vec8& v, const float* p) { std::memcpy(&v, p, sizeof(v)); }
+
+MNEMONIX_ALWAYS_INLINE void store8(float* p, const Vec8& v) { std::memcpy(p, &v, sizeof(v)); }
+
+// Repacks `rows` tile rows (stride d) into panels of kPanelRows rows stored column by column
+// ([d][16] each; Isa::interleave16); rows past `rows` in the last panel are zero. `ahead` is
+// prefetched, as many bytes as the tile holds.
+template <class Isa>
+MNEMONIX_ALWAYS_INLINE void packPanels(const float* tile, size_t rows, size_t d, float* panels, const char* ahead,
+                                       size_t rowBytes) {
+  static_assert(kPanelRows == 16, "interleave16 packs 16 rows");
+  rows::prefetchBytes(ahead, rows * rowBytes);
+  for (size_t p0 = 0; p0 < rows; p0 += kPanelRows) {
+    float* panel = panels + (p0 / kPanelRows) * d * kPanelRows;
+    const size_t width = std::min(kPanelRows, rows - p0);
+    if (width == kPanelRows) {
+      Isa::interleave16(tile + p0 * d, d, panel);
+      continue;
+    }
+    for (size_t l = 0; l < kPanelRows; ++l) {
+      if (l < width) {
+        for (size_t i = 0; i < d; ++i) panel[i * kPanelRows + l] = tile[(p0 + l) * d + i];
+      } else {
+        for (size_t i = 0; i < d; ++i) panel[i * kPanelRows + l] = 0.0f;
+      }
+    }
+  }
+}
+
+// Scores of MQ queries (stride d) with one panel's 16 rows: out[j * outStride + l].
+template <int MQ>
+MNEMONIX_ALWAYS_INLINE void panelBlock(const float* q, size_t d, const float* panel, float* out, size_t outStride) {
+  Vec8 lo[MQ], hi[MQ];
+  for (int j = 0; j < MQ; ++j) lo[j] = hi[j] = Vec8{};
+  for (size_t i = 0; i < d; ++i) {
+    Vec8 k0, k1;
+    load8(k0, panel + i * kPanelRows);
+    load8(k1, panel + i * kPanelRows + 8);
+    for (int j = 0; j < MQ; ++j) {
+      const float x = q[j * d + i];
+      const Vec8 qv = {x, x, x, x, x, x, x, x};
+      lo[j] += qv * k0;
+      hi[j] += qv * k1;
+    }
+  }
+  for (int j = 0; j < MQ; ++j) {
+    store8(out + j * outStride, lo[j]);
+    store8(out + j * outStride + 8, hi[j]);
+  }
+}
+
+// Scores [batch, stride] of every query with the packed tile (rows rounded up to panels).
+MNEMONIX_ALWAYS_INLINE void panelScores(const float* q, size_t batch, size_t d, const float* panels, size_t rows,
+                                        float* out, size_t stride) {
+  for (size_t p0 = 0; p0 < rows; p0 += kPanelRows) {
+    const float* panel = panels + (p0 / kPanelRows) * d * kPanelRows;
+    size_t b = 0;
+    for (; b + kPanelQueries <= batch; b += kPanelQueries) panelBlock<kPanelQueries>(q + b * d, d, panel, out + b * stride + p0, stride);
+    const float* qr = q + b * d;
+    float* o = out + b * stride + p0;
+    switch (batch - b) {
+      case 5: panelBlock<5>(qr, d, panel, o, stride); break;
+      case 4: panelBlock<4>(qr, d, panel, o, stride); break;
+      case 3: panelBlock<3>(qr, d, panel, o, stride); break;
+      case 2: panelBlock<2>(qr, d, panel, o, stride); break;
+      case 1: panelBlock<1>(qr, d, panel, o, stride); break;
+      default: break;
+    }
+  }
+}
+
 // What one part (a contiguous range of rows) found besides its lists.
 struct PartStats {
   float maxNorm = 0.0f;
@@ -241,7 +336,7 @@ struct PartStats {
 };
 
 struct Scratch {
-  std::vector<float> tile, scores, sumSquares, factor;
+  std::vector<float> tile, panels, scores, sumSquares, factor;
 };
 
 // Per-row factor applied to the dot products of tile rows [t0, t0 + rows): the int8 scale,
@@ -270,18 +365,34 @@ MNEMONIX_ALWAYS_INLINE bool rowFactors(const ScanInput& in, size_t t0, size_t ro
   return in.cosine || scale;
 }
 
-// Offers the scores of tile rows [t0, t0 + rows) to every query's list.
-MNEMONIX_ALWAYS_INLINE void selectTile(const ScanInput& in, size_t t0, size_t rows, size_t stride, Scratch& s,
-                                       bool scaled, TopKLists& top, PartStats& stats) {
+// How many allowed scores of a tile row need a look: above `threshold`, NaN or -Inf (one
+// vectorised pass; almost always 0 once the lists are full).
+MNEMONIX_ALWAYS_INLINE int flaggedScores(const float* score, const uint8_t* allowed, size_t rows, float threshold) {
+  int flagged = 0;
+  if (allowed) {
+#pragma omp simd reduction(+ : flagged)
+    for (size_t j = 0; j < rows; ++j)
+      flagged += (allowed[j] != 0) & (!(score[j] <= threshold) | (score[j] < -kFloatMax));
+  } else {
+#pragma omp simd reduction(+ : flagged)
+    for (size_t j = 0; j < rows; ++j) flagged += !(score[j] <= threshold) | (score[j] < -kFloatMax);
+  }
+  return flagged;
+}
+
+// Offers the scores of tile rows [t0, t0 + rows) to the lists of queries [q0, q1).
+MNEMONIX_ALWAYS_INLINE void selectTile(const ScanInput& in, size_t q0, size_t q1, size_t t0, size_t rows,
+                                       size_t stride, Scratch& s, bool scaled, TopKLists& top, PartStats& stats) {
   const uint8_t* allowed = in.mask ? in.mask + t0 : nullptr;
-  for (size_t b = 0; b < in.batch; ++b) {
-    float* score = s.scores.data() + b * stride;
+  for (size_t b = q0; b < q1; ++b) {
+    float* score = s.scores.data() + (b - q0) * stride;
     if (scaled) {
       const float* f = s.factor.data();
 #pragma omp simd
       for (size_t j = 0; j < rows; ++j) score[j] *= f[j];
     }
     float threshold = top.threshold(b);
+    if (flaggedScores(score, allowed, rows, threshold) == 0) continue;
     for (size_t j = 0; j < rows; ++j) {
       if (allowed && !allowed[j]) continue;
       const float v = score[j];
@@ -305,17 +416,21 @@ inline bool anyAllowed(const uint8_t* allowed, size_t rows) {
   return false;
 }
 
-// Scan rows [n0, n1) into `top`, with the row conversion of `Isa` (common/rows.hpp).
+// Scan rows [n0, n1) for queries [q0, q1) into `top`, with the row conversion of `Isa`
+// (common/rows.hpp).
 template <class Isa>
-MNEMONIX_ALWAYS_INLINE void scanRangeImpl(const ScanInput& in, size_t n0, size_t n1, TopKLists& top, Scratch& s,
-                                          PartStats& stats) {
+MNEMONIX_ALWAYS_INLINE void scanBlock(const ScanInput& in, bool panels, size_t q0, size_t q1, size_t n0, size_t n1,
+                                      TopKLists& top, Scratch& s, PartStats& stats) {
   const size_t d = in.d;
-  const size_t perTile = tileRows(d);
+  const size_t batch = q1 - q0;
+  const float* queries = in.queries + q0 * d;
+  const size_t perTile = tileRows(d, panels ? kPanelRows : 4);
   const size_t rowBytes = d * rows::rowTypeBytes(in.type);
   const char* base = static_cast<const char*>(in.keys);
   const bool direct = in.type == RowType::Float32;
   s.tile.resize(direct ? 0 : perTile * d);
-  s.scores.resize(in.batch * perTile);
+  s.panels.resize(panels ? perTile * d : 0);
+  s.scores.resize(batch * perTile);
   s.sumSquares.resize(perTile);
   s.factor.resize(perTile);
   for (size_t t0 = n0; t0 < n1; t0 += perTile) {
@@ -330,30 +445,45 @@ MNEMONIX_ALWAYS_INLINE void scanRangeImpl(const ScanInput& in, size_t n0, size_t
       tile = s.tile.data();
       ahead = nullptr;  // prefetched while converting
     }
-    size_t b = 0;
-    for (; b + 2 <= in.batch; b += 2) {
-      dotBlock<2>(in.queries + b * d, d, tile, rows, s.scores.data() + b * perTile, perTile, b == 0 ? ahead : nullptr,
-                  rowBytes);
-    }
-    for (; b < in.batch; ++b) {
-      dotBlock<1>(in.queries + b * d, d, tile, rows, s.scores.data() + b * perTile, perTile, b == 0 ? ahead : nullptr,
-                  rowBytes);
+    if (panels) {
+      packPanels<Isa>(tile, rows, d, s.panels.data(), ahead, rowBytes);
+      panelScores(queries, batch, d, s.panels.data(), rows, s.scores.data(), perTile);
+    } else {
+      size_t b = 0;
+      for (; b + 2 <= batch; b += 2) {
+        dotBlock<2>(queries + b * d, d, tile, rows, s.scores.data() + b * perTile, perTile, b == 0 ? ahead : nullptr,
+                    rowBytes);
+      }
+      for (; b < batch; ++b) {
+        dotBlock<1>(queries + b * d, d, tile, rows, s.scores.data() + b * perTile, perTile, b == 0 ? ahead : nullptr,
+                    rowBytes);
+      }
     }
     if (in.cosine || in.wantNorm) rowSumSquares(tile, rows, d, s.sumSquares.data());
     const bool scaled = rowFactors(in, t0, rows, s, stats);
-    selectTile(in, t0, rows, perTile, s, scaled, top, stats);
+    selectTile(in, q0, q1, t0, rows, perTile, s, scaled, top, stats);
   }
 }
 
-inline void scanRangePortable(const ScanInput& in, size_t n0, size_t n1, TopKLists& top, Scratch& s,
+// Scan rows [n0, n1) for every query, kQueryBlock queries at a time: a block's queries and
+// scores stay in L2 however large the batch (each block re-reads the rows: by then the scan
+// is compute-bound, ~kQueryBlock * d multiply-adds per row read).
+template <class Isa>
+MNEMONIX_ALWAYS_INLINE void scanRangeImpl(const ScanInput& in, bool panels, size_t n0, size_t n1, TopKLists& top,
+                                          Scratch& s, PartStats& stats) {
+  for (size_t q0 = 0; q0 < in.batch; q0 += kQueryBlock)
+    scanBlock<Isa>(in, panels, q0, std::min(in.batch, q0 + kQueryBlock), n0, n1, top, s, stats);
+}
+
+inline void scanRangePortable(const ScanInput& in, bool panels, size_t n0, size_t n1, TopKLists& top, Scratch& s,
                               PartStats& stats) {
-  scanRangeImpl<rows::PortableRows>(in, n0, n1, top, s, stats);
+  scanRangeImpl<rows::PortableRows>(in, panels, n0, n1, top, s, stats);
 }
 
 #if MNEMONIX_HAVE_AVX2_PATH
-MNEMONIX_TARGET_AVX2 inline void scanRangeAvx2(const ScanInput& in, size_t n0, size_t n1, TopKLists& top, Scratch& s,
-                                               PartStats& stats) {
-  scanRangeImpl<rows::Avx2Rows>(in, n0, n1, top, s, stats);
+MNEMONIX_TARGET_AVX2 inline void scanRangeAvx2(const ScanInput& in, bool panels, size_t n0, size_t n1, TopKLists& top,
+                                               Scratch& s, PartStats& stats) {
+  scanRangeImpl<rows::Avx2Rows>(in, panels, n0, n1, top, s, stats);
 }
 #endif
 
@@ -402,6 +532,8 @@ inline void scan(const ScanInput& in, ScanOutput& out) {
   checkInput(in);
   const bool avx2 = !in.portable && rows::cpuHasAvx2F16c();
   out.isa = avx2 ? "avx2" : "portable";
+  const bool panels = in.layout == Layout::Panels || (in.layout == Layout::Auto && in.batch >= kPanelsMinBatch);
+  out.layout = panels ? Layout::Panels : Layout::Rows;
   int nThreads = 1;
   const size_t nParts = in.n == 0 ? 1 : partCount(in, nThreads);
   const size_t per = (in.n + nParts - 1) / nParts;
@@ -424,11 +556,11 @@ inline void scan(const ScanInput& in, ScanOutput& out) {
       lists[t].reset(in.batch, std::min(in.nCand, n1 - n0));
 #if MNEMONIX_HAVE_AVX2_PATH
       if (avx2) {
-        scanRangeAvx2(in, n0, n1, lists[t], s, stats[t]);
+        scanRangeAvx2(in, panels, n0, n1, lists[t], s, stats[t]);
         return;
       }
 #endif
-      scanRangePortable(in, n0, n1, lists[t], s, stats[t]);
+      scanRangePortable(in, panels, n0, n1, lists[t], s, stats[t]);
     });
   }
   error.rethrow();  // e.g. std::bad_alloc of a list, raised in the calling thread
