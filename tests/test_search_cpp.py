@@ -125,19 +125,25 @@ def test_split_over_threads_merges_exactly(rng, dtype, force_kernel):
     assert (values == 0).all()
 
 
-@pytest.mark.parametrize("portable", [False, True])
-def test_every_float16_and_bfloat16_value_converts_exactly(portable):
-    """d = 1, query 1: each score is the stored value; all 2^16 bit patterns but NaN / Inf (subnormals included)."""
+@pytest.mark.parametrize("layout,portable", KERNELS)
+def test_every_float16_and_bfloat16_value_converts_exactly(layout, portable):
+    """All 2^16 bit patterns but NaN / Inf (subnormals included) as rows of d = 8 (vector path) and
+    d = 1 (scalar path); query e_j: each score is the stored value itself."""
     bits = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
     for dtype in (torch.float16, torch.bfloat16):
         values = bits.view(dtype)
-        finite = values[torch.isfinite(values)].contiguous()
-        rows = finite.view(torch.int16).numpy()[:, None]
-        got, idx, _, bad = core.scan(np.ones((1, 1), np.float32), rows, key_type=str(dtype).split(".")[1],
-                                     n_cand=finite.numel(), portable=portable)
-        assert bad == 0
-        assert torch.equal(torch.from_numpy(got[0]), finite.float()[torch.from_numpy(idx[0])])
-        assert sorted(idx[0].tolist()) == list(range(finite.numel()))
+        finite = values[torch.isfinite(values)]
+        finite = torch.cat([finite, finite[: (-finite.numel()) % 8]])  # a multiple of 8
+        for d in (8, 1):
+            rows = finite.reshape(-1, d).contiguous()
+            for j in range(d):
+                q = np.zeros((1, d), np.float32)
+                q[0, j] = 1.0
+                got, idx, _, bad = core.scan(q, rows.view(torch.int16).numpy(), key_type=str(dtype).split(".")[1],
+                                             n_cand=rows.shape[0], layout=layout, portable=portable)
+                assert bad == 0
+                assert torch.equal(torch.from_numpy(got[0]), rows[:, j].float()[torch.from_numpy(idx[0])])
+                assert sorted(idx[0].tolist()) == list(range(rows.shape[0]))
 
 
 @pytest.mark.parametrize("layout,portable", KERNELS)

@@ -112,6 +112,7 @@ MNEMONIX_ALWAYS_INLINE void prefetchBytes(const void* ahead, size_t bytes) {
 // bytes further on, i.e. the next tile, so that memory streams while this tile computes.
 struct PortableRows {
   static constexpr const char* name = "portable";
+  static constexpr bool kFusedDot = false;  // no dotRows: convert, then the float32 loops
   // 16 float32 rows (stride d) -> one panel stored column by column: panel[i * 16 + l] = row l's i.
   static void interleave16(const float* tile, size_t d, float* panel) {
     for (size_t l = 0; l < 16; ++l)
@@ -141,6 +142,95 @@ struct PortableRows {
 #if MNEMONIX_HAVE_AVX2_PATH
 struct Avx2Rows {
   static constexpr const char* name = "avx2";
+  static constexpr bool kFusedDot = true;
+
+  // 8 values of a row of type T from element i on, as float32 (exact).
+  template <RowType T>
+  MNEMONIX_TARGET_AVX2 static inline __m256 load8(const void* row, size_t i) {
+    if constexpr (T == RowType::Float16) {
+      return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i)));
+    } else if constexpr (T == RowType::BFloat16) {
+      const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i));
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+    } else if constexpr (T == RowType::Int8) {
+      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(row) + i));
+      return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+    } else {
+      return _mm256_loadu_ps(static_cast<const float*>(row) + i);
+    }
+  }
+
+  template <RowType T>
+  static float scalarAt(const void* row, size_t i) {
+    if constexpr (T == RowType::Float16) return halfToFloat(static_cast<const uint16_t*>(row)[i]);
+    if constexpr (T == RowType::BFloat16) return bfloat16ToFloat(static_cast<const uint16_t*>(row)[i]);
+    if constexpr (T == RowType::Int8) return static_cast<float>(static_cast<const int8_t*>(row)[i]);
+    return static_cast<const float*>(row)[i];
+  }
+
+  MNEMONIX_TARGET_AVX2 static inline float hsum(__m256 v) {
+    const __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 y = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(y, _mm_movehdup_ps(y)));
+  }
+
+  // One query's dots with `count` rows of type T read as stored (no float32 copy), four rows
+  // at a time; with sumSquares != nullptr also each row's sum of squares. Memory-bound at a
+  // single query: this halves the instructions per stored byte of the convert-then-dot path.
+  template <RowType T>
+  MNEMONIX_TARGET_AVX2 static void dotRowsT(const float* q, const void* src, size_t count, size_t d, float* out,
+                                            float* sumSquares, const char* ahead) {
+    const size_t rowBytes = d * rowTypeBytes(T);
+    const char* base = static_cast<const char*>(src);
+    size_t r = 0;
+    for (; r + 4 <= count; r += 4) {
+      if (ahead) prefetchBytes(ahead + r * rowBytes, 4 * rowBytes);
+      const void* k[4] = {base + r * rowBytes, base + (r + 1) * rowBytes, base + (r + 2) * rowBytes,
+                          base + (r + 3) * rowBytes};
+      __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      size_t i = 0;
+      for (; i + 8 <= d; i += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + i);
+        for (int j = 0; j < 4; ++j) {
+          const __m256 x = load8<T>(k[j], i);
+          a[j] = _mm256_fmadd_ps(qv, x, a[j]);
+          if (sumSquares) s[j] = _mm256_fmadd_ps(x, x, s[j]);
+        }
+      }
+      for (int j = 0; j < 4; ++j) {
+        float dot = hsum(a[j]), sq = hsum(s[j]);
+        for (size_t t = i; t < d; ++t) {
+          const float x = scalarAt<T>(k[j], t);
+          dot += q[t] * x;
+          sq += x * x;
+        }
+        out[r + j] = dot;
+        if (sumSquares) sumSquares[r + j] = sq;
+      }
+    }
+    for (; r < count; ++r) {
+      const void* k0 = base + r * rowBytes;
+      float dot = 0.0f, sq = 0.0f;
+      for (size_t t = 0; t < d; ++t) {
+        const float x = scalarAt<T>(k0, t);
+        dot += q[t] * x;
+        sq += x * x;
+      }
+      out[r] = dot;
+      if (sumSquares) sumSquares[r] = sq;
+    }
+  }
+
+  static void dotRows(RowType type, const float* q, const void* src, size_t count, size_t d, float* out,
+                      float* sumSquares, const char* ahead) {
+    switch (type) {
+      case RowType::Float16: dotRowsT<RowType::Float16>(q, src, count, d, out, sumSquares, ahead); break;
+      case RowType::BFloat16: dotRowsT<RowType::BFloat16>(q, src, count, d, out, sumSquares, ahead); break;
+      case RowType::Int8: dotRowsT<RowType::Int8>(q, src, count, d, out, sumSquares, ahead); break;
+      case RowType::Float32: dotRowsT<RowType::Float32>(q, src, count, d, out, sumSquares, ahead); break;
+    }
+  }
   // As PortableRows::interleave16, by 8 x 8 register transposes (unpack, shuffle, permute).
   MNEMONIX_TARGET_AVX2 static void interleave16(const float* tile, size_t d, float* panel) {
     size_t i0 = 0;

@@ -437,6 +437,16 @@ MNEMONIX_ALWAYS_INLINE void scanBlock(const ScanInput& in, bool panels, size_t q
     const size_t rows = std::min(perTile, n1 - t0);
     if (in.mask && !anyAllowed(in.mask + t0, rows)) continue;  // nothing allowed: not even read
     const char* ahead = t0 + perTile < n1 ? base + (t0 + perTile) * rowBytes : nullptr;
+    const bool normsNeeded = in.cosine || in.wantNorm;
+    if constexpr (Isa::kFusedDot) {
+      if (!direct && !panels && batch == 1) {  // one query: dot the rows as stored (and their norms)
+        Isa::dotRows(in.type, queries, base + t0 * rowBytes, rows, d, s.scores.data(),
+                     normsNeeded ? s.sumSquares.data() : nullptr, ahead);
+        const bool scaled = rowFactors(in, t0, rows, s, stats);
+        selectTile(in, q0, q1, t0, rows, perTile, s, scaled, top, stats);
+        continue;
+      }
+    }
     const float* tile;
     if (direct) {
       tile = reinterpret_cast<const float*>(base + t0 * rowBytes);
@@ -459,7 +469,7 @@ MNEMONIX_ALWAYS_INLINE void scanBlock(const ScanInput& in, bool panels, size_t q
                     rowBytes);
       }
     }
-    if (in.cosine || in.wantNorm) rowSumSquares(tile, rows, d, s.sumSquares.data());
+    if (normsNeeded) rowSumSquares(tile, rows, d, s.sumSquares.data());
     const bool scaled = rowFactors(in, t0, rows, s, stats);
     selectTile(in, q0, q1, t0, rows, perTile, s, scaled, top, stats);
   }
