@@ -11,6 +11,10 @@ queries whose list may miss a near-tie).
   ``-inf`` inside the chunk, a row max, and ``topk`` + merge only for the queries whose
   chunk max beats their running ``n_cand``-th best (after the first chunks almost none).
   Any device.
+- ``cpp``: the fused C++ scan ``mnemonix._core.search`` (CPU; csrc/search/search.hpp): one
+  streaming pass over the rows in their stored width (float16 / bfloat16 / int8 converted
+  tile by tile with F16C / AVX2 when the CPU has them), the mask and the running top-k
+  inside the scan, N split over OpenMP threads (``torch.get_num_threads()``) and merged.
 - ``triton``: :mod:`mnemonix.kernels.search` (one pass over the keys per query block and
   N-split, running top-k in registers, int8 dequantised in the kernel), then a merge of
   the per-split lists here. CUDA, or CPU tensors under ``TRITON_INTERPRET=1``.
@@ -190,6 +194,45 @@ def triton_scan(q32, keys, scales, metric, mask, n_cand, *, max_norm=None, num_s
     return best_val, torch.gather(indices, 1, pos), err, bound
 
 
+def _core_search():
+    try:
+        from mnemonix._core import search
+    except ImportError:
+        return None
+    return search
+
+
+_CORE_KEY_TYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
+                   torch.int8: "int8"}
+
+
+def _stored_rows(keys: torch.Tensor):
+    """(numpy view of the rows as stored, key_type): no cast, bfloat16 as its int16 bits."""
+    rows = keys.detach().contiguous()
+    if rows.dtype == torch.bfloat16:
+        rows = rows.view(torch.int16)
+    return rows.numpy(), _CORE_KEY_TYPES[keys.dtype]
+
+
+def cpp_scan(q32, keys, scales, metric, mask, n_cand, *, max_norm=None, portable=False):
+    """C++ candidates (same contract as :func:`torch_scan`); ``portable`` forces the non-AVX2 kernel."""
+    rows, key_type = _stored_rows(keys)
+    want_norm = max_norm is None and metric == "ip"
+    values, index, norm, n_bad = _core_search().scan(
+        prepare_queries(q32, metric).contiguous().numpy(), rows, key_type=key_type,
+        scales=None if scales is None else scales.detach().contiguous().numpy(),
+        mask=None if mask is None else mask.contiguous().numpy(), n_cand=n_cand, cosine=metric == "cos",
+        want_norm=want_norm, num_threads=torch.get_num_threads(), portable=portable)
+    if n_bad:
+        raise ValueError(NONFINITE_KEYS)
+    bound = 1.01 * norm if want_norm else (0.0 if max_norm is None else float(max_norm))
+    return torch.from_numpy(values), torch.from_numpy(index), scan_error(q32, metric, bound), bound
+
+
+def _cpp_reasons(inputs) -> list[str]:
+    return [] if _core_search() is not None else ["mnemonix._core.search is not built"]
+
+
 def _triton_reasons(inputs) -> list[str]:
     reasons = []
     if inputs.n_cand > TRITON_MAX_CAND:
@@ -202,5 +245,6 @@ def _triton_reasons(inputs) -> list[str]:
 STORAGE_DTYPES = ALL_FLOAT | {torch.int8}
 
 TORCH = Backend("torch", torch_scan, dtypes=STORAGE_DTYPES)
+CPP = Backend("cpp", cpp_scan, devices=frozenset({"cpu"}), dtypes=STORAGE_DTYPES, extra_reasons=_cpp_reasons)
 TRITON = Backend("triton", triton_scan, dtypes=STORAGE_DTYPES, needs_triton=True, extra_reasons=_triton_reasons)
-BACKENDS: tuple[Backend, ...] = (TRITON, TORCH)
+BACKENDS: tuple[Backend, ...] = (TRITON, CPP, TORCH)

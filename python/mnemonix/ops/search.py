@@ -2,7 +2,8 @@
 
 Declared like every op (:mod:`mnemonix._dispatch`): checks -> a typed inputs record ->
 ``dispatch(SPEC, inputs, forced)`` -> a float32 candidate scan of
-:mod:`mnemonix.backends.search`, made exact by
+:mod:`mnemonix.backends.search` (Triton on CUDA; the fused C++ scan on CPU, the chunked
+GEMM scan past ``CPP_MAX_BATCH`` queries or when the extension is not built), made exact by
 :func:`mnemonix.backends.search_exact.exact_select`.
 """
 
@@ -17,7 +18,7 @@ from mnemonix import _checks, _dispatch
 from mnemonix.backends import search as sb
 from mnemonix.backends.search_exact import CANDIDATE_EXTRA, exact_select
 
-__all__ = ["search_topk", "SearchInputs", "SPEC", "METRICS"]
+__all__ = ["search_topk", "SearchInputs", "SPEC", "METRICS", "CPP_MAX_BATCH"]
 
 METRICS = ("ip", "cos")
 _KEY_DTYPES = (*_checks.FLOAT_DTYPES, torch.int8)
@@ -49,9 +50,21 @@ class SearchInputs:
         return False  # a selection: no gradient flows through indices
 
 
+# Largest batch for which the CPU prefers the fused C++ scan over the chunked GEMM scan.
+# Measured by `python bench/compare_store.py --sweep` (bench/results/compare_store-sweep-cpu.json,
+# bench/NOTES.md "MemoryStore"): on the development machine (AMD EPYC, AVX2 kernels, MKL
+# sgemm) the C++ scan was faster at every batch measured, 1 to 16384 (at B = 1 it reads the
+# rows once where the GEMV reaches ~1/3 of memory bandwidth; at large B its 6 x 16 register
+# blocks run near the FMA peak and it has no [B, chunk] scores to sort). Past the largest
+# measured batch the GEMM path is kept: a BLAS with wider vectors may win there.
+CPP_MAX_BATCH = 16384
+
+
 def speed_policy(inputs: SearchInputs, backends) -> list[str]:
-    """Triton first on CUDA; on CPU the chunked torch scan (BLAS matmul per chunk)."""
-    return ["triton", "torch"] if inputs.device.type == "cuda" else ["torch"]
+    """Triton first on CUDA; on CPU the fused C++ scan up to CPP_MAX_BATCH queries, then GEMM."""
+    if inputs.device.type == "cuda":
+        return ["triton", "torch"]
+    return ["cpp", "torch"] if inputs.queries.shape[0] <= CPP_MAX_BATCH else ["torch", "cpp"]
 
 
 SPEC = _dispatch.OpSpec("search_topk", sb.BACKENDS, speed_policy)
@@ -97,8 +110,9 @@ def search_topk(
         An upper bound of the stored rows' norms (ip); computed during the scan when None.
     exact_scores : bool
         Return the float64 exact scores instead of their float32 rounding.
-    backend : {"triton", "torch"} or None
-        Force an implementation (``"triton"`` on CPU needs ``TRITON_INTERPRET=1``).
+    backend : {"triton", "cpp", "torch"} or None
+        Force an implementation (``"triton"`` on CPU needs ``TRITON_INTERPRET=1``; ``"cpp"``
+        runs on CPU tensors).
 
     Returns
     -------
@@ -117,11 +131,11 @@ def search_topk(
         _checks.finite("scales", scales)
     N = keys.shape[0]
     n_live = N if mask is None else int(mask.sum())
-    extra = CANDIDATE_EXTRA + sb.extra_candidates(keys, queries.shape[0], max_norm)
-    n_cand = min(min(k, n_live) + extra, n_live)
     q32 = queries.float()
-    inputs = SearchInputs(q32, keys, scales, mask, tie_ids, metric, k, n_cand)
+    inputs = SearchInputs(q32, keys, scales, mask, tie_ids, metric, k, min(min(k, n_live) + CANDIDATE_EXTRA, n_live))
     chosen = _dispatch.dispatch(SPEC, inputs, backend)
+    # the torch scan's fp16 GEMV path scores more coarsely: it keeps more candidates
+    extra = CANDIDATE_EXTRA + (sb.extra_candidates(keys, queries.shape[0], max_norm) if chosen is sb.TORCH else 0)
 
     def run_scan(n: int):
         return chosen.run(q32, keys, scales, metric, mask, n, max_norm=max_norm)

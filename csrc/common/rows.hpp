@@ -1,0 +1,315 @@
+// Stored rows in four formats, read as float32 by the CPU kernels (no Python here).
+//
+// Keys may be stored as float32, float16, bfloat16 or int8 (with a per-row float32 scale
+// applied by the caller). The kernels convert a tile of rows at a time into a small float32
+// buffer that stays in L1/L2 and then run their float32 inner loops on it, so a narrow row
+// is read from memory once, in its stored width. Every conversion is exact (float16,
+// bfloat16 and int8 values are all float32 numbers).
+//
+// Two instruction sets, chosen at run time (cpuHasAvx2F16c):
+// - `Avx2Rows`: AVX2 + FMA + F16C (x86-64-v3) with intrinsics, compiled through
+//   `__attribute__((target(...)))` so that portable builds (no -march) still carry it. GCC
+//   12's vectoriser does not turn a scalar `_Float16 -> float` loop into vcvtph2ps, and
+//   `target_clones` functions cannot call F16C intrinsics from their default clone, hence
+//   explicit target functions instead of the `target_clones` of retrieval.hpp.
+// - `PortableRows`: plain C++ (branch-free bit manipulation for float16) for any other CPU.
+// With MNEMONIX_NATIVE on an AVX2 machine, `-march=native` makes the check constant.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MNEMONIX_HAVE_AVX2_PATH 1
+#include <immintrin.h>
+#define MNEMONIX_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#else
+#define MNEMONIX_HAVE_AVX2_PATH 0
+#define MNEMONIX_TARGET_AVX2
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MNEMONIX_PREFETCH(ptr) __builtin_prefetch((ptr), 0, 2)  // read, keep in L2
+#ifndef MNEMONIX_ALWAYS_INLINE
+#define MNEMONIX_ALWAYS_INLINE __attribute__((always_inline)) inline  // inlined into each ISA's kernel
+#endif
+#else
+#define MNEMONIX_PREFETCH(ptr) ((void)(ptr))
+#ifndef MNEMONIX_ALWAYS_INLINE
+#define MNEMONIX_ALWAYS_INLINE inline
+#endif
+#endif
+
+namespace mnemonix {
+namespace rows {
+
+enum class RowType { Float32, Float16, BFloat16, Int8 };
+
+inline size_t rowTypeBytes(RowType type) {
+  switch (type) {
+    case RowType::Float32: return 4;
+    case RowType::Float16:
+    case RowType::BFloat16: return 2;
+    case RowType::Int8: return 1;
+  }
+  return 4;
+}
+
+inline const char* rowTypeName(RowType type) {
+  switch (type) {
+    case RowType::Float32: return "float32";
+    case RowType::Float16: return "float16";
+    case RowType::BFloat16: return "bfloat16";
+    case RowType::Int8: return "int8";
+  }
+  return "?";
+}
+
+inline RowType parseRowType(const std::string& name, const char* argName) {
+  if (name == "float32") return RowType::Float32;
+  if (name == "float16") return RowType::Float16;
+  if (name == "bfloat16") return RowType::BFloat16;
+  if (name == "int8") return RowType::Int8;
+  throw std::invalid_argument(std::string(argName) + " must be one of float32, float16, bfloat16, int8, got " + name);
+}
+
+// float16 bits -> float32, exactly, without float arithmetic on subnormals (which a DAZ
+// mode would flush): zero / subnormal halves are mant * 2^-24 (a normal float32).
+MNEMONIX_ALWAYS_INLINE float halfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu;
+  const uint32_t mantissa = h & 0x3ffu;
+  const float small = static_cast<float>(mantissa) * 5.9604644775390625e-8f;  // 2^-24
+  uint32_t smallBits;
+  std::memcpy(&smallBits, &small, sizeof(smallBits));
+  const uint32_t normal = ((exponent + 112u) << 23) | (mantissa << 13);
+  const uint32_t special = 0x7f800000u | (mantissa << 13);  // Inf / NaN
+  const uint32_t bits = sign | (exponent == 0 ? smallBits : (exponent == 31 ? special : normal));
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+
+MNEMONIX_ALWAYS_INLINE float bfloat16ToFloat(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof(out));
+  return out;
+}
+
+// Prefetch `bytes` bytes from `ahead` (one cache line per 64 bytes); nullptr: nothing.
+MNEMONIX_ALWAYS_INLINE void prefetchBytes(const void* ahead, size_t bytes) {
+  if (!ahead) return;
+  const char* p = static_cast<const char*>(ahead);
+  for (size_t off = 0; off < bytes; off += 64) MNEMONIX_PREFETCH(p + off);
+}
+
+// Converts `count` rows of `d` values (type `type`, contiguous) into float32 `dst`.
+// `ahead` (or nullptr) points at the bytes to prefetch while converting: the same number of
+// bytes further on, i.e. the next tile, so that memory streams while this tile computes.
+struct PortableRows {
+  static constexpr const char* name = "portable";
+  static constexpr bool kFusedDot = false;  // no dotRows: convert, then the float32 loops
+  // 16 float32 rows (stride d) -> one panel stored column by column: panel[i * 16 + l] = row l's i.
+  static void interleave16(const float* tile, size_t d, float* panel) {
+    for (size_t l = 0; l < 16; ++l)
+      for (size_t i = 0; i < d; ++i) panel[i * 16 + l] = tile[l * d + i];
+  }
+  static void convert(RowType type, const void* src, size_t count, size_t d, float* dst, const void* ahead) {
+    const size_t rowBytes = d * rowTypeBytes(type);
+    for (size_t r = 0; r < count; ++r) {
+      prefetchBytes(ahead ? static_cast<const char*>(ahead) + r * rowBytes : nullptr, rowBytes);
+      float* out = dst + r * d;
+      if (type == RowType::Float16) {
+        const uint16_t* in = static_cast<const uint16_t*>(src) + r * d;
+        for (size_t i = 0; i < d; ++i) out[i] = halfToFloat(in[i]);
+      } else if (type == RowType::BFloat16) {
+        const uint16_t* in = static_cast<const uint16_t*>(src) + r * d;
+        for (size_t i = 0; i < d; ++i) out[i] = bfloat16ToFloat(in[i]);
+      } else if (type == RowType::Int8) {
+        const int8_t* in = static_cast<const int8_t*>(src) + r * d;
+        for (size_t i = 0; i < d; ++i) out[i] = static_cast<float>(in[i]);
+      } else {
+        std::memcpy(out, static_cast<const float*>(src) + r * d, d * sizeof(float));
+      }
+    }
+  }
+};
+
+#if MNEMONIX_HAVE_AVX2_PATH
+struct Avx2Rows {
+  static constexpr const char* name = "avx2";
+  static constexpr bool kFusedDot = true;
+
+  // 8 values of a row of type T from element i on, as float32 (exact).
+  template <RowType T>
+  MNEMONIX_TARGET_AVX2 static inline __m256 load8(const void* row, size_t i) {
+    if constexpr (T == RowType::Float16) {
+      return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i)));
+    } else if constexpr (T == RowType::BFloat16) {
+      const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + i));
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+    } else if constexpr (T == RowType::Int8) {
+      const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(row) + i));
+      return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+    } else {
+      return _mm256_loadu_ps(static_cast<const float*>(row) + i);
+    }
+  }
+
+  template <RowType T>
+  static float scalarAt(const void* row, size_t i) {
+    if constexpr (T == RowType::Float16) return halfToFloat(static_cast<const uint16_t*>(row)[i]);
+    if constexpr (T == RowType::BFloat16) return bfloat16ToFloat(static_cast<const uint16_t*>(row)[i]);
+    if constexpr (T == RowType::Int8) return static_cast<float>(static_cast<const int8_t*>(row)[i]);
+    return static_cast<const float*>(row)[i];
+  }
+
+  MNEMONIX_TARGET_AVX2 static inline float hsum(__m256 v) {
+    const __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 y = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(y, _mm_movehdup_ps(y)));
+  }
+
+  // One query's dots with `count` rows of type T read as stored (no float32 copy), four rows
+  // at a time; with sumSquares != nullptr also each row's sum of squares. Memory-bound at a
+  // single query: this halves the instructions per stored byte of the convert-then-dot path.
+  template <RowType T>
+  MNEMONIX_TARGET_AVX2 static void dotRowsT(const float* q, const void* src, size_t count, size_t d, float* out,
+                                            float* sumSquares, const char* ahead) {
+    const size_t rowBytes = d * rowTypeBytes(T);
+    const char* base = static_cast<const char*>(src);
+    size_t r = 0;
+    for (; r + 4 <= count; r += 4) {
+      if (ahead) prefetchBytes(ahead + r * rowBytes, 4 * rowBytes);
+      const void* k[4] = {base + r * rowBytes, base + (r + 1) * rowBytes, base + (r + 2) * rowBytes,
+                          base + (r + 3) * rowBytes};
+      __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      __m256 s[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      size_t i = 0;
+      for (; i + 8 <= d; i += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + i);
+        for (int j = 0; j < 4; ++j) {
+          const __m256 x = load8<T>(k[j], i);
+          a[j] = _mm256_fmadd_ps(qv, x, a[j]);
+          if (sumSquares) s[j] = _mm256_fmadd_ps(x, x, s[j]);
+        }
+      }
+      for (int j = 0; j < 4; ++j) {
+        float dot = hsum(a[j]), sq = hsum(s[j]);
+        for (size_t t = i; t < d; ++t) {
+          const float x = scalarAt<T>(k[j], t);
+          dot += q[t] * x;
+          sq += x * x;
+        }
+        out[r + j] = dot;
+        if (sumSquares) sumSquares[r + j] = sq;
+      }
+    }
+    for (; r < count; ++r) {
+      const void* k0 = base + r * rowBytes;
+      float dot = 0.0f, sq = 0.0f;
+      for (size_t t = 0; t < d; ++t) {
+        const float x = scalarAt<T>(k0, t);
+        dot += q[t] * x;
+        sq += x * x;
+      }
+      out[r] = dot;
+      if (sumSquares) sumSquares[r] = sq;
+    }
+  }
+
+  static void dotRows(RowType type, const float* q, const void* src, size_t count, size_t d, float* out,
+                      float* sumSquares, const char* ahead) {
+    switch (type) {
+      case RowType::Float16: dotRowsT<RowType::Float16>(q, src, count, d, out, sumSquares, ahead); break;
+      case RowType::BFloat16: dotRowsT<RowType::BFloat16>(q, src, count, d, out, sumSquares, ahead); break;
+      case RowType::Int8: dotRowsT<RowType::Int8>(q, src, count, d, out, sumSquares, ahead); break;
+      case RowType::Float32: dotRowsT<RowType::Float32>(q, src, count, d, out, sumSquares, ahead); break;
+    }
+  }
+  // As PortableRows::interleave16, by 8 x 8 register transposes (unpack, shuffle, permute).
+  MNEMONIX_TARGET_AVX2 static void interleave16(const float* tile, size_t d, float* panel) {
+    size_t i0 = 0;
+    for (; i0 + 8 <= d; i0 += 8) {
+      for (size_t half = 0; half < 2; ++half) {
+        const float* src = tile + half * 8 * d + i0;
+        __m256 r[8];
+        for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(src + l * d);
+        __m256 t[8], u[8];
+        for (int l = 0; l < 8; l += 2) {
+          t[l] = _mm256_unpacklo_ps(r[l], r[l + 1]);
+          t[l + 1] = _mm256_unpackhi_ps(r[l], r[l + 1]);
+        }
+        for (int l = 0; l < 8; l += 4) {
+          u[l] = _mm256_shuffle_ps(t[l], t[l + 2], 0x44);
+          u[l + 1] = _mm256_shuffle_ps(t[l], t[l + 2], 0xEE);
+          u[l + 2] = _mm256_shuffle_ps(t[l + 1], t[l + 3], 0x44);
+          u[l + 3] = _mm256_shuffle_ps(t[l + 1], t[l + 3], 0xEE);
+        }
+        float* dst = panel + i0 * 16 + half * 8;
+        for (int c = 0; c < 4; ++c) {
+          _mm256_storeu_ps(dst + c * 16, _mm256_permute2f128_ps(u[c], u[c + 4], 0x20));
+          _mm256_storeu_ps(dst + (c + 4) * 16, _mm256_permute2f128_ps(u[c], u[c + 4], 0x31));
+        }
+      }
+    }
+    for (; i0 < d; ++i0)
+      for (size_t l = 0; l < 16; ++l) panel[i0 * 16 + l] = tile[l * d + i0];
+  }
+  MNEMONIX_TARGET_AVX2 static void convert(RowType type, const void* src, size_t count, size_t d, float* dst,
+                                           const void* ahead) {
+    const size_t rowBytes = d * rowTypeBytes(type);
+    for (size_t r = 0; r < count; ++r) {
+      prefetchBytes(ahead ? static_cast<const char*>(ahead) + r * rowBytes : nullptr, rowBytes);
+      float* out = dst + r * d;
+      size_t i = 0;
+      if (type == RowType::Float16) {
+        const uint16_t* in = static_cast<const uint16_t*>(src) + r * d;
+        for (; i + 8 <= d; i += 8)
+          _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+        for (; i < d; ++i) out[i] = halfToFloat(in[i]);
+      } else if (type == RowType::BFloat16) {
+        const uint16_t* in = static_cast<const uint16_t*>(src) + r * d;
+        for (; i + 8 <= d; i += 8) {
+          const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i)));
+          _mm256_storeu_ps(out + i, _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
+        }
+        for (; i < d; ++i) out[i] = bfloat16ToFloat(in[i]);
+      } else if (type == RowType::Int8) {
+        const int8_t* in = static_cast<const int8_t*>(src) + r * d;
+        for (; i + 8 <= d; i += 8) {
+          const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + i));
+          _mm256_storeu_ps(out + i, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)));
+        }
+        for (; i < d; ++i) out[i] = static_cast<float>(in[i]);
+      } else {
+        std::memcpy(out, static_cast<const float*>(src) + r * d, d * sizeof(float));
+      }
+    }
+  }
+};
+#endif
+
+// Whether this CPU (and OS) runs the AVX2 + FMA + F16C kernels; checked once.
+inline bool cpuHasAvx2F16c() {
+#if MNEMONIX_HAVE_AVX2_PATH
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+  return true;  // built with -march supporting them (MNEMONIX_NATIVE on such a machine)
+#else
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  }();
+  return has;
+#endif
+#else
+  return false;
+#endif
+}
+
+}  // namespace rows
+}  // namespace mnemonix
