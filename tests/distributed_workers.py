@@ -204,10 +204,17 @@ def _build(rank: int, world: int, seed: int, name: str):
     return S, R, g
 
 
-def sweep(rank: int, world: int, seed: int, configs: list[str]) -> None:
-    """Every method of a sharded store against one MemoryStore holding the union, after every kind of write."""
+def sweep(rank: int, world: int, seed: int, configs: list[str], example_dir: str | None = None) -> None:
+    """Every method of a sharded store against one MemoryStore holding the union, after every kind of write.
+
+    Then the example (``mnemonix.examples.sharded_store``, which asserts its own results) in the same group.
+    """
     for name in configs:
         _build(rank, world, seed, name)
+    if example_dir is not None:
+        from mnemonix.examples import sharded_store
+
+        sharded_store.main(["--rows", "300", "--dim", "16", "--path", example_dir])
 
 
 def save_and_reload(rank: int, world: int, seed: int, name: str, save_dir: str) -> None:

@@ -20,8 +20,9 @@ def _seed() -> int:
     return int.from_bytes(os.urandom(4), "little")
 
 
-def test_two_ranks_every_method_matches_one_store():
-    run(2, sweep, _seed(), ["f32-ip-values", "int8-cos", "bf16-ip"])
+def test_two_ranks_every_method_matches_one_store_and_the_example_runs(tmp_path):
+    run(2, sweep, _seed(), ["f32-ip-values", "int8-cos", "bf16-ip"], str(tmp_path / "example"))
+    assert len(MemoryStore.load(tmp_path / "example")) == 2 * 300 - 4  # the example removed the 4 best hits
 
 
 def test_three_ranks_save_load_on_two_and_on_one(tmp_path):
