@@ -117,6 +117,8 @@ class Comm:
                                "torch.distributed.init_process_group(...) first (torchrun sets its environment)")
         self.group = group
         self.rank = dist.get_rank(group)
+        if self.rank < 0:
+            raise ValueError("group must be a process group this process belongs to")
         self.world = dist.get_world_size(group)
         self.backend = str(dist.get_backend(group))
         nccl = self.backend == "nccl"

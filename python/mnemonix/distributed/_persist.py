@@ -71,8 +71,13 @@ def _top_manifest(store, path: Path, generation: int, uid: str, words: list[torc
     shards = []
     for rank, w in enumerate(words):
         w = w.cpu()
-        shards.append({"dir": _shards.shard_dir_name(generation, uid, rank), "rows": int(w[0]), "live": int(w[1]),
-                       "manifest_sha256": w[3:].numpy().tobytes().hex()})
+        name = _shards.shard_dir_name(generation, uid, rank)
+        digest = w[3:].numpy().tobytes().hex()
+        file = path / name / _persist.MANIFEST
+        if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() != digest:
+            raise ValueError(f"rank {rank} saved its shard to {str(path / name)!r}, which rank 0 cannot read: "
+                             "path must be on a filesystem that every rank shares")
+        shards.append({"dir": name, "rows": int(w[0]), "live": int(w[1]), "manifest_sha256": digest})
     max_norm = max(float(w.cpu()[2:3].view(torch.float64)) for w in words)
     return {"generation": generation, "uid": uid, **{f: first[f] for f in _shards.SPEC_FIELDS},
             "rows": sum(s["rows"] for s in shards), "live": sum(s["live"] for s in shards),

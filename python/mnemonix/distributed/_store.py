@@ -15,6 +15,7 @@ import os
 import warnings
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from mnemonix import _checks
@@ -488,7 +489,7 @@ class ShardedMemoryStore:
 
     def __contains__(self, id_: object) -> bool:
         """Collective, like :meth:`contains`; a non-id (not an int >= 0) is in no store."""
-        valid = not isinstance(id_, bool) and isinstance(id_, int) and id_ >= 0
+        valid = not isinstance(id_, bool) and isinstance(id_, (int, np.integer)) and id_ >= 0
         got = self.contains(torch.tensor([int(id_)] if valid else [], dtype=_I64, device=self.device))
         return bool(got.any())
 

@@ -296,7 +296,9 @@ class MemoryStore:
         each segment before its rows are first used, False checks sizes and headers only
         (the manifest's own checksum is always checked). Default: True when copying,
         ``"lazy"`` with ``mmap``. Raises :class:`mnemonix._io.FormatError` naming the file
-        and field for anything that is not a valid store.
+        and field for anything that is not a valid store. A directory saved by
+        :class:`~mnemonix.distributed.ShardedMemoryStore` loads as one store holding every
+        shard's rows.
         """
         return _persist.load(cls, Path(path), mmap=mmap, device=device, verify=verify)
 
