@@ -195,8 +195,8 @@ def _open_segment(path: Path, entry: dict, spec, verify) -> tuple[dict, Run, obj
     return columns, run, checker
 
 
-def load(cls, path: Path, *, mmap: bool, device, verify):
-    """Build a store from the directory ``path`` (see :meth:`MemoryStore.load`)."""
+def load_options(mmap: object, device, verify: object) -> tuple[torch.device, object]:
+    """Checked ``(device, verify)`` of a load (verify's default follows ``mmap``)."""
     if not isinstance(mmap, bool):
         raise TypeError(f"mmap must be a bool, got {type(mmap).__name__}")
     if verify is None:
@@ -208,7 +208,22 @@ def load(cls, path: Path, *, mmap: bool, device, verify):
     device = torch.device("cpu" if device is None else device)
     if mmap and device.type != "cpu":
         raise ValueError(f"mmap=True maps files into CPU memory: device must be 'cpu', got {device}")
+    return device, verify
+
+
+def load(cls, path: Path, *, mmap: bool, device, verify):
+    """Build a store from the directory ``path`` (see :meth:`MemoryStore.load`).
+
+    A directory saved by :class:`~mnemonix.distributed.ShardedMemoryStore` loads as one
+    store holding every shard's rows (:mod:`mnemonix.store._shards`).
+    """
+    device, verify = load_options(mmap, device, verify)
     path = Path(os.path.abspath(path))
+    from mnemonix.store import _shards  # imports this module
+
+    if _shards.is_sharded(path):
+        sharded = _shards.read_sharded(path)
+        return _shards.load_rows(cls, sharded, 0, sharded.rows, mmap=mmap, device=device, verify=verify)
     manifest = read_manifest(path)
     spec_args = seg.spec_args(manifest)
     store = cls(spec_args.pop("dim"), device=device, **spec_args)

@@ -48,8 +48,14 @@ def _pads(B: int, k: int, device, dtype=torch.float32) -> tuple[torch.Tensor, to
             torch.full((B, k), -1, dtype=torch.int64, device=device))
 
 
-def search(blocks, mask, q, k: int, metric: str, max_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k (scores [B, k] float32, ids [B, k] int64) by the store's metric."""
+def search(blocks, mask, q, k: int, metric: str, max_norm: float, *,
+           exact64: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k (scores [B, k] float32, ids [B, k] int64) by the store's metric.
+
+    ``exact64``: scores stay the float64 exact scores the ranking used (a sharded store
+    merges them across ranks: float32 scores could tie where the float64 ones do not).
+    """
+    out_dtype = torch.float64 if exact64 else torch.float32
     scores, ids = [], []
     for b in blocks:
         m = _block_mask(b, mask)
@@ -61,12 +67,12 @@ def search(blocks, mask, q, k: int, metric: str, max_norm: float) -> tuple[torch
         scores.append(s)
         ids.append(torch.where(r >= 0, block_ids[r.clamp(min=0)], -1))
     if not scores:
-        return _pads(q.shape[0], k, q.device)
+        return _pads(q.shape[0], k, q.device, out_dtype)
     if len(scores) == 1:
-        return scores[0].float(), ids[0]
+        return scores[0].to(out_dtype), ids[0]
     all_ids = torch.cat(ids, dim=1)
     s, i = rank_select(torch.cat(scores, dim=1), all_ids, all_ids, k)
-    return s.float(), i
+    return s.to(out_dtype), i
 
 
 def _parts(block: Block, float32_whole: bool):
@@ -83,23 +89,26 @@ def _float_keys(block: Block, a: int, z: int) -> torch.Tensor:
     return dequantize(block.col("keys")[a:z], None if scales is None else scales[a:z])
 
 
-def _salience_reference(blocks, mask, alpha: float) -> tuple[float, float] | None:
-    """(latest allowed store time, largest allowed log-salience), or None when nothing is allowed."""
+def latest_tau(blocks, mask) -> float | None:
+    """Latest store time of the allowed rows, or None when no row is allowed."""
     latest = None
     for b in blocks:
         m = _block_mask(b, mask)
         if b.n and (m is None or bool(m.any())):
             tau = b.col("tau") if m is None else b.col("tau")[m]
             latest = float(tau.max()) if latest is None else max(latest, float(tau.max()))
-    if latest is None:
-        return None
+    return latest
+
+
+def max_log_salience(blocks, mask, alpha: float, latest: float) -> float:
+    """Largest log-salience of the allowed rows, ages measured from ``latest`` (-inf: none allowed)."""
     shift = float("-inf")
     for b in blocks:
         m = _block_mask(b, mask)
         if b.n and (m is None or bool(m.any())):
             log_s = _types.log_salience(b.col("r0"), b.col("tau"), alpha, latest)
             shift = max(shift, float(log_s.max() if m is None else log_s[m].max()))
-    return latest, shift
+    return shift
 
 
 def _salience_part(q, keys, r0, tau, valid, ids, k, alpha, now, latest, shift):
@@ -123,12 +132,13 @@ def _salience_part(q, keys, r0, tau, valid, ids, k, alpha, now, latest, shift):
     return key, ids[idx], cos, rel[idx]
 
 
-def salience_search(blocks, mask, q, k: int, alpha: float, now: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k by ``cos(q, c) * r0 * exp(-alpha (now - tau))``; scores relative to the most salient allowed memory."""
-    ref = _salience_reference(blocks, mask, alpha)
-    if ref is None:
-        return _pads(q.shape[0], k, q.device)
-    latest, shift = ref
+def salience_candidates(blocks, mask, q, k: int, alpha: float, now: float, latest: float,
+                        shift: float) -> tuple[torch.Tensor, ...]:
+    """Exact candidates of every allowed part: (rank keys, ids, cos, relative log-salience) [B, M].
+
+    ``latest`` and ``shift`` (from :func:`latest_tau`, :func:`max_log_salience`) are the
+    whole store's; the candidates hold every allowed row among the top ``k`` of each part.
+    """
     keys_, ids_, cos_, rel_ = [], [], [], []
     for b in blocks:
         m = _block_mask(b, mask)
@@ -140,15 +150,42 @@ def salience_search(blocks, mask, q, k: int, alpha: float, now: float) -> tuple[
                                   b.col("ids")[a:z], k, alpha, now, latest, shift)
             for acc, x in zip((keys_, ids_, cos_, rel_), part):
                 acc.append(x)
-    key, ids = torch.cat(keys_, dim=1), torch.cat(ids_, dim=1)
-    position = torch.arange(key.shape[1], device=key.device).expand_as(key).contiguous()
-    _, pick = rank_select(key, position, ids, min(k, key.shape[1]))
-    scores, out_ids = _pads(q.shape[0], k, q.device)
-    cos, rel = torch.cat(cos_, dim=1), torch.cat(rel_, dim=1)
-    take = pick.shape[1]
-    out_ids[:, :take] = torch.gather(ids, 1, pick)
-    scores[:, :take] = (torch.gather(cos, 1, pick) * torch.exp(torch.gather(rel, 1, pick))).float()
-    return scores, out_ids
+    if not keys_:
+        B = q.shape[0]
+        empty = torch.empty(B, 0, dtype=torch.float64, device=q.device)
+        return empty, torch.empty(B, 0, dtype=torch.int64, device=q.device), empty, empty
+    return tuple(torch.cat(x, dim=1) for x in (keys_, ids_, cos_, rel_))
+
+
+def select_salience(key, ids, cos, rel, k: int) -> tuple[torch.Tensor, ...]:
+    """The ``k`` best candidates [B, k] by rank key, ties to the lower id; padding: key -inf, id -1, cos 0."""
+    B, M = key.shape
+    position = torch.arange(M, device=key.device).expand_as(key).contiguous()
+    valid_key = torch.where(ids >= 0, key, torch.full_like(key, float("-inf")))
+    _, pick = rank_select(valid_key, torch.where(ids >= 0, position, -1), ids, min(k, M))
+    safe = pick.clamp(min=0)
+    out = [torch.full((B, k), fill, dtype=t.dtype, device=key.device)
+           for t, fill in ((key, float("-inf")), (ids, -1), (cos, 0.0), (rel, 0.0))]
+    for o, t in zip(out, (key, ids, cos, rel)):
+        o[:, : pick.shape[1]] = torch.where(pick >= 0, torch.gather(t, 1, safe), o[:, : pick.shape[1]])
+    return tuple(out)
+
+
+def salience_scores(ids: torch.Tensor, cos: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+    """``cos * s / max s`` [B, k] float32 of selected candidates; ``-inf`` where the id is -1."""
+    scores = (cos * torch.exp(rel)).float()
+    return torch.where(ids >= 0, scores, torch.full_like(scores, float("-inf")))
+
+
+def salience_search(blocks, mask, q, k: int, alpha: float, now: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k by ``cos(q, c) * r0 * exp(-alpha (now - tau))``; scores relative to the most salient allowed memory."""
+    latest = latest_tau(blocks, mask)
+    if latest is None:
+        return _pads(q.shape[0], k, q.device)
+    shift = max_log_salience(blocks, mask, alpha, latest)
+    cand = salience_candidates(blocks, mask, q, k, alpha, now, latest, shift)
+    _, ids, cos, rel = select_salience(*cand, k)
+    return salience_scores(ids, cos, rel), ids
 
 
 def _retrieve_once(blocks, mask, q: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,9 +212,18 @@ def _retrieve_once(blocks, mask, q: torch.Tensor, beta: float) -> tuple[torch.Te
     return out, total
 
 
-def retrieve(blocks, mask, q, beta: float, update_steps: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Retrieval with ``update_steps`` iterations ``q <- out``, each query stopping once it moves < eps."""
-    out, lse = _retrieve_once(blocks, mask, q, beta)
+def retrieve_partial(blocks, mask, q: torch.Tensor, beta: float, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_retrieve_once` that allows no allowed row: (zeros [B, width], lse -inf) then."""
+    if any(b.n and (mask is None or bool(_block_mask(b, mask).any())) for b in blocks):
+        return _retrieve_once(blocks, mask, q, beta)
+    B = q.shape[0]
+    return (torch.zeros(B, width, dtype=torch.float32, device=q.device),
+            torch.full((B,), float("-inf"), dtype=torch.float32, device=q.device))
+
+
+def iterate(once, q: torch.Tensor, update_steps: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``once(q) -> (out, lse)``, then ``update_steps`` iterations ``q <- out``; a query stops once it moves < eps."""
+    out, lse = once(q)
     state = q
     active = torch.arange(q.shape[0], device=q.device)
     for _ in range(update_steps):
@@ -186,7 +232,12 @@ def retrieve(blocks, mask, q, beta: float, update_steps: int, eps: float) -> tup
         if active.numel() == 0:
             break
         state = state.index_copy(0, active, out[active])
-        o, l_ = _retrieve_once(blocks, mask, state[active], beta)
+        o, l_ = once(state[active])
         out = out.index_copy(0, active, o)
         lse = lse.index_copy(0, active, l_)
     return out, lse
+
+
+def retrieve(blocks, mask, q, beta: float, update_steps: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Retrieval with ``update_steps`` iterations ``q <- out``, each query stopping once it moves < eps."""
+    return iterate(lambda state: _retrieve_once(blocks, mask, state, beta), q, update_steps, eps)

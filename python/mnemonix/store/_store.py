@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,17 @@ __all__ = ["MemoryStore"]
 
 AUTO_COMPACT_MIN_DEAD = 1024
 """An in-memory store compacts itself once its dead rows exceed both this and its live rows."""
+
+
+@dataclass
+class _Staged:
+    """Rows written past the end of a store, not yet visible (see :meth:`MemoryStore._stage`)."""
+
+    rows: dict[str, torch.Tensor | None]
+    tail: Block
+    live: torch.Tensor
+    dead: torch.Tensor | None
+    index: IdIndex
 
 
 class MemoryStore:
@@ -155,11 +166,8 @@ class MemoryStore:
             wanted = torch.unique(check.ids("ids", ids, self._spec, unique=False))
             found = self._index.lookup(wanted, self._live)
             found = found[found >= 0]
-            self._live[found] = False
-            self._n_live -= int(found.numel())
-            dead = self._n_rows - self._n_live
-            if dead > max(self._n_live, AUTO_COMPACT_MIN_DEAD) and len(self._blocks) == 1:
-                self._compact()
+            self._tombstone(found)
+            self._auto_compact()
             return int(found.numel())
 
     def compact(self) -> None:
@@ -288,7 +296,9 @@ class MemoryStore:
         each segment before its rows are first used, False checks sizes and headers only
         (the manifest's own checksum is always checked). Default: True when copying,
         ``"lazy"`` with ``mmap``. Raises :class:`mnemonix._io.FormatError` naming the file
-        and field for anything that is not a valid store.
+        and field for anything that is not a valid store. A directory saved by
+        :class:`~mnemonix.distributed.ShardedMemoryStore` loads as one store holding every
+        shard's rows.
         """
         return _persist.load(cls, Path(path), mmap=mmap, device=device, verify=verify)
 
@@ -353,9 +363,21 @@ class MemoryStore:
 
     def _commit(self, rows: dict[str, torch.Tensor | None], replaced: torch.Tensor | None) -> None:
         """Append prepared rows (and tombstone ``replaced`` rows); everything that can fail runs first."""
+        staged = self._stage(rows, replaced)
+        if staged is not None:
+            self._apply(staged)
+
+    def _stage(self, rows: dict[str, torch.Tensor | None], replaced: torch.Tensor | None) -> _Staged | None:
+        """Everything of :meth:`_commit` that can fail; None when there is nothing to add.
+
+        Rows go past ``n_rows`` (invisible). The only visible change is ``replaced`` rows
+        marked dead: :meth:`_unstage` revives them, :meth:`_apply` makes the rest visible
+        and cannot fail. A :class:`~mnemonix.distributed.ShardedMemoryStore` stages on
+        every rank and applies only once every rank staged.
+        """
         n = int(rows["ids"].shape[0])
         if n == 0:
-            return
+            return None
         start = self._n_rows
         tail = grown_tail(self._blocks[-1], n, self._spec, self.device)
         live = self._live
@@ -371,21 +393,41 @@ class MemoryStore:
         dead = replaced if replaced is not None and replaced.numel() else None
         if dead is not None:
             live[dead] = False
+        staged = _Staged(rows, tail, live, dead, self._index)
         try:
             run = make_run(rows["ids"], torch.arange(start, start + n, device=self.device))
-            index = self._index.with_run(run, live)
+            staged.index = self._index.with_run(run, live)
         except BaseException:
-            if dead is not None:
-                live[dead] = True
+            self._unstage(staged)
             raise
-        # Commit: nothing below can fail.
-        self._blocks[-1] = replace(tail, n=tail.n + n)
-        self._live = live
+        return staged
+
+    def _unstage(self, staged: _Staged) -> None:
+        """Undo the visible part of :meth:`_stage` (the replaced rows live again)."""
+        if staged.dead is not None:
+            staged.live[staged.dead] = True
+
+    def _apply(self, staged: _Staged) -> None:
+        """Make staged rows visible. Nothing here can fail."""
+        rows, n = staged.rows, int(staged.rows["ids"].shape[0])
+        self._blocks[-1] = replace(staged.tail, n=staged.tail.n + n)
+        self._live = staged.live
         self._n_rows += n
-        self._n_live += n - (0 if replaced is None else int(replaced.numel()))
-        self._index = index
+        self._n_live += n - (0 if staged.dead is None else int(staged.dead.numel()))
+        self._index = staged.index
         self._next_id = max(self._next_id, int(rows["ids"].max()) + 1)
         self._max_norm = max(self._max_norm, 1.01 * float(rows["_max_norm"]))
+
+    def _tombstone(self, rows: torch.Tensor) -> None:
+        """Mark live ``rows`` (distinct) dead. Cannot fail."""
+        self._live[rows] = False
+        self._n_live -= int(rows.numel())
+
+    def _auto_compact(self) -> None:
+        """Compact an in-memory store whose dead rows outnumber its live ones (amortised O(1) per removal)."""
+        dead = self._n_rows - self._n_live
+        if dead > max(self._n_live, AUTO_COMPACT_MIN_DEAD) and len(self._blocks) == 1:
+            self._compact()
 
     def _compact(self) -> None:
         rows = self._live[: self._n_rows].nonzero().flatten()

@@ -1,0 +1,1 @@
+"""Runnable examples (``python -m mnemonix.examples.<name>``, or under ``torchrun``)."""
