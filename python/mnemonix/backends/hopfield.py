@@ -154,9 +154,10 @@ def _sdpa_reasons(inputs) -> list[str]:
     keys, values, queries = inputs.keys, inputs.values, inputs.queries
     if values is not None and values.shape[-1] != keys.shape[-1]:
         reasons.append("the flash kernel needs values of the keys' width (dv == d)")
-    if keys.ndim == 4 and queries.ndim == 4 and keys.shape[:2] != queries.shape[:2] and queries.shape[:2] != (1, 1):
-        reasons.append("the flash kernel needs one set of keys per group (shared keys only when the groups "
-                       "fold into rows)")
+    shared = keys.ndim == 4 and queries.ndim == 4 and keys.shape[:2] != queries.shape[:2]
+    if inputs.needs_grad and shared:
+        reasons.append("the flash kernel's backward would return a key gradient per group for keys shared by "
+                       "several groups (group-times the memory)")
     key_bias, assoc = inputs.logit_bias, getattr(inputs, "association_bias", None)
     if key_bias is not None and assoc is not None and key_bias.ndim == 3:
         merged = torch.broadcast_shapes((*key_bias.shape[:2], 1, key_bias.shape[-1]), assoc.shape)
@@ -173,6 +174,8 @@ def _sdpa_reasons(inputs) -> list[str]:
 def run_sdpa(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None):
     q, k, v, b = lift(queries, keys, values, logit_bias)
     v = k if v is None else v
+    groups = q.shape[:2]  # the kernel reads stride-0 (shared) groups correctly: no copy
+    k, v = k.expand(*groups, *k.shape[2:]), v.expand(*groups, *v.shape[2:])
     out, lse = _sdpa_kernel()(q, k, v, 0.0, False, attn_mask=_sdpa_mask(b, assoc, q.dtype), scale=beta)
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
     return out.to(work), lse.to(work), None

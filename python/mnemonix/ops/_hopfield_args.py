@@ -82,9 +82,10 @@ def _check_operands(queries, keys, values, update_steps) -> None:
     lead = queries.shape[:-2]
     _broadcastable("keys", keys.shape[:-2], lead, "one set of stored patterns per sample / head, or shared")
     if values is not None:
-        if values.shape[-2] != n or values.shape[:-2] != keys.shape[:-2]:
-            raise ValueError(f"values must be [..., N, dv] with the keys' leading dimensions and N = {n} "
-                             f"(keys {tuple(keys.shape)}), got values of shape {tuple(values.shape)}")
+        if values.shape[-2] != n:
+            raise ValueError(f"values must be [..., N, dv] with N = {n} like the keys {tuple(keys.shape)}, "
+                             f"got values of shape {tuple(values.shape)}")
+        _broadcastable("values", values.shape[:-2], lead, "one set per sample / head, or shared")
         if isinstance(update_steps, int) and update_steps > 0:
             raise ValueError("update_steps > 0 needs values=None (iterating q <- out needs values = keys)")
     for name, t in (("keys", keys), ("values", values)):
@@ -157,6 +158,9 @@ def prepare(queries, keys, values, *, beta, mask, bias, association_mask, update
         _check_values(queries, beta_tensor, mask, bias, association_mask)
     work = torch.float64 if queries.dtype == torch.float64 else torch.float32
     key_bias, assoc = _biases(mask, bias, association_mask, lead, b, work)
+    if values is not None and values.shape[:-2] != keys.shape[:-2]:  # one group structure for both (views)
+        both = torch.broadcast_shapes(keys.shape[:-2], values.shape[:-2])
+        keys, values = keys.expand(*both, *keys.shape[-2:]), values.expand(*both, *values.shape[-2:])
     q = _group(queries, lead, 2)
     k = _group(keys, lead, 2)
     v = None if values is None else _group(values, lead, 2)
