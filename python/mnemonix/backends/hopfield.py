@@ -32,6 +32,8 @@ declared at the bottom as data; which one is fastest is the op's speed policy
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from mnemonix import _triton
@@ -129,6 +131,12 @@ def run_reference(queries, keys, values, *, beta, logit_bias, want_argmax, assoc
 
 # -- sdpa -------------------------------------------------------------------------------------
 
+# The flash kernel takes one additive mask: a per-sample bias and an association mask shared by
+# the samples are summed into one, up to this many elements (64 MB of float32; beyond, the
+# merged mask would approach the association matrix the fused paths avoid).
+SDPA_MAX_MERGED_MASK = 1 << 24
+
+
 def _sdpa_kernel():
     return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
@@ -161,9 +169,9 @@ def _sdpa_reasons(inputs) -> list[str]:
     key_bias, assoc = inputs.logit_bias, getattr(inputs, "association_bias", None)
     if key_bias is not None and assoc is not None and key_bias.ndim == 3:
         merged = torch.broadcast_shapes((*key_bias.shape[:2], 1, key_bias.shape[-1]), assoc.shape)
-        if merged != assoc.shape:
-            reasons.append("the flash kernel takes one mask: a per-sample bias and a shared association mask "
-                           "would merge into a larger one")
+        if merged != assoc.shape and math.prod(merged) > SDPA_MAX_MERGED_MASK:
+            reasons.append(f"the flash kernel takes one mask: the per-sample bias and the shared association mask "
+                           f"would merge into {list(merged)} (> {SDPA_MAX_MERGED_MASK} elements)")
     if inputs.needs_grad and getattr(inputs, "lse_needs_grad", True):
         reasons.append("the flash kernel's backward has no gradient for the log-sum-exp (return_lse with grad)")
     if inputs.needs_grad and key_bias is not None and getattr(inputs, "bias_needs_grad", True):
@@ -189,7 +197,7 @@ def backward_sdpa(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse
     d_out = torch.zeros_like(out) if d_out is None else d_out
     dq, dk, dv = _sdpa_backward_kernel()(
         d_out.to(queries.dtype).contiguous(), queries, keys, v, out.to(queries.dtype).contiguous(),
-        lse.float().contiguous(), 0.0, False, attn_mask=_sdpa_mask(key_bias, assoc, queries.dtype), scale=beta)
+        lse.contiguous(), 0.0, False, attn_mask=_sdpa_mask(key_bias, assoc, queries.dtype), scale=beta)
     if values is None:
         return dq, dk.add_(dv), None, None
     return dq, dk, dv, None

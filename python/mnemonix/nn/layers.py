@@ -134,6 +134,7 @@ class Hopfield(nn.Module):
         if not self.batch_first:
             stored, state, projection = (t.transpose(0, 1) for t in (stored, state, projection))
         _check_batches(stored, state, projection)
+        _check_widths(self.association_core, stored, state, projection)
         same = stored is projection
         stored = _unshared(stored)
         projection = stored if same else _unshared(projection)
@@ -291,6 +292,24 @@ def _check_batches(stored: Tensor, state: Tensor, projection: Tensor) -> None:
     if stored.shape[1] != projection.shape[1]:
         raise ValueError(f"stored_pattern and pattern_projection must hold the same number of patterns, got "
                          f"{stored.shape[1]} and {projection.shape[1]}")
+
+
+def _check_widths(core: HopfieldCore, stored: Tensor, state: Tensor, projection: Tensor) -> None:
+    """Feature widths against the configuration (static patterns are used at the association width)."""
+    if core.static_execution:
+        want = {"state_pattern": stored.shape[-1]}
+    else:
+        want = {"state_pattern": core.head_dim if core.query_as_static else core.embed_dim,
+                "stored_pattern": core.head_dim if core.key_as_static else core.kdim}
+        if not core.value_as_static or (core.value_as_connected and not core.key_as_static):
+            want["pattern_projection"] = core.vdim
+        elif not core.value_as_connected and not core.disable_out_projection:
+            want["pattern_projection"] = core.pattern_dim
+    got = {"stored_pattern": stored, "state_pattern": state, "pattern_projection": projection}
+    for name, width in want.items():
+        if got[name].shape[-1] != width:
+            raise ValueError(f"{name} must have {width} features (last dimension) for this layer's configuration, "
+                             f"got shape {tuple(got[name].shape)}")
 
 
 def _unshared(t: Tensor) -> Tensor:

@@ -133,9 +133,19 @@ def _check_values(queries, beta_tensor, mask, bias, assoc) -> None:
         _checks.finite("bias", bias)
     if mask is not None and not bool(mask.any(dim=-1).all()):
         raise ValueError("mask must keep at least one stored pattern (per sample), got all False")
-    if assoc is not None and assoc.is_floating_point():
+    if assoc is None:
+        return
+    if assoc.is_floating_point():
         if bool(torch.isnan(assoc).any()) or bool((assoc == float("inf")).any()):
             raise ValueError("association_mask must hold finite values or -inf, got NaN or +inf")
+        assoc = assoc > float("-inf")
+    if mask is None:
+        every_row = bool(assoc.any(dim=-1).all())
+    else:  # kept patterns per query row, without broadcasting the two masks into one
+        every_row = bool(((assoc.float() @ mask.float()[..., None]) > 0).all())
+    if not every_row:
+        raise ValueError("mask and association_mask must leave every query at least one stored pattern, "
+                         "got a query whose patterns are all masked")
 
 
 def prepare(queries, keys, values, *, beta, mask, bias, association_mask, update_steps, eps) -> Prepared:
