@@ -3,7 +3,7 @@
 References
 ----------
 - Dao 2023, "FlashAttention-2", section 3.1 (recompute P from the log-sum-exp, dK/dV and dQ
-  in separate loops).
+  in separate loops; split-N for dQ with a deterministic sum, as flash-decoding does forward).
 - Triton's fused-attention tutorial (``_attn_bwd_dkdv`` / ``_attn_bwd_dq``: one program per
   key tile for dK/dV, one per query tile for dQ).
 
@@ -15,7 +15,8 @@ Tricks
 - Two kernels, no atomics, so results are deterministic: ``_hopfield_bwd_dkdv`` owns a tile of
   stored patterns and loops over every query (and every group that shares those patterns:
   shared keys sum their gradient inside the program); ``_hopfield_bwd_dq`` owns a tile of
-  queries and loops over the stored patterns.
+  queries and one split of the stored patterns (few queries and a long store would leave most
+  SMs idle otherwise), writes a partial dQ, and the launcher sums the splits in order.
 - ``VALUES_ARE_KEYS``: each key tile is loaded once per pass and serves the scores, ``dp``,
   ``dk`` and ``dv``; ``dk + dv`` accumulate in one register buffer and are stored once.
 - d(bias): the column sums of ``ds`` per group go to a [G, N] float32 workspace (each element
@@ -147,16 +148,21 @@ def _hopfield_bwd_dkdv(
 @triton.jit
 def _hopfield_bwd_dq(
     Q, K, V, DO, LSE, DELTA, BIAS, ASSOC, DQ,
-    B, N, D, DV_DIM, G2, beta,
+    B, N, D, DV_DIM, G2, n_per_split, beta,
     stride_q1, stride_q2, stride_qb, stride_k1, stride_k2, stride_kn, stride_v1, stride_v2, stride_vn,
     stride_c1, stride_c2, stride_a1, stride_a2, stride_ab,
     HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, VALUES_ARE_KEYS: tl.constexpr, DOT_FP32: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    """dQ of one tile of queries of one group: a loop over every stored pattern."""
+    """Partial dQ of one tile of queries of one group over one split of the stored patterns.
+
+    Each (row block, group, split) program writes its own slice of the [SPLITS, G * B, D]
+    workspace; the launcher sums the splits (in a fixed order: deterministic).
+    """
     tl.static_assert(BLOCK_B >= 16 and BLOCK_N >= 16 and BLOCK_D >= 16 and BLOCK_DV >= 16)
     pid_b = tl.program_id(0)
     pid_g = tl.program_id(1)
+    split = tl.program_id(2)
     Q += _group_offset(pid_g, G2, stride_q1, stride_q2)
     K += _group_offset(pid_g, G2, stride_k1, stride_k2)
     V += _group_offset(pid_g, G2, stride_v1, stride_v2)
@@ -178,9 +184,11 @@ def _hopfield_bwd_dq(
         q = q.to(tl.float32)
         do = do.to(tl.float32)
     dq_acc = tl.zeros([BLOCK_B, BLOCK_D], tl.float32)
-    for n0 in range(0, N, BLOCK_N):
+    n_start = split * n_per_split
+    n_end = tl.minimum(n_start + n_per_split, N)
+    for n0 in range(n_start, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        n_ok = offs_n < N
+        n_ok = offs_n < n_end
         k = tl.load(K + offs_n.to(tl.int64)[:, None] * stride_kn + offs_d[None, :],
                     mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
         if DOT_FP32:
@@ -202,7 +210,8 @@ def _hopfield_bwd_dq(
             dp = tl.dot(do, tl.trans(v))
             ds = p * (dp - delta[:, None])
             dq_acc += tl.dot(ds.to(k.dtype), k)
-    tl.store(DQ + rows[:, None] * D + offs_d[None, :], dq_acc * beta, mask=row_ok[:, None] & (offs_d[None, :] < D))
+    part = split.to(tl.int64) * tl.num_programs(1) * B + rows
+    tl.store(DQ + part[:, None] * D + offs_d[None, :], dq_acc * beta, mask=row_ok[:, None] & (offs_d[None, :] < D))
 
 
 def _blocks(width: int, interpret: bool, dot_fp32: bool) -> tuple[int, int, int]:
@@ -214,6 +223,16 @@ def _blocks(width: int, interpret: bool, dot_fp32: bool) -> tuple[int, int, int]
     if width <= 128:
         return 32, (32 if dot_fp32 else 64), 8
     return 16, 32, 8
+
+
+def dq_splits(programs: int, n: int, block_n: int, device: torch.device) -> int:
+    """Splits of N for the dQ kernel: ~2 programs per SM, at least 4 key tiles per split."""
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        want = triton.cdiv(2 * sms, programs)
+    else:  # interpreter: two splits exercise the sum without slowing tests down
+        want = 2
+    return max(1, min(want, triton.cdiv(n, 4 * block_n), 64))
 
 
 def hopfield_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, *, beta,
@@ -269,8 +288,11 @@ def hopfield_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out,
         dk = dk.to(keys.dtype) if want_k else None
         dv = dv.to(values.dtype) if want_v else None
     if want_q:
-        dq = torch.empty(g1, g2, b, d, device=dev, dtype=torch.float32)
-        _hopfield_bwd_dq[(triton.cdiv(b, block_b), g1 * g2)](
-            *inputs, dq, b, n, d, dv_dim, g2, float(beta), *strides, **common)
-        dq = dq.to(queries.dtype)
+        splits = dq_splits(triton.cdiv(b, block_b) * g1 * g2, n, block_n, dev)
+        n_per_split = triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
+        splits = triton.cdiv(n, n_per_split)
+        ws = torch.empty(splits, g1 * g2 * b, d, device=dev, dtype=torch.float32)
+        _hopfield_bwd_dq[(triton.cdiv(b, block_b), g1 * g2, splits)](
+            *inputs, ws, b, n, d, dv_dim, g2, n_per_split, float(beta), *strides, **common)
+        dq = ws.sum(dim=0).reshape(g1, g2, b, d).to(queries.dtype)
     return dq, dk, dv, db

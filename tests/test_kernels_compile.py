@@ -51,7 +51,8 @@ compile_one(kh._hopfield_merge, ["M_PART", "L_PART", "ACC_PART", "ARG_PART", "OU
 # backward (FlashAttention-2): dK/dV per key tile, dQ per query tile, at the launcher's block sizes
 dkdv_args = ["Q", "K", "V", "DO", "LSE", "DELTA", "BIAS", "ASSOC", "DK", "DV", "DBIAS", "B", "N", "D", "DV_DIM",
              "G2", "K2", "R1", "R2", "beta"]
-dq_args = ["Q", "K", "V", "DO", "LSE", "DELTA", "BIAS", "ASSOC", "DQ", "B", "N", "D", "DV_DIM", "G2", "beta"]
+dq_args = ["Q", "K", "V", "DO", "LSE", "DELTA", "BIAS", "ASSOC", "DQ", "B", "N", "D", "DV_DIM", "G2", "n_per_split",
+           "beta"]
 for dt, width, values_are_keys, flags in [
     ("bf16", 128, False, (True, True, True)), ("fp16", 64, True, (False, False, False)),
     ("fp32", 128, True, (True, False, True)), ("bf16", 256, False, (False, True, False)),
@@ -64,7 +65,7 @@ for dt, width, values_are_keys, flags in [
                 ["*" + dt] * 3 + [do_type] + ["*fp32"] * 7 + ["i32"] * 8 + ["fp32"] + ["i32"] * 14,
                 {**consts, "NEED_DBIAS": flags[2]}, num_warps=warps)
     compile_one(kb._hopfield_bwd_dq, dq_args + group_strides,
-                ["*" + dt] * 3 + [do_type] + ["*fp32"] * 5 + ["i32"] * 5 + ["fp32"] + ["i32"] * 14, consts,
+                ["*" + dt] * 3 + [do_type] + ["*fp32"] * 5 + ["i32"] * 6 + ["fp32"] + ["i32"] * 14, consts,
                 num_warps=warps)
 
 salience_args = ["Q", "K", "LogS", "Shift", "Valid", "OutVal", "OutIdx", "NonFinite", "B", "N", "D",
