@@ -57,6 +57,39 @@ def _probabilities(q, k, beta, lse, BIAS, ASSOC, stride_ab, offs_b, row_ok, offs
 
 
 @triton.jit
+def _dkdv_rows(q_base, DO, LSE, DELTA, bias_g, assoc_g, b0, B, D, DV_DIM, stride_qb, stride_ab, k, v, beta,
+               offs_n, n_ok, offs_d, offs_dv, dk_acc, dv_acc, dbias,
+               HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, DOT_FP32: tl.constexpr, BLOCK_B: tl.constexpr):
+    """Fold one block of query rows of one group into a key tile's dK, dV and d(bias) accumulators."""
+    offs_b = b0 + tl.arange(0, BLOCK_B)
+    row_ok = offs_b < B
+    q = tl.load(q_base + offs_b.to(tl.int64)[:, None] * stride_qb + offs_d[None, :],
+                mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    do = tl.load(DO + offs_b.to(tl.int64)[:, None] * DV_DIM + offs_dv[None, :],
+                 mask=row_ok[:, None] & (offs_dv[None, :] < DV_DIM), other=0.0)
+    lse = tl.load(LSE + offs_b, mask=row_ok, other=0.0)
+    lse = tl.where(lse == float("-inf"), 0.0, lse)
+    delta = tl.load(DELTA + offs_b, mask=row_ok, other=0.0)
+    if DOT_FP32:
+        q = q.to(tl.float32)
+        do = do.to(tl.float32)
+    p = _probabilities(q, k, beta, lse, bias_g, assoc_g, stride_ab, offs_b, row_ok, offs_n, n_ok,
+                       HAS_BIAS, HAS_ASSOC, DOT_FP32)
+    if DOT_FP32:
+        dv_acc += tl.dot(tl.trans(p), do, input_precision="ieee")
+        dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+    else:
+        dv_acc += tl.dot(tl.trans(p.to(do.dtype)), do)
+        dp = tl.dot(do, tl.trans(v))
+    ds = p * (dp - delta[:, None])
+    if DOT_FP32:
+        dk_acc += tl.dot(tl.trans(ds), q, input_precision="ieee")
+    else:
+        dk_acc += tl.dot(tl.trans(ds.to(q.dtype)), q)
+    return dk_acc, dv_acc, dbias + tl.sum(ds, axis=0)
+
+
+@triton.jit
 def _hopfield_bwd_dkdv(
     Q, K, V, DO, LSE, DELTA, BIAS, ASSOC, DK, DV, DBIAS,
     B, N, D, DV_DIM, G2, K2, R1, R2, beta,
@@ -106,33 +139,10 @@ def _hopfield_bwd_dkdv(
             row0 = g.to(tl.int64) * B
             dbias = tl.zeros([BLOCK_N], tl.float32)
             for b0 in range(0, B, BLOCK_B):
-                offs_b = b0 + tl.arange(0, BLOCK_B)
-                row_ok = offs_b < B
-                q = tl.load(q_base + offs_b.to(tl.int64)[:, None] * stride_qb + offs_d[None, :],
-                            mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
-                do = tl.load(DO + (row0 + offs_b)[:, None] * DV_DIM + offs_dv[None, :],
-                             mask=row_ok[:, None] & (offs_dv[None, :] < DV_DIM), other=0.0)
-                lse = tl.load(LSE + row0 + offs_b, mask=row_ok, other=0.0)
-                lse = tl.where(lse == float("-inf"), 0.0, lse)
-                delta = tl.load(DELTA + row0 + offs_b, mask=row_ok, other=0.0)
-                if DOT_FP32:
-                    q = q.to(tl.float32)
-                    do = do.to(tl.float32)
-                p = _probabilities(q, k, beta, lse, bias_g, assoc_g, stride_ab, offs_b, row_ok, offs_n, n_ok,
-                                   HAS_BIAS, HAS_ASSOC, DOT_FP32)
-                if DOT_FP32:
-                    dv_acc += tl.dot(tl.trans(p), do, input_precision="ieee")
-                    dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-                else:
-                    dv_acc += tl.dot(tl.trans(p.to(do.dtype)), do)
-                    dp = tl.dot(do, tl.trans(v))
-                ds = p * (dp - delta[:, None])
-                if DOT_FP32:
-                    dk_acc += tl.dot(tl.trans(ds), q, input_precision="ieee")
-                else:
-                    dk_acc += tl.dot(tl.trans(ds.to(q.dtype)), q)
-                if NEED_DBIAS:
-                    dbias += tl.sum(ds, axis=0)
+                dk_acc, dv_acc, dbias = _dkdv_rows(
+                    q_base, DO + row0 * DV_DIM, LSE + row0, DELTA + row0, bias_g, assoc_g, b0, B, D, DV_DIM,
+                    stride_qb, stride_ab, k, v, beta, offs_n, n_ok, offs_d, offs_dv, dk_acc, dv_acc, dbias,
+                    HAS_BIAS, HAS_ASSOC, DOT_FP32, BLOCK_B)
             if NEED_DBIAS:
                 tl.store(DBIAS + g.to(tl.int64) * N + offs_n, dbias, mask=n_ok)
     dk_acc = dk_acc * beta

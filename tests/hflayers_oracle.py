@@ -85,18 +85,7 @@ def hopfield(params, cfg, data, padding=None, association=None):
     kdim, vdim = c["stored_pattern_size"] or e, c["pattern_projection_size"] or e
     stacked = "in_proj_weight" in p or (kdim == e and vdim == e and c["pattern_size"] is None
                                         and not c["pattern_projection_as_connected"] and not static_exec)
-    # weights and biases of the non-static projections, in the order state, stored, projection
-    sizes = [(qs, h * hd), (ks, h * hd), (vs, h * pd)]
-    w, bias, row, brow = [None] * 3, [None] * 3, 0, 0
-    for i, (static, size) in enumerate(sizes):
-        if not static:
-            w[i] = p["in_proj_weight"][row:row + size] if stacked else p[("q", "k", "v")[i] + "_proj_weight"]
-            row += size
-        if "in_proj_bias" in p and i < 2 and not static:
-            bias[i] = p["in_proj_bias"][brow:brow + size]
-            brow += size
-    if "in_proj_bias" in p:
-        bias[2] = p["in_proj_bias"][brow:]
+    w, bias = _projections(p, stacked, [(qs, h * hd), (ks, h * hd), (vs, h * pd)])
     if stacked and not (ks or vs) and stored.shape == proj.shape and torch.equal(stored, proj):
         if not qs and state.shape == stored.shape and torch.equal(state, stored):
             stored = proj = state
@@ -143,6 +132,21 @@ def hopfield(params, cfg, data, padding=None, association=None):
     if c["association_activation"] is not None:
         out = getattr(torch, c["association_activation"])(out)
     return out
+
+
+def _projections(p, stacked, sizes):
+    """Weights and biases of the non-static projections (state, stored, projection), None if static."""
+    w, bias, row, brow = [None] * 3, [None] * 3, 0, 0
+    for i, (static, size) in enumerate(sizes):
+        if not static:
+            w[i] = p["in_proj_weight"][row:row + size] if stacked else p[("q", "k", "v")[i] + "_proj_weight"]
+            row += size
+        if "in_proj_bias" in p and i < 2 and not static:
+            bias[i] = p["in_proj_bias"][brow:brow + size]
+            brow += size
+    if "in_proj_bias" in p:
+        bias[2] = p["in_proj_bias"][brow:]
+    return w, bias
 
 
 def _iterate(xi, q, k, beta, masks, steps_max, steps_eps, h):

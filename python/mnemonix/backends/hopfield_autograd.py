@@ -9,10 +9,13 @@ AOT autograd puts the fused backward into the backward graph.
 
 Saved for backward: queries, keys, values, the two biases, ``out`` and ``lse``; nothing of size
 [B, N]. The association bias is a constant (it gets no gradient). Double backward is not
-supported.
+supported. The schemas use ``typing.Optional`` (not ``X | None``): older torch versions infer
+custom-op schemas from it only.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -29,8 +32,9 @@ def _none() -> Tensor:
 
 
 @torch.library.custom_op("mnemonix::hopfield_retrieve", mutates_args=())
-def _retrieve_op(queries: Tensor, keys: Tensor, values: Tensor | None, key_bias: Tensor | None,
-                 assoc: Tensor | None, beta: float, backend: str, want_argmax: bool) -> tuple[Tensor, Tensor, Tensor]:
+def _retrieve_op(queries: Tensor, keys: Tensor, values: Optional[Tensor], key_bias: Optional[Tensor],  # noqa: UP045
+                 assoc: Optional[Tensor], beta: float, backend: str,  # noqa: UP045
+                 want_argmax: bool) -> tuple[Tensor, Tensor, Tensor]:
     from mnemonix.backends import hopfield as hb
 
     out, lse, arg = hb.BY_NAME[backend].run(queries, keys, values, beta=beta, logit_bias=key_bias,
@@ -51,9 +55,10 @@ def _retrieve_fake(queries, keys, values, key_bias, assoc, beta, backend, want_a
 
 
 @torch.library.custom_op("mnemonix::hopfield_retrieve_backward", mutates_args=())
-def _backward_op(d_out: Tensor | None, d_lse: Tensor | None, queries: Tensor, keys: Tensor,
-                 values: Tensor | None, key_bias: Tensor | None, assoc: Tensor | None, out: Tensor, lse: Tensor,
-                 beta: float, backend: str, needs: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _backward_op(d_out: Optional[Tensor], d_lse: Optional[Tensor], queries: Tensor, keys: Tensor,  # noqa: UP045
+                 values: Optional[Tensor], key_bias: Optional[Tensor], assoc: Optional[Tensor],  # noqa: UP045
+                 out: Tensor, lse: Tensor, beta: float, backend: str,
+                 needs: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     from mnemonix.backends import hopfield as hb
 
     grads = hb.BACKWARDS[backend](d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta=beta,

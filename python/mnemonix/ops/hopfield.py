@@ -164,11 +164,22 @@ def hopfield_retrieve(
     inputs = HopfieldInputs(p.queries, p.keys, p.values, p.key_bias, p.beta, return_argmax, needs_grad,
                             p.assoc, lse_needs_grad=needs_grad and return_lse, bias_needs_grad=bias_grad)
     chosen = _dispatch.dispatch(SPEC, inputs, backend)
+    out, lse, arg = _run(p, chosen.name, return_argmax, keys, values)
+    result: list[torch.Tensor] = [p.restore(out).to(queries.dtype)]
+    if return_lse:
+        result.append(p.restore(lse))
+    if return_argmax:
+        result.append(p.restore(arg))
+    return result[0] if len(result) == 1 else tuple(result)
+
+
+def _run(p: args.Prepared, backend: str, want_argmax: bool, keys, values):
+    """The first pass and the iterations on the canonical operands (checks the results eagerly)."""
 
     def one_pass(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         scaled = state if p.beta_tensor is None else state * p.beta_tensor.to(state.dtype)
-        return _retrieve(scaled, p.keys, p.values, p.key_bias, p.assoc, beta=p.beta, backend=chosen.name,
-                         want_argmax=return_argmax)
+        return _retrieve(scaled, p.keys, p.values, p.key_bias, p.assoc, beta=p.beta, backend=backend,
+                         want_argmax=want_argmax)
 
     checking = not torch.compiler.is_compiling()
     out, lse, arg = one_pass(p.queries)
@@ -179,12 +190,7 @@ def hopfield_retrieve(
         out, lse, arg = _iterate(one_pass, p.queries, out, lse, arg, p.update_steps, p.eps, rows_independent)
         if checking:
             _check_result(out, lse, keys, values)
-    result: list[torch.Tensor] = [p.restore(out).to(queries.dtype)]
-    if return_lse:
-        result.append(p.restore(lse))
-    if return_argmax:
-        result.append(p.restore(arg))
-    return result[0] if len(result) == 1 else tuple(result)
+    return out, lse, arg
 
 
 def choose_backend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None = None, *,
