@@ -8,17 +8,19 @@ output projection) with B = 4 samples, L = 64 state patterns and N stored patter
   backward on CPU, Triton forward + backward on CUDA),
 - ``hflayers``: the same projections, then hflayers' unfused association (``bmm`` -> softmax ->
   ``bmm`` on [B * heads, L, N]; re-implemented here from its description),
-- ``sdpa``: the same projections, then ``torch.nn.functional.scaled_dot_product_attention``,
+- ``sdpa``: the same projections, then ``torch.nn.functional.scaled_dot_product_attention``.
 
-plus ``projections``: the same layer with the association replaced by a trivial O(N) mixing
-of q, k and v, i.e. what every path must hold anyway (the inputs' norms and projections and
-their gradients). ``extra MB`` is the peak memory of one forward + backward above the memory
-before it (on CPU the peak RSS of a fresh process, which has built the layer and its inputs
-and warmed up on a tiny shape, above its RSS before the call, with the kernel's high-water mark
-reset first; on GPU the CUDA allocator's peak); ``assoc MB``
-subtracts the ``projections`` peak: the memory the association itself costs. Times are
-medians of round-robin repetitions (the paths alternate, so machine noise hits them alike);
-``fb`` = forward + backward (parameters require grad), ``fwd`` = forward under ``no_grad``.
+Times are medians of round-robin repetitions (the paths alternate, so machine noise hits them
+alike); ``fb`` = forward + backward (parameters require grad), ``fwd`` = forward under
+``no_grad``. Memory (forward + backward, fresh process per figure on CPU: the layer and inputs
+built, a warm-up on a tiny shape, then the kernel's high-water mark reset before the call; the
+CUDA allocator's peak on GPU):
+
+- ``layer MB``: peak above the memory before the call, whole layer (norms, projections, their
+  activations and gradients included: the same for every path but the association);
+- ``assoc MB``: the association alone on per-head views of leaf q, k, v in the layer's layout,
+  peak minus the tensors any implementation must produce (``out``, dq, dk, dv): what the
+  association itself costs on top.
 
     python bench/compare_hopfield_layers.py --quick    # seconds
     python bench/compare_hopfield_layers.py            # the issue's shapes (quiet machine!)
@@ -39,16 +41,19 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import environment, print_table, write_results  # noqa: E402
 from bench.compare_hopfield import peak_extra_bytes  # noqa: E402
+from mnemonix import ops  # noqa: E402
 from mnemonix.nn import Hopfield  # noqa: E402
 
 B, L, D = 4, 64, 128
 FULL = [(h, n) for h in (1, 8) for n in (1024, 16_384, 131_072)]
 QUICK = [(h, n) for h in (1, 8) for n in (1024, 4096)]
-PATHS = ("mnemonix", "hflayers", "sdpa", "projections")
+PATHS = ("mnemonix", "hflayers", "sdpa")
 
 
 def associate(kind: str, q, k, v, beta: float):
     """[B, heads, L, pd] from per-head q [B, h, L, hd], k [B, h, N, hd], v [B, h, N, pd]."""
+    if kind == "mnemonix":
+        return ops.hopfield_retrieve(q, k, v, beta=beta)
     if kind == "sdpa":
         return F.scaled_dot_product_attention(q, k, v, scale=beta)
     if kind == "hflayers":  # hflayers' core: contiguous [B * heads, seq, width] copies, bmm, softmax, bmm
@@ -57,8 +62,7 @@ def associate(kind: str, q, k, v, beta: float):
         k3, v3 = k.contiguous().view(b * h, -1, hd), v.contiguous().view(b * h, -1, v.shape[-1])
         xi = torch.softmax(torch.bmm(q3, k3.transpose(1, 2)), dim=-1)
         return torch.bmm(xi, v3).view(b, h, length, -1)
-    # "projections": every projection stays in the graph, the association is O(N) mixing
-    return q + k.mean(dim=2, keepdim=True) + v.mean(dim=2, keepdim=True)
+    raise ValueError(kind)
 
 
 def layer_forward(kind: str, layer: Hopfield, stored, state):
@@ -85,15 +89,36 @@ def forward_backward(kind, layer, stored, state):
     layer_forward(kind, layer, stored, state).float().sum().backward()
 
 
-def measure_cpu_memory(kind: str, heads: int, n: int) -> None:
-    """(Child process) print the peak-RSS growth of one forward + backward, in bytes."""
-    layer, stored, state = setup(heads, n, torch.device("cpu"), torch.float32)
-    tiny = setup(heads, 16, torch.device("cpu"), torch.float32)
-    forward_backward(kind, *tiny)  # load every lazily initialised piece of code first
-    del tiny
+def association_leaves(heads: int, n: int, device, dtype):
+    """Leaf q, k, v [B, seq, D] (what the projections hand the association) and their per-head views."""
+    torch.manual_seed(heads * 7 + n)
+    leaves = [torch.randn(B, length, D, device=device, dtype=dtype, requires_grad=True) for length in (L, n, n)]
+    return leaves, [t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in leaves]
+
+
+def association_backward(kind: str, heads: int, views) -> int:
+    """Forward + backward of the association alone; returns the bytes of the tensors it must produce."""
+    out = associate(kind, *views, 1.0 / (D // heads) ** 0.5)
+    out.float().sum().backward()
+    return out.numel() * out.element_size() + sum(t.numel() * t.element_size() for t in views)
+
+
+def measure_cpu_memory(kind: str, heads: int, n: int, level: str) -> None:
+    """(Child process) print the peak growth of one forward + backward, in bytes, above the
+    tensors it must produce when ``level`` is ``assoc``."""
+    cpu = torch.device("cpu")
+    if level == "layer":
+        layer, stored, state = setup(heads, n, cpu, torch.float32)
+        forward_backward(kind, *setup(heads, 16, cpu, torch.float32))  # load lazily initialised code
+        before = _reset_peak_rss()
+        forward_backward(kind, layer, stored, state)
+        print(_peak_rss() - before)
+        return
+    _, views = association_leaves(heads, n, cpu, torch.float32)
+    association_backward(kind, heads, association_leaves(heads, 16, cpu, torch.float32)[1])
     before = _reset_peak_rss()
-    forward_backward(kind, layer, stored, state)
-    print(_peak_rss() - before)
+    produced = association_backward(kind, heads, views)
+    print(_peak_rss() - before - produced)
 
 
 def _reset_peak_rss() -> int:
@@ -120,10 +145,17 @@ def _status_kb(field: str) -> int:
     raise OSError(f"/proc/self/status has no {field}")
 
 
-def peak_bytes(kind: str, heads: int, n: int, layer, stored, state, device) -> int:
+def peak_bytes(kind: str, heads: int, n: int, level: str, device) -> int:
     if device.type == "cuda":
-        return peak_extra_bytes(lambda: (forward_backward(kind, layer, stored, state), sync(device)), device)
-    proc = subprocess.run([sys.executable, __file__, "--measure-memory", kind, str(heads), str(n)],
+        if level == "layer":
+            layer, stored, state = setup(heads, n, device, torch.bfloat16)
+            return peak_extra_bytes(lambda: (forward_backward(kind, layer, stored, state), sync(device)), device)
+        _, views = association_leaves(heads, n, device, torch.bfloat16)
+        produced = []
+        peak = peak_extra_bytes(lambda: (produced.append(association_backward(kind, heads, views)), sync(device)),
+                                device)
+        return peak - produced[0]
+    proc = subprocess.run([sys.executable, __file__, "--measure-memory", kind, str(heads), str(n), level],
                           capture_output=True, text=True, check=True)
     return int(proc.stdout.strip().splitlines()[-1])
 
@@ -164,11 +196,8 @@ def run_shape(heads: int, n: int, *, device, dtype, repeat: int, max_gb: float) 
         if skip.get(kind):
             row[f"{kind} note"] = f"skipped: the association needs ~{assoc_bytes / 2**30:.1f} GB"
             continue
-        row[f"{kind} extra MB"] = peak_bytes(kind, heads, n, layer, stored, state, device) / 2**20
-    base = row["projections extra MB"]
-    for kind in ("mnemonix", "hflayers", "sdpa"):
-        if f"{kind} extra MB" in row:
-            row[f"{kind} assoc MB"] = max(0.0, row[f"{kind} extra MB"] - base)
+        for level in ("layer", "assoc"):
+            row[f"{kind} {level} MB"] = peak_bytes(kind, heads, n, level, device) / 2**20
     if "hflayers fb ms" in row:
         row["fb speedup vs hflayers"] = row["hflayers fb ms"] / row["mnemonix fb ms"]
         row["assoc MB ours/hflayers"] = row["mnemonix assoc MB"] / max(row["hflayers assoc MB"], 1e-9)
@@ -183,11 +212,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=None)
     parser.add_argument("--max-gb", type=float, default=8.0, help="skip the unfused path above this much memory")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--measure-memory", nargs=3, metavar=("KIND", "HEADS", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--measure-memory", nargs=4, metavar=("KIND", "HEADS", "N", "LEVEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_memory:
-        kind, heads, n = args.measure_memory
-        measure_cpu_memory(kind, int(heads), int(n))
+        kind, heads, n, level = args.measure_memory
+        measure_cpu_memory(kind, int(heads), int(n), level)
         return
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -198,8 +227,8 @@ def main() -> None:
         print(f"heads={heads} N={n}: done", flush=True)
     columns = ["heads", "N", "mnemonix fb ms", "hflayers fb ms", "sdpa fb ms", "fb speedup vs hflayers",
                "fb ours/sdpa", "mnemonix fwd ms", "hflayers fwd ms", "sdpa fwd ms", "fwd ours/sdpa",
-               "mnemonix assoc MB", "hflayers assoc MB", "sdpa assoc MB", "assoc MB ours/hflayers",
-               "projections extra MB"]
+               "mnemonix layer MB", "hflayers layer MB", "sdpa layer MB", "mnemonix assoc MB", "hflayers assoc MB",
+               "sdpa assoc MB", "assoc MB ours/hflayers"]
     print_table(rows, columns)
     env = environment()
     name = "compare_hopfield_layers" + ("-quick" if args.quick else "")

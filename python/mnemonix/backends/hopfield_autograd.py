@@ -64,13 +64,33 @@ def _backward_op(d_out: Optional[Tensor], d_lse: Optional[Tensor], queries: Tens
     grads = hb.BACKWARDS[backend](d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta=beta,
                                   needs=tuple(needs))
     # custom ops return tensors: an empty one stands for "no gradient"
-    return tuple(torch.empty(0, device=queries.device) if g is None else g.contiguous() for g in grads)
+    return tuple(torch.empty(0, device=queries.device) if g is None else _in_layout(g, t, backend)
+                 for g, t in zip(grads, (queries, keys, values, key_bias)))
+
+
+def _grad_layout(t: Tensor, backend: str) -> Tensor:
+    """An empty gradient for ``t`` in the layout the backend writes (what the fake op promises):
+    the flash kernel's backward follows its inputs' strides (so the gradient of a transposed
+    per-head view of K or V is no copy); the other backwards write contiguous tensors."""
+    return torch.empty_like(t) if backend == "sdpa" else t.new_empty(t.shape)
+
+
+def _in_layout(grad: Tensor, t: Tensor, backend: str) -> Tensor:
+    """``grad`` with exactly the strides the fake op promises: a view when only the strides of
+    size-1 dimensions differ (the same memory order), a copy otherwise."""
+    want = _grad_layout(t.to("meta"), backend).stride()
+    if grad.stride() == want:
+        return grad
+    if all(a == b or size == 1 for a, b, size in zip(grad.stride(), want, grad.shape)):
+        return grad.as_strided(grad.shape, want)
+    fixed = torch.empty_strided(grad.shape, want, dtype=grad.dtype, device=grad.device)
+    return fixed.copy_(grad)
 
 
 @_backward_op.register_fake
 def _backward_fake(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta, backend, needs):
     def like(t, want):
-        return t.new_empty(t.shape) if want and t is not None else queries.new_empty((0,))
+        return _grad_layout(t, backend) if want and t is not None else queries.new_empty((0,))
 
     return (like(queries, needs[0]), like(keys, needs[1]), like(values, needs[2]), like(key_bias, needs[3]))
 
