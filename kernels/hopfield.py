@@ -22,6 +22,9 @@ Tricks
   the same pointer tile for load and store, so every element stays with one thread).
 - Masked patterns / padding carry ``-inf`` logits; the running max is replaced by 0 while it
   is still ``-inf`` so that no ``-inf - -inf`` NaN appears.
+- Groups: queries [G1, G2, B, d] (samples x heads) on a third grid axis; keys, values and
+  biases are addressed through per-group strides, so keys shared by some or all groups
+  (stride 0) are never copied. ``ASSOC`` adds a per-query-row association bias [.., B, N].
 - Argmax: the first index of the largest logit (ties go to the lower index, like
   ``torch.argmax``).
 - Offsets into K, V and the workspaces are int64 (N x d may pass 2^31 elements).
@@ -43,10 +46,12 @@ MAX_SPLITS = 256
 
 
 @triton.jit
-def _online_softmax_step(s, beta, BIAS, offs_n, n_ok, n0, m_i, l_i, arg_i, HAS_BIAS: tl.constexpr):
+def _online_softmax_step(s, beta, BIAS, ASSOC, stride_ab, offs_b, row_ok, offs_n, n_ok, n0, m_i, l_i, arg_i,
+                         HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr):
     """Fold one tile of raw scores ``s = q k^T`` [BLOCK_B, BLOCK_N] into the softmax state.
 
-    ``logits = beta * s + bias`` (``-inf`` outside the tile's range); returns
+    ``logits = beta * s + bias + assoc`` (``-inf`` outside the tile's range; ``BIAS`` and
+    ``ASSOC`` already point at this group's rows); returns
     ``(p, alpha, m_new, l_i, arg_i)`` with ``p = exp(logits - m_new)`` for ``acc += p v``
     and ``alpha = exp(m_i - m_new)``, the factor that rescales ``acc``. While the running
     max is still ``-inf`` it is replaced by 0, so no ``-inf - -inf`` NaN appears.
@@ -54,6 +59,9 @@ def _online_softmax_step(s, beta, BIAS, offs_n, n_ok, n0, m_i, l_i, arg_i, HAS_B
     s = s * beta
     if HAS_BIAS:
         s += tl.load(BIAS + offs_n, mask=n_ok, other=0.0)[None, :]
+    if HAS_ASSOC:
+        s += tl.load(ASSOC + offs_b.to(tl.int64)[:, None] * stride_ab + offs_n[None, :],
+                     mask=row_ok[:, None] & n_ok[None, :], other=0.0)
     s = tl.where(n_ok[None, :], s, float("-inf"))
     tile_max = tl.max(s, axis=1)
     tile_arg = tl.argmax(s, axis=1, tie_break_left=True).to(tl.int32)
@@ -67,17 +75,30 @@ def _online_softmax_step(s, beta, BIAS, offs_n, n_ok, n0, m_i, l_i, arg_i, HAS_B
 
 
 @triton.jit
+def _group_offset(pid_g, G2, stride_1, stride_2):
+    """Element offset of group ``pid_g`` (= g1 * G2 + g2) in a tensor with group strides (0 = shared)."""
+    return (pid_g // G2).to(tl.int64) * stride_1 + (pid_g % G2).to(tl.int64) * stride_2
+
+
+@triton.jit
 def _hopfield_partial_small_d(
-    Q, K, V, BIAS, M_OUT, L_OUT, ACC_OUT, ARG_OUT,
-    B, N, D, DV, n_per_split, beta,
-    stride_qb, stride_kn, stride_vn,
-    HAS_BIAS: tl.constexpr, VALUES_ARE_KEYS: tl.constexpr, DOT_FP32: tl.constexpr,
+    Q, K, V, BIAS, ASSOC, M_OUT, L_OUT, ACC_OUT, ARG_OUT,
+    B, N, D, DV, G2, n_per_split, beta,
+    stride_q1, stride_q2, stride_qb, stride_k1, stride_k2, stride_kn, stride_v1, stride_v2, stride_vn,
+    stride_c1, stride_c2, stride_a1, stride_a2, stride_ab,
+    HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, VALUES_ARE_KEYS: tl.constexpr, DOT_FP32: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
-    """One (row block, N split) program; d and dv fit in one register tile each."""
+    """One (row block, N split, group) program; d and dv fit in one register tile each."""
     tl.static_assert(BLOCK_B >= 16 and BLOCK_N >= 16 and BLOCK_D >= 16 and BLOCK_DV >= 16)
     pid_b = tl.program_id(0)
     split = tl.program_id(1)
+    pid_g = tl.program_id(2)
+    Q += _group_offset(pid_g, G2, stride_q1, stride_q2)
+    K += _group_offset(pid_g, G2, stride_k1, stride_k2)
+    V += _group_offset(pid_g, G2, stride_v1, stride_v2)
+    BIAS += _group_offset(pid_g, G2, stride_c1, stride_c2)
+    ASSOC += _group_offset(pid_g, G2, stride_a1, stride_a2)
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -103,8 +124,8 @@ def _hopfield_partial_small_d(
             s = tl.dot(q, tl.trans(k), input_precision="ieee")
         else:
             s = tl.dot(q, tl.trans(k))
-        p, alpha, m_new, l_i, arg_i = _online_softmax_step(s, beta, BIAS, offs_n, n_ok, n0, m_i, l_i, arg_i,
-                                                           HAS_BIAS)
+        p, alpha, m_new, l_i, arg_i = _online_softmax_step(s, beta, BIAS, ASSOC, stride_ab, offs_b, row_ok, offs_n,
+                                                           n_ok, n0, m_i, l_i, arg_i, HAS_BIAS, HAS_ASSOC)
         if VALUES_ARE_KEYS:
             v = k  # the tile already loaded for the scores: one read serves both products
         else:
@@ -118,8 +139,8 @@ def _hopfield_partial_small_d(
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
-    # partial results of this split: workspaces are [SPLITS, B] and [SPLITS, B, DV]
-    part = split * B + offs_b
+    # partial results of this split: workspaces are [SPLITS, G * B] and [SPLITS, G * B, DV]
+    part = split * (tl.num_programs(2) * B) + pid_g * B + offs_b
     tl.store(M_OUT + part, m_i, mask=row_ok)
     tl.store(L_OUT + part, l_i, mask=row_ok)
     tl.store(ARG_OUT + part, arg_i, mask=row_ok)
@@ -129,10 +150,11 @@ def _hopfield_partial_small_d(
 
 @triton.jit
 def _hopfield_partial_large_d(
-    Q, K, V, BIAS, M_OUT, L_OUT, ACC_OUT, ARG_OUT,
-    B, N, D, DV, n_per_split, beta,
-    stride_qb, stride_kn, stride_vn,
-    HAS_BIAS: tl.constexpr, VALUES_ARE_KEYS: tl.constexpr, DOT_FP32: tl.constexpr,
+    Q, K, V, BIAS, ASSOC, M_OUT, L_OUT, ACC_OUT, ARG_OUT,
+    B, N, D, DV, G2, n_per_split, beta,
+    stride_q1, stride_q2, stride_qb, stride_k1, stride_k2, stride_kn, stride_v1, stride_v2, stride_vn,
+    stride_c1, stride_c2, stride_a1, stride_a2, stride_ab,
+    HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, VALUES_ARE_KEYS: tl.constexpr, DOT_FP32: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Same as the small-d kernel, tiling d (scores) and dv (accumulator, kept in ACC_OUT).
@@ -143,10 +165,16 @@ def _hopfield_partial_large_d(
     tl.static_assert(BLOCK_B >= 16 and BLOCK_N >= 16 and BLOCK_D >= 16)
     pid_b = tl.program_id(0)
     split = tl.program_id(1)
+    pid_g = tl.program_id(2)
+    Q += _group_offset(pid_g, G2, stride_q1, stride_q2)
+    K += _group_offset(pid_g, G2, stride_k1, stride_k2)
+    V += _group_offset(pid_g, G2, stride_v1, stride_v2)
+    BIAS += _group_offset(pid_g, G2, stride_c1, stride_c2)
+    ASSOC += _group_offset(pid_g, G2, stride_a1, stride_a2)
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_c = tl.arange(0, BLOCK_D)
     row_ok = offs_b < B
-    part = split * B + offs_b
+    part = split * (tl.num_programs(2) * B) + pid_g * B + offs_b
 
     # zero this program's accumulator slice
     for c0 in range(0, DV, BLOCK_D):
@@ -172,8 +200,8 @@ def _hopfield_partial_large_d(
                 s += tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
             else:
                 s += tl.dot(q, tl.trans(k))
-        p, alpha, m_new, l_i, arg_i = _online_softmax_step(s, beta, BIAS, offs_n, n_ok, n0, m_i, l_i, arg_i,
-                                                           HAS_BIAS)
+        p, alpha, m_new, l_i, arg_i = _online_softmax_step(s, beta, BIAS, ASSOC, stride_ab, offs_b, row_ok, offs_n,
+                                                           n_ok, n0, m_i, l_i, arg_i, HAS_BIAS, HAS_ASSOC)
         for c0 in range(0, DV, BLOCK_D):
             c_ok = (c0 + offs_c) < DV
             v = tl.load(V + offs_n.to(tl.int64)[:, None] * stride_vn + (c0 + offs_c)[None, :],
@@ -231,15 +259,34 @@ def _pow2(x: int, lo: int = 16) -> int:
     return max(lo, triton.next_power_of_2(max(int(x), 1)))
 
 
-def default_splits(b: int, n: int, block_b: int, block_n: int, device: torch.device) -> int:
+def default_splits(rows: int, n: int, block_b: int, block_n: int, device: torch.device, groups: int = 1) -> int:
     """Enough programs to fill the device (~2 per SM), at least 4 tiles per split."""
-    row_blocks = triton.cdiv(b, block_b)
+    row_blocks = groups * triton.cdiv(rows, block_b)
     if device.type == "cuda":
         sms = torch.cuda.get_device_properties(device).multi_processor_count
         want = triton.cdiv(2 * sms, row_blocks)
     else:  # interpreter: a few splits exercise the merge without slowing tests down
         want = 2
     return max(1, min(want, triton.cdiv(n, 4 * block_n), MAX_SPLITS))
+
+
+def lift(queries, keys, values, logit_bias):
+    """2-D operands (q [B, d], k [N, d], v [N, dv], bias [N]) as one group [1, 1, ...]."""
+    return (queries[None, None] if queries.ndim == 2 else queries, keys[None, None] if keys.ndim == 2 else keys,
+            values[None, None] if values is not None and values.ndim == 2 else values,
+            logit_bias[None, None] if logit_bias is not None and logit_bias.ndim == 1 else logit_bias)
+
+
+def unit_stride(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` itself when its last dimension is contiguous (any other strides are fine), else a copy."""
+    return t if t is None or t.stride(-1) == 1 else t.contiguous()
+
+
+def group_strides(t: torch.Tensor | None, g1: int, g2: int) -> tuple[int, int]:
+    """Strides of the two group dimensions of ``t`` broadcast to (G1, G2): 0 where shared."""
+    if t is None:
+        return 0, 0
+    return tuple(t.expand(g1, g2, *t.shape[2:]).stride()[:2])
 
 
 def hopfield_retrieve(
@@ -250,23 +297,28 @@ def hopfield_retrieve(
     beta: float,
     logit_bias: torch.Tensor | None,
     want_argmax: bool,
+    assoc_bias: torch.Tensor | None = None,
     splits: int | None = None,
     max_register_d: int = MAX_REGISTER_D,
     block_n: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Launch the partial kernel over ``(cdiv(B, BLOCK_B), SPLITS)`` and the merge kernel.
+    """Launch the partial kernel over ``(cdiv(B, BLOCK_B), SPLITS, G1 * G2)`` and the merge kernel.
 
-    queries [B, d], keys [N, d], values [N, dv] or None (= keys), logit_bias [N] float32 with
-    ``-inf`` for masked patterns. Returns out [B, dv] float32, lse [B] float32, argmax [B] int64
-    (None unless ``want_argmax``). ``splits``, ``max_register_d`` and ``block_n`` override the
-    launcher's choices (tests use them to force split-N and d-tiling on small shapes).
+    queries [B, d] or [G1, G2, B, d]; keys [N, d] or [K1, K2, N, d] (K1 in {1, G1}, K2 in
+    {1, G2}); values like keys with dv columns, or None (= keys); logit_bias [N] or
+    [C1, C2, N] float32 with ``-inf`` for masked patterns; assoc_bias [A1, A2, B, N] (an
+    additive bias per query row). Returns out [.., B, dv] float32, lse [.., B] float32,
+    argmax [.., B] int64 (None unless ``want_argmax``), 2-D inputs giving 2-D outputs.
+    ``splits``, ``max_register_d`` and ``block_n`` override the launcher's choices (tests use
+    them to force split-N and d-tiling on small shapes).
     """
-    q = queries.contiguous()
-    k = keys.contiguous()
-    v = None if values is None else values.contiguous()
-    b, d = q.shape
-    n = k.shape[0]
-    dv = d if v is None else v.shape[1]
+    flat = queries.ndim == 2
+    q, k, v, bias = (unit_stride(t) for t in lift(queries, keys, values, logit_bias))
+    assoc = None if assoc_bias is None else unit_stride(assoc_bias.float())
+    bias = None if bias is None else unit_stride(bias.float())
+    g1, g2, b, d = q.shape
+    n = k.shape[-2]
+    dv = d if v is None else v.shape[-1]
     dev = q.device
     interpret = dev.type != "cuda"
     dot_fp32 = interpret or q.dtype == torch.float32
@@ -277,44 +329,40 @@ def hopfield_retrieve(
         if dot_fp32 and not interpret:
             block_n = 32
     if splits is None:
-        splits = default_splits(b, n, block_b, block_n, dev)
+        splits = default_splits(b, n, block_b, block_n, dev, groups=g1 * g2)
     n_per_split = triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
     splits = triton.cdiv(n, n_per_split)
 
-    m_part = torch.empty(splits, b, device=dev, dtype=torch.float32)
-    l_part = torch.empty(splits, b, device=dev, dtype=torch.float32)
-    arg_part = torch.empty(splits, b, device=dev, dtype=torch.int32)
-    acc_part = torch.empty(splits, b, dv, device=dev, dtype=torch.float32)
-    has_bias = logit_bias is not None
-    bias = logit_bias.contiguous().float() if has_bias else m_part  # dummy pointer when unused
-    grid = (triton.cdiv(b, block_b), splits)
-    common = dict(HAS_BIAS=has_bias, VALUES_ARE_KEYS=v is None, DOT_FP32=dot_fp32,
-                  BLOCK_B=block_b, BLOCK_N=block_n)
+    rows = g1 * g2 * b
+    m_part = torch.empty(splits, rows, device=dev, dtype=torch.float32)
+    l_part = torch.empty(splits, rows, device=dev, dtype=torch.float32)
+    arg_part = torch.empty(splits, rows, device=dev, dtype=torch.int32)
+    acc_part = torch.empty(splits, rows, dv, device=dev, dtype=torch.float32)
     v_arg = k if v is None else v
+    strides = (*group_strides(q, g1, g2), q.stride(-2), *group_strides(k, g1, g2), k.stride(-2),
+               *group_strides(v_arg, g1, g2), v_arg.stride(-2), *group_strides(bias, g1, g2),
+               *group_strides(assoc, g1, g2), 0 if assoc is None else assoc.expand(g1, g2, b, n).stride(2))
+    grid = (triton.cdiv(b, block_b), splits, g1 * g2)
+    common = dict(HAS_BIAS=bias is not None, HAS_ASSOC=assoc is not None, VALUES_ARE_KEYS=v is None,
+                  DOT_FP32=dot_fp32, BLOCK_B=block_b, BLOCK_N=block_n)
+    pointers = (q, k, v_arg, m_part if bias is None else bias, m_part if assoc is None else assoc,  # dummies
+                m_part, l_part, acc_part, arg_part)
+    sizes = (b, n, d, dv, g2, n_per_split, float(beta))
     if small_d:
-        _hopfield_partial_small_d[grid](
-            q, k, v_arg, bias, m_part, l_part, acc_part, arg_part,
-            b, n, d, dv, n_per_split, float(beta),
-            q.stride(0), k.stride(0), v_arg.stride(0),
-            BLOCK_D=_pow2(d), BLOCK_DV=_pow2(dv) if v is not None else _pow2(d),
-            num_warps=4, **common,
-        )
+        _hopfield_partial_small_d[grid](*pointers, *sizes, *strides, BLOCK_D=_pow2(d),
+                                        BLOCK_DV=_pow2(dv) if v is not None else _pow2(d), num_warps=4, **common)
     else:
         block_d = min(128, _pow2(min(d, max_register_d)))
-        _hopfield_partial_large_d[grid](
-            q, k, v_arg, bias, m_part, l_part, acc_part, arg_part,
-            b, n, d, dv, n_per_split, float(beta),
-            q.stride(0), k.stride(0), v_arg.stride(0),
-            BLOCK_D=block_d, num_warps=4, **common,
-        )
+        _hopfield_partial_large_d[grid](*pointers, *sizes, *strides, BLOCK_D=block_d, num_warps=4, **common)
 
-    out = torch.empty(b, dv, device=dev, dtype=torch.float32)
-    lse = torch.empty(b, device=dev, dtype=torch.float32)
-    arg = torch.empty(b, device=dev, dtype=torch.int64)
+    out = torch.empty(rows, dv, device=dev, dtype=torch.float32)
+    lse = torch.empty(rows, device=dev, dtype=torch.float32)
+    arg = torch.empty(rows, device=dev, dtype=torch.int64)
     block_s = _pow2(splits, lo=2)
     merge_dv = min(_pow2(dv), max(16, 8192 // block_s))  # <= 8192 partial values per program
-    _hopfield_merge[(b, triton.cdiv(dv, merge_dv))](
-        m_part, l_part, acc_part, arg_part, out, lse, arg, b, dv, splits,
+    _hopfield_merge[(rows, triton.cdiv(dv, merge_dv))](
+        m_part, l_part, acc_part, arg_part, out, lse, arg, rows, dv, splits,
         BLOCK_S=block_s, BLOCK_DV=merge_dv,
     )
-    return out, lse, (arg if want_argmax else None)
+    shape = (b,) if flat else (g1, g2, b)
+    return out.view(*shape, dv), lse.view(shape), (arg.view(shape) if want_argmax else None)

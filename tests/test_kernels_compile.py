@@ -17,6 +17,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from mnemonix.kernels import hopfield as kh
+from mnemonix.kernels import hopfield_bwd as kb
 
 target = GPUTarget("cuda", 90, 32)  # H100 / H200
 
@@ -28,20 +29,42 @@ def compile_one(fn, names, types, consts, num_warps=4):
                    options={"num_warps": num_warps})
 
 
-partial_args = ["Q", "K", "V", "BIAS", "M_OUT", "L_OUT", "ACC_OUT", "ARG_OUT", "B", "N", "D", "DV",
-                "n_per_split", "beta", "stride_qb", "stride_kn", "stride_vn"]
-for fn, dt, keys_are_values, extra in [
-    (kh._hopfield_partial_small_d, "bf16", True, {"BLOCK_D": 128, "BLOCK_DV": 128}),
-    (kh._hopfield_partial_small_d, "fp32", False, {"BLOCK_D": 64, "BLOCK_DV": 32}),
-    (kh._hopfield_partial_large_d, "fp16", False, {"BLOCK_D": 128}),
+partial_args = ["Q", "K", "V", "BIAS", "ASSOC", "M_OUT", "L_OUT", "ACC_OUT", "ARG_OUT", "B", "N", "D", "DV", "G2",
+                "n_per_split", "beta"]
+group_strides = ["stride_q1", "stride_q2", "stride_qb", "stride_k1", "stride_k2", "stride_kn", "stride_v1",
+                 "stride_v2", "stride_vn", "stride_c1", "stride_c2", "stride_a1", "stride_a2", "stride_ab"]
+for fn, dt, keys_are_values, has_assoc, extra in [
+    (kh._hopfield_partial_small_d, "bf16", True, False, {"BLOCK_D": 128, "BLOCK_DV": 128}),
+    (kh._hopfield_partial_small_d, "fp32", False, True, {"BLOCK_D": 64, "BLOCK_DV": 32}),
+    (kh._hopfield_partial_large_d, "fp16", False, True, {"BLOCK_D": 128}),
 ]:
-    types = ["*" + dt] * 3 + ["*fp32"] * 4 + ["*i32"] + ["i32"] * 5 + ["fp32"] + ["i32"] * 3
-    consts = {"HAS_BIAS": True, "VALUES_ARE_KEYS": keys_are_values, "DOT_FP32": dt == "fp32",
-              "BLOCK_B": 16, "BLOCK_N": 64, **extra}
-    compile_one(fn, partial_args, types, consts)
+    types = ["*" + dt] * 3 + ["*fp32"] * 5 + ["*i32"] + ["i32"] * 6 + ["fp32"] + ["i32"] * 14
+    consts = {"HAS_BIAS": True, "HAS_ASSOC": has_assoc, "VALUES_ARE_KEYS": keys_are_values,
+              "DOT_FP32": dt == "fp32", "BLOCK_B": 16, "BLOCK_N": 64, **extra}
+    compile_one(fn, partial_args + group_strides, types, consts)
 compile_one(kh._hopfield_merge, ["M_PART", "L_PART", "ACC_PART", "ARG_PART", "OUT", "LSE", "ARG", "B", "DV", "splits"],
             ["*fp32"] * 3 + ["*i32", "*fp32", "*fp32", "*i64", "i32", "i32", "i32"],
             {"BLOCK_S": 128, "BLOCK_DV": 64})
+
+# backward (FlashAttention-2): dK/dV per key tile, dQ per query tile, at the launcher's block sizes
+dkdv_args = ["Q", "K", "V", "DO", "LSE", "DELTA", "BIAS", "ASSOC", "DK", "DV", "DBIAS", "B", "N", "D", "DV_DIM",
+             "G2", "K2", "R1", "R2", "beta"]
+dq_args = ["Q", "K", "V", "DO", "LSE", "DELTA", "BIAS", "ASSOC", "DQ", "B", "N", "D", "DV_DIM", "G2", "n_per_split",
+           "beta"]
+for dt, width, values_are_keys, flags in [
+    ("bf16", 128, False, (True, True, True)), ("fp16", 64, True, (False, False, False)),
+    ("fp32", 128, True, (True, False, True)), ("bf16", 256, False, (False, True, False)),
+]:
+    block_b, block_n, warps = kb._blocks(width, False, dt == "fp32")
+    do_type = "*fp32" if dt == "fp32" else "*" + dt
+    consts = {"HAS_BIAS": flags[0], "HAS_ASSOC": flags[1], "VALUES_ARE_KEYS": values_are_keys,
+              "DOT_FP32": dt == "fp32", "BLOCK_B": block_b, "BLOCK_N": block_n, "BLOCK_D": width, "BLOCK_DV": width}
+    compile_one(kb._hopfield_bwd_dkdv, dkdv_args + group_strides,
+                ["*" + dt] * 3 + [do_type] + ["*fp32"] * 7 + ["i32"] * 8 + ["fp32"] + ["i32"] * 14,
+                {**consts, "NEED_DBIAS": flags[2]}, num_warps=warps)
+    compile_one(kb._hopfield_bwd_dq, dq_args + group_strides,
+                ["*" + dt] * 3 + [do_type] + ["*fp32"] * 5 + ["i32"] * 6 + ["fp32"] + ["i32"] * 14, consts,
+                num_warps=warps)
 
 # salience and lifespan: tests/test_kernels_spills.py compiles the launchers' variants and checks spills.
 print("compiled")

@@ -643,6 +643,10 @@ class DenseHopfield(_PatternStore):
 class HopfieldRetrieval(torch.nn.Module):
     """Modern Hopfield retrieval as a layer: ``softmax(beta * Q K^T + bias) V``.
 
+    A thin layer over :func:`mnemonix.ops.hopfield_retrieve` (fused forward and backward on
+    every backend that can run the inputs). For hflayers-style layers with projections, heads
+    and pooling see :mod:`mnemonix.nn`.
+
     Parameters
     ----------
     beta : float
@@ -652,11 +656,9 @@ class HopfieldRetrieval(torch.nn.Module):
     eps : float
         Convergence threshold of the iterations.
     learn_beta : bool
-        Learn ``log(beta)`` as a parameter: the queries are scaled by ``beta`` before the
-        fused op (called with ``beta=1``), so the gradient reaches it.
+        Learn ``log(beta)`` as a parameter; the op returns d(beta).
     backend : str or None
-        Forwarded to :func:`mnemonix.ops.hopfield_retrieve`. When any input requires grad the
-        op runs the streaming torch backend (the fused kernels are forward only).
+        Forwarded to :func:`mnemonix.ops.hopfield_retrieve`.
     """
 
     def __init__(self, beta: float = 1.0, update_steps: int = 0, *, eps: float = 1e-4,
@@ -666,7 +668,7 @@ class HopfieldRetrieval(torch.nn.Module):
         self.update_steps = _checks.nonneg_int("update_steps", update_steps)
         self.eps = _checks.positive_float("eps", eps)
         if learn_beta and self.update_steps:
-            raise ValueError("learn_beta=True needs update_steps=0 (beta is folded into the queries)")
+            raise ValueError("learn_beta=True needs update_steps=0")
         self.backend = backend
         self.learn_beta = learn_beta
         if learn_beta:
@@ -679,13 +681,15 @@ class HopfieldRetrieval(torch.nn.Module):
         return float(self.log_beta.detach().exp())
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """queries [..., B, d], keys [N, d], values [N, dv] or None -> [..., B, dv]."""
+                mask: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                association_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """queries [..., B, d], keys [N, d] or [..., N, d], values like keys or None -> [..., B, dv]."""
         if self.learn_beta:
-            scaled = queries * self.log_beta.exp().to(queries.dtype)
-            return ops.hopfield_retrieve(scaled, keys, values, beta=1.0, mask=mask, bias=bias, backend=self.backend)
+            return ops.hopfield_retrieve(queries, keys, values, beta=self.log_beta.exp(), mask=mask, bias=bias,
+                                         association_mask=association_mask, backend=self.backend)
         return ops.hopfield_retrieve(queries, keys, values, beta=self.beta, mask=mask, bias=bias,
-                                     update_steps=self.update_steps, eps=self.eps, backend=self.backend)
+                                     association_mask=association_mask, update_steps=self.update_steps,
+                                     eps=self.eps, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta:.4g}, update_steps={self.update_steps}, learn_beta={self.learn_beta}"

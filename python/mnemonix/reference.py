@@ -22,9 +22,10 @@ def hopfield_retrieve(
     keys: torch.Tensor,
     values: torch.Tensor | None = None,
     *,
-    beta: float,
+    beta: float | torch.Tensor,
     mask: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
+    association_mask: torch.Tensor | None = None,
     update_steps: int = 0,
     eps: float = 1e-4,
     return_lse: bool = False,
@@ -32,30 +33,44 @@ def hopfield_retrieve(
 ):
     """Modern Hopfield retrieval, ``out = softmax(beta * Q K^T + bias) V`` (Ramsauer et al. 2020).
 
-    queries [..., B, d], keys [N, d], values [N, dv] (None: the keys), mask [N] bool
-    (True = pattern takes part), bias [N]. With ``update_steps > 0`` (needs values = keys)
-    each query iterates ``q <- out`` up to ``update_steps`` more times, and stops on its own
-    once ``max|out - q| < eps``. Returns out [..., B, dv] in the queries' dtype, plus the
-    log-sum-exp [..., B] (float32) of the last pass and the argmax pattern index [..., B]
-    (int64) of the last pass when asked.
+    queries [..., B, d]; keys [N, d] shared by every query, or [..., N, d] per sample (leading
+    dimensions broadcast against the queries' leading dimensions); values like keys with dv
+    columns (None: the keys). ``beta`` is a float or a tensor broadcastable to the queries'
+    leading dimensions (one inverse temperature per head, say). mask [..., N] bool (True =
+    pattern takes part), bias [..., N] additive, association_mask broadcastable to
+    [..., B, N]: bool (True = takes part) or additive float. With ``update_steps > 0`` (needs
+    values = keys) each query iterates ``q <- out`` up to ``update_steps`` more times, and
+    stops on its own once ``max|out - q| < eps``. Returns out [..., B, dv] in the queries'
+    dtype, plus the log-sum-exp [..., B] (float32; float64 for float64 inputs) of the last
+    pass and the argmax pattern index [..., B] (int64) of the last pass when asked.
+    Everything is differentiable by autograd (the association matrix is materialised).
     """
-    lead = queries.shape[:-1]
-    q = queries.reshape(-1, queries.shape[-1]).float()
-    k = keys.float()
-    v = k if values is None else values.float()
-    logit_shift = torch.zeros(k.shape[0], device=q.device)
+    work = torch.float64 if queries.dtype == torch.float64 else torch.float32
+    lead = queries.shape[:-2]
+    q = queries.to(work)
+    k = keys.to(work)
+    v = k if values is None else values.to(work)
+    if isinstance(beta, torch.Tensor):
+        beta = beta.to(work)[..., None, None]  # broadcast over [B, N]
+    logit_shift = torch.zeros(k.shape[-2], dtype=work, device=q.device)
     if bias is not None:
-        logit_shift = logit_shift + bias.float()
+        logit_shift = logit_shift + bias.to(work)
     if mask is not None:
         logit_shift = logit_shift.masked_fill(~mask, float("-inf"))
-    active = torch.ones(q.shape[0], dtype=torch.bool, device=q.device)
+    logit_shift = logit_shift[..., None, :]  # [..., 1, N]: the same for every query of a sample
+    if association_mask is not None:
+        if association_mask.dtype == torch.bool:
+            logit_shift = logit_shift.masked_fill(~association_mask, float("-inf"))
+        else:
+            logit_shift = logit_shift + association_mask.to(work)
+    active = torch.ones(q.shape[:-1], dtype=torch.bool, device=q.device)
     for step in range(update_steps + 1):
-        logits = beta * (q @ k.T) + logit_shift
+        logits = beta * (q @ k.transpose(-1, -2)) + logit_shift
         out = torch.softmax(logits, dim=-1) @ v
         if step == 0:
             final_out, lse, arg = out, torch.logsumexp(logits, -1), logits.argmax(-1)
         else:
-            final_out = torch.where(active[:, None], out, final_out)
+            final_out = torch.where(active[..., None], out, final_out)
             lse = torch.where(active, torch.logsumexp(logits, -1), lse)
             arg = torch.where(active, logits.argmax(-1), arg)
         if step == update_steps:
@@ -64,12 +79,13 @@ def hopfield_retrieve(
         active = active & changed
         if not bool(active.any()):
             break
-        q = torch.where(active[:, None], out, q)
-    result = [final_out.reshape(*lead, v.shape[-1]).to(queries.dtype)]
+        q = torch.where(active[..., None], out, q)
+    full_lead = (*torch.broadcast_shapes(lead, final_out.shape[:-2]), queries.shape[-2])
+    result = [final_out.expand(*full_lead, v.shape[-1]).to(queries.dtype)]
     if return_lse:
-        result.append(lse.reshape(lead))
+        result.append(lse.expand(full_lead))
     if return_argmax:
-        result.append(arg.reshape(lead))
+        result.append(arg.expand(full_lead))
     return result[0] if len(result) == 1 else tuple(result)
 
 

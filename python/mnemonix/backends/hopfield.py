@@ -1,46 +1,67 @@
 """Backends of :func:`mnemonix.ops.hopfield_retrieve` (one pass; the op drives iterations).
 
-Every backend has the signature
-``run(queries[B, d], keys[N, d], values[N, dv] | None, *, beta, logit_bias[N] | None,
-want_argmax) -> (out[B, dv] float32, lse[B] float32, argmax[B] int64 | None)`` where
-``values=None`` means the values are the keys and ``logit_bias`` already folds in the mask
-(``-inf`` for masked patterns). What each can run is declared at the bottom as data; which
-one is fastest for given inputs is the op's speed policy (:mod:`mnemonix.ops.hopfield`).
+Every backend takes the op's canonical layout (see :mod:`mnemonix.backends.hopfield_grad`):
+``run(q[G1, G2, B, d], k[K1, K2, N, d], v[K1, K2, N, dv] | None, *, beta, logit_bias[C1, C2, N]
+| None, assoc[A1, A2, B, N] | None, want_argmax) -> (out[G1, G2, B, dv], lse[G1, G2, B],
+argmax[G1, G2, B] int64 | None)`` in the work dtype (float32; float64 for float64 inputs), where
+``v=None`` means the values are the keys and the biases already fold in the masks (``-inf``).
+Each forward is paired with a backward (:data:`BACKWARDS`, same layout): what each can run is
+declared at the bottom as data; which one is fastest is the op's speed policy
+(:mod:`mnemonix.ops.hopfield`). Gradients reach the backends through the custom op of
+:mod:`mnemonix.backends.hopfield_autograd`.
 
-- ``triton``: the fused kernel of ``mnemonix.kernels.hopfield`` (split-N, exact merge,
-  d-tiling, K = V read once). CUDA, or CPU tensors under ``TRITON_INTERPRET=1``. Forward only.
+- ``triton``: the fused kernels of ``mnemonix.kernels.hopfield`` (split-N, exact merge,
+  d-tiling, K = V read once; groups on a third grid axis) and, for the backward,
+  ``mnemonix.kernels.hopfield_bwd`` (FlashAttention-2: dK/dV and dQ kernels, no atomics).
+  CUDA, or CPU tensors under ``TRITON_INTERPRET=1``.
 - ``cpp``: the fused OpenMP/SIMD kernel ``mnemonix._core.retrieval`` (CPU, float32): one read
-  of each key row serves both products; N split over threads with an exact merge. Forward only.
+  of each key row serves both products; N split over threads with an exact merge; one call per
+  group. Forward only.
 - ``sdpa``: PyTorch's own fused CPU flash-attention kernel
   (``aten._scaled_dot_product_flash_attention_for_cpu``, the kernel behind
-  ``F.scaled_dot_product_attention`` on CPU), which also returns the log-sum-exp. CPU,
-  float32, dv == d, no argmax. Forward only.
-- ``torch``: streams over N in chunks with an online softmax (running max ``m_i``, running
-  sum ``l_i``, accumulator ``acc``): extra memory O(B x chunk), never O(B x N). Any device.
-  With autograd it runs :class:`mnemonix.backends.hopfield_grad.StreamingRetrieval`, whose
-  backward recomputes the probabilities chunk by chunk (FlashAttention-2 style), so training
-  also stays O(B x chunk) on any device.
+  ``F.scaled_dot_product_attention`` on CPU), which also returns the log-sum-exp, paired with
+  its fused backward. CPU, float32/float64, dv == d, no argmax; its backward has no gradient
+  for the log-sum-exp or the bias.
+- ``torch``: streams over N in chunks with an online softmax; its backward recomputes the
+  probabilities chunk by chunk (FlashAttention-2 style). Extra memory O(G x B x chunk), never
+  O(B x N), on any device and dtype (float64 too: the gradcheck path).
 - ``reference``: the ground truth :func:`mnemonix.reference.hopfield_retrieve` (materialises
-  [B, N]); the one adapter through which production code can reach ``reference``.
+  [B, N]); the one adapter through which production code can reach ``reference``. It is
+  called directly, not through the custom op, so its gradients are autograd's.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from mnemonix import _triton
-from mnemonix._dispatch import Backend
-from mnemonix.backends import hopfield_grad
-from mnemonix.backends.hopfield_grad import chunk_size, stream_forward
+from mnemonix._dispatch import ALL_FLOAT, Backend
+from mnemonix.backends.hopfield_grad import chunk_size, lift, stream_backward, stream_forward
 
-__all__ = ["TRITON", "CPP", "SDPA", "TORCH", "REFERENCE", "BACKENDS", "chunk_size"]
+__all__ = ["TRITON", "CPP", "SDPA", "TORCH", "REFERENCE", "BACKENDS", "BACKWARDS", "chunk_size"]
 
 
-def run_triton(queries, keys, values, *, beta, logit_bias, want_argmax):
+# -- triton -----------------------------------------------------------------------------------
+
+def run_triton(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None):
     kernels = _triton.load_kernels("hopfield")
     return kernels.hopfield_retrieve(queries, keys, values, beta=beta, logit_bias=logit_bias,
-                                     want_argmax=want_argmax)
+                                     want_argmax=want_argmax, assoc_bias=assoc)
 
+
+def backward_triton(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, *, beta, needs):
+    kernels = _triton.load_kernels("hopfield_bwd")
+    dims = max(keys.shape[-1], keys.shape[-1] if values is None else values.shape[-1])
+    if dims > kernels.MAX_BWD_D:  # too wide for one register tile: the streaming path
+        return stream_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta=beta,
+                               needs=needs)
+    return kernels.hopfield_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta=beta,
+                                     needs=needs)
+
+
+# -- cpp --------------------------------------------------------------------------------------
 
 def _core_retrieval():
     try:
@@ -51,44 +72,85 @@ def _core_retrieval():
 
 
 def _cpp_reasons(inputs) -> list[str]:
-    return [] if _core_retrieval() is not None else ["mnemonix._core.retrieval is not built"]
+    reasons = [] if _core_retrieval() is not None else ["mnemonix._core.retrieval is not built"]
+    if getattr(inputs, "association_bias", None) is not None:
+        reasons.append("the C++ kernel takes no association mask (a bias per stored pattern only)")
+    return reasons
 
 
-def run_cpp(queries, keys, values, *, beta, logit_bias, want_argmax):
+def _pick(t, i: int, j: int):
+    """Group (i, j) of a grouped operand whose group dimensions may be shared (size 1)."""
+    return None if t is None else t[min(i, t.shape[0] - 1), min(j, t.shape[1] - 1)]
+
+
+def run_cpp(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None):
     core = _core_retrieval()
-    q = queries.detach().contiguous().numpy()
-    k = keys.detach().contiguous().numpy()
-    v = None if values is None else values.detach().contiguous().numpy()
-    bias = None if logit_bias is None else logit_bias.detach().float().contiguous().numpy()
-    out, lse, arg = core.retrieve(q, k, v, beta=float(beta), bias=bias)
-    return torch.from_numpy(out), torch.from_numpy(lse), (torch.from_numpy(arg) if want_argmax else None)
-
-
-def run_torch(queries, keys, values, *, beta, logit_bias, want_argmax):
-    tracked = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (queries, keys, values, logit_bias))
-    if not tracked:
-        return stream_forward(queries, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=want_argmax)
-    out, lse = hopfield_grad.StreamingRetrieval.apply(queries, keys, values, logit_bias, float(beta))
-    arg = None
-    if want_argmax:
-        arg = stream_forward(queries.detach(), keys.detach(), None if values is None else values.detach(),
-                             beta=beta, logit_bias=None if logit_bias is None else logit_bias.detach(),
-                             want_argmax=True)[2]
+    q4, k4, v4, b4 = lift(queries, keys, values, logit_bias)
+    g1, g2, b, _ = q4.shape
+    outs, lses, args = [], [], []
+    for i in range(g1):  # one fused call per group: each reads its own keys once
+        for j in range(g2):
+            bias = _pick(b4, i, j)
+            out, lse, arg = core.retrieve(
+                q4[i, j].detach().contiguous().numpy(), _pick(k4, i, j).detach().contiguous().numpy(),
+                None if v4 is None else _pick(v4, i, j).detach().contiguous().numpy(), beta=float(beta),
+                bias=None if bias is None else bias.detach().float().contiguous().numpy())
+            outs.append(torch.from_numpy(out))
+            lses.append(torch.from_numpy(lse))
+            args.append(torch.from_numpy(arg))
+    out = torch.stack(outs).reshape(g1, g2, b, -1)
+    lse = torch.stack(lses).reshape(g1, g2, b)
+    arg = torch.stack(args).reshape(g1, g2, b) if want_argmax else None
     return out, lse, arg
 
 
-def run_reference(queries, keys, values, *, beta, logit_bias, want_argmax):
+# -- torch ------------------------------------------------------------------------------------
+
+def run_torch(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None):
+    return stream_forward(queries, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=want_argmax,
+                          assoc=assoc)
+
+
+# -- reference --------------------------------------------------------------------------------
+
+def _reference_pass(queries, keys, values, logit_bias, assoc, beta):
     from mnemonix import reference  # the one production door to the ground truth
 
-    out, lse, arg = reference.hopfield_retrieve(
-        queries.float(), keys, values, beta=beta, bias=logit_bias, return_lse=True, return_argmax=True
-    )
-    return out, lse, (arg if want_argmax else None)
+    bias = None if logit_bias is None else logit_bias
+    return reference.hopfield_retrieve(queries, keys, values, beta=beta, bias=bias, association_mask=assoc,
+                                       return_lse=True, return_argmax=True)
+
+
+def run_reference(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None):
+    """The reference formula; called directly (not through the custom op) autograd differentiates it."""
+    q4, k4, v4, b4 = lift(queries, keys, values, logit_bias)
+    out, lse, arg = _reference_pass(q4, k4, v4, b4, assoc, beta)
+    work = torch.float64 if q4.dtype == torch.float64 else torch.float32
+    return out.to(work), lse, (arg if want_argmax else None)
+
+
+# -- sdpa -------------------------------------------------------------------------------------
+
+# The flash kernel takes one additive mask: a per-sample bias and an association mask shared by
+# the samples are summed into one, up to this many elements (64 MB of float32; beyond, the
+# merged mask would approach the association matrix the fused paths avoid).
+SDPA_MAX_MERGED_MASK = 1 << 24
 
 
 def _sdpa_kernel():
     return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _sdpa_backward_kernel():
+    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+
+
+def _sdpa_mask(logit_bias, assoc, dtype):
+    """One additive attention mask [.., .., 1 or B, N] (broadcast by the kernel), or None."""
+    mask = None if logit_bias is None else logit_bias[..., None, :]
+    if assoc is not None:
+        mask = assoc if mask is None else mask + assoc
+    return None if mask is None else mask.to(dtype)
 
 
 def _sdpa_reasons(inputs) -> list[str]:
@@ -97,26 +159,68 @@ def _sdpa_reasons(inputs) -> list[str]:
         reasons.append("this torch has no aten._scaled_dot_product_flash_attention_for_cpu")
     if inputs.want_argmax:
         reasons.append("the flash kernel does not return the argmax")
-    if inputs.values is not None and inputs.values.shape[1] != inputs.keys.shape[1]:
+    keys, values, queries = inputs.keys, inputs.values, inputs.queries
+    if values is not None and values.shape[-1] != keys.shape[-1]:
         reasons.append("the flash kernel needs values of the keys' width (dv == d)")
+    shared = keys.ndim == 4 and queries.ndim == 4 and keys.shape[:2] != queries.shape[:2]
+    if inputs.needs_grad and shared:
+        reasons.append("the flash kernel's backward would return a key gradient per group for keys shared by "
+                       "several groups (group-times the memory)")
+    key_bias, assoc = inputs.logit_bias, getattr(inputs, "association_bias", None)
+    if key_bias is not None and assoc is not None and key_bias.ndim == 3:
+        merged = torch.broadcast_shapes((*key_bias.shape[:2], 1, key_bias.shape[-1]), assoc.shape)
+        if merged != assoc.shape and math.prod(merged) > SDPA_MAX_MERGED_MASK:
+            reasons.append(f"the flash kernel takes one mask: the per-sample bias and the shared association mask "
+                           f"would merge into {list(merged)} (> {SDPA_MAX_MERGED_MASK} elements)")
+    if inputs.needs_grad and getattr(inputs, "lse_needs_grad", True):
+        reasons.append("the flash kernel's backward has no gradient for the log-sum-exp (return_lse with grad)")
+    if inputs.needs_grad and key_bias is not None and getattr(inputs, "bias_needs_grad", True):
+        reasons.append("the flash kernel's backward has no gradient for the bias")
     return reasons
 
 
-def run_sdpa(queries, keys, values, *, beta, logit_bias, want_argmax):
-    k = keys[None, None]
-    v = k if values is None else values[None, None]
-    mask = None if logit_bias is None else logit_bias.to(torch.float32)[None, None, None, :]
-    out, lse = _sdpa_kernel()(queries[None, None], k, v, 0.0, False, attn_mask=mask, scale=beta)
-    return out[0, 0].float(), lse[0, 0].float(), None
+def run_sdpa(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None):
+    q, k, v, b = lift(queries, keys, values, logit_bias)
+    v = k if v is None else v
+    groups = q.shape[:2]  # the kernel reads stride-0 (shared) groups correctly: no copy
+    k, v = k.expand(*groups, *k.shape[2:]), v.expand(*groups, *v.shape[2:])
+    out, lse = _sdpa_kernel()(q, k, v, 0.0, False, attn_mask=_sdpa_mask(b, assoc, q.dtype), scale=beta)
+    work = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return out.to(work), lse.to(work), None
+
+
+def backward_sdpa(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, *, beta, needs):
+    """The flash kernel's own fused backward (no d_lse, no d_bias: the capability says so)."""
+    if d_lse is not None or (needs[3] and key_bias is not None):
+        raise RuntimeError("hopfield_retrieve: the sdpa backward has no gradient for lse or bias")
+    v = keys if values is None else values
+    d_out = torch.zeros_like(out) if d_out is None else d_out
+    dq, dk, dv = _sdpa_backward_kernel()(
+        d_out.to(queries.dtype).contiguous(), queries, keys, v, out.to(queries.dtype).contiguous(),
+        lse.contiguous(), 0.0, False, attn_mask=_sdpa_mask(key_bias, assoc, queries.dtype), scale=beta)
+    if values is None:
+        return dq, dk.add_(dv), None, None
+    return dq, dk, dv, None
+
+
+def backward_torch(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, *, beta, needs):
+    return stream_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta=beta, needs=needs)
 
 
 _CPU = frozenset({"cpu"})
 _FP32 = frozenset({torch.float32})
+_WITH_FP64 = ALL_FLOAT | {torch.float64}
 
-TRITON = Backend("triton", run_triton, needs_triton=True)
+TRITON = Backend("triton", run_triton, needs_triton=True, supports_grad=True)
 CPP = Backend("cpp", run_cpp, devices=_CPU, dtypes=_FP32, extra_reasons=_cpp_reasons)
-SDPA = Backend("sdpa", run_sdpa, devices=_CPU, dtypes=_FP32, extra_reasons=_sdpa_reasons)
-TORCH = Backend("torch", run_torch, supports_grad=True)
-REFERENCE = Backend("reference", run_reference, supports_grad=True)
+SDPA = Backend("sdpa", run_sdpa, devices=_CPU, dtypes=frozenset({torch.float32, torch.float64}),
+               supports_grad=True, extra_reasons=_sdpa_reasons)
+TORCH = Backend("torch", run_torch, dtypes=_WITH_FP64, supports_grad=True)
+REFERENCE = Backend("reference", run_reference, dtypes=_WITH_FP64, supports_grad=True)
 
 BACKENDS: tuple[Backend, ...] = (TRITON, CPP, SDPA, TORCH, REFERENCE)
+BY_NAME = {b.name: b for b in BACKENDS}
+# The backward paired with each forward that supports gradients (same canonical layout, plus
+# ``d_out``, ``d_lse`` and the forward's ``out`` / ``lse``; returns dq, dk, dv, d_key_bias).
+# ``reference`` has none: it bypasses the custom op and autograd differentiates its formula.
+BACKWARDS = {"triton": backward_triton, "sdpa": backward_sdpa, "torch": backward_torch}

@@ -25,6 +25,7 @@ from mnemonix.commands._args import (
 # (title, module under mnemonix.commands) in demo order.
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("Hopfield networks: classical, dense, modern on 8x8 digits", "hopfield"),
+    ("Hopfield layers: attention-MIL on bags of digits (mnemonix.nn)", "nn"),
     ("EpiNet: salience top-k recall and continual learning", "epinet"),
     ("Memoria engram memory", "memoria"),
     ("Plastic prefix memory", "plastic"),

@@ -1,7 +1,15 @@
 """``hopfield_retrieve``: modern Hopfield retrieval ``softmax(beta Q K^T + bias) V``, fused.
 
 Declared like every op (:mod:`mnemonix._dispatch`): checks -> a typed inputs record ->
-``dispatch(SPEC, inputs, forced)`` -> one backend of :mod:`mnemonix.backends.hopfield`.
+``dispatch(SPEC, inputs, forced)`` -> one backend of :mod:`mnemonix.backends.hopfield`, run
+through the custom op of :mod:`mnemonix.backends.hopfield_autograd` (autograd with a fused,
+memory-bounded backward; ``torch.compile`` traces it).
+
+Canonical layout. The queries' leading dimensions ``[..., B, d]`` become two *group*
+dimensions ``(G1, G2)`` (the last leading dimension, say heads, and the product of the others,
+say samples); keys, values, masks and biases keep a group dimension only where they vary, so
+a store shared by every query, or by every head of a sample, is never copied. When nothing
+but the queries varies, the groups fold into rows (one large batch).
 """
 
 from __future__ import annotations
@@ -13,13 +21,22 @@ import torch
 
 from mnemonix import _checks, _dispatch
 from mnemonix.backends import hopfield as hb
+from mnemonix.backends.hopfield_autograd import retrieve as _retrieve
+from mnemonix.ops import _hopfield_args as args
 
 __all__ = ["hopfield_retrieve", "HopfieldInputs", "SPEC", "choose_backend"]
 
 
 @dataclass(frozen=True)
 class HopfieldInputs:
-    """Checked inputs of one retrieval pass (queries flattened to [B, d])."""
+    """Checked inputs of one retrieval pass in the canonical layout (see the module docstring).
+
+    ``queries [G1, G2, B, d]`` (or [B, d]), ``keys [K1, K2, N, d]`` (or [N, d]), ``values`` like
+    keys or None, ``logit_bias [C1, C2, N]`` (or [N]; masks folded in as ``-inf``),
+    ``association_bias [A1, A2, B, N]`` or None. ``lse_needs_grad`` / ``bias_needs_grad`` say
+    whether the log-sum-exp is returned into a graph and whether the bias wants a gradient;
+    when unknown they default to True (the cautious answer for capability checks).
+    """
 
     queries: torch.Tensor
     keys: torch.Tensor
@@ -28,6 +45,9 @@ class HopfieldInputs:
     beta: float
     want_argmax: bool
     needs_grad: bool
+    association_bias: torch.Tensor | None = None
+    lse_needs_grad: bool = True
+    bias_needs_grad: bool = True
 
     @property
     def device(self) -> torch.device:
@@ -50,17 +70,23 @@ CPP_LARGE_STORE_BYTES = 32 << 20
 
 
 def cpp_max_batch(keys: torch.Tensor) -> int:
-    """Largest B sent to the C++ kernel automatically for this key matrix."""
-    large = keys.numel() * keys.element_size() >= CPP_LARGE_STORE_BYTES
+    """Largest B sent to the C++ kernel automatically for this key matrix (of one group)."""
+    groups = math.prod(keys.shape[:-2]) if keys.ndim > 2 else 1
+    large = keys.numel() // max(groups, 1) * keys.element_size() >= CPP_LARGE_STORE_BYTES
     return CPP_MAX_BATCH_LARGE_STORE if large else CPP_MAX_BATCH
 
 
 def speed_policy(inputs: HopfieldInputs, backends) -> list[str]:
     """Fastest first: Triton on CUDA; on CPU the single-read C++ kernel while the work is
-    memory-bound (small B), then torch's flash kernel (GEMM-bound), then streaming torch."""
+    memory-bound (small B per group), then torch's flash kernel (GEMM-bound; also the fastest
+    training path, with its fused backward), then streaming torch."""
     if inputs.device.type == "cuda":
         return ["triton", "torch", "reference"]
-    order = ["cpp"] if inputs.queries.shape[0] <= cpp_max_batch(inputs.keys) else []
+    order = ["cpp"] if inputs.queries.shape[-2] <= cpp_max_batch(inputs.keys) else []
+    if inputs.needs_grad and inputs.values is None:
+        # K = V under grad: the flash backward returns dK and dV apart (twice the gradient
+        # memory, then a sum); the streaming backward accumulates both in one buffer.
+        return order + ["torch", "sdpa", "reference"]
     return order + ["sdpa", "torch", "reference"]
 
 
@@ -72,9 +98,10 @@ def hopfield_retrieve(
     keys: torch.Tensor,
     values: torch.Tensor | None = None,
     *,
-    beta: float,
+    beta: float | torch.Tensor,
     mask: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
+    association_mask: torch.Tensor | None = None,
     update_steps: int = 0,
     eps: float = 1e-4,
     return_lse: bool = False,
@@ -86,70 +113,84 @@ def hopfield_retrieve(
     Parameters
     ----------
     queries : Tensor [B, d] or [..., B, d]
-        State patterns (float32 / float16 / bfloat16). Leading dimensions (heads, batch)
-        are flattened for the kernel and restored on output.
-    keys : Tensor [N, d]
-        Stored patterns, N >= 1, same dtype and device as ``queries``.
-    values : Tensor [N, dv] or None
-        Values retrieved; None means auto-association (the keys are the values), in which
-        case each tile of keys is read once for both products.
-    beta : float
-        Inverse temperature, finite and > 0.
-    mask : Tensor [N] bool or None
-        True where a stored pattern takes part; at least one must.
-    bias : Tensor [N] or None
-        Additive logit bias per stored pattern (finite).
+        State patterns (float32 / float16 / bfloat16; float64 on the ``torch``, ``sdpa`` and
+        ``reference`` backends, for gradcheck). Leading dimensions are groups (samples, heads).
+    keys : Tensor [N, d] or [..., N, d]
+        Stored patterns, N >= 1, the queries' dtype and device: one set shared by every query,
+        or one per group (leading dimensions broadcastable to the queries', e.g. [batch, 1, N, d]
+        shared by the heads of a sample).
+    values : Tensor [N, dv] or [..., N, dv] or None
+        Values retrieved (leading dimensions as the keys'); None means auto-association (the
+        keys are the values), in which case each tile of keys is read once for both products.
+    beta : float or Tensor
+        Inverse temperature, > 0: a float, or a tensor broadcastable to the queries' leading
+        dimensions (a learnable scalar, one per head, ...); gradients reach a tensor beta.
+    mask : Tensor [N] or [..., N] bool or None
+        True where a stored pattern takes part (padding mask); every query must keep one.
+    bias : Tensor [N] or [..., N] or None
+        Additive logit bias per stored pattern (finite; differentiable).
+    association_mask : Tensor broadcastable to [..., B, N] or None
+        Per query and pattern: bool (True = takes part) or an additive float bias (``-inf``
+        allowed). A constant: it gets no gradient.
     update_steps : int
         Extra iterations ``q <- out`` (needs ``values=None``); each query stops on its own
-        once ``max|out - q| < eps``.
+        once ``max|out - q| < eps``. Differentiable (unrolled).
     eps : float
         Convergence threshold of the iterations.
     return_lse, return_argmax : bool
-        Also return the log-sum-exp of the logits [..., B] (float32; the Hopfield energy's
-        main term) and the index of the most similar pattern [..., B] (int64), both of the
-        last pass.
+        Also return the log-sum-exp of the logits [..., B] (float32; float64 for float64
+        inputs; the Hopfield energy's main term, differentiable) and the index of the most
+        similar pattern [..., B] (int64), both of the last pass.
     backend : {None, "triton", "cpp", "sdpa", "torch", "reference"}
         None lets the speed policy choose among the backends that can run the inputs:
-        Triton on CUDA; on CPU float32 the fused C++ kernel at small B, torch's flash CPU
-        kernel at larger B (no argmax), else the streaming torch path. When an input
-        requires grad only backends with a backward qualify (``torch``: streaming forward
-        and a chunked, recomputing backward on any device; ``reference``).
+        Triton on CUDA; on CPU float32 the fused C++ kernel at small B (forward only), torch's
+        flash CPU kernel at larger B (no argmax; its fused backward when gradients are needed),
+        else the streaming torch path (chunked recomputing backward, any device).
 
     Returns
     -------
     out : Tensor [..., B, dv] in the queries' dtype, then ``lse`` and ``argmax`` if asked.
+
+    Notes
+    -----
+    Under ``torch.compile`` the value checks (finite inputs, a kept pattern per query) are
+    skipped: they would need the data on the host.
     """
-    _check_shapes(queries, keys, values, update_steps)
-    beta = _checks.positive_float("beta", beta)
-    update_steps = _checks.nonneg_int("update_steps", update_steps)
-    eps = _checks.positive_float("eps", eps)
-    _checks.same_device({"queries": queries, "keys": keys, "values": values, "mask": mask, "bias": bias})
-    logit_bias = _logit_bias(keys.shape[0], mask, bias, keys.device)
-    _checks.finite("queries", queries)
-    # keys / values ([N, d]: as large as the work itself) are checked through the result: any
-    # NaN/Inf in them reaches out or lse (every backend multiplies each value row by its weight,
-    # also a zero weight), and only then the exact check runs and names the argument.
-    lead, d = queries.shape[:-1], queries.shape[-1]
-    q = queries.reshape(-1, d)
+    p = args.prepare(queries, keys, values, beta=beta, mask=mask, bias=bias, association_mask=association_mask,
+                     update_steps=update_steps, eps=eps)
     needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (queries, keys, values, bias))
-    inputs = HopfieldInputs(q, keys, values, logit_bias, beta, return_argmax, needs_grad)
+        t is not None and t.requires_grad for t in (p.queries, p.keys, p.values, p.key_bias, p.beta_tensor))
+    bias_grad = torch.is_grad_enabled() and p.key_bias is not None and p.key_bias.requires_grad
+    inputs = HopfieldInputs(p.queries, p.keys, p.values, p.key_bias, p.beta, return_argmax, needs_grad,
+                            p.assoc, lse_needs_grad=needs_grad and return_lse, bias_needs_grad=bias_grad)
     chosen = _dispatch.dispatch(SPEC, inputs, backend)
-
-    def one_pass(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        return chosen.run(x, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=return_argmax)
-
-    out, lse, arg = one_pass(q)
-    _check_result_finite(out, lse, keys, values)
-    if update_steps:
-        out, lse, arg = _iterate(one_pass, q, out, lse, arg, update_steps, eps)
-        _check_result_finite(out, lse, keys, values)
-    result: list[torch.Tensor] = [out.reshape(*lead, out.shape[-1]).to(queries.dtype)]
+    out, lse, arg = _run(p, chosen.name, return_argmax, keys, values)
+    result: list[torch.Tensor] = [p.restore(out).to(queries.dtype)]
     if return_lse:
-        result.append(lse.reshape(lead))
+        result.append(p.restore(lse))
     if return_argmax:
-        result.append(arg.reshape(lead))
+        result.append(p.restore(arg))
     return result[0] if len(result) == 1 else tuple(result)
+
+
+def _run(p: args.Prepared, backend: str, want_argmax: bool, keys, values):
+    """The first pass and the iterations on the canonical operands (checks the results eagerly)."""
+
+    def one_pass(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        scaled = state if p.beta_tensor is None else state * p.beta_tensor.to(state.dtype)
+        return _retrieve(scaled, p.keys, p.values, p.key_bias, p.assoc, beta=p.beta, backend=backend,
+                         want_argmax=want_argmax)
+
+    checking = not torch.compiler.is_compiling()
+    out, lse, arg = one_pass(p.queries)
+    if checking:
+        _check_result(out, lse, keys, values)
+    if p.update_steps:
+        rows_independent = p.queries.shape[:2] == (1, 1) and p.assoc is None
+        out, lse, arg = _iterate(one_pass, p.queries, out, lse, arg, p.update_steps, p.eps, rows_independent)
+        if checking:
+            _check_result(out, lse, keys, values)
+    return out, lse, arg
 
 
 def choose_backend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None = None, *,
@@ -159,51 +200,9 @@ def choose_backend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tens
     return _dispatch.dispatch(SPEC, HopfieldInputs(q, keys, values, None, 1.0, want_argmax, False)).name
 
 
-def _check_shapes(queries, keys, values, update_steps) -> None:
-    _checks.tensor("queries", queries, min_ndim=2)
-    _checks.tensor("keys", keys, ndim=2)
-    if values is not None:
-        _checks.tensor("values", values, ndim=2)
-    n, d = keys.shape
-    if n == 0:
-        raise ValueError("keys must hold at least one stored pattern (N >= 1), got N = 0")
-    if d == 0:
-        raise ValueError(f"keys must have d >= 1 features, got keys of shape {tuple(keys.shape)}")
-    if queries.shape[-1] != d:
-        raise ValueError(f"queries must have last dimension d = {d} (keys are [N, d] = {tuple(keys.shape)}), "
-                         f"got queries of shape {tuple(queries.shape)}")
-    if values is not None and values.shape[0] != n:
-        raise ValueError(f"values must have N = {n} rows like keys, got values of shape {tuple(values.shape)}")
-    if values is not None and isinstance(update_steps, int) and update_steps > 0:
-        raise ValueError("update_steps > 0 needs values=None (iterating q <- out needs values = keys)")
-    for name, t in (("keys", keys), ("values", values)):
-        if t is not None and t.dtype != queries.dtype:
-            raise TypeError(f"{name} must have the queries' dtype {queries.dtype}, got {t.dtype}")
-
-
-def _logit_bias(n: int, mask, bias, device: torch.device) -> torch.Tensor | None:
-    """bias [N] (float32) with -inf where ``mask`` is False; None when neither is given."""
-    logit_bias = None
-    if bias is not None:
-        _checks.tensor("bias", bias, ndim=1)
-        if bias.shape[0] != n:
-            raise ValueError(f"bias must have shape [N] = [{n}], got {tuple(bias.shape)}")
-        _checks.finite("bias", bias)
-        logit_bias = bias.float()
-    if mask is not None:
-        _checks.tensor("mask", mask, ndim=1, dtypes=(torch.bool,))
-        if mask.shape[0] != n:
-            raise ValueError(f"mask must have shape [N] = [{n}], got {tuple(mask.shape)}")
-        if not bool(mask.any()):
-            raise ValueError("mask must keep at least one stored pattern, got all False")
-        base = logit_bias if logit_bias is not None else torch.zeros(n, device=device)
-        logit_bias = base.masked_fill(~mask, float("-inf"))
-    return logit_bias
-
-
-def _check_result_finite(out: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
-                         values: torch.Tensor | None) -> None:
-    """Raise naming the argument when a NaN/Inf in keys or values reached the result."""
+def _check_result(out: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None) -> None:
+    """Raise naming the argument when a NaN/Inf in keys or values reached the result, or a query
+    had no stored pattern left by the masks."""
     if math.isfinite(float(lse.detach().sum())) and math.isfinite(float(out.detach().sum())):
         return  # any NaN/Inf element makes its sum NaN/Inf
     if bool(torch.isfinite(lse).all()) and bool(torch.isfinite(out).all()):
@@ -211,23 +210,52 @@ def _check_result_finite(out: torch.Tensor, lse: torch.Tensor, keys: torch.Tenso
     _checks.finite("keys", keys)
     if values is not None:
         _checks.finite("values", values)
+    if bool((lse == float("-inf")).any()):
+        raise ValueError("mask / association_mask must leave every query at least one stored pattern, "
+                         "got a query whose patterns are all masked")
     raise ValueError("hopfield_retrieve: the logits overflow float32 (inputs are finite): "
                      "lower beta or rescale queries and keys")
 
 
-def _iterate(one_pass, q, out, lse, arg, update_steps, eps):
-    """Iterate ``q <- out`` on the queries that still move; converged ones are frozen."""
-    state = q.float()
-    active = torch.arange(q.shape[0], device=q.device)
+def _iterate(one_pass, q, out, lse, arg, update_steps, eps, rows_independent):
+    """Iterate ``q <- out`` on the queries that still move; converged ones are frozen.
+
+    Differentiable (unrolled). Eagerly the loop stops once every query has converged, and when
+    the queries are independent rows (one shared store) only the moving rows are recomputed;
+    under ``torch.compile`` it runs all ``update_steps`` (converged queries keep their result).
+    """
+    if rows_independent and not torch.compiler.is_compiling():
+        return _iterate_rows(one_pass, q, out, lse, arg, update_steps, eps)
+    state = q.to(out.dtype)
+    active = torch.ones(out.shape[:-1], dtype=torch.bool, device=out.device)
+    compiling = torch.compiler.is_compiling()
     for _ in range(update_steps):
-        moved = (out[active] - state[active]).abs().amax(-1) >= eps
-        active = active[moved]
+        active = active & ((out - state).abs().amax(-1) >= eps)
+        if not compiling and not bool(active.any()):
+            break
+        state = torch.where(active[..., None], out, state)
+        o, l_, a = one_pass(state.to(q.dtype))
+        out = torch.where(active[..., None], o, out)
+        lse = torch.where(active, l_, lse)
+        if arg is not None:
+            arg = torch.where(active, a, arg)
+    return out, lse, arg
+
+
+def _iterate_rows(one_pass, q, out, lse, arg, update_steps, eps):
+    """:func:`_iterate` on [1, 1, R, d] rows, recomputing only the rows that still move."""
+    shape_out, shape_lse = out.shape, lse.shape
+    state, out, lse = q.reshape(-1, q.shape[-1]).to(out.dtype), out.reshape(-1, out.shape[-1]), lse.reshape(-1)
+    arg = None if arg is None else arg.reshape(-1)
+    active = torch.arange(state.shape[0], device=state.device)
+    for _ in range(update_steps):
+        active = active[(out[active] - state[active]).abs().amax(-1) >= eps]
         if active.numel() == 0:
             break
         state = state.index_copy(0, active, out[active])
-        o, l_, a = one_pass(state[active].to(q.dtype))
-        out = out.index_copy(0, active, o)
-        lse = lse.index_copy(0, active, l_)
+        o, l_, a = one_pass(state[active].to(q.dtype)[None, None])
+        out = out.index_copy(0, active, o.reshape(-1, o.shape[-1]))
+        lse = lse.index_copy(0, active, l_.reshape(-1))
         if arg is not None:
-            arg = arg.index_copy(0, active, a)
-    return out, lse, arg
+            arg = arg.index_copy(0, active, a.reshape(-1))
+    return out.reshape(shape_out), lse.reshape(shape_lse), (None if arg is None else arg.reshape(shape_lse))
