@@ -60,7 +60,7 @@ MODEL_BUDGET = {
 MEMORIA_COPIES = {"Memoria.add_working_memory": 1, "Memoria.remind": 6, "Memoria.adjust_lifespan_and_memories": 1}
 # The ops' share, per call on CUDA (tests/test_fake_device_ops.py holds salience_topk and lifespan_step).
 OP_BUDGET = {
-    "hopfield_retrieve": 3,  # being rewritten: queries' finite check, two result checks ...
+    "hopfield_retrieve": 1,  # the inputs' value checks and the result's finite flag, read together ...
     "hopfield_retrieve per update step": 2,  # ... + a convergence mask and a result check per extra update
     "salience_topk": 1,
     "nearest_keys": 1,  # the certified backend's one read

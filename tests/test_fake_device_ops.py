@@ -1,4 +1,4 @@
-"""salience_topk and lifespan_step on the fake CUDA device: no device mix, host syncs within budget.
+"""salience_topk, lifespan_step and hopfield_retrieve on the fake CUDA device: no device mix, host syncs within budget.
 
 Under :func:`mnemonix.testing.fake_cuda` the ops take their CUDA paths (the Triton backends,
 with the tiles the launchers pick for an H200, run in the interpreter) on CPU data. Each call
@@ -22,6 +22,8 @@ SYNC_BUDGET = {
     "salience_topk": 1,  # value checks + which queries need the exact float64 redo, read together
     "salience_topk(check_inputs=False)": 1,  # the redo decision
     "salience_topk(check_inputs=False, exact=False)": 0,
+    "hopfield_retrieve": 1,  # the inputs' value checks + the result's finite flag, read together
+    "hopfield_retrieve backward": 0,
 }
 REDO_EXTRA_SYNCS = 2  # a query that needs the float64 redo: its rows, and the payload re-check
 
@@ -173,3 +175,47 @@ def test_batch_invariant_results_do_not_depend_on_the_batch(rng, triton_device, 
         alone = ops.salience_topk(q[row:row + 1], c, z, **kw)
         for x, y in zip(alone, batch):
             assert torch.equal(x[0], y[row]), (row, x[0], y[row])
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_hopfield_retrieve_forward_and_backward_on_fake_cuda(fake_device, rng, shared):
+    # per-sample keys with a padding mask and a learnable per-head beta, or one shared store:
+    # the Triton forward and its FlashAttention-2 backward kernels, through the custom op
+    heads = 2
+    q = torch.randn(3, heads, 5, 12, generator=rng)
+    k = torch.randn(30, 12, generator=rng) if shared else torch.randn(3, heads, 30, 12, generator=rng)
+    v = torch.randn(*k.shape[:-1], 8, generator=rng)
+    mask = None if shared else torch.rand(3, 1, 30, generator=rng) > 0.2
+    beta = torch.full((heads,), 0.6)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, beta)]
+    want = ops.hopfield_retrieve(*leaves[:3], beta=leaves[3], mask=mask, backend="torch")
+    want.square().sum().backward()
+
+    on_gpu = [t.cuda().requires_grad_() for t in (q, k, v, beta)]
+    mask_gpu = None if mask is None else mask.cuda()
+    fake_device.reset()
+    got = ops.hopfield_retrieve(*on_gpu[:3], beta=on_gpu[3], mask=mask_gpu)
+    assert fake_device.syncs == SYNC_BUDGET["hopfield_retrieve"], fake_device.describe()
+    fake_device.reset()
+    got.square().sum().backward()
+    assert fake_device.syncs == SYNC_BUDGET["hopfield_retrieve backward"], fake_device.describe()
+    assert got.is_cuda and all(t.grad.is_cuda for t in on_gpu)
+    torch.testing.assert_close(got.detach().cpu(), want.detach(), atol=1e-5, rtol=1e-4)
+    for mine, ref in zip(on_gpu, leaves):
+        torch.testing.assert_close(mine.grad.cpu(), ref.grad, atol=1e-4, rtol=1e-3)
+
+
+def test_hopfield_retrieve_errors_on_fake_cuda_are_the_cpu_errors(fake_device, rng):
+    q, k = torch.randn(4, 6, generator=rng), torch.randn(9, 6, generator=rng)
+    bad_q = q.clone()
+    bad_q[1, 2] = float("nan")
+    bad_k = k.clone()
+    bad_k[3, 0] = float("inf")
+    none_kept = torch.zeros(9, dtype=torch.bool)
+    for args, kwargs, match in [((bad_q, k), {}, "queries must be finite"), ((q, bad_k), {}, "keys must be finite"),
+                                ((q, k), {"mask": none_kept}, "mask must keep")]:
+        with pytest.raises(ValueError, match=match):
+            ops.hopfield_retrieve(*args, None, beta=1.0, **kwargs)
+        on_gpu = {key: t.cuda() for key, t in kwargs.items()}
+        with pytest.raises(ValueError, match=match):
+            ops.hopfield_retrieve(*(t.cuda() for t in args), None, beta=1.0, **on_gpu)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mnemonix import _plotting
 from mnemonix.commands.demo import DemoContext
 from mnemonix.nn import HopfieldPooling
 
@@ -151,11 +152,7 @@ def demo_section(ctx: DemoContext) -> None:
 
 def plot_attention(model: AttentionMIL, bags: Bags, path, shown: int = 3):
     """Images of ``shown`` positive test bags with the pooling attention over their instances."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plotting.pyplot()
     positive = torch.nonzero(bags.labels > 0)[:shown, 0]
     weights = model.attention(bags.instances[positive], bags.padding[positive])
     width = bags.instances.shape[1]

@@ -34,6 +34,7 @@ class Prepared:
     eps: float
     lead: tuple[int, ...]                 # the caller's leading dimensions of the queries
     rows: int                             # B
+    checks: _checks.DataChecks | None     # value checks still to read (None under torch.compile)
 
     def restore(self, t: torch.Tensor) -> torch.Tensor:
         """A canonical result [G1, G2, B, ...] in the caller's shape [..., B, ...]."""
@@ -124,28 +125,30 @@ def _check_association(assoc, n: int, b: int, lead) -> None:
                          "detach it, or pass a learnable per-pattern bias as bias=")
 
 
-def _check_values(queries, beta_tensor, mask, bias, assoc) -> None:
-    """Checks that need the data (skipped under torch.compile)."""
-    _checks.finite("queries", queries)
-    if beta_tensor is not None and not bool((beta_tensor > 0).all() & torch.isfinite(beta_tensor).all()):
-        raise ValueError("beta must be finite and > 0 everywhere, got a tensor with values <= 0 or NaN/Inf")
+def _check_values(checks: _checks.DataChecks, queries, beta_tensor, mask, bias, assoc) -> None:
+    """Checks that need the data (skipped under torch.compile); on CUDA they are read with the
+    result's check, in the call's one host sync (see ``ops.hopfield._check_result``)."""
+    checks.finite("queries", queries)
+    if beta_tensor is not None:
+        checks.require_not(~((beta_tensor > 0).all() & torch.isfinite(beta_tensor).all()),
+                           "beta must be finite and > 0 everywhere, got a tensor with values <= 0 or NaN/Inf")
     if bias is not None:
-        _checks.finite("bias", bias)
-    if mask is not None and not bool(mask.any(dim=-1).all()):
-        raise ValueError("mask must keep at least one stored pattern (per sample), got all False")
+        checks.finite("bias", bias)
+    if mask is not None:
+        checks.require_not(~mask.any(dim=-1).all(), "mask must keep at least one stored pattern (per sample), "
+                                                    "got all False")
     if assoc is None:
         return
     if assoc.is_floating_point():
-        if bool(torch.isnan(assoc).any()) or bool((assoc == float("inf")).any()):
-            raise ValueError("association_mask must hold finite values or -inf, got NaN or +inf")
+        checks.require_not(torch.isnan(assoc).any() | (assoc == float("inf")).any(),
+                           "association_mask must hold finite values or -inf, got NaN or +inf")
         assoc = assoc > float("-inf")
     if mask is None:
-        every_row = bool(assoc.any(dim=-1).all())
+        every_row = assoc.any(dim=-1).all()
     else:  # kept patterns per query row, without broadcasting the two masks into one
-        every_row = bool(((assoc.float() @ mask.float()[..., None]) > 0).all())
-    if not every_row:
-        raise ValueError("mask and association_mask must leave every query at least one stored pattern, "
-                         "got a query whose patterns are all masked")
+        every_row = ((assoc.float() @ mask.float()[..., None]) > 0).all()
+    checks.require_not(~every_row, "mask and association_mask must leave every query at least one stored "
+                                   "pattern, got a query whose patterns are all masked")
 
 
 def prepare(queries, keys, values, *, beta, mask, bias, association_mask, update_steps, eps) -> Prepared:
@@ -164,8 +167,10 @@ def prepare(queries, keys, values, *, beta, mask, bias, association_mask, update
         _check_association(association_mask, n, b, lead)
     _checks.same_device({"queries": queries, "keys": keys, "values": values, "mask": mask, "bias": bias,
                          "association_mask": association_mask, "beta": beta_tensor})
+    checks = None
     if not torch.compiler.is_compiling():
-        _check_values(queries, beta_tensor, mask, bias, association_mask)
+        checks = _checks.DataChecks(queries.device)
+        _check_values(checks, queries, beta_tensor, mask, bias, association_mask)
     work = torch.float64 if queries.dtype == torch.float64 else torch.float32
     key_bias, assoc = _biases(mask, bias, association_mask, lead, b, work)
     if values is not None and values.shape[:-2] != keys.shape[:-2]:  # one group structure for both (views)
@@ -178,7 +183,7 @@ def prepare(queries, keys, values, *, beta, mask, bias, association_mask, update
     shared = all(t is None or t.shape[:2] == (1, 1) for t in (k, v, key_bias, beta_g)) and assoc is None
     if shared and q.shape[:2] != (1, 1):  # nothing varies by group: the groups fold into rows
         q = q.reshape(1, 1, -1, q.shape[-1])
-    return Prepared(q, k, v, key_bias, assoc, scale, beta_g, update_steps, eps, lead, b)
+    return Prepared(q, k, v, key_bias, assoc, scale, beta_g, update_steps, eps, lead, b, checks)
 
 
 def _biases(mask, bias, association_mask, lead, b: int, work: torch.dtype):

@@ -181,15 +181,14 @@ def _run(p: args.Prepared, backend: str, want_argmax: bool, keys, values):
         return _retrieve(scaled, p.keys, p.values, p.key_bias, p.assoc, beta=p.beta, backend=backend,
                          want_argmax=want_argmax)
 
-    checking = not torch.compiler.is_compiling()
     out, lse, arg = one_pass(p.queries)
-    if checking:
-        _check_result(out, lse, keys, values)
+    if p.checks is not None:  # the inputs' pending value checks and the result's: one host read
+        _check_result(p.checks, out, lse, keys, values)
     if p.update_steps:
         rows_independent = p.queries.shape[:2] == (1, 1) and p.assoc is None
         out, lse, arg = _iterate(one_pass, p.queries, out, lse, arg, p.update_steps, p.eps, rows_independent)
-        if checking:
-            _check_result(out, lse, keys, values)
+        if p.checks is not None:
+            _check_result(p.checks, out, lse, keys, values)
     return out, lse, arg
 
 
@@ -200,10 +199,17 @@ def choose_backend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tens
     return _dispatch.dispatch(SPEC, HopfieldInputs(q, keys, values, None, 1.0, want_argmax, False)).name
 
 
-def _check_result(out: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None) -> None:
-    """Raise naming the argument when a NaN/Inf in keys or values reached the result, or a query
-    had no stored pattern left by the masks."""
-    if math.isfinite(float(lse.detach().sum())) and math.isfinite(float(out.detach().sum())):
+def _check_result(checks: _checks.DataChecks, out: torch.Tensor, lse: torch.Tensor, keys: torch.Tensor,
+                  values: torch.Tensor | None) -> None:
+    """Raise the first failed input check (``checks``), else naming the argument when a NaN/Inf
+    in keys or values reached the result, or a query had no stored pattern left by the masks.
+
+    A valid call reads one flag pair on the host (on CUDA: the call's one sync); the exact
+    checks below run only when the result is not finite.
+    """
+    sums = torch.stack([lse.detach().sum().float(), out.detach().sum().float()])
+    (bad,) = checks.flush(~torch.isfinite(sums).all())
+    if not bad:
         return  # any NaN/Inf element makes its sum NaN/Inf
     if bool(torch.isfinite(lse).all()) and bool(torch.isfinite(out).all()):
         return  # only the sum overflowed

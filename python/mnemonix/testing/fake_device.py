@@ -493,6 +493,39 @@ def _patch_triton(mode: FakeCuda, stack: contextlib.ExitStack) -> None:
     stack.callback(setattr, InterpretedFunction, "run", original)
 
 
+def _patch_custom_ops(mode: FakeCuda, stack: contextlib.ExitStack) -> None:
+    """Run the bodies of mnemonix's ``torch.library`` custom ops under the mode.
+
+    The dispatcher reaches a custom op's Python body from inside the mode's ``__torch_function__``,
+    where the mode is popped: tensors there would report the CPU and allocations go untagged.
+    Each body is wrapped to push the mode again, so what it allocates, launches and reads is
+    tagged, checked and counted as anywhere else (the dispatcher, autograd included, is unchanged).
+    Untagged tensor arguments of a call with tagged ones (gradients made by autograd in C++) are
+    tagged: a real call has all its tensors on one device.
+    """
+    from torch._library.custom_ops import OPDEFS
+
+    def under_mode(fn):
+        def body(*args, **kwargs):
+            tensors = _tensors(args, _tensors(kwargs, []))
+            if any(is_fake_cuda(t) for t in tensors):
+                # one device per call (the dispatcher's rule): gradients autograd made in C++
+                # for a backward op are on the device of the tensors saved with them
+                for t in tensors:
+                    _tag(t)
+            if mode in torch.overrides._get_current_function_mode_stack():
+                return fn(*args, **kwargs)
+            with mode:
+                return fn(*args, **kwargs)
+        return body
+
+    for name, opdef in list(OPDEFS.items()):
+        if name.startswith("mnemonix::"):
+            for device_type, fn in list(opdef._backend_fns.items()):
+                stack.callback(opdef._backend_fns.__setitem__, device_type, fn)
+                opdef._backend_fns[device_type] = under_mode(fn)
+
+
 @contextlib.contextmanager
 def fake_cuda(*, strict: bool = True) -> Iterator[FakeCuda]:
     """Run a block as if on a one-GPU machine whose "CUDA" tensors really live on the CPU.
@@ -514,6 +547,7 @@ def fake_cuda(*, strict: bool = True) -> Iterator[FakeCuda]:
             stack.enter_context(_patched(torch.cuda, name, value))
         stack.enter_context(_patched(torch, "Generator", _FakeGenerator))
         _patch_triton(mode, stack)
+        _patch_custom_ops(mode, stack)
         with mode:
             yield mode
     if strict and mode.violations:
