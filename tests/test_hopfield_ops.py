@@ -321,3 +321,19 @@ def test_sdpa_capability_reasons():
     narrow = dataclasses.replace(plain, values=torch.randn(500, 5))
     assert any("dv == d" in r for r in hb.SDPA.not_supported_reasons(narrow))
     assert any("grad" in r for r in hb.SDPA.not_supported_reasons(dataclasses.replace(plain, needs_grad=True)))
+
+
+@pytest.mark.parametrize("backend", [None, "torch", "cpp", "reference", "sdpa"])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_an_empty_batch_of_queries_gives_empty_results(backend, grouped, rng):
+    # a rank of a sharded store can hold no queries; aten's flash CPU kernel dies of SIGFPE on
+    # B = 0, so `sdpa` refuses it by name and the policy picks another backend
+    q = torch.randn(2, 3, 0, 4, generator=rng) if grouped else torch.randn(0, 4, generator=rng)
+    k = torch.randn(2, 3, 7, 4, generator=rng) if grouped else torch.randn(7, 4, generator=rng)
+    for values in (None, torch.randn(*k.shape[:-1], 4, generator=rng)):
+        if backend == "sdpa":
+            with pytest.raises(ValueError, match="empty batch of queries"):
+                ops.hopfield_retrieve(q, k, values, beta=1.0, backend=backend)
+            continue
+        out, lse = ops.hopfield_retrieve(q, k, values, beta=1.0, backend=backend, return_lse=True)
+        assert out.shape == (*q.shape[:-1], 4) and lse.shape == q.shape[:-1]

@@ -98,7 +98,8 @@ def run_cpp(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None)
             outs.append(torch.from_numpy(out))
             lses.append(torch.from_numpy(lse))
             args.append(torch.from_numpy(arg))
-    out = torch.stack(outs).reshape(g1, g2, b, -1)
+    dv = k4.shape[-1] if v4 is None else v4.shape[-1]
+    out = torch.stack(outs).reshape(g1, g2, b, dv)  # dv named: b may be 0
     lse = torch.stack(lses).reshape(g1, g2, b)
     arg = torch.stack(args).reshape(g1, g2, b) if want_argmax else None
     return out, lse, arg
@@ -160,6 +161,8 @@ def _sdpa_reasons(inputs) -> list[str]:
     if inputs.want_argmax:
         reasons.append("the flash kernel does not return the argmax")
     keys, values, queries = inputs.keys, inputs.values, inputs.queries
+    if queries.numel() == 0:
+        reasons.append("the flash kernel crashes (SIGFPE) on an empty batch of queries")
     if values is not None and values.shape[-1] != keys.shape[-1]:
         reasons.append("the flash kernel needs values of the keys' width (dv == d)")
     shared = keys.ndim == 4 and queries.ndim == 4 and keys.shape[:2] != queries.shape[:2]
