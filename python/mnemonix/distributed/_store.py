@@ -53,7 +53,7 @@ class ShardedMemoryStore:
     group : torch.distributed.ProcessGroup, optional
         The ranks that share the store (default: the default group). gloo or NCCL.
 
-    Every method but ``len``, ``compact``, ``verify`` and the properties is **collective**:
+    Every method but ``len``, ``compact`` and the properties is **collective**:
     every rank of the group calls it, in the same order, from one thread. Arguments that
     select (queries, ``k``, ``filter``, ``beta``, ids of ``get``/``contains``) must be the
     same on every rank (a hash is compared: a mismatch raises ValueError on every rank),
