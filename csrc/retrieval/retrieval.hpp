@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/errors.hpp"
+#include "common/rows.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -31,11 +32,7 @@
 #else
 #define MNEMONIX_SIMD_CLONES
 #endif
-#if defined(__GNUC__)
-#define MNEMONIX_ALWAYS_INLINE __attribute__((always_inline)) inline  // inlined into each clone
-#else
-#define MNEMONIX_ALWAYS_INLINE inline
-#endif
+// MNEMONIX_ALWAYS_INLINE (common/rows.hpp): helpers are inlined into each clone
 
 namespace mnemonix {
 namespace retrieval {
@@ -83,71 +80,14 @@ inline size_t tileRows(size_t d) {
 }
 
 // Scores of NQ queries (rows of q, stride d) against `rows` key rows starting at t0, written to
-// out[qi * outStride + r]. Four key rows at a time; with prefetchRows > 0 (the first query
-// block of a tile) it asks for the rows that far ahead, i.e. the next tile, into L2.
+// out[qi * outStride + r] (rows::dotBlock: four key rows at a time). With prefetchRows > 0 (the
+// first query block of a tile) it asks for the rows that far ahead, i.e. the next tile, into L2.
 template <int NQ>
 MNEMONIX_ALWAYS_INLINE void scoreBlock(const float* q, size_t d, const float* keys, size_t t0, size_t rows,
                                        size_t prefetchRows, float* out, size_t outStride) {
-  size_t r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    const float* k0 = keys + (t0 + r) * d;
-    const float* k1 = k0 + d;
-    const float* k2 = k1 + d;
-    const float* k3 = k2 + d;
-    if (prefetchRows) {  // memory-bound at small B: fetch the next tile while this one computes
-      const char* ahead = reinterpret_cast<const char*>(k0 + prefetchRows * d);
-      for (size_t off = 0; off < 4 * d * sizeof(float); off += 64) __builtin_prefetch(ahead + off, 0, 2);
-    }
-    if constexpr (NQ == 2) {
-      const float* qa = q;
-      const float* qb = q + d;
-      float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f;
-#pragma omp simd reduction(+ : a0, a1, a2, a3, b0, b1, b2, b3)
-      for (size_t i = 0; i < d; ++i) {
-        const float x0 = k0[i], x1 = k1[i], x2 = k2[i], x3 = k3[i];
-        a0 += qa[i] * x0;
-        a1 += qa[i] * x1;
-        a2 += qa[i] * x2;
-        a3 += qa[i] * x3;
-        b0 += qb[i] * x0;
-        b1 += qb[i] * x1;
-        b2 += qb[i] * x2;
-        b3 += qb[i] * x3;
-      }
-      out[r] = a0;
-      out[r + 1] = a1;
-      out[r + 2] = a2;
-      out[r + 3] = a3;
-      out[outStride + r] = b0;
-      out[outStride + r + 1] = b1;
-      out[outStride + r + 2] = b2;
-      out[outStride + r + 3] = b3;
-    } else {
-      float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-      for (size_t i = 0; i < d; ++i) {
-        const float qi = q[i];
-        a0 += qi * k0[i];
-        a1 += qi * k1[i];
-        a2 += qi * k2[i];
-        a3 += qi * k3[i];
-      }
-      out[r] = a0;
-      out[r + 1] = a1;
-      out[r + 2] = a2;
-      out[r + 3] = a3;
-    }
-  }
-  for (; r < rows; ++r) {
-    const float* k0 = keys + (t0 + r) * d;
-    for (int j = 0; j < NQ; ++j) {
-      const float* qj = q + j * d;
-      float a0 = 0.0f;
-#pragma omp simd reduction(+ : a0)
-      for (size_t i = 0; i < d; ++i) a0 += qj[i] * k0[i];
-      out[j * outStride + r] = a0;
-    }
-  }
+  const float* tile = keys + t0 * d;
+  const char* ahead = prefetchRows ? reinterpret_cast<const char*>(tile + prefetchRows * d) : nullptr;
+  ::mnemonix::rows::dotBlock<NQ>(q, d, tile, rows, out, outStride, ahead, d * sizeof(float));
 }
 
 // Scan stored patterns [n0, n1) into `part`. qs = beta * queries [B, d] (row-major).
