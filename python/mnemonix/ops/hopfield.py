@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mnemonix import _checks, _dispatch
+from mnemonix import _checks, _dispatch, calibration
 from mnemonix.backends import hopfield as hb
 from mnemonix.backends.hopfield_autograd import retrieve as _retrieve
 from mnemonix.ops import _hopfield_args as args
@@ -58,22 +58,27 @@ class HopfieldInputs:
         return self.queries.dtype
 
 
-# Speed policy thresholds: the largest batch sent to the fused C++ kernel automatically.
-# Measured by bench/compare_hopfield.py on the 2-core development machine (bench/NOTES.md):
-# with two threads the single-read kernel leads up to B = 8 at every shape; up to B = 16 it
-# still leads once the keys are far larger than the caches (>= 32 MB: N = 1e6, d = 128,
-# B = 16: 110 vs 150-230 ms for the flash kernel), while on cache-sized stores the
-# GEMM-based kernels win from B = 16 (N = 1e5, d = 64: 14 vs 11 ms).
-CPP_MAX_BATCH = 8
-CPP_MAX_BATCH_LARGE_STORE = 16
-CPP_LARGE_STORE_BYTES = 32 << 20
+# Speed policy thresholds (shipped defaults; :mod:`mnemonix.calibration` may replace them with
+# the crossovers `mnemonix bench calibrate` measured on this machine): the largest batch sent
+# to the fused C++ kernel automatically. Measured by bench/compare_hopfield.py on the 2-core
+# development machine (bench/NOTES.md): with two threads the single-read kernel leads up to
+# B = 8 at every shape; up to B = 16 it still leads once the keys are far larger than the
+# caches (>= 32 MB: N = 1e6, d = 128, B = 16: 110 vs 150-230 ms for the flash kernel), while
+# on cache-sized stores the GEMM-based kernels win from B = 16 (N = 1e5, d = 64: 14 vs 11 ms).
+CPP_MAX_BATCH = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_max_batch"]
+CPP_MAX_BATCH_LARGE_STORE = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_max_batch_large_store"]
+CPP_LARGE_STORE_BYTES = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_large_store_bytes"]
+
+
+_CPU = torch.device("cpu")
 
 
 def cpp_max_batch(keys: torch.Tensor) -> int:
     """Largest B sent to the C++ kernel automatically for this key matrix (of one group)."""
+    limits = calibration.thresholds("hopfield_retrieve", _CPU)  # the C++ kernel runs on the CPU only
     groups = math.prod(keys.shape[:-2]) if keys.ndim > 2 else 1
-    large = keys.numel() // max(groups, 1) * keys.element_size() >= CPP_LARGE_STORE_BYTES
-    return CPP_MAX_BATCH_LARGE_STORE if large else CPP_MAX_BATCH
+    large = keys.numel() // max(groups, 1) * keys.element_size() >= limits["cpp_large_store_bytes"]
+    return limits["cpp_max_batch_large_store" if large else "cpp_max_batch"]
 
 
 def speed_policy(inputs: HopfieldInputs, backends) -> list[str]:
