@@ -107,9 +107,12 @@ def test_cli_compare_fails_naming_the_regression(tmp_path, capsys):
 def test_injected_slowdown_spec(monkeypatch):
     monkeypatch.setenv(run.SLOWDOWN_ENV, "hopfield_retrieve=0.1")
     assert run.injected_slowdown() == {"hopfield_retrieve": 0.1}
-    monkeypatch.setenv(run.SLOWDOWN_ENV, "nonsense")
-    with pytest.raises(ValueError, match="op=0.10"):
-        run.injected_slowdown()
+    monkeypatch.setenv(run.SLOWDOWN_ENV, "hopfield_retrieve=0.1, lifespan_step=0.2")
+    assert run.injected_slowdown() == {"hopfield_retrieve": 0.1, "lifespan_step": 0.2}
+    for bad in ("nonsense", "a=0.1,b", "a=-1", "=0.1", "a=nan", "a=inf"):
+        monkeypatch.setenv(run.SLOWDOWN_ENV, bad)
+        with pytest.raises(ValueError, match="op=0.10"):
+            run.injected_slowdown()
 
 
 def test_every_suite_declares_cases():
