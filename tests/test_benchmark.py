@@ -107,9 +107,12 @@ def test_cli_compare_fails_naming_the_regression(tmp_path, capsys):
 def test_injected_slowdown_spec(monkeypatch):
     monkeypatch.setenv(run.SLOWDOWN_ENV, "hopfield_retrieve=0.1")
     assert run.injected_slowdown() == {"hopfield_retrieve": 0.1}
-    monkeypatch.setenv(run.SLOWDOWN_ENV, "nonsense")
-    with pytest.raises(ValueError, match="op=0.10"):
-        run.injected_slowdown()
+    monkeypatch.setenv(run.SLOWDOWN_ENV, "hopfield_retrieve=0.1, lifespan_step=0.2")
+    assert run.injected_slowdown() == {"hopfield_retrieve": 0.1, "lifespan_step": 0.2}
+    for bad in ("nonsense", "a=0.1,b", "a=-1", "=0.1", "a=nan", "a=inf"):
+        monkeypatch.setenv(run.SLOWDOWN_ENV, bad)
+        with pytest.raises(ValueError, match="op=0.10"):
+            run.injected_slowdown()
 
 
 def test_every_suite_declares_cases():
@@ -126,3 +129,24 @@ def test_real_lifespan_case_runs_and_checks(tmp_path):
     auto = next(r for r in rows if r["backend"] == "auto")
     assert auto["ok"] is True and auto["chosen"] == "torch"
     assert json.loads((tmp_path / "h.jsonl").read_text().splitlines()[0])["op"] == "lifespan_step"
+
+
+def test_gate_rates_counts_false_alarms_and_detections(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "gate_rates", Path(__file__).resolve().parents[1] / "bench" / "gate_rates.py")
+    gate_rates = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gate_rates)
+    monkeypatch.setenv(run.SLOWDOWN_ENV, "")
+    monkeypatch.setattr(gate, "remeasurer", lambda: (lambda row: None))
+    rows = [_rows("h1", 1e-3), _rows("h1", 5e-3, backend="peer:x"), _rows("s1", 1.2e-3), _rows("h2", 1.01e-3),
+            _rows("s2", 1.02e-3), _rows("h3", 1.5e-3)]
+    order = [("h1", False), ("s1", True), ("h2", False), ("s2", True), ("h3", False)]
+    (per,) = gate_rates.rates(rows, order, 0.10, ["op"]).values()
+    assert (per["honest_pairs"], per["false_alarms"], per["false_alarms_raw"]) == (2, 1, 1)  # h2 -> h3 jumped
+    assert (per["slowed_pairs"], per["detected"]) == (2, 1)  # s2 vs h2 missed
+    assert per["within_rule_reach"] and per["base_p50_ms"] == pytest.approx(1.005)  # median of the bases
+    totals = gate_rates._totals({"op": per})
+    assert totals["false_alarm_rate"] == 0.5 and totals["detection_rate_in_reach"] == 0.5

@@ -66,8 +66,23 @@ def nonfinite_flag(value: torch.Tensor) -> torch.Tensor:
     return ~(torch.isfinite(low) & torch.isfinite(high))
 
 
+# Up to this many elements a host-side check first tries one float64 sum (one small kernel
+# instead of aminmax + two isfinite + two logical ops: the per-call cost of tiny inputs); beyond,
+# the sum's cast would cost more than aminmax reads.
+SMALL_CHECK_NUMEL = 4096
+
+
 def all_finite(value: torch.Tensor) -> bool:
-    """True when a tensor holds no NaN/Inf (one host read of :func:`nonfinite_flag`)."""
+    """True when a tensor holds no NaN/Inf (one host read).
+
+    Small tensors first: a finite float64 sum proves every element finite (NaN or an infinity
+    makes the sum NaN or infinite, and finite float16/bfloat16/float32 values cannot overflow a
+    float64 sum); a non-finite sum -- a real NaN/Inf, or float64 values whose sum overflows --
+    falls back to the exact :func:`nonfinite_flag`.
+    """
+    if value.numel() <= SMALL_CHECK_NUMEL and value.is_floating_point() and value.device.type == "cpu" \
+            and math.isfinite(float(value.detach().sum(dtype=torch.float64))):
+        return True
     return not bool(nonfinite_flag(value))
 
 
@@ -119,8 +134,12 @@ class DataChecks:
 
     def finite(self, name: str, value: torch.Tensor) -> None:
         """``value`` holds no NaN/Inf (the message names the argument)."""
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self.deferred:
             self.require_not(nonfinite_flag(value), f"{name} must be finite, got NaN or Inf values")
+        elif not all_finite(value):
+            raise ValueError(f"{name} must be finite, got NaN or Inf values")
 
     def flush(self, *flags: torch.Tensor) -> list[bool]:
         """Raise the first failed pending check; return ``flags`` (0-dim tensors) as Python bools.
@@ -148,17 +167,22 @@ def same_device(named: dict[str, torch.Tensor | None]) -> torch.device:
     A value that is not a tensor is a TypeError naming it (callers may check devices before
     they check each optional argument's kind).
     """
-    present = {k: v for k, v in named.items() if v is not None}
-    for key, value in present.items():
+    first_name, first, mismatch = "", None, None
+    for key, value in named.items():  # one pass; a wrong type is reported before a wrong device
+        if value is None:
+            continue
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{key} must be a torch.Tensor or None, got {type(value).__name__}")
-    devices = {k: v.device for k, v in present.items()}
-    first_name, first = next(iter(devices.items()))
-    for key, dev in devices.items():
-        if dev != first:
-            raise ValueError(
-                f"{key} is on {dev} but {first_name} is on {first}: all inputs must share one device"
-            )
+        dev = value.device
+        if first is None:
+            first_name, first = key, dev
+        elif mismatch is None and dev != first:
+            mismatch = (key, dev)
+    if mismatch is not None:
+        raise ValueError(f"{mismatch[0]} is on {mismatch[1]} but {first_name} is on {first}: "
+                         "all inputs must share one device")
+    if first is None:
+        raise ValueError("same_device needs at least one tensor, got none")
     return first
 
 

@@ -63,12 +63,17 @@ def backward_triton(d_out, d_lse, queries, keys, values, key_bias, assoc, out, l
 
 # -- cpp --------------------------------------------------------------------------------------
 
+_CORE: list = []  # the module once imported (or None when it is not built): one import per process
+
+
 def _core_retrieval():
-    try:
-        from mnemonix._core import retrieval
-    except ImportError:
-        return None
-    return retrieval
+    if not _CORE:
+        try:
+            from mnemonix._core import retrieval
+        except ImportError:
+            retrieval = None
+        _CORE.append(retrieval)
+    return _CORE[0]
 
 
 def _cpp_reasons(inputs) -> list[str]:
@@ -99,9 +104,13 @@ def run_cpp(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None)
             lses.append(torch.from_numpy(lse))
             args.append(torch.from_numpy(arg))
     dv = k4.shape[-1] if v4 is None else v4.shape[-1]
-    out = torch.stack(outs).reshape(g1, g2, b, dv)  # dv named: b may be 0
-    lse = torch.stack(lses).reshape(g1, g2, b)
-    arg = torch.stack(args).reshape(g1, g2, b) if want_argmax else None
+
+    def joined(parts, *shape):  # one group: a view of the kernel's own buffer, no copy
+        return (parts[0] if len(parts) == 1 else torch.stack(parts)).reshape(*shape)
+
+    out = joined(outs, g1, g2, b, dv)  # dv named: b may be 0
+    lse = joined(lses, g1, g2, b)
+    arg = joined(args, g1, g2, b) if want_argmax else None
     return out, lse, arg
 
 

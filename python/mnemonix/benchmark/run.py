@@ -14,19 +14,26 @@ from mnemonix.benchmark.floors import measure_floors
 from mnemonix.benchmark.timing import measure
 
 SLOWDOWN_ENV = "MNEMONIX_BENCH_SLOWDOWN"
-"""``op=fraction`` (e.g. ``hopfield_retrieve=0.10``): inject a relative slowdown into that op's
-``auto`` candidate -- the honest way to measure the regression gate's detection rate."""
+"""``op=fraction[,op=fraction...]`` (e.g. ``hopfield_retrieve=0.10``): inject a relative slowdown
+into those ops' ``auto`` candidates -- the honest way to measure the regression gate's detection
+rate (bench/gate_rates.py)."""
 
 
 def injected_slowdown() -> dict[str, float]:
     spec = os.environ.get(SLOWDOWN_ENV, "").strip()
     if not spec:
         return {}
-    op, _, fraction = spec.partition("=")
-    try:
-        return {op.strip(): float(fraction)}
-    except ValueError as exc:
-        raise ValueError(f"{SLOWDOWN_ENV} must look like 'op=0.10', got {spec!r}") from exc
+    out = {}
+    for item in spec.split(","):
+        op, sep, fraction = item.partition("=")
+        try:
+            value = float(fraction)
+        except ValueError:
+            value = float("nan")
+        if not sep or not op.strip() or not value >= 0 or value == float("inf"):
+            raise ValueError(f"{SLOWDOWN_ENV} must look like 'op=0.10' or 'op1=0.1,op2=0.1', got {spec!r}")
+        out[op.strip()] = value
+    return out
 
 
 def measure_case(case: suites.Case, device: torch.device, *, repeat: int, budget_s: float,

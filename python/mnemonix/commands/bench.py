@@ -3,6 +3,8 @@
     mnemonix bench run [--suite smoke|quick|full|gpu] [--device cpu|cuda] [--history PATH]
     mnemonix bench compare [--history PATH] [--base RUN] [--new RUN] [--rtol 0.05] [--atol 30e-6]
     mnemonix bench plot [--history PATH] --out DIR
+    mnemonix bench calibrate [--device cpu|cuda] [--out PATH] [--small-store N,d] [--large-store N,d]
+                             [--batches 1,2,4,...] [--repeat 7]
 """
 
 from __future__ import annotations
@@ -41,12 +43,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("--out", type=Path, required=True)
     plot.set_defaults(func=_plot)
 
+    cal = inner.add_parser("calibrate", help="measure the speed policies' crossovers on this machine; write them "
+                                             "where the policies read them")
+    cal.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    cal.add_argument("--out", type=Path, default=None,
+                     help="default: the per-user file (~/.cache/mnemonix/calibration-<device>.json) that the "
+                          "policies read; another path is read when MNEMONIX_CALIBRATION names it")
+    cal.add_argument("--small-store", type=_store, default=None, metavar="N,d",
+                     help="a cache-sized store (default 20000,64: 5 MB of float32 keys)")
+    cal.add_argument("--large-store", type=_store, default=None, metavar="N,d",
+                     help="a store far beyond the caches, > 32 MB (default 300000,128: 154 MB)")
+    cal.add_argument("--batches", type=_batches, default=None,
+                     help="batch sizes swept (default 1,2,4,8,12,16,24,32,64)")
+    cal.add_argument("--repeat", type=_positive, default=7, help="interleaved rounds per point (default 7)")
+    cal.set_defaults(func=_calibrate)
+
 
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _store(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    try:
+        n, d = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be N,d (two integers), got {text!r}") from None
+    if n < 1 or d < 1:
+        raise argparse.ArgumentTypeError(f"N and d must be >= 1, got {text!r}")
+    return n, d
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list of integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
+    return tuple(sorted(set(values)))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -93,4 +131,32 @@ def _plot(args: argparse.Namespace) -> int:
 
     for path in plot_history(history.read(args.history), args.out):
         print(f"wrote {path}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    from mnemonix.benchmark import calibrate
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    stores = dict(calibrate.DEFAULT_STORES)
+    if args.small_store is not None:
+        stores["small"] = args.small_store
+    if args.large_store is not None:
+        stores["large"] = args.large_store
+    print(f"mnemonix bench calibrate on {device} (timings on a shared machine are noisy: rerun to confirm)")
+    doc = calibrate.calibrate(device, stores=stores, batches=args.batches or calibrate.DEFAULT_BATCHES,
+                              repeat=args.repeat)
+    path = calibrate.write(doc, args.out)
+    for op, values in doc["thresholds"].items():
+        for name, value in values.items():
+            print(f"{op}.{name} = {value}")
+    for name, why in doc["not_measured"].items():
+        print(f"{name}: {why}")
+    print(f"wrote {path}")
+    if args.out is not None:
+        print(f"the policies read it with MNEMONIX_CALIBRATION={path}")
     return 0

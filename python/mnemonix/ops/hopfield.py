@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mnemonix import _checks, _dispatch
+from mnemonix import _checks, _dispatch, calibration
 from mnemonix.backends import hopfield as hb
 from mnemonix.backends.hopfield_autograd import retrieve as _retrieve
 from mnemonix.ops import _hopfield_args as args
@@ -58,22 +58,27 @@ class HopfieldInputs:
         return self.queries.dtype
 
 
-# Speed policy thresholds: the largest batch sent to the fused C++ kernel automatically.
-# Measured by bench/compare_hopfield.py on the 2-core development machine (bench/NOTES.md):
-# with two threads the single-read kernel leads up to B = 8 at every shape; up to B = 16 it
-# still leads once the keys are far larger than the caches (>= 32 MB: N = 1e6, d = 128,
-# B = 16: 110 vs 150-230 ms for the flash kernel), while on cache-sized stores the
-# GEMM-based kernels win from B = 16 (N = 1e5, d = 64: 14 vs 11 ms).
-CPP_MAX_BATCH = 8
-CPP_MAX_BATCH_LARGE_STORE = 16
-CPP_LARGE_STORE_BYTES = 32 << 20
+# Speed policy thresholds (shipped defaults; :mod:`mnemonix.calibration` may replace them with
+# the crossovers `mnemonix bench calibrate` measured on this machine): the largest batch sent
+# to the fused C++ kernel automatically. Measured by bench/compare_hopfield.py on the 2-core
+# development machine (bench/NOTES.md): with two threads the single-read kernel leads up to
+# B = 8 at every shape; up to B = 16 it still leads once the keys are far larger than the
+# caches (>= 32 MB: N = 1e6, d = 128, B = 16: 110 vs 150-230 ms for the flash kernel), while
+# on cache-sized stores the GEMM-based kernels win from B = 16 (N = 1e5, d = 64: 14 vs 11 ms).
+CPP_MAX_BATCH = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_max_batch"]
+CPP_MAX_BATCH_LARGE_STORE = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_max_batch_large_store"]
+CPP_LARGE_STORE_BYTES = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_large_store_bytes"]
+
+
+_CPU = torch.device("cpu")
 
 
 def cpp_max_batch(keys: torch.Tensor) -> int:
     """Largest B sent to the C++ kernel automatically for this key matrix (of one group)."""
-    groups = math.prod(keys.shape[:-2]) if keys.ndim > 2 else 1
-    large = keys.numel() // max(groups, 1) * keys.element_size() >= CPP_LARGE_STORE_BYTES
-    return CPP_MAX_BATCH_LARGE_STORE if large else CPP_MAX_BATCH
+    limits = calibration.thresholds("hopfield_retrieve", _CPU)  # the C++ kernel runs on the CPU only
+    n, d = keys.shape[-2:]
+    large = n * d * keys.element_size() >= limits["cpp_large_store_bytes"]  # the keys of one group
+    return limits["cpp_max_batch_large_store" if large else "cpp_max_batch"]
 
 
 def speed_policy(inputs: HopfieldInputs, backends) -> list[str]:
@@ -207,8 +212,12 @@ def _check_result(checks: _checks.DataChecks, out: torch.Tensor, lse: torch.Tens
     A valid call reads one flag pair on the host (on CUDA: the call's one sync); the exact
     checks below run only when the result is not finite.
     """
-    sums = torch.stack([lse.detach().sum().float(), out.detach().sum().float()])
-    (bad,) = checks.flush(~torch.isfinite(sums).all())
+    if checks.deferred:
+        sums = torch.stack([lse.detach().sum().float(), out.detach().sum().float()])
+        (bad,) = checks.flush(~torch.isfinite(sums).all())
+    else:  # on the CPU: two sums read as Python floats (no stack, no flag tensors)
+        checks.flush()
+        bad = not math.isfinite(float(lse.detach().sum()) + float(out.detach().sum()))
     if not bad:
         return  # any NaN/Inf element makes its sum NaN/Inf
     if bool(torch.isfinite(lse).all()) and bool(torch.isfinite(out).all()):

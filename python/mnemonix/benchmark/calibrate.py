@@ -1,0 +1,135 @@
+"""``mnemonix bench calibrate``: measure the crossovers of the speed policies on this machine.
+
+Today one policy has thresholds: ``hopfield_retrieve`` on the CPU sends a batch of at most
+``cpp_max_batch`` queries (``cpp_max_batch_large_store`` once the keys of a group pass
+``cpp_large_store_bytes``) to the fused C++ kernel, and larger ones to torch's flash kernel
+(``sdpa``) or the streaming torch path. Calibration times the three forced backends side by
+side (interleaved, :func:`mnemonix.benchmark.timing.measure`) over a sweep of batch sizes at a
+cache-sized store and at a store far larger than the caches; a threshold is the swept B that best splits
+where the C++ kernel's p20 beats both others (at or below it) from where it does not (a step
+fit, see :func:`crossover`). ``cpp_large_store_bytes`` is not measured (two store sizes cannot
+place it) and keeps its default. ``salience_topk`` has no threshold (CPU: torch only; CUDA:
+Triton first). On CUDA the sweep times ``triton`` against ``torch`` and records them, but no
+CUDA policy has a threshold to write.
+
+The file (:mod:`mnemonix.calibration` reads it) holds the thresholds, every measurement, and
+the environment of the run (device name, versions, commit).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnemonix import _io, calibration, ops
+from mnemonix.benchmark import environment
+from mnemonix.benchmark.timing import measure
+from mnemonix.ops import hopfield as hops
+
+# (N, d) of float32 keys: 5 MB (in the caches' reach) and 154 MB (far beyond them, > 32 MB).
+DEFAULT_STORES = {"small": (20_000, 64), "large": (300_000, 128)}
+DEFAULT_BATCHES = (1, 2, 4, 8, 12, 16, 24, 32, 64)
+OP = "hopfield_retrieve"
+
+
+def _capable(device: torch.device, names: Sequence[str], keys: torch.Tensor, queries: torch.Tensor) -> list[str]:
+    inputs = hops.HopfieldInputs(queries, keys, None, None, 1.0, False, False)
+    return [n for n in names if not hops.SPEC.backend(n).not_supported_reasons(inputs)]
+
+
+def sweep(n: int, d: int, batches: Sequence[int], device: torch.device, *, repeat: int = 7,
+          budget_s: float = 3.0) -> dict[str, Any]:
+    """p20 and p50 (seconds) of each capable backend of ``hopfield_retrieve`` at every batch size."""
+    gen = torch.Generator(device=device).manual_seed(n + d)
+    keys = torch.rand(n, d, generator=gen, device=device) * 2 - 1
+    beta = 1.0 / math.sqrt(d)
+    wanted = ("triton", "torch") if device.type == "cuda" else ("cpp", "sdpa", "torch")
+    rows = []
+    for b in batches:
+        queries = torch.rand(b, d, generator=gen, device=device) * 2 - 1
+        names = _capable(device, wanted, keys, queries)
+        candidates: dict[str, Callable[[], object]] = {
+            name: (lambda name=name, q=queries: ops.hopfield_retrieve(q, keys, beta=beta, backend=name))
+            for name in names}
+        timings = measure(candidates, device, repeat=repeat, budget_s=budget_s)
+        rows.append({"B": b, **{f"{name}_p20": t.p20 for name, t in timings.items()},
+                     **{f"{name}_p50": t.p50 for name, t in timings.items()}})
+    return {"N": n, "d": d, "key_bytes": n * d * 4, "backends": list(wanted), "rows": rows}
+
+
+def crossover(rows: list[dict[str, Any]], fast: str, others: Sequence[str]) -> int | None:
+    """The threshold T (0 or a swept B) that best explains where ``fast`` beats every other
+    backend (p20): fewest swept points that disagree with "``fast`` wins iff B <= T" (a step fit,
+    so one noisy point on either side does not move it; a tie takes the smaller T). None when
+    ``fast`` was not measured (not capable here)."""
+    ordered = sorted(rows, key=lambda r: r["B"])
+    won = []
+    for row in ordered:
+        mine = row.get(f"{fast}_p20")
+        if mine is None:
+            return None
+        rivals = [row[f"{o}_p20"] for o in others if f"{o}_p20" in row]
+        won.append(not rivals or mine <= min(rivals))
+    best, best_errors = 0, sum(won)  # T = 0: every win disagrees
+    for i, row in enumerate(ordered):
+        errors = won[: i + 1].count(False) + won[i + 1:].count(True)
+        if errors < best_errors:
+            best, best_errors = row["B"], errors
+    return best
+
+
+def calibrate(device: torch.device, *, stores: dict[str, tuple[int, int]] | None = None,
+              batches: Sequence[int] = DEFAULT_BATCHES, repeat: int = 7, budget_s: float = 3.0,
+              report: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure the sweeps and return the calibration document (not written)."""
+    stores = dict(stores or DEFAULT_STORES)
+    env = environment.record(device)
+    measured: dict[str, Any] = {}
+    for label, (n, d) in stores.items():
+        report(f"  {OP} {label} store N={n} d={d} ({n * d * 4 / 2**20:.1f} MB), B in {list(batches)}")
+        measured[label] = sweep(n, d, batches, device, repeat=repeat, budget_s=budget_s)
+        for row in measured[label]["rows"]:
+            times = "  ".join(f"{k[:-4]} {v * 1e3:.3g} ms" for k, v in row.items() if k.endswith("_p20"))
+            report(f"    B={row['B']}: {times}")
+    found: dict[str, int] = {}
+    skipped: dict[str, str] = {}
+    if device.type == "cpu":
+        limit = calibration.DEFAULTS["cpu"][OP]["cpp_large_store_bytes"]
+        for label, name in (("small", "cpp_max_batch"), ("large", "cpp_max_batch_large_store")):
+            if label not in measured:
+                skipped[name] = f"no {label} store swept"
+                continue
+            if (measured[label]["key_bytes"] >= limit) != (label == "large"):
+                skipped[name] = f"the {label} store's keys are on the wrong side of cpp_large_store_bytes ({limit})"
+                continue
+            value = crossover(measured[label]["rows"], "cpp", ("sdpa", "torch"))
+            if value is None:
+                skipped[name] = "the C++ kernel cannot run here (mnemonix._core.retrieval not built)"
+            else:
+                found[name] = value
+        skipped["cpp_large_store_bytes"] = "not measured: kept the default"
+    return {
+        "format": calibration.FORMAT, "version": calibration.VERSION, "device": device.type,
+        "device_name": env["device_name"], "measured": True,
+        "thresholds": {OP: found} if found else {},
+        "not_measured": {f"{OP}.{k}": why for k, why in skipped.items()},
+        "notes": {"salience_topk": "no speed-policy threshold (CPU: torch only; CUDA: Triton first)",
+                  "timing": "interleaved rounds, p20 of each backend; shared machines make single runs noisy"},
+        "measurements": {OP: measured}, "environment": env,
+    }
+
+
+def write(doc: dict[str, Any], out: str | os.PathLike[str] | None) -> Path:
+    """Write ``doc`` atomically to ``out`` (default: the per-user file of its device); returns the path."""
+    calibration.validate(doc, "calibration being written")
+    path = Path(out) if out is not None else calibration.user_path(doc["device_name"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _io.atomic_write_bytes(path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+    calibration.reload()
+    return path

@@ -1,0 +1,157 @@
+"""Speed-policy thresholds: measured on this machine by ``mnemonix bench calibrate``, else shipped.
+
+The speed policies of :mod:`mnemonix.ops` (never their capability checks: a threshold only
+reorders the backends that *can* run the inputs) read their crossovers here, from the first
+of:
+
+1. ``MNEMONIX_CALIBRATION=path``: a file written by ``mnemonix bench calibrate --out path``
+   (``MNEMONIX_CALIBRATION=default`` forces the shipped defaults; the test suite sets it);
+2. the per-user file that ``mnemonix bench calibrate`` writes by default,
+   ``$XDG_CACHE_HOME/mnemonix/calibration-<device name>.json`` (``~/.cache`` without
+   ``XDG_CACHE_HOME``);
+3. :data:`DEFAULTS`, the constants measured on the 2-core development machine (bench/NOTES.md).
+
+A file gives the thresholds of one device type (``"device": "cpu"`` or ``"cuda"``); keys it
+leaves out keep their default. A bad file named by ``MNEMONIX_CALIBRATION`` raises
+:class:`mnemonix._io.FormatError` naming the file and field (the user asked for it
+explicitly); a bad per-user file gives a warning once and the defaults (a stale cache must not
+break every call). Resolved once per process and device type (and value of the variable);
+:func:`reload` forgets it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnemonix._io import FormatError
+
+__all__ = ["ENV", "FORMAT", "VERSION", "DEFAULTS", "GPU_GUESSES", "thresholds", "user_path", "validate",
+           "reload"]
+
+ENV = "MNEMONIX_CALIBRATION"
+FORMAT = "mnemonix-calibration"
+VERSION = 1
+
+# Shipped thresholds per device type: op -> name -> value (non-negative integers).
+# CPU: bench/compare_hopfield.py on the 2-core AMD EPYC development machine (bench/NOTES.md):
+# the single-read C++ kernel leads up to B = 8 on cache-sized stores and up to B = 16 once the
+# keys (of one group) pass 32 MB.
+DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
+    "cpu": {
+        "hopfield_retrieve": {"cpp_max_batch": 8, "cpp_max_batch_large_store": 16,
+                              "cpp_large_store_bytes": 32 << 20},
+    },
+    "cuda": {},  # Triton first at every shape: no CUDA speed policy has a threshold yet
+}
+
+# What we expect on the GPU machines we use, marked unmeasured: the CUDA policies (Triton
+# first, then torch) have no threshold, so there is nothing to override yet; their hosts'
+# CPUs (16+ cores) should move the CPU crossovers up, which only `calibrate` on them can tell.
+GPU_GUESSES: dict[str, dict[str, Any]] = {
+    "NVIDIA H100": {"measured": False, "thresholds": {},
+                    "note": "guess: Triton wins at every batch (hopfield split-N at small B, tiled at large B)"},
+    "NVIDIA H200": {"measured": False, "thresholds": {},
+                    "note": "guess: as H100 (same SM90 kernels, more bandwidth)"},
+}
+
+_CACHE: dict[tuple[str, str | None], dict[str, dict[str, int]]] = {}
+_WARNED: set[str] = set()
+
+
+def thresholds(op: str, device: torch.device) -> dict[str, int]:
+    """The thresholds of ``op`` for inputs on ``device`` (a dict the caller must not modify)."""
+    key = (device.type, os.environ.get(ENV))
+    table = _CACHE.get(key)
+    if table is None:
+        table = _CACHE[key] = _resolve(device.type, key[1])
+    return table.get(op, {})
+
+
+def reload() -> None:
+    """Forget the resolved thresholds (after ``calibrate`` wrote a file, or in tests)."""
+    _CACHE.clear()
+    _WARNED.clear()
+
+
+def user_path(device_name: str) -> Path:
+    """The per-user calibration file of a device (its name made file-safe)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", device_name).strip("_") or "device"
+    return root / "mnemonix" / f"calibration-{slug}.json"
+
+
+def _resolve(device_type: str, env: str | None) -> dict[str, dict[str, int]]:
+    base = DEFAULTS.get(device_type, {})
+    if env is not None and env.strip().lower() in ("default", "defaults"):
+        return base
+    if env:
+        return _merge(base, _load(Path(env), device_type))
+    from mnemonix.benchmark.environment import device_name
+
+    path = user_path(device_name(torch.device(device_type)))
+    if not path.is_file():
+        return base
+    try:
+        return _merge(base, _load(path, device_type))
+    except (OSError, FormatError) as exc:
+        if str(path) not in _WARNED:
+            _WARNED.add(str(path))
+            warnings.warn(f"ignoring the calibration file {str(path)!r} ({exc}); using the shipped defaults. "
+                          f"Rerun `mnemonix bench calibrate` or delete the file", stacklevel=4)
+        return base
+
+
+def _merge(base: dict[str, dict[str, int]], found: dict[str, dict[str, int]] | None):
+    if not found:
+        return base
+    merged = {op: dict(values) for op, values in base.items()}
+    for op, values in found.items():
+        merged.setdefault(op, {}).update(values)
+    return merged
+
+
+def _load(path: Path, device_type: str) -> dict[str, dict[str, int]] | None:
+    """The thresholds of a calibration file for ``device_type`` (None: the file is for another type)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise FormatError(f"{ENV}: calibration file {str(path)!r} does not exist") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"calibration file {str(path)!r} is not JSON ({exc})") from exc
+    validate(data, str(path))
+    return data["thresholds"] if data["device"] == device_type else None
+
+
+def validate(data: Any, where: str = "calibration") -> None:
+    """Raise :class:`FormatError` naming ``where`` and the field unless ``data`` is a valid calibration."""
+    def bad(field: str, expected: str, got: Any) -> FormatError:
+        return FormatError(f"calibration file {where!r}: field {field!r} must be {expected}, got {got!r}")
+
+    if not isinstance(data, dict):
+        raise bad("(top level)", "an object", type(data).__name__)
+    if data.get("format") != FORMAT:
+        raise bad("format", repr(FORMAT), data.get("format"))
+    if data.get("version") != VERSION:
+        raise bad("version", str(VERSION), data.get("version"))
+    if data.get("device") not in DEFAULTS:
+        raise bad("device", f"one of {sorted(DEFAULTS)}", data.get("device"))
+    table = data.get("thresholds")
+    if not isinstance(table, dict):
+        raise bad("thresholds", "an object", type(table).__name__)
+    known = DEFAULTS[data["device"]]
+    for op, values in table.items():
+        if op not in known or not isinstance(values, dict):
+            raise bad(f"thresholds.{op}", f"an object of a known op ({sorted(known)})", values)
+        for name, value in values.items():
+            field = f"thresholds.{op}.{name}"
+            if name not in known[op]:
+                raise bad(field, f"a known threshold ({sorted(known[op])})", value)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(field, "an integer >= 0", value)

@@ -1,0 +1,167 @@
+"""``mnemonix bench calibrate`` and the thresholds the speed policies read (tiny shapes, no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+
+import pytest
+import torch
+
+from mnemonix import calibration
+from mnemonix._io import FormatError
+from mnemonix.backends import hopfield as hb
+from mnemonix.benchmark import calibrate
+from mnemonix.cli import main
+from mnemonix.ops import hopfield as hops
+
+HAS_CPP = hb._core_retrieval() is not None
+
+
+@pytest.fixture
+def clean(monkeypatch, tmp_path):
+    """No variable, an empty per-user cache, nothing resolved yet (and forgotten afterwards)."""
+    monkeypatch.delenv(calibration.ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calibration.reload()
+    yield tmp_path
+    calibration.reload()
+
+
+def _doc(**thresholds):
+    return {"format": calibration.FORMAT, "version": calibration.VERSION, "device": "cpu",
+            "thresholds": {"hopfield_retrieve": thresholds}}
+
+
+def test_defaults_without_a_file(clean):
+    cpu = calibration.thresholds("hopfield_retrieve", torch.device("cpu"))
+    assert cpu == {"cpp_max_batch": hops.CPP_MAX_BATCH, "cpp_max_batch_large_store": hops.CPP_MAX_BATCH_LARGE_STORE,
+                   "cpp_large_store_bytes": hops.CPP_LARGE_STORE_BYTES}
+    assert (hops.CPP_MAX_BATCH, hops.CPP_MAX_BATCH_LARGE_STORE, hops.CPP_LARGE_STORE_BYTES) == (8, 16, 32 << 20)
+    assert hops.cpp_max_batch(torch.empty(100, 4)) == 8
+    assert calibration.thresholds("salience_topk", torch.device("cpu")) == {}
+    assert all(not g["measured"] for g in calibration.GPU_GUESSES.values())
+
+
+def test_policy_reads_the_file_named_by_the_variable(clean, monkeypatch):
+    path = clean / "cal.json"
+    path.write_text(json.dumps(_doc(cpp_max_batch=2)))  # other keys keep their defaults
+    monkeypatch.setenv(calibration.ENV, str(path))
+    keys = torch.randn(300, 16)
+    assert hops.cpp_max_batch(keys) == 2
+    assert calibration.thresholds("hopfield_retrieve", torch.device("cpu"))["cpp_max_batch_large_store"] == 16
+    if HAS_CPP:
+        assert hops.choose_backend(torch.zeros(2, 16), keys) == "cpp"
+        assert hops.choose_backend(torch.zeros(3, 16), keys) == "sdpa"
+        # a threshold is speed, never capability: forcing cpp past it still runs
+        from mnemonix import ops
+        out = ops.hopfield_retrieve(torch.zeros(3, 16), keys, beta=1.0, backend="cpp")
+        assert out.shape == (3, 16)
+    monkeypatch.setenv(calibration.ENV, "default")
+    assert hops.cpp_max_batch(keys) == hops.CPP_MAX_BATCH
+
+
+def test_per_user_file_is_read_and_a_bad_one_warns_and_keeps_defaults(clean):
+    from mnemonix.benchmark.environment import device_name
+
+    path = calibration.user_path(device_name(torch.device("cpu")))
+    assert str(path).startswith(str(clean / "cache" / "mnemonix" / "calibration-"))
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(_doc(cpp_max_batch=3)))
+    assert hops.cpp_max_batch(torch.empty(10, 4)) == 3
+    path.write_text("{not json")
+    calibration.reload()
+    with pytest.warns(UserWarning, match="ignoring the calibration file .*shipped defaults"):
+        assert hops.cpp_max_batch(torch.empty(10, 4)) == hops.CPP_MAX_BATCH
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per process, not per call
+        assert hops.cpp_max_batch(torch.empty(10, 4)) == hops.CPP_MAX_BATCH
+
+
+@pytest.mark.parametrize("doc, field", [
+    ("[]", "(top level)"),
+    (json.dumps({**_doc(), "format": "other"}), "format"),
+    (json.dumps({**_doc(), "version": 99}), "version"),
+    (json.dumps({**_doc(), "device": "tpu"}), "device"),
+    (json.dumps(_doc(cpp_max_batch=-1)), "thresholds.hopfield_retrieve.cpp_max_batch"),
+    (json.dumps(_doc(cpp_max_batch="8")), "thresholds.hopfield_retrieve.cpp_max_batch"),
+    (json.dumps(_doc(cpp_max_batch=True)), "thresholds.hopfield_retrieve.cpp_max_batch"),
+    (json.dumps(_doc(max_speed=1)), "thresholds.hopfield_retrieve.max_speed"),
+    (json.dumps({**_doc(), "thresholds": {"nope": {}}}), "thresholds.nope"),
+])
+def test_a_bad_file_named_by_the_variable_is_a_format_error(clean, monkeypatch, doc, field):
+    path = clean / "bad.json"
+    path.write_text(doc)
+    monkeypatch.setenv(calibration.ENV, str(path))
+    with pytest.raises(FormatError, match=re.escape(f"bad.json': field '{field}'")):
+        hops.cpp_max_batch(torch.empty(10, 4))
+
+
+def test_missing_or_unreadable_file_named_by_the_variable(clean, monkeypatch):
+    monkeypatch.setenv(calibration.ENV, str(clean / "missing.json"))
+    with pytest.raises(FormatError, match="missing.json.*does not exist"):
+        hops.cpp_max_batch(torch.empty(10, 4))
+    (clean / "bin.json").write_bytes(b"\xff\xfe{")
+    monkeypatch.setenv(calibration.ENV, str(clean / "bin.json"))
+    with pytest.raises(FormatError, match="bin.json.*not JSON"):
+        hops.cpp_max_batch(torch.empty(10, 4))
+
+
+def test_a_file_for_another_device_type_leaves_the_cpu_defaults(clean, monkeypatch):
+    path = clean / "gpu.json"
+    path.write_text(json.dumps({**_doc(), "device": "cuda", "thresholds": {}}))
+    monkeypatch.setenv(calibration.ENV, str(path))
+    assert hops.cpp_max_batch(torch.empty(10, 4)) == hops.CPP_MAX_BATCH
+
+
+@pytest.mark.parametrize("wins, expected", [
+    ([True, True, True, False, False], 4),
+    ([False, True, True, False, False], 4),  # one noisy loss at B = 1
+    ([True, True, False, False, True], 2),  # one noisy win past the crossover
+    ([False, False, False, False, False], 0),
+    ([True] * 5, 16),
+    ([False, True, False, False, False], 0),  # a tie: the smaller threshold
+])
+def test_crossover_rule(wins, expected):
+    rows = [{"B": b, "cpp_p20": 1.0 if won else 3.0, "sdpa_p20": 2.0, "torch_p20": 5.0}
+            for b, won in zip((1, 2, 4, 8, 16), wins)]
+    assert calibrate.crossover(rows, "cpp", ("sdpa", "torch")) == expected
+    assert calibrate.crossover([{"B": 1, "sdpa_p20": 1.0}], "cpp", ("sdpa",)) is None
+
+
+def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
+    doc = calibrate.calibrate(torch.device("cpu"), stores={"small": (256, 8)}, batches=(1, 2), repeat=3,
+                              budget_s=0.5, report=lambda s: None)
+    path = calibrate.write(doc, clean / "out" / "cal.json")
+    data = json.loads(path.read_text())
+    calibration.validate(data)
+    assert data["device_name"] == data["environment"]["device_name"] and data["environment"]["commit"]
+    rows = data["measurements"]["hopfield_retrieve"]["small"]["rows"]
+    assert [r["B"] for r in rows] == [1, 2] and all(r["sdpa_p20"] > 0 and r["torch_p20"] > 0 for r in rows)
+    assert "hopfield_retrieve.cpp_max_batch_large_store" in data["not_measured"]  # no large store swept
+    monkeypatch.setenv(calibration.ENV, str(path))
+    if HAS_CPP:
+        value = data["thresholds"]["hopfield_retrieve"]["cpp_max_batch"]
+        assert value in (0, 1, 2)
+        assert hops.cpp_max_batch(torch.empty(256, 8)) == value
+    # the default output is the per-user file the policies read without the variable
+    monkeypatch.delenv(calibration.ENV)
+    doc["thresholds"] = {"hopfield_retrieve": {"cpp_max_batch": 5}}
+    written = calibrate.write(doc, None)
+    assert written == calibration.user_path(doc["device_name"])
+    assert hops.cpp_max_batch(torch.empty(256, 8)) == 5
+
+
+def test_cli_calibrate(clean, capsys):
+    out = clean / "cli.json"
+    assert main(["bench", "calibrate", "--small-store", "128,8", "--large-store", f"{(32 << 20) // 32},8",
+                 "--batches", "2,1", "--repeat", "3", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"MNEMONIX_CALIBRATION={out}" in text and "noisy" in text
+    data = json.loads(out.read_text())
+    if HAS_CPP:
+        assert set(data["thresholds"]["hopfield_retrieve"]) == {"cpp_max_batch", "cpp_max_batch_large_store"}
+    assert main(["bench", "calibrate", "--small-store", "12"]) == 2
+    assert "N,d" in capsys.readouterr().err
+    assert main(["bench", "calibrate", "--batches", "1,0"]) == 2
