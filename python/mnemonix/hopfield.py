@@ -32,7 +32,7 @@ __all__ = ["BinaryRetrieval", "ClassicalHopfield", "DenseHopfield", "HopfieldRet
 
 _MODERN_FORMAT = "mnemonix.ModernHopfield"
 _MODERN_VERSION = 1
-_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+_FLOAT32_MAX = _checks.FLOAT32_MAX
 _MAX_NORM = math.sqrt(_FLOAT32_MAX)
 
 
@@ -82,9 +82,7 @@ class ModernHopfield(_PatternStore):
         eps: float = 1e-4,
         backend: str | None = None,
     ) -> None:
-        self.beta = _checks.positive_float("beta", beta)
-        if self.beta > _FLOAT32_MAX:  # the kernels scale float32 logits by beta
-            raise ValueError(f"beta must be <= {_FLOAT32_MAX:.4g} (float32's range), got {beta!r}")
+        self.beta = _checks.positive_float("beta", beta, maximum=_checks.FLOAT32_MAX)  # it scales float32 logits
         self.max_iter = _checks.positive_int("max_iter", max_iter)
         self.eps = _checks.positive_float("eps", eps)
         self.backend = _checks.choice("backend", backend, _RETRIEVE_SPEC.names, none_ok=True)
@@ -263,18 +261,22 @@ class HopfieldRetrieval(torch.nn.Module):
         Convergence threshold of the iterations.
     learn_beta : bool
         Learn ``log(beta)`` as a parameter; the op returns d(beta).
-    backend : str or None
-        Forwarded to :func:`mnemonix.ops.hopfield_retrieve`.
+    backend : {None, "triton", "cpp", "sdpa", "torch", "reference"}
+        Forwarded to :func:`mnemonix.ops.hopfield_retrieve` (checked here, at construction).
     """
 
     def __init__(self, beta: float = 1.0, update_steps: int = 0, *, eps: float = 1e-4,
                  learn_beta: bool = False, backend: str | None = None) -> None:
-        super().__init__()
-        beta = _checks.positive_float("beta", beta)
-        self.update_steps = _checks.nonneg_int("update_steps", update_steps)
-        self.eps = _checks.positive_float("eps", eps)
-        if learn_beta and self.update_steps:
+        beta = _checks.positive_float("beta", beta, maximum=_FLOAT32_MAX)  # it scales float32 logits
+        update_steps = _checks.nonneg_int("update_steps", update_steps)
+        eps = _checks.positive_float("eps", eps)
+        learn_beta = _checks.flag("learn_beta", learn_beta)
+        backend = _checks.choice("backend", backend, _RETRIEVE_SPEC.names, none_ok=True)
+        if learn_beta and update_steps:
             raise ValueError("learn_beta=True needs update_steps=0")
+        super().__init__()
+        self.update_steps = update_steps
+        self.eps = eps
         self.backend = backend
         self.learn_beta = learn_beta
         if learn_beta:
@@ -284,6 +286,7 @@ class HopfieldRetrieval(torch.nn.Module):
 
     @property
     def beta(self) -> float:
+        """The current inverse temperature ``exp(log_beta)``."""
         return float(self.log_beta.detach().exp())
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor | None = None,
