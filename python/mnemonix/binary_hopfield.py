@@ -230,13 +230,9 @@ class DenseHopfield(_PatternStore):
         update: str = "sequential",
         max_iter: int = 10,
     ) -> None:
-        if interaction not in ("polynomial", "exponential"):
-            raise ValueError(f"interaction must be 'polynomial' or 'exponential', got {interaction!r}")
-        if update not in ("sequential", "synchronous"):
-            raise ValueError(f"update must be 'sequential' or 'synchronous', got {update!r}")
-        self.interaction = interaction
+        self.interaction = _checks.choice("interaction", interaction, ("polynomial", "exponential"))
         self.degree = _checks.positive_int("degree", degree)
-        self.update = update
+        self.update = _checks.choice("update", update, ("sequential", "synchronous"))
         self.max_iter = _checks.positive_int("max_iter", max_iter)
         self._patterns: torch.Tensor | None = None
         if patterns is not None:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from mnemonix import ops
 
-from .harness import INF, NAN, Target, bad_choice, bad_int, bad_real, bad_tensor
+from .harness import INF, NAN, Target, bad_choice, bad_flag, bad_int, bad_real, bad_tensor
 
 _G = torch.Generator().manual_seed(11)
 N, D = 7, 5
@@ -32,6 +32,9 @@ STEP = ops.lifespan_step(LIFESPAN, TYPES, AGE, REMINDED, DELTA, 2)
 VALUES = torch.randn(2, 6, 3, generator=_G)
 HOPFIELD_BACKENDS = ("triton", "cpp", "sdpa", "torch", "reference")
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+NQ = torch.randn(2, 3, 4, generator=_G)  # nearest_keys: queries [B, W, H], keys [B, K, H]
+NK = torch.randn(2, 6, 4, generator=_G)
+NEAREST_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def _hopfield(**kw):
@@ -92,6 +95,24 @@ TARGETS = [
                              st.just(("zero", torch.zeros_like(R0))), st.just(("negative", -R0))),
                 tau=bad_tensor(TAU, dtypes=SALIENCE_DTYPES, sized=(0,)),
                 alpha=bad_real(0.0, low_open=False), now=bad_real(None))),
+    Target("search_topk", lambda _, **kw: ops.search_topk(**kw),
+           dict(queries=Q, keys=K, k=3, scales=None, metric="ip", mask=None, tie_ids=None, max_norm=None,
+                exact_scores=False, backend=None),
+           dict(queries=bad_tensor(Q, sized=(1,), skip=("empty:0",)),
+                keys=bad_tensor(K, dtypes=(torch.float32, torch.float16, torch.bfloat16, torch.int8), sized=(1,),
+                                skip=("empty:0", "nonfinite")),
+                k=bad_int(1), metric=bad_choice(("ip", "cos")),
+                mask=bad_tensor(MASK, dtypes=(torch.bool,), sized=(0,), skip=("type:None",)),
+                tie_ids=bad_tensor(torch.arange(N), dtypes=(torch.int64,), sized=(0,), skip=("type:None",)),
+                max_norm=bad_real(0.0, low_open=False, none_ok=True), exact_scores=bad_flag(),
+                backend=bad_choice(("triton", "cpp", "torch"), none_ok=True))),
+    Target("nearest_keys", lambda _, **kw: ops.nearest_keys(**kw),
+           dict(queries=NQ, keys=NK, k=2, reduce="mean", invalid=None, backend=None),
+           dict(queries=bad_tensor(NQ, dtypes=NEAREST_DTYPES, sized=(0, 2), skip=("empty:1",)),
+                keys=bad_tensor(NK, dtypes=NEAREST_DTYPES, sized=(0, 2)),
+                k=bad_int(0, NK.shape[1]), reduce=bad_choice(("mean", "sum")),
+                invalid=bad_tensor(NK[..., 0] > 0, dtypes=(torch.bool,), sized=(0, 1), skip=("type:None",)),
+                backend=bad_choice(("certified", "exact", "gemm"), none_ok=True))),
     Target("lifespan_step", lambda _, **kw: ops.lifespan_step(**kw),
            dict(lifespan=LIFESPAN, types=TYPES, age=AGE, reminded_indices=REMINDED, delta=DELTA, stm_capacity=2,
                 backend=None),
