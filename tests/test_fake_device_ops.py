@@ -22,6 +22,8 @@ SYNC_BUDGET = {
     "salience_topk": 1,  # value checks + which queries need the exact float64 redo, read together
     "salience_topk(check_inputs=False)": 1,  # the redo decision
     "salience_topk(check_inputs=False, exact=False)": 0,
+    "log_salience": 1,  # r0 / tau value checks, read together
+    "log_salience(check_inputs=False)": 0,
     "hopfield_retrieve": 1,  # the inputs' value checks + the result's finite flag, read together
     "hopfield_retrieve backward": 0,
 }
@@ -74,6 +76,13 @@ def test_lifespan_errors_on_fake_cuda_are_the_cpu_errors(fake_device, rng):
     out_of_range = indices.abs() + 70
     with pytest.raises(ValueError, match="reminded_indices must be < 70"):
         ops.lifespan_step(lifespan, types, age, out_of_range, delta, 4)
+    with pytest.raises(ValueError, match="types must hold engram codes 0..3"):
+        ops.lifespan_step(lifespan, types.clone().fill_(9), age, indices, delta, 4)
+    for value in ("nan", "-inf"):
+        bad_lifespan = lifespan.clone()
+        bad_lifespan[1, 3] = float(value)
+        with pytest.raises(ValueError, match="lifespan must not hold NaN or -inf"):
+            ops.lifespan_step(bad_lifespan, types, age, indices, delta, 4)
     # Unchecked, an out-of-range index is ignored like the -1 pad (never a wild write).
     got = ops.lifespan_step(lifespan, types, age, out_of_range, delta, 4, check_inputs=False)
     want = ops.lifespan_step(lifespan.cpu(), types.cpu(), age.cpu(), torch.full_like(indices.cpu(), -1),
@@ -122,6 +131,22 @@ def test_salience_r0_tau_form_and_padding_on_fake_cuda(fake_device, rng):
     assert got[1].cpu().tolist() == want[1].tolist() and (got[1].cpu()[:, 2:] == -1).all()
     for x, y in zip(got, want):
         torch.testing.assert_close(x.cpu(), y)
+
+
+def test_log_salience_on_fake_cuda(fake_device, rng):
+    r0, tau = torch.rand(40, generator=rng, dtype=torch.float64) + 0.1, torch.arange(40, dtype=torch.float64)
+    want = ops.log_salience(r0, tau, 0.1, 50.0)
+    r0_cuda, tau_cuda = r0.cuda(), tau.cuda()
+    for kwargs, budget in [({}, SYNC_BUDGET["log_salience"]),
+                           ({"check_inputs": False}, SYNC_BUDGET["log_salience(check_inputs=False)"])]:
+        fake_device.reset()
+        got = ops.log_salience(r0_cuda, tau_cuda, 0.1, 50.0, **kwargs)
+        assert fake_device.syncs == budget, fake_device.describe()
+        torch.testing.assert_close(got.cpu(), want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="r0 must be > 0"):
+        ops.log_salience(-r0.cuda(), tau.cuda(), 0.1, 50.0)
+    with pytest.raises(ValueError, match="tau must be finite"):
+        ops.log_salience(r0.cuda(), tau.cuda() * float("inf"), 0.1, 50.0)
 
 
 def test_salience_exact_redo_costs_its_stated_syncs(fake_device, rng):

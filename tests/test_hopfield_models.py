@@ -331,3 +331,25 @@ def test_load_returns_to_the_saved_device_type(rng, tmp_path):
     net.save(tmp_path / "m.npz")
     assert ModernHopfield.load(tmp_path / "m.npz").patterns.device.type == "cpu"
     assert ModernHopfield.load(tmp_path / "m.npz", device="cpu").patterns.device.type == "cpu"
+
+
+def test_binary_networks_keep_their_old_import_path_pickles_and_files(rng, tmp_path):
+    """The binary networks live in mnemonix.binary_hopfield; mnemonix.hopfield re-exports them, so
+    imports, pickles written before the move (naming mnemonix.hopfield) and saved files still load."""
+    import pickle
+
+    from mnemonix import binary_hopfield, hopfield
+
+    for name in ("BinaryRetrieval", "ClassicalHopfield", "DenseHopfield"):
+        assert getattr(hopfield, name) is getattr(binary_hopfield, name)
+        assert name in hopfield.__all__
+    x = bipolar(rng, 3, 12)
+    for net in (ClassicalHopfield(x), DenseHopfield(x, interaction="polynomial")):
+        old = pickle.dumps(net, protocol=0).replace(b"mnemonix.binary_hopfield\n", b"mnemonix.hopfield\n")
+        assert b"mnemonix.binary_hopfield" not in old
+        back = pickle.loads(old)
+        assert type(back) is type(net)
+        torch.testing.assert_close(back.retrieve(x).states, net.retrieve(x).states, rtol=0, atol=0)
+        path = tmp_path / f"{type(net).__name__}.npz"
+        net.save(path)
+        torch.testing.assert_close(type(net).load(path).retrieve(x).energy, net.retrieve(x).energy, rtol=0, atol=0)

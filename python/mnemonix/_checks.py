@@ -18,6 +18,8 @@ from collections.abc import Iterator, Sequence
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: The largest float32: a scale applied to float32 data (an inverse temperature) must not exceed it.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def tensor(
@@ -186,6 +188,12 @@ def same_device(named: dict[str, torch.Tensor | None]) -> torch.device:
     return first
 
 
+def _shown(value: object) -> str:
+    """``repr(value)`` for a message, shortened (an int such as 10**400 has 401 digits)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:18]}...{text[-18:]} ({len(text)} characters)"
+
+
 def _real(name: str, value: object) -> float:
     """A real number (int or float, not a bool) as a float; an int beyond float64 becomes +-inf."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -196,11 +204,17 @@ def _real(name: str, value: object) -> float:
         return math.inf if value > 0 else -math.inf
 
 
-def positive_float(name: str, value: object) -> float:
-    """A finite float > 0 (e.g. beta)."""
+def positive_float(name: str, value: object, *, maximum: float | None = None) -> float:
+    """A finite float > 0 (e.g. beta), and <= ``maximum`` when given.
+
+    ``maximum=FLOAT32_MAX`` for a factor that scales float32 data (the message then says so).
+    """
     out = _real(name, value)
     if not math.isfinite(out) or out <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise ValueError(f"{name} must be a finite number > 0, got {_shown(value)}")
+    if maximum is not None and out > maximum:
+        why = " (float32's range: it scales float32 values)" if maximum == FLOAT32_MAX else ""
+        raise ValueError(f"{name} must be <= {maximum:.4g}{why}, got {_shown(value)}")
     return out
 
 
@@ -208,7 +222,15 @@ def nonneg_float(name: str, value: object) -> float:
     """A finite float >= 0 (e.g. a decay rate)."""
     out = _real(name, value)
     if not math.isfinite(out) or out < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise ValueError(f"{name} must be a finite number >= 0, got {_shown(value)}")
+    return out
+
+
+def finite_float(name: str, value: object) -> float:
+    """A finite float of any sign (e.g. a time)."""
+    out = _real(name, value)
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be a finite number, got {_shown(value)}")
     return out
 
 

@@ -139,12 +139,16 @@ def dispatch(spec: OpSpec, inputs: Inputs, forced: str | None = None) -> Backend
 
     Raises
     ------
+    TypeError
+        ``forced`` is neither a str nor None.
     ValueError
         ``forced`` names no backend of the op, or no candidate can run the inputs (the
         message lists the inputs and every backend's reasons).
     """
     if forced is not None:
-        if not isinstance(forced, str) or forced not in spec.names:
+        if not isinstance(forced, str):
+            raise TypeError(f"{spec.name}: backend must be one of {spec.names} or None, got {type(forced).__name__}")
+        if forced not in spec.names:
             raise ValueError(f"{spec.name}: backend must be one of {spec.names} or None, got {forced!r}")
         candidates = [spec.backend(forced)]
     else:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch._dynamo  # noqa: F401  (see `bounded`)
 
 from mnemonix.epinet import EpisodicMemory, SalienceClock
 from mnemonix.hopfield import ClassicalHopfield, DenseHopfield, ModernHopfield
@@ -92,9 +93,14 @@ IDS = [f.name for f in FORMATS]
 BYTE_IDS = [f.name for f in BYTE_FORMATS]
 
 
+
 @pytest.fixture
 def bounded():
-    """Fail when one load allocated more than 16 MiB in Python or the process grew by 256 MiB."""
+    """Fail when one load allocated more than 16 MiB in Python or the process grew by 256 MiB.
+
+    torch._dynamo is imported at the top: the first call of a torch custom op imports it (and
+    sympy), ~70 MiB of Python objects that were counted against whichever load ran first.
+    """
     tracemalloc.start()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     yield

@@ -29,7 +29,7 @@ from mnemonix.epinet import (
     load_mnist_tasks,
     train_split,
 )
-from mnemonix.hopfield import ClassicalHopfield, DenseHopfield, ModernHopfield
+from mnemonix.hopfield import ClassicalHopfield, DenseHopfield, HopfieldRetrieval, ModernHopfield
 from mnemonix.plastic import PlasticMemory, tokenize
 
 from .files import decode, write
@@ -37,6 +37,20 @@ from .harness import first_difference, global_rngs
 
 P = torch.randn(4, 3)
 B = torch.tensor([[1.0, -1.0, 1.0, 1.0], [-1.0, -1.0, 1.0, -1.0]])
+R0, TAU = torch.rand(4, dtype=torch.float64) + 0.1, torch.arange(4, dtype=torch.float64)
+LIFE = torch.full((1, 4), 2.0)
+TYPES = torch.tensor([[1, 2, 3, 0]], dtype=torch.uint8)
+REMINDED, DELTA = torch.tensor([[0, -1]]), torch.ones(1, 2)
+
+
+def _step(lifespan=LIFE, types=TYPES, **kw):
+    return ops.lifespan_step(lifespan, types, None, REMINDED, DELTA, 2, **kw)
+
+
+def _life_with(value: float) -> torch.Tensor:
+    out = LIFE.clone()
+    out[0, 1] = value
+    return out
 
 
 def _saved(tmp_path, net) -> str:
@@ -120,6 +134,43 @@ CASES = [
     ("test_fraction empty split", lambda tmp: load_digits_tasks(test_fraction=1 - 1e-6), ValueError, "test_fraction"),
     # data files: '' searched the current folder; a file's wrong content was a plain ValueError
     ("mnist path ''", lambda tmp: load_mnist_tasks(""), ValueError, "path must be a non-empty path"),
+    # the KNOWN_FAULTS of targets_ops.py: lifespan_step took any engram code and NaN / -inf lifespans
+    ("types code 7", lambda tmp: _step(types=torch.full_like(TYPES, 7)), ValueError,
+     "types must hold engram codes 0..3"),
+    ("lifespan NaN", lambda tmp: _step(_life_with(float("nan"))), ValueError, "lifespan must not hold NaN"),
+    ("lifespan -inf", lambda tmp: _step(_life_with(float("-inf"))), ValueError, "lifespan must not hold NaN or -inf"),
+    # log_salience had no checks: NaN / inf / negative / bool / str accepted, None a bare float() error, OverflowError
+    ("log_salience alpha nan", lambda tmp: ops.log_salience(R0, TAU, float("nan"), 1.0), ValueError,
+     "alpha must be a finite number >= 0"),
+    ("log_salience alpha -1", lambda tmp: ops.log_salience(R0, TAU, -1, 1.0), ValueError, "alpha must be"),
+    ("log_salience alpha True", lambda tmp: ops.log_salience(R0, TAU, True, 1.0), TypeError, "alpha must be a float"),
+    ("log_salience alpha '3'", lambda tmp: ops.log_salience(R0, TAU, "3", 1.0), TypeError, "alpha must be a float"),
+    ("log_salience alpha None", lambda tmp: ops.log_salience(R0, TAU, None, 1.0), TypeError, "alpha must be a float"),
+    ("log_salience alpha -10**400", lambda tmp: ops.log_salience(R0, TAU, -(10**400), 1.0), ValueError,
+     "alpha must be a finite number"),
+    ("log_salience now inf", lambda tmp: ops.log_salience(R0, TAU, 0.5, float("inf")), ValueError,
+     "now must be a finite number"),
+    ("log_salience now '3'", lambda tmp: ops.log_salience(R0, TAU, 0.5, "3"), TypeError, "now must be a float"),
+    ("log_salience r0 list", lambda tmp: ops.log_salience(R0.tolist(), TAU, 0.5, 1.0), TypeError,
+     "r0 must be a torch.Tensor"),
+    ("log_salience r0 <= 0", lambda tmp: ops.log_salience(-R0, TAU, 0.5, 1.0), ValueError, "r0 must be > 0"),
+    ("log_salience tau NaN", lambda tmp: ops.log_salience(R0, TAU * float("nan"), 0.5, 1.0), ValueError,
+     "tau must be finite"),
+    ("log_salience sizes", lambda tmp: ops.log_salience(R0, TAU[:2], 0.5, 1.0), ValueError, "r0 and tau must have"),
+    # salience_topk took alpha=True / '3' as a ValueError and now=10**400 as an OverflowError
+    ("salience alpha True", lambda tmp: ops.salience_topk(P, P, None, k=1, r0=R0, tau=TAU, alpha=True, now=1.0),
+     TypeError, "alpha must be a float"),
+    ("salience now 10**400", lambda tmp: ops.salience_topk(P, P, None, k=1, r0=R0, tau=TAU, alpha=0.5, now=10**400),
+     ValueError, "now must be a finite number"),
+    # HopfieldRetrieval: any truthy learn_beta, a backend checked only at forward
+    ("learn_beta 'yes'", lambda tmp: HopfieldRetrieval(learn_beta="yes"), TypeError,
+     "learn_beta must be True or False"),
+    ("learn_beta 1", lambda tmp: HopfieldRetrieval(learn_beta=1), TypeError, "learn_beta must be True or False"),
+    ("layer backend", lambda tmp: HopfieldRetrieval(backend="nope"), ValueError,
+     "backend must be one of .'triton', 'cpp', 'sdpa', 'torch', 'reference'.,"),
+    ("layer beta 1e308", lambda tmp: HopfieldRetrieval(beta=1e308), ValueError, "beta must be <="),
+    ("layer list queries", lambda tmp: HopfieldRetrieval(learn_beta=True)(queries=[[1.0, 2.0, 3.0]], keys=P),
+     TypeError, "queries must be a torch.Tensor"),
     ("mnist npz shape", lambda tmp: load_mnist(_npz(tmp, x_train=np.zeros((2, 5, 5)), y_train=np.zeros(2, int))),
      _io.FormatError, "field 'images'"),
 ]
@@ -189,3 +240,12 @@ def test_modern_load_refuses_beta_and_norms_beyond_float32(tmp_path) -> None:
         ModernHopfield.load(_resealed(tmp_path, net, beta=1e308))
     with pytest.raises(_io.FormatError, match="patterns"):
         ModernHopfield.load(_resealed(tmp_path, net, patterns=np.array([[1e30, 0.0, 0.0]], dtype=np.float32)))
+
+
+@pytest.mark.parametrize("backend", [None, "triton", "cpp", "sdpa", "torch", "reference"])
+@pytest.mark.parametrize("beta", [1e308, torch.tensor(1e308, dtype=torch.float64)], ids=["float", "tensor"])
+def test_beta_beyond_float32_is_one_error_on_every_backend(backend, beta) -> None:
+    """Before: "beta must be finite and > 0 (as a float32)" (cpp), "the logits overflow" (sdpa, torch) or
+    "mask / association_mask must leave every query at least one stored pattern" (reference)."""
+    with pytest.raises(ValueError, match=r"beta must be (finite, > 0 and )?<= 3.403e\+38 \(float32's range"):
+        ops.hopfield_retrieve(P, P, beta=beta, backend=backend)

@@ -93,7 +93,9 @@ class ImageDataset:
         if labels.shape[1] != len(self.factor_names):
             raise ValueError(f"labels have {labels.shape[1]} columns but factor_names has "
                              f"{len(self.factor_names)} names")
-        if not isinstance(self.class_factor, str) or self.class_factor not in self.factor_names:
+        if not isinstance(self.class_factor, str):
+            raise TypeError(f"class_factor must be one of {self.factor_names}, got {type(self.class_factor).__name__}")
+        if self.class_factor not in self.factor_names:
             raise ValueError(f"class_factor must be one of {self.factor_names}, got {self.class_factor!r}")
         lo, hi = torch.aminmax(images.detach().float())  # NaN fails both comparisons below
         if not (bool(lo >= 0) and bool(hi <= 1)):

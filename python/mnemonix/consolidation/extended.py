@@ -107,8 +107,7 @@ class ExtendedModel:
             raise TypeError(f"vae must be a mnemonix.consolidation.VAE, got {type(vae).__name__}")
         threshold = _check_threshold(threshold)
         beta = _args.real("beta", beta, low=0.0, low_open=True)
-        if not isinstance(metric, str) or metric not in ("euclidean", "dot"):
-            raise ValueError(f"metric must be 'euclidean' or 'dot', got {metric!r}")
+        _checks.choice("metric", metric, ("euclidean", "dot"))
         _checks.choice("backend", backend, _RETRIEVE_SPEC.names, none_ok=True)
         self.vae = vae
         self.threshold, self.beta, self.metric, self.backend = threshold, beta, metric, backend

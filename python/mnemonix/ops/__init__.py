@@ -10,7 +10,7 @@ tensors works under ``TRITON_INTERPRET=1``. The plain torch ground truth of ever
 :mod:`mnemonix.reference` (used by tests and benchmarks only).
 
 - :func:`hopfield_retrieve` (:mod:`mnemonix.ops.hopfield`)
-- :func:`salience_topk` (:mod:`mnemonix.ops.salience`)
+- :func:`salience_topk`, :func:`log_salience` (:mod:`mnemonix.ops.salience`)
 - :func:`lifespan_step`, :func:`compact_engrams` (:mod:`mnemonix.ops.lifespan`)
 - :func:`nearest_keys` (:mod:`mnemonix.ops.nearest`)
 - :func:`search_topk` (:mod:`mnemonix.ops.search`)
@@ -18,11 +18,11 @@ tensors works under ``TRITON_INTERPRET=1``. The plain torch ground truth of ever
 
 from __future__ import annotations
 
-from mnemonix._types import LifespanResult, log_salience
+from mnemonix._types import LifespanResult
 from mnemonix.ops.hopfield import hopfield_retrieve
 from mnemonix.ops.lifespan import compact_engrams, lifespan_step
 from mnemonix.ops.nearest import nearest_keys
-from mnemonix.ops.salience import salience_topk
+from mnemonix.ops.salience import log_salience, salience_topk
 from mnemonix.ops.search import search_topk
 
 __all__ = [

@@ -95,8 +95,8 @@ def _check_operands(queries, keys, values, update_steps) -> None:
 
 
 def _check_beta(beta, queries) -> tuple[float, torch.Tensor | None]:
-    if not isinstance(beta, torch.Tensor):
-        return _checks.positive_float("beta", beta), None
+    if not isinstance(beta, torch.Tensor):  # the kernels scale float32 logits by beta: float32's range
+        return _checks.positive_float("beta", beta, maximum=_checks.FLOAT32_MAX), None
     if not beta.is_floating_point():
         raise TypeError(f"beta must be a float or a floating-point tensor, got a tensor of dtype {beta.dtype}")
     _broadcastable("beta", beta.shape, queries.shape[:-2], "one inverse temperature per group, e.g. per head")
@@ -130,8 +130,9 @@ def _check_values(checks: _checks.DataChecks, queries, beta_tensor, mask, bias, 
     result's check, in the call's one host sync (see ``ops.hopfield._check_result``)."""
     checks.finite("queries", queries)
     if beta_tensor is not None:
-        checks.require_not(~((beta_tensor > 0).all() & torch.isfinite(beta_tensor).all()),
-                           "beta must be finite and > 0 everywhere, got a tensor with values <= 0 or NaN/Inf")
+        checks.require_not(~((beta_tensor > 0) & (beta_tensor <= _checks.FLOAT32_MAX)).all(),  # NaN fails both
+                           f"beta must be finite, > 0 and <= {_checks.FLOAT32_MAX:.4g} (float32's range) "
+                           "everywhere, got a tensor with values <= 0, NaN/Inf or beyond float32")
     if bias is not None:
         checks.finite("bias", bias)
     if mask is not None:

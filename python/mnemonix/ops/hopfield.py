@@ -128,8 +128,9 @@ def hopfield_retrieve(
         Values retrieved (leading dimensions as the keys'); None means auto-association (the
         keys are the values), in which case each tile of keys is read once for both products.
     beta : float or Tensor
-        Inverse temperature, > 0: a float, or a tensor broadcastable to the queries' leading
-        dimensions (a learnable scalar, one per head, ...); gradients reach a tensor beta.
+        Inverse temperature, in (0, 3.4e38] (float32's range: it scales float32 logits): a float,
+        or a tensor broadcastable to the queries' leading dimensions (a learnable scalar, one
+        per head, ...); gradients reach a tensor beta.
     mask : Tensor [N] or [..., N] bool or None
         True where a stored pattern takes part (padding mask); every query must keep one.
     bias : Tensor [N] or [..., N] or None

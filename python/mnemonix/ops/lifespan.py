@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import torch
 
 from mnemonix import _checks, _dispatch
-from mnemonix._types import LifespanResult
+from mnemonix._types import EngramType, LifespanResult
 from mnemonix.backends import lifespan as lb
 
 __all__ = ["lifespan_step", "compact_engrams", "LifespanResult", "LifespanInputs", "SPEC"]
 
 _INDEX_DTYPES = (torch.int64, torch.int32)
+_MAX_TYPE = max(int(t) for t in EngramType)  # LONGTERM
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,10 @@ def lifespan_step(
     Parameters
     ----------
     lifespan : Tensor [B, M] float32
-        Lifespan of each engram.
+        Lifespan of each engram; no NaN or -inf (+inf: an engram that never expires).
     types : Tensor [B, M] uint8
-        0 NULL (padding), 1 WORKING, 2 SHORTTERM, 3 LONGTERM (:class:`mnemonix._types.EngramType`).
+        0 NULL (padding), 1 WORKING, 2 SHORTTERM, 3 LONGTERM (:class:`mnemonix._types.EngramType`);
+        other codes are refused.
     age : Tensor [B, M] int32 or None
         Age of each engram (None: not tracked).
     reminded_indices : Tensor [B, R] int64 or int32
@@ -79,7 +81,8 @@ def lifespan_step(
     backend : {"triton", "torch"} or None
         Force a backend; default Triton on CUDA, torch otherwise.
     check_inputs : bool or None, keyword-only
-        Check the *values* of ``delta`` (finite) and ``reminded_indices`` (< M). None (default):
+        Check the *values* of ``lifespan`` (no NaN or -inf), ``types`` (codes 0..3), ``delta``
+        (finite) and ``reminded_indices`` (< M). None (default):
         check, except while a CUDA graph is being captured. On CUDA the checks cost one host
         sync per call (read together); ``False`` makes the call sync-free (CUDA-graph
         capturable), and then an index >= M is ignored like a negative one. See docs/gpu.md.
@@ -97,6 +100,7 @@ def lifespan_step(
     _check(lifespan, types, age, reminded_indices, delta, stm_capacity)
     delta = delta.to(torch.float32)
     checks = _checks.DataChecks(lifespan.device, _checks.data_checks_enabled(check_inputs, lifespan.device))
+    _check_state_values(checks, lifespan, types)
     checks.finite("delta", delta)
     if reminded_indices.numel():
         length = lifespan.shape[1]
@@ -115,6 +119,18 @@ def lifespan_step(
         lifespan=inputs.lifespan, types=inputs.types, age=inputs.age,
         reminded_indices=inputs.reminded_indices, delta=inputs.delta, stm_capacity=stm_capacity,
     )
+
+
+def _check_state_values(checks: _checks.DataChecks, lifespan: torch.Tensor, types: torch.Tensor) -> None:
+    """Engram codes in 0..3 and lifespans without NaN or -inf (+inf, an engram that never
+    expires, is allowed): on CUDA read with the op's other checks, in its one host sync."""
+    if not checks.enabled or lifespan.numel() == 0:
+        return
+    checks.require_not(types.max() > _MAX_TYPE, lambda: f"types must hold engram codes 0..{_MAX_TYPE} (NULL, WORKING, "
+                       f"SHORTTERM, LONGTERM), got {int(types.max())}")
+    low = lifespan.amin()  # NaN propagates into the minimum; -inf is the minimum
+    checks.require_not(torch.isnan(low) | (low == float("-inf")),
+                       "lifespan must not hold NaN or -inf values (+inf is allowed: an engram that never expires)")
 
 
 def _check(lifespan, types, age, reminded_indices, delta, stm_capacity) -> None:

@@ -112,8 +112,7 @@ def _check(queries, keys, k, reduce, invalid) -> None:
     _checks.nonneg_int("k", k)
     if k > keys.shape[1]:
         raise ValueError(f"k must be <= K = {keys.shape[1]} (the number of keys per row), got {k}")
-    if not isinstance(reduce, str) or reduce not in _REDUCTIONS:
-        raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    _checks.choice("reduce", reduce, list(_REDUCTIONS))
     if invalid is not None:
         _checks.tensor("invalid", invalid, ndim=2, dtypes=(torch.bool,))
         if invalid.shape != keys.shape[:2]:

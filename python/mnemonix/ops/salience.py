@@ -20,7 +20,7 @@ from mnemonix import _checks, _dispatch, _types
 from mnemonix.backends import salience as sb
 from mnemonix.backends import salience_exact as sx
 
-__all__ = ["salience_topk", "SalienceInputs", "SPEC"]
+__all__ = ["salience_topk", "log_salience", "SalienceInputs", "SPEC"]
 
 _SALIENCE_DTYPES = (torch.float64, *_checks.FLOAT_DTYPES)
 
@@ -167,9 +167,7 @@ def _prepare(queries, keys, payloads, k, log_salience, r0, tau, alpha, now, vali
     if log_salience is not None:
         checks.finite("log_salience", log_salience)
     else:
-        checks.finite("r0", r0)
-        checks.finite("tau", tau)
-        checks.require_not((r0 <= 0).any(), "r0 must be > 0 for every memory (salience is logged), got values <= 0")
+        _time_value_checks(checks, r0, tau)
     log_s = _log_salience(log_salience, r0, tau, alpha, valid)
     _check_key_norms(key_norms, keys.shape[0], device, checks)
     checks.finite("queries", queries)
@@ -276,14 +274,59 @@ def _check_salience_args(n, log_salience, r0, tau, alpha, now) -> None:
     missing = [name for name, v in time_args.items() if v is None]
     if missing:
         raise ValueError(f"salience needs log_salience or all of r0, tau, alpha, now; missing {missing}")
-    for name in ("r0", "tau"):
-        _checks.tensor(name, time_args[name], ndim=1, dtypes=_SALIENCE_DTYPES)
-        if time_args[name].shape[0] != n:
-            raise ValueError(f"{name} must have shape [{n}], got {tuple(time_args[name].shape)}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0 or alpha == float("inf"):
-        raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
-    if isinstance(now, bool) or not isinstance(now, (int, float)) or not abs(float(now)) < float("inf"):
-        raise ValueError(f"now must be a finite number, got {now!r}")
+    _check_time_args(r0, tau, alpha, now, n)
+
+
+def _check_time_args(r0, tau, alpha, now, n: int | None = None) -> tuple[float, float]:
+    """r0 and tau [N] (N = ``n`` when given), alpha >= 0 and now finite; (alpha, now) as floats."""
+    for name, t in (("r0", r0), ("tau", tau)):
+        _checks.tensor(name, t, ndim=1, dtypes=_SALIENCE_DTYPES)
+        if n is not None and t.shape[0] != n:
+            raise ValueError(f"{name} must have shape [{n}], got {tuple(t.shape)}")
+    if r0.shape != tau.shape:
+        raise ValueError(f"r0 and tau must have the same shape [N], got r0 {tuple(r0.shape)} and "
+                         f"tau {tuple(tau.shape)}")
+    return _checks.nonneg_float("alpha", alpha), _checks.finite_float("now", now)
+
+
+def _time_value_checks(checks: _checks.DataChecks, r0: torch.Tensor, tau: torch.Tensor) -> None:
+    """r0 finite and > 0 (it is logged), tau finite."""
+    checks.finite("r0", r0)
+    checks.finite("tau", tau)
+    checks.require_not((r0 <= 0).any(), "r0 must be > 0 for every memory (salience is logged), got values <= 0")
+
+
+def log_salience(r0: torch.Tensor, tau: torch.Tensor, alpha: float, now: float, *,
+                 check_inputs: bool | None = None) -> torch.Tensor:
+    """EpiNet's salience in log space: ``log r0_m - alpha * (now - tau_m)``, float64 [N].
+
+    The logarithm of ``r0 * exp(-alpha * (now - tau))``: it never underflows, whatever the age
+    of a memory (the definition of :func:`mnemonix._types.log_salience`, checked).
+
+    Parameters
+    ----------
+    r0 : Tensor [N], float64 / float32 / float16 / bfloat16
+        Initial salience of each memory, finite and > 0.
+    tau : Tensor [N], same dtypes, same device
+        Store time of each memory, finite.
+    alpha : float
+        Decay rate, a finite number >= 0.
+    now : float
+        The current time, a finite number.
+    check_inputs : bool or None, keyword-only
+        Check the values of ``r0`` and ``tau``. None (default): check, except while a CUDA
+        graph is being captured; on CUDA the checks cost one host sync.
+
+    Returns
+    -------
+    Tensor [N] float64 on the inputs' device.
+    """
+    alpha, now = _check_time_args(r0, tau, alpha, now)
+    device = _checks.same_device({"r0": r0, "tau": tau})
+    checks = _checks.DataChecks(device, _checks.data_checks_enabled(check_inputs, device))
+    _time_value_checks(checks, r0, tau)
+    checks.flush()
+    return _types.log_salience(r0, tau, alpha, now)
 
 
 def _log_salience(log_salience, r0, tau, alpha, valid) -> torch.Tensor:

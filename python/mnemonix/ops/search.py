@@ -9,7 +9,6 @@ GEMM scan past ``CPP_MAX_BATCH`` queries or when the extension is not built), ma
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -121,11 +120,10 @@ def search_topk(
     """
     _check(queries, keys, scales, mask, tie_ids)
     k = _checks.positive_int("k", k)
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
-    if max_norm is not None and (isinstance(max_norm, bool) or not isinstance(max_norm, (int, float))
-                                 or not math.isfinite(max_norm) or max_norm < 0):
-        raise ValueError(f"max_norm must be a finite number >= 0 or None, got {max_norm!r}")
+    _checks.choice("metric", metric, list(METRICS))
+    if max_norm is not None:
+        max_norm = _checks.nonneg_float("max_norm", max_norm)
+    _checks.flag("exact_scores", exact_scores)
     _checks.finite("queries", queries)
     if scales is not None:
         _checks.finite("scales", scales)

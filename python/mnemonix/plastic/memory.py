@@ -233,6 +233,8 @@ class PlasticMemory:
                 raise TypeError(f"{name} must be a str, got {type(value).__name__}")
             if not _encodable(value):
                 raise ValueError(f"{name} must be valid unicode (no lone surrogates), got {value!r}")
+        if not isinstance(mode, str):
+            raise TypeError(f"mode must be 'greedy' or 'sample', got {type(mode).__name__}")
         if mode not in ("greedy", "sample"):
             raise ValueError(f"mode must be 'greedy' or 'sample', got {mode!r}")
         if seed is None:
