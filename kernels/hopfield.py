@@ -281,21 +281,23 @@ class HopfieldConfig:
 
 
 SM90_TILES = {
-    # (dot_fp32, width, BLOCK_B) -> (BLOCK_N, num_warps, num_stages); width is the padded max(d, dv)
-    # (16..256: the small-d kernel) or 0 (the large-d kernel). The launcher's tiles so far (BLOCK_N 64
-    # for 16-bit d <= 128, else 32; 4 warps; Triton's default 3 stages).
-    (False, 16, 16): (64, 4, 3), (False, 16, 32): (64, 4, 3), (False, 16, 64): (64, 4, 3),
-    (False, 32, 16): (64, 4, 3), (False, 32, 32): (64, 4, 3), (False, 32, 64): (64, 4, 3),
-    (False, 64, 16): (64, 4, 3), (False, 64, 32): (64, 4, 3), (False, 64, 64): (64, 4, 3),
-    (False, 128, 16): (64, 4, 3), (False, 128, 32): (64, 4, 3), (False, 128, 64): (64, 4, 3),
-    (False, 256, 16): (32, 4, 3), (False, 256, 32): (32, 4, 3), (False, 256, 64): (32, 4, 3),
-    (False, 0, 16): (32, 4, 3), (False, 0, 32): (32, 4, 3),
-    (True, 16, 16): (32, 4, 3), (True, 16, 32): (32, 4, 3), (True, 16, 64): (32, 4, 3),
-    (True, 32, 16): (32, 4, 3), (True, 32, 32): (32, 4, 3), (True, 32, 64): (32, 4, 3),
-    (True, 64, 16): (32, 4, 3), (True, 64, 32): (32, 4, 3), (True, 64, 64): (32, 4, 3),
-    (True, 128, 16): (32, 4, 3), (True, 128, 32): (32, 4, 3), (True, 128, 64): (32, 4, 3),
-    (True, 256, 16): (32, 4, 3), (True, 256, 32): (32, 4, 3), (True, 256, 64): (32, 4, 3),
-    (True, 0, 16): (32, 4, 3), (True, 0, 32): (32, 4, 3),
+    # (dot_fp32, width, bucket) -> (BLOCK_B, BLOCK_N, num_warps, num_stages). width: the padded
+    # max(d, dv) (16..256: the small-d kernel) or 0 (the large-d kernel); bucket: the query tile the
+    # batch asks for (16: B <= 16 or batch_invariant, 32: B <= 64 or large d, 64). Every entry
+    # compiles for sm_90 without register spills (tests/test_kernels_spills.py; registers in
+    # docs/gpu.md); 4 warps spilled from width 64 on (fp32 B64, 16-bit B32) and at width 128-256.
+    (False, 16, 16): (16, 64, 4, 3), (False, 16, 32): (32, 64, 4, 3), (False, 16, 64): (64, 64, 4, 3),
+    (False, 32, 16): (16, 64, 4, 3), (False, 32, 32): (32, 64, 8, 3), (False, 32, 64): (64, 64, 8, 3),
+    (False, 64, 16): (16, 64, 4, 3), (False, 64, 32): (32, 64, 8, 3), (False, 64, 64): (64, 64, 8, 3),
+    (False, 128, 16): (16, 64, 8, 3), (False, 128, 32): (32, 64, 8, 3), (False, 128, 64): (64, 32, 8, 3),
+    (False, 256, 16): (16, 32, 4, 3), (False, 256, 32): (32, 32, 8, 1), (False, 256, 64): (32, 32, 8, 1),
+    (False, 0, 16): (16, 32, 8, 3), (False, 0, 32): (16, 32, 8, 3),
+    (True, 16, 16): (16, 32, 4, 3), (True, 16, 32): (32, 32, 4, 3), (True, 16, 64): (64, 32, 4, 3),
+    (True, 32, 16): (16, 32, 4, 3), (True, 32, 32): (32, 32, 4, 3), (True, 32, 64): (64, 32, 8, 3),
+    (True, 64, 16): (16, 32, 4, 3), (True, 64, 32): (32, 32, 4, 3), (True, 64, 64): (64, 32, 8, 3),
+    (True, 128, 16): (16, 32, 8, 3), (True, 128, 32): (32, 32, 8, 3), (True, 128, 64): (32, 32, 8, 3),
+    (True, 256, 16): (16, 32, 8, 1), (True, 256, 32): (16, 32, 8, 1), (True, 256, 64): (32, 32, 8, 1),
+    (True, 0, 16): (16, 32, 8, 3), (True, 0, 32): (32, 32, 8, 1),
 }
 LARGE_D_CHUNK = 128
 """Columns of d (and dv) per step of the large-d kernel."""
@@ -312,13 +314,13 @@ def hopfield_config(b: int, d: int, dv: int, dtype: torch.dtype, *, interpret: b
     dot_fp32 = interpret or dtype == torch.float32
     small_d = max(d, dv) <= max_register_d
     if batch_invariant:
-        block_b = BATCH_INVARIANT_BLOCK_B
+        bucket = BATCH_INVARIANT_BLOCK_B
     else:
-        block_b = 16 if b <= 16 else (32 if b <= 64 or not small_d else 64)
+        bucket = 16 if b <= 16 else (32 if b <= 64 or not small_d else 64)
     width = min(256, _pow2(max(d, dv))) if small_d else 0
-    tile_n, num_warps, num_stages = SM90_TILES[(dot_fp32 and not interpret, width, block_b)]
+    block_b, tile_n, num_warps, num_stages = SM90_TILES[(dot_fp32 and not interpret, width, bucket)]
     if interpret:  # tiles of the CPU interpreter: small, fast to emulate
-        tile_n = 64 if small_d and max(d, dv) <= 128 else 32
+        block_b, tile_n = bucket, (64 if small_d and max(d, dv) <= 128 else 32)
     block_n = block_n or tile_n
     if small_d:
         return HopfieldConfig(True, block_b, block_n, _pow2(d), _pow2(dv), num_warps, num_stages, dot_fp32)

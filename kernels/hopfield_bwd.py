@@ -232,7 +232,7 @@ def _hopfield_bwd_dq(
 
 @dataclass(frozen=True)
 class BackwardConfig:
-    """The backward kernels' variant: tiles, warps and stages (both kernels share them)."""
+    """One backward kernel's variant: tiles, warps and stages."""
 
     block_b: int
     block_n: int
@@ -244,27 +244,44 @@ class BackwardConfig:
 
 
 SM90_BWD_TILES = {
-    # (dot_fp32, width) -> (BLOCK_B, BLOCK_N, num_warps, num_stages); width is the padded max(d, dv).
-    # The launcher's tiles so far (4 warps up to d = 64, then 8; Triton's default 3 stages).
-    (False, 16): (64, 64, 4, 3), (False, 32): (64, 64, 4, 3), (False, 64): (64, 64, 4, 3),
-    (False, 128): (32, 64, 8, 3), (False, 256): (16, 32, 8, 3),
-    (True, 16): (64, 32, 4, 3), (True, 32): (64, 32, 4, 3), (True, 64): (64, 32, 4, 3),
-    (True, 128): (32, 32, 8, 3), (True, 256): (16, 32, 8, 3),
+    # (dot_fp32, width, kernel) -> (BLOCK_B, BLOCK_N, num_warps, num_stages); width is the padded
+    # max(d, dv). Every entry compiles for sm_90 without register spills (tests/test_kernels_spills.py,
+    # registers in docs/gpu.md). fp32 dots run on FMA units, whose operands are replicated along the
+    # reduction: the fp32 dK/dV kernel spills at any tile for width >= 128 (16 warps cap registers at
+    # 128 and spill more), so float32 heads wider than MAX_BWD_D_FP32 take the streaming backward.
+    (False, 16, "dkdv"): (64, 64, 8, 1), (False, 16, "dq"): (64, 64, 4, 3),
+    (False, 32, "dkdv"): (64, 64, 8, 1), (False, 32, "dq"): (64, 64, 8, 3),
+    (False, 64, "dkdv"): (64, 32, 8, 3), (False, 64, "dq"): (64, 64, 8, 3),
+    (False, 128, "dkdv"): (32, 32, 8, 3), (False, 128, "dq"): (32, 32, 8, 3),
+    (False, 256, "dkdv"): (16, 32, 8, 3), (False, 256, "dq"): (16, 32, 8, 3),
+    (True, 16, "dkdv"): (64, 32, 8, 1), (True, 16, "dq"): (64, 32, 8, 3),
+    (True, 32, "dkdv"): (16, 16, 8, 2), (True, 32, "dq"): (64, 32, 8, 3),
+    (True, 64, "dkdv"): (16, 16, 8, 2), (True, 64, "dq"): (64, 32, 8, 3),
 }
+MAX_BWD_D_FP32 = 64
+"""Widest float32 head (IEEE or TF32 dots) the backward kernels take on a GPU; wider: streaming torch."""
 
 
-def backward_config(d: int, dv: int, dtype: torch.dtype, *, interpret: bool,
-                    batch_invariant: bool = False) -> BackwardConfig:
-    """The backward variant for heads of ``d`` / ``dv`` features (``max(d, dv) <= MAX_BWD_D``).
+def use_kernels(d: int, dv: int, dtype: torch.dtype, *, interpret: bool) -> bool:
+    """Whether the backward kernels take heads of ``d`` / ``dv`` (else the streaming torch backward).
 
-    The tiles depend on the widths only, never on the batch; ``batch_invariant`` is accepted
-    for symmetry with the forward (the dQ split size is fixed by :func:`dq_split_size`).
+    The interpreter runs every width up to MAX_BWD_D (tests check the kernels' arithmetic there).
+    """
+    width = max(d, dv)
+    return width <= MAX_BWD_D and (interpret or dtype != torch.float32 or width <= MAX_BWD_D_FP32)
+
+
+def backward_config(d: int, dv: int, dtype: torch.dtype, kernel: str, *, interpret: bool) -> BackwardConfig:
+    """The ``kernel`` ("dkdv" or "dq") variant for heads of ``d`` / ``dv`` features (see use_kernels).
+
+    The tiles depend on the widths only, never on the batch (the dQ split size is
+    :func:`dq_split_size`'s).
     """
     dot_fp32 = interpret or dtype == torch.float32
     if interpret:
         block_b, block_n, warps, stages = 16, 32, 4, 3
     else:
-        block_b, block_n, warps, stages = SM90_BWD_TILES[(dot_fp32, _pow2(max(d, dv)))]
+        block_b, block_n, warps, stages = SM90_BWD_TILES[(dot_fp32, _pow2(max(d, dv)), kernel)]
     return BackwardConfig(block_b, block_n, _pow2(d), _pow2(dv), warps, stages, dot_fp32)
 
 
@@ -284,6 +301,12 @@ def dq_split_size(programs: int, n: int, block_n: int, device: torch.device, bat
         return max(BATCH_INVARIANT_DQ_SPLIT, triton.cdiv(triton.cdiv(n, 64), block_n) * block_n)
     splits = dq_splits(programs, n, block_n, device)
     return triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
+
+
+def _constexprs(base: dict, cfg: BackwardConfig) -> dict:
+    """A kernel's compile-time arguments: the flags of the call and its variant's tiles."""
+    return dict(base, BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d, BLOCK_DV=cfg.block_dv,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
 
 def _dkdv(inputs, strides, common, k, v_arg, shape, beta, want_b, dev):
@@ -321,7 +344,7 @@ def hopfield_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out,
     queries [G1, G2, B, d], keys [K1, K2, N, d], values [K1, K2, N, dv] or None (= keys; the
     values' share is in dk), key_bias [C1, C2, N] or None, assoc [A1, A2, B, N] or None,
     out [G1, G2, B, dv] and lse [G1, G2, B] of the forward, d_out / d_lse their gradients
-    (either may be None). ``max(d, dv) <= MAX_BWD_D``. ``batch_invariant``: a fixed dQ split
+    (either may be None). ``use_kernels(d, dv, ...)`` must hold. ``batch_invariant``: a fixed dQ split
     size (each query's dQ then does not depend on the batch; dK, dV, d(bias) sum over it).
     ``allow_tf32``: float32 dots on TF32 tensor cores. Launched on the tensors' device.
     """
@@ -329,7 +352,8 @@ def hopfield_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out,
     k1, k2, n, _ = keys.shape
     dv_dim = d if values is None else values.shape[-1]
     dev = queries.device
-    cfg = backward_config(d, dv_dim, queries.dtype, interpret=dev.type != "cuda", batch_invariant=batch_invariant)
+    interpret = dev.type != "cuda"
+    cfg = backward_config(d, dv_dim, queries.dtype, "dkdv", interpret=interpret)
     q, k, v = unit_stride(queries), unit_stride(keys), unit_stride(values)
     bias = None if key_bias is None else unit_stride(key_bias.float())
     assoc = None if assoc is None else unit_stride(assoc.float())
@@ -347,19 +371,19 @@ def hopfield_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out,
     strides = (*group_strides(q, g1, g2), q.stride(-2), *group_strides(k, g1, g2), k.stride(-2),
                *group_strides(v_arg, g1, g2), v_arg.stride(-2), *group_strides(bias, g1, g2),
                *group_strides(assoc, g1, g2), 0 if assoc is None else assoc.expand(g1, g2, b, n).stride(2))
-    common = dict(HAS_BIAS=bias is not None, HAS_ASSOC=assoc is not None, VALUES_ARE_KEYS=v is None,
-                  DOT_FP32=cfg.dot_fp32, BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d,
-                  BLOCK_DV=cfg.block_dv, PRECISION=dot_precision(queries.dtype, allow_tf32),
-                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    flags = dict(HAS_BIAS=bias is not None, HAS_ASSOC=assoc is not None, VALUES_ARE_KEYS=v is None,
+                 DOT_FP32=cfg.dot_fp32, PRECISION=dot_precision(queries.dtype, allow_tf32))
     inputs = (q, k, v_arg, do, lse, delta, lse if bias is None else bias, lse if assoc is None else assoc)
     shape = (g1, g2, b, n, d, dv_dim, k1, k2, values is not None)
     dq = dk = dv = db = None
     if want_k or want_v or want_b:
-        dk, dv, ws = _dkdv(inputs, strides, common, k, v_arg, shape, beta, want_b, dev)
+        dk, dv, ws = _dkdv(inputs, strides, _constexprs(flags, cfg), k, v_arg, shape, beta, want_b, dev)
         if want_b:
             db = ws.reshape(g1, g2, n).sum_to_size(key_bias.shape).to(key_bias.dtype)
         dk = dk.to(keys.dtype) if want_k else None
         dv = dv.to(values.dtype) if want_v else None
     if want_q:
-        dq = _dq(inputs, strides, common, shape, beta, dev, batch_invariant).reshape(g1, g2, b, d).to(queries.dtype)
+        dq_cfg = backward_config(d, dv_dim, queries.dtype, "dq", interpret=interpret)
+        dq = _dq(inputs, strides, _constexprs(flags, dq_cfg), shape, beta, dev, batch_invariant)
+        dq = dq.reshape(g1, g2, b, d).to(queries.dtype)
     return dq, dk, dv, db

@@ -85,8 +85,8 @@ def test_batch_invariant_config_does_not_follow_the_batch():
         cfg = cfgs.pop()
         sizes = {kh.split_size(10**6, cfg, None, b, torch.device("cuda"), 1, True) for b in (1, 64, 1024)}
         assert len(sizes) == 1 and sizes.pop() % cfg.block_n == 0
-        if d <= kb.MAX_BWD_D:
-            bcfg = kb.backward_config(d, d, dtype, interpret=False)
+        if kb.use_kernels(d, d, dtype, interpret=False):
+            bcfg = kb.backward_config(d, d, dtype, "dq", interpret=False)
             assert len({kb.dq_split_size(p, 10**6, bcfg.block_n, torch.device("cuda"), True)
                         for p in (1, 4, 64)}) == 1
     # without it, the query tile and the split count follow B
@@ -257,3 +257,12 @@ def test_batch_invariant_on_gpu(rng, dtype):
                                      return_argmax=True)
 
     _check_rows(call, q, (0, 1, 150, 299))
+
+
+def test_float32_heads_wider_than_64_take_the_streaming_backward_on_a_gpu():
+    kb = _kernels("hopfield_bwd")
+    assert kb.use_kernels(64, 64, torch.float32, interpret=False)
+    assert not kb.use_kernels(128, 16, torch.float32, interpret=False)  # its dK/dV kernel spills on sm_90
+    assert kb.use_kernels(128, 16, torch.float32, interpret=True)  # the interpreter still checks the kernels
+    assert kb.use_kernels(256, 256, torch.bfloat16, interpret=False)
+    assert not kb.use_kernels(512, 64, torch.float16, interpret=False)

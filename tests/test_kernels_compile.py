@@ -62,10 +62,10 @@ dq_args = ["Q", "K", "V", "DO", "LSE", "DELTA", "BIAS", "ASSOC", "DQ", "B", "N",
            "beta"]
 for dt, width, values_are_keys, flags in [
     ("bf16", 128, False, (True, True, True)), ("fp16", 64, True, (False, False, False)),
-    ("fp32", 128, True, (True, False, True)), ("bf16", 256, False, (False, True, False)),
+    ("fp32", 64, True, (True, False, True)), ("bf16", 256, False, (False, True, False)),
 ]:
     cfg = kb.backward_config(width, width, {"fp32": torch.float32, "fp16": torch.float16,
-                                            "bf16": torch.bfloat16}[dt], interpret=False)
+                                            "bf16": torch.bfloat16}[dt], "dkdv", interpret=False)
     block_b, block_n, warps = cfg.block_b, cfg.block_n, cfg.num_warps
     do_type = "*fp32" if dt == "fp32" else "*" + dt
     # fp32 variants with TF32 dots here (allow_tf32=True); the IEEE ones compile in test_kernels_spills.py

@@ -56,8 +56,9 @@ def run_triton(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=No
 def backward_triton(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, *, beta, needs,
                     batch_invariant=False, allow_tf32=False):
     kernels = _triton.load_kernels("hopfield_bwd")
-    dims = max(keys.shape[-1], keys.shape[-1] if values is None else values.shape[-1])
-    if dims > kernels.MAX_BWD_D:  # too wide for one register tile: the streaming path
+    dv = keys.shape[-1] if values is None else values.shape[-1]
+    if not kernels.use_kernels(keys.shape[-1], dv, queries.dtype, interpret=queries.device.type != "cuda"):
+        # too wide for one register tile (float32: wider than 64): the streaming path
         return stream_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta=beta,
                                needs=needs)
     return kernels.hopfield_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta=beta,
