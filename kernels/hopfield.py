@@ -35,6 +35,9 @@ Tricks
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -43,6 +46,9 @@ import triton.language as tl
 MAX_REGISTER_D = 256
 # Most N-splits of one row block (the merge holds BLOCK_S x BLOCK_DV partials in registers).
 MAX_SPLITS = 256
+# batch_invariant=True: one query tile and at least this many keys per split, whatever B is.
+BATCH_INVARIANT_BLOCK_B = 16
+BATCH_INVARIANT_SPLIT = 4096
 
 
 @triton.jit
@@ -88,6 +94,7 @@ def _hopfield_partial_small_d(
     stride_c1, stride_c2, stride_a1, stride_a2, stride_ab,
     HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, VALUES_ARE_KEYS: tl.constexpr, DOT_FP32: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """One (row block, N split, group) program; d and dv fit in one register tile each."""
     tl.static_assert(BLOCK_B >= 16 and BLOCK_N >= 16 and BLOCK_D >= 16 and BLOCK_DV >= 16)
@@ -121,7 +128,7 @@ def _hopfield_partial_small_d(
                     mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
         if DOT_FP32:
             k = k.to(tl.float32)
-            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
         else:
             s = tl.dot(q, tl.trans(k))
         p, alpha, m_new, l_i, arg_i = _online_softmax_step(s, beta, BIAS, ASSOC, stride_ab, offs_b, row_ok, offs_n,
@@ -134,7 +141,7 @@ def _hopfield_partial_small_d(
             if DOT_FP32:
                 v = v.to(tl.float32)
         if DOT_FP32:
-            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
+            acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
         else:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
@@ -155,7 +162,7 @@ def _hopfield_partial_large_d(
     stride_q1, stride_q2, stride_qb, stride_k1, stride_k2, stride_kn, stride_v1, stride_v2, stride_vn,
     stride_c1, stride_c2, stride_a1, stride_a2, stride_ab,
     HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, VALUES_ARE_KEYS: tl.constexpr, DOT_FP32: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Same as the small-d kernel, tiling d (scores) and dv (accumulator, kept in ACC_OUT).
 
@@ -197,7 +204,7 @@ def _hopfield_partial_large_d(
             k = tl.load(K + offs_n.to(tl.int64)[:, None] * stride_kn + (c0 + offs_c)[None, :],
                         mask=n_ok[:, None] & c_ok[None, :], other=0.0)
             if DOT_FP32:
-                s += tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
+                s += tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision=PRECISION)
             else:
                 s += tl.dot(q, tl.trans(k))
         p, alpha, m_new, l_i, arg_i = _online_softmax_step(s, beta, BIAS, ASSOC, stride_ab, offs_b, row_ok, offs_n,
@@ -210,7 +217,7 @@ def _hopfield_partial_large_d(
             acc_mask = row_ok[:, None] & c_ok[None, :]
             acc = tl.load(acc_ptrs, mask=acc_mask, other=0.0)
             if DOT_FP32:
-                acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
+                acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision=PRECISION)
             else:
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             tl.store(acc_ptrs, acc, mask=acc_mask)
@@ -259,6 +266,78 @@ def _pow2(x: int, lo: int = 16) -> int:
     return max(lo, triton.next_power_of_2(max(int(x), 1)))
 
 
+@dataclass(frozen=True)
+class HopfieldConfig:
+    """One compiled variant of the forward: which partial kernel, its tiles, warps and stages."""
+
+    small_d: bool
+    block_b: int
+    block_n: int
+    block_d: int  # small-d: the whole (padded) d; large-d: the chunk of d and dv
+    block_dv: int  # small-d: the whole (padded) dv; large-d: = block_d
+    num_warps: int
+    num_stages: int
+    dot_fp32: bool
+
+
+SM90_TILES = {
+    # (dot_fp32, width, bucket) -> (BLOCK_B, BLOCK_N, num_warps, num_stages). width: the padded
+    # max(d, dv) (16..256: the small-d kernel) or 0 (the large-d kernel); bucket: the query tile the
+    # batch asks for (16: B <= 16 or batch_invariant, 32: B <= 64 or large d, 64). Every entry
+    # compiles for sm_90 without register spills (tests/test_kernels_spills.py; registers in
+    # docs/gpu.md); 4 warps spilled from width 64 on (fp32 B64, 16-bit B32) and at width 128-256.
+    (False, 16, 16): (16, 64, 4, 3), (False, 16, 32): (32, 64, 4, 3), (False, 16, 64): (64, 64, 4, 3),
+    (False, 32, 16): (16, 64, 4, 3), (False, 32, 32): (32, 64, 8, 3), (False, 32, 64): (64, 64, 8, 3),
+    (False, 64, 16): (16, 64, 4, 3), (False, 64, 32): (32, 64, 8, 3), (False, 64, 64): (64, 64, 8, 3),
+    (False, 128, 16): (16, 64, 8, 3), (False, 128, 32): (32, 64, 8, 3), (False, 128, 64): (64, 32, 8, 3),
+    (False, 256, 16): (16, 32, 4, 3), (False, 256, 32): (32, 32, 8, 1), (False, 256, 64): (32, 32, 8, 1),
+    (False, 0, 16): (16, 32, 8, 3), (False, 0, 32): (16, 32, 8, 3),
+    (True, 16, 16): (16, 32, 4, 3), (True, 16, 32): (32, 32, 4, 3), (True, 16, 64): (64, 32, 4, 3),
+    (True, 32, 16): (16, 32, 4, 3), (True, 32, 32): (32, 32, 4, 3), (True, 32, 64): (64, 32, 8, 3),
+    (True, 64, 16): (16, 32, 4, 3), (True, 64, 32): (32, 32, 4, 3), (True, 64, 64): (64, 32, 8, 3),
+    (True, 128, 16): (16, 32, 8, 3), (True, 128, 32): (32, 32, 8, 3), (True, 128, 64): (32, 32, 8, 3),
+    (True, 256, 16): (16, 32, 8, 1), (True, 256, 32): (16, 32, 8, 1), (True, 256, 64): (32, 32, 8, 1),
+    (True, 0, 16): (16, 32, 8, 3), (True, 0, 32): (32, 32, 8, 1),
+}
+LARGE_D_CHUNK = 128
+"""Columns of d (and dv) per step of the large-d kernel."""
+
+
+def hopfield_config(b: int, d: int, dv: int, dtype: torch.dtype, *, interpret: bool, batch_invariant: bool = False,
+                    max_register_d: int = MAX_REGISTER_D, block_n: int | None = None) -> HopfieldConfig:
+    """The forward variant for ``b`` query rows of ``d`` features retrieving ``dv`` columns.
+
+    fp32 inputs (and everything in the interpreter) take fp32 dots; 16-bit ones feed the tensor
+    cores. ``batch_invariant`` fixes BLOCK_B, so a row's arithmetic does not depend on ``b``.
+    ``max_register_d`` and ``block_n`` are test overrides (force d-tiling / tile sizes).
+    """
+    dot_fp32 = interpret or dtype == torch.float32
+    small_d = max(d, dv) <= max_register_d
+    if batch_invariant:
+        bucket = BATCH_INVARIANT_BLOCK_B
+    else:
+        bucket = 16 if b <= 16 else (32 if b <= 64 or not small_d else 64)
+    width = min(256, _pow2(max(d, dv))) if small_d else 0
+    block_b, tile_n, num_warps, num_stages = SM90_TILES[(dot_fp32 and not interpret, width, bucket)]
+    if interpret:  # tiles of the CPU interpreter: small, fast to emulate
+        block_b, tile_n = bucket, (64 if small_d and max(d, dv) <= 128 else 32)
+    block_n = block_n or tile_n
+    if small_d:
+        return HopfieldConfig(True, block_b, block_n, _pow2(d), _pow2(dv), num_warps, num_stages, dot_fp32)
+    chunk = min(LARGE_D_CHUNK, _pow2(min(d, max_register_d)))
+    return HopfieldConfig(False, block_b, block_n, chunk, chunk, num_warps, num_stages, dot_fp32)
+
+
+def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
+    """``input_precision`` of the fp32 dots: "tf32" only when asked for and the inputs are float32."""
+    return "tf32" if allow_tf32 and dtype == torch.float32 else "ieee"
+
+
+def device_guard(device: torch.device):
+    """Launch on the tensors' device, not the current one (a no-op for CPU tensors)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def default_splits(rows: int, n: int, block_b: int, block_n: int, device: torch.device, groups: int = 1) -> int:
     """Enough programs to fill the device (~2 per SM), at least 4 tiles per split."""
     row_blocks = groups * triton.cdiv(rows, block_b)
@@ -268,6 +347,17 @@ def default_splits(rows: int, n: int, block_b: int, block_n: int, device: torch.
     else:  # interpreter: a few splits exercise the merge without slowing tests down
         want = 2
     return max(1, min(want, triton.cdiv(n, 4 * block_n), MAX_SPLITS))
+
+
+def split_size(n: int, cfg: HopfieldConfig, splits: int | None, rows: int, device: torch.device, groups: int,
+               batch_invariant: bool) -> int:
+    """Stored patterns per split (a multiple of BLOCK_N); batch-invariant: a function of N alone."""
+    if splits is None and batch_invariant:
+        fewest = triton.cdiv(triton.cdiv(n, MAX_SPLITS), cfg.block_n) * cfg.block_n
+        return max(BATCH_INVARIANT_SPLIT, fewest)
+    if splits is None:
+        splits = default_splits(rows, n, cfg.block_b, cfg.block_n, device, groups=groups)
+    return triton.cdiv(triton.cdiv(n, splits), cfg.block_n) * cfg.block_n
 
 
 def lift(queries, keys, values, logit_bias):
@@ -289,6 +379,12 @@ def group_strides(t: torch.Tensor | None, g1: int, g2: int) -> tuple[int, int]:
     return tuple(t.expand(g1, g2, *t.shape[2:]).stride()[:2])
 
 
+def merge_tiles(splits: int, dv: int) -> tuple[int, int]:
+    """(BLOCK_S, BLOCK_DV) of the merge: at most 8192 partial values per program."""
+    block_s = _pow2(splits, lo=2)
+    return block_s, min(_pow2(dv), max(16, 8192 // block_s))
+
+
 def hopfield_retrieve(
     queries: torch.Tensor,
     keys: torch.Tensor,
@@ -301,6 +397,8 @@ def hopfield_retrieve(
     splits: int | None = None,
     max_register_d: int = MAX_REGISTER_D,
     block_n: int | None = None,
+    batch_invariant: bool = False,
+    allow_tf32: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Launch the partial kernel over ``(cdiv(B, BLOCK_B), SPLITS, G1 * G2)`` and the merge kernel.
 
@@ -310,7 +408,10 @@ def hopfield_retrieve(
     additive bias per query row). Returns out [.., B, dv] float32, lse [.., B] float32,
     argmax [.., B] int64 (None unless ``want_argmax``), 2-D inputs giving 2-D outputs.
     ``splits``, ``max_register_d`` and ``block_n`` override the launcher's choices (tests use
-    them to force split-N and d-tiling on small shapes).
+    them to force split-N and d-tiling on small shapes). ``batch_invariant``: fixed tiles and
+    split size, so a row's results are bitwise the same alone or in any batch. ``allow_tf32``:
+    float32 dots on TF32 tensor cores (10-bit mantissa products) instead of IEEE fp32.
+    Launched on the tensors' device. No host sync.
     """
     flat = queries.ndim == 2
     q, k, v, bias = (unit_stride(t) for t in lift(queries, keys, values, logit_bias))
@@ -320,17 +421,9 @@ def hopfield_retrieve(
     n = k.shape[-2]
     dv = d if v is None else v.shape[-1]
     dev = q.device
-    interpret = dev.type != "cuda"
-    dot_fp32 = interpret or q.dtype == torch.float32
-    small_d = max(d, dv) <= max_register_d
-    block_b = 16 if b <= 16 else (32 if b <= 64 or not small_d else 64)
-    if block_n is None:
-        block_n = 64 if small_d and max(d, dv) <= 128 else 32
-        if dot_fp32 and not interpret:
-            block_n = 32
-    if splits is None:
-        splits = default_splits(b, n, block_b, block_n, dev, groups=g1 * g2)
-    n_per_split = triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
+    cfg = hopfield_config(b, d, dv, q.dtype, interpret=dev.type != "cuda", batch_invariant=batch_invariant,
+                          max_register_d=max_register_d, block_n=block_n)
+    n_per_split = split_size(n, cfg, splits, b, dev, g1 * g2, batch_invariant)
     splits = triton.cdiv(n, n_per_split)
 
     rows = g1 * g2 * b
@@ -342,27 +435,25 @@ def hopfield_retrieve(
     strides = (*group_strides(q, g1, g2), q.stride(-2), *group_strides(k, g1, g2), k.stride(-2),
                *group_strides(v_arg, g1, g2), v_arg.stride(-2), *group_strides(bias, g1, g2),
                *group_strides(assoc, g1, g2), 0 if assoc is None else assoc.expand(g1, g2, b, n).stride(2))
-    grid = (triton.cdiv(b, block_b), splits, g1 * g2)
+    grid = (triton.cdiv(b, cfg.block_b), splits, g1 * g2)
     common = dict(HAS_BIAS=bias is not None, HAS_ASSOC=assoc is not None, VALUES_ARE_KEYS=v is None,
-                  DOT_FP32=dot_fp32, BLOCK_B=block_b, BLOCK_N=block_n)
+                  DOT_FP32=cfg.dot_fp32, BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d,
+                  PRECISION=dot_precision(q.dtype, allow_tf32), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     pointers = (q, k, v_arg, m_part if bias is None else bias, m_part if assoc is None else assoc,  # dummies
                 m_part, l_part, acc_part, arg_part)
     sizes = (b, n, d, dv, g2, n_per_split, float(beta))
-    if small_d:
-        _hopfield_partial_small_d[grid](*pointers, *sizes, *strides, BLOCK_D=_pow2(d),
-                                        BLOCK_DV=_pow2(dv) if v is not None else _pow2(d), num_warps=4, **common)
-    else:
-        block_d = min(128, _pow2(min(d, max_register_d)))
-        _hopfield_partial_large_d[grid](*pointers, *sizes, *strides, BLOCK_D=block_d, num_warps=4, **common)
-
     out = torch.empty(rows, dv, device=dev, dtype=torch.float32)
     lse = torch.empty(rows, device=dev, dtype=torch.float32)
     arg = torch.empty(rows, device=dev, dtype=torch.int64)
-    block_s = _pow2(splits, lo=2)
-    merge_dv = min(_pow2(dv), max(16, 8192 // block_s))  # <= 8192 partial values per program
-    _hopfield_merge[(rows, triton.cdiv(dv, merge_dv))](
-        m_part, l_part, acc_part, arg_part, out, lse, arg, rows, dv, splits,
-        BLOCK_S=block_s, BLOCK_DV=merge_dv,
-    )
+    block_s, merge_dv = merge_tiles(splits, dv)
+    with device_guard(dev):
+        if cfg.small_d:
+            _hopfield_partial_small_d[grid](*pointers, *sizes, *strides, BLOCK_DV=cfg.block_dv, **common)
+        else:
+            _hopfield_partial_large_d[grid](*pointers, *sizes, *strides, **common)
+        _hopfield_merge[(rows, triton.cdiv(dv, merge_dv))](
+            m_part, l_part, acc_part, arg_part, out, lse, arg, rows, dv, splits,
+            BLOCK_S=block_s, BLOCK_DV=merge_dv,
+        )
     shape = (b,) if flat else (g1, g2, b)
     return out.view(*shape, dv), lse.view(shape), (arg.view(shape) if want_argmax else None)

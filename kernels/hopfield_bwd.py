@@ -27,23 +27,27 @@ Tricks
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
-from .hopfield import _group_offset, _pow2, group_strides, unit_stride
+from .hopfield import _group_offset, _pow2, device_guard, dot_precision, group_strides, unit_stride
 
 # Widest d (and dv) of the backward kernels: the dK/dV program keeps [BLOCK_N, d] and
 # [BLOCK_N, dv] float32 accumulators in registers. Wider heads use the streaming torch backward.
 MAX_BWD_D = 256
+# batch_invariant=True: the dQ kernel's split size (stored patterns) does not follow the batch.
+BATCH_INVARIANT_DQ_SPLIT = 4096
 
 
 @triton.jit
 def _probabilities(q, k, beta, lse, BIAS, ASSOC, stride_ab, offs_b, row_ok, offs_n, n_ok,
-                   HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, DOT_FP32: tl.constexpr):
+                   HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
     """``p = exp(beta q k^T + bias - lse)`` of one [BLOCK_B, BLOCK_N] tile, 0 outside the ranges."""
     if DOT_FP32:
-        s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)
     else:
         s = tl.dot(q, tl.trans(k))
     s = s * beta
@@ -59,7 +63,8 @@ def _probabilities(q, k, beta, lse, BIAS, ASSOC, stride_ab, offs_b, row_ok, offs
 @triton.jit
 def _dkdv_rows(q_base, DO, LSE, DELTA, bias_g, assoc_g, b0, B, D, DV_DIM, stride_qb, stride_ab, k, v, beta,
                offs_n, n_ok, offs_d, offs_dv, dk_acc, dv_acc, dbias,
-               HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, DOT_FP32: tl.constexpr, BLOCK_B: tl.constexpr):
+               HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, DOT_FP32: tl.constexpr, BLOCK_B: tl.constexpr,
+               PRECISION: tl.constexpr):
     """Fold one block of query rows of one group into a key tile's dK, dV and d(bias) accumulators."""
     offs_b = b0 + tl.arange(0, BLOCK_B)
     row_ok = offs_b < B
@@ -74,16 +79,16 @@ def _dkdv_rows(q_base, DO, LSE, DELTA, bias_g, assoc_g, b0, B, D, DV_DIM, stride
         q = q.to(tl.float32)
         do = do.to(tl.float32)
     p = _probabilities(q, k, beta, lse, bias_g, assoc_g, stride_ab, offs_b, row_ok, offs_n, n_ok,
-                       HAS_BIAS, HAS_ASSOC, DOT_FP32)
+                       HAS_BIAS, HAS_ASSOC, DOT_FP32, PRECISION)
     if DOT_FP32:
-        dv_acc += tl.dot(tl.trans(p), do, input_precision="ieee")
-        dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+        dv_acc += tl.dot(tl.trans(p), do, input_precision=PRECISION)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
     else:
         dv_acc += tl.dot(tl.trans(p.to(do.dtype)), do)
         dp = tl.dot(do, tl.trans(v))
     ds = p * (dp - delta[:, None])
     if DOT_FP32:
-        dk_acc += tl.dot(tl.trans(ds), q, input_precision="ieee")
+        dk_acc += tl.dot(tl.trans(ds), q, input_precision=PRECISION)
     else:
         dk_acc += tl.dot(tl.trans(ds.to(q.dtype)), q)
     return dk_acc, dv_acc, dbias + tl.sum(ds, axis=0)
@@ -97,7 +102,7 @@ def _hopfield_bwd_dkdv(
     stride_c1, stride_c2, stride_a1, stride_a2, stride_ab,
     HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, NEED_DBIAS: tl.constexpr, VALUES_ARE_KEYS: tl.constexpr,
     DOT_FP32: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
+    BLOCK_DV: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """dK, dV (and d(bias) per group) of one tile of stored patterns of one key group.
 
@@ -142,7 +147,7 @@ def _hopfield_bwd_dkdv(
                 dk_acc, dv_acc, dbias = _dkdv_rows(
                     q_base, DO + row0 * DV_DIM, LSE + row0, DELTA + row0, bias_g, assoc_g, b0, B, D, DV_DIM,
                     stride_qb, stride_ab, k, v, beta, offs_n, n_ok, offs_d, offs_dv, dk_acc, dv_acc, dbias,
-                    HAS_BIAS, HAS_ASSOC, DOT_FP32, BLOCK_B)
+                    HAS_BIAS, HAS_ASSOC, DOT_FP32, BLOCK_B, PRECISION)
             if NEED_DBIAS:
                 tl.store(DBIAS + g.to(tl.int64) * N + offs_n, dbias, mask=n_ok)
     dk_acc = dk_acc * beta
@@ -163,6 +168,7 @@ def _hopfield_bwd_dq(
     stride_c1, stride_c2, stride_a1, stride_a2, stride_ab,
     HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, VALUES_ARE_KEYS: tl.constexpr, DOT_FP32: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """Partial dQ of one tile of queries of one group over one split of the stored patterns.
 
@@ -211,11 +217,11 @@ def _hopfield_bwd_dq(
             if DOT_FP32:
                 v = v.to(tl.float32)
         p = _probabilities(q, k, beta, lse, BIAS, ASSOC, stride_ab, offs_b, row_ok, offs_n, n_ok,
-                           HAS_BIAS, HAS_ASSOC, DOT_FP32)
+                           HAS_BIAS, HAS_ASSOC, DOT_FP32, PRECISION)
         if DOT_FP32:
-            dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
             ds = p * (dp - delta[:, None])
-            dq_acc += tl.dot(ds, k, input_precision="ieee")
+            dq_acc += tl.dot(ds, k, input_precision=PRECISION)
         else:
             dp = tl.dot(do, tl.trans(v))
             ds = p * (dp - delta[:, None])
@@ -224,15 +230,59 @@ def _hopfield_bwd_dq(
     tl.store(DQ + part[:, None] * D + offs_d[None, :], dq_acc * beta, mask=row_ok[:, None] & (offs_d[None, :] < D))
 
 
-def _blocks(width: int, interpret: bool, dot_fp32: bool) -> tuple[int, int, int]:
-    """(BLOCK_B, BLOCK_N, num_warps) for heads of ``width`` = max(d, dv)."""
+@dataclass(frozen=True)
+class BackwardConfig:
+    """One backward kernel's variant: tiles, warps and stages."""
+
+    block_b: int
+    block_n: int
+    block_d: int
+    block_dv: int
+    num_warps: int
+    num_stages: int
+    dot_fp32: bool
+
+
+SM90_BWD_TILES = {
+    # (dot_fp32, width, kernel) -> (BLOCK_B, BLOCK_N, num_warps, num_stages); width is the padded
+    # max(d, dv). Every entry compiles for sm_90 without register spills (tests/test_kernels_spills.py,
+    # registers in docs/gpu.md). fp32 dots run on FMA units, whose operands are replicated along the
+    # reduction: the fp32 dK/dV kernel spills at any tile for width >= 128 (16 warps cap registers at
+    # 128 and spill more), so float32 heads wider than MAX_BWD_D_FP32 take the streaming backward.
+    (False, 16, "dkdv"): (64, 64, 8, 1), (False, 16, "dq"): (64, 64, 4, 3),
+    (False, 32, "dkdv"): (64, 64, 8, 1), (False, 32, "dq"): (64, 64, 8, 3),
+    (False, 64, "dkdv"): (64, 32, 8, 3), (False, 64, "dq"): (64, 64, 8, 3),
+    (False, 128, "dkdv"): (32, 32, 8, 3), (False, 128, "dq"): (32, 32, 8, 3),
+    (False, 256, "dkdv"): (16, 32, 8, 3), (False, 256, "dq"): (16, 32, 8, 3),
+    (True, 16, "dkdv"): (64, 32, 8, 1), (True, 16, "dq"): (64, 32, 8, 3),
+    (True, 32, "dkdv"): (16, 16, 8, 2), (True, 32, "dq"): (64, 32, 8, 3),
+    (True, 64, "dkdv"): (16, 16, 8, 2), (True, 64, "dq"): (64, 32, 8, 3),
+}
+MAX_BWD_D_FP32 = 64
+"""Widest float32 head (IEEE or TF32 dots) the backward kernels take on a GPU; wider: streaming torch."""
+
+
+def use_kernels(d: int, dv: int, dtype: torch.dtype, *, interpret: bool) -> bool:
+    """Whether the backward kernels take heads of ``d`` / ``dv`` (else the streaming torch backward).
+
+    The interpreter runs every width up to MAX_BWD_D (tests check the kernels' arithmetic there).
+    """
+    width = max(d, dv)
+    return width <= MAX_BWD_D and (interpret or dtype != torch.float32 or width <= MAX_BWD_D_FP32)
+
+
+def backward_config(d: int, dv: int, dtype: torch.dtype, kernel: str, *, interpret: bool) -> BackwardConfig:
+    """The ``kernel`` ("dkdv" or "dq") variant for heads of ``d`` / ``dv`` features (see use_kernels).
+
+    The tiles depend on the widths only, never on the batch (the dQ split size is
+    :func:`dq_split_size`'s).
+    """
+    dot_fp32 = interpret or dtype == torch.float32
     if interpret:
-        return 16, 32, 4
-    if width <= 64:
-        return 64, (32 if dot_fp32 else 64), 4
-    if width <= 128:
-        return 32, (32 if dot_fp32 else 64), 8
-    return 16, 32, 8
+        block_b, block_n, warps, stages = 16, 32, 4, 3
+    else:
+        block_b, block_n, warps, stages = SM90_BWD_TILES[(dot_fp32, _pow2(max(d, dv)), kernel)]
+    return BackwardConfig(block_b, block_n, _pow2(d), _pow2(dv), warps, stages, dot_fp32)
 
 
 def dq_splits(programs: int, n: int, block_n: int, device: torch.device) -> int:
@@ -245,21 +295,65 @@ def dq_splits(programs: int, n: int, block_n: int, device: torch.device) -> int:
     return max(1, min(want, triton.cdiv(n, 4 * block_n), 64))
 
 
+def dq_split_size(programs: int, n: int, block_n: int, device: torch.device, batch_invariant: bool) -> int:
+    """Stored patterns per dQ split (a multiple of BLOCK_N); batch-invariant: a function of N alone."""
+    if batch_invariant:
+        return max(BATCH_INVARIANT_DQ_SPLIT, triton.cdiv(triton.cdiv(n, 64), block_n) * block_n)
+    splits = dq_splits(programs, n, block_n, device)
+    return triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
+
+
+def _constexprs(base: dict, cfg: BackwardConfig) -> dict:
+    """A kernel's compile-time arguments: the flags of the call and its variant's tiles."""
+    return dict(base, BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d, BLOCK_DV=cfg.block_dv,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+def _dkdv(inputs, strides, common, k, v_arg, shape, beta, want_b, dev):
+    """Launch the dK/dV kernel: ``(dk, dv or dk, d(bias) workspace [G, N] or None)`` in float32."""
+    g1, g2, b, n, d, dv_dim, k1, k2, has_values = shape
+    dk = torch.empty(k1, k2, n, d, device=dev, dtype=torch.float32)
+    dv = torch.empty(k1, k2, n, dv_dim, device=dev, dtype=torch.float32) if has_values else dk
+    ws = torch.empty(g1 * g2, n, device=dev, dtype=torch.float32) if want_b else inputs[4]
+    # strides of the key operands themselves (not broadcast): one program per key group
+    key_strides = (k.stride(0), k.stride(1), k.stride(2), v_arg.stride(0), v_arg.stride(1), v_arg.stride(2))
+    with device_guard(dev):
+        _hopfield_bwd_dkdv[(triton.cdiv(n, common["BLOCK_N"]), k1 * k2)](
+            *inputs, dk, dv, ws, b, n, d, dv_dim, g2, k2, g1 // k1, g2 // k2, float(beta),
+            *strides[:3], *key_strides, *strides[9:], NEED_DBIAS=want_b, **common)
+    return dk, dv, (ws if want_b else None)
+
+
+def _dq(inputs, strides, common, shape, beta, dev, batch_invariant):
+    """Launch the split-N dQ kernel and sum its splits in order: dq [G1 * G2 * B, d] float32."""
+    g1, g2, b, n, d, dv_dim = shape[:6]
+    block_b, block_n = common["BLOCK_B"], common["BLOCK_N"]
+    n_per_split = dq_split_size(triton.cdiv(b, block_b) * g1 * g2, n, block_n, dev, batch_invariant)
+    splits = triton.cdiv(n, n_per_split)
+    ws = torch.empty(splits, g1 * g2 * b, d, device=dev, dtype=torch.float32)
+    with device_guard(dev):
+        _hopfield_bwd_dq[(triton.cdiv(b, block_b), g1 * g2, splits)](
+            *inputs, ws, b, n, d, dv_dim, g2, n_per_split, float(beta), *strides, **common)
+    return ws.sum(dim=0)
+
+
 def hopfield_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, *, beta,
-                      needs=(True, True, True, True)):
+                      needs=(True, True, True, True), batch_invariant=False, allow_tf32=False):
     """dq, dk, dv, d_key_bias of one retrieval pass in the canonical layout (None where not needed).
 
     queries [G1, G2, B, d], keys [K1, K2, N, d], values [K1, K2, N, dv] or None (= keys; the
     values' share is in dk), key_bias [C1, C2, N] or None, assoc [A1, A2, B, N] or None,
     out [G1, G2, B, dv] and lse [G1, G2, B] of the forward, d_out / d_lse their gradients
-    (either may be None). ``max(d, dv) <= MAX_BWD_D``.
+    (either may be None). ``use_kernels(d, dv, ...)`` must hold. ``batch_invariant``: a fixed dQ split
+    size (each query's dQ then does not depend on the batch; dK, dV, d(bias) sum over it).
+    ``allow_tf32``: float32 dots on TF32 tensor cores. Launched on the tensors' device.
     """
     g1, g2, b, d = queries.shape
     k1, k2, n, _ = keys.shape
     dv_dim = d if values is None else values.shape[-1]
     dev = queries.device
     interpret = dev.type != "cuda"
-    dot_fp32 = interpret or queries.dtype == torch.float32
+    cfg = backward_config(d, dv_dim, queries.dtype, "dkdv", interpret=interpret)
     q, k, v = unit_stride(queries), unit_stride(keys), unit_stride(values)
     bias = None if key_bias is None else unit_stride(key_bias.float())
     assoc = None if assoc is None else unit_stride(assoc.float())
@@ -267,42 +361,29 @@ def hopfield_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out,
     delta = (d_out.float() * out.float()).sum(-1)
     if d_lse is not None:
         delta = delta - d_lse.float()
-    do = d_out.to(torch.float32 if dot_fp32 else queries.dtype).reshape(g1 * g2 * b, dv_dim).contiguous()
+    do = d_out.to(torch.float32 if cfg.dot_fp32 else queries.dtype).reshape(g1 * g2 * b, dv_dim).contiguous()
     lse = lse.float().reshape(-1).contiguous()
     delta = delta.reshape(-1).contiguous()
     want_q, want_k, want_v, want_b = needs
     want_v = want_v and values is not None
     want_b = want_b and bias is not None
-    block_b, block_n, warps = _blocks(max(d, dv_dim), interpret, dot_fp32)
     v_arg = k if v is None else v
-    dummy = lse
     strides = (*group_strides(q, g1, g2), q.stride(-2), *group_strides(k, g1, g2), k.stride(-2),
                *group_strides(v_arg, g1, g2), v_arg.stride(-2), *group_strides(bias, g1, g2),
                *group_strides(assoc, g1, g2), 0 if assoc is None else assoc.expand(g1, g2, b, n).stride(2))
-    common = dict(HAS_BIAS=bias is not None, HAS_ASSOC=assoc is not None, VALUES_ARE_KEYS=v is None,
-                  DOT_FP32=dot_fp32, BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_D=_pow2(d), BLOCK_DV=_pow2(dv_dim),
-                  num_warps=warps)
-    inputs = (q, k, v_arg, do, lse, delta, dummy if bias is None else bias, dummy if assoc is None else assoc)
+    flags = dict(HAS_BIAS=bias is not None, HAS_ASSOC=assoc is not None, VALUES_ARE_KEYS=v is None,
+                 DOT_FP32=cfg.dot_fp32, PRECISION=dot_precision(queries.dtype, allow_tf32))
+    inputs = (q, k, v_arg, do, lse, delta, lse if bias is None else bias, lse if assoc is None else assoc)
+    shape = (g1, g2, b, n, d, dv_dim, k1, k2, values is not None)
     dq = dk = dv = db = None
     if want_k or want_v or want_b:
-        dk = torch.empty(k1, k2, n, d, device=dev, dtype=torch.float32)
-        dv = torch.empty(k1, k2, n, dv_dim, device=dev, dtype=torch.float32) if values is not None else dk
-        ws = torch.empty(g1 * g2, n, device=dev, dtype=torch.float32) if want_b else dummy
-        # strides of the key operands themselves (not broadcast): one program per key group
-        key_strides = (k.stride(0), k.stride(1), k.stride(2), v_arg.stride(0), v_arg.stride(1), v_arg.stride(2))
-        _hopfield_bwd_dkdv[(triton.cdiv(n, block_n), k1 * k2)](
-            *inputs, dk, dv, ws, b, n, d, dv_dim, g2, k2, g1 // k1, g2 // k2, float(beta),
-            *strides[:3], *key_strides, *strides[9:], NEED_DBIAS=want_b, **common)
+        dk, dv, ws = _dkdv(inputs, strides, _constexprs(flags, cfg), k, v_arg, shape, beta, want_b, dev)
         if want_b:
             db = ws.reshape(g1, g2, n).sum_to_size(key_bias.shape).to(key_bias.dtype)
         dk = dk.to(keys.dtype) if want_k else None
         dv = dv.to(values.dtype) if want_v else None
     if want_q:
-        splits = dq_splits(triton.cdiv(b, block_b) * g1 * g2, n, block_n, dev)
-        n_per_split = triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
-        splits = triton.cdiv(n, n_per_split)
-        ws = torch.empty(splits, g1 * g2 * b, d, device=dev, dtype=torch.float32)
-        _hopfield_bwd_dq[(triton.cdiv(b, block_b), g1 * g2, splits)](
-            *inputs, ws, b, n, d, dv_dim, g2, n_per_split, float(beta), *strides, **common)
-        dq = ws.sum(dim=0).reshape(g1, g2, b, d).to(queries.dtype)
+        dq_cfg = backward_config(d, dv_dim, queries.dtype, "dq", interpret=interpret)
+        dq = _dq(inputs, strides, _constexprs(flags, dq_cfg), shape, beta, dev, batch_invariant)
+        dq = dq.reshape(g1, g2, b, d).to(queries.dtype)
     return dq, dk, dv, db

@@ -23,6 +23,10 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 TARGET = GPUTarget("cuda", 90, 32)
+# What Triton 3.9 passes to ptxas besides -v (triton/backends/nvidia/compiler.py ``make_cubin``): the
+# register allocator's level changes spills of kernels near 255 registers, so a kernel served from
+# Triton's cache must be re-assembled the same way to report what the GPU will run.
+TRITON_PTXAS_FLAGS = ["-lineinfo", "--regAllocOptLevel=2"]
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,11 @@ def _ptxas_report(compiled) -> str:
         src = os.path.join(tmp, "kernel.ptx")
         with open(src, "w") as f:
             f.write(compiled.asm["ptx"])
-        proc = subprocess.run([ptxas_path(), "-v", "--gpu-name=sm_90a", src, "-o", os.path.join(tmp, "kernel.o")],
-                              capture_output=True, text=True, check=False)
+        for flags in (TRITON_PTXAS_FLAGS, []):  # Triton's own flags first (an older ptxas may refuse them)
+            proc = subprocess.run([ptxas_path(), "-v", *flags, "--gpu-name=sm_90a", src, "-o",
+                                   os.path.join(tmp, "kernel.o")], capture_output=True, text=True, check=False)
+            if proc.returncode == 0:
+                break
     if proc.returncode != 0:
         raise RuntimeError(f"ptxas failed: {proc.stderr[-2000:]}")
     return proc.stderr

@@ -1,10 +1,13 @@
-"""The salience and lifespan kernel variants the launchers pick compile for sm_90 without spills.
+"""The salience, lifespan and Hopfield kernel variants the launchers pick compile for sm_90 without spills.
 
 A spill moves registers to local memory (L1/L2 traffic inside the inner loop). The launchers
 choose tiles from a table (``kernels/salience.py`` ``SM90_TILES``, ``kernels/lifespan.py``
 ``lifespan_config``); this test compiles every variant the tables can produce for an H200 --
 each key dtype, each BLOCK_B, the smallest and the largest running list -- and reads ptxas's
-report (tests/sm90_build.py). It needs no GPU: Triton ships ptxas.
+report (tests/sm90_build.py). It needs no GPU: Triton ships ptxas. The Hopfield forward (small-d,
+large-d, merge) and backward (dK/dV, dQ) variants for fp32 / fp16 / bf16, d in {16, 64, 128, 256,
+12288} and B in {1, 64, 1024} are listed by tests/hopfield_sm90_variants.py (tables
+``kernels/hopfield.py`` ``SM90_TILES`` and ``kernels/hopfield_bwd.py`` ``SM90_BWD_TILES``).
 """
 
 from __future__ import annotations
@@ -69,16 +72,29 @@ if __name__ == "__main__":
 '''
 
 
-def compile_report() -> list[tuple[str, int, int, int]]:
+HOPFIELD_SCRIPT = r'''
+import json, sys
+from concurrent.futures import ProcessPoolExecutor
+sys.path.insert(0, TESTS_DIR)
+import hopfield_sm90_variants as hv
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(max_workers=int(sys.argv[1])) as pool:
+        rows = list(pool.map(hv.build, hv.variants()))
+    print("RESULT " + json.dumps(rows))
+'''
+
+
+def compile_report(script: str = SCRIPT) -> list[tuple[str, int, int, int]]:
     """``(variant, registers, spill store bytes, spill load bytes)`` of every chosen variant."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     env["TRITON_DUMP_PTXAS_LOG"] = "1"
     tests_dir = os.path.dirname(os.path.abspath(__file__))
-    script = SCRIPT.replace("TESTS_DIR", repr(tests_dir))
+    script = script.replace("TESTS_DIR", repr(tests_dir))
     workers = str(max(1, min(4, os.cpu_count() or 1)))
     proc = subprocess.run([sys.executable, "-c", script, workers], capture_output=True, text=True, env=env,
-                          timeout=600, check=False)
+                          timeout=1800, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
     return [tuple(row) for row in json.loads(line[len("RESULT "):])]
@@ -88,6 +104,16 @@ def test_chosen_variants_compile_for_sm90_without_spills():
     report = compile_report()
     assert len(report) >= 10  # 3 dtypes x 3 BLOCK_B x 2 list sizes (deduplicated) + 2 lifespan tiles
     table = "\n".join(f"{name:48s} regs={regs:3d} spill st/ld={st}/{ld}" for name, regs, st, ld in report)
+    print(table)
+    spilled = [row for row in report if row[2] or row[3]]
+    assert not spilled, "variants that spill on sm_90:\n" + table
+    assert all(regs <= 255 for _, regs, _, _ in report)
+
+
+def test_hopfield_variants_compile_for_sm90_without_spills():
+    report = compile_report(HOPFIELD_SCRIPT)
+    assert len(report) >= 40  # forward small-d / large-d / merge and backward dK/dV, dQ, deduplicated
+    table = "\n".join(f"{name:52s} regs={regs:3d} spill st/ld={st}/{ld}" for name, regs, st, ld in report)
     print(table)
     spilled = [row for row in report if row[2] or row[3]]
     assert not spilled, "variants that spill on sm_90:\n" + table

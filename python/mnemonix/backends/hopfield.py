@@ -45,20 +45,24 @@ __all__ = ["TRITON", "CPP", "SDPA", "TORCH", "REFERENCE", "BACKENDS", "BACKWARDS
 
 # -- triton -----------------------------------------------------------------------------------
 
-def run_triton(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None):
+def run_triton(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None, batch_invariant=False,
+               allow_tf32=False):
     kernels = _triton.load_kernels("hopfield")
     return kernels.hopfield_retrieve(queries, keys, values, beta=beta, logit_bias=logit_bias,
-                                     want_argmax=want_argmax, assoc_bias=assoc)
+                                     want_argmax=want_argmax, assoc_bias=assoc, batch_invariant=batch_invariant,
+                                     allow_tf32=allow_tf32)
 
 
-def backward_triton(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, *, beta, needs):
+def backward_triton(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, *, beta, needs,
+                    batch_invariant=False, allow_tf32=False):
     kernels = _triton.load_kernels("hopfield_bwd")
-    dims = max(keys.shape[-1], keys.shape[-1] if values is None else values.shape[-1])
-    if dims > kernels.MAX_BWD_D:  # too wide for one register tile: the streaming path
+    dv = keys.shape[-1] if values is None else values.shape[-1]
+    if not kernels.use_kernels(keys.shape[-1], dv, queries.dtype, interpret=queries.device.type != "cuda"):
+        # too wide for one register tile (float32: wider than 64): the streaming path
         return stream_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta=beta,
                                needs=needs)
     return kernels.hopfield_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta=beta,
-                                     needs=needs)
+                                     needs=needs, batch_invariant=batch_invariant, allow_tf32=allow_tf32)
 
 
 # -- cpp --------------------------------------------------------------------------------------
@@ -76,8 +80,14 @@ def _core_retrieval():
     return _CORE[0]
 
 
+def _not_batch_invariant(inputs, why: str) -> list[str]:
+    """The reason a backend gives when the caller asked for batch-invariant results."""
+    return [f"not batch-invariant ({why})"] if getattr(inputs, "batch_invariant", False) else []
+
+
 def _cpp_reasons(inputs) -> list[str]:
     reasons = [] if _core_retrieval() is not None else ["mnemonix._core.retrieval is not built"]
+    reasons += _not_batch_invariant(inputs, "its N-split into thread parts follows B, and queries go in pairs")
     if getattr(inputs, "association_bias", None) is not None:
         reasons.append("the C++ kernel takes no association mask (a bias per stored pattern only)")
     return reasons
@@ -88,7 +98,7 @@ def _pick(t, i: int, j: int):
     return None if t is None else t[min(i, t.shape[0] - 1), min(j, t.shape[1] - 1)]
 
 
-def run_cpp(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None):
+def run_cpp(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None, **_):
     core = _core_retrieval()
     q4, k4, v4, b4 = lift(queries, keys, values, logit_bias)
     g1, g2, b, _ = q4.shape
@@ -116,9 +126,21 @@ def run_cpp(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None)
 
 # -- torch ------------------------------------------------------------------------------------
 
-def run_torch(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None):
-    return stream_forward(queries, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=want_argmax,
-                          assoc=assoc)
+def run_torch(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None, batch_invariant=False, **_):
+    """The streaming pass; ``batch_invariant``: one query row at a time (every shape then is the same
+    whatever B is, so are the BLAS kernels and reductions torch picks). ``allow_tf32`` is ignored: on
+    CUDA torch's matmuls follow ``torch.backends.cuda.matmul.allow_tf32``."""
+    if not batch_invariant:
+        return stream_forward(queries, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=want_argmax,
+                              assoc=assoc)
+    queries, keys, values, logit_bias = lift(queries, keys, values, logit_bias)
+    rows = [stream_forward(queries[:, :, r:r + 1], keys, values, beta=beta, logit_bias=logit_bias,
+                           want_argmax=want_argmax, assoc=None if assoc is None else assoc[:, :, r:r + 1])
+            for r in range(queries.shape[2])]
+    if not rows:
+        return stream_forward(queries, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=want_argmax,
+                              assoc=assoc)
+    return tuple(None if parts[0] is None else torch.cat(parts, dim=2) for parts in zip(*rows))
 
 
 # -- reference --------------------------------------------------------------------------------
@@ -131,7 +153,11 @@ def _reference_pass(queries, keys, values, logit_bias, assoc, beta):
                                        return_lse=True, return_argmax=True)
 
 
-def run_reference(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None):
+def _reference_reasons(inputs) -> list[str]:
+    return _not_batch_invariant(inputs, "one [B, N] matmul, whose blocking follows B")
+
+
+def run_reference(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None, **_):
     """The reference formula; called directly (not through the custom op) autograd differentiates it."""
     q4, k4, v4, b4 = lift(queries, keys, values, logit_bias)
     out, lse, arg = _reference_pass(q4, k4, v4, b4, assoc, beta)
@@ -164,7 +190,7 @@ def _sdpa_mask(logit_bias, assoc, dtype):
 
 
 def _sdpa_reasons(inputs) -> list[str]:
-    reasons = []
+    reasons = _not_batch_invariant(inputs, "the flash kernel's query blocks and GEMMs follow B")
     if _sdpa_kernel() is None:
         reasons.append("this torch has no aten._scaled_dot_product_flash_attention_for_cpu")
     if inputs.want_argmax:
@@ -191,7 +217,7 @@ def _sdpa_reasons(inputs) -> list[str]:
     return reasons
 
 
-def run_sdpa(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None):
+def run_sdpa(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None, **_):
     q, k, v, b = lift(queries, keys, values, logit_bias)
     v = k if v is None else v
     groups = q.shape[:2]  # the kernel reads stride-0 (shared) groups correctly: no copy
@@ -201,7 +227,7 @@ def run_sdpa(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None
     return out.to(work), lse.to(work), None
 
 
-def backward_sdpa(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, *, beta, needs):
+def backward_sdpa(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, *, beta, needs, **_):
     """The flash kernel's own fused backward (no d_lse, no d_bias: the capability says so)."""
     if d_lse is not None or (needs[3] and key_bias is not None):
         raise RuntimeError("hopfield_retrieve: the sdpa backward has no gradient for lse or bias")
@@ -215,7 +241,7 @@ def backward_sdpa(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse
     return dq, dk, dv, None
 
 
-def backward_torch(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, *, beta, needs):
+def backward_torch(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, *, beta, needs, **_):
     return stream_backward(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta=beta, needs=needs)
 
 
@@ -228,7 +254,8 @@ CPP = Backend("cpp", run_cpp, devices=_CPU, dtypes=_FP32, extra_reasons=_cpp_rea
 SDPA = Backend("sdpa", run_sdpa, devices=_CPU, dtypes=frozenset({torch.float32, torch.float64}),
                supports_grad=True, extra_reasons=_sdpa_reasons)
 TORCH = Backend("torch", run_torch, dtypes=_WITH_FP64, supports_grad=True)
-REFERENCE = Backend("reference", run_reference, dtypes=_WITH_FP64, supports_grad=True)
+REFERENCE = Backend("reference", run_reference, dtypes=_WITH_FP64, supports_grad=True,
+                    extra_reasons=_reference_reasons)
 
 BACKENDS: tuple[Backend, ...] = (TRITON, CPP, SDPA, TORCH, REFERENCE)
 BY_NAME = {b.name: b for b in BACKENDS}

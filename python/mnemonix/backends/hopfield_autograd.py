@@ -35,18 +35,19 @@ def _none() -> Tensor:
 @torch.library.custom_op("mnemonix::hopfield_retrieve", mutates_args=())
 def _retrieve_op(queries: Tensor, keys: Tensor, values: Optional[Tensor], key_bias: Optional[Tensor],  # noqa: UP045
                  assoc: Optional[Tensor], beta: float, backend: str,  # noqa: UP045
-                 want_argmax: bool) -> tuple[Tensor, Tensor, Tensor]:
+                 want_argmax: bool, batch_invariant: bool, allow_tf32: bool) -> tuple[Tensor, Tensor, Tensor]:
     from mnemonix.backends import hopfield as hb
 
     out, lse, arg = hb.BY_NAME[backend].run(queries, keys, values, beta=beta, logit_bias=key_bias,
-                                            want_argmax=want_argmax, assoc=assoc)
+                                            want_argmax=want_argmax, assoc=assoc, batch_invariant=batch_invariant,
+                                            allow_tf32=allow_tf32)
     if arg is None:
         arg = torch.empty(0, dtype=torch.int64, device=queries.device)
     return out.contiguous(), lse.contiguous(), arg.contiguous()
 
 
 @_retrieve_op.register_fake
-def _retrieve_fake(queries, keys, values, key_bias, assoc, beta, backend, want_argmax):
+def _retrieve_fake(queries, keys, values, key_bias, assoc, beta, backend, want_argmax, batch_invariant, allow_tf32):
     work = _work(queries.dtype)
     dv = keys.shape[-1] if values is None else values.shape[-1]
     out = queries.new_empty((*queries.shape[:-1], dv), dtype=work)
@@ -59,11 +60,11 @@ def _retrieve_fake(queries, keys, values, key_bias, assoc, beta, backend, want_a
 def _backward_op(d_out: Optional[Tensor], d_lse: Optional[Tensor], queries: Tensor, keys: Tensor,  # noqa: UP045
                  values: Optional[Tensor], key_bias: Optional[Tensor], assoc: Optional[Tensor],  # noqa: UP045
                  out: Tensor, lse: Tensor, beta: float, backend: str,
-                 needs: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 needs: list[bool], batch_invariant: bool, allow_tf32: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     from mnemonix.backends import hopfield as hb
 
     grads = hb.BACKWARDS[backend](d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta=beta,
-                                  needs=tuple(needs))
+                                  needs=tuple(needs), batch_invariant=batch_invariant, allow_tf32=allow_tf32)
     # custom ops return tensors: an empty one stands for "no gradient"
     return tuple(torch.empty(0, device=queries.device) if g is None else _in_layout(g, t, backend)
                  for g, t in zip(grads, (queries, keys, values, key_bias)))
@@ -89,7 +90,8 @@ def _in_layout(grad: Tensor, t: Tensor, backend: str) -> Tensor:
 
 
 @_backward_op.register_fake
-def _backward_fake(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta, backend, needs):
+def _backward_fake(d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, beta, backend, needs,
+                   batch_invariant, allow_tf32):
     def like(t, want):
         return _grad_layout(t, backend) if want and t is not None else queries.new_empty((0,))
 
@@ -97,10 +99,11 @@ def _backward_fake(d_out, d_lse, queries, keys, values, key_bias, assoc, out, ls
 
 
 def _setup_context(ctx, inputs, output):
-    queries, keys, values, key_bias, assoc, beta, backend, _ = inputs
+    queries, keys, values, key_bias, assoc, beta, backend, _, batch_invariant, allow_tf32 = inputs
     out, lse, _ = output
     ctx.save_for_backward(queries, keys, values, key_bias, assoc, out, lse)
     ctx.beta, ctx.backend = beta, backend
+    ctx.batch_invariant, ctx.allow_tf32 = batch_invariant, allow_tf32
     ctx.set_materialize_grads(False)  # an unused lse gives d_lse = None, not zeros
 
 
@@ -110,18 +113,20 @@ def _backward(ctx, d_out, d_lse, _d_arg):
     if ctx.needs_input_grad[4]:
         raise RuntimeError("hopfield_retrieve: the association mask gets no gradient")
     if d_out is None and d_lse is None:
-        return None, None, None, None, None, None, None, None
+        return (None,) * 10
     dq, dk, dv, db = torch.ops.mnemonix.hopfield_retrieve_backward(
-        d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, ctx.beta, ctx.backend, needs)
+        d_out, d_lse, queries, keys, values, key_bias, assoc, out, lse, ctx.beta, ctx.backend, needs,
+        ctx.batch_invariant, ctx.allow_tf32)
     grads = [g if want else None for g, want in zip((dq, dk, dv, db), needs)]
-    return (*grads, None, None, None, None)
+    return (*grads, None, None, None, None, None, None)
 
 
 _retrieve_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def retrieve(queries: Tensor, keys: Tensor, values: Tensor | None, key_bias: Tensor | None, assoc: Tensor | None,
-             *, beta: float, backend: str, want_argmax: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+             *, beta: float, backend: str, want_argmax: bool, batch_invariant: bool = False,
+             allow_tf32: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
     """One pass ``(out, lse, argmax | None)`` through the custom op (canonical layout).
 
     The ``reference`` backend is called directly: autograd differentiates its formula.
@@ -136,9 +141,11 @@ def retrieve(queries: Tensor, keys: Tensor, values: Tensor | None, key_bias: Ten
         from mnemonix.backends import hopfield as hb
 
         out, lse, arg = hb.BY_NAME[backend].run(queries, keys, values, beta=float(beta), logit_bias=key_bias,
-                                                want_argmax=bool(want_argmax), assoc=assoc)
+                                                want_argmax=bool(want_argmax), assoc=assoc,
+                                                batch_invariant=bool(batch_invariant), allow_tf32=bool(allow_tf32))
         return out.contiguous(), lse.contiguous(), (arg.contiguous() if want_argmax else None)
-    out, lse, arg = _retrieve_op(queries, keys, values, key_bias, assoc, float(beta), backend, bool(want_argmax))
+    out, lse, arg = _retrieve_op(queries, keys, values, key_bias, assoc, float(beta), backend, bool(want_argmax),
+                                 bool(batch_invariant), bool(allow_tf32))
     return out, lse, (arg if want_argmax else None)
 
 

@@ -35,6 +35,8 @@ class Prepared:
     lead: tuple[int, ...]                 # the caller's leading dimensions of the queries
     rows: int                             # B
     checks: _checks.DataChecks | None     # value checks still to read (None under torch.compile)
+    batch_invariant: bool = False         # each row's result bitwise independent of the batch
+    allow_tf32: bool = False              # float32 products on TF32 tensor cores (Triton on CUDA)
 
     def restore(self, t: torch.Tensor) -> torch.Tensor:
         """A canonical result [G1, G2, B, ...] in the caller's shape [..., B, ...]."""
@@ -152,9 +154,12 @@ def _check_values(checks: _checks.DataChecks, queries, beta_tensor, mask, bias, 
                                    "pattern, got a query whose patterns are all masked")
 
 
-def prepare(queries, keys, values, *, beta, mask, bias, association_mask, update_steps, eps) -> Prepared:
+def prepare(queries, keys, values, *, beta, mask, bias, association_mask, update_steps, eps,
+            batch_invariant=False, allow_tf32=False) -> Prepared:
     """Check every argument and build the canonical operands (see the module docstring)."""
     _check_operands(queries, keys, values, update_steps)
+    batch_invariant = _checks.flag("batch_invariant", batch_invariant)
+    allow_tf32 = _checks.flag("allow_tf32", allow_tf32)
     scale, beta_tensor = _check_beta(beta, queries)
     update_steps = _checks.nonneg_int("update_steps", update_steps)
     eps = _checks.positive_float("eps", eps)
@@ -184,7 +189,8 @@ def prepare(queries, keys, values, *, beta, mask, bias, association_mask, update
     shared = all(t is None or t.shape[:2] == (1, 1) for t in (k, v, key_bias, beta_g)) and assoc is None
     if shared and q.shape[:2] != (1, 1):  # nothing varies by group: the groups fold into rows
         q = q.reshape(1, 1, -1, q.shape[-1])
-    return Prepared(q, k, v, key_bias, assoc, scale, beta_g, update_steps, eps, lead, b, checks)
+    return Prepared(q, k, v, key_bias, assoc, scale, beta_g, update_steps, eps, lead, b, checks, batch_invariant,
+                    allow_tf32)
 
 
 def _biases(mask, bias, association_mask, lead, b: int, work: torch.dtype):

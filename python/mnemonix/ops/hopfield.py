@@ -48,6 +48,8 @@ class HopfieldInputs:
     association_bias: torch.Tensor | None = None
     lse_needs_grad: bool = True
     bias_needs_grad: bool = True
+    batch_invariant: bool = False
+    allow_tf32: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -112,6 +114,8 @@ def hopfield_retrieve(
     return_lse: bool = False,
     return_argmax: bool = False,
     backend: str | None = None,
+    batch_invariant: bool = False,
+    allow_tf32: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Modern Hopfield retrieval: ``out = softmax(beta * Q K^T + bias) V`` in one fused pass.
 
@@ -152,30 +156,28 @@ def hopfield_retrieve(
         Triton on CUDA; on CPU float32 the fused C++ kernel at small B (forward only), torch's
         flash CPU kernel at larger B (no argmax; its fused backward when gradients are needed),
         else the streaming torch path (chunked recomputing backward, any device).
+    batch_invariant, allow_tf32 : bool
+        Each query's results bitwise the same alone or in any batch (``triton``, ``torch``; the
+        others refuse); float32 products on TF32 tensor cores (Triton on CUDA; ~1e-3 relative).
 
     Returns
     -------
     out : Tensor [..., B, dv] in the queries' dtype, then ``lse`` and ``argmax`` if asked.
-
-    Notes
-    -----
     Under ``torch.compile`` the value checks (finite inputs, a kept pattern per query) are
-    skipped: they would need the data on the host.
+    skipped: they would need the data on the host. See docs/hopfield.md.
     """
     p = args.prepare(queries, keys, values, beta=beta, mask=mask, bias=bias, association_mask=association_mask,
-                     update_steps=update_steps, eps=eps)
+                     update_steps=update_steps, eps=eps, batch_invariant=batch_invariant, allow_tf32=allow_tf32)
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (p.queries, p.keys, p.values, p.key_bias, p.beta_tensor))
     bias_grad = torch.is_grad_enabled() and p.key_bias is not None and p.key_bias.requires_grad
     inputs = HopfieldInputs(p.queries, p.keys, p.values, p.key_bias, p.beta, return_argmax, needs_grad,
-                            p.assoc, lse_needs_grad=needs_grad and return_lse, bias_needs_grad=bias_grad)
+                            p.assoc, lse_needs_grad=needs_grad and return_lse, bias_needs_grad=bias_grad,
+                            batch_invariant=p.batch_invariant, allow_tf32=p.allow_tf32)
     chosen = _dispatch.dispatch(SPEC, inputs, backend)
     out, lse, arg = _run(p, chosen.name, return_argmax, keys, values)
-    result: list[torch.Tensor] = [p.restore(out).to(queries.dtype)]
-    if return_lse:
-        result.append(p.restore(lse))
-    if return_argmax:
-        result.append(p.restore(arg))
+    result = [p.restore(out).to(queries.dtype)] + [p.restore(t) for t, want in ((lse, return_lse),
+                                                                                (arg, return_argmax)) if want]
     return result[0] if len(result) == 1 else tuple(result)
 
 
@@ -185,7 +187,7 @@ def _run(p: args.Prepared, backend: str, want_argmax: bool, keys, values):
     def one_pass(state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         scaled = state if p.beta_tensor is None else state * p.beta_tensor.to(state.dtype)
         return _retrieve(scaled, p.keys, p.values, p.key_bias, p.assoc, beta=p.beta, backend=backend,
-                         want_argmax=want_argmax)
+                         want_argmax=want_argmax, batch_invariant=p.batch_invariant, allow_tf32=p.allow_tf32)
 
     out, lse, arg = one_pass(p.queries)
     if p.checks is not None:  # the inputs' pending value checks and the result's: one host read
