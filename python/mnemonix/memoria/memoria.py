@@ -270,7 +270,8 @@ class Memoria(UpstreamSteps):
         if self.fix_negative_index:
             local = local.masked_fill(reminded_stm < 0, -1)
         starts = sorted_unique_front_padded(local)
-        walked = e.walk_longterm(starts, ltm_idx, self.ltm_search_depth, alias_negative=not self.fix_negative_index)
+        depth = _longterm.useful_depth(self.ltm_search_depth, ltm_idx.shape[1])
+        walked = e.walk_longterm(starts, ltm_idx, depth, alias_negative=not self.fix_negative_index)
         found = super_unique(walked, dim=1)
         return indices_compact(found) if self.fix_padding or self.fix_negative_index else found
 
