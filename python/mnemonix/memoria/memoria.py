@@ -42,7 +42,7 @@ import torch
 from mnemonix import _checks, ops
 from mnemonix._types import ENGRAM_LONGTERM, ENGRAM_SHORTTERM, ENGRAM_WORKING
 from mnemonix.memoria import _longterm, _persist
-from mnemonix.memoria._engram_checks import index_matrix, real_tensor
+from mnemonix.memoria._engram_checks import engram_data, index_matrix, real_tensor
 from mnemonix.memoria._steps import ADJUST_STEPS, REMIND_STEPS, UpstreamSteps
 from mnemonix.memoria.engram import Engrams
 from mnemonix.memoria.history_manager import HistoryManager
@@ -163,7 +163,7 @@ class Memoria(UpstreamSteps):
             raise ValueError(f"data must have shape [{e.batch_size}, L, {e.hidden_dim}] (batch and hidden size of "
                              f"the stored engrams), got {tuple(data.shape)}")
         values = data.detach().float()
-        _checks.finite("data", values)
+        engram_data("data", values)
         device = self.device or data.device
         values = values.to(device)
         batch, length, hidden = values.shape
