@@ -167,7 +167,10 @@ def _check_values(path: str | Path, arrays: dict[str, np.ndarray], next_uid: int
 
 def _check_entries(path: str | Path, arrays: dict[str, np.ndarray], version: int, batch: int,
                    uids: np.ndarray) -> None:
-    """Graph entries name live engrams of their row, once each; symmetric counts are > 0 and mirrored."""
+    """Graph entries name live engrams of their row, once each, with counts a co-fire can still increase;
+    symmetric counts are > 0 and mirrored."""
+    from mnemonix.memoria._engram_checks import INT32_MAX
+
     base = np.int64(max(int(uids.max()) + 2 if uids.size else 1, 1))
     live = (np.arange(batch, dtype=np.int64)[:, None] * base + uids)[uids >= 0]
     for kind, cols in _ENTRY_KEYS.items():
@@ -183,6 +186,9 @@ def _check_entries(path: str | Path, arrays: dict[str, np.ndarray], version: int
         entries = np.stack([rows, *(arrays[name] for name in keys)], axis=1)
         if len(np.unique(entries, axis=0)) != len(entries):
             raise _fail(path, keys[-1], f"lists an entry of {kind} twice")
+        counts = arrays[f"{kind}_count"]
+        if counts.size and counts.max() >= INT32_MAX:
+            raise _fail(path, f"{kind}_count", "holds the int32 maximum 2**31 - 1 (the next co-fire would pass it)")
     src, dst, cnt = arrays["edge_src"], arrays["edge_dst"], arrays["edge_count"]
     if (src == dst).any() or (cnt <= 0).any():
         raise _fail(path, "edge_count", "must hold counts > 0 between distinct engrams")
