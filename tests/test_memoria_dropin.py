@@ -126,6 +126,23 @@ def test_cpp_walk_equals_the_dense_walk(rng) -> None:
             assert torch.equal(fast, dense), (counts, starts, depth, alias)
 
 
+def test_walk_beyond_its_useful_depth_finds_nothing_new(rng) -> None:
+    """Memoria walks ``useful_depth`` steps: the distinct picks of any deeper walk are the same, any counts."""
+    from mnemonix.memoria._longterm import useful_depth, walk_dense
+    from mnemonix.memoria.utils import super_unique
+
+    for _ in range(40):
+        n = int(torch.randint(1, 7, (1,), generator=rng))
+        counts = torch.randint(-3, 4, (2, n, n), generator=rng, dtype=torch.int32)  # negative: the overlay's
+        reachable = torch.rand(2, n, generator=rng) < 0.8
+        starts = torch.randint(-1, n, (2, int(torch.randint(1, 4, (1,), generator=rng))), generator=rng)
+        for alias in (True, False):
+            for depth in range(3 * n + 8):
+                full = super_unique(walk_dense(counts, reachable, starts, depth, alias), dim=1)
+                short = super_unique(walk_dense(counts, reachable, starts, useful_depth(depth, n), alias), dim=1)
+                assert torch.equal(full, short), (counts, reachable, starts, depth, alias)
+
+
 def test_status_summary_of_asymmetric_counts() -> None:
     counts = torch.tensor([[[4, 2, 0], [1, 2, 0], [3, 0, 0]]], dtype=torch.int32)
     e = Engrams(torch.rand(1, 3, 1), induce_counts=counts, engrams_types=torch.tensor([[1, 2, 3]]),

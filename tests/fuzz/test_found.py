@@ -30,6 +30,7 @@ from mnemonix.epinet import (
     train_split,
 )
 from mnemonix.hopfield import ClassicalHopfield, DenseHopfield, HopfieldRetrieval, ModernHopfield
+from mnemonix.memoria import Memoria
 from mnemonix.plastic import PlasticMemory, tokenize
 
 from .files import decode, write
@@ -249,3 +250,81 @@ def test_beta_beyond_float32_is_one_error_on_every_backend(backend, beta) -> Non
     "mask / association_mask must leave every query at least one stored pattern" (reference)."""
     with pytest.raises(ValueError, match=r"beta must be (finite, > 0 and )?<= 3.403e\+38 \(float32's range"):
         ops.hopfield_retrieve(P, P, beta=beta, backend=backend)
+
+
+def _memoria(**kwargs) -> Memoria:
+    mem = Memoria(**{"num_reminded_stm": 2, "stm_capacity": 2, "ltm_search_depth": 2, "initial_lifespan": 3,
+                     "num_final_ltms": 2, **kwargs})
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        _step(mem, g)
+    return mem
+
+
+def _step(mem: Memoria, g: torch.Generator | None = None) -> None:
+    mem.add_working_memory(torch.rand(mem.engrams.batch_size or 1, 2, 4, generator=g))
+    _, indices = mem.remind()
+    mem.adjust_lifespan_and_memories(indices, torch.ones_like(indices, dtype=torch.float))
+
+
+def _with_value(array: np.ndarray, value) -> np.ndarray:
+    out = array.copy()
+    out.flat[0] = value
+    return out
+
+
+@pytest.mark.parametrize("change,words", [
+    # a memory that loaded, then failed at its next step (ValueError: ages would pass the int32 maximum)
+    (lambda a, m: dict(age=_with_value(a["age"], 2**31 - 1)), "field 'age'"),
+    # the next co-fire gave OverflowError: Python integer 2147483648 out of bounds for int32 (the overlay)
+    (lambda a, m: dict(overlay_count=_with_value(a["overlay_count"], 2**31 - 1)), "field 'overlay_count'"),
+    # squared distances overflowed float32: remind failed with "NaN or Inf scores" (exact distances)
+    (lambda a, m: dict(data=_with_value(a["data"], 1e30)), "field 'data'.*norm"),
+    # the constructor turned the trackers on with a warning: the memory loaded unlike the one saved
+    (lambda a, m: dict(config={**m["config"], "keep_history": True}), "keep_history"),
+    # a version-1 file's 'ids' was read unchecked: a wrong shape reached torch (RuntimeError / IndexError)
+    (lambda a, m: dict(ids=np.zeros(3, np.int32)), None),
+    # a fire entry listed twice was loaded (the last one won): the state differed from the file
+    (lambda a, m: dict(fire_row=np.r_[a["fire_row"], a["fire_row"][:1]], fire_id=np.r_[a["fire_id"], a["fire_id"][:1]],
+                       fire_count=np.r_[a["fire_count"], a["fire_count"][:1]]), "fire_id.*twice"),
+    # an argument Memoria does not take: was a FormatError only through a wrapper quoting the constructor's TypeError
+    (lambda a, m: dict(config={**m["config"], "fix_quirks": True}), "does not take"),
+])
+def test_memoria_load_refuses_inconsistent_fields(tmp_path, change, words) -> None:
+    mem = _memoria(distances="exact")
+    if "overlay" in (words or ""):  # an asymmetric count: the overlay of format version 2
+        counts = mem.engrams.induce_counts
+        counts[0, 0, 1] += 3
+        mem.engrams.induce_counts = counts
+    path = tmp_path / "m.npz"
+    mem.save(path)
+    arrays, header = decode(path)
+    for key, value in change(arrays, header["meta"]).items():
+        (header["meta"] if key == "config" else arrays)[key] = value
+    write(path, arrays, header)
+    if words is None:  # ignored (not part of version 1): the memory loads as saved and works
+        _step(Memoria.load(path))
+        return
+    with pytest.raises(_io.FormatError, match=words):
+        Memoria.load(path)
+
+
+def test_memoria_refuses_data_whose_distances_overflow() -> None:
+    mem = _memoria(distances="exact")
+    with pytest.raises(ValueError, match="data has a row whose norm exceeds"):  # before: accepted, remind failed
+        mem.add_working_memory(torch.full((1, 1, 4), 1e30))
+    assert len(mem.engrams) == 6
+
+
+@pytest.mark.parametrize("depth", [2**31, 2**63])
+def test_memoria_with_a_huge_search_depth_steps(tmp_path, depth) -> None:
+    """Before: the walk allocated [B, (depth + 1) W] (RuntimeError / TypeError 'Overflow when unpacking long')."""
+    mem = _memoria(ltm_search_depth=depth, track_id=True, generator=torch.Generator().manual_seed(1))
+    ref = _memoria(ltm_search_depth=64, track_id=True,  # more steps than the walk can take on these few engrams
+                   generator=torch.Generator().manual_seed(1))
+    data = (torch.Generator().manual_seed(2), torch.Generator().manual_seed(2))
+    for _ in range(3):
+        _step(mem, data[0]), _step(ref, data[1])
+    assert first_difference(mem.engrams.status_summary(), ref.engrams.status_summary()) is None
+    mem.save(tmp_path / "m.npz")
+    _step(Memoria.load(tmp_path / "m.npz"))

@@ -11,6 +11,9 @@ from mnemonix._types import ENGRAM_WORKING, EngramType
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+MAX_DATA_NORM = math.sqrt(float(torch.finfo(torch.float32).max)) / 4
+"""Largest norm of a Memoria engram's data (4.6e18): the squared distance of two engrams, at most
+``(|a| + |b|)^2``, then fits float32 with room to spare (remind ranks engrams by it, in float32)."""
 
 
 def not_meta(name: str, value: torch.Tensor) -> None:
@@ -32,6 +35,17 @@ def int32_values(name: str, value: torch.Tensor) -> torch.Tensor:
         if float(low) < INT32_MIN or float(high) > INT32_MAX:
             raise ValueError(f"{name} must fit in int32, got values in [{float(low)}, {float(high)}]")
     return value.detach().to(torch.int32)
+
+
+def engram_data(name: str, values: torch.Tensor) -> None:
+    """Refuse NaN/Inf and rows [..., H] of float32 ``values`` whose norm exceeds :data:`MAX_DATA_NORM`.
+
+    One host read (the finite check's), a second only to word the error.
+    """
+    if values.numel() and not bool((values.square().sum(dim=-1) <= MAX_DATA_NORM**2).all()):
+        _checks.finite(name, values)
+        raise ValueError(f"{name} has a row whose norm exceeds {MAX_DATA_NORM:.2g}: squared distances between "
+                         "engrams would overflow float32")
 
 
 def real_tensor(name: str, value: object, shape: tuple[int, ...] | None = None,

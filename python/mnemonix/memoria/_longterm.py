@@ -116,6 +116,18 @@ def local_from_positions(positions: torch.Tensor, ltm_mask: torch.Tensor) -> tor
     return gather_rows(local, positions, -1)
 
 
+def useful_depth(depth: int, length: int) -> int:
+    """The steps of a co-fire walk over ``length`` listed engrams whose distinct picks are those of ``depth``.
+
+    A step either marks a new engram visited (any pick but -1 is unvisited, and then marked) or
+    picks -1 everywhere; after two such steps in a row nothing changes any more (all later picks
+    are -1). So at most ``length`` marking steps and ``length + 2`` others precede that fixed
+    point: ``min(depth, 2 length + 3)`` steps give every engram and the -1 of the full walk, and
+    ``super_unique`` of the result is the same, without [B, (depth + 1) W] for a huge depth.
+    """
+    return min(depth, 2 * length + 3)
+
+
 def walk_dense(counts: torch.Tensor, reachable: torch.Tensor, starts: torch.Tensor, depth: int,
                alias_negative: bool) -> torch.Tensor:
     """memoria-pytorch's walk on dense counts [B, L, L] (the fallback of :meth:`Engrams.walk_longterm`).

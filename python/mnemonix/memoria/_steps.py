@@ -111,7 +111,8 @@ class UpstreamSteps:
             return torch.zeros((batch, (self.ltm_search_depth + 1) * num_init), dtype=torch.long, device=e.device)
         reachable = longterm_memory.longterm_memory_mask
         positions = torch.arange(longterm_memory.memory_length, device=reachable.device).expand_as(reachable)
-        walked = longterm_memory.walk_longterm(local, positions, self.ltm_search_depth, alias_negative=True,
+        depth = _longterm.useful_depth(self.ltm_search_depth, longterm_memory.memory_length)
+        walked = longterm_memory.walk_longterm(local, positions, depth, alias_negative=True,
                                                reachable=reachable)
         return super_unique(walked, dim=1).to(e.device)
 

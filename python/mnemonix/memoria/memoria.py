@@ -42,7 +42,7 @@ import torch
 from mnemonix import _checks, ops
 from mnemonix._types import ENGRAM_LONGTERM, ENGRAM_SHORTTERM, ENGRAM_WORKING
 from mnemonix.memoria import _longterm, _persist
-from mnemonix.memoria._engram_checks import index_matrix, real_tensor
+from mnemonix.memoria._engram_checks import engram_data, index_matrix, real_tensor
 from mnemonix.memoria._steps import ADJUST_STEPS, REMIND_STEPS, UpstreamSteps
 from mnemonix.memoria.engram import Engrams
 from mnemonix.memoria.history_manager import HistoryManager
@@ -56,10 +56,14 @@ from mnemonix.memoria.utils import (
 
 __all__ = ["Memoria"]
 
-_DISTANCES = ("certified", "exact", "gemm")
-_TIE_BREAKS = ("original", "random")
+DISTANCES = ("certified", "exact", "gemm")
+TIE_BREAKS = ("original", "random")
 NOISE_CHUNK = 1 << 22  # draws per chunk of the original tie-break noise (8 MB of fp16)
-_FIXES = ("fix_empty_ltm", "fix_negative_index", "fix_ltm_local_index", "fix_padding")
+FIXES = ("fix_empty_ltm", "fix_negative_index", "fix_ltm_local_index", "fix_padding")
+CONFIG_FIELDS = ("num_reminded_stm", "stm_capacity", "ltm_search_depth", "initial_lifespan", "num_final_ltms",
+                 "track_age", "track_id", "keep_history", "tie_break", "distances", *FIXES)
+"""The constructor arguments a saved memory holds (``_persist.check_config`` checks them as ``__init__`` does)."""
+MAX_LIFESPAN = 3.4e38  # initial_lifespan must fit float32
 
 
 class Memoria(UpstreamSteps):
@@ -113,8 +117,8 @@ class Memoria(UpstreamSteps):
         self.ltm_search_depth = _checks.nonneg_int("ltm_search_depth", ltm_search_depth)
         self.num_final_ltms = _checks.nonneg_int("num_final_ltms", num_final_ltms)
         self.initial_lifespan = _initial_lifespan(initial_lifespan)
-        _choice("distances", distances, _DISTANCES)
-        _choice("tie_break", tie_break, _TIE_BREAKS)
+        _choice("distances", distances, DISTANCES)
+        _choice("tie_break", tie_break, TIE_BREAKS)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         flags = {"track_age": track_age, "track_id": track_id, "keep_history": keep_history, "fix_quirks": fix_quirks,
@@ -134,7 +138,7 @@ class Memoria(UpstreamSteps):
         self.generator = generator
         self.tie_break = tie_break
         self.distances = distances
-        for name in _FIXES:
+        for name in FIXES:
             setattr(self, name, flags[name] or fix_quirks)
         self.engrams: Engrams
         self.next_engram_id = 0
@@ -163,7 +167,7 @@ class Memoria(UpstreamSteps):
             raise ValueError(f"data must have shape [{e.batch_size}, L, {e.hidden_dim}] (batch and hidden size of "
                              f"the stored engrams), got {tuple(data.shape)}")
         values = data.detach().float()
-        _checks.finite("data", values)
+        engram_data("data", values)
         device = self.device or data.device
         values = values.to(device)
         batch, length, hidden = values.shape
@@ -270,7 +274,8 @@ class Memoria(UpstreamSteps):
         if self.fix_negative_index:
             local = local.masked_fill(reminded_stm < 0, -1)
         starts = sorted_unique_front_padded(local)
-        walked = e.walk_longterm(starts, ltm_idx, self.ltm_search_depth, alias_negative=not self.fix_negative_index)
+        depth = _longterm.useful_depth(self.ltm_search_depth, ltm_idx.shape[1])
+        walked = e.walk_longterm(starts, ltm_idx, depth, alias_negative=not self.fix_negative_index)
         found = super_unique(walked, dim=1)
         return indices_compact(found) if self.fix_padding or self.fix_negative_index else found
 
@@ -289,7 +294,7 @@ class Memoria(UpstreamSteps):
         return gather_rows(found_pos, top.cpu(), -1)  # copy 3: the picks fire together in the graph
 
     def _warn_fixes_ignored(self) -> None:
-        if any(getattr(self, name) for name in _FIXES):
+        if any(getattr(self, name) for name in FIXES):
             warnings.warn("a subclass overrides a step of remind/adjust: the step-by-step path runs with the "
                           "original's quirks; the fix_* options apply to the fused path only", stacklevel=3)
 
@@ -325,9 +330,7 @@ class Memoria(UpstreamSteps):
     # -------------------------------------------------------------- persistence
     def _config(self) -> dict:
         """The constructor arguments (without device and generator) that rebuild this memory."""
-        keys = ("num_reminded_stm", "stm_capacity", "ltm_search_depth", "initial_lifespan", "num_final_ltms",
-                "track_age", "track_id", "keep_history", "tie_break", "distances", *_FIXES)
-        return {key: getattr(self, key) for key in keys}
+        return {key: getattr(self, key) for key in CONFIG_FIELDS}
 
     def save(self, path: str | Path) -> None:
         """Save the engrams, their counts and the counters atomically (npz with version and checksum).
@@ -351,7 +354,7 @@ class Memoria(UpstreamSteps):
 def _initial_lifespan(value: object) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"initial_lifespan must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0 or value > 3.4e38:
+    if not math.isfinite(value) or value <= 0 or value > MAX_LIFESPAN:
         raise ValueError(f"initial_lifespan must be a finite number > 0 (an engram with lifespan <= 0 is dropped "
                          f"at its first step), got {value!r}")
     return value
