@@ -257,11 +257,11 @@ def _memoria(**kwargs) -> Memoria:
                      "num_final_ltms": 2, **kwargs})
     g = torch.Generator().manual_seed(0)
     for _ in range(3):
-        _step(mem, g)
+        _memoria_step(mem, g)
     return mem
 
 
-def _step(mem: Memoria, g: torch.Generator | None = None) -> None:
+def _memoria_step(mem: Memoria, g: torch.Generator | None = None) -> None:
     mem.add_working_memory(torch.rand(mem.engrams.batch_size or 1, 2, 4, generator=g))
     _, indices = mem.remind()
     mem.adjust_lifespan_and_memories(indices, torch.ones_like(indices, dtype=torch.float))
@@ -303,7 +303,7 @@ def test_memoria_load_refuses_inconsistent_fields(tmp_path, change, words) -> No
         (header["meta"] if key == "config" else arrays)[key] = value
     write(path, arrays, header)
     if words is None:  # ignored (not part of version 1): the memory loads as saved and works
-        _step(Memoria.load(path))
+        _memoria_step(Memoria.load(path))
         return
     with pytest.raises(_io.FormatError, match=words):
         Memoria.load(path)
@@ -324,7 +324,7 @@ def test_memoria_with_a_huge_search_depth_steps(tmp_path, depth) -> None:
                    generator=torch.Generator().manual_seed(1))
     data = (torch.Generator().manual_seed(2), torch.Generator().manual_seed(2))
     for _ in range(3):
-        _step(mem, data[0]), _step(ref, data[1])
+        _memoria_step(mem, data[0]), _memoria_step(ref, data[1])
     assert first_difference(mem.engrams.status_summary(), ref.engrams.status_summary()) is None
     mem.save(tmp_path / "m.npz")
-    _step(Memoria.load(tmp_path / "m.npz"))
+    _memoria_step(Memoria.load(tmp_path / "m.npz"))
