@@ -10,16 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import subprocess
 import sys
 import time
 import tracemalloc
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fuzz.files import section_boundaries  # tests/ is on sys.path (rootdir-relative imports)
 
 from mnemonix import _io
 
@@ -44,22 +43,6 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     path = tmp_path_factory.mktemp("fuzz") / "orig.npz"
     _io.save_arrays(path, saved_state(), format=FMT, version=2, meta=META)
     return path.read_bytes()
-
-
-def section_boundaries(raw: bytes, path: Path) -> list[int]:
-    """Offsets where a zip section starts or ends: local headers, npy headers, member data,
-    central directory entries, zip64 end records, end record, comment, digest."""
-    cuts = {0, len(raw)}
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            name_len = len(info.filename.encode())
-            extra_len = int.from_bytes(raw[info.header_offset + 28: info.header_offset + 30], "little")
-            data = info.header_offset + 30 + name_len + extra_len
-            npy_header = 10 + int.from_bytes(raw[data + 8: data + 10], "little")
-            cuts |= {info.header_offset, info.header_offset + 30, data, data + npy_header, data + info.compress_size}
-    for signature in (b"PK\x01\x02", b"PK\x06\x06", b"PK\x06\x07", b"PK\x05\x06", b"mnemonix-sha256:"):
-        cuts |= {m.start() for m in re.finditer(re.escape(signature), raw)}
-    return sorted(cuts)
 
 
 class Outcome:
