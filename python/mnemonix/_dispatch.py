@@ -49,6 +49,23 @@ class Inputs(Protocol):
     def needs_grad(self) -> bool: ...
 
 
+class SelectionOverKeys:
+    """Mixin of the inputs record of a selection over ``self.keys`` (top-k, nearest keys): the
+    keys' device and dtype decide, and no gradient flows through the selected indices."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.keys.device  # type: ignore[attr-defined]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.keys.dtype  # type: ignore[attr-defined]
+
+    @property
+    def needs_grad(self) -> bool:
+        return False
+
+
 ALL_FLOAT = frozenset({torch.float32, torch.float16, torch.bfloat16})
 
 

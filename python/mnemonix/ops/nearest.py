@@ -20,7 +20,7 @@ _REDUCTIONS = ("mean", "sum")
 
 
 @dataclass(frozen=True)
-class NearestInputs:
+class NearestInputs(_dispatch.SelectionOverKeys):
     """Checked inputs (queries and keys already float32)."""
 
     queries: torch.Tensor
@@ -28,18 +28,6 @@ class NearestInputs:
     k: int
     reduce: str
     invalid: torch.Tensor | None
-
-    @property
-    def device(self) -> torch.device:
-        return self.keys.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.keys.dtype
-
-    @property
-    def needs_grad(self) -> bool:
-        return False  # a selection: no gradient flows through indices
 
 
 # Speed policy: the declared order (certified, then exact, then gemm). The certified

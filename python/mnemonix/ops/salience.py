@@ -26,7 +26,7 @@ _SALIENCE_DTYPES = (torch.float64, *_checks.FLOAT_DTYPES)
 
 
 @dataclass(frozen=True)
-class SalienceInputs:
+class SalienceInputs(_dispatch.SelectionOverKeys):
     """Checked inputs of one recall (``log_s`` already in float64)."""
 
     queries: torch.Tensor
@@ -38,18 +38,6 @@ class SalienceInputs:
     k: int
     exact: bool = True
     batch_invariant: bool = False
-
-    @property
-    def device(self) -> torch.device:
-        return self.keys.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.keys.dtype
-
-    @property
-    def needs_grad(self) -> bool:
-        return False  # a selection: no gradient flows through indices
 
 
 def speed_policy(inputs: SalienceInputs, backends) -> list[str]:

@@ -24,7 +24,7 @@ _KEY_DTYPES = (*_checks.FLOAT_DTYPES, torch.int8)
 
 
 @dataclass(frozen=True)
-class SearchInputs:
+class SearchInputs(_dispatch.SelectionOverKeys):
     """Checked inputs of one search (queries already float32)."""
 
     queries: torch.Tensor
@@ -35,18 +35,6 @@ class SearchInputs:
     metric: str
     k: int
     n_cand: int
-
-    @property
-    def device(self) -> torch.device:
-        return self.keys.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.keys.dtype
-
-    @property
-    def needs_grad(self) -> bool:
-        return False  # a selection: no gradient flows through indices
 
 
 # Largest batch for which the CPU prefers the fused C++ scan over the chunked GEMM scan.
