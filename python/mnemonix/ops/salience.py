@@ -75,9 +75,8 @@ def salience_topk(
     score are selected per query (scores can be negative; ties go to the
     lower index) and ``recall_b = sum_i w_i z_i`` with ``w_i = s_i / sum_j s_j``
     over the selected k (an exact softmax of their log-saliences). Ranking and
-    weights depend only on time differences: the common factor ``exp(-alpha now)``
-    is dropped and ages are taken relative to the latest store time, so huge
-    absolute times (``alpha * now`` of 1e12 and more) lose no precision.
+    weights depend only on time differences (ages relative to the latest store time), so
+    huge absolute times (``alpha * now`` of 1e12 and more) lose no precision.
 
     Parameters
     ----------
@@ -113,10 +112,8 @@ def salience_topk(
         fixed split size, row-wise float64 sums). Default results are deterministic (run to
         run) but not batch-invariant. See docs/gpu.md.
 
-    Raises ValueError for NaN/Inf in the queries, the salience inputs, any
-    valid key (found during the pass over the keys; also when a key's squared
-    norm overflows float32) or any payload row that the recall selects
-    (unless ``check_inputs`` is False).
+    Raises ValueError for NaN/Inf in the queries, the salience inputs, any valid key (also a
+    squared norm overflowing float32) or a selected payload row (unless ``check_inputs`` is False).
 
     Returns
     -------
