@@ -55,6 +55,16 @@ def triton_device_for(backend: str | None = "triton") -> torch.device:
 
 
 @pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test: on small inputs a parallel region costs more than the work
+    (on a shared 2-core box above all). Modules use it with ``pytestmark = usefixtures``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def triton_device() -> torch.device:
     """The device on which forced Triton backends run here (see the module docstring)."""
     return triton_device_for("triton")

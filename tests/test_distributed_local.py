@@ -23,13 +23,7 @@ from mnemonix.backends.search_exact import rank_select
 from mnemonix.distributed import ShardedMemoryStore, _comm, _merge
 from mnemonix.store import _persist, _shards
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -129,13 +129,7 @@ def meter(fake_device, monkeypatch):
     return OpMeter(fake_device, monkeypatch)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def within(c: Counted, budget: int, op_budget: dict[str, int] | None = None) -> None:

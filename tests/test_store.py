@@ -16,13 +16,7 @@ from mnemonix import MemoryStore
 STORAGE = [torch.float32, torch.float16, torch.bfloat16, torch.int8]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small stores: one thread (parallel regions cost more than the work on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _keys(rng, n, d, *, dup_from=None):

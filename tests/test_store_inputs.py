@@ -16,12 +16,7 @@ from mnemonix import MemoryStore
 D, DV = 4, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _fresh(dtype=torch.float16) -> MemoryStore:

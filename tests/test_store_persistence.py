@@ -17,13 +17,7 @@ from mnemonix import MemoryStore
 from mnemonix._io import FormatError
 from mnemonix.store._persist import MANIFEST, manifest_checksum
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _files(path: Path) -> dict[str, bytes]:

@@ -17,13 +17,7 @@ from mnemonix.store._blocks import quantize_int8
 STORAGE = [torch.float32, torch.float16, torch.bfloat16, torch.int8]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: one thread (a parallel region costs far more than the work on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _keys(rng, N, d, dtype, *, dup: int = 0):
