@@ -88,10 +88,19 @@ def all_finite(value: torch.Tensor) -> bool:
     return not bool(nonfinite_flag(value))
 
 
+class NonFiniteError(ValueError):
+    """``argument`` holds NaN or Inf. A ValueError; the attribute lets a caller that passed the
+    argument under another name (a model calling an op) rename it without parsing the message."""
+
+    def __init__(self, argument: str) -> None:
+        super().__init__(f"{argument} must be finite, got NaN or Inf values")
+        self.argument = argument
+
+
 def finite(name: str, value: torch.Tensor) -> None:
     """Raise, naming the argument, if ``value`` holds NaN or Inf (see :func:`nonfinite_flag`)."""
     if not all_finite(value):
-        raise ValueError(f"{name} must be finite, got NaN or Inf values")
+        raise NonFiniteError(name)
 
 
 def data_checks_enabled(check_inputs: object, device: torch.device) -> bool:
@@ -139,9 +148,9 @@ class DataChecks:
         if not self.enabled:
             return
         if self.deferred:
-            self.require_not(nonfinite_flag(value), f"{name} must be finite, got NaN or Inf values")
+            self.require_not(nonfinite_flag(value), name, NonFiniteError)  # raised as NonFiniteError(name)
         elif not all_finite(value):
-            raise ValueError(f"{name} must be finite, got NaN or Inf values")
+            raise NonFiniteError(name)
 
     def flush(self, *flags: torch.Tensor) -> list[bool]:
         """Raise the first failed pending check; return ``flags`` (0-dim tensors) as Python bools.

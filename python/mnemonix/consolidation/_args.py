@@ -139,6 +139,5 @@ def finite_tensor(name: str, value: torch.Tensor) -> torch.Tensor:
     """Raise if a float tensor holds NaN/Inf (one reduction, one host sync); a meta tensor
     holds no values to check and is refused."""
     _checks.tensor(name, value, dtypes=None)
-    if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
-        raise ValueError(f"{name} must be finite, got NaN or Inf values")
+    _checks.finite(name, value)
     return value

@@ -196,8 +196,8 @@ class EpiNet(nn.Module):
             # passed, not the recall's argument, without a second read of the data
             try:
                 r = self.recaller.recall(queries, self.memory).to(z.dtype)
-            except ValueError as err:
-                if not str(err).startswith("queries must be finite"):
+            except _checks.NonFiniteError as err:
+                if err.argument != "queries":
                     raise
                 raise ValueError("x gives a non-finite latent z (NaN or Inf in x or in the encoder's weights): "
                                  "the recall needs finite queries") from err
