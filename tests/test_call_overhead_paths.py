@@ -44,16 +44,16 @@ def test_same_device_reports_a_wrong_type_before_a_wrong_device():
 
 def test_custom_op_is_skipped_only_when_nothing_traces_or_differentiates():
     q, k = torch.randn(2, 8), torch.randn(10, 8)
-    assert ha._plain_eager((q, k, None))
+    assert ha.plain_eager((q, k, None))
     needs = k.clone().requires_grad_()
-    assert not ha._plain_eager((q, needs, None))
+    assert not ha.plain_eager((q, needs, None))
     with torch.no_grad():
-        assert ha._plain_eager((q, needs, None))
+        assert ha.plain_eager((q, needs, None))
 
     class Sub(torch.Tensor):
         pass
 
-    assert not ha._plain_eager((q.as_subclass(Sub), k, None))
+    assert not ha.plain_eager((q.as_subclass(Sub), k, None))
     for backend in ("cpp", "sdpa", "torch"):
         out = ops.hopfield_retrieve(q, k, beta=0.5, backend=backend)
         torch.testing.assert_close(out, reference.hopfield_retrieve(q, k, beta=0.5), atol=1e-5, rtol=1e-5)

@@ -24,47 +24,84 @@ namespace {
 
 using FloatArray = CArray<float>;
 
-py::tuple retrieve(const ArrayArg& queries, const ArrayArg& keys, const ArrayArg& values, const FloatArg& beta,
-                   const ArrayArg& bias, const IntArg& numThreads) {
-  const FloatArray q = asArray<float>(queries, "queries", 2);
-  const FloatArray k = asArray<float>(keys, "keys", 2);
-  const size_t batch = q.shape(0), d = q.shape(1), n = k.shape(0);
-  if (static_cast<size_t>(k.shape(1)) != d)
-    throw std::invalid_argument("keys must have d = " + std::to_string(d) + " columns like queries, got " +
-                                std::to_string(k.shape(1)));
-  size_t dv = d;
-  std::optional<FloatArray> v;  // None: the values are the keys
+// The checked operands of one call: C-contiguous float32 views (converted once if needed).
+struct Operands {
+  FloatArray q, k;
+  std::optional<FloatArray> v, b;  // None: the values are the keys; no bias
+  size_t batch, d, n, dv;
+};
+
+Operands parse(const ArrayArg& queries, const ArrayArg& keys, const ArrayArg& values, const ArrayArg& bias) {
+  Operands o{asArray<float>(queries, "queries", 2), asArray<float>(keys, "keys", 2), std::nullopt, std::nullopt,
+             0, 0, 0, 0};
+  o.batch = o.q.shape(0);
+  o.d = o.q.shape(1);
+  o.n = o.k.shape(0);
+  o.dv = o.d;
+  if (static_cast<size_t>(o.k.shape(1)) != o.d)
+    throw std::invalid_argument("keys must have d = " + std::to_string(o.d) + " columns like queries, got " +
+                                std::to_string(o.k.shape(1)));
   if (!values.obj.is_none()) {
-    v = asArray<float>(values, "values", 2);
-    if (static_cast<size_t>(v->shape(0)) != n)
-      throw std::invalid_argument("values must have N = " + std::to_string(n) + " rows like keys, got " +
-                                  std::to_string(v->shape(0)));
-    dv = v->shape(1);
+    o.v = asArray<float>(values, "values", 2);
+    if (static_cast<size_t>(o.v->shape(0)) != o.n)
+      throw std::invalid_argument("values must have N = " + std::to_string(o.n) + " rows like keys, got " +
+                                  std::to_string(o.v->shape(0)));
+    o.dv = o.v->shape(1);
   }
-  std::optional<FloatArray> b;
   if (!bias.obj.is_none()) {
-    b = asArray<float>(bias, "bias", 1);
-    if (static_cast<size_t>(b->shape(0)) != n)
-      throw std::invalid_argument("bias must have length N = " + std::to_string(n) + ", got " +
-                                  std::to_string(b->shape(0)));
+    o.b = asArray<float>(bias, "bias", 1);
+    if (static_cast<size_t>(o.b->shape(0)) != o.n)
+      throw std::invalid_argument("bias must have length N = " + std::to_string(o.n) + ", got " +
+                                  std::to_string(o.b->shape(0)));
   }
-  const float betaValue = static_cast<float>(asDouble(beta, "beta"));
-  const int threads = static_cast<int>(asInt64(numThreads, "num_threads", std::numeric_limits<int>::min(),
-                                               std::numeric_limits<int>::max(), "an int32 (<= 0: OpenMP's default)"));
-  py::array_t<float> out({batch, dv});
-  py::array_t<float> lse(batch);
-  py::array_t<int64_t> argmax(batch);
+  return o;
+}
+
+// True when no element is NaN or +-Inf: x * 0 is 0 for finite x and NaN otherwise, so one
+// branch-free sum over the buffer (vectorised) answers for all of it.
+bool allFinite(const float* p, size_t count) {
+  float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+  for (size_t i = 0; i < count; ++i) acc += p[i] * 0.0f;
+  return acc == 0.0f;
+}
+
+// out [B, dv], lse [B], argmax [B]; with `checkFinite`, None instead when a query holds a NaN/Inf
+// (checked before the kernel runs) or when out or lse does (a NaN/Inf in keys or values, or
+// logits beyond float32): the caller's general path then names the cause.
+py::object run(const Operands& o, float beta, int threads, bool checkFinite) {
+  if (checkFinite && !allFinite(o.q.data(), o.batch * o.d)) return py::none();
+  py::array_t<float> out({o.batch, o.dv});
+  py::array_t<float> lse(o.batch);
+  py::array_t<int64_t> argmax(o.batch);
   float* outPtr = out.mutable_data();
   float* lsePtr = lse.mutable_data();
-  int64_t* argPtr = argmax.mutable_data();
-  const float* valuesPtr = v ? v->data() : nullptr;
-  const float* biasPtr = b ? b->data() : nullptr;
+  bool finite = true;
   {
     py::gil_scoped_release release;
-    mnemonix::retrieval::retrieve(q.data(), batch, d, k.data(), n, valuesPtr, dv, betaValue, biasPtr, outPtr, lsePtr,
-                                  argPtr, threads);
+    mnemonix::retrieval::retrieve(o.q.data(), o.batch, o.d, o.k.data(), o.n, o.v ? o.v->data() : nullptr, o.dv,
+                                  beta, o.b ? o.b->data() : nullptr, outPtr, lsePtr, argmax.mutable_data(), threads);
+    if (checkFinite) finite = allFinite(lsePtr, o.batch) && allFinite(outPtr, o.batch * o.dv);
   }
+  if (!finite) return py::none();
   return py::make_tuple(out, lse, argmax);
+}
+
+int threadCount(const IntArg& numThreads) {
+  return static_cast<int>(asInt64(numThreads, "num_threads", std::numeric_limits<int>::min(),
+                                  std::numeric_limits<int>::max(), "an int32 (<= 0: OpenMP's default)"));
+}
+
+py::object retrieve(const ArrayArg& queries, const ArrayArg& keys, const ArrayArg& values, const FloatArg& beta,
+                    const ArrayArg& bias, const IntArg& numThreads) {
+  const Operands o = parse(queries, keys, values, bias);
+  return run(o, static_cast<float>(asDouble(beta, "beta")), threadCount(numThreads), false);
+}
+
+py::object retrieveChecked(const ArrayArg& queries, const ArrayArg& keys, const ArrayArg& values,
+                           const FloatArg& beta) {
+  const Operands o = parse(queries, keys, values, ArrayArg{py::none()});
+  return run(o, static_cast<float>(asDouble(beta, "beta")), 0, true);
 }
 
 int maxThreads() {
@@ -82,6 +119,10 @@ void bind(py::module_& m) {
         "out [B, dv], lse [B], argmax [B] int64 of softmax(beta * Q K^T + bias) V.\n\n"
         "queries [B, d], keys [N, d], values [N, dv] or None (the keys), bias [N] or None\n"
         "(-inf excludes a pattern). num_threads <= 0 uses OpenMP's default.");
+  m.def("retrieve_checked", &retrieveChecked, py::arg("queries"), py::arg("keys"), py::arg("values") = py::none(),
+        py::kw_only(), py::arg("beta"),
+        "retrieve(queries, keys, values, beta=beta) with finite checks folded in: (out, lse, argmax), or None\n"
+        "when a query, out or lse holds a NaN/Inf (the caller's slower path then names the cause).");
   m.def("max_threads", &maxThreads, "Threads OpenMP would use by default.");
 }
 

@@ -147,11 +147,11 @@ def retrieve(queries: Tensor, keys: Tensor, values: Tensor | None, key_bias: Ten
     args = (queries, keys, values, key_bias, assoc, float(beta), backend, bool(want_argmax), bool(batch_invariant),
             bool(allow_tf32))
     # nothing to trace or differentiate: skip the custom op's dispatch (~10 us per call)
-    out, lse, arg = _run_backend(*args) if _plain_eager(args[:5]) else _retrieve_op(*args)
+    out, lse, arg = _run_backend(*args) if plain_eager(args[:5]) else _retrieve_op(*args)
     return out, lse, (arg if want_argmax else None)
 
 
-def _plain_eager(operands: tuple[Tensor | None, ...]) -> bool:
+def plain_eager(operands: tuple[Tensor | None, ...]) -> bool:
     """True when calling the backend directly is exactly what the custom op would do: eager (not
     compiling or exporting), no gradient wanted, plain tensors, no dispatch mode or functorch
     transform (fake tensors, vmap, grad) active. Saves the custom op's dispatch (~10 us per call)."""

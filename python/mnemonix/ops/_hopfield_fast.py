@@ -1,0 +1,86 @@
+"""The fast path of :func:`mnemonix.ops.hopfield_retrieve`: a plain CPU call straight to the C++ kernel.
+
+The general path checks every argument, builds the canonical layout and an inputs record,
+dispatches, and runs the custom op (~60-80 us of Python per call). For the commonest call --
+``hopfield_retrieve(q [B, d], keys [N, d], values [N, dv] | None, beta=<float>)`` on CPU float32
+tensors, nothing that needs a gradient, at a batch the speed policy sends to the C++ kernel --
+all of that reduces to a few attribute reads and one kernel call, which is what this module does.
+
+It is a pure shortcut, never a second semantics: :func:`cpu_kernel_retrieve` returns None for
+anything it does not recognise (another dtype, device, shape, layout or argument, a tensor
+subclass, a torch function or dispatch mode such as the fake CUDA device, a functorch
+transform, ``torch.compile``), and the caller then takes the general path. Results are the
+general path's bit for bit (the same kernel on the same operands, tested). Its value checks are
+the general path's too, folded into the kernel's call (``retrieve_checked``): the queries must be
+finite (B x d elements, read before the kernel runs), and keys or values with a NaN/Inf show
+in out or lse; a failure returns None as well, so that the general path recomputes the call
+and raises its own error, naming the argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from mnemonix import _checks
+from mnemonix.backends import hopfield as hb
+from mnemonix.backends.hopfield_autograd import plain_eager
+
+_F32 = torch.float32
+_STRIDED = torch.strided
+
+
+def _plain_f32_matrix(t: object) -> bool:
+    """A 2-D float32 CPU tensor of the plain Tensor type and strided layout."""
+    return (type(t) is Tensor and t.dim() == 2 and t.dtype is _F32 and t.is_cpu  # type: ignore[union-attr]
+            and t.layout is _STRIDED)  # type: ignore[union-attr]
+
+
+def _shapes_fit(queries: Tensor, keys: Tensor, values: Tensor | None) -> bool:
+    b, d = queries.shape
+    n, dk = keys.shape
+    if b == 0 or n == 0 or d == 0 or dk != d:
+        return False  # the general path handles (or refuses) empty and mismatched operands
+    return values is None or (values.shape[0] == n and values.shape[1] > 0)
+
+
+def cpu_kernel_retrieve(queries: object, keys: object, values: object, beta: object, backend: object,
+                        max_batch: Callable[[Tensor], int], want_lse: bool = True,
+                        want_argmax: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
+    """``(out [B, dv], lse [B], argmax [B])`` from the C++ kernel, or None: take the general path.
+
+    ``lse`` / ``argmax`` are None unless wanted (no tensor is wrapped around what is not returned).
+    ``max_batch(keys)`` is the largest B the speed policy sends to the kernel automatically (a
+    forced ``backend="cpp"`` takes any B).
+    """
+    if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
+        return None
+    if backend is not None and backend != "cpp":
+        return None
+    if type(beta) is not float and type(beta) is not int:
+        return None  # bool, numpy scalars, tensors: the general path's checks
+    if not (_plain_f32_matrix(queries) and _plain_f32_matrix(keys)
+            and (values is None or _plain_f32_matrix(values))):
+        return None
+    q, k, v = queries, keys, values  # type: ignore[assignment]
+    if not _shapes_fit(q, k, v) or (backend is None and q.shape[0] > max_batch(k)):
+        return None
+    if not 0.0 < beta <= _checks.FLOAT32_MAX or not plain_eager((q, k, v)):
+        return None  # (a NaN beta fails the comparison)
+    core = hb._core_retrieval()
+    if core is None:
+        return None
+    # the finite checks run in the kernel's call (queries before, out and lse after): None if any fails
+    found = core.retrieve_checked(_numpy(q), _numpy(k), None if v is None else _numpy(v), beta=float(beta))
+    if found is None:
+        return None
+    out, lse, arg = found
+    return (torch.from_numpy(out), torch.from_numpy(lse) if want_lse else None,
+            torch.from_numpy(arg) if want_argmax else None)
+
+
+def _numpy(t: Tensor):
+    """The tensor's data as a numpy array (a view; detached only when it must be)."""
+    return (t.detach() if t.requires_grad else t).numpy()

@@ -1,0 +1,141 @@
+"""The CPU fast path of ``ops.hopfield_retrieve`` (``ops._hopfield_fast``) is a shortcut, never a
+second semantics: where it runs, results are the general path's bit for bit; everything it does
+not recognise, and every bad value, goes to the general path (same errors)."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from unittest import mock
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mnemonix import ops
+from mnemonix.ops import _hopfield_fast as fast
+from mnemonix.ops import hopfield as op_module
+
+
+@contextmanager
+def general_path_only():
+    with mock.patch.object(fast, "cpu_kernel_retrieve", lambda *a, **k: None):
+        yield
+
+
+@contextmanager
+def counting_fast_calls():
+    """Count the calls the fast path answered (returned something other than None)."""
+    real, answered = fast.cpu_kernel_retrieve, []
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        answered.append(out is not None)
+        return out
+
+    with mock.patch.object(fast, "cpu_kernel_retrieve", spy):
+        yield answered
+
+
+def _both(q, k, v, **kwargs):
+    with counting_fast_calls() as answered:
+        got = ops.hopfield_retrieve(q, k, v, **kwargs)
+    with general_path_only():
+        want = ops.hopfield_retrieve(q, k, v, **kwargs)
+    return got, want, answered
+
+
+@settings(max_examples=60, deadline=None)
+@given(b=st.integers(1, 8), n=st.integers(1, 300), d=st.integers(1, 70), dv=st.none() | st.integers(1, 40),
+       beta=st.floats(0.01, 8.0) | st.integers(1, 3), transposed=st.booleans(), flags=st.tuples(st.booleans(),
+                                                                                             st.booleans()),
+       seed=st.integers(0, 2**31 - 1))
+def test_fast_path_equals_general_path_bitwise(b, n, d, dv, beta, transposed, flags, seed):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, d, generator=gen)
+    k = torch.randn(d, n, generator=gen).T if transposed else torch.randn(n, d, generator=gen)  # strided keys too
+    v = None if dv is None else torch.randn(n, dv, generator=gen)
+    got, want, answered = _both(q, k, v, beta=beta, return_lse=flags[0], return_argmax=flags[1])
+    assert answered == [True]
+    got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+    assert len(got) == len(want) == 1 + sum(flags)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape and torch.equal(g, w)
+
+
+def _declined_cases():
+    q, k = torch.randn(2, 8), torch.randn(20, 8)
+    wide = torch.randn(op_module.cpp_max_batch(k) + 1, 8)
+
+    class Sub(torch.Tensor):
+        pass
+
+    return {
+        "float64": dict(queries=q.double(), keys=k.double()),
+        "3-D queries": dict(queries=q[None]),
+        "grad": dict(keys=k.clone().requires_grad_()),
+        "forced sdpa": dict(backend="sdpa"),
+        "tensor beta": dict(beta=torch.tensor(0.5)),
+        "bool beta": dict(beta=True),
+        "NaN beta": dict(beta=math.nan),
+        "beta beyond float32": dict(beta=1e39),
+        "batch above the policy's": dict(queries=wide),
+        "subclass": dict(queries=q.as_subclass(Sub)),
+        "empty batch": dict(queries=q[:0]),
+        "d mismatch": dict(queries=torch.randn(2, 7)),
+        "NaN query": dict(queries=torch.tensor([[math.nan] + [0.0] * 7])),
+        "Inf key": dict(keys=torch.cat([k[:-1], torch.full((1, 8), math.inf)])),
+        "NaN value": dict(values=torch.cat([k[:-1], torch.full((1, 8), math.nan)])),
+        "logits beyond float32": dict(beta=3e38, queries=q * 1e3),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_declined_cases()))
+def test_fast_path_declines_what_it_does_not_recognise(case):
+    q, k = torch.randn(2, 8), torch.randn(20, 8)
+    args = dict(queries=q, keys=k, values=None, beta=0.5, backend=None) | _declined_cases()[case]
+    assert fast.cpu_kernel_retrieve(args["queries"], args["keys"], args["values"], args["beta"], args["backend"],
+                                    op_module.cpp_max_batch) is None
+
+
+def test_fast_path_takes_a_forced_cpp_at_any_batch_and_grad_free_calls():
+    k = torch.randn(20, 8)
+    wide = torch.randn(op_module.cpp_max_batch(k) + 5, 8)
+    assert fast.cpu_kernel_retrieve(wide, k, None, 0.5, "cpp", op_module.cpp_max_batch) is not None
+    with torch.no_grad():  # requires_grad but no grad wanted: the kernel's result, nothing to differentiate
+        assert fast.cpu_kernel_retrieve(wide[:2], k.requires_grad_(), None, 0.5, None,
+                                        op_module.cpp_max_batch) is not None
+
+
+def test_fast_path_is_off_under_the_fake_cuda_device():
+    from mnemonix.testing import fake_cuda
+
+    q, k = torch.randn(2, 8), torch.randn(20, 8)
+    with fake_cuda():
+        assert fast.cpu_kernel_retrieve(q, k, None, 0.5, None, op_module.cpp_max_batch) is None
+
+
+@pytest.mark.parametrize("case", ["NaN query", "Inf key", "NaN value", "logits beyond float32", "NaN beta"])
+def test_bad_values_raise_the_general_paths_error(case):
+    args = dict(queries=torch.randn(2, 8), keys=torch.randn(20, 8), values=None, beta=0.5)
+    args |= _declined_cases()[case]
+    with pytest.raises(ValueError) as fast_err:
+        ops.hopfield_retrieve(**args)
+    with general_path_only(), pytest.raises(ValueError) as general_err:
+        ops.hopfield_retrieve(**args)
+    assert str(fast_err.value) == str(general_err.value)
+
+
+def test_retrieve_checked_matches_retrieve_and_flags_non_finite():
+    core = op_module.hb._core_retrieval()
+    gen = torch.Generator().manual_seed(3)
+    q, k = torch.randn(3, 16, generator=gen).numpy(), torch.randn(50, 16, generator=gen).numpy()
+    for got, want in zip(core.retrieve_checked(q, k, beta=0.7), core.retrieve(q, k, beta=0.7)):
+        assert (got == want).all()
+    for bad in (math.nan, math.inf, -math.inf):
+        qb, kb = q.copy(), k.copy()
+        qb[2, 5] = bad
+        assert core.retrieve_checked(qb, k, beta=0.7) is None
+        kb[49, 0] = bad
+        assert core.retrieve_checked(q, kb, beta=0.7) is None
