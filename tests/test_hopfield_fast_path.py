@@ -20,21 +20,21 @@ from mnemonix.ops import hopfield as op_module
 
 @contextmanager
 def general_path_only():
-    with mock.patch.object(fast, "cpu_kernel_retrieve", lambda *a, **k: None):
+    with mock.patch.object(fast, "cpu_fast_retrieve", lambda *a, **k: None):
         yield
 
 
 @contextmanager
 def counting_fast_calls():
     """Count the calls the fast path answered (returned something other than None)."""
-    real, answered = fast.cpu_kernel_retrieve, []
+    real, answered = fast.cpu_fast_retrieve, []
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
         answered.append(out is not None)
         return out
 
-    with mock.patch.object(fast, "cpu_kernel_retrieve", spy):
+    with mock.patch.object(fast, "cpu_fast_retrieve", spy):
         yield answered
 
 
@@ -47,7 +47,7 @@ def _both(q, k, v, **kwargs):
 
 
 @settings(max_examples=60, deadline=None)
-@given(b=st.integers(1, 8), n=st.integers(1, 300), d=st.integers(1, 70), dv=st.none() | st.integers(1, 40),
+@given(b=st.integers(1, 40), n=st.integers(1, 300), d=st.integers(1, 70), dv=st.none() | st.integers(1, 40),
        beta=st.floats(0.01, 8.0) | st.integers(1, 3), transposed=st.booleans(), flags=st.tuples(st.booleans(),
                                                                                              st.booleans()),
        seed=st.integers(0, 2**31 - 1))
@@ -57,7 +57,8 @@ def test_fast_path_equals_general_path_bitwise(b, n, d, dv, beta, transposed, fl
     k = torch.randn(d, n, generator=gen).T if transposed else torch.randn(n, d, generator=gen)  # strided keys too
     v = None if dv is None else torch.randn(n, dv, generator=gen)
     got, want, answered = _both(q, k, v, beta=beta, return_lse=flags[0], return_argmax=flags[1])
-    assert answered == [True]
+    flash = b > op_module.cpp_max_batch(k)  # the policy's kernel: C++ up to that batch, torch's flash above
+    assert answered == [not (flash and (flags[1] or (dv is not None and dv != d)))]
     got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
     assert len(got) == len(want) == 1 + sum(flags)
     for g, w in zip(got, want):
@@ -75,12 +76,15 @@ def _declined_cases():
         "float64": dict(queries=q.double(), keys=k.double()),
         "3-D queries": dict(queries=q[None]),
         "grad": dict(keys=k.clone().requires_grad_()),
-        "forced sdpa": dict(backend="sdpa"),
+        "forced torch": dict(backend="torch"),
+        "argmax above the policy's batch": dict(queries=wide, want_argmax=True),
+        "dv != d above the policy's batch": dict(queries=wide, values=torch.randn(20, 3)),
+        "NaN query, flash": dict(queries=torch.cat([wide[:-1], torch.full((1, 8), math.nan)])),
+        "Inf key, flash": dict(queries=wide, keys=torch.cat([k[:-1], torch.full((1, 8), math.inf)])),
         "tensor beta": dict(beta=torch.tensor(0.5)),
         "bool beta": dict(beta=True),
         "NaN beta": dict(beta=math.nan),
         "beta beyond float32": dict(beta=1e39),
-        "batch above the policy's": dict(queries=wide),
         "subclass": dict(queries=q.as_subclass(Sub)),
         "empty batch": dict(queries=q[:0]),
         "d mismatch": dict(queries=torch.randn(2, 7)),
@@ -94,17 +98,19 @@ def _declined_cases():
 @pytest.mark.parametrize("case", sorted(_declined_cases()))
 def test_fast_path_declines_what_it_does_not_recognise(case):
     q, k = torch.randn(2, 8), torch.randn(20, 8)
-    args = dict(queries=q, keys=k, values=None, beta=0.5, backend=None) | _declined_cases()[case]
-    assert fast.cpu_kernel_retrieve(args["queries"], args["keys"], args["values"], args["beta"], args["backend"],
-                                    op_module.cpp_max_batch) is None
+    args = dict(queries=q, keys=k, values=None, beta=0.5, backend=None, want_argmax=False) | _declined_cases()[case]
+    assert fast.cpu_fast_retrieve(args["queries"], args["keys"], args["values"], args["beta"], args["backend"],
+                                  op_module.cpp_max_batch, True, args["want_argmax"]) is None
 
 
-def test_fast_path_takes_a_forced_cpp_at_any_batch_and_grad_free_calls():
+def test_fast_path_takes_a_forced_kernel_at_any_batch_and_grad_free_calls():
     k = torch.randn(20, 8)
     wide = torch.randn(op_module.cpp_max_batch(k) + 5, 8)
-    assert fast.cpu_kernel_retrieve(wide, k, None, 0.5, "cpp", op_module.cpp_max_batch) is not None
+    for forced in ("cpp", "sdpa"):
+        assert fast.cpu_fast_retrieve(wide, k, None, 0.5, forced, op_module.cpp_max_batch) is not None
+        assert fast.cpu_fast_retrieve(wide[:1], k, None, 0.5, forced, op_module.cpp_max_batch) is not None
     with torch.no_grad():  # requires_grad but no grad wanted: the kernel's result, nothing to differentiate
-        assert fast.cpu_kernel_retrieve(wide[:2], k.requires_grad_(), None, 0.5, None,
+        assert fast.cpu_fast_retrieve(wide[:2], k.requires_grad_(), None, 0.5, None,
                                         op_module.cpp_max_batch) is not None
 
 
@@ -113,10 +119,11 @@ def test_fast_path_is_off_under_the_fake_cuda_device():
 
     q, k = torch.randn(2, 8), torch.randn(20, 8)
     with fake_cuda():
-        assert fast.cpu_kernel_retrieve(q, k, None, 0.5, None, op_module.cpp_max_batch) is None
+        assert fast.cpu_fast_retrieve(q, k, None, 0.5, None, op_module.cpp_max_batch) is None
 
 
-@pytest.mark.parametrize("case", ["NaN query", "Inf key", "NaN value", "logits beyond float32", "NaN beta"])
+@pytest.mark.parametrize("case", ["NaN query", "Inf key", "NaN value", "logits beyond float32", "NaN beta",
+                                  "NaN query, flash", "Inf key, flash"])
 def test_bad_values_raise_the_general_paths_error(case):
     args = dict(queries=torch.randn(2, 8), keys=torch.randn(20, 8), values=None, beta=0.5)
     args |= _declined_cases()[case]

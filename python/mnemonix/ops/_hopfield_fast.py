@@ -6,7 +6,7 @@ dispatches, and runs the custom op (~60-80 us of Python per call). For the commo
 tensors, nothing that needs a gradient, at a batch the speed policy sends to the C++ kernel --
 all of that reduces to a few attribute reads and one kernel call, which is what this module does.
 
-It is a pure shortcut, never a second semantics: :func:`cpu_kernel_retrieve` returns None for
+It is a pure shortcut, never a second semantics: :func:`cpu_fast_retrieve` returns None for
 anything it does not recognise (another dtype, device, shape, layout or argument, a tensor
 subclass, a torch function or dispatch mode such as the fake CUDA device, a functorch
 transform, ``torch.compile``), and the caller then takes the general path. Results are the
@@ -19,6 +19,7 @@ and raises its own error, naming the argument.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -46,18 +47,19 @@ def _shapes_fit(queries: Tensor, keys: Tensor, values: Tensor | None) -> bool:
     return values is None or (values.shape[0] == n and values.shape[1] > 0)
 
 
-def cpu_kernel_retrieve(queries: object, keys: object, values: object, beta: object, backend: object,
-                        max_batch: Callable[[Tensor], int], want_lse: bool = True,
-                        want_argmax: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
-    """``(out [B, dv], lse [B], argmax [B])`` from the C++ kernel, or None: take the general path.
+def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: object, backend: object,
+                      max_batch: Callable[[Tensor], int], want_lse: bool = False,
+                      want_argmax: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
+    """``(out [B, dv], lse [B], argmax [B])`` from the kernel the policy picks, or None: take the
+    general path.
 
-    ``lse`` / ``argmax`` are None unless wanted (no tensor is wrapped around what is not returned).
-    ``max_batch(keys)`` is the largest B the speed policy sends to the kernel automatically (a
-    forced ``backend="cpp"`` takes any B).
+    The policy's choice without a gradient: the C++ kernel up to ``max_batch(keys)`` queries,
+    torch's flash kernel above (dv == d, no argmax). A forced ``"cpp"`` or ``"sdpa"`` takes that
+    kernel at any batch. ``lse`` / ``argmax`` are None unless wanted.
     """
     if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
         return None
-    if backend is not None and backend != "cpp":
+    if backend is not None and backend != "cpp" and backend != "sdpa":
         return None
     if type(beta) is not float and type(beta) is not int:
         return None  # bool, numpy scalars, tensors: the general path's checks
@@ -65,20 +67,37 @@ def cpu_kernel_retrieve(queries: object, keys: object, values: object, beta: obj
             and (values is None or _plain_f32_matrix(values))):
         return None
     q, k, v = queries, keys, values  # type: ignore[assignment]
-    if not _shapes_fit(q, k, v) or (backend is None and q.shape[0] > max_batch(k)):
-        return None
-    if not 0.0 < beta <= _checks.FLOAT32_MAX or not plain_eager((q, k, v)):
+    if not _shapes_fit(q, k, v) or not 0.0 < beta <= _checks.FLOAT32_MAX or not plain_eager((q, k, v)):
         return None  # (a NaN beta fails the comparison)
+    if backend == "cpp" or (backend is None and q.shape[0] <= max_batch(k)):
+        return _cpp(q, k, v, float(beta), want_lse, want_argmax)
+    if want_argmax or (v is not None and v.shape[1] != k.shape[1]):
+        return None  # the flash kernel has no argmax and needs dv == d: the general path's choice
+    return _flash(q, k, v, float(beta), want_lse)
+
+
+def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, want_argmax: bool):
     core = hb._core_retrieval()
     if core is None:
         return None
     # the finite checks run in the kernel's call (queries before, out and lse after): None if any fails
-    found = core.retrieve_checked(_numpy(q), _numpy(k), None if v is None else _numpy(v), beta=float(beta))
+    found = core.retrieve_checked(_numpy(q), _numpy(k), None if v is None else _numpy(v), beta=beta)
     if found is None:
         return None
     out, lse, arg = found
     return (torch.from_numpy(out), torch.from_numpy(lse) if want_lse else None,
             torch.from_numpy(arg) if want_argmax else None)
+
+
+def _flash(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool):
+    kernel = hb._sdpa_kernel()
+    if kernel is None or not _checks.all_finite(q):
+        return None
+    k4 = k[None, None]
+    out, lse = kernel(q[None, None], k4, k4 if v is None else v[None, None], 0.0, False, attn_mask=None, scale=beta)
+    if not math.isfinite(float(lse.sum()) + float(out.sum())):
+        return None  # a NaN/Inf in keys or values, or logits beyond float32: the general path says which
+    return out[0, 0], lse[0, 0] if want_lse else None, None
 
 
 def _numpy(t: Tensor):

@@ -175,7 +175,7 @@ def hopfield_retrieve(
     if (mask is None and bias is None and association_mask is None and type(update_steps) is int
             and update_steps == 0 and batch_invariant is False and allow_tf32 is False and type(eps) is float
             and 0.0 < eps < math.inf):
-        fast = _fast.cpu_kernel_retrieve(queries, keys, values, beta, backend, cpp_max_batch, return_lse,
+        fast = _fast.cpu_fast_retrieve(queries, keys, values, beta, backend, cpp_max_batch, return_lse,
                                          return_argmax)
         if fast is not None:
             return _returned(fast, return_lse, return_argmax)
