@@ -1,17 +1,20 @@
 """Per-call overhead of the ops on the CPU fast path at tiny shapes (microseconds).
 
-overhead = time(op) - time(the bare backend call the op dispatches to), each timed side by side
-with plain torch at the same shape (interleaved rounds, :func:`mnemonix.benchmark.timing.measure`;
-min and p20 reported: the machine is shared, medians wander). Target: < 15 us of overhead.
+overhead = time(op) - time(the bare kernel call the op ends in, on prepared arguments), each
+timed side by side with plain torch at the same shape (interleaved rounds,
+:func:`mnemonix.benchmark.timing.measure`; min and p20 reported: the machine is shared,
+medians wander). Target: < 15 us of overhead.
 
-- ``hopfield_retrieve`` (N=64, d=16, B=1, float32): the op (checks, canonical layout,
-  dispatch, custom op, result check) vs ``backends.hopfield.run_cpp`` on the canonical operands
-  (and the bare ``_core.retrieval.retrieve`` on numpy arrays); plain: softmax(beta q K^T) K.
+- ``hopfield_retrieve`` (N=64, d=16, B=1, float32): the op (its fast path: checks, the C++ kernel
+  with the finite checks folded in, tensors around the results) vs the bare
+  ``_core.retrieval.retrieve_checked`` on numpy arrays; also ``backends.hopfield.run_cpp`` on
+  the canonical operands (the general path's backend call); plain: softmax(beta q K^T) K.
 - ``salience_topk`` (N=64, d=16, B=1, k=5, log_salience given): the op vs the backend's
   selection (``run``) plus the exact re-rank and outputs it needs anyway is hard to separate, so
   the bare call is the selection alone; plain: normalise, matmul, scale, topk, gather, softmax.
-- ``lifespan_step`` (B=1, M=64, R=4): the op vs ``backends.lifespan.lifespan_step_torch``;
-  plain: the same function (it is plain torch).
+- ``lifespan_step`` (B=1, M=64, R=4): the op (the C++ step, value checks in the same call) vs the
+  bare ``_core.lifespan.step`` on numpy arrays (checks on: the same work); plain: the torch
+  backend (``backends.lifespan.lifespan_step_torch``, what the op ran before the C++ step).
 
     python bench/overhead.py [--repeat 3000] [--out bench/results/overhead-cpu.json] [--label before]
 """
@@ -54,8 +57,8 @@ def hopfield(repeat: int) -> dict[str, Any]:
     qn, kn = q.numpy(), keys.numpy()
     cands = {
         "op": lambda: ops.hopfield_retrieve(q, keys, beta=beta),
-        "backend": lambda: hb.run_cpp(q4, k4, None, beta=beta, logit_bias=None, want_argmax=False),
-        "core": lambda: core.retrieve(qn, kn, None, beta=beta, bias=None),
+        "general_backend": lambda: hb.run_cpp(q4, k4, None, beta=beta, logit_bias=None, want_argmax=False),
+        "bare": lambda: core.retrieve_checked(qn, kn, None, beta=beta),
         "plain": lambda: torch.softmax(beta * (q @ keys.T), dim=-1) @ keys,
     }
     return {"shape": {"N": n, "d": d, "B": 1}, "backend": "cpp", **_timed(cands, repeat)}
@@ -77,7 +80,7 @@ def salience(repeat: int) -> dict[str, Any]:
 
     cands = {
         "op": lambda: ops.salience_topk(q, keys, None, k=k, log_salience=log_s),
-        "backend": lambda: run(q, keys, log_s, shift, None, n_cand, key_norms=None, batch_invariant=False),
+        "bare": lambda: run(q, keys, log_s, shift, None, n_cand, key_norms=None, batch_invariant=False),
         "plain": plain,
     }
     return {"shape": {"N": n, "d": d, "B": 1, "k": k}, "backend": "torch", **_timed(cands, repeat)}
@@ -91,17 +94,20 @@ def lifespan(repeat: int) -> dict[str, Any]:
     age = torch.randint(0, 100, (1, m), generator=gen, dtype=torch.int32)
     idx = torch.randint(-1, m, (1, r), generator=gen)
     delta = torch.rand(1, r, generator=gen)
+    core = lb.core_lifespan()
+    arrays = [t.numpy() for t in (life, types, age, idx, delta)]
     cands = {
         "op": lambda: ops.lifespan_step(life, types, age, idx, delta, 16),
-        "backend": lambda: lb.lifespan_step_torch(life, types, age, idx, delta, 16),
+        "bare": lambda: core.step(*arrays, stm_capacity=16, working=1, shortterm=2, longterm=3, check=True),
+        "plain": lambda: lb.lifespan_step_torch(life, types, age, idx, delta, 16),
     }
-    return {"shape": {"B": 1, "M": m, "R": r}, "backend": "torch", **_timed(cands, repeat)}
+    return {"shape": {"B": 1, "M": m, "R": r}, "backend": "cpp", **_timed(cands, repeat)}
 
 
 def _timed(cands, repeat: int) -> dict[str, Any]:
     t = measure(cands, CPU, repeat=repeat, warmup_s=0.3, budget_s=60.0)
     out = _stats(t)
-    out["overhead_p20_us"] = out["op"]["p20_us"] - out["backend"]["p20_us"]
+    out["overhead_p20_us"] = out["op"]["p20_us"] - out["bare"]["p20_us"]
     return {"us": out}
 
 

@@ -7,7 +7,7 @@ import torch
 
 from mnemonix import ops, reference
 
-BACKENDS = ["torch", "triton"]
+BACKENDS = ["torch", "cpp", "triton"]
 
 
 @pytest.fixture

@@ -3,3 +3,15 @@
 Each backend is a small function plus a :class:`mnemonix._dispatch.Backend`
 declaration of what it supports; :mod:`mnemonix.ops` picks among them.
 """
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def numpy_view(t: torch.Tensor) -> np.ndarray:
+    """A CPU tensor's data as a numpy array for the C++ kernels (a view: detached only when the
+    tensor requires grad, which ``.numpy()`` refuses; non-contiguous data is made contiguous by
+    the binding, once)."""
+    return (t.detach() if t.requires_grad else t).numpy()

@@ -2,9 +2,11 @@
 
 ``torch``: vectorised torch (CPU or CUDA): one ``index_put_`` with
 accumulation for the deltas, two cumulative sums for the short-term ranks and
-the compaction map. ``triton``: the fused kernel of
+the compaction map. ``cpp``: the fused C++ step ``mnemonix._core.lifespan`` (CPU;
+value checks and the step in one call, rows over OpenMP threads), bit for bit the torch
+path's results. ``triton``: the fused kernel of
 ``mnemonix.kernels.lifespan`` (CUDA, or CPU under ``TRITON_INTERPRET=1``).
-Both give the same results (identical unless several deltas of one engram are
+They give the same results (identical unless several deltas of one engram are
 summed in float32 in a different order: the Triton kernel sums each chunk of
 reminded indices as a tree).
 """
@@ -16,6 +18,7 @@ import torch
 from mnemonix import _triton
 from mnemonix._dispatch import Backend
 from mnemonix._types import ENGRAM_LONGTERM, ENGRAM_SHORTTERM, ENGRAM_WORKING, LifespanResult
+from mnemonix.backends import numpy_view
 
 
 def lifespan_step_torch(
@@ -63,11 +66,57 @@ def lifespan_step_triton(
                                                  codes=codes))
 
 
+_CORE: list = []  # mnemonix._core.lifespan once imported (None when not built): one import per process
+
+
+def core_lifespan():
+    if not _CORE:
+        try:
+            from mnemonix._core import lifespan as core
+        except ImportError:
+            core = None
+        _CORE.append(core)
+    return _CORE[0]
+
+
+# A capacity beyond any row length means "no conversion"; the kernel takes an int64.
+_CAPACITY_CAP = 2**62
+
+
+def lifespan_step_cpp(
+    lifespan: torch.Tensor,
+    types: torch.Tensor,
+    age: torch.Tensor | None,
+    reminded_indices: torch.Tensor,
+    delta: torch.Tensor,
+    stm_capacity: int,
+    *,
+    check: bool = False,
+) -> LifespanResult | tuple[int, int]:
+    """The fused C++ step; with ``check``, the value checks run first in the same call and a
+    failure returns ``(fault, value)`` (see csrc/lifespan/lifespan.hpp) instead of a result."""
+    fault, value, found = core_lifespan().step(
+        numpy_view(lifespan), numpy_view(types), None if age is None else numpy_view(age),
+        numpy_view(reminded_indices), numpy_view(delta), stm_capacity=min(int(stm_capacity), _CAPACITY_CAP),
+        working=ENGRAM_WORKING, shortterm=ENGRAM_SHORTTERM, longterm=ENGRAM_LONGTERM, check=check)
+    if fault:
+        return fault, value
+    life, kinds, new_age, keep, rank, kept = found
+    return LifespanResult(torch.from_numpy(life), torch.from_numpy(kinds),
+                          None if new_age is None else torch.from_numpy(new_age), torch.from_numpy(keep),
+                          torch.from_numpy(rank), torch.from_numpy(kept))
+
+
+def _cpp_reasons(inputs) -> list[str]:
+    return [] if core_lifespan() is not None else ["mnemonix._core.lifespan is not built"]
+
+
 _FP32 = frozenset({torch.float32})
 
 TRITON = Backend("triton", lifespan_step_triton, dtypes=_FP32, needs_triton=True)
+CPP = Backend("cpp", lifespan_step_cpp, devices=frozenset({"cpu"}), dtypes=_FP32, extra_reasons=_cpp_reasons)
 TORCH = Backend("torch", lifespan_step_torch, dtypes=_FP32)
-BACKENDS: tuple[Backend, ...] = (TRITON, TORCH)
+BACKENDS: tuple[Backend, ...] = (TRITON, CPP, TORCH)
 
 
 def compact(

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from mnemonix import _checks
 from mnemonix.backends import hopfield as hb
+from mnemonix.backends import numpy_view
 from mnemonix.backends.hopfield_autograd import plain_eager
 
 _F32 = torch.float32
@@ -81,7 +82,7 @@ def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, wa
     if core is None:
         return None
     # the finite checks run in the kernel's call (queries before, out and lse after): None if any fails
-    found = core.retrieve_checked(_numpy(q), _numpy(k), None if v is None else _numpy(v), beta=beta)
+    found = core.retrieve_checked(numpy_view(q), numpy_view(k), None if v is None else numpy_view(v), beta=beta)
     if found is None:
         return None
     out, lse, arg = found
@@ -98,8 +99,3 @@ def _flash(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool):
     if not math.isfinite(float(lse.sum()) + float(out.sum())):
         return None  # a NaN/Inf in keys or values, or logits beyond float32: the general path says which
     return out[0, 0], lse[0, 0] if want_lse else None, None
-
-
-def _numpy(t: Tensor):
-    """The tensor's data as a numpy array (a view; detached only when it must be)."""
-    return (t.detach() if t.requires_grad else t).numpy()

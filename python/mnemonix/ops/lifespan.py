@@ -1,7 +1,8 @@
 """``lifespan_step``: one fused Memoria engram lifespan step, and ``compact_engrams``.
 
 Declared like every op (:mod:`mnemonix._dispatch`): checks -> a typed inputs record ->
-``dispatch(SPEC, inputs, forced)`` -> a backend of :mod:`mnemonix.backends.lifespan`.
+``dispatch(SPEC, inputs, forced)`` -> a backend of :mod:`mnemonix.backends.lifespan`. The C++
+backend checks the values itself, in its one call; the others through :class:`_checks.DataChecks`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _MAX_TYPE = max(int(t) for t in EngramType)  # LONGTERM
 
 @dataclass(frozen=True)
 class LifespanInputs:
-    """Checked, contiguous inputs of one step (``delta`` already float32)."""
+    """Checked inputs of one step (``delta`` already float32; values checked by the backend's path)."""
 
     lifespan: torch.Tensor
     types: torch.Tensor
@@ -44,7 +45,7 @@ class LifespanInputs:
         return False  # integer bookkeeping: no gradient
 
 
-# Speed policy: the declared order (Triton, then torch) without interpreted Triton.
+# Speed policy: the declared order (Triton, C++, torch) without interpreted Triton.
 SPEC = _dispatch.OpSpec("lifespan_step", lb.BACKENDS)
 
 
@@ -78,8 +79,9 @@ def lifespan_step(
     stm_capacity : int >= 0
         Short-term engrams kept per row; the oldest (first by position) beyond it
         become LONGTERM.
-    backend : {"triton", "torch"} or None
-        Force a backend; default Triton on CUDA, torch otherwise.
+    backend : {"triton", "cpp", "torch"} or None
+        Force a backend; default Triton on CUDA, the fused C++ step on the CPU (value checks in
+        the same call), else torch.
     check_inputs : bool or None, keyword-only
         Check the *values* of ``lifespan`` (no NaN or -inf), ``types`` (codes 0..3), ``delta``
         (finite) and ``reminded_indices`` (< M). None (default):
@@ -99,26 +101,48 @@ def lifespan_step(
     """
     _check(lifespan, types, age, reminded_indices, delta, stm_capacity)
     delta = delta.to(torch.float32)
-    checks = _checks.DataChecks(lifespan.device, _checks.data_checks_enabled(check_inputs, lifespan.device))
+    check = _checks.data_checks_enabled(check_inputs, lifespan.device)
+    inputs = LifespanInputs(lifespan, types, age, reminded_indices, delta, stm_capacity)
+    chosen = _dispatch.dispatch(SPEC, inputs, backend)
+    if chosen is lb.CPP:  # the kernel checks the values itself, in the same call
+        found = lb.lifespan_step_cpp(lifespan, types, age, reminded_indices, delta, stm_capacity, check=check)
+        if isinstance(found, tuple) and not isinstance(found, LifespanResult):
+            _raise_fault(*found, length=lifespan.shape[1])
+        return found
+    checks = _checks.DataChecks(lifespan.device, check)
     _check_state_values(checks, lifespan, types)
     checks.finite("delta", delta)
     if reminded_indices.numel():
         length = lifespan.shape[1]
-        checks.require_not(
-            reminded_indices.max() >= length,
-            lambda: f"reminded_indices must be < {length} (the number of engrams per row), "
-                    f"got {int(reminded_indices.max())}",
-        )
+        checks.require_not(reminded_indices.max() >= length,
+                           lambda: _index_message(length, int(reminded_indices.max())))
     checks.flush()
-    inputs = LifespanInputs(
-        lifespan.contiguous(), types.contiguous(), None if age is None else age.contiguous(),
-        reminded_indices.contiguous(), delta.contiguous(), stm_capacity,
-    )
-    chosen = _dispatch.dispatch(SPEC, inputs, backend)
     return chosen.run(
-        lifespan=inputs.lifespan, types=inputs.types, age=inputs.age,
-        reminded_indices=inputs.reminded_indices, delta=inputs.delta, stm_capacity=stm_capacity,
+        lifespan=lifespan.contiguous(), types=types.contiguous(), age=None if age is None else age.contiguous(),
+        reminded_indices=reminded_indices.contiguous(), delta=delta.contiguous(), stm_capacity=stm_capacity,
     )
+
+
+_LIFESPAN_MESSAGE = "lifespan must not hold NaN or -inf values (+inf is allowed: an engram that never expires)"
+
+
+def _types_message(top: int) -> str:
+    return f"types must hold engram codes 0..{_MAX_TYPE} (NULL, WORKING, SHORTTERM, LONGTERM), got {top}"
+
+
+def _index_message(length: int, top: int) -> str:
+    return f"reminded_indices must be < {length} (the number of engrams per row), got {top}"
+
+
+def _raise_fault(fault: int, value: int, *, length: int) -> None:
+    """The error of the C++ kernel's failed value check: the torch path's, word for word."""
+    if fault == 1:
+        raise ValueError(_types_message(value))
+    if fault == 2:
+        raise ValueError(_LIFESPAN_MESSAGE)
+    if fault == 3:
+        raise _checks.NonFiniteError("delta")
+    raise ValueError(_index_message(length, value))
 
 
 def _check_state_values(checks: _checks.DataChecks, lifespan: torch.Tensor, types: torch.Tensor) -> None:
@@ -126,11 +150,9 @@ def _check_state_values(checks: _checks.DataChecks, lifespan: torch.Tensor, type
     expires, is allowed): on CUDA read with the op's other checks, in its one host sync."""
     if not checks.enabled or lifespan.numel() == 0:
         return
-    checks.require_not(types.max() > _MAX_TYPE, lambda: f"types must hold engram codes 0..{_MAX_TYPE} (NULL, WORKING, "
-                       f"SHORTTERM, LONGTERM), got {int(types.max())}")
+    checks.require_not(types.max() > _MAX_TYPE, lambda: _types_message(int(types.max())))
     low = lifespan.amin()  # NaN propagates into the minimum; -inf is the minimum
-    checks.require_not(torch.isnan(low) | (low == float("-inf")),
-                       "lifespan must not hold NaN or -inf values (+inf is allowed: an engram that never expires)")
+    checks.require_not(torch.isnan(low) | (low == float("-inf")), _LIFESPAN_MESSAGE)
 
 
 def _check(lifespan, types, age, reminded_indices, delta, stm_capacity) -> None:

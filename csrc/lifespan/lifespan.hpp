@@ -1,0 +1,106 @@
+// One Memoria engram lifespan step on the CPU, fused: value checks and the step in two passes
+// over each row. Header-only core, no Python, no torch (the math of DESIGN.md's lifespan_step,
+// the same as backends/lifespan.py's torch path, bit for bit):
+//
+//   lifespan'[b, m] = (lifespan[b, m] + sum_{r : idx[b, r] == m} delta[b, r]) - 1
+//                     (deltas of one engram summed in r order; idx < 0 or >= M ignored)
+//   types'          : WORKING -> SHORTTERM; then the first (count_STM - capacity) short-term
+//                     engrams of the row (by position) -> LONGTERM
+//   age'            = age + 1 (int32, wrapping like torch)
+//   keep = lifespan' > 0, rank = position among the kept (-1 if dropped), numKept = count.
+//
+// Rows are independent: OpenMP over rows once a step is large enough to pay for the threads;
+// results do not depend on the thread count.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+namespace mnemonix {
+namespace lifespan {
+
+struct Codes {
+  uint8_t working, shortterm, longterm;  // engram type codes; any code > longterm is invalid
+};
+
+// The first failed value check, in the order the Python op checks them (types, lifespan,
+// delta, indices), with the value its message shows.
+struct Fault {
+  int which = 0;  // 0 none, 1 a type code > longterm, 2 a NaN / -inf lifespan, 3 a NaN / Inf delta, 4 an index >= M
+  int64_t value = 0;  // the largest type code (1) or index (4)
+};
+
+struct Step {  // borrowed input and output buffers, row-major [B, M] / [B, R] / [B]
+  const float* lifespan;
+  const uint8_t* types;
+  const int32_t* age;  // may be null (then ageOut is unused)
+  const int64_t* idx;
+  const float* delta;
+  size_t batch, length, reminded;
+  int64_t stmCapacity;
+  float* lifespanOut;
+  uint8_t* typesOut;
+  int32_t* ageOut;
+  bool* keep;
+  int64_t* rank;
+  int64_t* numKept;
+};
+
+inline Fault checkValues(const Step& s, Codes codes) {
+  const size_t cells = s.batch * s.length, refs = s.batch * s.reminded;
+  uint8_t topType = 0;
+  bool badLife = false, badDelta = false;
+  int64_t topIndex = -1;
+  for (size_t i = 0; i < cells; ++i) {
+    topType = s.types[i] > topType ? s.types[i] : topType;
+    const float x = s.lifespan[i];
+    badLife |= std::isnan(x) || x == -INFINITY;
+  }
+  for (size_t i = 0; i < refs; ++i) {
+    badDelta |= !std::isfinite(s.delta[i]);
+    topIndex = s.idx[i] > topIndex ? s.idx[i] : topIndex;
+  }
+  if (cells && topType > codes.longterm) return {1, topType};
+  if (badLife) return {2, 0};
+  if (badDelta) return {3, 0};
+  if (topIndex >= static_cast<int64_t>(s.length)) return {4, topIndex};
+  return {};
+}
+
+inline void stepRow(const Step& s, Codes codes, size_t b) {
+  const size_t m0 = b * s.length, r0 = b * s.reminded;
+  float* life = s.lifespanOut + m0;
+  for (size_t m = 0; m < s.length; ++m) life[m] = 0.0f;  // the deltas' sums first, as torch adds them
+  for (size_t r = 0; r < s.reminded; ++r) {
+    const int64_t m = s.idx[r0 + r];
+    if (m >= 0 && m < static_cast<int64_t>(s.length)) life[m] += s.delta[r0 + r];
+  }
+  int64_t stm = 0;
+  for (size_t m = 0; m < s.length; ++m) {
+    life[m] = (s.lifespan[m0 + m] + life[m]) - 1.0f;
+    const uint8_t t = s.types[m0 + m] == codes.working ? codes.shortterm : s.types[m0 + m];
+    s.typesOut[m0 + m] = t;
+    stm += t == codes.shortterm;
+  }
+  int64_t exceeded = stm - s.stmCapacity, seen = 0, kept = 0;
+  for (size_t m = 0; m < s.length; ++m) {
+    uint8_t& t = s.typesOut[m0 + m];
+    if (t == codes.shortterm && seen++ < exceeded) t = codes.longterm;
+    const bool k = life[m] > 0.0f;
+    s.keep[m0 + m] = k;
+    s.rank[m0 + m] = k ? kept++ : -1;
+    if (s.age) s.ageOut[m0 + m] = static_cast<int32_t>(static_cast<uint32_t>(s.age[m0 + m]) + 1u);
+  }
+  s.numKept[b] = kept;
+}
+
+inline void step(const Step& s, Codes codes) {
+  const long rows = static_cast<long>(s.batch);
+  const bool parallel = s.batch > 1 && s.batch * (s.length + s.reminded) >= (size_t{1} << 16);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (long b = 0; b < rows; ++b) stepRow(s, codes, static_cast<size_t>(b));
+}
+
+}  // namespace lifespan
+}  // namespace mnemonix

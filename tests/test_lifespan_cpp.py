@@ -1,0 +1,96 @@
+"""The fused C++ lifespan step (the CPU default) is the torch path bit for bit, errors included."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mnemonix import ops
+from mnemonix.ops import lifespan as op_module
+
+
+def _state(seed: int, batch: int, length: int, reminded: int, float_delta: bool, int32_index: bool):
+    gen = torch.Generator().manual_seed(seed)
+    lifespan = torch.randint(-2, 5, (batch, length), generator=gen).float() + torch.rand(batch, length, generator=gen)
+    types = torch.randint(0, 4, (batch, length), generator=gen).to(torch.uint8)
+    age = torch.randint(-5, 20, (batch, length), generator=gen).int()
+    if batch * length:
+        age.view(-1)[0] = 2**31 - 1  # wraps like torch's int32 add
+    index = torch.randint(-2, max(length, 1), (batch, reminded), generator=gen)
+    if length == 0:
+        index.fill_(-1)
+    delta = (torch.rand(batch, reminded, generator=gen) * 4 if float_delta
+             else torch.randint(-1, 6, (batch, reminded), generator=gen).float())
+    return lifespan, types, age, index.int() if int32_index else index, delta
+
+
+def _equal(a, b) -> None:
+    for name, x, y in zip(a._fields, a, b):
+        if x is None:
+            assert y is None, name
+            continue
+        assert x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y), name
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), batch=st.integers(0, 5), length=st.integers(0, 70),
+       reminded=st.integers(0, 40), capacity=st.sampled_from([0, 1, 3, 10, 2**40]), float_delta=st.booleans(),
+       int32_index=st.booleans(), with_age=st.booleans(), transposed=st.booleans())
+def test_cpp_equals_torch_bitwise(seed, batch, length, reminded, capacity, float_delta, int32_index, with_age,
+                                  transposed):
+    life, types, age, index, delta = _state(seed, batch, length, reminded, float_delta, int32_index)
+    if transposed:  # non-contiguous inputs: the binding copies them once
+        life = life.T.contiguous().T
+    age = age if with_age else None
+    _equal(ops.lifespan_step(life, types, age, index, delta, capacity, backend="cpp"),
+           ops.lifespan_step(life, types, age, index, delta, capacity, backend="torch"))
+
+
+def test_cpp_is_the_cpu_default_and_large_steps_use_threads_deterministically():
+    assert op_module._dispatch.dispatch(op_module.SPEC, op_module.LifespanInputs(
+        torch.ones(1, 2), torch.ones(1, 2, dtype=torch.uint8), None, torch.zeros(1, 0, dtype=torch.long),
+        torch.zeros(1, 0), 1)).name == "cpp"
+    state = _state(7, 64, 3000, 50, True, False)  # above the kernel's threading threshold
+    _equal(ops.lifespan_step(*state, 100, backend="cpp"), ops.lifespan_step(*state, 100, backend="torch"))
+
+
+def test_unchecked_out_of_range_indices_are_ignored_like_torch():
+    life, types, age, index, delta = _state(3, 2, 10, 6, True, False)
+    index[0, 0], index[1, 3] = 10, 999
+    _equal(ops.lifespan_step(life, types, age, index, delta, 2, backend="cpp", check_inputs=False),
+           ops.lifespan_step(life, types, age, index, delta, 2, backend="torch", check_inputs=False))
+
+
+_FAULTS = {
+    "type code": lambda s: s[1].view(-1).__setitem__(-1, 7),
+    "NaN lifespan": lambda s: s[0].view(-1).__setitem__(0, math.nan),
+    "-inf lifespan": lambda s: s[0].view(-1).__setitem__(1, -math.inf),
+    "NaN delta": lambda s: s[4].view(-1).__setitem__(0, math.nan),
+    "Inf delta": lambda s: s[4].view(-1).__setitem__(-1, math.inf),
+    "index": lambda s: s[3].view(-1).__setitem__(2, 12),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(faults=st.sets(st.sampled_from(sorted(_FAULTS)), min_size=1), seed=st.integers(0, 1000))
+def test_cpp_raises_the_torch_paths_first_error(faults, seed):
+    state = list(_state(seed, 2, 8, 4, True, False))
+    for name in faults:
+        _FAULTS[name](state)
+    errors = []
+    for backend in ("cpp", "torch"):
+        with pytest.raises(ValueError) as err:
+            ops.lifespan_step(*state, 2, backend=backend)
+        errors.append((type(err.value), str(err.value)))
+    assert errors[0] == errors[1]
+
+
+def test_plus_inf_lifespan_is_kept():
+    life = torch.tensor([[math.inf, 0.5]])
+    out = ops.lifespan_step(life, torch.ones(1, 2, dtype=torch.uint8), None, torch.zeros(1, 0, dtype=torch.long),
+                            torch.zeros(1, 0), 1, backend="cpp")
+    assert out.keep.tolist() == [[True, False]] and out.lifespan[0, 0] == math.inf
