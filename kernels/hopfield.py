@@ -341,11 +341,14 @@ def device_guard(device: torch.device):
 def default_splits(rows: int, n: int, block_b: int, block_n: int, device: torch.device, groups: int = 1) -> int:
     """Enough programs to fill the device (~2 per SM), at least 4 tiles per split."""
     row_blocks = groups * triton.cdiv(rows, block_b)
-    if device.type == "cuda":
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-        want = triton.cdiv(2 * sms, row_blocks)
-    else:  # interpreter: a few splits exercise the merge without slowing tests down
-        want = 2
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else None
+    return planned_splits(row_blocks, n, block_n, sms)
+
+
+def planned_splits(row_blocks: int, n: int, block_n: int, sms: int | None) -> int:
+    """``default_splits`` for ``sms`` multiprocessors (None: the interpreter, 2 splits)."""
+    # interpreter: a few splits exercise the merge without slowing tests down
+    want = 2 if sms is None else triton.cdiv(2 * sms, row_blocks)
     return max(1, min(want, triton.cdiv(n, 4 * block_n), MAX_SPLITS))
 
 
