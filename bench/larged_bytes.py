@@ -37,7 +37,7 @@ def launch(b: int, n: int, d: int, dv: int, dtype: torch.dtype, old: bool) -> di
     if old:
         block_b, block_n = OLD[("fp32" if dtype == torch.float32 else "16-bit", 16 if b <= 16 else 32)]
         block_dv = 128
-    splits = kh.planned_splits(triton.cdiv(b, block_b), n, block_n, H200_SMS)
+    splits = kh.planned_splits(triton.cdiv(b, block_b), n, 4 * block_n if old else kh.fewest_per_split(cfg), H200_SMS)
     n_per_split = triton.cdiv(triton.cdiv(n, splits), block_n) * block_n
     return dict(block_b=block_b, block_n=block_n, block_dv=block_dv, n_per_split=n_per_split,
                 splits=triton.cdiv(n, n_per_split))
@@ -59,15 +59,17 @@ def model(b: int, n: int, d: int, dv: int, dtype: torch.dtype, old: bool) -> dic
 
 def table(n: int, d: int, dv: int) -> str:
     rows = ["| dtype | B | version | BLOCK_B x BLOCK_N, dv chunk | splits | acc / kv per tile | "
-            "acc round trips (GB) | kv issued (GB) | workspace (MB) |", "|---" * 9 + "|"]
+            "acc round trips (GB) | kv issued (GB) | workspace = merge read (MB) | total (GB) |", "|---" * 10 + "|"]
     for dtype in (torch.float32, torch.float16):
         for b in (1, 16, 64, 1024):
             for old in (True, False):
                 m = model(b, n, d, dv, dtype, old)
                 rows.append(f"| {str(dtype)[6:]} | {b} | {'old' if old else 'new'} | {m['block_b']}x{m['block_n']},"
                             f" {m['block_dv']} | {m['splits']} | {m['tile_acc'] / m['tile_kv']:.2f} | "
-                            f"{m['acc'] / 1e9:.2f} | {m['kv'] / 1e9:.2f} | {m['workspace'] / 1e6:.0f} |")
-    return "\n".join(rows)
+                            f"{m['acc'] / 1e9:.3f} | {m['kv'] / 1e9:.2f} | {m['workspace'] / 1e6:.0f} | "
+                            f"{(m['acc'] + m['kv'] + m['merge']) / 1e9:.2f} |")
+    floor = ", ".join(f"{name} {n * d * e / 1e9:.2f} GB" for name, e in (("float32", 4), ("float16", 2)))
+    return "\n".join(rows) + f"\n\nfloor (the keys once, values = keys): {floor}"
 
 
 if __name__ == "__main__":
