@@ -18,8 +18,9 @@ Tricks
   them by ``exp(m_s - max_s m_s)``. Empty or fully masked splits have ``m = -inf``, ``l = 0``.
 - Large d: when ``d`` (or ``dv``) exceeds one register tile, the scores of a tile accumulate
   over ``BLOCK_D`` chunks of d, and the accumulator lives in the program's own slice of the
-  float32 partial-output workspace (loaded, rescaled and stored per ``BLOCK_DV`` chunk, with
-  the same pointer tile for load and store, so every element stays with one thread).
+  float32 partial-output workspace (loaded, rescaled and stored per ``BLOCK_DV`` chunk through
+  one pointer tensor, so every element stays with one thread). Long key tiles (128) amortise
+  that round trip; bench/larged_bytes.py models its bytes.
 - Masked patterns / padding carry ``-inf`` logits; the running max is replaced by 0 while it
   is still ``-inf`` so that no ``-inf - -inf`` NaN appears.
 - Groups: queries [G1, G2, B, d] (samples x heads) on a third grid axis; keys, values and
@@ -156,20 +157,57 @@ def _hopfield_partial_small_d(
 
 
 @triton.jit
+def _acc_slice(ACC_OUT, rows, row_ok, c0, DV, BLOCK_DV: tl.constexpr):
+    """Pointers and mask of columns ``[c0, c0 + BLOCK_DV)`` of the program's accumulator rows.
+
+    The large-d kernel loads a slice, rescales it and stores it back through this one pointer
+    tensor: an SSA value has one layout, so each element is stored and later reloaded by the same
+    thread, and the next key tile's load sees the store by program order, without a barrier
+    (tests/test_hopfield_larged.py checks the compiled IR).
+    """
+    cols = c0 + tl.arange(0, BLOCK_DV)
+    return ACC_OUT + rows[:, None] * DV + cols[None, :], row_ok[:, None] & (cols[None, :] < DV)
+
+
+@triton.jit
+def _large_d_scores(Q, K, offs_b, row_ok, offs_n, n_ok, D, stride_qb, stride_kn,
+                    DOT_FP32: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    """``s = q k^T`` [BLOCK_B, BLOCK_N] of one key tile, summed over BLOCK_D-column chunks of d."""
+    offs_c = tl.arange(0, BLOCK_D)
+    s = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
+    for c0 in range(0, D, BLOCK_D):
+        c_ok = (c0 + offs_c) < D
+        q = tl.load(Q + offs_b[:, None] * stride_qb + (c0 + offs_c)[None, :],
+                    mask=row_ok[:, None] & c_ok[None, :], other=0.0)
+        k = tl.load(K + offs_n.to(tl.int64)[:, None] * stride_kn + (c0 + offs_c)[None, :],
+                    mask=n_ok[:, None] & c_ok[None, :], other=0.0)
+        if DOT_FP32:
+            s += tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision=PRECISION)
+        else:
+            s += tl.dot(q, tl.trans(k))
+    return s
+
+
+@triton.jit
 def _hopfield_partial_large_d(
     Q, K, V, BIAS, ASSOC, M_OUT, L_OUT, ACC_OUT, ARG_OUT,
     B, N, D, DV, G2, n_per_split, beta,
     stride_q1, stride_q2, stride_qb, stride_k1, stride_k2, stride_kn, stride_v1, stride_v2, stride_vn,
     stride_c1, stride_c2, stride_a1, stride_a2, stride_ab,
     HAS_BIAS: tl.constexpr, HAS_ASSOC: tl.constexpr, VALUES_ARE_KEYS: tl.constexpr, DOT_FP32: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """Same as the small-d kernel, tiling d (scores) and dv (accumulator, kept in ACC_OUT).
 
-    With values = keys the launcher passes K as V: the second read of each tile hits the cache
-    (a [BLOCK_N, d] tile of 12,288 bf16 values is 0.8 MB).
+    Per key tile the program moves ``BLOCK_N (d + dv)`` key/value elements and ``2 BLOCK_B dv``
+    float32 accumulator values (load + store of its slice), so a long key tile (BLOCK_N = 128)
+    amortises the accumulator; a narrow dv chunk (BLOCK_DV) keeps the [BLOCK_N, BLOCK_DV] value
+    tile small. The first key tile of a split starts from 0 (its masked load moves no bytes), so
+    the workspace needs no zeroing pass. With values = keys the launcher passes K as V.
     """
-    tl.static_assert(BLOCK_B >= 16 and BLOCK_N >= 16 and BLOCK_D >= 16)
+    tl.static_assert(BLOCK_B >= 16 and BLOCK_N >= 16 and BLOCK_D >= 16 and BLOCK_DV >= 16)
     pid_b = tl.program_id(0)
     split = tl.program_id(1)
     pid_g = tl.program_id(2)
@@ -179,14 +217,10 @@ def _hopfield_partial_large_d(
     BIAS += _group_offset(pid_g, G2, stride_c1, stride_c2)
     ASSOC += _group_offset(pid_g, G2, stride_a1, stride_a2)
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    offs_c = tl.arange(0, BLOCK_D)
+    offs_cv = tl.arange(0, BLOCK_DV)
     row_ok = offs_b < B
     part = split * (tl.num_programs(2) * B) + pid_g * B + offs_b
-
-    # zero this program's accumulator slice
-    for c0 in range(0, DV, BLOCK_D):
-        tl.store(ACC_OUT + part.to(tl.int64)[:, None] * DV + (c0 + offs_c)[None, :],
-                 tl.zeros([BLOCK_B, BLOCK_D], tl.float32), mask=row_ok[:, None] & ((c0 + offs_c)[None, :] < DV))
+    rows = part.to(tl.int64)
 
     m_i = tl.full([BLOCK_B], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_B], tl.float32)
@@ -196,26 +230,17 @@ def _hopfield_partial_large_d(
     for n0 in range(n_start, n_end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_ok = offs_n < n_end
-        s = tl.zeros([BLOCK_B, BLOCK_N], tl.float32)
-        for c0 in range(0, D, BLOCK_D):
-            c_ok = (c0 + offs_c) < D
-            q = tl.load(Q + offs_b[:, None] * stride_qb + (c0 + offs_c)[None, :],
-                        mask=row_ok[:, None] & c_ok[None, :], other=0.0)
-            k = tl.load(K + offs_n.to(tl.int64)[:, None] * stride_kn + (c0 + offs_c)[None, :],
-                        mask=n_ok[:, None] & c_ok[None, :], other=0.0)
-            if DOT_FP32:
-                s += tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision=PRECISION)
-            else:
-                s += tl.dot(q, tl.trans(k))
+        s = _large_d_scores(Q, K, offs_b, row_ok, offs_n, n_ok, D, stride_qb, stride_kn,
+                            DOT_FP32, BLOCK_B, BLOCK_N, BLOCK_D, PRECISION)
         p, alpha, m_new, l_i, arg_i = _online_softmax_step(s, beta, BIAS, ASSOC, stride_ab, offs_b, row_ok, offs_n,
                                                            n_ok, n0, m_i, l_i, arg_i, HAS_BIAS, HAS_ASSOC)
-        for c0 in range(0, DV, BLOCK_D):
-            c_ok = (c0 + offs_c) < DV
-            v = tl.load(V + offs_n.to(tl.int64)[:, None] * stride_vn + (c0 + offs_c)[None, :],
-                        mask=n_ok[:, None] & c_ok[None, :], other=0.0)
-            acc_ptrs = ACC_OUT + part.to(tl.int64)[:, None] * DV + (c0 + offs_c)[None, :]
-            acc_mask = row_ok[:, None] & c_ok[None, :]
-            acc = tl.load(acc_ptrs, mask=acc_mask, other=0.0)
+        # a row vector, not a scalar: the interpreter cannot mask a load with tensor & scalar bool
+        started = tl.full([BLOCK_B], n0, tl.int32) > n_start
+        for c0 in range(0, DV, BLOCK_DV):
+            v = tl.load(V + offs_n.to(tl.int64)[:, None] * stride_vn + (c0 + offs_cv)[None, :],
+                        mask=n_ok[:, None] & ((c0 + offs_cv)[None, :] < DV), other=0.0)
+            acc_ptrs, acc_mask = _acc_slice(ACC_OUT, rows, row_ok, c0, DV, BLOCK_DV)
+            acc = tl.load(acc_ptrs, mask=acc_mask & started[:, None], other=0.0)
             if DOT_FP32:
                 acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision=PRECISION)
             else:
@@ -273,8 +298,8 @@ class HopfieldConfig:
     small_d: bool
     block_b: int
     block_n: int
-    block_d: int  # small-d: the whole (padded) d; large-d: the chunk of d and dv
-    block_dv: int  # small-d: the whole (padded) dv; large-d: = block_d
+    block_d: int  # small-d: the whole (padded) d; large-d: the chunk of d per step of the scores
+    block_dv: int  # small-d: the whole (padded) dv; large-d: the chunk of dv per accumulator step
     num_warps: int
     num_stages: int
     dot_fp32: bool
@@ -286,21 +311,25 @@ SM90_TILES = {
     # batch asks for (16: B <= 16 or batch_invariant, 32: B <= 64 or large d, 64). Every entry
     # compiles for sm_90 without register spills (tests/test_kernels_spills.py; registers in
     # docs/gpu.md); 4 warps spilled from width 64 on (fp32 B64, 16-bit B32) and at width 128-256.
+    # Large d: 128-key tiles amortise the accumulator's round trip through the workspace (4x less
+    # than 32-key tiles; bench/larged_bytes.py); the 16-bit kernel keeps 16 rows (32 spill 732 B).
     (False, 16, 16): (16, 64, 4, 3), (False, 16, 32): (32, 64, 4, 3), (False, 16, 64): (64, 64, 4, 3),
     (False, 32, 16): (16, 64, 4, 3), (False, 32, 32): (32, 64, 8, 3), (False, 32, 64): (64, 64, 8, 3),
     (False, 64, 16): (16, 64, 4, 3), (False, 64, 32): (32, 64, 8, 3), (False, 64, 64): (64, 64, 8, 3),
     (False, 128, 16): (16, 64, 8, 3), (False, 128, 32): (32, 64, 8, 3), (False, 128, 64): (64, 32, 8, 3),
     (False, 256, 16): (16, 32, 4, 3), (False, 256, 32): (32, 32, 8, 1), (False, 256, 64): (32, 32, 8, 1),
-    (False, 0, 16): (16, 32, 8, 3), (False, 0, 32): (16, 32, 8, 3),
+    (False, 0, 16): (16, 128, 8, 3), (False, 0, 32): (16, 128, 8, 3),
     (True, 16, 16): (16, 32, 4, 3), (True, 16, 32): (32, 32, 4, 3), (True, 16, 64): (64, 32, 4, 3),
     (True, 32, 16): (16, 32, 4, 3), (True, 32, 32): (32, 32, 4, 3), (True, 32, 64): (64, 32, 8, 3),
     (True, 64, 16): (16, 32, 4, 3), (True, 64, 32): (32, 32, 4, 3), (True, 64, 64): (64, 32, 8, 3),
     (True, 128, 16): (16, 32, 8, 3), (True, 128, 32): (32, 32, 8, 3), (True, 128, 64): (32, 32, 8, 3),
     (True, 256, 16): (16, 32, 8, 1), (True, 256, 32): (16, 32, 8, 1), (True, 256, 64): (32, 32, 8, 1),
-    (True, 0, 16): (16, 32, 8, 3), (True, 0, 32): (32, 32, 8, 1),
+    (True, 0, 16): (16, 128, 8, 1), (True, 0, 32): (32, 128, 8, 1),
 }
-LARGE_D_CHUNK = 128
-"""Columns of d (and dv) per step of the large-d kernel."""
+LARGE_D_CHUNKS = {False: (64, 64), True: (32, 64)}
+"""dot_fp32 -> (BLOCK_D, BLOCK_DV) of the large-d kernel: columns of d per score step, of dv per
+accumulator step. FMA dots (fp32) hold both operands in registers, hence 32 columns of d; 64 of
+dv keep the [128, 64] value tile small (128 columns spilled 616 B at 16-bit, 264 B at fp32)."""
 
 
 def hopfield_config(b: int, d: int, dv: int, dtype: torch.dtype, *, interpret: bool, batch_invariant: bool = False,
@@ -324,8 +353,9 @@ def hopfield_config(b: int, d: int, dv: int, dtype: torch.dtype, *, interpret: b
     block_n = block_n or tile_n
     if small_d:
         return HopfieldConfig(True, block_b, block_n, _pow2(d), _pow2(dv), num_warps, num_stages, dot_fp32)
-    chunk = min(LARGE_D_CHUNK, _pow2(min(d, max_register_d)))
-    return HopfieldConfig(False, block_b, block_n, chunk, chunk, num_warps, num_stages, dot_fp32)
+    chunk_d, chunk_dv = LARGE_D_CHUNKS[dot_fp32]
+    return HopfieldConfig(False, block_b, block_n, min(chunk_d, _pow2(min(d, max_register_d))),
+                          min(chunk_dv, _pow2(min(dv, max_register_d))), num_warps, num_stages, dot_fp32)
 
 
 def dot_precision(dtype: torch.dtype, allow_tf32: bool) -> str:
@@ -338,15 +368,28 @@ def device_guard(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def default_splits(rows: int, n: int, block_b: int, block_n: int, device: torch.device, groups: int = 1) -> int:
-    """Enough programs to fill the device (~2 per SM), at least 4 tiles per split."""
+def default_splits(rows: int, n: int, block_b: int, min_split: int, device: torch.device, groups: int = 1) -> int:
+    """Enough programs to fill the device (~2 per SM), at least ``min_split`` patterns per split."""
     row_blocks = groups * triton.cdiv(rows, block_b)
-    if device.type == "cuda":
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-        want = triton.cdiv(2 * sms, row_blocks)
-    else:  # interpreter: a few splits exercise the merge without slowing tests down
-        want = 2
-    return max(1, min(want, triton.cdiv(n, 4 * block_n), MAX_SPLITS))
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else None
+    return planned_splits(row_blocks, n, min_split, sms)
+
+
+def planned_splits(row_blocks: int, n: int, min_split: int, sms: int | None) -> int:
+    """``default_splits`` for ``sms`` multiprocessors (None: the interpreter, 2 splits)."""
+    # interpreter: a few splits exercise the merge without slowing tests down
+    want = 2 if sms is None else triton.cdiv(2 * sms, row_blocks)
+    return max(1, min(want, triton.cdiv(n, min_split), MAX_SPLITS))
+
+
+def fewest_per_split(cfg: HopfieldConfig) -> int:
+    """Fewest patterns per split: 4 key tiles, or one 128-key tile of the large-d kernel.
+
+    A large-d split's fixed cost (its slice's last store and the merge's read, 4 r dv bytes each
+    for r query rows) is small next to one tile's keys and values, 128 (d + dv) e bytes; one tile
+    keeps the split count (and the parallelism at small B) of the former 4 x 32 keys.
+    """
+    return cfg.block_n * (4 if cfg.small_d else 1)
 
 
 def split_size(n: int, cfg: HopfieldConfig, splits: int | None, rows: int, device: torch.device, groups: int,
@@ -356,7 +399,7 @@ def split_size(n: int, cfg: HopfieldConfig, splits: int | None, rows: int, devic
         fewest = triton.cdiv(triton.cdiv(n, MAX_SPLITS), cfg.block_n) * cfg.block_n
         return max(BATCH_INVARIANT_SPLIT, fewest)
     if splits is None:
-        splits = default_splits(rows, n, cfg.block_b, cfg.block_n, device, groups=groups)
+        splits = default_splits(rows, n, cfg.block_b, fewest_per_split(cfg), device, groups=groups)
     return triton.cdiv(triton.cdiv(n, splits), cfg.block_n) * cfg.block_n
 
 
@@ -438,6 +481,7 @@ def hopfield_retrieve(
     grid = (triton.cdiv(b, cfg.block_b), splits, g1 * g2)
     common = dict(HAS_BIAS=bias is not None, HAS_ASSOC=assoc is not None, VALUES_ARE_KEYS=v is None,
                   DOT_FP32=cfg.dot_fp32, BLOCK_B=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d,
+                  BLOCK_DV=cfg.block_dv,
                   PRECISION=dot_precision(q.dtype, allow_tf32), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     pointers = (q, k, v_arg, m_part if bias is None else bias, m_part if assoc is None else assoc,  # dummies
                 m_part, l_part, acc_part, arg_part)
@@ -447,10 +491,8 @@ def hopfield_retrieve(
     arg = torch.empty(rows, device=dev, dtype=torch.int64)
     block_s, merge_dv = merge_tiles(splits, dv)
     with device_guard(dev):
-        if cfg.small_d:
-            _hopfield_partial_small_d[grid](*pointers, *sizes, *strides, BLOCK_DV=cfg.block_dv, **common)
-        else:
-            _hopfield_partial_large_d[grid](*pointers, *sizes, *strides, **common)
+        partial = _hopfield_partial_small_d if cfg.small_d else _hopfield_partial_large_d
+        partial[grid](*pointers, *sizes, *strides, **common)
         _hopfield_merge[(rows, triton.cdiv(dv, merge_dv))](
             m_part, l_part, acc_part, arg_part, out, lse, arg, rows, dv, splits,
             BLOCK_S=block_s, BLOCK_DV=merge_dv,

@@ -36,8 +36,7 @@ DQ_ARGS = ["Q", "K", "V", "DO", "LSE", "DELTA", "BIAS", "ASSOC", "DQ", "B", "N",
 
 def _splits(b: int, cfg) -> int:
     """The forward's split count on an H200 (the launcher's formula, 132 SMs)."""
-    want = triton.cdiv(2 * H200_SMS, triton.cdiv(b, cfg.block_b))
-    splits = max(1, min(want, triton.cdiv(N_STORE, 4 * cfg.block_n), kh.MAX_SPLITS))
+    splits = kh.planned_splits(triton.cdiv(b, cfg.block_b), N_STORE, kh.fewest_per_split(cfg), H200_SMS)
     n_per_split = triton.cdiv(triton.cdiv(N_STORE, splits), cfg.block_n) * cfg.block_n
     return triton.cdiv(N_STORE, n_per_split)
 
@@ -70,8 +69,10 @@ def label(item) -> str:
     if kind == "merge":
         return f"hopfield merge S{cfg[0]} DV{cfg[1]} w4"
     tiles = f"B{cfg.block_b} N{cfg.block_n} D{cfg.block_d} w{cfg.num_warps} s{cfg.num_stages}"
+    if kind == "partial" and not cfg.small_d:
+        return f"hopfield fwd large-d {dt} {tiles} DV{cfg.block_dv}"
     if kind == "partial":
-        return f"hopfield fwd {'small-d' if cfg.small_d else 'large-d'} {dt} {tiles}"
+        return f"hopfield fwd small-d {dt} {tiles}"
     return f"hopfield bwd {kind} {dt} {tiles}"
 
 
@@ -86,9 +87,7 @@ def build(item) -> tuple[str, int, int, int]:
         return (label(item), *_report(built))
     if kind == "partial":
         fn = kh._hopfield_partial_small_d if cfg.small_d else kh._hopfield_partial_large_d
-        consts = _flags(cfg)
-        if cfg.small_d:
-            consts["BLOCK_DV"] = cfg.block_dv
+        consts = {**_flags(cfg), "BLOCK_DV": cfg.block_dv}
         types = ["*" + dt] * 3 + ["*fp32"] * 5 + ["*i32"] + ["i32"] * 6 + ["fp32"] + ["i32"] * 14
         built = compile_sm90(fn, dict(zip(PARTIAL_ARGS, types)), consts, num_warps=cfg.num_warps,
                              num_stages=cfg.num_stages)

@@ -37,7 +37,7 @@ group_strides = ["stride_q1", "stride_q2", "stride_qb", "stride_k1", "stride_k2"
 for fn, dt, keys_are_values, has_assoc, extra in [
     (kh._hopfield_partial_small_d, "bf16", True, False, {"BLOCK_D": 128, "BLOCK_DV": 128}),
     (kh._hopfield_partial_small_d, "fp32", False, True, {"BLOCK_D": 64, "BLOCK_DV": 32}),
-    (kh._hopfield_partial_large_d, "fp16", False, True, {"BLOCK_D": 128}),
+    (kh._hopfield_partial_large_d, "fp16", False, True, {"BLOCK_D": 64, "BLOCK_DV": 32}),
 ]:
     types = ["*" + dt] * 3 + ["*fp32"] * 5 + ["*i32"] + ["i32"] * 6 + ["fp32"] + ["i32"] * 14
     consts = {"HAS_BIAS": True, "HAS_ASSOC": has_assoc, "VALUES_ARE_KEYS": keys_are_values,
