@@ -39,6 +39,7 @@ import torch
 from mnemonix.benchmark.suites import Built, Case
 
 D, K, ADD_BATCH = 128, 10, 1 << 16
+REFERENCE_MAX = 1 << 28  # elements of the largest store read back whole for the float64 reference
 F32, F16 = torch.float32, torch.float16
 
 
@@ -129,12 +130,12 @@ def forced_scan(name: str) -> Iterator[None]:
         search_op.SPEC = spec
 
 
-def _search(shape: dict[str, int], dtype: torch.dtype, peers: bool) -> Callable[[torch.device], Built]:
+def _search(shape: dict[str, int], dtype: torch.dtype, peers: bool) -> Callable[..., Built]:
     n, d, b, k = shape["N"], shape["d"], shape["B"], shape["k"]
 
-    def build(device: torch.device) -> Built:
-        store = _store(n, d, dtype)
-        keys = store.get(store.ids())[0]
+    def build(device: torch.device, store=None) -> Built:
+        """``store``: search this one (built elsewhere) instead of building N random rows."""
+        store = store if store is not None else _store(n, d, dtype)
         q = torch.randn(b, d, generator=torch.Generator().manual_seed(b))
         notes: dict[str, str] = {}
 
@@ -143,6 +144,8 @@ def _search(shape: dict[str, int], dtype: torch.dtype, peers: bool) -> Callable[
                 return store.search(q, k)
 
         candidates: dict[str, Callable[[], Any]] = {"auto": lambda: store.search(q, k), "torch": torch_scan}
+        # the rows in float for the peers and the float64 reference, unless a large store is measured alone
+        keys = store.get(store.ids())[0] if peers or n * d <= REFERENCE_MAX else None
         if peers:
             candidates["peer:torch"] = lambda: (q.to(keys.dtype) @ keys.T).float().topk(k)
         else:
@@ -151,20 +154,32 @@ def _search(shape: dict[str, int], dtype: torch.dtype, peers: bool) -> Callable[
         if index is not None:
             qn = q.numpy()
             candidates["peer:faiss"] = lambda: index.search(qn, k)
-        want = (q.double() @ keys.double().T).topk(k).values.float()
-
-        def check(fn) -> bool:
-            scores, ids = fn()
-            got = keys[ids].double() @ q.double()[:, :, None]  # the returned rows' own scores [B, k, 1]
-            tol = 1e-4 * max(1.0, float(want.abs().max()))
-            return bool(torch.allclose(scores, want, atol=tol, rtol=1e-4)
-                        and torch.allclose(got[..., 0].float(), want, atol=tol, rtol=1e-4))
-
-        stored = store.nbytes - 24 * store.num_rows  # key (and scale) bytes a search reads
-        return Built(candidates, check, bytes_read=stored, flops=2.0 * b * n * d,
-                     chosen=_chosen_scan(q, keys, k), notes=notes)
+        return Built(candidates, _search_check(store, keys, q, k, torch_scan),
+                     bytes_read=store.nbytes - 24 * store.num_rows,  # key (and scale) bytes a search reads
+                     flops=2.0 * b * n * d, chosen=_chosen_scan(q, store.get(store.ids()[:1])[0], k), notes=notes)
 
     return build
+
+
+def _search_check(store, keys: torch.Tensor | None, q: torch.Tensor, k: int, torch_scan: Callable[[], Any]
+                  ) -> Callable[[Callable[[], Any]], bool]:
+    """Scores within float32 rounding of the float64 top-k of ``keys`` [N, d] and the returned
+    rows' own scores; without ``keys`` (a large store alone), the same scores as the torch scan."""
+    if keys is None:
+        want = torch_scan()[0]
+    else:
+        want = (q.double() @ keys.double().T).topk(k).values.float()
+
+    def check(fn) -> bool:
+        scores, ids = fn()
+        tol = 1e-4 * max(1.0, float(want.abs().max()))
+        if not torch.allclose(scores, want, atol=tol, rtol=1e-4):
+            return False
+        rows = store.get(ids.reshape(-1))[0].reshape(*ids.shape, -1).double()
+        own = (rows @ q.double()[:, :, None])[..., 0].float()  # the returned rows' own scores [B, k]
+        return bool(torch.allclose(own, want, atol=tol, rtol=1e-4))
+
+    return check
 
 
 def _chosen_scan(q: torch.Tensor, keys: torch.Tensor, k: int) -> str:
