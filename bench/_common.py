@@ -88,3 +88,39 @@ def report_wrong(rows: list[dict[str, Any]], say: Callable[[str], None] = print)
     for r in wrong:
         say(f"WRONG RESULT: {r['op']} {r['backend']} {r['shape']} {r['dtype']}")
     return 1 if wrong else 0
+
+
+def peak_extra_bytes(fn: Callable[[], Any], device: torch.device) -> int:
+    """Peak memory above the baseline while ``fn`` runs (CUDA allocator, or RSS sampled every
+    0.5 ms in a thread on CPU). A memory figure, not a timing."""
+    import threading
+    import time
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return int(torch.cuda.max_memory_allocated() - base)
+    import psutil
+
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    peak[0] = max(peak[0], proc.memory_info().rss)
+    return int(peak[0] - base)
