@@ -4,6 +4,12 @@ faiss has no salience, but ``cos(q, c) * s_rel = q_hat . (c_hat * s_rel)``: an i
 index over normalised keys scaled by their relative salience ranks exactly by the salience
 rule (the relative salience does not depend on ``now``), so ``IndexFlatIP`` over those rows,
 then the gather of the k payloads, is the fair peer (CPU, float32).
+
+The ``salience`` area (``bench/compare_salience.py``, :data:`SIZES`) adds ``cached_norms`` (the
+op given the key norms, as EpisodicMemory calls it) and the ``notebook`` peer: seeds/002's
+RecallEngine as written (float32 salience ``r0 exp(-alpha (now - tau))``, ``F.cosine_similarity``
+on broadcast [B, 1, d] x [1, N, d], materialising B x N x d floats), skipped above
+:data:`NOTEBOOK_MAX_BYTES`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,49 @@ SHAPES = {  # (N, d, B, k)
              for b in (1, 64, 1024) for k in (5, 64) if b * n <= 1024 * 1_000_000],
     "gpu": [(n, 128, b, k) for n in (1_000_000, 10_000_000) for b in (1, 64) for k in (5, 64)],
 }
+
+
+NOTEBOOK_MAX_BYTES = 4 << 30
+ALPHA, NOW = 0.1, 10.0
+SIZES = {  # the salience area: (N, d, B, k) of bench/compare_salience.py (CPU; CUDA: the gpu suite's)
+    "tiny": [(2_000, 16, 4, 5)],
+    "quick": [(10_000, 128, 64, 5), (50_000, 128, 64, 5)],
+    "default": [(n, 128, 64, 5) for n in (100_000, 1_000_000, 10_000_000)],
+}
+
+
+def area_cases(size: str, device: torch.device) -> list[Case]:
+    """The salience area at ``size`` (CUDA: the gpu suite's shapes in bfloat16 unless tiny)."""
+    if device.type == "cuda" and size != "tiny":
+        shapes, dtype = (SHAPES["gpu"][:2] if size == "quick" else SHAPES["gpu"]), torch.bfloat16
+    else:
+        shapes, dtype = SIZES[size], torch.float32
+    return [Case("salience_topk", {"N": n, "d": d, "B": b, "k": k}, dtype, _builder(n, d, b, k, dtype, area=True))
+            for (n, d, b, k) in shapes]
+
+
+def notebook_recall(query, keys, payloads, r0, tau, alpha, now, k):
+    """seeds/002 RecallEngine.recall, as written (float32 salience, broadcast cosine)."""
+    salience = r0 * torch.exp(-alpha * (torch.tensor(now, dtype=torch.float32, device=r0.device) - tau))
+    cos_sim = F.cosine_similarity(query.unsqueeze(1), keys.unsqueeze(0), dim=-1)
+    _, top = torch.topk(cos_sim * salience.unsqueeze(0), k, dim=1)
+    s_top = salience[top]
+    weights = s_top / (s_top.sum(dim=1, keepdim=True) + 1e-8)
+    return (weights.unsqueeze(-1) * payloads[top]).sum(dim=1), top
+
+
+def _area_candidates(candidates: dict, notes: dict, queries, keys, payloads, r0, tau, log_s, k: int) -> None:
+    b, n, d = queries.shape[0], keys.shape[0], keys.shape[1]
+    norms = torch.linalg.vector_norm(keys.float(), dim=1)
+    candidates["cached_norms"] = lambda: ops.salience_topk(queries, keys, payloads, k=k, log_salience=log_s,
+                                                           key_norms=norms)[1]
+    if b * n * d * 4 * 2 > NOTEBOOK_MAX_BYTES:
+        notes["peer:notebook"] = f"skipped: the broadcast cosine needs {b * n * d * 8 / 2**30:.1f} GiB"
+        return
+    # float32 inputs as in the notebook (converted outside the timing; tau relative to 0 so that
+    # float32 holds it: generous to the notebook, which uses unix seconds)
+    r32, t32, q32, k32, z32 = r0.float(), tau.float(), queries.float(), keys.float(), payloads.float()
+    candidates["peer:notebook"] = lambda: notebook_recall(q32, k32, z32, r32, t32, ALPHA, NOW, k)[1]
 
 
 def cases(suite: str, device: torch.device) -> list[Case]:
@@ -56,7 +105,7 @@ def _faiss_peer(queries, keys, payloads, log_s, k):
     return run
 
 
-def _builder(n: int, d: int, b: int, k: int, dtype: torch.dtype):
+def _builder(n: int, d: int, b: int, k: int, dtype: torch.dtype, *, area: bool = False):
     def build(device: torch.device) -> Built:
         gen = torch.Generator(device=device).manual_seed(n + d + b + k)
         keys = torch.randn(n, d, generator=gen, device=device).to(dtype)
@@ -64,7 +113,7 @@ def _builder(n: int, d: int, b: int, k: int, dtype: torch.dtype):
         queries = torch.randn(b, d, generator=gen, device=device).to(dtype)
         r0 = torch.rand(n, generator=gen, dtype=torch.float64, device=device) + 0.5
         tau = torch.rand(n, generator=gen, dtype=torch.float64, device=device) * 10.0
-        log_s = ops.log_salience(r0, tau, 0.1, 10.0)
+        log_s = ops.log_salience(r0, tau, ALPHA, NOW)
         candidates = {
             "auto": lambda: ops.salience_topk(queries, keys, payloads, k=k, log_salience=log_s)[1],
         }
@@ -77,6 +126,10 @@ def _builder(n: int, d: int, b: int, k: int, dtype: torch.dtype):
             else None
         if peer is not None:
             candidates["peer:faiss"] = lambda: peer()[1]
+        elif device.type == "cpu" and dtype == torch.float32:
+            notes["peer:faiss"] = "faiss is not installed (pip install faiss-cpu)"
+        if area:
+            _area_candidates(candidates, notes, queries, keys, payloads, r0, tau, log_s, k)
         exact = ops.salience_topk(queries, keys, payloads, k=k, log_salience=log_s, backend="torch")[1]
 
         def check(fn) -> bool:
