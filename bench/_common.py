@@ -124,3 +124,30 @@ def peak_extra_bytes(fn: Callable[[], Any], device: torch.device) -> int:
         thread.join()
     peak[0] = max(peak[0], proc.memory_info().rss)
     return int(peak[0] - base)
+
+
+def pivot(rows: list[dict[str, Any]], names: dict[str, str]) -> list[dict[str, Any]]:
+    """One table row per (op, shape, dtype): ``<name>_ms`` (p50) of each backend in ``names``
+    (backend -> column stem), the floor, ``x_floor`` (auto / floor), ``x_vs_<name>`` (the
+    backend's time / auto's) and the reasons of the peers not run."""
+    order: list[tuple] = []
+    for r in rows:
+        key = (r["op"], tuple(r["shape"].items()), r["dtype"])
+        if key not in order:
+            order.append(key)
+    out = []
+    for op, shape, dtype in order:
+        group = {r["backend"]: r for r in rows
+                 if (r["op"], tuple(r["shape"].items()), r["dtype"]) == (op, shape, dtype)}
+        auto = group.get("auto")
+        row: dict[str, Any] = {"op": op, **dict(shape), "dtype": dtype, "backend": auto and auto.get("chosen")}
+        for backend, stem in names.items():
+            row[f"{stem}_ms"] = ms(group.get(backend))
+            if backend != "auto":
+                row[f"x_vs_{stem}"] = ratio(row[f"{stem}_ms"], row.get(f"{names.get('auto', 'auto')}_ms"))
+        row["floor_ms"] = None if auto is None or auto.get("floor_s") is None else 1e3 * auto["floor_s"]
+        row["x_floor"] = ratio(ms(auto), row["floor_ms"])
+        row["ok"] = all(r.get("ok") is not False for r in group.values())
+        row["note"] = "; ".join(f"{b}: {r['skipped']}" for b, r in group.items() if r.get("skipped")) or None
+        out.append(row)
+    return out

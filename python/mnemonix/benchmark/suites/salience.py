@@ -9,7 +9,11 @@ The ``salience`` area (``bench/compare_salience.py``, :data:`SIZES`) adds ``cach
 op given the key norms, as EpisodicMemory calls it) and the ``notebook`` peer: seeds/002's
 RecallEngine as written (float32 salience ``r0 exp(-alpha (now - tau))``, ``F.cosine_similarity``
 on broadcast [B, 1, d] x [1, N, d], materialising B x N x d floats), skipped above
-:data:`NOTEBOOK_MAX_BYTES`.
+:data:`NOTEBOOK_MAX_BYTES`; and the op ``episodic.add``: a batch of items into an
+:class:`~mnemonix.epinet.EpisodicMemory` holding ``stored`` (its buffers restored between
+calls, outside the timing) against the notebook's per-item ``torch.cat`` insertion of the same
+batch (``peer:notebook``, up to :data:`NOTEBOOK_ADD_MAX` items), floor one pass over the
+salience arrays.
 """
 
 from __future__ import annotations
@@ -38,14 +42,84 @@ SIZES = {  # the salience area: (N, d, B, k) of bench/compare_salience.py (CPU; 
 }
 
 
+NOTEBOOK_ADD_MAX = 50
+ADDS = {"tiny": [(2_000, 20)], "quick": [(20_000, 20), (20_000, 1_000)], "default": [(100_000, 20), (100_000, 1_000)]}
+
+
 def area_cases(size: str, device: torch.device) -> list[Case]:
-    """The salience area at ``size`` (CUDA: the gpu suite's shapes in bfloat16 unless tiny)."""
+    """The salience area at ``size`` (CUDA: the gpu suite's shapes in bfloat16 unless tiny; ``episodic.add``
+    on the CPU only)."""
     if device.type == "cuda" and size != "tiny":
         shapes, dtype = (SHAPES["gpu"][:2] if size == "quick" else SHAPES["gpu"]), torch.bfloat16
     else:
         shapes, dtype = SIZES[size], torch.float32
-    return [Case("salience_topk", {"N": n, "d": d, "B": b, "k": k}, dtype, _builder(n, d, b, k, dtype, area=True))
-            for (n, d, b, k) in shapes]
+    out = [Case("salience_topk", {"N": n, "d": d, "B": b, "k": k}, dtype, _builder(n, d, b, k, dtype, area=True))
+           for (n, d, b, k) in shapes]
+    if device.type == "cpu":
+        out += [Case("episodic.add", {"stored": n, "batch": b, "d": 128 if size != "tiny" else 16}, torch.float32,
+                     _add_builder(n, b, 128 if size != "tiny" else 16)) for n, b in ADDS[size]]
+    return out
+
+
+def notebook_add(buffers, z, c, r0, y, tau_now, capacity, alpha):
+    """seeds/002 EpisodicMemory.add for one item (torch.cat / argmin over the whole buffer)."""
+    zb, cb, rb, tb, yb = buffers
+    if zb.shape[0] < capacity:
+        return (torch.cat([zb, z[None]]), torch.cat([cb, c[None]]), torch.cat([rb, r0[None]]),
+                torch.cat([tb, tau_now[None]]), torch.cat([yb, y[None]]))
+    s = rb * torch.exp(-alpha * (tau_now - tb))
+    if r0 <= s.min():
+        return buffers
+    i = int(torch.argmin(s))
+    zb[i], cb[i], rb[i], tb[i], yb[i] = z, c, r0, tau_now, y
+    return buffers
+
+
+def _add_builder(stored: int, batch: int, d: int):
+    def build(device: torch.device) -> Built:
+        from mnemonix.epinet import EpisodicMemory, SalienceClock
+
+        g = torch.Generator().manual_seed(1)
+        alpha = 1e-3
+        z, r0, y = torch.randn(stored, d, generator=g), torch.rand(stored, generator=g) + 0.1, \
+            torch.randint(10, (stored,), generator=g)
+        new_z, new_r0 = torch.randn(batch, d, generator=g), torch.rand(batch, generator=g) * 2 + 0.1
+        new_y = torch.randint(10, (batch,), generator=g)
+        mem = EpisodicMemory(stored, d, clock=SalienceClock(alpha, source="timestamps"))
+        mem.add(z, z, r0, y, now=0.0)
+        names = ("_c", "_z", "_r0", "_tau", "_y", "_seq", "_c_norm")
+        snapshot = {n: getattr(mem, n).clone() for n in names}
+        count, nxt = mem._count, mem._next_seq
+
+        def restore() -> None:
+            for n, v in snapshot.items():
+                getattr(mem, n).copy_(v)
+            mem._count, mem._next_seq = count, nxt
+
+        candidates = {"auto": lambda: (mem.add(new_z, new_z, new_r0, new_y, now=1.0), mem)[1]}
+        notes = {}
+        if batch <= NOTEBOOK_ADD_MAX:
+            base = (z, z.clone(), r0, torch.zeros(stored), y)
+
+            def notebook():
+                buffers = base
+                for i in range(batch):
+                    buffers = notebook_add(buffers, new_z[i], new_z[i], new_r0[i], new_y[i], torch.tensor(1.0),
+                                           stored + batch, alpha)
+                return buffers
+
+            candidates["peer:notebook"] = notebook
+        else:
+            notes["peer:notebook"] = f"skipped: {batch} per-item concatenations of the whole buffer take minutes"
+
+        def check(fn) -> bool:
+            held = fn()  # a full buffer: the new items replace the least salient ones they beat
+            return held._count == stored and bool(torch.isin(new_r0.to(held._r0.dtype), held._r0).any())
+
+        return Built(candidates, check, bytes_read=stored * (8 + 8), flops=0.0, chosen="torch", notes=notes,
+                     setup={"auto": restore})
+
+    return build
 
 
 def notebook_recall(query, keys, payloads, r0, tau, alpha, now, k):
