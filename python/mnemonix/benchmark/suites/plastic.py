@@ -43,13 +43,19 @@ SIZES: dict[str, list[tuple[str, str, int]]] = {  # (op, dataset, n)
 def area_cases(size: str, device: torch.device, *, oracle_max: int = ORACLE_MAX,
                names_path: Path = NAMES) -> list[Case]:
     """The plastic area at ``size`` (the engine runs on the CPU whatever ``device``)."""
-    out = []
-    for op, dataset, n in SIZES[size]:
-        if op == "learn":
-            out.append(Case("plastic.learn", {"n": n}, torch.float32, _learn(dataset, n, oracle_max, names_path)))
-        else:
-            out.append(Case("plastic.score", {"names": 1_000}, torch.float32, _score(names_path)))
-    return out
+    return [learn_case(dataset, n, oracle_max=oracle_max, names_path=names_path) if op == "learn"
+            else score_case(names_path) for op, dataset, n in SIZES[size]]
+
+
+def learn_case(dataset: str, n: int, *, oracle_max: int = ORACLE_MAX, names_path: Path = NAMES) -> Case:
+    """``plastic.learn`` of ``n`` samples of ``dataset`` ("names" or "random")."""
+    op = "plastic.learn" if dataset == "names" else "plastic.learn_random"
+    return Case(op, {"n": n}, torch.float32, _learn(dataset, n, oracle_max, names_path))
+
+
+def score_case(names_path: Path = NAMES) -> Case:
+    """``plastic.score`` over the 1,000 test names of makemore's split."""
+    return Case("plastic.score", {"names": 1_000}, torch.float32, _score(names_path))
 
 
 def samples(dataset: str, n: int, names_path: Path = NAMES) -> list[str]:
