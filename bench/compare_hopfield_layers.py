@@ -1,5 +1,10 @@
 """Hopfield *layers* that train: mnemonix.nn.Hopfield against the same layer on other association paths.
 
+A front-end of the ``layers`` suite of ``mnemonix bench`` (:mod:`mnemonix.benchmark.suites.layers`):
+the times are the harness's (ops ``nn.Hopfield.fwd`` and ``nn.Hopfield.fwd_bwd``, correctness
+checked in the same run); the memory figures below need a fresh process each and are measured
+here, then added to the same history rows as extra fields.
+
 One layer (``Hopfield(input_size=128, num_heads=h)``: layer norms, input projections, heads,
 output projection) with B = 4 samples, L = 64 state patterns and N stored patterns per sample
 (the stored patterns are also the pattern projection, as in pooling / MIL), three ways:
@@ -10,8 +15,8 @@ output projection) with B = 4 samples, L = 64 state patterns and N stored patter
   ``bmm`` on [B * heads, L, N]; re-implemented here from its description),
 - ``sdpa``: the same projections, then ``torch.nn.functional.scaled_dot_product_attention``.
 
-Times are medians of round-robin repetitions (the paths alternate, so machine noise hits them
-alike); ``fb`` = forward + backward (parameters require grad), ``fwd`` = forward under
+Times are medians of the harness's interleaved rounds (the paths alternate, so machine noise
+hits them alike); ``fb`` = forward + backward (parameters require grad), ``fwd`` = forward under
 ``no_grad``. Memory (forward + backward, fresh process per figure on CPU: the layer and inputs
 built, a warm-up on a tiny shape, then the kernel's high-water mark reset before the call; the
 CUDA allocator's peak on GPU):
@@ -24,6 +29,8 @@ CUDA allocator's peak on GPU):
 
     python bench/compare_hopfield_layers.py --quick    # seconds
     python bench/compare_hopfield_layers.py            # the issue's shapes (quiet machine!)
+
+The times alone: ``mnemonix bench run --suite layers [--size quick]``.
 """
 
 from __future__ import annotations
@@ -32,61 +39,28 @@ import argparse
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._common import environment, print_table, write_results  # noqa: E402
-from bench.compare_hopfield import peak_extra_bytes  # noqa: E402
-from mnemonix import ops  # noqa: E402
-from mnemonix.nn import Hopfield  # noqa: E402
+from bench._common import (  # noqa: E402
+    add_harness_args,
+    append_rows,
+    by_backend,
+    ms,
+    peak_extra_bytes,
+    print_table,
+    ratio,
+    report_wrong,
+    run_cases,
+    write_results,
+)
+from mnemonix.benchmark.suites import layers as suite  # noqa: E402
+from mnemonix.benchmark.suites.layers import B, D, L, associate, forward_backward, setup  # noqa: E402
 
-B, L, D = 4, 64, 128
-FULL = [(h, n) for h in (1, 8) for n in (1024, 16_384, 131_072)]
-QUICK = [(h, n) for h in (1, 8) for n in (1024, 4096)]
-PATHS = ("mnemonix", "hflayers", "sdpa")
-
-
-def associate(kind: str, q, k, v, beta: float):
-    """[B, heads, L, pd] from per-head q [B, h, L, hd], k [B, h, N, hd], v [B, h, N, pd]."""
-    if kind == "mnemonix":
-        return ops.hopfield_retrieve(q, k, v, beta=beta)
-    if kind == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, scale=beta)
-    if kind == "hflayers":  # hflayers' core: contiguous [B * heads, seq, width] copies, bmm, softmax, bmm
-        b, h, length, hd = q.shape
-        q3 = q.contiguous().view(b * h, length, hd) * beta
-        k3, v3 = k.contiguous().view(b * h, -1, hd), v.contiguous().view(b * h, -1, v.shape[-1])
-        xi = torch.softmax(torch.bmm(q3, k3.transpose(1, 2)), dim=-1)
-        return torch.bmm(xi, v3).view(b, h, length, -1)
-    raise ValueError(kind)
-
-
-def layer_forward(kind: str, layer: Hopfield, stored, state):
-    data = (stored, state, stored)
-    if kind == "mnemonix":
-        return layer(data)
-    stored_n, state_n, proj_n, _ = layer._prepare(data, None, None)
-    core = layer.association_core
-    q, k, v = core.project(state_n, stored_n, proj_n)
-    out = associate(kind, q, k, v, layer.scaling).transpose(1, 2).flatten(2)
-    return core.out_proj(out)
-
-
-def setup(heads: int, n: int, device, dtype):
-    torch.manual_seed(heads * 1_000_003 + n)
-    layer = Hopfield(input_size=D, num_heads=heads).to(device=device, dtype=dtype)
-    stored = torch.randn(B, n, D, device=device, dtype=dtype)
-    state = torch.randn(B, L, D, device=device, dtype=dtype)
-    return layer, stored, state
-
-
-def forward_backward(kind, layer, stored, state):
-    layer.zero_grad(set_to_none=True)
-    layer_forward(kind, layer, stored, state).float().sum().backward()
+PATHS = suite.PATHS
+NAMES = {"auto": "mnemonix", "peer:hflayers": "hflayers", "peer:sdpa": "sdpa"}
 
 
 def association_leaves(heads: int, n: int, device, dtype):
@@ -165,76 +139,75 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def run_shape(heads: int, n: int, *, device, dtype, repeat: int, max_gb: float) -> dict:
-    layer, stored, state = setup(heads, n, device, dtype)
-    assoc_bytes = 4 * B * heads * L * n * 4  # logits, softmax and their gradients, float32
-    skip = {"hflayers": assoc_bytes > max_gb * 2**30}
-
-    def fwd(kind):
-        with torch.no_grad():
-            layer_forward(kind, layer, stored, state)
-        sync(device)
-
-    def fb(kind):
-        forward_backward(kind, layer, stored, state)
-        sync(device)
-
-    row: dict = {"heads": heads, "N": n, "B": B, "L": L, "d": D, "dtype": str(dtype).removeprefix("torch.")}
-    for mode, fn in (("fwd", fwd), ("fb", fb)):
-        kinds = [k for k in PATHS if not skip.get(k)]
-        for kind in kinds:
-            fn(kind)  # warm up
-        times = {k: [] for k in kinds}
-        for _ in range(repeat):
-            for kind in kinds:
-                t0 = time.perf_counter()
-                fn(kind)
-                times[kind].append(time.perf_counter() - t0)
-        for kind in kinds:
-            row[f"{kind} {mode} ms"] = 1e3 * sorted(times[kind])[len(times[kind]) // 2]
-    for kind in PATHS:
-        if skip.get(kind):
-            row[f"{kind} note"] = f"skipped: the association needs ~{assoc_bytes / 2**30:.1f} GB"
-            continue
-        for level in ("layer", "assoc"):
-            row[f"{kind} {level} MB"] = peak_bytes(kind, heads, n, level, device) / 2**20
-    if "hflayers fb ms" in row:
-        row["fb speedup vs hflayers"] = row["hflayers fb ms"] / row["mnemonix fb ms"]
-        row["assoc MB ours/hflayers"] = row["mnemonix assoc MB"] / max(row["hflayers assoc MB"], 1e-9)
-    row["fb ours/sdpa"] = row["mnemonix fb ms"] / row["sdpa fb ms"]
-    row["fwd ours/sdpa"] = row["mnemonix fwd ms"] / row["sdpa fwd ms"]
+def table_row(rows: list[dict], heads: int, n: int, memory: dict[str, dict[str, float]]) -> dict:
+    """The table's row of one (heads, N): times of both ops, memory, the ratios."""
+    row: dict = {"heads": heads, "N": n, "B": B, "L": L, "d": D}
+    for mode, op in (("fb", "nn.Hopfield.fwd_bwd"), ("fwd", "nn.Hopfield.fwd")):
+        group = by_backend(rows, op, heads=heads, N=n)
+        for kind, r in group.items():
+            if r.get("p50") is not None:
+                row[f"{NAMES[kind]} {mode} ms"] = ms(r)
+            elif r.get("skipped"):
+                row[f"{NAMES[kind]} note"] = r["skipped"]
+        row["dtype"] = next(iter(group.values()))["dtype"] if group else None
+        row[f"{mode} ok"] = all(r.get("ok") is not False for r in group.values())
+    for kind, levels in memory.items():
+        for level, mb in levels.items():
+            row[f"{NAMES[kind]} {level} MB"] = mb
+    row["fb speedup vs hflayers"] = ratio(row.get("hflayers fb ms"), row.get("mnemonix fb ms"))
+    row["assoc MB ours/hflayers"] = ratio(row.get("mnemonix assoc MB"), max(row.get("hflayers assoc MB") or 0, 1e-9)) \
+        if "hflayers assoc MB" in row else None
+    row["fb ours/sdpa"] = ratio(row.get("mnemonix fb ms"), row.get("sdpa fb ms"))
+    row["fwd ours/sdpa"] = ratio(row.get("mnemonix fwd ms"), row.get("sdpa fwd ms"))
     return row
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes (seconds)")
-    parser.add_argument("--repeat", type=int, default=None)
-    parser.add_argument("--max-gb", type=float, default=8.0, help="skip the unfused path above this much memory")
+    parser.add_argument("--size", default=None, help=f"a size of the layers suite: {', '.join(suite.SIZES)}")
+    parser.add_argument("--max-gb", type=float, default=suite.MAX_GB,
+                        help="skip the unfused path above this much memory")
+    parser.add_argument("--no-memory", action="store_true", help="times only (no fresh-process memory figures)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--measure-memory", nargs=4, metavar=("KIND", "HEADS", "N", "LEVEL"), help=argparse.SUPPRESS)
+    add_harness_args(parser)
     args = parser.parse_args()
     if args.measure_memory:
         kind, heads, n, level = args.measure_memory
         measure_cpu_memory(kind, int(heads), int(n), level)
-        return
+        return 0
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    repeat = args.repeat or (3 if args.quick else 5)
-    rows = []
-    for heads, n in QUICK if args.quick else FULL:
-        rows.append(run_shape(heads, n, device=device, dtype=dtype, repeat=repeat, max_gb=args.max_gb))
+    size = args.size or ("quick" if args.quick else "default")
+    history = args.history
+    args.history = "none"  # appended below, with the memory figures
+    rows = run_cases("layers", suite.area_cases(size, device, max_gb=args.max_gb), device, args, size=size)
+    args.history = history
+    table = []
+    for heads, n in suite.SIZES[size]:
+        memory: dict[str, dict[str, float]] = {}
+        skip = suite.association_bytes(heads, n) > args.max_gb * 2**30
+        for kind in PATHS:
+            if args.no_memory or (kind == "peer:hflayers" and skip):
+                continue
+            memory[kind] = {level: peak_bytes(kind, heads, n, level, device) / 2**20 for level in ("layer", "assoc")}
+        for r in rows:
+            if r["op"] == "nn.Hopfield.fwd_bwd" and r["shape"]["heads"] == heads and r["shape"]["N"] == n:
+                r.update({f"{level}_MB": mb for level, mb in memory.get(r["backend"], {}).items()})
+        table.append(table_row(rows, heads, n, memory))
         print(f"heads={heads} N={n}: done", flush=True)
+    append_rows(rows, args)
     columns = ["heads", "N", "mnemonix fb ms", "hflayers fb ms", "sdpa fb ms", "fb speedup vs hflayers",
                "fb ours/sdpa", "mnemonix fwd ms", "hflayers fwd ms", "sdpa fwd ms", "fwd ours/sdpa",
                "mnemonix layer MB", "hflayers layer MB", "sdpa layer MB", "mnemonix assoc MB", "hflayers assoc MB",
-               "sdpa assoc MB", "assoc MB ours/hflayers"]
-    print_table(rows, columns)
-    env = environment()
-    name = "compare_hopfield_layers" + ("-quick" if args.quick else "")
-    path = write_results(name, rows, {"columns": columns, "threads": env["torch_threads"]})
+               "sdpa assoc MB", "assoc MB ours/hflayers", "fb ok", "fwd ok"]
+    print_table(table, columns)
+    name = "compare_hopfield_layers" + ("" if size == "default" else f"-{size}")
+    path = write_results(name, rows, {"table": table, "columns": columns, "threads": torch.get_num_threads()},
+                         device=device)
     print(f"\nwritten to {path}")
+    return report_wrong(rows)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,25 +1,19 @@
 """Memoria step time and memory, mnemonix vs memoria-pytorch, side by side in one run.
 
-The loop of the issue: ``add_working_memory(B=1, L=64, H=256) -> remind ->
-adjust_lifespan_and_memories`` with num_reminded_stm 32, stm_capacity 512,
-ltm_search_depth 5, initial_lifespan 50, num_final_ltms 16 and a lifespan delta
-of 1 for every reminded engram. ``mnemonix`` runs the default ``tie_break="original"``
-(memoria-pytorch's own random stream: B x S x M fp16 draws per step), ``mnemonix-random``
-the C++ tie-break (one seed per step).
-
-Method. For each store size M the store is first grown with the same loop
-(chunks of ``--grow-chunk`` engrams, nothing dying) until it holds M engrams;
-then every lifespan is set to 50 and ``--steps`` loop steps are timed (median).
-memoria-pytorch starts from the *same* state (data, types, lifespans and the
-co-fire counts densified from our graph into its [B, M, M] matrix), so both
-run the same step. Each (implementation, size) runs in its own process: the
-resident-memory growth (psutil RSS after the steps minus RSS before building
-the store) is not polluted by the other. memoria-pytorch runs only up to
-``--baseline-max`` engrams (its dense matrix: 4 M^2 bytes, ~5x that in RSS).
+A front-end of the ``memoria`` suite of ``mnemonix bench`` (:mod:`mnemonix.benchmark.suites.memoria`
+describes the loop, the shared starting state and the correctness check): the step times are
+the harness's (``memoria.step``, interleaved rounds, one process). Resident memory needs a fresh
+process per (implementation, size): unless ``--no-memory``, each runs in its own worker that
+grows the same state and runs ``--steps`` steps, and its RSS growth (after the steps, minus
+before building the store) joins the timed rows as extra fields. memoria-pytorch runs only up
+to ``--baseline-max`` engrams (its dense matrix: 4 M^2 bytes, ~5x that in RSS).
 
     python bench/compare_memoria.py --quick            # 1k engrams, seconds
     python bench/compare_memoria.py                    # 1k .. 100k (lead's quiet machine)
+    python bench/compare_memoria.py --sizes 10000 --steps 3
     python bench/compare_memoria.py --gpu-sizes 1000000  # on a CUDA machine
+
+The step times alone: ``mnemonix bench run --suite memoria [--size quick]``.
 """
 
 from __future__ import annotations
@@ -29,11 +23,11 @@ import gc
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-CONFIG = dict(num_reminded_stm=32, stm_capacity=512, ltm_search_depth=5, initial_lifespan=50, num_final_ltms=16)
-WIDTH, HIDDEN = 64, 256
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+WORKER_IMPLS = ("auto", "random", "peer:memoria-pytorch")
 
 
 def _rss() -> int:
@@ -42,99 +36,63 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def grow(size: int, chunk: int, device: str, seed: int, tie_break: str = "original"):
-    """A mnemonix Memoria grown with the benchmark loop (nothing dies) to >= ``size`` engrams.
-
-    Grown with the fast tie-break (the state is shared by every implementation anyway), then
-    switched to ``tie_break`` for the timed steps.
-    """
-    import torch
-    from tqdm import tqdm
-
-    from mnemonix.memoria import Memoria
-
-    memoria = Memoria(**dict(CONFIG, initial_lifespan=10**9), device=device, tie_break="random",
-                      generator=torch.Generator().manual_seed(seed))
-    gen = torch.Generator().manual_seed(seed)
-    with tqdm(total=size, desc=f"grow to {size}", file=sys.stderr, leave=False) as bar:
-        while len(memoria.engrams) < size:
-            data = torch.rand(1, min(chunk, size - len(memoria.engrams)), HIDDEN, generator=gen).to(device)
-            memoria.add_working_memory(data)
-            _, indices = memoria.remind()
-            memoria.adjust_lifespan_and_memories(indices, torch.ones_like(indices, dtype=torch.float32))
-            bar.n = len(memoria.engrams)
-            bar.refresh()
-    memoria.initial_lifespan = CONFIG["initial_lifespan"]
-    memoria.engrams.lifespan.fill_(float(CONFIG["initial_lifespan"]))
-    memoria.tie_break = tie_break
-    return memoria
-
-
-def to_original(ours):
-    """memoria-pytorch Memoria holding the same state (dense co-fire matrix)."""
-    import memoria as original
-
-    e = ours.engrams
-    theirs = original.Memoria(**CONFIG)
-    theirs.engrams = original.Engrams(
-        e.data.cpu().clone(), induce_counts=e.induce_counts.cpu(), engrams_types=e.engrams_types.cpu().clone(),
-        lifespan=e.lifespan.cpu().clone())
-    return theirs
-
-
-def worker(args: argparse.Namespace) -> dict:
+def worker(impl: str, size: int, steps: int, grow_chunk: int, device: str, seed: int, threads: int | None) -> dict:
+    """(Fresh process) RSS growth of growing the state to ``size`` engrams and ``steps`` steps of ``impl``."""
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    warm = grow(300, 64, args.device, args.seed + 7)  # library and allocator warm-up outside the measurement
+    from mnemonix.benchmark.suites import memoria as suite
+
+    if threads:
+        torch.set_num_threads(threads)
+    warm = suite.grow(300, 64, device, seed + 7)  # library and allocator warm-up outside the measurement
     del warm
     gc.collect()
     rss0 = _rss()
-    ours = grow(args.size, args.grow_chunk, args.device, args.seed,
-                tie_break="random" if args.impl == "mnemonix-random" else "original")
-    if args.impl == "memoria-pytorch":
+    ours = suite.grow(size, grow_chunk, device, seed, tie_break="random" if impl == "random" else "original")
+    if impl == "peer:memoria-pytorch":
         rss0 = _rss()  # count only what the original's state and steps add
-        built = to_original(ours)
+        memoria, device = suite.to_original(ours), "cpu"
         del ours
         gc.collect()
-        memoria, device = built, "cpu"
     else:
-        memoria, device = ours, args.device
+        memoria = ours
+    inputs = [torch.rand(1, suite.WIDTH, suite.HIDDEN, generator=torch.Generator().manual_seed(seed + 1 + i))
+              for i in range(steps)]
+    step = suite.Stepper(memoria, inputs, device, seed)
     engrams = len(memoria.engrams)
-    edges = memoria.engrams.num_edges() if args.impl != "memoria-pytorch" else None
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    times = []
-    for _ in range(args.steps + 1):
-        data = torch.rand(1, WIDTH, HIDDEN, generator=gen).to(device)
-        sync()
-        t0 = time.perf_counter()
-        memoria.add_working_memory(data)
-        _, indices = memoria.remind()
-        memoria.adjust_lifespan_and_memories(indices, torch.ones_like(indices, dtype=torch.float32))
-        sync()
-        times.append(time.perf_counter() - t0)
-    times = sorted(times[1:])  # the first step warms up
-    rss = _rss() - rss0
-    data_bytes = engrams * HIDDEN * 4
-    return {
-        "impl": args.impl, "device": device, "engrams": engrams, "edges": edges,
-        "step_ms": 1000 * times[len(times) // 2], "rss_mb": rss / 2**20,
-        "beyond_data_mb": (rss - data_bytes) / 2**20, "data_mb": data_bytes / 2**20,
-        "gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None,
-    }
+    for _ in range(steps):
+        step()
+    out = suite.memory_fields(rss0, _rss(), engrams)
+    if device.startswith("cuda"):
+        out["gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if impl != "peer:memoria-pytorch":
+        out["edges"] = memoria.engrams.num_edges()
+    return out
 
 
-def run_worker(impl: str, size: int, args: argparse.Namespace, device: str = "cpu") -> dict:
+def memory_of(impl: str, size: int, args: argparse.Namespace, device: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", impl, "--size", str(size), "--steps", str(args.steps),
            "--grow-chunk", str(args.grow_chunk), "--device", device, "--seed", str(args.seed)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
     if done.returncode != 0:
-        return {"impl": impl, "device": device, "engrams": size, "error": done.stderr.strip().splitlines()[-1:]}
+        return {"memory_error": (done.stderr.strip().splitlines() or ["worker failed"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict]) -> list[dict]:
+    out = []
+    names = {"auto": "mnemonix", "random": "mnemonix-random", "peer:memoria-pytorch": "memoria-pytorch"}
+    for r in rows:
+        theirs = next((o for o in rows if o["backend"] == "peer:memoria-pytorch" and o["shape"] == r["shape"]
+                       and o["device"] == r["device"] and o.get("p50") is not None), None)
+        out.append({"impl": names.get(r["backend"], r["backend"]), "device": r["device"], "engrams": r["shape"]["M"],
+                    "edges": r.get("edges"), "step_ms": None if r["p50"] is None else 1e3 * r["p50"],
+                    "speedup": None if r["p50"] is None or theirs is None or r is theirs else theirs["p50"] / r["p50"],
+                    "rss_mb": r.get("rss_mb"), "beyond_data_mb": r.get("beyond_data_mb"), "gpu_mb": r.get("gpu_mb"),
+                    "ok": r.get("ok"), "note": r.get("skipped") or r.get("memory_error")})
+    return out
 
 
 def main() -> int:
@@ -143,53 +101,56 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 5000, 10000, 50000, 100000])
     parser.add_argument("--gpu-sizes", type=int, nargs="*", default=[10000, 100000, 1000000])
     parser.add_argument("--baseline-max", type=int, default=10000, help="largest store memoria-pytorch runs")
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (interleaved rounds) per implementation")
     parser.add_argument("--grow-chunk", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--timeout", type=int, default=3600)
-    parser.add_argument("--worker", choices=["mnemonix", "mnemonix-random", "memoria-pytorch"], help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds per memory worker")
+    parser.add_argument("--no-memory", action="store_true", help="step times only (no fresh-process workers)")
+    parser.add_argument("--budget", type=float, default=600.0, help="seconds per case after which rounds stop")
+    parser.add_argument("--history", type=Path, default=None, help="default bench/history.jsonl; 'none' for none")
+    parser.add_argument("--worker", choices=WORKER_IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(argparse.Namespace(**{**vars(args), "impl": args.worker}))))
+        print(json.dumps(worker(args.worker, args.size, args.steps, args.grow_chunk, args.device, args.seed,
+                                args.threads)))
         return 0
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import torch
 
-    from bench._common import print_table, write_results
+    from bench._common import ROOT, append_rows, print_table, report_wrong, write_results
+    from mnemonix.benchmark import run
+    from mnemonix.benchmark.suites import memoria as suite
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.history = args.history or ROOT / "bench" / "history.jsonl"
+    args.repeat = args.steps
     sizes = [1000] if args.quick else args.sizes
     baseline_max = 1000 if args.quick else args.baseline_max
-    try:
-        import memoria  # noqa: F401
-
-        have_baseline = True
-    except ImportError:
-        have_baseline = False
-        print("memoria-pytorch is not installed: baseline skipped", file=sys.stderr)
-    rows = []
-    for size in sizes:
-        ours = [run_worker(impl, size, args) for impl in ("mnemonix", "mnemonix-random")]
-        rows.extend(ours)
-        if have_baseline and size <= baseline_max:
-            theirs = run_worker("memoria-pytorch", size, args)
-            rows.append(theirs)
-            for row in ours:
-                if "step_ms" in theirs and "step_ms" in row:
-                    row["speedup"] = theirs["step_ms"] / row["step_ms"]
+    plans = [(torch.device("cpu"), sizes)]
     if torch.cuda.is_available():
-        for size in ([10000] if args.quick else args.gpu_sizes):
-            rows.append(run_worker("mnemonix", size, args, device="cuda"))
-    columns = ["impl", "device", "engrams", "edges", "step_ms", "speedup", "rss_mb", "beyond_data_mb", "gpu_mb",
-               "error"]
-    print_table(rows, columns)
-    path = write_results("memoria", rows, {"config": CONFIG, "width": WIDTH, "hidden": HIDDEN, "steps": args.steps,
-                                           "quick": args.quick})
+        plans.append((torch.device("cuda"), [10000] if args.quick else args.gpu_sizes))
+    rows = []
+    for device, device_sizes in plans:
+        impls = suite.IMPLS if device.type == "cpu" else ("auto",)
+        cases = suite.step_cases(device_sizes, device, baseline_max=baseline_max, grow_chunk=args.grow_chunk,
+                                 impls=impls, seed=args.seed)
+        timed = run.run_suite("memoria", device, history_path=None, repeat=args.repeat, budget_s=args.budget,
+                              cases=cases, size="quick" if args.quick else "default")
+        for row in timed:
+            if not args.no_memory and row.get("p50") is not None:
+                row.update(memory_of(row["backend"], row["shape"]["M"], args, device.type))
+        rows += timed
+    append_rows(rows, args)  # with the memory figures: one line per measured candidate
+    print_table(table(rows), ["impl", "device", "engrams", "edges", "step_ms", "speedup", "rss_mb",
+                              "beyond_data_mb", "gpu_mb", "ok", "note"])
+    path = write_results("memoria", rows, {"config": suite.CONFIG, "width": suite.WIDTH, "hidden": suite.HIDDEN,
+                                           "steps": args.steps, "quick": args.quick})
     print(f"\nwrote {path}")
-    return 0
+    return report_wrong(rows)
 
 
 if __name__ == "__main__":

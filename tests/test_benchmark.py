@@ -78,7 +78,7 @@ def _tiny_case(op="tiny_op"):
 
 
 def test_cli_run_compare_plot_on_a_tiny_suite(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(suites, "cases", lambda suite, device: [_tiny_case()])
+    monkeypatch.setattr(suites, "cases", lambda suite, device, size=None: [_tiny_case()])
     hist = tmp_path / "h.jsonl"
     for _ in range(2):
         assert main(["bench", "run", "--suite", "smoke", "--device", "cpu", "--history", str(hist),
@@ -116,11 +116,19 @@ def test_injected_slowdown_spec(monkeypatch):
 
 
 def test_every_suite_declares_cases():
-    for suite in suites.SUITES:
-        found = suites.cases(suite, torch.device("cpu"))
-        assert {c.op for c in found} == {"hopfield_retrieve", "salience_topk", "lifespan_step"}
+    core = {"hopfield_retrieve", "salience_topk", "lifespan_step"}
+    for suite in suites.SIZE_SUITES:
+        ops = {c.op for c in suites.cases(suite, torch.device("cpu"))}
+        assert ops == core if suite != "full" else (core < ops and {"store.search", "memoria.step"} <= ops)
+    for area in suites.AREAS:
+        for size in suites.sizes(area):
+            assert suites.cases(area, torch.device("cpu"), size), (area, size)
     with pytest.raises(ValueError, match="suite must be one of"):
         suites.cases("nope", torch.device("cpu"))
+    with pytest.raises(ValueError, match="size of suite 'store' must be one of"):
+        suites.cases("store", torch.device("cpu"), "huge")
+    with pytest.raises(ValueError, match="size must be None"):
+        suites.cases("smoke", torch.device("cpu"), "tiny")
 
 
 def test_real_lifespan_case_runs_and_checks(tmp_path):

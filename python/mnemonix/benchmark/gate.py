@@ -88,7 +88,11 @@ def remeasurer(attempts: int = 2, repeat: int = 9) -> Callable[[dict[str, Any]],
     """Re-time a history row's candidate with the current code (best median of ``attempts``)."""
     def again(row: dict[str, Any]) -> float | None:
         device = torch.device(row.get("device", "cpu"))
-        for case in suites.cases(row.get("suite", "quick"), device):
+        try:
+            found = suites.cases(row.get("suite", "quick"), device, row.get("size"))
+        except ValueError:  # a suite or size this version does not declare
+            return None
+        for case in found:
             if case.op == row["op"] and case.shape == row.get("shape") and \
                     str(case.dtype).removeprefix("torch.") == row.get("dtype"):
                 built = case.build(device)
@@ -97,7 +101,8 @@ def remeasurer(attempts: int = 2, repeat: int = 9) -> Callable[[dict[str, Any]],
                     return None
                 slow = injected_slowdown().get(row["op"]) if row["backend"] == "auto" else None
                 slowdown = {"x": slow} if slow else None
-                return min(measure({"x": fn}, device, repeat=repeat, slowdown=slowdown)["x"].p50
+                setup = {"x": built.setup[row["backend"]]} if row["backend"] in built.setup else None
+                return min(measure({"x": fn}, device, repeat=repeat, slowdown=slowdown, setup=setup)["x"].p50
                            for _ in range(attempts))
         return None
 

@@ -65,7 +65,7 @@ def _draw(ax, title, shape_rows, order, labels):
         p50 = [r["p50"] * 1e3 for r in rs]
         ax.plot(x, p50, marker="o", label=backend, linestyle="--" if backend.startswith("peer:") else "-")
         ax.fill_between(x, [r["p20"] * 1e3 for r in rs], [r["p80"] * 1e3 for r in rs], alpha=0.2)
-    auto = sorted(by_backend.get("auto", []), key=lambda r: order.index(r["run_id"]))
+    auto = sorted((r for r in by_backend.get("auto", []) if r.get("floor_s")), key=lambda r: order.index(r["run_id"]))
     if auto:
         twin = ax.twinx()
         twin.plot([order.index(r["run_id"]) for r in auto], [100 * r["floor_s"] / r["p50"] for r in auto],

@@ -59,29 +59,38 @@ class _Clock:
 
 
 def measure(candidates: Mapping[str, Callable[[], object]], device: torch.device, *, repeat: int = 9,
-            warmup_s: float = 0.05, budget_s: float = 10.0, slowdown: Mapping[str, float] | None = None
-            ) -> dict[str, Timing]:
+            warmup_s: float = 0.05, budget_s: float = 10.0, slowdown: Mapping[str, float] | None = None,
+            setup: Mapping[str, Callable[[], object]] | None = None) -> dict[str, Timing]:
     """Interleaved percentiles of every candidate.
 
     Each candidate first warms up for ``warmup_s`` seconds (at least one call); then ``repeat``
     rounds run every candidate once, the order rotated per round. A round stops early once the
     total time passes ``budget_s`` (with at least 3 rounds). ``slowdown`` maps a candidate to an
     injected relative slowdown (a busy wait of that fraction of each call), used to measure the
-    regression gate's detection rate.
+    regression gate's detection rate. ``setup`` maps a candidate to a call made before each of
+    its calls, outside the clock: what puts its state back for an op that changes it (a remove
+    re-adds what the previous call removed, a save clears the folder it writes).
     """
     clock = _Clock(device)
     names = list(candidates)
     slowdown = dict(slowdown or {})
+    setup = dict(setup or {})
+
+    def timed(name: str) -> float:
+        if name in setup:
+            setup[name]()
+        return clock(candidates[name])
+
     for name in names:
         t_end = time.perf_counter() + warmup_s
-        clock(candidates[name])
+        timed(name)
         while time.perf_counter() < t_end:
-            clock(candidates[name])
+            timed(name)
     samples: dict[str, list[float]] = {name: [] for name in names}
     started = time.perf_counter()
     for r in range(repeat):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            elapsed = clock(candidates[name])
+            elapsed = timed(name)
             extra = slowdown.get(name, 0.0) * elapsed
             if extra > 0:
                 _busy_wait(extra)

@@ -1,6 +1,7 @@
 """``mnemonix bench``: run suites into an append-only history, gate regressions, plot.
 
-    mnemonix bench run [--suite smoke|quick|full|gpu] [--device cpu|cuda] [--history PATH]
+    mnemonix bench run [--suite smoke|quick|full|gpu|store|memoria|layers|hopfield|salience|plastic|consolidation]
+                       [--size tiny|quick|default] [--op OP] [--device cpu|cuda] [--history PATH]
     mnemonix bench compare [--history PATH] [--base RUN] [--new RUN] [--rtol 0.05] [--atol 30e-6]
     mnemonix bench plot [--history PATH] --out DIR
     mnemonix bench calibrate [--device cpu|cuda] [--out PATH] [--small-store N,d] [--large-store N,d]
@@ -17,14 +18,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure ops against peers and floors; history, regression gate, plots")
     inner = p.add_subparsers(dest="bench_command", metavar="ACTION")
     inner.required = True
-    from mnemonix.benchmark.settings import ATOL, DEFAULT_HISTORY, RTOL, SUITES
+    from mnemonix.benchmark.settings import AREA_SIZES, ATOL, DEFAULT_HISTORY, RTOL, SUITES
 
     run = inner.add_parser("run", help="measure a suite and append one line per measurement to the history")
     run.add_argument("--suite", choices=SUITES, default="smoke", help="smoke takes under a minute on 2 cores")
     run.add_argument("--device", choices=["cpu", "cuda"], default=None,
                      help="default: cuda when available (the gpu suite), else cpu")
     run.add_argument("--history", type=Path, default=DEFAULT_HISTORY, help=f"default: {DEFAULT_HISTORY}")
-    run.add_argument("--op", default=None, help="only this op (e.g. hopfield_retrieve)")
+    run.add_argument("--size", default=None,
+                     help=f"an area suite's size: {', '.join(AREA_SIZES)} or one of the area's own "
+                          "(default: default)")
+    run.add_argument("--op", default=None,
+                     help="only this op (e.g. hopfield_retrieve), or the ops under a prefix ending in '.' (store.)")
     run.add_argument("--repeat", type=_positive, default=9, help="interleaved rounds per case (default 9)")
     run.add_argument("--max-seconds", type=float, default=None, help="start no new case after this long")
     run.set_defaults(func=_run)
@@ -97,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda: no CUDA device is available")
     print(f"mnemonix bench run --suite {args.suite} on {device} -> {args.history}")
     rows = run_suite(args.suite, device, history_path=args.history, repeat=args.repeat, only=args.op,
-                     max_seconds=args.max_seconds)
+                     max_seconds=args.max_seconds, size=args.size)
     wrong = [r for r in rows if r.get("ok") is False]
     for r in wrong:
         print(f"WRONG RESULT: {r['op']} {r['backend']} {r['shape']} {r['dtype']}")
