@@ -47,7 +47,7 @@ def _both(q, k, v, **kwargs):
 
 
 @settings(max_examples=60, deadline=None)
-@given(b=st.integers(1, 40), n=st.integers(1, 300), d=st.integers(1, 70), dv=st.none() | st.integers(1, 40),
+@given(b=st.integers(1, 80), n=st.integers(1, 300), d=st.integers(1, 70), dv=st.none() | st.integers(1, 40),
        beta=st.floats(0.01, 8.0) | st.integers(1, 3), transposed=st.booleans(), flags=st.tuples(st.booleans(),
                                                                                              st.booleans()),
        seed=st.integers(0, 2**31 - 1))
@@ -57,7 +57,7 @@ def test_fast_path_equals_general_path_bitwise(b, n, d, dv, beta, transposed, fl
     k = torch.randn(d, n, generator=gen).T if transposed else torch.randn(n, d, generator=gen)  # strided keys too
     v = None if dv is None else torch.randn(n, dv, generator=gen)
     got, want, answered = _both(q, k, v, beta=beta, return_lse=flags[0], return_argmax=flags[1])
-    flash = b > op_module.cpp_max_batch(k)  # the policy's kernel: C++ up to that batch, torch's flash above
+    flash = op_module.cpu_forward_order(b, k)[0] == "sdpa"  # the policy's kernel (C++, GEMM or flash)
     assert answered == [not (flash and (flags[1] or (dv is not None and dv != d)))]
     got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
     assert len(got) == len(want) == 1 + sum(flags)
@@ -67,7 +67,8 @@ def test_fast_path_equals_general_path_bitwise(b, n, d, dv, beta, transposed, fl
 
 def _declined_cases():
     q, k = torch.randn(2, 8), torch.randn(20, 8)
-    wide = torch.randn(op_module.cpp_max_batch(k) + 1, 8)
+    wide = torch.randn(64, 8)  # past the C++ kernel's and the GEMM path's batches: the flash kernel's
+    assert op_module.cpu_forward_order(64, k)[0] == "sdpa"
 
     class Sub(torch.Tensor):
         pass
@@ -81,6 +82,8 @@ def _declined_cases():
         "dv != d above the policy's batch": dict(queries=wide, values=torch.randn(20, 3)),
         "NaN query, flash": dict(queries=torch.cat([wide[:-1], torch.full((1, 8), math.nan)])),
         "Inf key, flash": dict(queries=wide, keys=torch.cat([k[:-1], torch.full((1, 8), math.inf)])),
+        "NaN query, gemm": dict(queries=torch.cat([wide[:15], torch.full((1, 8), math.nan)])),
+        "Inf value, gemm": dict(queries=wide[:16], values=torch.cat([k[:-1], torch.full((1, 8), -math.inf)])),
         "tensor beta": dict(beta=torch.tensor(0.5)),
         "bool beta": dict(beta=True),
         "NaN beta": dict(beta=math.nan),
@@ -100,18 +103,18 @@ def test_fast_path_declines_what_it_does_not_recognise(case):
     q, k = torch.randn(2, 8), torch.randn(20, 8)
     args = dict(queries=q, keys=k, values=None, beta=0.5, backend=None, want_argmax=False) | _declined_cases()[case]
     assert fast.cpu_fast_retrieve(args["queries"], args["keys"], args["values"], args["beta"], args["backend"],
-                                  op_module.cpp_max_batch, True, args["want_argmax"]) is None
+                                  op_module.cpu_forward_order, True, args["want_argmax"]) is None
 
 
 def test_fast_path_takes_a_forced_kernel_at_any_batch_and_grad_free_calls():
     k = torch.randn(20, 8)
-    wide = torch.randn(op_module.cpp_max_batch(k) + 5, 8)
-    for forced in ("cpp", "sdpa"):
-        assert fast.cpu_fast_retrieve(wide, k, None, 0.5, forced, op_module.cpp_max_batch) is not None
-        assert fast.cpu_fast_retrieve(wide[:1], k, None, 0.5, forced, op_module.cpp_max_batch) is not None
+    wide = torch.randn(70, 8)
+    for forced in ("cpp", "sdpa", "gemm"):
+        assert fast.cpu_fast_retrieve(wide, k, None, 0.5, forced, op_module.cpu_forward_order) is not None
+        assert fast.cpu_fast_retrieve(wide[:1], k, None, 0.5, forced, op_module.cpu_forward_order) is not None
     with torch.no_grad():  # requires_grad but no grad wanted: the kernel's result, nothing to differentiate
         assert fast.cpu_fast_retrieve(wide[:2], k.requires_grad_(), None, 0.5, None,
-                                        op_module.cpp_max_batch) is not None
+                                        op_module.cpu_forward_order) is not None
 
 
 def test_fast_path_is_off_under_the_fake_cuda_device():
@@ -119,11 +122,11 @@ def test_fast_path_is_off_under_the_fake_cuda_device():
 
     q, k = torch.randn(2, 8), torch.randn(20, 8)
     with fake_cuda():
-        assert fast.cpu_fast_retrieve(q, k, None, 0.5, None, op_module.cpp_max_batch) is None
+        assert fast.cpu_fast_retrieve(q, k, None, 0.5, None, op_module.cpu_forward_order) is None
 
 
 @pytest.mark.parametrize("case", ["NaN query", "Inf key", "NaN value", "logits beyond float32", "NaN beta",
-                                  "NaN query, flash", "Inf key, flash"])
+                                  "NaN query, flash", "Inf key, flash", "NaN query, gemm", "Inf value, gemm"])
 def test_bad_values_raise_the_general_paths_error(case):
     args = dict(queries=torch.randn(2, 8), keys=torch.randn(20, 8), values=None, beta=0.5)
     args |= _declined_cases()[case]
@@ -146,3 +149,23 @@ def test_retrieve_checked_matches_retrieve_and_flags_non_finite():
         assert core.retrieve_checked(qb, k, beta=0.7) is None
         kb[49, 0] = bad
         assert core.retrieve_checked(q, kb, beta=0.7) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gemm_backend_in_blocks_matches_the_reference(dtype, monkeypatch):
+    from mnemonix import reference
+    from mnemonix.backends import hopfield as hb
+
+    monkeypatch.setattr(hb, "GEMM_BLOCK_SCORES", 50)  # blocks of 1-2 queries: every block boundary
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, 7, 6, generator=gen, dtype=dtype), torch.randn(2, 1, 40, 6, generator=gen,
+               dtype=dtype), torch.randn(2, 1, 40, 5, generator=gen, dtype=dtype))
+    mask = torch.rand(2, 1, 40, generator=gen) > 0.3
+    got = ops.hopfield_retrieve(q, k, v, beta=0.7, mask=mask, return_lse=True, return_argmax=True, backend="gemm")
+    want = reference.hopfield_retrieve(q, k, v, beta=0.7, mask=mask, return_lse=True, return_argmax=True)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for g, w in zip(got[:2], want[:2]):
+        torch.testing.assert_close(g, w.to(g.dtype), atol=tol, rtol=tol)
+    assert torch.equal(got[2], want[2])
+    with pytest.raises(ValueError, match="at least one stored pattern"):
+        ops.hopfield_retrieve(q, k, v, beta=0.7, mask=torch.zeros(2, 1, 40, dtype=torch.bool), backend="gemm")

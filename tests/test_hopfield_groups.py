@@ -57,7 +57,7 @@ def assert_matches(got, want, dtype):
     lead=st.sampled_from([(), (3,), (2, 3), (2, 1, 2)]), b=st.integers(1, 9), n=st.integers(1, 300),
     d=st.integers(1, 24), dv=st.one_of(st.none(), st.integers(1, 12)), share=st.sampled_from(["all", "head", "none"]),
     assoc_kind=st.sampled_from([None, "bool", "float"]), beta_kind=st.sampled_from(["float", "head", "scalar"]),
-    backend=st.sampled_from(["torch", "cpp", "sdpa"]), seed=st.integers(0, 2**31 - 1),
+    backend=st.sampled_from(["torch", "cpp", "sdpa", "gemm"]), seed=st.integers(0, 2**31 - 1),
 )
 def test_grouped_backends_match_reference(lead, b, n, d, dv, share, assoc_kind, beta_kind, backend, seed):
     g = torch.Generator().manual_seed(seed)
@@ -72,7 +72,7 @@ def test_grouped_backends_match_reference(lead, b, n, d, dv, share, assoc_kind, 
     try:
         got = run(ops.hopfield_retrieve, q, k, v, mask, assoc, beta, backend=backend)
     except ValueError as err:  # a capability the backend declares it lacks
-        assert backend in ("cpp", "sdpa") and "no backend supports" in str(err)
+        assert backend in ("cpp", "sdpa", "gemm") and "no backend supports" in str(err)
         got = run(ops.hopfield_retrieve, q, k, v, mask, assoc, beta, backend="torch")
     assert got[0].shape == want[0].shape and got[1].shape == want[1].shape
     assert_matches(got, want, torch.float32)

@@ -131,18 +131,26 @@ def test_leading_dimensions_and_auto_dispatch(rng):
     ref = reference.hopfield_retrieve(q, k, beta=0.5)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     # automatic choice (speed policy): cpp for small float32 batches (when built), then the
-    # flash kernel; never interpreted Triton on CPU tensors
+    # blocked GEMM path for moderate ones, then the flash kernel; never interpreted Triton on CPU
     small = q.reshape(-1, 16)[:4]
     if hb._core_retrieval() is not None:
         assert hops.choose_backend(small, k) == "cpp"
-        big = torch.zeros(hops.CPP_MAX_BATCH + 1, 16)
+        mid = torch.zeros(hops.CPP_MAX_BATCH + 1, 16)
+        assert hops.choose_backend(mid, k) == "gemm"
+        big = torch.zeros(33, 16)
         assert hops.choose_backend(big, k) == "sdpa"
-        assert hops.choose_backend(big, k, want_argmax=True) == "torch"
-        # a store far larger than the caches keeps the single-read kernel up to B = 16
-        large_keys = torch.empty(hops.CPP_LARGE_STORE_BYTES // (4 * 16), 16)
+        assert hops.choose_backend(big, k, want_argmax=True) == "gemm"
+        # a store larger than the caches keeps the single-read kernel up to a larger batch,
+        # unless its keys are narrow (d <= 48: the kernel's per-row cost dominates)
+        large_keys = torch.empty(hops.CPP_LARGE_STORE_BYTES // (4 * 64), 64)
         assert hops.cpp_max_batch(large_keys) == hops.CPP_MAX_BATCH_LARGE_STORE
-        assert hops.choose_backend(big, large_keys) == "cpp"
-        assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH_LARGE_STORE + 1, 16), large_keys) == "sdpa"
+        assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH_LARGE_STORE, 64), large_keys) == "cpp"
+        assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH_LARGE_STORE + 1, 64), large_keys) == "gemm"
+        assert hops.choose_backend(torch.zeros(33, 64), large_keys) == "sdpa"
+        narrow_keys = torch.empty(hops.CPP_LARGE_STORE_BYTES // (4 * 16), 16)
+        assert hops.cpp_max_batch(narrow_keys) == hops.CPP_MAX_BATCH
+        wide_keys = torch.empty(10, 4096)  # GEMM-bound at every batch past the C++ kernel's
+        assert hops.choose_backend(torch.zeros(500, 4096), wide_keys) == "gemm"
     assert hops.choose_backend(small.half(), k.half()) == "torch"
 
 
@@ -323,7 +331,7 @@ def test_sdpa_capability_reasons():
     assert any("grad" in r for r in hb.SDPA.not_supported_reasons(dataclasses.replace(plain, needs_grad=True)))
 
 
-@pytest.mark.parametrize("backend", [None, "torch", "cpp", "reference", "sdpa"])
+@pytest.mark.parametrize("backend", [None, "torch", "cpp", "reference", "sdpa", "gemm"])
 @pytest.mark.parametrize("grouped", [False, True])
 def test_an_empty_batch_of_queries_gives_empty_results(backend, grouped, rng):
     # a rank of a sharded store can hold no queries; aten's flash CPU kernel dies of SIGFPE on

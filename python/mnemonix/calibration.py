@@ -40,13 +40,17 @@ FORMAT = "mnemonix-calibration"
 VERSION = 1
 
 # Shipped thresholds per device type: op -> name -> value (non-negative integers).
-# CPU: bench/compare_hopfield.py on the 2-core AMD EPYC development machine (bench/NOTES.md):
-# the single-read C++ kernel leads up to B = 8 on cache-sized stores and up to B = 16 once the
-# keys (of one group) pass 32 MB.
+# CPU: the backend grid on the 2-core AMD EPYC development machine (bench/NOTES.md, "Backend
+# grid"; N 1e3..1e6, d 32..12,288, B 1..4,096, every backend forced): the single-read C++
+# kernel leads up to B = 4 over narrow keys (d <= 48) or cache-sized stores (< 4 MB), and up to
+# B = 24 over larger stores; beyond it the blocked GEMM path leads up to B = 32 while a block
+# of scores stays small (B x N <= 2M) and at every B once d >= 4,096 (GEMM-bound); torch's
+# flash kernel (sdpa) everywhere else.
 DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
     "cpu": {
-        "hopfield_retrieve": {"cpp_max_batch": 8, "cpp_max_batch_large_store": 16,
-                              "cpp_large_store_bytes": 32 << 20},
+        "hopfield_retrieve": {"cpp_max_batch": 4, "cpp_max_batch_large_store": 24,
+                              "cpp_large_store_bytes": 4 << 20, "narrow_dim": 48, "gemm_max_batch": 32,
+                              "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},
     },
     "cuda": {},  # Triton first at every shape: no CUDA speed policy has a threshold yet
 }

@@ -168,7 +168,7 @@ CASES = [
      "learn_beta must be True or False"),
     ("learn_beta 1", lambda tmp: HopfieldRetrieval(learn_beta=1), TypeError, "learn_beta must be True or False"),
     ("layer backend", lambda tmp: HopfieldRetrieval(backend="nope"), ValueError,
-     "backend must be one of .'triton', 'cpp', 'sdpa', 'torch', 'reference'.,"),
+     "backend must be one of .'triton', 'cpp', 'sdpa', 'gemm', 'torch', 'reference'.,"),
     ("layer beta 1e308", lambda tmp: HopfieldRetrieval(beta=1e308), ValueError, "beta must be <="),
     ("layer list queries", lambda tmp: HopfieldRetrieval(learn_beta=True)(queries=[[1.0, 2.0, 3.0]], keys=P),
      TypeError, "queries must be a torch.Tensor"),
@@ -243,7 +243,7 @@ def test_modern_load_refuses_beta_and_norms_beyond_float32(tmp_path) -> None:
         ModernHopfield.load(_resealed(tmp_path, net, patterns=np.array([[1e30, 0.0, 0.0]], dtype=np.float32)))
 
 
-@pytest.mark.parametrize("backend", [None, "triton", "cpp", "sdpa", "torch", "reference"])
+@pytest.mark.parametrize("backend", [None, "triton", "cpp", "sdpa", "gemm", "torch", "reference"])
 @pytest.mark.parametrize("beta", [1e308, torch.tensor(1e308, dtype=torch.float64)], ids=["float", "tensor"])
 def test_beta_beyond_float32_is_one_error_on_every_backend(backend, beta) -> None:
     """Before: "beta must be finite and > 0 (as a float32)" (cpp), "the logits overflow" (sdpa, torch) or

@@ -22,6 +22,9 @@ declared at the bottom as data; which one is fastest is the op's speed policy
   ``F.scaled_dot_product_attention`` on CPU), which also returns the log-sum-exp, paired with
   its fused backward. CPU, float32/float64, dv == d, no argmax; its backward has no gradient
   for the log-sum-exp or the bias.
+- ``gemm``: two GEMMs and one softmax per block of queries, the block's [rows, N] scores
+  materialised (at most ~1M of them at a time). Any device, float32/float64, forward only:
+  the fastest CPU path for moderate batches over cache-sized stores and for very wide d.
 - ``torch``: streams over N in chunks with an online softmax; its backward recomputes the
   probabilities chunk by chunk (FlashAttention-2 style). Extra memory O(G x B x chunk), never
   O(B x N), on any device and dtype (float64 too: the gradcheck path).
@@ -40,7 +43,7 @@ from mnemonix import _triton
 from mnemonix._dispatch import ALL_FLOAT, Backend
 from mnemonix.backends.hopfield_grad import chunk_size, lift, stream_backward, stream_forward
 
-__all__ = ["TRITON", "CPP", "SDPA", "TORCH", "REFERENCE", "BACKENDS", "BACKWARDS", "chunk_size"]
+__all__ = ["TRITON", "CPP", "SDPA", "GEMM", "TORCH", "REFERENCE", "BACKENDS", "BACKWARDS", "chunk_size"]
 
 
 # -- triton -----------------------------------------------------------------------------------
@@ -141,6 +144,56 @@ def run_torch(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=Non
         return stream_forward(queries, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=want_argmax,
                               assoc=assoc)
     return tuple(None if parts[0] is None else torch.cat(parts, dim=2) for parts in zip(*rows))
+
+
+# -- gemm -------------------------------------------------------------------------------------
+
+# Scores materialised at once per block of queries (4 MB of float32): the block stays in the
+# caches between its two GEMMs and the softmax, and memory stays bounded whatever B and N are.
+GEMM_BLOCK_SCORES = 1 << 20
+
+
+def run_gemm(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None, **_):
+    """Two GEMMs and one softmax per block of queries, the scores of the block materialised.
+
+    Where the keys fit in the caches and the batch is moderate (or d is so large that the GEMMs
+    are all the work), BLAS at its full rate beats both the single-read C++ kernel and the flash
+    kernel's small blocks (bench/NOTES.md, the backend grid). Forward only.
+    """
+    q, k, v, bias = lift(queries, keys, values, logit_bias)
+    v = k if v is None else v
+    g1, g2, b, _ = q.shape
+    n = k.shape[-2]
+    groups = max(g1 * g2, k.shape[0] * k.shape[1])
+    rows = max(1, min(b, GEMM_BLOCK_SCORES // max(1, n * groups)))
+    if b == 0:  # an empty batch (a rank of a sharded store may hold no queries): one empty block
+        return _gemm_block(q * beta, k, v, bias, assoc, want_argmax)
+    parts = [_gemm_block(q[:, :, r:r + rows] * beta, k, v, bias,
+                         None if assoc is None else assoc[:, :, r:r + rows], want_argmax)
+             for r in range(0, b, rows)]
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(None if p[0] is None else torch.cat(p, dim=2) for p in zip(*parts))
+
+
+def _gemm_block(q, k, v, bias, assoc, want_argmax):
+    s = torch.matmul(q, k.transpose(-1, -2))  # [G1, G2, rows, N]
+    if bias is not None:
+        s += bias[..., None, :]
+    if assoc is not None:
+        s += assoc
+    arg = s.argmax(dim=-1) if want_argmax else None  # the first index of the largest logit
+    m = s.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # a query with every pattern masked
+    p = s.sub_(m).exp_()
+    total = p.sum(dim=-1, keepdim=True)
+    out = torch.matmul(p, v).div_(total)
+    lse = (m + torch.log(total)).squeeze(-1)
+    return out, lse, arg
+
+
+def _gemm_reasons(inputs) -> list[str]:
+    return _not_batch_invariant(inputs, "BLAS blocks the GEMMs by B")
 
 
 # -- reference --------------------------------------------------------------------------------
@@ -254,10 +307,11 @@ CPP = Backend("cpp", run_cpp, devices=_CPU, dtypes=_FP32, extra_reasons=_cpp_rea
 SDPA = Backend("sdpa", run_sdpa, devices=_CPU, dtypes=frozenset({torch.float32, torch.float64}),
                supports_grad=True, extra_reasons=_sdpa_reasons)
 TORCH = Backend("torch", run_torch, dtypes=_WITH_FP64, supports_grad=True)
+GEMM = Backend("gemm", run_gemm, dtypes=frozenset({torch.float32, torch.float64}), extra_reasons=_gemm_reasons)
 REFERENCE = Backend("reference", run_reference, dtypes=_WITH_FP64, supports_grad=True,
                     extra_reasons=_reference_reasons)
 
-BACKENDS: tuple[Backend, ...] = (TRITON, CPP, SDPA, TORCH, REFERENCE)
+BACKENDS: tuple[Backend, ...] = (TRITON, CPP, SDPA, GEMM, TORCH, REFERENCE)
 BY_NAME = {b.name: b for b in BACKENDS}
 # The backward paired with each forward that supports gradients (same canonical layout, plus
 # ``d_out``, ``d_lse`` and the forward's ``out`` / ``lse``; returns dq, dk, dv, d_key_bias).

@@ -2,15 +2,19 @@
 
 Today one policy has thresholds: ``hopfield_retrieve`` on the CPU sends a batch of at most
 ``cpp_max_batch`` queries (``cpp_max_batch_large_store`` once the keys of a group pass
-``cpp_large_store_bytes``) to the fused C++ kernel, and larger ones to torch's flash kernel
-(``sdpa``) or the streaming torch path. Calibration times the three forced backends side by
-side (interleaved, :func:`mnemonix.benchmark.timing.measure`) over a sweep of batch sizes at a
-cache-sized store and at a store far larger than the caches; a threshold is the swept B that best splits
-where the C++ kernel's p20 beats both others (at or below it) from where it does not (a step
-fit, see :func:`crossover`). ``cpp_large_store_bytes`` is not measured (two store sizes cannot
-place it) and keeps its default. ``salience_topk`` has no threshold (CPU: torch only; CUDA:
-Triton first). On CUDA the sweep times ``triton`` against ``torch`` and records them, but no
-CUDA policy has a threshold to write.
+``cpp_large_store_bytes`` and are wider than ``narrow_dim``) to the fused C++ kernel, moderate
+ones to the blocked GEMM path (up to ``gemm_max_batch`` while B x N <= ``gemm_max_scores``,
+and at any B once d >= ``gemm_min_dim``), larger ones to torch's flash kernel (``sdpa``).
+Calibration times the three forced backends side by side (interleaved,
+:func:`mnemonix.benchmark.timing.measure`) over a sweep of batch sizes at a cache-sized store
+and at a store far larger than the caches; a threshold is the swept B that best splits where a
+backend's p20 beats the others (at or below it) from where it does not (a step fit, see
+:func:`crossover`): the C++ kernel against the other two on each store, then the GEMM path
+against the flash kernel past the C++ kernel's threshold on the cache-sized store.
+``cpp_large_store_bytes``, ``narrow_dim``, ``gemm_max_scores`` and ``gemm_min_dim`` are not
+measured (two store sizes cannot place them) and keep their defaults. ``salience_topk`` has
+no threshold (CPU: torch only; CUDA: Triton first). On CUDA the sweep times ``triton`` against
+``torch`` and records them, but no CUDA policy has a threshold to write.
 
 The file (:mod:`mnemonix.calibration` reads it) holds the thresholds, every measurement, and
 the environment of the run (device name, versions, commit).
@@ -32,9 +36,9 @@ from mnemonix.benchmark import environment
 from mnemonix.benchmark.timing import measure
 from mnemonix.ops import hopfield as hops
 
-# (N, d) of float32 keys: 5 MB (in the caches' reach) and 154 MB (far beyond them, > 32 MB).
-DEFAULT_STORES = {"small": (20_000, 64), "large": (300_000, 128)}
-DEFAULT_BATCHES = (1, 2, 4, 8, 12, 16, 24, 32, 64)
+# (N, d) of float32 keys: 2 MB (in the caches' reach, < 4 MB) and 154 MB (far beyond them).
+DEFAULT_STORES = {"small": (8_000, 64), "large": (300_000, 128)}
+DEFAULT_BATCHES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
 OP = "hopfield_retrieve"
 
 
@@ -49,7 +53,7 @@ def sweep(n: int, d: int, batches: Sequence[int], device: torch.device, *, repea
     gen = torch.Generator(device=device).manual_seed(n + d)
     keys = torch.rand(n, d, generator=gen, device=device) * 2 - 1
     beta = 1.0 / math.sqrt(d)
-    wanted = ("triton", "torch") if device.type == "cuda" else ("cpp", "sdpa", "torch")
+    wanted = ("triton", "torch") if device.type == "cuda" else ("cpp", "gemm", "sdpa")
     rows = []
     for b in batches:
         queries = torch.rand(b, d, generator=gen, device=device) * 2 - 1
@@ -100,20 +104,7 @@ def calibrate(device: torch.device, *, stores: dict[str, tuple[int, int]] | None
     found: dict[str, int] = {}
     skipped: dict[str, str] = {}
     if device.type == "cpu":
-        limit = calibration.DEFAULTS["cpu"][OP]["cpp_large_store_bytes"]
-        for label, name in (("small", "cpp_max_batch"), ("large", "cpp_max_batch_large_store")):
-            if label not in measured:
-                skipped[name] = f"no {label} store swept"
-                continue
-            if (measured[label]["key_bytes"] >= limit) != (label == "large"):
-                skipped[name] = f"the {label} store's keys are on the wrong side of cpp_large_store_bytes ({limit})"
-                continue
-            value = crossover(measured[label]["rows"], "cpp", ("sdpa", "torch"))
-            if value is None:
-                skipped[name] = "the C++ kernel cannot run here (mnemonix._core.retrieval not built)"
-            else:
-                found[name] = value
-        skipped["cpp_large_store_bytes"] = "not measured: kept the default"
+        found, skipped = _cpu_thresholds(measured)
     return {
         "format": calibration.FORMAT, "version": calibration.VERSION, "device": device.type,
         "device_name": env["device_name"], "measured": True,
@@ -123,6 +114,36 @@ def calibrate(device: torch.device, *, stores: dict[str, tuple[int, int]] | None
                   "timing": "interleaved rounds, p20 of each backend; shared machines make single runs noisy"},
         "measurements": {OP: measured}, "environment": env,
     }
+
+
+def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
+    """The CPU thresholds the sweeps place, and why the others keep their defaults."""
+    defaults = calibration.DEFAULTS["cpu"][OP]
+    found: dict[str, int] = {}
+    skipped = {name: "not measured: kept the default"
+               for name in ("cpp_large_store_bytes", "narrow_dim", "gemm_max_scores", "gemm_min_dim")}
+    for label, name in (("small", "cpp_max_batch"), ("large", "cpp_max_batch_large_store")):
+        store = measured.get(label)
+        if store is None:
+            skipped[name] = f"no {label} store swept"
+            continue
+        large = store["key_bytes"] >= defaults["cpp_large_store_bytes"] and store["d"] > defaults["narrow_dim"]
+        if large != (label == "large"):
+            skipped[name] = (f"the {label} store is on the wrong side of cpp_large_store_bytes "
+                             f"({defaults['cpp_large_store_bytes']}) / narrow_dim ({defaults['narrow_dim']})")
+            continue
+        value = crossover(store["rows"], "cpp", ("gemm", "sdpa"))
+        if value is None:
+            skipped[name] = "the C++ kernel cannot run here (mnemonix._core.retrieval not built)"
+        else:
+            found[name] = value
+    beyond = [r for r in measured.get("small", {}).get("rows", []) if r["B"] > found.get("cpp_max_batch", 0)]
+    value = crossover(beyond, "gemm", ("sdpa",)) if beyond else None
+    if value is None:
+        skipped["gemm_max_batch"] = "no batch of the cache-sized store swept past the C++ kernel's threshold"
+    else:
+        found["gemm_max_batch"] = max(value, found.get("cpp_max_batch", 0))
+    return found, skipped
 
 
 def write(doc: dict[str, Any], out: str | os.PathLike[str] | None) -> Path:

@@ -55,11 +55,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="default: the per-user file (~/.cache/mnemonix/calibration-<device>.json) that the "
                           "policies read; another path is read when MNEMONIX_CALIBRATION names it")
     cal.add_argument("--small-store", type=_store, default=None, metavar="N,d",
-                     help="a cache-sized store (default 20000,64: 5 MB of float32 keys)")
+                     help="a cache-sized store, < 4 MB (default 8000,64: 2 MB of float32 keys)")
     cal.add_argument("--large-store", type=_store, default=None, metavar="N,d",
-                     help="a store far beyond the caches, > 32 MB (default 300000,128: 154 MB)")
+                     help="a store far beyond the caches, >= 4 MB and d > 48 (default 300000,128: 154 MB)")
     cal.add_argument("--batches", type=_batches, default=None,
-                     help="batch sizes swept (default 1,2,4,8,12,16,24,32,64)")
+                     help="batch sizes swept (default 1,2,4,8,12,16,24,32,48,64,128)")
     cal.add_argument("--repeat", type=_positive, default=7, help="interleaved rounds per point (default 7)")
     cal.set_defaults(func=_calibrate)
 

@@ -3,18 +3,18 @@
 The general path checks every argument, builds the canonical layout and an inputs record,
 dispatches, and runs the custom op (~60-80 us of Python per call). For the commonest call --
 ``hopfield_retrieve(q [B, d], keys [N, d], values [N, dv] | None, beta=<float>)`` on CPU float32
-tensors, nothing that needs a gradient, at a batch the speed policy sends to the C++ kernel --
-all of that reduces to a few attribute reads and one kernel call, which is what this module does.
+tensors, nothing that needs a gradient -- all of that reduces to a few attribute reads, the
+speed policy's choice and one kernel call, which is what this module does.
 
 It is a pure shortcut, never a second semantics: :func:`cpu_fast_retrieve` returns None for
 anything it does not recognise (another dtype, device, shape, layout or argument, a tensor
 subclass, a torch function or dispatch mode such as the fake CUDA device, a functorch
 transform, ``torch.compile``), and the caller then takes the general path. Results are the
 general path's bit for bit (the same kernel on the same operands, tested). Its value checks are
-the general path's too, folded into the kernel's call (``retrieve_checked``): the queries must be
-finite (B x d elements, read before the kernel runs), and keys or values with a NaN/Inf show
-in out or lse; a failure returns None as well, so that the general path recomputes the call
-and raises its own error, naming the argument.
+the general path's too (folded into the C++ kernel's call, ``retrieve_checked``; numpy sums around
+the other kernels): the queries must be finite (read before the kernel runs), and keys or values
+with a NaN/Inf show in out or lse; a failure returns None as well, so that the general path
+recomputes the call and raises its own error, naming the argument.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,19 +50,20 @@ def _shapes_fit(queries: Tensor, keys: Tensor, values: Tensor | None) -> bool:
 
 
 def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: object, backend: object,
-                      max_batch: Callable[[Tensor], int], want_lse: bool = False,
+                      order: Callable[[int, Tensor], list[str]], want_lse: bool = False,
                       want_argmax: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
     """``(out [B, dv], lse [B], argmax [B])`` from the kernel the policy picks, or None: take the
     general path.
 
-    The policy's choice without a gradient: the C++ kernel up to ``max_batch(keys)`` queries,
-    torch's flash kernel above (dv == d, no argmax). A forced ``"cpp"`` or ``"sdpa"`` takes that
-    kernel at any batch. ``lse`` / ``argmax`` are None unless wanted.
+    ``order(B, keys)`` is the speed policy's CPU order without a gradient
+    (:func:`mnemonix.ops.hopfield.cpu_forward_order`); its first backend runs here (the C++
+    kernel, the blocked GEMM path or torch's flash kernel), or a forced ``"cpp"``, ``"gemm"`` or
+    ``"sdpa"``. ``lse`` / ``argmax`` are None unless wanted.
     """
     if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
         return None
-    if backend is not None and backend != "cpp" and backend != "sdpa":
-        return None
+    if backend is not None and (type(backend) is not str or backend not in _KERNELS):
+        return None  # another backend, or not a name: the general path (its error names the argument)
     if type(beta) is not float and type(beta) is not int:
         return None  # bool, numpy scalars, tensors: the general path's checks
     if not (_plain_f32_matrix(queries) and _plain_f32_matrix(keys)
@@ -70,11 +72,17 @@ def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: objec
     q, k, v = queries, keys, values  # type: ignore[assignment]
     if not _shapes_fit(q, k, v) or not 0.0 < beta <= _checks.FLOAT32_MAX or not plain_eager((q, k, v)):
         return None  # (a NaN beta fails the comparison)
-    if backend == "cpp" or (backend is None and q.shape[0] <= max_batch(k)):
+    name = backend if backend is not None else order(q.shape[0], k)[0]
+    if name == "cpp":
         return _cpp(q, k, v, float(beta), want_lse, want_argmax)
-    if want_argmax or (v is not None and v.shape[1] != k.shape[1]):
+    if name == "gemm":
+        return _gemm(q, k, v, float(beta), want_lse, want_argmax)
+    if name != "sdpa" or want_argmax or (v is not None and v.shape[1] != k.shape[1]):
         return None  # the flash kernel has no argmax and needs dv == d: the general path's choice
     return _flash(q, k, v, float(beta), want_lse)
+
+
+_KERNELS = frozenset({"cpp", "gemm", "sdpa"})
 
 
 def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, want_argmax: bool):
@@ -90,12 +98,27 @@ def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, wa
             torch.from_numpy(arg) if want_argmax else None)
 
 
+def _finite(*tensors: Tensor) -> bool:
+    """No NaN/Inf in any of the tensors: their float64 sums (numpy, one thread: no parallel region
+    to wake for a few kB) are finite -- float32 values cannot overflow a float64 sum."""
+    return math.isfinite(sum(float(numpy_view(t).sum(dtype=np.float64)) for t in tensors))
+
+
+def _gemm(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, want_argmax: bool):
+    if not _finite(q):
+        return None
+    out, lse, arg = hb.run_gemm(q, k, v, beta=beta, logit_bias=None, want_argmax=want_argmax)
+    if not _finite(out, lse):
+        return None  # a NaN/Inf in keys or values, or logits beyond float32: the general path says which
+    return out[0, 0], lse[0, 0] if want_lse else None, arg[0, 0] if want_argmax else None
+
+
 def _flash(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool):
     kernel = hb._sdpa_kernel()
-    if kernel is None or not _checks.all_finite(q):
+    if kernel is None or not _finite(q):
         return None
     k4 = k[None, None]
     out, lse = kernel(q[None, None], k4, k4 if v is None else v[None, None], 0.0, False, attn_mask=None, scale=beta)
-    if not math.isfinite(float(lse.sum()) + float(out.sum())):
+    if not _finite(out, lse):
         return None  # a NaN/Inf in keys or values, or logits beyond float32: the general path says which
     return out[0, 0], lse[0, 0] if want_lse else None, None

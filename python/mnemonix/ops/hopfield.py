@@ -12,9 +12,9 @@ a store shared by every query, or by every head of a sample, is never copied. Wh
 but the queries varies, the groups fold into rows (one large batch).
 
 Fast path. The commonest call -- ``q [B, d]``, ``keys [N, d]`` (``values [N, dv]``), a float
-beta, CPU float32, no gradient wanted, a batch the policy sends to the C++ kernel -- goes straight
-to the kernel (:mod:`mnemonix.ops._hopfield_fast`: ~10 us of Python instead of ~70 us), with
-the same results and, through the general path, the same errors.
+beta, CPU float32, no gradient wanted -- goes straight to the kernel the policy picks
+(:mod:`mnemonix.ops._hopfield_fast`: ~10 us of Python instead of ~70 us), with the same
+results and, through the general path, the same errors.
 """
 
 from __future__ import annotations
@@ -67,15 +67,12 @@ class HopfieldInputs:
 
 
 # Speed policy thresholds (shipped defaults; :mod:`mnemonix.calibration` may replace them with
-# the crossovers `mnemonix bench calibrate` measured on this machine): the largest batch sent
-# to the fused C++ kernel automatically. Measured by bench/compare_hopfield.py on the 2-core
-# development machine (bench/NOTES.md): with two threads the single-read kernel leads up to
-# B = 8 at every shape; up to B = 16 it still leads once the keys are far larger than the
-# caches (>= 32 MB: N = 1e6, d = 128, B = 16: 110 vs 150-230 ms for the flash kernel), while
-# on cache-sized stores the GEMM-based kernels win from B = 16 (N = 1e5, d = 64: 14 vs 11 ms).
-CPP_MAX_BATCH = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_max_batch"]
-CPP_MAX_BATCH_LARGE_STORE = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_max_batch_large_store"]
-CPP_LARGE_STORE_BYTES = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_large_store_bytes"]
+# the crossovers `mnemonix bench calibrate` measured on this machine). Measured by the backend
+# grid of bench/NOTES.md on the 2-core development machine: see calibration.DEFAULTS.
+_CPU_LIMITS = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]
+CPP_MAX_BATCH = _CPU_LIMITS["cpp_max_batch"]
+CPP_MAX_BATCH_LARGE_STORE = _CPU_LIMITS["cpp_max_batch_large_store"]
+CPP_LARGE_STORE_BYTES = _CPU_LIMITS["cpp_large_store_bytes"]
 
 
 _CPU = torch.device("cpu")
@@ -85,22 +82,35 @@ def cpp_max_batch(keys: torch.Tensor) -> int:
     """Largest B sent to the C++ kernel automatically for this key matrix (of one group)."""
     limits = calibration.thresholds("hopfield_retrieve", _CPU)  # the C++ kernel runs on the CPU only
     n, d = keys.shape[-2:]
-    large = n * d * keys.element_size() >= limits["cpp_large_store_bytes"]  # the keys of one group
+    large = n * d * keys.element_size() >= limits["cpp_large_store_bytes"] and d > limits["narrow_dim"]
     return limits["cpp_max_batch_large_store" if large else "cpp_max_batch"]
 
 
+def cpu_forward_order(b: int, keys: torch.Tensor) -> list[str]:
+    """CPU backends without a gradient, fastest first, for B queries per group over ``keys``
+    (of one group): the C++ kernel while the batch is small for the store (memory-bound), then
+    the blocked GEMM path for moderate batches over modest score blocks or very wide d, then
+    torch's flash kernel. The later names are the fallbacks when the first cannot run."""
+    if b <= cpp_max_batch(keys):
+        return ["cpp", "gemm", "sdpa", "torch"]
+    limits = calibration.thresholds("hopfield_retrieve", _CPU)
+    n, d = keys.shape[-2:]
+    if d >= limits["gemm_min_dim"] or (b <= limits["gemm_max_batch"] and b * n <= limits["gemm_max_scores"]):
+        return ["gemm", "sdpa", "torch"]
+    return ["sdpa", "gemm", "torch"]
+
+
 def speed_policy(inputs: HopfieldInputs, backends) -> list[str]:
-    """Fastest first: Triton on CUDA; on CPU the single-read C++ kernel while the work is
-    memory-bound (small B per group), then torch's flash kernel (GEMM-bound; also the fastest
-    training path, with its fused backward), then streaming torch."""
+    """Fastest first: Triton on CUDA; on CPU :func:`cpu_forward_order` without a gradient; with
+    one, torch's flash kernel (its fused backward) or the streaming path (K = V: it accumulates
+    dK and dV in one buffer where the flash backward returns both, twice the gradient memory)."""
     if inputs.device.type == "cuda":
         return ["triton", "torch", "reference"]
-    order = ["cpp"] if inputs.queries.shape[-2] <= cpp_max_batch(inputs.keys) else []
-    if inputs.needs_grad and inputs.values is None:
-        # K = V under grad: the flash backward returns dK and dV apart (twice the gradient
-        # memory, then a sum); the streaming backward accumulates both in one buffer.
-        return order + ["torch", "sdpa", "reference"]
-    return order + ["sdpa", "torch", "reference"]
+    if not inputs.needs_grad:
+        return cpu_forward_order(inputs.queries.shape[-2], inputs.keys) + ["reference"]
+    if inputs.values is None:
+        return ["torch", "sdpa", "reference"]
+    return ["sdpa", "torch", "reference"]
 
 
 SPEC = _dispatch.OpSpec("hopfield_retrieve", hb.BACKENDS, speed_policy)
@@ -157,11 +167,13 @@ def hopfield_retrieve(
         Also return the log-sum-exp of the logits [..., B] (float32; float64 for float64
         inputs; the Hopfield energy's main term, differentiable) and the index of the most
         similar pattern [..., B] (int64), both of the last pass.
-    backend : {None, "triton", "cpp", "sdpa", "torch", "reference"}
+    backend : {None, "triton", "cpp", "sdpa", "gemm", "torch", "reference"}
         None lets the speed policy choose among the backends that can run the inputs:
-        Triton on CUDA; on CPU float32 the fused C++ kernel at small B (forward only), torch's
-        flash CPU kernel at larger B (no argmax; its fused backward when gradients are needed),
-        else the streaming torch path (chunked recomputing backward, any device).
+        Triton on CUDA; on CPU without gradients the fused C++ kernel at small B (float32), the
+        blocked GEMM path at moderate B over modest score blocks or for very wide d (float32 /
+        float64), torch's flash CPU kernel at larger B (no argmax); with gradients the flash
+        kernel's fused backward or the streaming torch path (chunked recomputing backward, any
+        device).
     batch_invariant, allow_tf32 : bool
         Each query's results bitwise the same alone or in any batch (``triton``, ``torch``; the
         others refuse); float32 products on TF32 tensor cores (Triton on CUDA; ~1e-3 relative).
@@ -175,7 +187,7 @@ def hopfield_retrieve(
     if (mask is None and bias is None and association_mask is None and type(update_steps) is int
             and update_steps == 0 and batch_invariant is False and allow_tf32 is False and type(eps) is float
             and 0.0 < eps < math.inf):
-        fast = _fast.cpu_fast_retrieve(queries, keys, values, beta, backend, cpp_max_batch, return_lse,
+        fast = _fast.cpu_fast_retrieve(queries, keys, values, beta, backend, cpu_forward_order, return_lse,
                                          return_argmax)
         if fast is not None:
             return _returned(fast, return_lse, return_argmax)
