@@ -39,7 +39,7 @@ def test_defaults_without_a_file(clean):
     assert cpu == calibration.DEFAULTS["cpu"]["hopfield_retrieve"]
     assert {"cpp_max_batch": hops.CPP_MAX_BATCH, "cpp_max_batch_large_store": hops.CPP_MAX_BATCH_LARGE_STORE,
             "cpp_large_store_bytes": hops.CPP_LARGE_STORE_BYTES}.items() <= cpu.items()
-    assert (hops.CPP_MAX_BATCH, hops.CPP_MAX_BATCH_LARGE_STORE, hops.CPP_LARGE_STORE_BYTES) == (4, 24, 4 << 20)
+    assert (hops.CPP_MAX_BATCH, hops.CPP_MAX_BATCH_LARGE_STORE, hops.CPP_LARGE_STORE_BYTES) == (4, 16, 4 << 20)
     assert hops.cpp_max_batch(torch.empty(100, 4)) == 4
     assert calibration.thresholds("salience_topk", torch.device("cpu")) == {}
     assert all(not g["measured"] for g in calibration.GPU_GUESSES.values())

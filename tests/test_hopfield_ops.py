@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import torch
 
-from mnemonix import _triton, ops, reference
+from mnemonix import _triton, calibration, ops, reference
 from mnemonix.backends import hopfield as hb
 from mnemonix.ops import hopfield as hops
 
@@ -141,14 +141,16 @@ def test_leading_dimensions_and_auto_dispatch(rng):
         assert hops.choose_backend(big, k) == "sdpa"
         assert hops.choose_backend(big, k, want_argmax=True) == "gemm"
         # a store larger than the caches keeps the single-read kernel up to a larger batch,
-        # unless its keys are narrow (d <= 48: the kernel's per-row cost dominates)
+        # less so when its keys are narrow (d <= 48: the kernel's per-row cost weighs more)
         large_keys = torch.empty(hops.CPP_LARGE_STORE_BYTES // (4 * 64), 64)
         assert hops.cpp_max_batch(large_keys) == hops.CPP_MAX_BATCH_LARGE_STORE
         assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH_LARGE_STORE, 64), large_keys) == "cpp"
-        assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH_LARGE_STORE + 1, 64), large_keys) == "gemm"
-        assert hops.choose_backend(torch.zeros(33, 64), large_keys) == "sdpa"
+        assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH_LARGE_STORE + 1, 64), large_keys) == "sdpa"
         narrow_keys = torch.empty(hops.CPP_LARGE_STORE_BYTES // (4 * 16), 16)
-        assert hops.cpp_max_batch(narrow_keys) == hops.CPP_MAX_BATCH
+        narrow_max = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_max_batch_narrow"]
+        assert hops.cpp_max_batch(narrow_keys) == narrow_max
+        assert hops.choose_backend(torch.zeros(narrow_max + 1, 16), narrow_keys) == "gemm"
+        assert hops.choose_backend(torch.zeros(31, 16), narrow_keys) == "sdpa"  # B x N > 2M scores
         wide_keys = torch.empty(10, 4096)  # GEMM-bound at every batch past the C++ kernel's
         assert hops.choose_backend(torch.zeros(500, 4096), wide_keys) == "gemm"
     assert hops.choose_backend(small.half(), k.half()) == "torch"

@@ -41,14 +41,14 @@ VERSION = 1
 
 # Shipped thresholds per device type: op -> name -> value (non-negative integers).
 # CPU: the backend grid on the 2-core AMD EPYC development machine (bench/NOTES.md, "Backend
-# grid"; N 1e3..1e6, d 32..12,288, B 1..4,096, every backend forced): the single-read C++
-# kernel leads up to B = 4 over narrow keys (d <= 48) or cache-sized stores (< 4 MB), and up to
-# B = 24 over larger stores; beyond it the blocked GEMM path leads up to B = 32 while a block
-# of scores stays small (B x N <= 2M) and at every B once d >= 4,096 (GEMM-bound); torch's
-# flash kernel (sdpa) everywhere else.
+# grid"; N 1e3..1e6, d 32..12,288, B 1..4,096, every backend forced, two runs): the single-read
+# C++ kernel leads up to B = 4 on cache-sized stores (< 4 MB of keys), up to B = 8 on larger
+# stores of narrow keys (d <= 48) and up to B = 16 on larger stores of wider keys; past it the
+# blocked GEMM path leads for narrow keys up to B = 32 while B x N <= 2M, and at every B once
+# d >= 4,096 (GEMM-bound); torch's flash kernel (sdpa) everywhere else.
 DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
     "cpu": {
-        "hopfield_retrieve": {"cpp_max_batch": 4, "cpp_max_batch_large_store": 24,
+        "hopfield_retrieve": {"cpp_max_batch": 4, "cpp_max_batch_large_store": 16, "cpp_max_batch_narrow": 8,
                               "cpp_large_store_bytes": 4 << 20, "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},
     },

@@ -156,13 +156,16 @@ GEMM_BLOCK_SCORES = 1 << 20
 def run_gemm(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None, **_):
     """Two GEMMs and one softmax per block of queries, the scores of the block materialised.
 
-    Where the keys fit in the caches and the batch is moderate (or d is so large that the GEMMs
-    are all the work), BLAS at its full rate beats both the single-read C++ kernel and the flash
-    kernel's small blocks (bench/NOTES.md, the backend grid). Forward only.
+    Where the keys are narrow and the batch moderate, or d is so large that the GEMMs are all the
+    work, BLAS at its full rate beats both the single-read C++ kernel and the flash kernel's
+    small blocks (bench/NOTES.md, the backend grid). Forward only.
     """
     q, k, v, bias = lift(queries, keys, values, logit_bias)
     v = k if v is None else v
     g1, g2, b, _ = q.shape
+    if (g1, g2) == (1, 1) and k.shape[:2] == (1, 1) and v.shape[:2] == (1, 1) and bias is None and assoc is None:
+        out, lse, arg = gemm_rows(q[0, 0], k[0, 0], v[0, 0], beta, want_lse=True, want_argmax=want_argmax)
+        return out[None, None], lse[None, None], (None if arg is None else arg[None, None])
     n = k.shape[-2]
     groups = max(g1 * g2, k.shape[0] * k.shape[1])
     rows = max(1, min(b, GEMM_BLOCK_SCORES // max(1, n * groups)))
@@ -176,7 +179,29 @@ def run_gemm(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None
     return tuple(None if p[0] is None else torch.cat(p, dim=2) for p in zip(*parts))
 
 
+def gemm_rows(q, k, v, beta: float, *, want_lse: bool, want_argmax: bool):
+    """:func:`run_gemm` on plain rows ``q [B, d]``, ``k [N, d]``, ``v [N, dv]`` (no bias, no groups):
+    ``mm``, a fused softmax, ``mm`` per block -- the three calls of the plain formula, so no
+    slower than it -- and the log-sum-exp and argmax only when wanted (None otherwise)."""
+    b, n = q.shape[0], k.shape[0]
+    rows = max(1, min(b, GEMM_BLOCK_SCORES // max(1, n)))
+    outs, lses, args = [], [], []
+    for r in range(0, max(b, 1), rows):
+        s = torch.mm(q[r:r + rows], k.t()).mul_(beta)
+        if want_lse:
+            lses.append(torch.logsumexp(s, dim=-1))
+        if want_argmax:
+            args.append(s.argmax(dim=-1))
+        outs.append(torch.mm(torch.softmax(s, dim=-1), v))
+
+    def joined(parts):
+        return None if not parts else parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    return joined(outs), joined(lses), joined(args)
+
+
 def _gemm_block(q, k, v, bias, assoc, want_argmax):
+    """One block of grouped queries ``q [G1, G2, rows, d]`` (already scaled by beta)."""
     s = torch.matmul(q, k.transpose(-1, -2))  # [G1, G2, rows, N]
     if bias is not None:
         s += bias[..., None, :]

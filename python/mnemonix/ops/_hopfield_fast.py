@@ -107,10 +107,10 @@ def _finite(*tensors: Tensor) -> bool:
 def _gemm(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, want_argmax: bool):
     if not _finite(q):
         return None
-    out, lse, arg = hb.run_gemm(q, k, v, beta=beta, logit_bias=None, want_argmax=want_argmax)
-    if not _finite(out, lse):
+    out, lse, arg = hb.gemm_rows(q, k, k if v is None else v, beta, want_lse=want_lse, want_argmax=want_argmax)
+    if not _finite(out, *([] if lse is None else [lse])):
         return None  # a NaN/Inf in keys or values, or logits beyond float32: the general path says which
-    return out[0, 0], lse[0, 0] if want_lse else None, arg[0, 0] if want_argmax else None
+    return out, lse, arg
 
 
 def _flash(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool):

@@ -79,23 +79,28 @@ _CPU = torch.device("cpu")
 
 
 def cpp_max_batch(keys: torch.Tensor) -> int:
-    """Largest B sent to the C++ kernel automatically for this key matrix (of one group)."""
+    """Largest B sent to the C++ kernel automatically for this key matrix (of one group): small
+    on a store the caches hold (the GEMM paths read it from cache too), larger once it streams
+    from memory (one read serves the whole batch), less so for narrow keys (d <= ``narrow_dim``:
+    the kernel's per-row cost, an exp per logit, weighs more against d multiply-adds)."""
     limits = calibration.thresholds("hopfield_retrieve", _CPU)  # the C++ kernel runs on the CPU only
     n, d = keys.shape[-2:]
-    large = n * d * keys.element_size() >= limits["cpp_large_store_bytes"] and d > limits["narrow_dim"]
-    return limits["cpp_max_batch_large_store" if large else "cpp_max_batch"]
+    if n * d * keys.element_size() < limits["cpp_large_store_bytes"]:
+        return limits["cpp_max_batch"]
+    return limits["cpp_max_batch_narrow" if d <= limits["narrow_dim"] else "cpp_max_batch_large_store"]
 
 
 def cpu_forward_order(b: int, keys: torch.Tensor) -> list[str]:
     """CPU backends without a gradient, fastest first, for B queries per group over ``keys``
     (of one group): the C++ kernel while the batch is small for the store (memory-bound), then
-    the blocked GEMM path for moderate batches over modest score blocks or very wide d, then
-    torch's flash kernel. The later names are the fallbacks when the first cannot run."""
+    the blocked GEMM path for narrow keys at moderate batches over modest score blocks, or for
+    very wide d, then torch's flash kernel. Later names are the fallbacks when one cannot run."""
     if b <= cpp_max_batch(keys):
         return ["cpp", "gemm", "sdpa", "torch"]
     limits = calibration.thresholds("hopfield_retrieve", _CPU)
     n, d = keys.shape[-2:]
-    if d >= limits["gemm_min_dim"] or (b <= limits["gemm_max_batch"] and b * n <= limits["gemm_max_scores"]):
+    narrow_moderate = d <= limits["narrow_dim"] and b <= limits["gemm_max_batch"] and b * n <= limits["gemm_max_scores"]
+    if narrow_moderate or d >= limits["gemm_min_dim"]:
         return ["gemm", "sdpa", "torch"]
     return ["sdpa", "gemm", "torch"]
 
