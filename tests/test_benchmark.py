@@ -158,3 +158,15 @@ def test_gate_rates_counts_false_alarms_and_detections(monkeypatch):
     assert per["within_rule_reach"] and per["base_p50_ms"] == pytest.approx(1.005)  # median of the bases
     totals = gate_rates._totals({"op": per})
     assert totals["false_alarm_rate"] == 0.5 and totals["detection_rate_in_reach"] == 0.5
+
+
+def test_short_cpu_calls_are_timed_after_one_of_their_own(monkeypatch):
+    order = []
+    fns = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    timing.measure(fns, torch.device("cpu"), repeat=2, warmup_s=0.0)
+    rounds = order[4:]  # after the warm-up call and the length probe of each
+    assert rounds == ["a", "a", "b", "b", "b", "b", "a", "a"]
+    monkeypatch.setattr(timing, "PRECALL_BELOW_S", 0.0)  # long calls: one timed call each per round
+    order.clear()
+    timing.measure(fns, torch.device("cpu"), repeat=2, warmup_s=0.0)
+    assert order[4:] == ["a", "b", "b", "a"]
