@@ -2,8 +2,9 @@
 
 A measurement regressed when ``(new - base) - rtol * base > atol`` on the median (defaults:
 rtol 5 %, atol 30 us), comparing runs on the same device name only. Flagged cases are
-re-measured (the case is rebuilt from its suite) before the gate fails: the best median of
-the re-measurements replaces the new value, so one noisy repetition does not fail a build.
+re-measured (the case is rebuilt from its suite and timed with its peers, as the run timed it)
+before the gate fails: the best median of the re-measurements replaces the new value, so one
+noisy repetition does not fail a build.
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ def compare(rows: list[dict[str, Any]], base: str, new: str, *, rtol: float = RT
 
 
 def remeasurer(attempts: int = 2, repeat: int = 9) -> Callable[[dict[str, Any]], float | None]:
-    """Re-time a history row's candidate with the current code (best median of ``attempts``)."""
+    """Re-time a history row's candidate with the current code (best median of ``attempts``),
+    side by side with the rest of its case's candidates as the run timed it: timed alone, a
+    candidate runs faster than it did among its peers, which would hide a real regression."""
     def again(row: dict[str, Any]) -> float | None:
         device = torch.device(row.get("device", "cpu"))
         try:
@@ -96,14 +99,12 @@ def remeasurer(attempts: int = 2, repeat: int = 9) -> Callable[[dict[str, Any]],
             if case.op == row["op"] and case.shape == row.get("shape") and \
                     str(case.dtype).removeprefix("torch.") == row.get("dtype"):
                 built = case.build(device)
-                fn = built.candidates.get(row["backend"])
-                if fn is None:
+                if row["backend"] not in built.candidates:
                     return None
-                slow = injected_slowdown().get(row["op"]) if row["backend"] == "auto" else None
-                slowdown = {"x": slow} if slow else None
-                setup = {"x": built.setup[row["backend"]]} if row["backend"] in built.setup else None
-                return min(measure({"x": fn}, device, repeat=repeat, slowdown=slowdown, setup=setup)["x"].p50
-                           for _ in range(attempts))
+                slow = injected_slowdown().get(row["op"])
+                slowdown = {"auto": slow} if slow else None
+                return min(measure(built.candidates, device, repeat=repeat, slowdown=slowdown,
+                                   setup=built.setup)[row["backend"]].p50 for _ in range(attempts))
         return None
 
     return again
