@@ -62,8 +62,26 @@ def test_gate_compares_same_device_runs_and_remeasures():
     assert (base, new) == ("a", "b")
     (verdict,) = gate.compare(rows, base, new)
     assert verdict.regressed and verdict.ratio == pytest.approx(1.5)
-    (cleared,) = gate.compare(rows, base, new, remeasure=lambda row: 1.01)  # noise: the re-measure is fine
+    (cleared,) = gate.compare(rows, base, new, remeasure=lambda row: {"auto": 1.01})  # noise: the re-measure is fine
     assert not cleared.regressed
+
+
+def test_gate_divides_out_the_machines_drift_seen_by_the_peers():
+    def run(run_id, ours, peer, torch_version="2.13"):
+        return [dict(_rows(run_id, ours), torch=torch_version),
+                dict(_rows(run_id, peer, backend="peer:sdpa"), torch=torch_version)]
+
+    slower_machine = run("a", 1.0, 2.0) + run("b", 1.2, 2.4)  # everything 20% slower: the machine
+    (ours, peer) = gate.compare(slower_machine, "a", "b")
+    assert not ours.regressed and peer.regressed  # (a peer's verdict is shown, never fails the gate)
+    assert ours.drift == pytest.approx(1.2) and ours.ratio == pytest.approx(1.0)
+    assert gate.compare(slower_machine, "a", "b", drift_by_peers=False)[0].regressed
+    ours_slower = run("a", 1.0, 2.0) + run("b", 1.2, 2.0)  # the peer did not move: our code did
+    assert gate.compare(ours_slower, "a", "b")[0].regressed
+    faster_machine = run("a", 1.0, 2.0) + run("b", 1.0, 1.6)  # a 20% faster machine hides nothing
+    assert gate.compare(faster_machine, "a", "b")[0].regressed
+    new_torch = run("a", 1.0, 2.0) + run("b", 1.2, 2.4, torch_version="2.14")  # peers changed: no drift
+    assert gate.compare(new_torch, "a", "b")[0].regressed
     with pytest.raises(ValueError, match="no earlier run"):
         gate.pick_runs([_rows("only", 1.0)], None, None)
 

@@ -1,7 +1,10 @@
 """The noise-aware regression gate of ``mnemonix bench compare`` (xformers' rule).
 
 A measurement regressed when ``(new - base) - rtol * base > atol`` on the median (defaults:
-rtol 5 %, atol 30 us), comparing runs on the same device name only. Flagged cases are
+rtol 5 %, atol 30 us), comparing runs on the same device name only, after dividing the new time
+by the drift of its case's peers between the two runs (torch's SDPA, plain torch, faiss: code
+that does not change with ours, timed in the same rounds; so a machine that runs 10% slower
+today fails nothing, and one that runs faster hides nothing). Flagged cases are
 re-measured (the case is rebuilt from its suite and timed with its peers, as the run timed it)
 before the gate fails: the best median of the re-measurements replaces the new value, so one
 noisy repetition does not fail a build.
@@ -9,6 +12,7 @@ noisy repetition does not fail a build.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,10 +34,12 @@ class Verdict:
     base_s: float
     new_s: float
     regressed: bool
+    drift: float = 1.0  # how much slower the case's peers ran in the new run (the machine, not our code)
 
     @property
     def ratio(self) -> float:
-        return self.new_s / self.base_s
+        """new / base, with the machine's drift divided out."""
+        return self.new_s / self.drift / self.base_s
 
 
 def regressed(base: float, new: float, *, rtol: float = RTOL, atol: float = ATOL) -> bool:
@@ -62,10 +68,41 @@ def pick_runs(rows: list[dict[str, Any]], base: str | None, new: str | None) -> 
     return base, new
 
 
+def _case(row: dict[str, Any]) -> tuple:
+    return (row["op"], tuple(sorted((row.get("shape") or {}).items())), row.get("dtype"), row.get("device"))
+
+
+def peer_drift(base_peers: dict[str, float], new_peers: dict[str, float]) -> float:
+    """Geometric mean of new / base over the peers timed in both (1.0 without any): the peers are
+    other libraries' code, unchanged between our commits, so their drift is the machine's."""
+    common = [name for name in new_peers if name in base_peers and base_peers[name] > 0 and new_peers[name] > 0]
+    if not common:
+        return 1.0
+    return math.exp(sum(math.log(new_peers[n] / base_peers[n]) for n in common) / len(common))
+
+
+def _peers(rows: list[dict[str, Any]], run: str) -> dict[tuple, dict[str, Any]]:
+    """Per case of ``run``: its peers' medians, and the torch version they ran with."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        if r["run_id"] == run and r.get("role") == "peer" and r.get("p50") is not None:
+            entry = out.setdefault(_case(r), {"torch": r.get("torch"), "p50": {}})
+            entry["p50"][r["backend"]] = r["p50"]
+    return out
+
+
 def compare(rows: list[dict[str, Any]], base: str, new: str, *, rtol: float = RTOL, atol: float = ATOL,
-            remeasure: Callable[[dict[str, Any]], float | None] | None = None) -> list[Verdict]:
-    """Verdicts for every measurement present in both runs (same device name)."""
+            remeasure: Callable[[dict[str, Any]], dict[str, float] | None] | None = None,
+            drift_by_peers: bool = True) -> list[Verdict]:
+    """Verdicts for every measurement present in both runs (same device name).
+
+    ``drift_by_peers``: a candidate's new time is divided by its case's peer drift
+    (:func:`peer_drift`, same torch version in both runs only) before the rule applies, so a
+    machine that got slower or faster between the runs moves neither verdict.
+    ``remeasure(row)`` re-times a flagged row's case (every candidate, name -> median).
+    """
     base_rows = {history.key(r): r for r in rows if r["run_id"] == base and r.get("p50") is not None}
+    base_peers, new_peers = _peers(rows, base), _peers(rows, new)
     verdicts = []
     for row in rows:
         if row["run_id"] != new or row.get("p50") is None:
@@ -73,20 +110,37 @@ def compare(rows: list[dict[str, Any]], base: str, new: str, *, rtol: float = RT
         old = base_rows.get(history.key(row))
         if old is None or old.get("device_name") != row.get("device_name"):
             continue
-        new_s = row["p50"]
-        flagged = regressed(old["p50"], new_s, rtol=rtol, atol=atol)
-        if flagged and remeasure is not None and row.get("role") == "mnemonix":
-            again = remeasure(row)
-            if again is not None:
-                new_s = min(new_s, again)
-                flagged = regressed(old["p50"], new_s, rtol=rtol, atol=atol)
-        verdicts.append(Verdict(row["op"], row["backend"], row.get("shape") or {}, row.get("dtype", ""),
-                                old["p50"], new_s, flagged))
+        then, now = base_peers.get(_case(row)), new_peers.get(_case(row))
+        ours = row.get("role") == "mnemonix"
+        usable = drift_by_peers and ours and then is not None and now is not None and then["torch"] == now["torch"]
+        verdicts.append(_verdict(row, old["p50"], then["p50"] if usable else None, now["p50"] if usable else {},
+                                 rtol, atol, remeasure if ours else None))
     return verdicts
 
 
-def remeasurer(attempts: int = 2, repeat: int = 9) -> Callable[[dict[str, Any]], float | None]:
-    """Re-time a history row's candidate with the current code (best median of ``attempts``),
+def _verdict(row: dict[str, Any], base_s: float, base_peers: dict[str, float] | None, new_peers: dict[str, float],
+             rtol: float, atol: float, remeasure) -> Verdict:
+    """One row's verdict: its time over the peers' drift (none when ``base_peers`` is None), and
+    when flagged the re-measurement's, if better."""
+    def drift(peers: dict[str, float]) -> float:
+        return 1.0 if base_peers is None else peer_drift(base_peers, peers)
+
+    new_s, factor = row["p50"], drift(new_peers)
+    flagged = regressed(base_s, new_s / factor, rtol=rtol, atol=atol)
+    if flagged and remeasure is not None:
+        again = remeasure(row)
+        if again is not None and row["backend"] in again:
+            peers = {k: v for k, v in again.items() if k.startswith("peer:")}
+            if again[row["backend"]] / drift(peers) < new_s / factor:
+                new_s, factor = again[row["backend"]], drift(peers)
+            flagged = regressed(base_s, new_s / factor, rtol=rtol, atol=atol)
+    return Verdict(row["op"], row["backend"], row.get("shape") or {}, row.get("dtype", ""), base_s, new_s, flagged,
+                   factor)
+
+
+def remeasurer(attempts: int = 2, repeat: int = 9) -> Callable[[dict[str, Any]], dict[str, float] | None]:
+    """Re-time a history row's case with the current code: every candidate's median from the
+    attempt where the row's candidate was fastest (of ``attempts``),
     side by side with the rest of its case's candidates as the run timed it: timed alone, a
     candidate runs faster than it did among its peers, which would hide a real regression."""
     def again(row: dict[str, Any]) -> float | None:
@@ -103,8 +157,10 @@ def remeasurer(attempts: int = 2, repeat: int = 9) -> Callable[[dict[str, Any]],
                     return None
                 slow = injected_slowdown().get(row["op"])
                 slowdown = {"auto": slow} if slow else None
-                return min(measure(built.candidates, device, repeat=repeat, slowdown=slowdown,
-                                   setup=built.setup)[row["backend"]].p50 for _ in range(attempts))
+                tries = [measure(built.candidates, device, repeat=repeat, slowdown=slowdown, setup=built.setup)
+                         for _ in range(attempts)]
+                best = min(tries, key=lambda t: t[row["backend"]].p50)
+                return {name: t.p50 for name, t in best.items()}
         return None
 
     return again

@@ -119,10 +119,11 @@ def _compare(args: argparse.Namespace) -> int:
     verdicts = gate.compare(rows, base, new, rtol=args.rtol, atol=args.atol,
                             remeasure=None if args.no_remeasure else gate.remeasurer())
     table = [{"op": v.op, "backend": v.backend, "shape": " ".join(f"{k}={x}" for k, x in v.shape.items()),
-              "dtype": v.dtype, "base_ms": v.base_s * 1e3, "new_ms": v.new_s * 1e3, "new/base": v.ratio,
-              "verdict": "REGRESSED" if v.regressed else "ok"} for v in verdicts]
-    print(f"base run {base} vs new run {new} (rtol {args.rtol:g}, atol {args.atol * 1e6:g} us)")
-    columns = ["op", "backend", "shape", "dtype", "base_ms", "new_ms", "new/base", "verdict"]
+              "dtype": v.dtype, "base_ms": v.base_s * 1e3, "new_ms": v.new_s * 1e3, "drift": v.drift,
+              "new/base": v.ratio, "verdict": "REGRESSED" if v.regressed else "ok"} for v in verdicts]
+    print(f"base run {base} vs new run {new} (rtol {args.rtol:g}, atol {args.atol * 1e6:g} us; drift: how much "
+          f"slower the case's peers ran, divided out of new/base)")
+    columns = ["op", "backend", "shape", "dtype", "base_ms", "new_ms", "drift", "new/base", "verdict"]
     print(format_table(columns, [[row[c] for c in columns] for row in table]))
     bad = [v for v in verdicts if v.regressed and not v.backend.startswith("peer:")]
     for v in bad:
