@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from mnemonix.benchmark.suites import Built, Case
+from mnemonix.benchmark.suites.hopfield import research_numpy  # the research code's update, one cue per call
 
 D = 64 * 64 * 3
 BATCH = 1024
@@ -58,18 +59,6 @@ def stored_patterns(n: int, seed: int = 0) -> torch.Tensor:
     return torch.cat([to_patterns(make_shapes3d(min(1000, n - s), seed=seed + s).images) for s in range(0, n, 1000)])
 
 
-def research_retrieve(x64, q64, beta: float):
-    """The research code's update, one cue [d] row of ``q64`` per call, float64 numpy: X^T softmax(beta X q)."""
-    import numpy as np
-
-    out = []
-    for q in q64:
-        logits = beta * (x64 @ q)
-        p = np.exp(logits - logits.max())
-        out.append(x64.T @ (p / p.sum()))
-    return np.stack(out)
-
-
 def _retrieve(n: int, b: int, beta: float) -> Callable[[torch.device], Built]:
     def build(device: torch.device) -> Built:
         from mnemonix.consolidation.teacher_student import noise_cues
@@ -83,7 +72,7 @@ def _retrieve(n: int, b: int, beta: float) -> Callable[[torch.device], Built]:
             "auto": lambda: hop.retrieve(cues_d, batch_size=BATCH, with_energy=False).states}
         notes: dict[str, str] = {}
         x64 = x.double().numpy()
-        want = torch.from_numpy(research_retrieve(x64, cues[:RESEARCH_CHECKED].double().numpy(), beta))
+        want = torch.from_numpy(research_numpy(x64, cues[:RESEARCH_CHECKED].double().numpy(), beta))
         if device.type != "cpu":
             notes["peer:research"] = "the research code is CPU numpy"
         elif 4.0 * b * n * D > RESEARCH_MAX_FLOPS:
@@ -91,7 +80,7 @@ def _retrieve(n: int, b: int, beta: float) -> Callable[[torch.device], Built]:
                                       "(see the B = 10 case)")
         else:
             q64 = cues.double().numpy()
-            candidates["peer:research"] = lambda: torch.from_numpy(research_retrieve(x64, q64, beta))
+            candidates["peer:research"] = lambda: torch.from_numpy(research_numpy(x64, q64, beta))
 
         def check(fn) -> bool:
             got = fn()[:RESEARCH_CHECKED].double().cpu()
