@@ -49,6 +49,14 @@ def _shapes_fit(queries: Tensor, keys: Tensor, values: Tensor | None) -> bool:
     return values is None or (values.shape[0] == n and values.shape[1] > 0)
 
 
+def defaults_only(mask: object, bias: object, association_mask: object, update_steps: object, eps: object,
+                  batch_invariant: object, allow_tf32: object) -> bool:
+    """True when the call's other arguments are their defaults (any valid ``eps``): the fast path's case."""
+    return (mask is None and bias is None and association_mask is None and type(update_steps) is int
+            and update_steps == 0 and batch_invariant is False and allow_tf32 is False and type(eps) is float
+            and 0.0 < eps < math.inf)
+
+
 def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: object, backend: object,
                       order: Callable[[int, Tensor], list[str]], want_lse: bool = False,
                       want_argmax: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None] | None:

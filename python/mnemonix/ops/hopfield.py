@@ -189,25 +189,28 @@ def hopfield_retrieve(
     Under ``torch.compile`` the value checks (finite inputs, a kept pattern per query) are
     skipped: they would need the data on the host. See docs/hopfield.md.
     """
-    if (mask is None and bias is None and association_mask is None and type(update_steps) is int
-            and update_steps == 0 and batch_invariant is False and allow_tf32 is False and type(eps) is float
-            and 0.0 < eps < math.inf):
+    if _fast.defaults_only(mask, bias, association_mask, update_steps, eps, batch_invariant, allow_tf32):
         fast = _fast.cpu_fast_retrieve(queries, keys, values, beta, backend, cpu_forward_order, return_lse,
                                          return_argmax)
         if fast is not None:
             return _returned(fast, return_lse, return_argmax)
     p = args.prepare(queries, keys, values, beta=beta, mask=mask, bias=bias, association_mask=association_mask,
                      update_steps=update_steps, eps=eps, batch_invariant=batch_invariant, allow_tf32=allow_tf32)
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (p.queries, p.keys, p.values, p.key_bias, p.beta_tensor))
-    bias_grad = torch.is_grad_enabled() and p.key_bias is not None and p.key_bias.requires_grad
+    out, lse, arg = _run(p, _choose(p, return_lse, return_argmax, backend).name, return_argmax, keys, values)
+    return _returned((p.restore(out).to(queries.dtype), p.restore(lse), None if arg is None else p.restore(arg)),
+                     return_lse, return_argmax)
+
+
+def _choose(p: args.Prepared, return_lse: bool, return_argmax: bool, backend: str | None) -> _dispatch.Backend:
+    """The backend for the canonical operands: ``backend`` if it can run them, else the policy's."""
+    grad = torch.is_grad_enabled()
+    needs_grad = grad and any(t is not None and t.requires_grad
+                              for t in (p.queries, p.keys, p.values, p.key_bias, p.beta_tensor))
+    bias_grad = grad and p.key_bias is not None and p.key_bias.requires_grad
     inputs = HopfieldInputs(p.queries, p.keys, p.values, p.key_bias, p.beta, return_argmax, needs_grad,
                             p.assoc, lse_needs_grad=needs_grad and return_lse, bias_needs_grad=bias_grad,
                             batch_invariant=p.batch_invariant, allow_tf32=p.allow_tf32)
-    chosen = _dispatch.dispatch(SPEC, inputs, backend)
-    out, lse, arg = _run(p, chosen.name, return_argmax, keys, values)
-    return _returned((p.restore(out).to(queries.dtype), p.restore(lse), None if arg is None else p.restore(arg)),
-                     return_lse, return_argmax)
+    return _dispatch.dispatch(SPEC, inputs, backend)
 
 
 def _returned(results, return_lse: bool, return_argmax: bool):
