@@ -6,8 +6,22 @@ declaration of what it supports; :mod:`mnemonix.ops` picks among them.
 
 from __future__ import annotations
 
+import functools
+from types import ModuleType
+
 import numpy as np
 import torch
+
+
+@functools.cache
+def core_engine(name: str) -> ModuleType | None:
+    """The compiled engine ``mnemonix._core.<name>`` (``retrieval``, ``search``, ``lifespan``), or None
+    when the extension is not built: imported once per process."""
+    try:
+        from mnemonix import _core
+    except ImportError:
+        return None
+    return getattr(_core, name, None)
 
 
 def numpy_view(t: torch.Tensor) -> np.ndarray:

@@ -41,6 +41,7 @@ import torch
 
 from mnemonix import _triton
 from mnemonix._dispatch import ALL_FLOAT, Backend
+from mnemonix.backends import core_engine
 from mnemonix.backends.hopfield_grad import chunk_size, lift, stream_backward, stream_forward
 
 __all__ = ["TRITON", "CPP", "SDPA", "GEMM", "TORCH", "REFERENCE", "BACKENDS", "BACKWARDS", "chunk_size"]
@@ -70,17 +71,8 @@ def backward_triton(d_out, d_lse, queries, keys, values, key_bias, assoc, out, l
 
 # -- cpp --------------------------------------------------------------------------------------
 
-_CORE: list = []  # the module once imported (or None when it is not built): one import per process
-
-
 def _core_retrieval():
-    if not _CORE:
-        try:
-            from mnemonix._core import retrieval
-        except ImportError:
-            retrieval = None
-        _CORE.append(retrieval)
-    return _CORE[0]
+    return core_engine("retrieval")
 
 
 def _not_batch_invariant(inputs, why: str) -> list[str]:

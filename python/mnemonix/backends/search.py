@@ -26,6 +26,7 @@ import torch
 
 from mnemonix import _triton
 from mnemonix._dispatch import ALL_FLOAT, Backend
+from mnemonix.backends import core_engine
 from mnemonix.backends.search_exact import float32_scores, prepare_queries, scan_error
 
 NONFINITE_KEYS = ("keys must be finite and their scores must not overflow float32, "
@@ -195,11 +196,7 @@ def triton_scan(q32, keys, scales, metric, mask, n_cand, *, max_norm=None, num_s
 
 
 def _core_search():
-    try:
-        from mnemonix._core import search
-    except ImportError:
-        return None
-    return search
+    return core_engine("search")
 
 
 _CORE_KEY_TYPES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",
