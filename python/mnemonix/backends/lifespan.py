@@ -18,7 +18,7 @@ import torch
 from mnemonix import _triton
 from mnemonix._dispatch import Backend
 from mnemonix._types import ENGRAM_LONGTERM, ENGRAM_SHORTTERM, ENGRAM_WORKING, LifespanResult
-from mnemonix.backends import numpy_view
+from mnemonix.backends import core_engine, numpy_view
 
 
 def lifespan_step_torch(
@@ -66,17 +66,8 @@ def lifespan_step_triton(
                                                  codes=codes))
 
 
-_CORE: list = []  # mnemonix._core.lifespan once imported (None when not built): one import per process
-
-
 def core_lifespan():
-    if not _CORE:
-        try:
-            from mnemonix._core import lifespan as core
-        except ImportError:
-            core = None
-        _CORE.append(core)
-    return _CORE[0]
+    return core_engine("lifespan")
 
 
 # A capacity beyond any row length means "no conversion"; the kernel takes an int64.
