@@ -70,6 +70,15 @@ def core_lifespan():
     return core_engine("lifespan")
 
 
+class ValueFault(Exception):
+    """The C++ step's first failed value check (``code``: csrc/lifespan/lifespan.hpp's Fault;
+    ``value``: the largest type code or index); the op raises the user's error from it."""
+
+    def __init__(self, code: int, value: int) -> None:
+        super().__init__(code, value)
+        self.code, self.value = code, value
+
+
 # A capacity beyond any row length means "no conversion"; the kernel takes an int64.
 _CAPACITY_CAP = 2**62
 
@@ -83,15 +92,15 @@ def lifespan_step_cpp(
     stm_capacity: int,
     *,
     check: bool = False,
-) -> LifespanResult | tuple[int, int]:
+) -> LifespanResult:
     """The fused C++ step; with ``check``, the value checks run first in the same call and a
-    failure returns ``(fault, value)`` (see csrc/lifespan/lifespan.hpp) instead of a result."""
+    failure raises :class:`ValueFault` (nothing is computed)."""
     fault, value, found = core_lifespan().step(
         numpy_view(lifespan), numpy_view(types), None if age is None else numpy_view(age),
         numpy_view(reminded_indices), numpy_view(delta), stm_capacity=min(int(stm_capacity), _CAPACITY_CAP),
         working=ENGRAM_WORKING, shortterm=ENGRAM_SHORTTERM, longterm=ENGRAM_LONGTERM, check=check)
     if fault:
-        return fault, value
+        raise ValueFault(fault, value)
     life, kinds, new_age, keep, rank, kept = found
     return LifespanResult(torch.from_numpy(life), torch.from_numpy(kinds),
                           None if new_age is None else torch.from_numpy(new_age), torch.from_numpy(keep),

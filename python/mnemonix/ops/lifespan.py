@@ -8,6 +8,7 @@ backend checks the values itself, in its one call; the others through :class:`_c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 
@@ -105,10 +106,10 @@ def lifespan_step(
     inputs = LifespanInputs(lifespan, types, age, reminded_indices, delta, stm_capacity)
     chosen = _dispatch.dispatch(SPEC, inputs, backend)
     if chosen is lb.CPP:  # the kernel checks the values itself, in the same call
-        found = lb.lifespan_step_cpp(lifespan, types, age, reminded_indices, delta, stm_capacity, check=check)
-        if isinstance(found, tuple) and not isinstance(found, LifespanResult):
-            _raise_fault(*found, length=lifespan.shape[1])
-        return found
+        try:
+            return lb.lifespan_step_cpp(lifespan, types, age, reminded_indices, delta, stm_capacity, check=check)
+        except lb.ValueFault as fault:
+            _raise_fault(fault.code, fault.value, length=lifespan.shape[1])
     checks = _checks.DataChecks(lifespan.device, check)
     _check_state_values(checks, lifespan, types)
     checks.finite("delta", delta)
@@ -134,15 +135,15 @@ def _index_message(length: int, top: int) -> str:
     return f"reminded_indices must be < {length} (the number of engrams per row), got {top}"
 
 
-def _raise_fault(fault: int, value: int, *, length: int) -> None:
+def _raise_fault(fault: int, value: int, *, length: int) -> NoReturn:
     """The error of the C++ kernel's failed value check: the torch path's, word for word."""
     if fault == 1:
-        raise ValueError(_types_message(value))
+        raise ValueError(_types_message(value)) from None
     if fault == 2:
-        raise ValueError(_LIFESPAN_MESSAGE)
+        raise ValueError(_LIFESPAN_MESSAGE) from None
     if fault == 3:
-        raise _checks.NonFiniteError("delta")
-    raise ValueError(_index_message(length, value))
+        raise _checks.NonFiniteError("delta") from None
+    raise ValueError(_index_message(length, value)) from None
 
 
 def _check_state_values(checks: _checks.DataChecks, lifespan: torch.Tensor, types: torch.Tensor) -> None:
