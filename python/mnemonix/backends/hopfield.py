@@ -154,59 +154,44 @@ def run_gemm(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None
     """
     q, k, v, bias = lift(queries, keys, values, logit_bias)
     v = k if v is None else v
-    g1, g2, b, _ = q.shape
-    if (g1, g2) == (1, 1) and k.shape[:2] == (1, 1) and v.shape[:2] == (1, 1) and bias is None and assoc is None:
+    if q.shape[:2] == k.shape[:2] == v.shape[:2] == (1, 1) and bias is None and assoc is None:
+        # plain rows: the 2-D calls of the fast path (mm, not a batched matmul), bit for bit
         out, lse, arg = gemm_rows(q[0, 0], k[0, 0], v[0, 0], beta, want_lse=True, want_argmax=want_argmax)
         return out[None, None], lse[None, None], (None if arg is None else arg[None, None])
-    n = k.shape[-2]
-    groups = max(g1 * g2, k.shape[0] * k.shape[1])
-    rows = max(1, min(b, GEMM_BLOCK_SCORES // max(1, n * groups)))
-    if b == 0:  # an empty batch (a rank of a sharded store may hold no queries): one empty block
-        return _gemm_block(q * beta, k, v, bias, assoc, want_argmax)
-    parts = [_gemm_block(q[:, :, r:r + rows] * beta, k, v, bias,
-                         None if assoc is None else assoc[:, :, r:r + rows], want_argmax)
-             for r in range(0, b, rows)]
-    if len(parts) == 1:
-        return parts[0]
-    return tuple(None if p[0] is None else torch.cat(p, dim=2) for p in zip(*parts))
+    groups = max(q.shape[0] * q.shape[1], k.shape[0] * k.shape[1])
+    return _gemm_blocks(q, k, v, beta, bias, assoc, groups, want_lse=True, want_argmax=want_argmax)
 
 
 def gemm_rows(q, k, v, beta: float, *, want_lse: bool, want_argmax: bool):
     """:func:`run_gemm` on plain rows ``q [B, d]``, ``k [N, d]``, ``v [N, dv]`` (no bias, no groups):
-    ``mm``, a fused softmax, ``mm`` per block -- the three calls of the plain formula, so no
-    slower than it -- and the log-sum-exp and argmax only when wanted (None otherwise)."""
-    b, n = q.shape[0], k.shape[0]
-    rows = max(1, min(b, GEMM_BLOCK_SCORES // max(1, n)))
+    per block ``mm``, a fused softmax, ``mm`` -- the plain formula's three calls, so no slower
+    than it -- and the log-sum-exp and argmax only when wanted (None otherwise)."""
+    return _gemm_blocks(q, k, v, beta, None, None, 1, want_lse=want_lse, want_argmax=want_argmax)
+
+
+def _gemm_blocks(q, k, v, beta, bias, assoc, groups: int, *, want_lse: bool, want_argmax: bool):
+    """``(out, lse | None, argmax | None)`` over blocks of the query rows (dimension -2) that keep
+    ``groups x rows x N`` scores within :data:`GEMM_BLOCK_SCORES`. A query whose patterns are
+    all masked gets lse = -inf (the op's check names it) and NaN outputs."""
+    b, n = q.shape[-2], k.shape[-2]
+    rows = max(1, min(b, GEMM_BLOCK_SCORES // max(1, n * groups)))
     outs, lses, args = [], [], []
-    for r in range(0, max(b, 1), rows):
-        s = torch.mm(q[r:r + rows], k.t()).mul_(beta)
+    for r in range(0, max(b, 1), rows):  # one (empty) block for an empty batch
+        s = torch.matmul(q[..., r:r + rows, :], k.transpose(-1, -2)).mul_(beta)
+        if bias is not None:
+            s += bias[..., None, :]
+        if assoc is not None:
+            s += assoc[..., r:r + rows, :]
         if want_lse:
             lses.append(torch.logsumexp(s, dim=-1))
         if want_argmax:
-            args.append(s.argmax(dim=-1))
-        outs.append(torch.mm(torch.softmax(s, dim=-1), v))
+            args.append(s.argmax(dim=-1))  # the first index of the largest logit
+        outs.append(torch.matmul(torch.softmax(s, dim=-1), v))
 
-    def joined(parts):
-        return None if not parts else parts[0] if len(parts) == 1 else torch.cat(parts)
+    def joined(parts, dim):  # the rows are dimension -2 of out, -1 of lse and argmax
+        return None if not parts else parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
 
-    return joined(outs), joined(lses), joined(args)
-
-
-def _gemm_block(q, k, v, bias, assoc, want_argmax):
-    """One block of grouped queries ``q [G1, G2, rows, d]`` (already scaled by beta)."""
-    s = torch.matmul(q, k.transpose(-1, -2))  # [G1, G2, rows, N]
-    if bias is not None:
-        s += bias[..., None, :]
-    if assoc is not None:
-        s += assoc
-    arg = s.argmax(dim=-1) if want_argmax else None  # the first index of the largest logit
-    m = s.amax(dim=-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # a query with every pattern masked
-    p = s.sub_(m).exp_()
-    total = p.sum(dim=-1, keepdim=True)
-    out = torch.matmul(p, v).div_(total)
-    lse = (m + torch.log(total)).squeeze(-1)
-    return out, lse, arg
+    return joined(outs, -2), joined(lses, -1), joined(args, -1)
 
 
 def _gemm_reasons(inputs) -> list[str]:
