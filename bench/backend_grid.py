@@ -19,17 +19,16 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from mnemonix import ops
 from mnemonix.benchmark import environment
+from mnemonix.benchmark.suites import hopfield as hopfield_suite
 from mnemonix.benchmark.timing import measure
 from mnemonix.ops.hopfield import choose_backend
 
 HERE = Path(__file__).resolve().parent
 CPU = torch.device("cpu")
 BACKENDS = ("cpp", "gemm", "sdpa")
-PLAIN_MAX_BYTES = 2 << 30
 
 
 def grid(quick: bool) -> list[tuple[int, int, int]]:
@@ -42,17 +41,11 @@ def grid(quick: bool) -> list[tuple[int, int, int]]:
 
 
 def measure_shape(n: int, d: int, b: int) -> dict:
-    gen = torch.Generator().manual_seed(n + d + b)
-    keys = torch.rand(n, d, generator=gen) * 2 - 1
-    queries = torch.rand(b, d, generator=gen) * 2 - 1
-    beta = 1.0 / math.sqrt(d)
+    queries, keys, beta = hopfield_suite.problem(n, d, b, torch.float32, CPU)  # the suites' inputs and peers
     cands = {"auto": lambda: ops.hopfield_retrieve(queries, keys, beta=beta)}
     for name in BACKENDS:
         cands[name] = lambda name=name: ops.hopfield_retrieve(queries, keys, beta=beta, backend=name)
-    q4, k4 = queries[None, None], keys[None, None]
-    cands["peer:sdpa"] = lambda: F.scaled_dot_product_attention(q4, k4, k4, scale=beta)[0, 0]
-    if b * n * 4 <= PLAIN_MAX_BYTES:
-        cands["peer:plain"] = lambda: torch.softmax(beta * (queries @ keys.T), dim=-1) @ keys
+    cands.update(hopfield_suite.peers(queries, keys, beta)[0])
     timings = measure(cands, CPU, repeat=7, budget_s=4.0, warmup_s=0.1)
     return {"N": n, "d": d, "B": b, "chosen": choose_backend(queries, keys),
             **{name: t.p20 for name, t in timings.items()}}

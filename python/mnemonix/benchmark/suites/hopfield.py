@@ -90,22 +90,33 @@ def _area_peers(candidates: dict, notes: dict, queries: torch.Tensor, keys: torc
         candidates["peer:research"] = lambda: torch.from_numpy(research_numpy(x64, q64, beta))
 
 
+def problem(n: int, d: int, b: int, dtype: torch.dtype, device: torch.device):
+    """``(queries [B, d], keys [N, d], beta)`` of a shape: uniform in [-1, 1), seeded by the shape."""
+    gen = torch.Generator(device=device).manual_seed(n + d + b)
+    keys = (torch.rand(n, d, generator=gen, device=device) * 2 - 1).to(dtype)
+    queries = (torch.rand(b, d, generator=gen, device=device) * 2 - 1).to(dtype)
+    return queries, keys, 1.0 / math.sqrt(d)
+
+
+def peers(queries: torch.Tensor, keys: torch.Tensor, beta: float) -> tuple[dict, dict]:
+    """``(candidates, notes)``: SDPA with K = V, and plain torch unless its [B, N] scores pass
+    :data:`PLAIN_MAX_BYTES` (then a note says why it is not timed)."""
+    b, n = queries.shape[0], keys.shape[0]
+    q4, k4 = queries[None, None], keys[None, None]
+    candidates = {"peer:sdpa": lambda: F.scaled_dot_product_attention(q4, k4, k4, scale=beta)[0, 0]}
+    notes = {}
+    if b * n * 4 <= PLAIN_MAX_BYTES:
+        candidates["peer:plain"] = lambda: torch.softmax(beta * (queries @ keys.T), dim=-1) @ keys
+    else:
+        notes["peer:plain"] = f"skipped: [B, N] scores would take {b * n * 4 / 2**30:.1f} GiB"
+    return candidates, notes
+
+
 def _builder(n: int, d: int, b: int, dtype: torch.dtype, *, area: bool = False):
     def build(device: torch.device) -> Built:
-        gen = torch.Generator(device=device).manual_seed(n + d + b)
-        keys = (torch.rand(n, d, generator=gen, device=device) * 2 - 1).to(dtype)
-        queries = (torch.rand(b, d, generator=gen, device=device) * 2 - 1).to(dtype)
-        beta = 1.0 / math.sqrt(d)
-        candidates = {
-            "auto": lambda: ops.hopfield_retrieve(queries, keys, beta=beta),
-            "peer:sdpa": lambda: F.scaled_dot_product_attention(queries[None, None], keys[None, None],
-                                                                keys[None, None], scale=beta)[0, 0],
-        }
-        notes = {}
-        if b * n * 4 <= PLAIN_MAX_BYTES:
-            candidates["peer:plain"] = lambda: torch.softmax(beta * (queries @ keys.T), dim=-1) @ keys
-        else:
-            notes["peer:plain"] = f"skipped: [B, N] scores would take {b * n * 4 / 2**30:.1f} GiB"
+        queries, keys, beta = problem(n, d, b, dtype, device)
+        found, notes = peers(queries, keys, beta)
+        candidates = {"auto": lambda: ops.hopfield_retrieve(queries, keys, beta=beta), **found}
         if area:
             _area_peers(candidates, notes, queries, keys, beta, device)
         want = candidates["peer:sdpa"]().float()
