@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_lifespan_step import assert_same  # dtype, shape and exact values of every field
 
 from mnemonix import ops
 from mnemonix.ops import lifespan as op_module
@@ -28,14 +29,6 @@ def _state(seed: int, batch: int, length: int, reminded: int, float_delta: bool,
     return lifespan, types, age, index.int() if int32_index else index, delta
 
 
-def _equal(a, b) -> None:
-    for name, x, y in zip(a._fields, a, b):
-        if x is None:
-            assert y is None, name
-            continue
-        assert x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y), name
-
-
 @settings(max_examples=80, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), batch=st.integers(0, 5), length=st.integers(0, 70),
        reminded=st.integers(0, 40), capacity=st.sampled_from([0, 1, 3, 10, 2**40]), float_delta=st.booleans(),
@@ -46,7 +39,7 @@ def test_cpp_equals_torch_bitwise(seed, batch, length, reminded, capacity, float
     if transposed:  # non-contiguous inputs: the binding copies them once
         life = life.T.contiguous().T
     age = age if with_age else None
-    _equal(ops.lifespan_step(life, types, age, index, delta, capacity, backend="cpp"),
+    assert_same(ops.lifespan_step(life, types, age, index, delta, capacity, backend="cpp"),
            ops.lifespan_step(life, types, age, index, delta, capacity, backend="torch"))
 
 
@@ -55,13 +48,13 @@ def test_cpp_is_the_cpu_default_and_large_steps_use_threads_deterministically():
         torch.ones(1, 2), torch.ones(1, 2, dtype=torch.uint8), None, torch.zeros(1, 0, dtype=torch.long),
         torch.zeros(1, 0), 1)).name == "cpp"
     state = _state(7, 64, 3000, 50, True, False)  # above the kernel's threading threshold
-    _equal(ops.lifespan_step(*state, 100, backend="cpp"), ops.lifespan_step(*state, 100, backend="torch"))
+    assert_same(ops.lifespan_step(*state, 100, backend="cpp"), ops.lifespan_step(*state, 100, backend="torch"))
 
 
 def test_unchecked_out_of_range_indices_are_ignored_like_torch():
     life, types, age, index, delta = _state(3, 2, 10, 6, True, False)
     index[0, 0], index[1, 3] = 10, 999
-    _equal(ops.lifespan_step(life, types, age, index, delta, 2, backend="cpp", check_inputs=False),
+    assert_same(ops.lifespan_step(life, types, age, index, delta, 2, backend="cpp", check_inputs=False),
            ops.lifespan_step(life, types, age, index, delta, 2, backend="torch", check_inputs=False))
 
 
