@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_store_inputs import BAD_CALLS, BAD_READS, DV, D
+from test_store_inputs import BAD_CALLS, BAD_READS, DV, D, _fresh
 
 from mnemonix import MemoryStore
 from mnemonix._io import FormatError
@@ -216,12 +216,7 @@ def test_a_damaged_sharded_directory_is_a_format_error_naming_the_field(tmp_path
 
 
 def _fresh_sharded(dtype=torch.float16) -> ShardedMemoryStore:
-    store = ShardedMemoryStore(D, value_dim=DV, dtype=dtype)
-    g = torch.Generator().manual_seed(0)
-    store.add(torch.randn(6, D, generator=g), torch.randn(6, DV, generator=g), ids=torch.arange(10, 16),
-              r0=torch.rand(6, generator=g) + 0.1, tau=torch.arange(6.0))
-    store.remove([12])
-    return store
+    return _fresh(dtype, ShardedMemoryStore)  # the same rows as test_store_inputs' MemoryStore
 
 
 def _state(store: ShardedMemoryStore):

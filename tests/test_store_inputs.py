@@ -19,8 +19,9 @@ D, DV = 4, 2
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def _fresh(dtype=torch.float16) -> MemoryStore:
-    store = MemoryStore(D, value_dim=DV, dtype=dtype)
+def _fresh(dtype=torch.float16, cls=MemoryStore):
+    """Five live rows (ids 10-15 less 12) of a ``cls`` store (MemoryStore or ShardedMemoryStore)."""
+    store = cls(D, value_dim=DV, dtype=dtype)
     g = torch.Generator().manual_seed(0)
     store.add(torch.randn(6, D, generator=g), torch.randn(6, DV, generator=g), ids=torch.arange(10, 16),
               r0=torch.rand(6, generator=g) + 0.1, tau=torch.arange(6.0))
