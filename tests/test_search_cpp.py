@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_store_search_topk import _case, _keys  # the same stored rows, masks and tie ids
 
 from mnemonix import ops, reference
 from mnemonix.backends import search as sb
 from mnemonix.ops import search as search_op
-from mnemonix.store._blocks import quantize_int8
 
 core = pytest.importorskip("mnemonix._core").search
 
@@ -41,33 +41,6 @@ def force_kernel(monkeypatch):
         monkeypatch.setattr(sb, "_core_search", lambda: _Forced(layout, portable, threads))
 
     return force
-
-
-def _keys(rng, N, d, dtype, *, dup=0, scale=1.0):
-    x = torch.randn(N, d, generator=rng) * scale
-    if dup and N > 1:  # exact ties: copy some rows over others
-        x[torch.randint(N, (dup,), generator=rng)] = x[torch.randint(N, (dup,), generator=rng)]
-    if dtype == torch.int8:
-        return quantize_int8(x)
-    return x.to(dtype), None
-
-
-def _case(rng, B, N, d, dtype, *, masked, dup, tie, metric):
-    keys, scales = _keys(rng, N, d, dtype, dup=dup)
-    q = torch.randn(B, d, generator=rng)
-    if N:
-        stored = keys[int(torch.randint(N, (1,), generator=rng))].float()
-        q[0] = stored if scales is None else stored * 0.01  # a stored row (int8: a multiple) as a query
-    mask = None
-    if masked == "random":
-        mask = torch.rand(N, generator=rng) > 0.4
-    elif masked == "few":
-        mask = torch.zeros(N, dtype=torch.bool)
-        mask[torch.randint(N, (2,), generator=rng)] = True
-    elif masked == "none_kept":
-        mask = torch.zeros(N, dtype=torch.bool)
-    tie_ids = torch.randperm(N, generator=rng) * 3 + 5 if tie else None
-    return dict(queries=q, keys=keys, scales=scales, mask=mask, tie_ids=tie_ids, metric=metric)
 
 
 def _check(case, k):

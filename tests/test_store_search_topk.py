@@ -35,7 +35,8 @@ def _case(rng, B, N, d, dtype, *, masked, dup, tie, metric):
     keys, scales = _keys(rng, N, d, dtype, dup=dup)
     q = torch.randn(B, d, generator=rng)
     if N:
-        q[0] = keys[int(torch.randint(N, (1,), generator=rng))].float()  # a stored row as a query
+        stored = keys[int(torch.randint(N, (1,), generator=rng))].float()
+        q[0] = stored if scales is None else stored * 0.01  # a stored row (int8: a multiple) as a query
     mask = None
     if masked == "random":
         mask = torch.rand(N, generator=rng) > 0.4
