@@ -83,7 +83,10 @@ def cpp_max_batch(keys: torch.Tensor) -> int:
     on a store the caches hold (the GEMM paths read it from cache too), larger once it streams
     from memory (one read serves the whole batch), less so for narrow keys (d <= ``narrow_dim``:
     the kernel's per-row cost, an exp per logit, weighs more against d multiply-adds)."""
-    limits = calibration.thresholds("hopfield_retrieve", _CPU)  # the C++ kernel runs on the CPU only
+    return _cpp_max_batch(keys, calibration.thresholds("hopfield_retrieve", _CPU))  # the kernel is CPU-only
+
+
+def _cpp_max_batch(keys: torch.Tensor, limits: dict[str, int]) -> int:
     n, d = keys.shape[-2:]
     if n * d * keys.element_size() < limits["cpp_large_store_bytes"]:
         return limits["cpp_max_batch"]
@@ -95,9 +98,9 @@ def cpu_forward_order(b: int, keys: torch.Tensor) -> list[str]:
     (of one group): the C++ kernel while the batch is small for the store (memory-bound), then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, or for
     very wide d, then torch's flash kernel. Later names are the fallbacks when one cannot run."""
-    if b <= cpp_max_batch(keys):
+    limits = calibration.thresholds("hopfield_retrieve", _CPU)  # read once: this runs on every call
+    if b <= _cpp_max_batch(keys, limits):
         return ["cpp", "gemm", "sdpa", "torch"]
-    limits = calibration.thresholds("hopfield_retrieve", _CPU)
     n, d = keys.shape[-2:]
     narrow_moderate = d <= limits["narrow_dim"] and b <= limits["gemm_max_batch"] and b * n <= limits["gemm_max_scores"]
     if narrow_moderate or d >= limits["gemm_min_dim"]:
