@@ -111,7 +111,13 @@ def test_low_beta_returns_metastable_mixtures(rng):
     assert bool((low.norm(dim=1) < 0.9 * math.sqrt(64)).all())
     # the same cues at high beta land on stored patterns
     high = ModernHopfield(x, beta=1000.0).retrieve(cues, with_energy=False).states
-    assert (torch.cdist(high, x).min(1).values < 1e-3).float().mean() >= 0.95  # the rest: near-ties
+    landed = torch.cdist(high, x).min(1).values < 1e-3
+    # the rest are near-ties: cues whose two best patterns' logits are within 30 (a weight of
+    # e^-30 or more on the runner-up). Over 400 seeds the widest such gap was 13.8 and at most 2
+    # of 50 cues were ties; the fixed share asked before (>= 95% landed) failed once in CI, at a
+    # seed with 3 ties.
+    top2 = (1000.0 * cues @ x.T).topk(2, dim=1).values
+    assert bool((landed | (top2[:, 0] - top2[:, 1] < 30.0)).all()) and landed.float().mean() >= 0.85
 
 
 def test_pattern_scaling_round_trip(rng):
