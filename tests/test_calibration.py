@@ -15,6 +15,7 @@ from mnemonix.backends import hopfield as hb
 from mnemonix.benchmark import calibrate
 from mnemonix.cli import main
 from mnemonix.ops import hopfield as hops
+from mnemonix.ops import salience as salience_op
 
 HAS_CPP = hb._core_retrieval() is not None
 
@@ -41,7 +42,7 @@ def test_defaults_without_a_file(clean):
             "cpp_large_store_bytes": hops.CPP_LARGE_STORE_BYTES}.items() <= cpu.items()
     assert (hops.CPP_MAX_BATCH, hops.CPP_MAX_BATCH_LARGE_STORE, hops.CPP_LARGE_STORE_BYTES) == (4, 16, 4 << 20)
     assert hops.cpp_max_batch(torch.empty(100, 4)) == 4
-    assert calibration.thresholds("salience_topk", torch.device("cpu")) == {}
+    assert calibration.thresholds("salience_topk", torch.device("cpu")) == {"cpp_max_work": 1 << 19}
     assert all(not g["measured"] for g in calibration.GPU_GUESSES.values())
 
 
@@ -134,7 +135,7 @@ def test_crossover_rule(wins, expected):
 
 def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
     doc = calibrate.calibrate(torch.device("cpu"), stores={"small": (256, 8)}, batches=(1, 2), repeat=3,
-                              budget_s=0.5, report=lambda s: None)
+                              budget_s=0.5, report=lambda s: None, salience_shapes=((1, 64, 8), (4, 300, 8)))
     path = calibrate.write(doc, clean / "out" / "cal.json")
     data = json.loads(path.read_text())
     calibration.validate(data)
@@ -142,8 +143,13 @@ def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
     rows = data["measurements"]["hopfield_retrieve"]["small"]["rows"]
     assert [r["B"] for r in rows] == [1, 2] and all(r["sdpa_p20"] > 0 and r["gemm_p20"] > 0 for r in rows)
     assert "hopfield_retrieve.cpp_max_batch_large_store" in data["not_measured"]  # no large store swept
+    swept = data["measurements"]["salience_topk"]["rows"]
+    assert [r["work"] for r in swept] == [64 * 8, 4 * 300 * 8] and all(r["torch_p20"] > 0 for r in swept)
     monkeypatch.setenv(calibration.ENV, str(path))
     if HAS_CPP:
+        work = data["thresholds"]["salience_topk"]["cpp_max_work"]
+        assert work in (0, 64 * 8, 4 * 300 * 8)
+        assert salience_op.cpu_order(1, 64, 8, False)[0] == ("cpp" if work else "torch")
         value = data["thresholds"]["hopfield_retrieve"]["cpp_max_batch"]
         assert value in (0, 1, 2)
         assert hops.cpp_max_batch(torch.empty(256, 8)) == value
@@ -158,7 +164,7 @@ def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
 def test_cli_calibrate(clean, capsys):
     out = clean / "cli.json"
     assert main(["bench", "calibrate", "--small-store", "128,8", "--large-store", f"{(8 << 20) // 256},64",
-                 "--batches", "2,1", "--repeat", "3", "--out", str(out)]) == 0
+                 "--batches", "2,1", "--repeat", "3", "--salience-max-n", "500", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"MNEMONIX_CALIBRATION={out}" in text and "noisy" in text
     data = json.loads(out.read_text())
@@ -166,6 +172,8 @@ def test_cli_calibrate(clean, capsys):
         found = set(data["thresholds"]["hopfield_retrieve"])
         assert {"cpp_max_batch", "cpp_max_batch_large_store"} <= found <= {"cpp_max_batch", "cpp_max_batch_large_store",
                                                                           "gemm_max_batch"}
+        assert [r["N"] for r in data["measurements"]["salience_topk"]["rows"]] == [500, 500]
+        assert "salience_topk.cpp_max_work" in text
     assert main(["bench", "calibrate", "--small-store", "12"]) == 2
     assert "N,d" in capsys.readouterr().err
     assert main(["bench", "calibrate", "--batches", "1,0"]) == 2

@@ -117,6 +117,18 @@ def test_torch_backend_matches_reference(rng, N, d, k, B, dtype):
     assert_matches_reference(out, ref, q, c, z, log_s, valid, k)
 
 
+@pytest.mark.parametrize("N,d,k,B,dtype", [case for case in _grid_torch() if case[-1] == torch.float32])
+def test_cpp_backend_matches_reference(rng, N, d, k, B, dtype):
+    """The exact C++ recall (float32 keys; queries and payloads of any float dtype)."""
+    masked = bool(torch.randint(2, (1,), generator=rng))
+    q, c, z, log_s, valid = _inputs(rng, B, N, d, dtype, masked=masked)
+    q = q.to(DTYPES[int(torch.randint(3, (1,), generator=rng))])
+    out = ops.salience_topk(q, c, z, k=k, log_salience=log_s, valid=valid, backend="cpp")
+    ref = reference.salience_topk(q, c, z, k=k, log_salience=log_s, valid=valid)
+    assert_matches_reference(out, ref, q, c, z, log_s, valid, k, tol=1e-9)
+    assert torch.equal(out[1], ref[1])  # float64 scores summed as the definition sums them: the same order
+
+
 def _grid_triton():
     # The interpreter is slow: small N and B, every d, k in {1, 5, N}.
     cases = []
@@ -177,7 +189,7 @@ def test_gpu_backends_match_reference(rng, dtype, N, B, k):
 # -- log-space salience ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["cpp", "torch", "triton"])
 def test_underflow_alpha_dt_10000(rng, backend, dev):
     """alpha * (now - tau) = 10,000: float32 r0 * exp(...) is 0 for every memory, the result is still right."""
     N, d, B, k = 40, 8, 3, 5
@@ -199,7 +211,7 @@ def test_underflow_alpha_dt_10000(rng, backend, dev):
     torch.testing.assert_close(out[2], at_zero[2])
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["cpp", "torch", "triton"])
 def test_extreme_spread_uses_exact_order(rng, backend, dev):
     """Relative saliences far below float32 range: order still follows cos * s exactly (sign, then log size)."""
     N, d, B = 30, 6, 4
@@ -221,7 +233,7 @@ def test_extreme_spread_uses_exact_order(rng, backend, dev):
         assert torch.equal(neg, torch.sort(neg, descending=True).values)
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["cpp", "torch", "triton"])
 def test_ties_go_to_lower_index(backend, dev):
     N, d = 50, 4
     keys = torch.ones(N, d)
@@ -237,7 +249,7 @@ def test_ties_go_to_lower_index(backend, dev):
     assert idx[0].tolist() == [7, 0, 1] and idx[1].tolist() == [0, 1, 2]
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["cpp", "torch", "triton"])
 @pytest.mark.parametrize("d", [3, 64, 130])
 def test_duplicate_random_keys_tie_exactly(rng, backend, dev, d):
     """Equal keys at scattered positions: equal scores, lower index first, whatever the rounding."""
@@ -267,7 +279,7 @@ def test_torch_chunk_boundary_ties():
         assert idx[0].tolist() == [3, 17, 18, 40, 41, 42]
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["cpp", "torch", "triton"])
 def test_zero_norm_query_and_key(backend, dev):
     keys = torch.tensor([[1.0, 0.0], [0.0, 0.0], [-1.0, 0.0], [0.0, 1.0]])
     q = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
@@ -284,7 +296,7 @@ def test_zero_norm_query_and_key(backend, dev):
 # -- masks, padding, arguments ------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["cpp", "torch", "triton"])
 def test_fewer_valid_than_k_pads(rng, backend, dev):
     q, c, z, log_s, _ = _inputs(rng, 3, 10, 4, torch.float32)
     valid = torch.zeros(10, dtype=torch.bool)
@@ -366,7 +378,7 @@ def test_cached_key_norms_give_same_result(rng):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy, inside the Triton interpreter, about the NaN
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["cpp", "torch", "triton"])
 def test_nonfinite_keys_and_payloads_raise(rng, backend, dev):
     q, c, z, log_s, _ = _inputs(rng, 3, 150, 8, torch.float32)
     for bad_value in (float("nan"), float("inf"), float("-inf")):
@@ -387,7 +399,7 @@ def test_nonfinite_keys_and_payloads_raise(rng, backend, dev):
         _op(dev, q, c, bad_z, k=4, log_salience=log_s, backend=backend)
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "triton"])  # cpp: float32 keys only
 def test_many_query_blocks_and_mixed_dtypes(rng, backend, dev):
     """B = 70 spans two query blocks of the kernel; fp32 queries against bf16 keys."""
     q, c, z, log_s, valid = _inputs(rng, 70, 40, 24, torch.bfloat16, masked=True)

@@ -51,6 +51,7 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
         "hopfield_retrieve": {"cpp_max_batch": 4, "cpp_max_batch_large_store": 16, "cpp_max_batch_narrow": 8,
                               "cpp_large_store_bytes": 4 << 20, "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},
+        "salience_topk": {"cpp_max_work": 1 << 19},
     },
     "cuda": {},  # Triton first at every shape: no CUDA speed policy has a threshold yet
 }

@@ -20,6 +20,8 @@ Backends:
   chunk on the fly, one matmul, ``topk(k + 1)`` per chunk (the extra entry
   detects a tie at the boundary, resolved with a stable sort of that row), and
   an exact merge of the running list with the chunk's list.
+- ``cpp``: the whole recall, exact in float64, in one C++ call
+  (:mod:`mnemonix.backends.salience_cpp`); CPU, float32 keys.
 - ``triton``: :mod:`mnemonix.kernels.salience` (one pass over the keys per
   query block and N-split, running top-k in registers), then the exact merge
   of the per-split lists here.
@@ -31,6 +33,7 @@ import torch
 
 from mnemonix import _triton
 from mnemonix._dispatch import Backend
+from mnemonix.backends.salience_cpp import cpp_reasons, recall_cpp
 from mnemonix.backends.salience_exact import (  # noqa: F401 - re-exported
     CANDIDATE_EXTRA,
     EXACT_THRESHOLD,
@@ -122,6 +125,8 @@ def torch_topk(
         else:
             norm = key_norms[start:stop].float()
         factor = torch.where(norm > 0, chunk_scale(log_s[start:stop], shift) / norm, torch.zeros_like(norm))
+        # a finite key whose squared norm overflows float32 has norm inf: NaN scores, raised below
+        factor = torch.where(torch.isinf(norm), float("nan"), factor)
         p = _chunk_dots(q, keys_c, batch_invariant)
         p.mul_(factor)
         if valid is not None:
@@ -129,7 +134,8 @@ def torch_topk(
             if not bool(valid_c.all()):
                 p.masked_fill_(~valid_c, float("-inf"))
         row_max = p.amax(dim=1)
-        # A NaN/Inf key gives a NaN score (its norm is NaN/Inf, its factor 0 or NaN); amax propagates NaN.
+        # A NaN/Inf key, or one whose squared norm overflows float32, gives a NaN score (its norm
+        # is NaN/Inf, its factor NaN); amax propagates NaN. Invalid slots were masked to -inf.
         if bool(torch.isnan(row_max).any() | torch.isposinf(row_max).any()):
             raise ValueError(NONFINITE_KEYS)
         active = (row_max > theta).nonzero().squeeze(1)
@@ -206,4 +212,8 @@ def _triton_reasons(inputs) -> list[str]:
 
 TORCH = Backend("torch", torch_topk)
 TRITON = Backend("triton", triton_topk, needs_triton=True, extra_reasons=_triton_reasons)
-BACKENDS: tuple[Backend, ...] = (TRITON, TORCH)
+CPP = Backend("cpp", recall_cpp, devices=frozenset({"cpu"}), dtypes=frozenset({torch.float32}),
+              extra_reasons=cpp_reasons)
+"""The whole recall in one C++ call (:mod:`mnemonix.backends.salience_cpp`), not a selection:
+the op branches on it."""
+BACKENDS: tuple[Backend, ...] = (TRITON, CPP, TORCH)

@@ -12,9 +12,11 @@ backend's p20 beats the others (at or below it) from where it does not (a step f
 :func:`crossover`): the C++ kernel against the other two on each store, then the GEMM path
 against the flash kernel past the C++ kernel's threshold on the cache-sized store.
 ``cpp_large_store_bytes``, ``narrow_dim``, ``gemm_max_scores`` and ``gemm_min_dim`` are not
-measured (two store sizes cannot place them) and keep their defaults. ``salience_topk`` has
-no threshold (CPU: torch only; CUDA: Triton first). On CUDA the sweep times ``triton`` against
-``torch`` and records them, but no CUDA policy has a threshold to write.
+measured (two store sizes cannot place them) and keep their defaults. ``salience_topk`` on the
+CPU sends calls of at most ``cpp_max_work`` float64 multiply-adds (B x N x d) to the exact C++
+recall and larger ones to the torch path: its sweep times both over a ladder of work sizes at
+B = 1 and B = 16 and fits the step on the work. On CUDA the Hopfield sweep times ``triton``
+against ``torch`` and records them, but no CUDA policy has a threshold to write.
 
 The file (:mod:`mnemonix.calibration` reads it) holds the thresholds, every measurement, and
 the environment of the run (device name, versions, commit).
@@ -32,6 +34,7 @@ from typing import Any
 import torch
 
 from mnemonix import _io, calibration, ops
+from mnemonix.backends.salience_cpp import core_salience
 from mnemonix.benchmark import environment
 from mnemonix.benchmark.timing import measure
 from mnemonix.ops import hopfield as hops
@@ -67,12 +70,12 @@ def sweep(n: int, d: int, batches: Sequence[int], device: torch.device, *, repea
     return {"N": n, "d": d, "key_bytes": n * d * 4, "backends": list(wanted), "rows": rows}
 
 
-def crossover(rows: list[dict[str, Any]], fast: str, others: Sequence[str]) -> int | None:
-    """The threshold T (0 or a swept B) that best explains where ``fast`` beats every other
-    backend (p20): fewest swept points that disagree with "``fast`` wins iff B <= T" (a step fit,
-    so one noisy point on either side does not move it; a tie takes the smaller T). None when
-    ``fast`` was not measured (not capable here)."""
-    ordered = sorted(rows, key=lambda r: r["B"])
+def crossover(rows: list[dict[str, Any]], fast: str, others: Sequence[str], key: str = "B") -> int | None:
+    """The threshold T (0 or a swept ``key``: B, or the work) that best explains where ``fast``
+    beats every other backend (p20): fewest swept points that disagree with "``fast`` wins iff
+    ``key`` <= T" (a step fit, so one noisy point on either side does not move it; a tie takes the
+    smaller T). None when ``fast`` was not measured (not capable here)."""
+    ordered = sorted(rows, key=lambda r: r[key])
     won = []
     for row in ordered:
         mine = row.get(f"{fast}_p20")
@@ -84,13 +87,38 @@ def crossover(rows: list[dict[str, Any]], fast: str, others: Sequence[str]) -> i
     for i, row in enumerate(ordered):
         errors = won[: i + 1].count(False) + won[i + 1:].count(True)
         if errors < best_errors:
-            best, best_errors = row["B"], errors
+            best, best_errors = row[key], errors
     return best
+
+
+SALIENCE_SHAPES = tuple((b, n, 64) for b in (1, 16) for n in (500, 2_000, 8_000, 32_000, 128_000) if b * n <= 512_000)
+"""(B, N, d) of the salience sweep: work B x N x d from 32 k to 33 M multiply-adds."""
+
+
+def salience_sweep(device: torch.device, shapes: Sequence[tuple[int, int, int]] = SALIENCE_SHAPES, *,
+                   repeat: int = 7, budget_s: float = 3.0) -> dict[str, Any]:
+    """p20 and p50 (seconds) of the forced ``cpp`` and ``torch`` backends of ``salience_topk``
+    (k = 10, float32, payloads of 16) at each (B, N, d)."""
+    rows = []
+    for b, n, d in shapes:
+        gen = torch.Generator(device=device).manual_seed(b * n + d)
+        args = (torch.randn(b, d, generator=gen, device=device), torch.randn(n, d, generator=gen, device=device),
+                torch.randn(n, 16, generator=gen, device=device))
+        log_s = torch.randn(n, generator=gen, device=device, dtype=torch.float64)
+        candidates: dict[str, Callable[[], object]] = {
+            name: (lambda name=name, args=args, log_s=log_s: ops.salience_topk(*args, k=10, log_salience=log_s,
+                                                                                backend=name))
+            for name in ("cpp", "torch")}
+        timings = measure(candidates, device, repeat=repeat, budget_s=budget_s)
+        rows.append({"B": b, "N": n, "d": d, "work": b * n * d, **{f"{k}_p20": t.p20 for k, t in timings.items()},
+                     **{f"{k}_p50": t.p50 for k, t in timings.items()}})
+    return {"backends": ["cpp", "torch"], "rows": rows}
 
 
 def calibrate(device: torch.device, *, stores: dict[str, tuple[int, int]] | None = None,
               batches: Sequence[int] = DEFAULT_BATCHES, repeat: int = 7, budget_s: float = 3.0,
-              report: Callable[[str], None] = print) -> dict[str, Any]:
+              report: Callable[[str], None] = print,
+              salience_shapes: Sequence[tuple[int, int, int]] = SALIENCE_SHAPES) -> dict[str, Any]:
     """Measure the sweeps and return the calibration document (not written)."""
     stores = dict(stores or DEFAULT_STORES)
     env = environment.record(device)
@@ -103,17 +131,37 @@ def calibrate(device: torch.device, *, stores: dict[str, tuple[int, int]] | None
             report(f"    B={row['B']}: {times}")
     found: dict[str, int] = {}
     skipped: dict[str, str] = {}
+    thresholds: dict[str, dict[str, int]] = {}
+    measurements: dict[str, Any] = {OP: measured}
     if device.type == "cpu":
         found, skipped = _cpu_thresholds(measured)
+        thresholds, measurements["salience_topk"] = _salience_threshold(device, salience_shapes, repeat, budget_s,
+                                                                        report)
+    if found:
+        thresholds[OP] = found
     return {
         "format": calibration.FORMAT, "version": calibration.VERSION, "device": device.type,
-        "device_name": env["device_name"], "measured": True,
-        "thresholds": {OP: found} if found else {},
+        "device_name": env["device_name"], "measured": True, "thresholds": thresholds,
         "not_measured": {f"{OP}.{k}": why for k, why in skipped.items()},
-        "notes": {"salience_topk": "no speed-policy threshold (CPU: torch only; CUDA: Triton first)",
+        "notes": {"salience_topk": "CPU: cpp_max_work; CUDA: Triton first (no threshold)",
                   "timing": "interleaved rounds, p20 of each backend; shared machines make single runs noisy"},
-        "measurements": {OP: measured}, "environment": env,
+        "measurements": measurements, "environment": env,
     }
+
+
+def _salience_threshold(device: torch.device, shapes: Sequence[tuple[int, int, int]], repeat: int, budget_s: float,
+                        report: Callable[[str], None]) -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
+    """``{"salience_topk": {"cpp_max_work": T}}`` from the salience sweep (empty when the C++
+    recall is not built or nothing was swept), and the sweep."""
+    report(f"  salience_topk: cpp vs torch, (B, N, d) in {list(shapes)}")
+    if core_salience() is None or not shapes:
+        return {}, {"skipped": "mnemonix._core.salience is not built" if shapes else "no shape swept"}
+    swept = salience_sweep(device, shapes, repeat=repeat, budget_s=budget_s)
+    for row in swept["rows"]:
+        report(f"    B={row['B']} N={row['N']}: cpp {row['cpp_p20'] * 1e3:.3g} ms  "
+               f"torch {row['torch_p20'] * 1e3:.3g} ms")
+    value = crossover(swept["rows"], "cpp", ("torch",), key="work")
+    return ({"salience_topk": {"cpp_max_work": value}} if value is not None else {}), swept
 
 
 def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:

@@ -5,6 +5,7 @@
     mnemonix bench compare [--history PATH] [--base RUN] [--new RUN] [--rtol 0.05] [--atol 30e-6]
     mnemonix bench plot [--history PATH] --out DIR
     mnemonix bench calibrate [--device cpu|cuda] [--out PATH] [--small-store N,d] [--large-store N,d]
+                           [--salience-max-n N]
                              [--batches 1,2,4,...] [--repeat 7]
 """
 
@@ -60,6 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                      help="a store far beyond the caches, >= 4 MB and d > 48 (default 300000,128: 154 MB)")
     cal.add_argument("--batches", type=_batches, default=None,
                      help="batch sizes swept (default 1,2,4,8,12,16,24,32,48,64,128)")
+    cal.add_argument("--salience-max-n", type=_positive, default=None, metavar="N",
+                     help="largest store of the salience sweep (default 128000; B = 1 and 16, d = 64)")
     cal.add_argument("--repeat", type=_positive, default=7, help="interleaved rounds per point (default 7)")
     cal.set_defaults(func=_calibrate)
 
@@ -154,8 +157,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.large_store is not None:
         stores["large"] = args.large_store
     print(f"mnemonix bench calibrate on {device} (timings on a shared machine are noisy: rerun to confirm)")
+    salience = calibrate.SALIENCE_SHAPES
+    if args.salience_max_n is not None:
+        salience = tuple(shape for shape in salience if shape[1] <= args.salience_max_n)
     doc = calibrate.calibrate(device, stores=stores, batches=args.batches or calibrate.DEFAULT_BATCHES,
-                              repeat=args.repeat)
+                              repeat=args.repeat, salience_shapes=salience)
     path = calibrate.write(doc, args.out)
     for op, values in doc["thresholds"].items():
         for name, value in values.items():

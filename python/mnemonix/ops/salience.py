@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from mnemonix import _checks, _dispatch, _types
+from mnemonix import _checks, _dispatch, _types, calibration
 from mnemonix.backends import salience as sb
+from mnemonix.backends import salience_cpp as sc
 from mnemonix.backends import salience_exact as sx
+from mnemonix.ops import _salience_fast
 
 __all__ = ["salience_topk", "log_salience", "SalienceInputs", "SPEC"]
 
@@ -38,11 +40,30 @@ class SalienceInputs(_dispatch.SelectionOverKeys):
     k: int
     exact: bool = True
     batch_invariant: bool = False
+    time_form: tuple[torch.Tensor, torch.Tensor, float] | None = None
+    """``(r0, tau, alpha)`` when the saliences came in that form: the C++ recall computes ``log_s``
+    itself from them, as the fast path does (one definition of its rounding)."""
+
+
+_CPU = torch.device("cpu")
+
+
+def cpu_order(b: int, n: int, d: int, batch_invariant: bool) -> list[str]:
+    """CPU backends fastest first for B queries over N keys of d features: the exact C++ recall
+    while its B x N x d float64 multiply-adds stay under ``cpp_max_work`` (calibration), then the
+    chunked torch path (one float32 GEMM per chunk and an exact re-rank). Batch-invariant calls
+    decide on N x d alone, so that a query takes the same backend alone or in any batch."""
+    limit = calibration.thresholds("salience_topk", _CPU)["cpp_max_work"]
+    work = n * d if batch_invariant else b * n * d
+    return ["cpp", "torch"] if work <= limit else ["torch", "cpp"]
 
 
 def speed_policy(inputs: SalienceInputs, backends) -> list[str]:
-    """Triton first on CUDA; on CPU the chunked torch path (BLAS matmul per chunk)."""
-    return ["triton", "torch"] if inputs.device.type == "cuda" else ["torch"]
+    """Triton first on CUDA; on CPU :func:`cpu_order`."""
+    if inputs.device.type == "cuda":
+        return ["triton", "torch"]
+    b, (n, d) = inputs.queries.shape[0], inputs.keys.shape
+    return cpu_order(b, n, d, inputs.batch_invariant)
 
 
 SPEC = _dispatch.OpSpec("salience_topk", sb.BACKENDS, speed_policy)
@@ -95,8 +116,9 @@ def salience_topk(
     key_norms : Tensor [N], optional
         Cached ``||c_m||`` (e.g. kept by :class:`mnemonix.epinet.EpisodicMemory`);
         computed on the fly when None. Must match ``keys``.
-    backend : {"torch", "triton"} or None
-        Force an implementation (``"triton"`` on CPU needs ``TRITON_INTERPRET=1``).
+    backend : {"cpp", "torch", "triton"} or None
+        Force an implementation (``"triton"`` on CPU needs ``TRITON_INTERPRET=1``). Default: Triton
+        on CUDA; on the CPU the exact C++ recall for small and mid-size calls, else torch.
     check_inputs : bool or None
         Check the values (below). None (default): check, except while a CUDA graph is
         being captured. On CUDA the checks cost no extra host sync beyond the one the
@@ -123,9 +145,15 @@ def salience_topk(
     scores : Tensor [B, k] float32, ``cos * s_m / max_valid(s)``: relative to the
         most salient valid memory (``-inf`` at index -1)
     """
+    fast = _salience_fast.cpu_fast_recall(queries, keys, payloads, k, log_salience, r0, tau, alpha, now, valid,
+                                          key_norms, backend, check_inputs, exact, batch_invariant, cpu_order)
+    if fast is not None:
+        return fast
     inputs, checks = _prepare(queries, keys, payloads, k, log_salience, r0, tau, alpha, now, valid, key_norms,
                               check_inputs, exact, batch_invariant)
     chosen = _dispatch.dispatch(SPEC, inputs, backend)
+    if chosen is sb.CPP:
+        return _recall_cpp(inputs, checks)
     return _recall(inputs, chosen, checks)
 
 
@@ -158,7 +186,9 @@ def _prepare(queries, keys, payloads, k, log_salience, r0, tau, alpha, now, vali
     checks.finite("queries", queries)
     # keys are checked by the backends during their single pass (a NaN/Inf key makes its norm or
     # score NaN), and payloads on the k rows gathered per query: no extra pass over [N, d] here.
-    return SalienceInputs(queries, keys, payloads, log_s, valid, key_norms, k, exact, batch_invariant), checks
+    time_form = None if log_salience is not None else (r0, tau, float(alpha))
+    return SalienceInputs(queries, keys, payloads, log_s, valid, key_norms, k, exact, batch_invariant,
+                          time_form), checks
 
 
 _PAYLOADS_NONFINITE = "payloads must be finite: rows selected by the recall hold NaN or Inf values"
@@ -193,6 +223,23 @@ def _recall(inputs: SalienceInputs, chosen: _dispatch.Backend, checks: _checks.D
     if payload_failed:
         raise ValueError(_PAYLOADS_NONFINITE)
     return _outputs(inputs, top_idx, slot_ok, shift)
+
+
+def _recall_cpp(inputs: SalienceInputs, checks: _checks.DataChecks):
+    """The whole recall in one C++ call; the checks above it already ran, the keys' and the
+    selected payloads' run in the call and raise the torch path's errors."""
+    checks.flush()
+    try:
+        r0, tau, alpha = inputs.time_form or (None, None, None)
+        return sc.recall_cpp(inputs.queries, inputs.keys, inputs.payloads, inputs.k,
+                             log_s=None if inputs.time_form else inputs.log_s, r0=r0, tau=tau, alpha=alpha,
+                             valid=inputs.valid, check=checks.enabled)
+    except sc.ValueFault as fault:
+        if fault.code == 7:
+            raise ValueError(sb.NONFINITE_KEYS) from None
+        if fault.code == 8:
+            raise ValueError(_PAYLOADS_NONFINITE) from None
+        raise  # the inputs' own checks ran above: any other fault is a bug, not bad input
 
 
 def _payload_flag(payloads: torch.Tensor, top_idx: torch.Tensor, slot_ok: torch.Tensor) -> torch.Tensor:

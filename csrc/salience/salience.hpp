@@ -1,0 +1,331 @@
+// Exact top-k salience recall on the CPU, fused: value checks, selection and the outputs in one
+// call. Header-only core, no Python, no torch. The math of DESIGN.md's op 2, in float64 like
+// the definition (python/mnemonix/reference.py's salience_topk), for every key:
+//
+//   cos[b, m] = (q_b . c_m) / (||q_b|| ||c_m||)   (0 when a norm is 0; sums over d in index
+//                                                   order, so equal keys tie exactly)
+//   rank of m for query b: the real number cos * exp(log_s_m), compared without forming it
+//   (it underflows): sign first, then log|cos| + log_s_m (larger wins for cos > 0, smaller
+//   for cos < 0); equal values go to the lower index.
+//   w_i = softmax(log_s) over the selected k, score_i = cos_i * exp(log_s_i - shift) with
+//   shift = max over valid log_s, recall_b = sum_i w_i z_i (summed in float64).
+//
+// Exact in one pass: a float32 screen (SIMD dot products, the float32 backends' score) skips a
+// key only when its screen score plus a proven error bound is below the k-th exact score so far;
+// every other key is scored in float64 and offered to the running top k. So the result is the
+// definition's whatever the data, with float64 work only for the few keys that come close.
+// Queries are independent: OpenMP over ranges of queries once a call is large enough to pay for
+// the threads, each range passing over cache-sized blocks of keys; results do not depend on the
+// thread count, the blocking or the batch (batch-invariant).
+#pragma once
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace mnemonix {
+namespace salience {
+
+// The first failed value check, in the order the Python op checks them. The Python side
+// maps each code to the general path's error (the fast path falls back to it instead).
+enum Fault : int {
+  kNone = 0,
+  kLogSalience = 1,  // a NaN / Inf log-salience
+  kR0 = 2,           // a NaN / Inf r0
+  kTau = 3,          // a NaN / Inf tau
+  kR0NotPositive = 4,
+  kKeyNorms = 5,     // a NaN / Inf / negative cached key norm
+  kQueries = 6,      // a NaN / Inf query
+  kKeys = 7,         // a NaN / Inf valid key, or a squared norm beyond float32
+  kPayloads = 8,     // a NaN / Inf value in a selected payload row
+};
+
+struct Recall {  // borrowed input and output buffers, row-major
+  const float* queries;    // [B, d]
+  const float* keys;       // [N, d]
+  const float* payloads;   // [N, dz] or null
+  const bool* valid;       // [N] or null (every slot valid)
+  const double* keyNorms;  // [N] or null: only checked (the kernel computes norms in float64)
+  size_t batch, d, n, dz, k;
+  bool check;
+  int64_t* indices;  // [B, k]
+  float* weights;    // [B, k]
+  float* scores;     // [B, k]
+  float* recall;     // [B, dz] or null
+};
+
+inline bool isValid(const Recall& r, size_t m) { return r.valid == nullptr || r.valid[m]; }
+
+// log s_m = log r0_m - alpha * (latest - tau_m), latest = the largest valid tau (every tau when
+// no slot is valid): the op's _log_salience, ages measured from the latest store time.
+inline Fault logSalienceOf(const double* r0, const double* tau, double alpha, const bool* valid, size_t n,
+                           bool check, double* logS) {
+  if (check) {
+    for (size_t m = 0; m < n; ++m)
+      if (!std::isfinite(r0[m])) return kR0;
+    for (size_t m = 0; m < n; ++m)
+      if (!std::isfinite(tau[m])) return kTau;
+    for (size_t m = 0; m < n; ++m)
+      if (!(r0[m] > 0.0)) return kR0NotPositive;
+  }
+  double latest = -INFINITY, latestValid = -INFINITY;
+  for (size_t m = 0; m < n; ++m) {
+    latest = std::max(latest, tau[m]);
+    if (valid == nullptr || valid[m]) latestValid = std::max(latestValid, tau[m]);
+  }
+  if (latestValid != -INFINITY) latest = latestValid;
+  for (size_t m = 0; m < n; ++m) logS[m] = std::log(r0[m]) - alpha * (latest - tau[m]);
+  return kNone;
+}
+
+// Every value check that needs no selection: log-salience, cached norms, queries, valid keys.
+inline Fault checkInputs(const Recall& r, const double* logS) {
+  for (size_t m = 0; m < r.n; ++m)
+    if (!std::isfinite(logS[m])) return kLogSalience;
+  if (r.keyNorms != nullptr)
+    for (size_t m = 0; m < r.n; ++m)
+      if (!(r.keyNorms[m] >= 0.0 && r.keyNorms[m] < INFINITY)) return kKeyNorms;
+  for (size_t i = 0; i < r.batch * r.d; ++i)
+    if (!std::isfinite(r.queries[i])) return kQueries;
+  return kNone;
+}
+
+inline float squares32(const float* x, size_t d) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (size_t j = 0; j < d; ++j) s += x[j] * x[j];
+  return s;
+}
+
+inline float dot32(const float* x, const float* y, size_t d) {
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (size_t j = 0; j < d; ++j) s += x[j] * y[j];
+  return s;
+}
+
+constexpr float kScreenMinSquares = 1e-30f;
+constexpr double kNegligibleLog = -80.0;  // backends/salience_exact.py's NEGLIGIBLE_LOG
+
+// The float32 screen of keys [m0, m1): 1 / ||c_m||, and whether the key must always be scored
+// exactly (a squared norm under 1e-30 or beyond float32: the screen's error bound needs neither
+// underflow nor overflow). Computed per cache-sized block, just before the queries pass over it.
+// False when checked and a valid key is NaN / Inf or its float32 squared norm overflows (the
+// float32 backends raise on it): kKeys.
+struct BlockScreen {
+  std::vector<float> invNorm;
+  std::vector<uint8_t> exactOnly;
+};
+
+inline bool screenBlock(const Recall& r, size_t m0, size_t m1, BlockScreen& bs) {
+  bs.invNorm.assign(m1 - m0, 0.0f);
+  bs.exactOnly.assign(m1 - m0, 1);
+  for (size_t m = m0; m < m1; ++m) {
+    if (!isValid(r, m)) continue;
+    const float sq = squares32(r.keys + m * r.d, r.d);
+    if (r.check && !(sq <= FLT_MAX)) return false;
+    bs.exactOnly[m - m0] = !(sq >= kScreenMinSquares && sq <= FLT_MAX);
+    bs.invNorm[m - m0] = sq > 0.0f ? 1.0f / std::sqrt(sq) : 0.0f;
+  }
+  return true;
+}
+
+// Bound on |float32 screen score - exact relative score| (scores <= 1 in magnitude): dot and norm
+// rounding, the negligible factors taken as 0; doubled (backends/salience_exact.py's
+// score_error_bound). A key whose screen score plus this bound is below the k-th exact score
+// cannot enter the top k.
+inline double screenBound(size_t d) {
+  return 2.0 * ((1.5 * static_cast<double>(d) + 8.0) * 0x1p-24 + 0x1p-17 + std::exp(kNegligibleLog));
+}
+
+struct Rank {  // the order of cos * exp(log_s): sign, then the signed log-magnitude, then -index
+  int sign;
+  double mag;
+  int64_t index;
+  double cos;
+};
+
+inline bool better(const Rank& a, const Rank& b) {
+  if (a.sign != b.sign) return a.sign > b.sign;
+  if (a.mag != b.mag) return a.mag > b.mag;
+  return a.index < b.index;
+}
+
+inline Rank rankOf(double cos, double logS, int64_t index) {
+  if (cos > 0.0) return Rank{1, std::log(cos) + logS, index, cos};
+  if (cos < 0.0) return Rank{-1, -(std::log(-cos) + logS), index, cos};
+  return Rank{0, 0.0, index, cos};  // NaN (unchecked input) lands here too: any order is safe
+}
+
+inline double cosine(double dot, double qNorm, double cSq) {
+  const double denom = qNorm * std::sqrt(cSq);
+  if (!(denom > 0.0)) return 0.0;
+  return std::min(1.0, std::max(-1.0, dot / denom));
+}
+
+// Insert `cand` into the sorted list `best` (at most k entries, best first) if it belongs there.
+inline void offer(std::vector<Rank>& best, size_t k, const Rank& cand) {
+  if (best.size() == k && !better(cand, best.back())) return;
+  auto at = std::upper_bound(best.begin(), best.end(), cand, better);
+  if (best.size() == k) best.pop_back();
+  best.insert(at, cand);
+}
+
+// The exact rank of key m for a query (float64 sums over d in index order, as the definition).
+inline Rank exactRank(const Recall& r, const double* logS, const float* q, double qNorm, size_t m) {
+  const float* c = r.keys + m * r.d;
+  double dot = 0.0, cSq = 0.0;
+  for (size_t j = 0; j < r.d; ++j) {
+    dot += static_cast<double>(q[j]) * static_cast<double>(c[j]);
+    cSq += static_cast<double>(c[j]) * static_cast<double>(c[j]);
+  }
+  return rankOf(cosine(dot, qNorm, cSq), logS[m], static_cast<int64_t>(m));
+}
+
+// One query's running selection: the exact best k so far, and the k-th's relative score.
+struct QueryState {
+  std::vector<Rank> best;
+  double qNorm = 0.0;    // float64, as the definition
+  float qInv = 0.0f;     // float32 1 / ||q|| for the screen
+  bool screen = false;   // the query's norm is in the screen's range
+  double kth = -INFINITY;  // relative score of the k-th entry once the list is full
+};
+
+inline void startQuery(const Recall& r, size_t b, QueryState& st) {
+  const float* q = r.queries + b * r.d;
+  double qSq = 0.0;
+  for (size_t j = 0; j < r.d; ++j) qSq += static_cast<double>(q[j]) * static_cast<double>(q[j]);
+  st.qNorm = std::sqrt(qSq);
+  const float sq = squares32(q, r.d);
+  st.screen = sq >= kScreenMinSquares && sq <= FLT_MAX;
+  st.qInv = st.screen ? 1.0f / std::sqrt(sq) : 0.0f;
+  st.best.clear();
+  st.kth = -INFINITY;
+}
+
+// Keys [m0, m1) (screened in `bs`) for one query, once its list is full: a key is skipped when
+// its float32 score plus the bound is below the k-th exact score -- first on the cosine alone
+// (the salience factor is <= 1: no exp for most keys), then with the factor. Survivors, and keys
+// the screen cannot bound, are scored exactly and offered.
+inline void scanKeys(const Recall& r, const double* logS, double shift, const BlockScreen& bs, double bound,
+                     size_t b, size_t m0, size_t m1, QueryState& st) {
+  const float* q = r.queries + b * r.d;
+  for (size_t m = m0; m < m1; ++m) {
+    if (!isValid(r, m)) continue;
+    if (st.best.size() == r.k && st.screen && !bs.exactOnly[m - m0]) {
+      const float cos32 = dot32(q, r.keys + m * r.d, r.d) * st.qInv * bs.invNorm[m - m0];
+      if (static_cast<double>(std::max(cos32, 0.0f)) + bound < st.kth) continue;
+      const double rel = logS[m] - shift;
+      const float scale = rel >= kNegligibleLog ? static_cast<float>(std::exp(rel)) : 0.0f;
+      if (static_cast<double>(cos32 * scale) + bound < st.kth) continue;
+    }
+    const size_t before = st.best.size();
+    const int64_t last = before ? st.best.back().index : -1;
+    offer(st.best, r.k, exactRank(r, logS, q, st.qNorm, m));
+    if (st.best.size() == r.k && (before < r.k || st.best.back().index != last)) {
+      const Rank& kth = st.best.back();
+      st.kth = kth.cos * std::exp(logS[kth.index] - shift);
+    }
+  }
+}
+
+// Outputs of one query from its selection; false when a selected payload row is not finite.
+inline bool writeQuery(const Recall& r, const double* logS, double shift, size_t b, const std::vector<Rank>& best) {
+  const size_t take = best.size();
+  double top = -INFINITY, total = 0.0;
+  for (const Rank& x : best) top = std::max(top, logS[x.index]);
+  std::vector<double> w(take);
+  for (size_t i = 0; i < take; ++i) total += (w[i] = std::exp(logS[best[i].index] - top));
+  for (size_t i = 0; i < r.k; ++i) {
+    const bool used = i < take;
+    r.indices[b * r.k + i] = used ? best[i].index : -1;
+    r.weights[b * r.k + i] = used ? static_cast<float>(w[i] / total) : 0.0f;
+    r.scores[b * r.k + i] =
+        used ? static_cast<float>(best[i].cos * std::exp(logS[best[i].index] - shift)) : -INFINITY;
+  }
+  if (r.recall == nullptr) return true;
+  bool finite = true;
+  for (size_t j = 0; j < r.dz; ++j) {
+    double acc = 0.0;
+    for (size_t i = 0; i < take; ++i) {
+      const float z = r.payloads[static_cast<size_t>(best[i].index) * r.dz + j];
+      finite &= std::isfinite(z);
+      acc += (w[i] / total) * static_cast<double>(z);
+    }
+    r.recall[b * r.dz + j] = static_cast<float>(acc);
+  }
+  return finite || !r.check;
+}
+
+// One thread's share: queries [b0, b1) over keys [m0, m1), in cache-sized key blocks; each
+// query's running list lands in states[b]. False when a checked key fails (kKeys).
+inline bool scanShare(const Recall& r, const double* logS, double shift, size_t b0, size_t b1, size_t m0, size_t m1,
+                      std::vector<QueryState>& states) {
+  const double bound = screenBound(r.d);
+  const size_t block = std::max<size_t>(16, (64u << 10) / (4 * r.d + 1));  // ~64 kB of keys
+  for (size_t b = b0; b < b1; ++b) {
+    states[b].best.reserve(r.k + 1);
+    startQuery(r, b, states[b]);
+  }
+  BlockScreen bs;
+  for (size_t k0 = m0; k0 < m1; k0 += block) {
+    const size_t k1 = std::min(m1, k0 + block);
+    if (!screenBlock(r, k0, k1, bs)) return false;
+    for (size_t b = b0; b < b1; ++b) scanKeys(r, logS, shift, bs, bound, b, k0, k1, states[b]);
+  }
+  return true;
+}
+
+// The whole recall; kNone, or the first failed check (outputs then unspecified: the caller
+// discards them). Large calls run on OpenMP threads: each takes a range of the queries, or, with
+// fewer queries than threads, a range of the keys (the threads' exact lists are merged after).
+inline Fault recall(const Recall& r, const double* logS) {
+  if (r.check) {
+    const Fault f = checkInputs(r, logS);
+    if (f != kNone) return f;
+  }
+  double shift = -INFINITY;
+  for (size_t m = 0; m < r.n; ++m)
+    if (isValid(r, m)) shift = std::max(shift, logS[m]);
+  const bool parallel = static_cast<double>(r.batch) * static_cast<double>(r.n) * static_cast<double>(r.d) > 4e6;
+  size_t most = 1;
+#ifdef _OPENMP
+  if (parallel) most = static_cast<size_t>(std::max(1, omp_get_max_threads()));
+#endif
+  std::vector<std::vector<QueryState>> states(most, std::vector<QueryState>(r.batch));
+  std::vector<uint8_t> keysOk(most, 1);
+#pragma omp parallel num_threads(static_cast<int>(most)) if (parallel)
+  {
+    size_t t = 0, threads = 1;
+#ifdef _OPENMP
+    t = static_cast<size_t>(omp_get_thread_num());
+    threads = static_cast<size_t>(omp_get_num_threads());
+#endif
+    const bool byKeys = r.batch < threads;
+    const size_t b0 = byKeys ? 0 : r.batch * t / threads, b1 = byKeys ? r.batch : r.batch * (t + 1) / threads;
+    const size_t m0 = byKeys ? r.n * t / threads : 0, m1 = byKeys ? r.n * (t + 1) / threads : r.n;
+    keysOk[t] = scanShare(r, logS, shift, b0, b1, m0, m1, states[t]);
+  }
+  for (uint8_t ok : keysOk)
+    if (!ok) return kKeys;
+  bool payloadsFinite = true;
+  std::vector<Rank> merged;
+  for (size_t b = 0; b < r.batch; ++b) {
+    merged.clear();
+    for (auto& share : states) merged.insert(merged.end(), share[b].best.begin(), share[b].best.end());
+    std::sort(merged.begin(), merged.end(), better);  // exact lists of disjoint keys: the exact top k
+    if (merged.size() > r.k) merged.resize(r.k);
+    payloadsFinite = writeQuery(r, logS, shift, b, merged) && payloadsFinite;
+  }
+  return payloadsFinite ? kNone : kPayloads;
+}
+
+}  // namespace salience
+}  // namespace mnemonix

@@ -1,0 +1,108 @@
+"""The fast path of :func:`mnemonix.ops.salience_topk`: a plain CPU call straight to the C++ recall.
+
+The general path checks every argument with torch ops (each a few microseconds), builds the
+inputs record, dispatches, and either runs the C++ recall or the float32 selection, the exact
+re-rank and the outputs (~0.5 ms of small torch ops at tiny shapes). For the commonest call --
+float32 CPU queries and keys, float32 payloads or None, the saliences as ``log_salience`` or
+``(r0, tau, alpha, now)`` -- when the speed policy picks the C++ recall, all of that reduces to
+attribute reads and one kernel call, whose value checks run inside it.
+
+A pure shortcut, never a second semantics: :func:`cpu_fast_recall` returns None for anything it
+does not recognise (another dtype, device, shape or argument kind, a tensor subclass, an input
+that requires grad, a torch function or dispatch mode such as the fake CUDA device, a functorch
+transform, ``torch.compile``) and the caller takes the general path. A failed value check returns
+None as well, so that the general path runs the call again and raises its own error, naming the
+argument. Results are the general path's bit for bit when it picks the C++ recall (the same
+kernel on the same operands; tested).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from mnemonix.backends import salience_cpp as sc
+from mnemonix.backends.hopfield_autograd import plain_eager
+
+_F32, _F64 = torch.float32, torch.float64
+_SALIENCE = frozenset({torch.float64, torch.float32})
+_STRIDED = torch.strided
+
+
+def _plain(t: object, ndim: int, dtypes: frozenset[torch.dtype] | torch.dtype) -> bool:
+    """A CPU tensor of the plain Tensor type, strided, with ``ndim`` dimensions and one of ``dtypes``."""
+    if type(t) is not Tensor or t.dim() != ndim or not t.is_cpu or t.layout is not _STRIDED:  # type: ignore[union-attr]
+        return False
+    return t.dtype is dtypes if isinstance(dtypes, torch.dtype) else t.dtype in dtypes  # type: ignore[union-attr]
+
+
+def _vector(t: object, n: int, dtypes: frozenset[torch.dtype] | torch.dtype) -> bool:
+    return _plain(t, 1, dtypes) and t.shape[0] == n  # type: ignore[union-attr]
+
+
+def _number(x: object, low: float) -> bool:
+    """An int or float (not bool) that is a finite float >= ``low`` (10**400 is not)."""
+    if type(x) is int:
+        return abs(x) < 2**1000 and x >= low
+    return type(x) is float and math.isfinite(x) and x >= low
+
+
+def _salience_fits(n: int, log_salience: object, r0: object, tau: object, alpha: object, now: object) -> bool:
+    """``log_salience`` [N] alone, or ``r0``, ``tau`` [N] with finite ``alpha >= 0`` and ``now``."""
+    if log_salience is not None:
+        return r0 is None and tau is None and alpha is None and now is None and _vector(log_salience, n, _SALIENCE)
+    return (_vector(r0, n, _SALIENCE) and _vector(tau, n, _SALIENCE) and _number(alpha, 0.0)
+            and _number(now, -math.inf))
+
+
+def _operands_fit(queries: object, keys: object, payloads: object, k: object) -> bool:
+    if not (_plain(queries, 2, _F32) and _plain(keys, 2, _F32) and (payloads is None or _plain(payloads, 2, _F32))):
+        return False
+    (b, d), n = queries.shape, keys.shape[0]  # type: ignore[union-attr]
+    if b == 0 or d == 0 or n == 0 or keys.shape[1] != d or type(k) is not int or not 1 <= k <= n:  # type: ignore[union-attr]
+        return False  # empty or mismatched operands: the general path handles or refuses them
+    return payloads is None or (payloads.shape[0] == n and payloads.shape[1] > 0)  # type: ignore[union-attr]
+
+
+def cpu_fast_recall(queries: object, keys: object, payloads: object, k: object, log_salience: object, r0: object,
+                    tau: object, alpha: object, now: object, valid: object, key_norms: object, backend: object,
+                    check_inputs: object, exact: object, batch_invariant: object,
+                    order: Callable[[int, int, int, bool], list[str]]):
+    """``(recall, indices, weights, scores)`` from the C++ recall, or None: take the general path.
+
+    ``order(B, N, d, batch_invariant)`` is the op's CPU speed policy
+    (:func:`mnemonix.ops.salience.cpu_order`); the fast path runs only when it puts ``"cpp"``
+    first, or when ``backend="cpp"`` is forced.
+    """
+    if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
+        return None
+    if backend is not None and backend != "cpp" or type(backend) not in (str, type(None)):
+        return None
+    if type(exact) is not bool or type(batch_invariant) is not bool or check_inputs not in (None, True, False):
+        return None
+    if type(check_inputs) not in (bool, type(None)) or not _operands_fit(queries, keys, payloads, k):
+        return None
+    n = keys.shape[0]  # type: ignore[union-attr]
+    if not _salience_fits(n, log_salience, r0, tau, alpha, now):
+        return None
+    if (valid is not None and not _vector(valid, n, torch.bool)) or (
+            key_norms is not None and not _vector(key_norms, n, _SALIENCE)):
+        return None
+    operands = (queries, keys, payloads, log_salience, r0, tau, valid, key_norms)
+    if not plain_eager(operands):  # type: ignore[arg-type]
+        return None
+    b, d = queries.shape  # type: ignore[union-attr]
+    if backend is None and order(b, n, d, batch_invariant)[0] != "cpp":
+        return None
+    if sc.core_salience() is None:
+        return None
+    log_s = None if log_salience is None or log_salience.dtype is _F64 else log_salience.double()  # type: ignore[union-attr]
+    try:
+        return sc.recall_cpp(queries, keys, payloads, k, log_s=log_s if log_s is not None else log_salience,  # type: ignore[arg-type]
+                             r0=r0, tau=tau, alpha=None if alpha is None else float(alpha),  # type: ignore[arg-type]
+                             valid=valid, key_norms=key_norms, check=check_inputs is not False)  # type: ignore[arg-type]
+    except sc.ValueFault:
+        return None  # the general path runs the call again and raises its error, naming the argument

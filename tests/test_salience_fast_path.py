@@ -1,0 +1,242 @@
+"""The exact C++ recall of ``ops.salience_topk`` and its CPU fast path (``ops._salience_fast``).
+
+The fast path is a shortcut, never a second semantics: where it runs, results are the general
+path's (forced to the same C++ recall) bit for bit; everything it does not recognise, and every
+bad value, goes to the general path (same errors). The C++ recall itself is exact (float64
+scores as the definition sums them), batch-invariant, and picked by the speed policy for small
+and mid-size calls only."""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager, nullcontext
+from unittest import mock
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_salience_topk import assert_matches_reference
+
+from mnemonix import calibration, ops, reference
+from mnemonix.backends import salience_cpp as sc
+from mnemonix.ops import _salience_fast as fast
+from mnemonix.ops import salience as op_module
+
+
+@contextmanager
+def general_path_only():
+    with mock.patch.object(fast, "cpu_fast_recall", lambda *a, **k: None):
+        yield
+
+
+@contextmanager
+def counting_fast_calls():
+    """Record, per call, whether the fast path answered it (returned something other than None)."""
+    real, answered = fast.cpu_fast_recall, []
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        answered.append(out is not None)
+        return out
+
+    with mock.patch.object(fast, "cpu_fast_recall", spy):
+        yield answered
+
+
+def _problem(seed, b, n, d, dz, time_form, masked):
+    gen = torch.Generator().manual_seed(seed)
+    q, c = torch.randn(b, d, generator=gen), torch.randn(n, d, generator=gen)
+    c[torch.rand(n, generator=gen) < 0.1] = c[0].clone()  # equal keys: exact ties
+    z = None if dz is None else torch.randn(n, dz, generator=gen)
+    valid = (torch.rand(n, generator=gen) > 0.3) if masked else None
+    if valid is not None:
+        valid[-1] = True  # the reference needs one valid memory (none valid: test_fewer_valid_than_k_pads)
+    if time_form:
+        sal = dict(r0=torch.rand(n, generator=gen) + 0.05, tau=torch.rand(n, generator=gen, dtype=torch.float64) * 50,
+                   alpha=0.1, now=60.0)
+    else:
+        sal = dict(log_salience=torch.randn(n, generator=gen, dtype=torch.float64) * 3)
+    return q, c, z, valid, sal
+
+
+@settings(max_examples=60, deadline=None)
+@given(b=st.integers(1, 12), n=st.integers(1, 200), d=st.integers(1, 40), dz=st.none() | st.integers(1, 6),
+       k_frac=st.floats(0.0, 1.0), time_form=st.booleans(), masked=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_fast_path_equals_general_path_bitwise(b, n, d, dz, k_frac, time_form, masked, seed):
+    q, c, z, valid, sal = _problem(seed, b, n, d, dz, time_form, masked)
+    k = max(1, round(k_frac * n))
+    with counting_fast_calls() as answered:
+        got = ops.salience_topk(q, c, z, k=k, valid=valid, **sal)
+    with general_path_only():
+        want = ops.salience_topk(q, c, z, k=k, valid=valid, backend="cpp", **sal)
+    assert answered == [op_module.cpu_order(b, n, d, False)[0] == "cpp"]
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if g is not None:
+            assert g.dtype == w.dtype and g.shape == w.shape and torch.equal(g, w)
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 9), n=st.integers(1, 120), d=st.integers(1, 33), k_frac=st.floats(0.0, 1.0),
+       masked=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_cpp_recall_is_the_definition(b, n, d, k_frac, masked, seed):
+    """Indices exactly the float64 reference's (ties to the lower index); weights, scores, recall close."""
+    q, c, z, valid, sal = _problem(seed, b, n, d, 4, False, masked)
+    k = max(1, round(k_frac * n))
+    out = ops.salience_topk(q, c, z, k=k, valid=valid, backend="cpp", **sal)
+    ref = reference.salience_topk(q, c, z, k=k, valid=valid, **sal)
+    assert torch.equal(out[1], ref[1])
+    assert_matches_reference(out, ref, q, c, z, sal["log_salience"], valid, k, tol=1e-9)
+
+
+def test_cpp_recall_is_batch_invariant_and_thread_independent():
+    q, c, z, valid, sal = _problem(11, 37, 500, 24, 5, False, True)
+    whole = ops.salience_topk(q, c, z, k=7, valid=valid, backend="cpp", batch_invariant=True, **sal)
+    for i in (0, 17, 36):
+        alone = ops.salience_topk(q[i:i + 1], c, z, k=7, valid=valid, backend="cpp", **sal)
+        for w, a in zip(whole, alone):
+            assert torch.equal(w[i:i + 1], a)
+    # past the kernel's threading threshold (B x N x d > 4e6): OpenMP over queries, same bits
+    big_q = q.repeat(12, 1)[:400]
+    threaded = ops.salience_topk(big_q, c, z, k=7, valid=valid, backend="cpp", **sal)
+    for w, t in zip(whole, threaded):
+        assert torch.equal(w, t[:37])
+
+
+def test_policy_picks_cpp_for_small_calls_and_decides_batch_invariant_calls_on_n_d_alone():
+    limit = calibration.thresholds("salience_topk", torch.device("cpu"))["cpp_max_work"]
+    assert op_module.cpu_order(1, 64, 16, False)[0] == "cpp"
+    assert op_module.cpu_order(1, limit, 1, False)[0] == "cpp"
+    assert op_module.cpu_order(2, limit, 1, False)[0] == "torch"
+    assert op_module.cpu_order(10_000, limit, 1, True)[0] == "cpp"  # batch-invariant: N x d only
+    assert op_module.cpu_order(1, limit + 1, 1, True)[0] == "torch"
+
+
+def _declined_cases():
+    q, c = torch.randn(2, 8), torch.randn(20, 8)
+    log_s = torch.randn(20, dtype=torch.float64)
+    big = torch.randn(100_000, 8)  # past cpp_max_work: the torch path's
+
+    class Sub(torch.Tensor):
+        pass
+
+    return {
+        "float64 queries": dict(queries=q.double()),
+        "bf16 keys": dict(keys=c.bfloat16()),
+        "float64 payloads": dict(payloads=torch.randn(20, 3, dtype=torch.float64)),
+        "3-D queries": dict(queries=q[None]),
+        "grad": dict(keys=c.clone().requires_grad_()),
+        "forced torch": dict(backend="torch"),
+        "not a backend name": dict(backend=["cpp"]),
+        "past the policy's work": dict(keys=big, log_salience=torch.zeros(100_000, dtype=torch.float64)),
+        "k = 0": dict(k=0),
+        "k > N": dict(k=21),
+        "float k": dict(k=2.0),
+        "both salience forms": dict(r0=torch.ones(20)),
+        "time form without now": dict(log_salience=None, r0=torch.ones(20), tau=torch.zeros(20), alpha=1.0),
+        "bool alpha": dict(log_salience=None, r0=torch.ones(20), tau=torch.zeros(20), alpha=True, now=0.0),
+        "NaN alpha": dict(log_salience=None, r0=torch.ones(20), tau=torch.zeros(20), alpha=math.nan, now=0.0),
+        "-inf now": dict(log_salience=None, r0=torch.ones(20), tau=torch.zeros(20), alpha=1.0, now=-math.inf),
+        "huge int now": dict(log_salience=None, r0=torch.ones(20), tau=torch.zeros(20), alpha=1.0, now=10**400),
+        "negative alpha": dict(log_salience=None, r0=torch.ones(20), tau=torch.zeros(20), alpha=-1.0, now=0.0),
+        "int valid": dict(valid=torch.ones(20, dtype=torch.int64)),
+        "short valid": dict(valid=torch.ones(19, dtype=torch.bool)),
+        "subclass": dict(queries=q.as_subclass(Sub)),
+        "empty batch": dict(queries=q[:0]),
+        "d mismatch": dict(queries=torch.randn(2, 7)),
+        "int check_inputs": dict(check_inputs=1),
+        "NaN query": dict(queries=torch.tensor([[math.nan] + [0.0] * 7])),
+        "Inf key": dict(keys=torch.cat([c[:-1], torch.full((1, 8), math.inf)])),
+        "key norm beyond float32": dict(keys=torch.cat([c[:-1], torch.full((1, 8), 1e20)])),
+        "NaN log-salience": dict(log_salience=torch.cat([log_s[:-1], torch.tensor([math.nan], dtype=torch.float64)])),
+        "r0 = 0": dict(log_salience=None, r0=torch.zeros(20), tau=torch.zeros(20), alpha=1.0, now=0.0),
+        "Inf tau": dict(log_salience=None, r0=torch.ones(20), tau=torch.full((20,), math.inf), alpha=1.0, now=0.0),
+        "negative key norm": dict(key_norms=-torch.ones(20)),
+        "NaN payload": dict(payloads=torch.full((20, 3), math.nan)),
+    }
+
+
+def _args(case):
+    q, c = torch.randn(2, 8), torch.randn(20, 8)
+    args = dict(queries=q, keys=c, payloads=None, k=3, log_salience=torch.randn(20, dtype=torch.float64), r0=None,
+                tau=None, alpha=None, now=None, valid=None, key_norms=None, backend=None, check_inputs=None,
+                exact=True, batch_invariant=False)
+    return args | _declined_cases()[case]
+
+
+@pytest.mark.parametrize("case", sorted(_declined_cases()))
+def test_fast_path_declines_what_it_does_not_recognise(case):
+    assert fast.cpu_fast_recall(*_args(case).values(), op_module.cpu_order) is None
+
+
+def test_fast_path_is_off_under_the_fake_cuda_device():
+    from mnemonix.testing import fake_cuda
+
+    args = _args("forced torch") | dict(backend=None)
+    assert fast.cpu_fast_recall(*args.values(), op_module.cpu_order) is not None
+    with fake_cuda():
+        assert fast.cpu_fast_recall(*args.values(), op_module.cpu_order) is None
+
+
+BAD_VALUES = ["NaN query", "Inf key", "key norm beyond float32", "NaN log-salience", "r0 = 0", "Inf tau",
+              "negative key norm", "NaN payload"]
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_bad_values_raise_the_general_paths_error(case):
+    args = _args(case)
+    call = dict(args)
+    q, c, z = call.pop("queries"), call.pop("keys"), call.pop("payloads")
+    call = {k: v for k, v in call.items() if v is not None}
+    errors = []
+    for backend in (None, "cpp", "torch"):
+        with general_path_only() if backend else nullcontext(), pytest.raises(ValueError) as err:
+            ops.salience_topk(q, c, z, **(call | {"backend": backend}))
+        errors.append(str(err.value))
+    assert errors[0] == errors[1] == errors[2]
+
+
+def test_unchecked_bad_values_do_not_crash():
+    args = _args("Inf key")
+    q, c = args["queries"], args["keys"]
+    c[3] = math.nan
+    out = ops.salience_topk(q, c, None, k=20, log_salience=args["log_salience"], check_inputs=False)
+    assert out[1].shape == (2, 20) and set(out[1].flatten().tolist()) <= set(range(20))
+
+
+def test_core_recall_refuses_bad_buffers_with_named_errors():
+    core = sc.core_salience()
+    q, c = torch.randn(2, 8).numpy(), torch.randn(20, 8).numpy()
+    log_s = torch.zeros(20, dtype=torch.float64).numpy()
+    with pytest.raises(ValueError, match="k must be in 1..N"):
+        core.recall(q, c, None, log_s, None, None, None, None, None, 21, True)
+    with pytest.raises(ValueError, match="log_salience must have 20 rows"):
+        core.recall(q, c, None, log_s[:5], None, None, None, None, None, 2, True)
+    with pytest.raises(ValueError, match="keys must have d = 8 columns"):
+        core.recall(q, c[:, :4], None, log_s, None, None, None, None, None, 2, True)
+    with pytest.raises(TypeError, match="r0 must be an array"):
+        core.recall(q, c, None, None, None, log_s, 1.0, None, None, 2, True)
+
+
+@pytest.mark.parametrize("b", [1, 3])
+def test_cpp_screen_is_exact_on_adversarial_keys(b):
+    """Near-duplicate keys whose scores differ by less than the float32 screen's error, tiny and
+    huge norms (scored exactly, never screened), saliences spread over 1e3 in log: the C++ recall's
+    indices are still the float64 definition's. N x d past the threading threshold: with B = 1 the
+    keys are split over threads and the lists merged."""
+    gen = torch.Generator().manual_seed(7 + b)
+    n, d = 70_000, 64
+    base = torch.randn(d, generator=gen)
+    keys = base + 1e-6 * torch.randn(n, d, generator=gen)  # every cosine within ~1e-6 of the others
+    keys[::7] = torch.randn(n // 7 + 1, d, generator=gen)[: len(range(0, n, 7))]
+    keys[5::97] *= 1e-20  # squared norms far below float32's normal range: exact only
+    keys[11::89] *= 1e18
+    log_s = torch.randn(n, generator=gen, dtype=torch.float64) * 1e-7  # near-equal saliences
+    log_s[::13] -= torch.rand(len(range(0, n, 13)), generator=gen, dtype=torch.float64) * 1e3
+    q = torch.cat([base[None], torch.randn(b - 1, d, generator=gen)])
+    for k in (1, 10, 50):
+        out = ops.salience_topk(q, keys, None, k=k, log_salience=log_s, backend="cpp")
+        ref = reference.salience_topk(q, keys, None, k=k, log_salience=log_s)
+        assert torch.equal(out[1], ref[1]), k
+        torch.testing.assert_close(out[3], ref[3], rtol=1e-6, atol=1e-12)
