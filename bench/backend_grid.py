@@ -51,13 +51,13 @@ def measure_shape(n: int, d: int, b: int) -> dict:
             **{name: t.p20 for name, t in timings.items()}}
 
 
-def summary(rows: list[dict]) -> list[str]:
+def summary(rows: list[dict], backends: tuple[str, ...] = BACKENDS) -> list[str]:
     """The share of shapes where ``auto`` is within 5% of the best peer, the geometric mean of
-    auto / best peer, and the worst shapes (with auto / the best of our forced backends)."""
+    auto / best peer, and the worst shapes (with auto / the best of our forced ``backends``)."""
     ratios = []
     for r in rows:
         best_peer = min(v for k, v in r.items() if k.startswith("peer:"))
-        ratios.append((r["auto"] / best_peer, r, r["auto"] / min(r[k] for k in BACKENDS)))
+        ratios.append((r["auto"] / best_peer, r, r["auto"] / min(r[k] for k in backends)))
     within = sum(x <= 1.05 for x, _, _ in ratios)
     faster = sum(x < 1.0 for x, _, _ in ratios)
     geo = math.exp(sum(math.log(x) for x, _, _ in ratios) / len(ratios))

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [int(float(s)) for s in args.sizes.split(",")]
         cases = [c for c in cases if c.op != "salience_topk"] + [
             suites.Case("salience_topk", {"N": n, "d": 128, "B": 64, "k": 5}, torch.float32,
-                        suite._builder(n, 128, 64, 5, torch.float32, area=True)) for n in wanted]
+                        suite.builder(n, 128, 64, 5, torch.float32, area=True)) for n in wanted]
     rows = run_cases("salience", cases, device, args, size=size)
     recall = pivot([r for r in rows if r["op"] == "salience_topk"], NAMES)
     print_table(recall, ["N", "B", "k", "dtype", "mnemonix_ms", "mnemonix_cached_ms", "notebook_ms", "torch_ms",

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from mnemonix import ops
 from mnemonix.benchmark.suites import Built, Case
+from mnemonix.ops import salience as salience_op
 
 SHAPES = {  # (N, d, B, k)
     "smoke": [(100_000, 128, 64, 5)],
@@ -53,7 +54,7 @@ def area_cases(size: str, device: torch.device) -> list[Case]:
         shapes, dtype = (SHAPES["gpu"][:2] if size == "quick" else SHAPES["gpu"]), torch.bfloat16
     else:
         shapes, dtype = SIZES[size], torch.float32
-    out = [Case("salience_topk", {"N": n, "d": d, "B": b, "k": k}, dtype, _builder(n, d, b, k, dtype, area=True))
+    out = [Case("salience_topk", {"N": n, "d": d, "B": b, "k": k}, dtype, builder(n, d, b, k, dtype, area=True))
            for (n, d, b, k) in shapes]
     if device.type == "cpu":
         out += [Case("episodic.add", {"stored": n, "batch": b, "d": 128 if size != "tiny" else 16}, torch.float32,
@@ -148,7 +149,7 @@ def _area_candidates(candidates: dict, notes: dict, queries, keys, payloads, r0,
 
 def cases(suite: str, device: torch.device) -> list[Case]:
     dtypes = [torch.bfloat16, torch.float32] if suite == "gpu" else [torch.float32]
-    return [Case("salience_topk", {"N": n, "d": d, "B": b, "k": k}, dt, _builder(n, d, b, k, dt))
+    return [Case("salience_topk", {"N": n, "d": d, "B": b, "k": k}, dt, builder(n, d, b, k, dt))
             for (n, d, b, k) in SHAPES[suite] for dt in dtypes]
 
 
@@ -179,29 +180,44 @@ def _faiss_peer(queries, keys, payloads, log_s, k):
     return run
 
 
-def _builder(n: int, d: int, b: int, k: int, dtype: torch.dtype, *, area: bool = False):
+def problem(n: int, d: int, b: int, k: int, dtype: torch.dtype, device: torch.device):
+    """The seeded inputs of the case at (N, d, B, k): ``(queries, keys, payloads, r0, tau, log_s)``
+    (payloads = keys)."""
+    gen = torch.Generator(device=device).manual_seed(n + d + b + k)
+    keys = torch.randn(n, d, generator=gen, device=device).to(dtype)
+    queries = torch.randn(b, d, generator=gen, device=device).to(dtype)
+    r0 = torch.rand(n, generator=gen, dtype=torch.float64, device=device) + 0.5
+    tau = torch.rand(n, generator=gen, dtype=torch.float64, device=device) * 10.0
+    return queries, keys, keys, r0, tau, ops.log_salience(r0, tau, ALPHA, NOW)
+
+
+def peers(queries, keys, payloads, log_s, k: int) -> tuple[dict, dict]:
+    """``({"peer:plain": fn, "peer:faiss": fn}, notes)``: the peers that can run here (each returns ids)."""
+    n, b = keys.shape[0], queries.shape[0]
+    candidates, notes = {}, {}
+    if b * n * 4 <= 2 << 30:
+        candidates["peer:plain"] = lambda: _plain(queries, keys, payloads, log_s, k)[1]
+    else:
+        notes["peer:plain"] = "skipped: [B, N] scores over 2 GiB"
+    cpu32 = keys.device.type == "cpu" and keys.dtype == torch.float32
+    peer = _faiss_peer(queries, keys, payloads, log_s, k) if cpu32 else None
+    if peer is not None:
+        candidates["peer:faiss"] = lambda: peer()[1]
+    elif cpu32:
+        notes["peer:faiss"] = "faiss is not installed (pip install faiss-cpu)"
+    return candidates, notes
+
+
+def builder(n: int, d: int, b: int, k: int, dtype: torch.dtype, *, area: bool = False):
+    """The salience_topk case at (N, d, B, k): ``auto`` and the :func:`peers` (and, with ``area``,
+    the notebook and cached-norm candidates); ids checked against the exact torch backend."""
     def build(device: torch.device) -> Built:
-        gen = torch.Generator(device=device).manual_seed(n + d + b + k)
-        keys = torch.randn(n, d, generator=gen, device=device).to(dtype)
-        payloads = keys
-        queries = torch.randn(b, d, generator=gen, device=device).to(dtype)
-        r0 = torch.rand(n, generator=gen, dtype=torch.float64, device=device) + 0.5
-        tau = torch.rand(n, generator=gen, dtype=torch.float64, device=device) * 10.0
-        log_s = ops.log_salience(r0, tau, ALPHA, NOW)
+        queries, keys, payloads, r0, tau, log_s = problem(n, d, b, k, dtype, device)
         candidates = {
             "auto": lambda: ops.salience_topk(queries, keys, payloads, k=k, log_salience=log_s)[1],
         }
-        notes = {}
-        if b * n * 4 <= 2 << 30:
-            candidates["peer:plain"] = lambda: _plain(queries, keys, payloads, log_s, k)[1]
-        else:
-            notes["peer:plain"] = "skipped: [B, N] scores over 2 GiB"
-        peer = _faiss_peer(queries, keys, payloads, log_s, k) if device.type == "cpu" and dtype == torch.float32 \
-            else None
-        if peer is not None:
-            candidates["peer:faiss"] = lambda: peer()[1]
-        elif device.type == "cpu" and dtype == torch.float32:
-            notes["peer:faiss"] = "faiss is not installed (pip install faiss-cpu)"
+        found, notes = peers(queries, keys, payloads, log_s, k)
+        candidates.update(found)
         if area:
             _area_candidates(candidates, notes, queries, keys, payloads, r0, tau, log_s, k)
         exact = ops.salience_topk(queries, keys, payloads, k=k, log_salience=log_s, backend="torch")[1]
@@ -210,6 +226,7 @@ def _builder(n: int, d: int, b: int, k: int, dtype: torch.dtype, *, area: bool =
             return bool((fn()[:, 0].to(exact.device) == exact[:, 0]).float().mean() >= 0.99)
 
         return Built(candidates, check, bytes_read=n * d * keys.element_size(), flops=2.0 * b * n * d,
-                     chosen="triton" if device.type == "cuda" else "torch", notes=notes)
+                     chosen="triton" if device.type == "cuda" else salience_op.cpu_order(b, n, d, False)[0],
+                     notes=notes)
 
     return build

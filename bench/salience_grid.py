@@ -1,0 +1,83 @@
+"""The salience grid: where the exact C++ recall and the torch path of ``salience_topk`` win on the
+CPU, and how far the automatic choice is from the best peer (plain torch top-k; faiss flat on
+salience-scaled keys when faiss is installed) at every shape.
+
+Every shape times, side by side (:func:`mnemonix.benchmark.timing.measure`, interleaved, p20):
+``auto`` (the speed policy's choice, through the op's fast path), the forced ``cpp`` and ``torch``
+backends, and the peers of the ``salience`` suite (float32 rankings: not exact, which ours is).
+k = 10, payloads = keys. The rows go to a JSON-lines file; the summary counts the shapes where
+``auto`` is within 5% of the best peer and lists the worst. ``mnemonix bench calibrate`` fits
+the policy's ``cpp_max_work`` on a ladder of these shapes.
+
+    python bench/salience_grid.py [--out bench/results/salience_grid-cpu.jsonl] [--quick] [--summary FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.backend_grid import summary  # noqa: E402
+from mnemonix import ops  # noqa: E402
+from mnemonix.benchmark import environment  # noqa: E402
+from mnemonix.benchmark.suites import salience as salience_suite  # noqa: E402
+from mnemonix.benchmark.timing import measure  # noqa: E402
+from mnemonix.ops import salience as salience_op  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+CPU = torch.device("cpu")
+BACKENDS = ("cpp", "torch")
+K = 10
+
+
+def grid(quick: bool) -> list[tuple[int, int, int]]:
+    """(N, d, B): N 1e3..1e6, d 32..768, B 1..1024 while a call stays under ~1e10 multiply-adds."""
+    ns, ds = ((1_000, 100_000), (32, 128)) if quick else ((1_000, 10_000, 100_000, 1_000_000), (32, 128, 768))
+    bs = (1, 16, 256) if quick else (1, 4, 16, 64, 256, 1024)
+    return [(n, d, b) for n in ns for d in ds for b in bs if n * d * b <= 1e10 and n * d * 4 <= 600e6]
+
+
+def measure_shape(n: int, d: int, b: int) -> dict:
+    queries, keys, payloads, _, _, log_s = salience_suite.problem(n, d, b, K, torch.float32, CPU)
+    cands = {"auto": lambda: ops.salience_topk(queries, keys, payloads, k=K, log_salience=log_s)[1]}
+    for name in BACKENDS:
+        cands[name] = lambda name=name: ops.salience_topk(queries, keys, payloads, k=K, log_salience=log_s,
+                                                          backend=name)[1]
+    cands.update(salience_suite.peers(queries, keys, payloads, log_s, K)[0])
+    timings = measure(cands, CPU, repeat=7, budget_s=4.0, warmup_s=0.1)
+    return {"N": n, "d": d, "B": b, "chosen": salience_op.cpu_order(b, n, d, False)[0],
+            **{name: t.p20 for name, t in timings.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="salience_topk: every CPU backend and peer over a grid of shapes")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "salience_grid-cpu.jsonl")
+    p.add_argument("--quick", action="store_true", help="12 shapes instead of the full grid")
+    p.add_argument("--summary", type=Path, default=None, help="summarise an existing JSON-lines file and exit")
+    args = p.parse_args(argv)
+    if args.summary is not None:
+        print("\n".join(summary([json.loads(line) for line in args.summary.read_text().splitlines() if line],
+                                BACKENDS)))
+        return 0
+    env = environment.record(CPU)
+    rows = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w") as fh:
+        for n, d, b in grid(args.quick):
+            row = measure_shape(n, d, b)
+            fh.write(json.dumps({**row, "environment": env}) + "\n")
+            fh.flush()
+            rows.append(row)
+            times = "  ".join(f"{k} {v * 1e3:.3g}" for k, v in row.items() if isinstance(v, float))
+            print(f"N={n} d={d} B={b} auto={row['chosen']}: {times} ms", flush=True)
+    print("\n".join(summary(rows, BACKENDS)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
