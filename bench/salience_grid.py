@@ -1,10 +1,11 @@
-"""The salience grid: where the exact C++ recall and the torch path of ``salience_topk`` win on the
-CPU, and how far the automatic choice is from the best peer (plain torch top-k; faiss flat on
-salience-scaled keys when faiss is installed) at every shape.
+"""The salience grid: where each CPU backend of ``salience_topk`` wins (the exact C++ recall, the same
+with torch's GEMM for its screen, the torch path), and how far the automatic choice is from the
+best peer (plain torch top-k; faiss flat on salience-scaled keys when faiss is installed) at
+every shape.
 
 Every shape times, side by side (:func:`mnemonix.benchmark.timing.measure`, interleaved, p20):
-``auto`` (the speed policy's choice, through the op's fast path), the forced ``cpp`` and ``torch``
-backends, and the peers of the ``salience`` suite (float32 rankings: not exact, which ours is).
+``auto`` (the speed policy's choice, through the op's fast path), the forced ``cpp``, ``gemm`` and
+``torch`` backends, and the peers of the ``salience`` suite (float32 rankings: not exact, which ours is).
 k = 10, payloads = keys. The rows go to a JSON-lines file; the summary counts the shapes where
 ``auto`` is within 5% of the best peer and lists the worst. ``mnemonix bench calibrate`` fits
 the policy's ``cpp_max_work`` on a ladder of these shapes.
@@ -31,7 +32,7 @@ from mnemonix.ops import salience as salience_op  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CPU = torch.device("cpu")
-BACKENDS = ("cpp", "torch")
+BACKENDS = ("cpp", "gemm", "torch")
 K = 10
 
 
@@ -50,7 +51,7 @@ def measure_shape(n: int, d: int, b: int) -> dict:
                                                           backend=name)[1]
     cands.update(salience_suite.peers(queries, keys, payloads, log_s, K)[0])
     timings = measure(cands, CPU, repeat=7, budget_s=4.0, warmup_s=0.1)
-    return {"N": n, "d": d, "B": b, "chosen": salience_op.cpu_order(b, n, d, False)[0],
+    return {"N": n, "d": d, "B": b, "chosen": salience_op.cpu_order(b, n, d)[0],
             **{name: t.p20 for name, t in timings.items()}}
 
 

@@ -149,7 +149,7 @@ def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
     if HAS_CPP:
         work = data["thresholds"]["salience_topk"]["cpp_max_work"]
         assert work in (0, 64 * 8, 4 * 300 * 8)
-        assert salience_op.cpu_order(1, 64, 8, False)[0] == ("cpp" if work else "torch")
+        assert salience_op.cpu_order(1, 64, 8)[0] == ("cpp" if work else "gemm")
         value = data["thresholds"]["hopfield_retrieve"]["cpp_max_batch"]
         assert value in (0, 1, 2)
         assert hops.cpp_max_batch(torch.empty(256, 8)) == value

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -60,44 +61,126 @@ Fault logSalience(const ArrayArg& logArg, const ArrayArg& r0Arg, const ArrayArg&
 
 py::tuple faultOnly(Fault f) { return py::make_tuple(static_cast<int>(f), py::none(), py::none(), py::none(), py::none()); }
 
+// The converted operands of one recall (log-salience computed, and checked, when given as r0, tau).
+struct Operands {
+  CArray<float> queries, keys;
+  std::optional<CArray<bool>> valid;
+  std::optional<CArray<double>> norms, given;
+  std::vector<double> store;
+  const double* logS = nullptr;
+  size_t batch = 0, d = 0, n = 0, k = 0;
+  bool check = true;
+  Fault logFault = kNone;
+
+  Recall recall(const float* payloads, size_t dz) const {
+    return Recall{queries.data(), keys.data(), payloads, valid ? valid->data() : nullptr,
+                  norms ? norms->data() : nullptr, batch, d, n, dz, k, check,
+                  nullptr, nullptr, nullptr, nullptr};
+  }
+};
+
+std::unique_ptr<Operands> parse(const ArrayArg& queriesArg, const ArrayArg& keysArg, const ArrayArg& logArg,
+                                const ArrayArg& r0Arg, const ArrayArg& tauArg, const FloatArg& alphaArg,
+                                const ArrayArg& validArg, const ArrayArg& normsArg, const IntArg& kArg,
+                                const BoolArg& checkArg) {
+  auto o = std::make_unique<Operands>(Operands{asArray<float>(queriesArg, "queries", 2),
+                                               asArray<float>(keysArg, "keys", 2)});
+  o->batch = o->queries.shape(0);
+  o->d = o->queries.shape(1);
+  o->n = o->keys.shape(0);
+  if (static_cast<size_t>(o->keys.shape(1)) != o->d)
+    throw std::invalid_argument("keys must have d = " + std::to_string(o->d) + " columns like queries");
+  o->valid = optionalArray<bool>(validArg, "valid", 1, o->n);
+  o->norms = optionalArray<double>(normsArg, "key_norms", 1, o->n);
+  o->k = static_cast<size_t>(asInt64(kArg, "k", 1, static_cast<int64_t>(o->n), "in 1..N"));
+  o->check = asBool(checkArg, "check");
+  o->logFault = logSalience(logArg, r0Arg, tauArg, alphaArg, o->valid ? o->valid->data() : nullptr, o->n, o->check,
+                            o->given, o->store, o->logS);
+  return o;
+}
+
+// Output buffers of one recall: recall [B, dz] (when there are payloads), indices, weights, scores [B, k].
+struct Outputs {
+  py::array_t<int64_t> indices;
+  py::array_t<float> weights, scores;
+  std::optional<py::array_t<float>> recall;
+
+  Outputs(size_t batch, size_t k, std::optional<size_t> dz) : indices({batch, k}), weights({batch, k}), scores({batch, k}) {
+    if (dz) recall.emplace(std::vector<py::ssize_t>{static_cast<py::ssize_t>(batch), static_cast<py::ssize_t>(*dz)});
+  }
+  Recall into(Recall r) {
+    r.indices = indices.mutable_data();
+    r.weights = weights.mutable_data();
+    r.scores = scores.mutable_data();
+    r.recall = recall ? recall->mutable_data() : nullptr;
+    return r;
+  }
+  py::tuple result() const {
+    return py::make_tuple(0, recall ? py::object(*recall) : py::object(py::none()), indices, weights, scores);
+  }
+};
+
 // (fault, recall or None, indices, weights, scores); fault != 0: the first failed check's code
 // (salience.hpp's Fault) and Nones.
 py::tuple recallChecked(const ArrayArg& queriesArg, const ArrayArg& keysArg, const ArrayArg& payloadsArg,
                         const ArrayArg& logArg, const ArrayArg& r0Arg, const ArrayArg& tauArg,
                         const FloatArg& alphaArg, const ArrayArg& validArg, const ArrayArg& normsArg,
                         const IntArg& kArg, const BoolArg& checkArg) {
-  const CArray<float> queries = asArray<float>(queriesArg, "queries", 2), keys = asArray<float>(keysArg, "keys", 2);
-  const size_t batch = queries.shape(0), d = queries.shape(1), n = keys.shape(0);
-  if (static_cast<size_t>(keys.shape(1)) != d)
-    throw std::invalid_argument("keys must have d = " + std::to_string(d) + " columns like queries");
-  const auto payloads = optionalArray<float>(payloadsArg, "payloads", 2, n);
-  const auto valid = optionalArray<bool>(validArg, "valid", 1, n);
-  const auto norms = optionalArray<double>(normsArg, "key_norms", 1, n);
-  const size_t k = static_cast<size_t>(asInt64(kArg, "k", 1, static_cast<int64_t>(n), "in 1..N"));
-  const bool check = asBool(checkArg, "check");
-  std::optional<CArray<double>> given;
-  std::vector<double> store;
-  const double* logS = nullptr;
-  const Fault logFault = logSalience(logArg, r0Arg, tauArg, alphaArg, valid ? valid->data() : nullptr, n, check,
-                                     given, store, logS);
-  if (logFault != kNone) return faultOnly(logFault);
-  const size_t dz = payloads ? payloads->shape(1) : 0;
-  py::array_t<int64_t> indices({batch, k});
-  py::array_t<float> weights({batch, k}), scores({batch, k});
-  std::optional<py::array_t<float>> out;
-  if (payloads) out.emplace(std::vector<py::ssize_t>{static_cast<py::ssize_t>(batch), static_cast<py::ssize_t>(dz)});
-  const Recall r{queries.data(), keys.data(), payloads ? payloads->data() : nullptr,
-                 valid ? valid->data() : nullptr, norms ? norms->data() : nullptr, batch, d, n, dz, k, check,
-                 indices.mutable_data(), weights.mutable_data(), scores.mutable_data(),
-                 out ? out->mutable_data() : nullptr};
+  const auto o = parse(queriesArg, keysArg, logArg, r0Arg, tauArg, alphaArg, validArg, normsArg, kArg, checkArg);
+  const auto payloads = optionalArray<float>(payloadsArg, "payloads", 2, o->n);
+  if (o->logFault != kNone) return faultOnly(o->logFault);
+  Outputs out(o->batch, o->k, payloads ? std::optional<size_t>(payloads->shape(1)) : std::nullopt);
+  const Recall r = out.into(o->recall(payloads ? payloads->data() : nullptr, payloads ? payloads->shape(1) : 0));
   Fault fault;
   {
     py::gil_scoped_release release;
-    fault = recall(r, logS);
+    fault = recall(r, o->logS);
   }
-  if (fault != kNone) return faultOnly(fault);
-  return py::make_tuple(0, out ? py::object(*out) : py::object(py::none()), indices, weights, scores);
+  return fault != kNone ? faultOnly(fault) : out.result();
 }
+
+// The chunked form (salience.hpp's ChunkedRecall) for Python: scan(dots, start) per chunk of keys
+// with their dot products, then finish(payloads).
+class Selection {
+ public:
+  Selection(const ArrayArg& queries, const ArrayArg& keys, const ArrayArg& logS, const ArrayArg& r0,
+            const ArrayArg& tau, const FloatArg& alpha, const ArrayArg& valid, const ArrayArg& norms,
+            const IntArg& k, const BoolArg& check)
+      : o_(parse(queries, keys, logS, r0, tau, alpha, valid, norms, k, check)) {
+    if (o_->logFault == kNone) impl_ = std::make_unique<ChunkedRecall>(o_->recall(nullptr, 0), o_->logS);
+  }
+
+  int fault() const { return o_->logFault != kNone ? o_->logFault : impl_->fault(); }
+
+  bool scan(const ArrayArg& dotsArg, const IntArg& startArg) {
+    if (fault()) return false;
+    const CArray<float> dots = asArray<float>(dotsArg, "dots", 2);
+    const int64_t start = asInt64(startArg, "start", 0, static_cast<int64_t>(o_->n), "in 0..N");
+    const size_t width = dots.shape(1);
+    if (static_cast<size_t>(dots.shape(0)) != o_->batch || start + width > o_->n)
+      throw std::invalid_argument("dots must have shape [B, w] with start + w <= N, got [" +
+                                  std::to_string(dots.shape(0)) + ", " + std::to_string(width) + "]");
+    py::gil_scoped_release release;
+    return impl_->scan(dots.data(), static_cast<size_t>(start), static_cast<size_t>(start) + width);
+  }
+
+  py::tuple finish(const ArrayArg& payloadsArg) {
+    if (fault()) return faultOnly(static_cast<Fault>(fault()));
+    const auto payloads = optionalArray<float>(payloadsArg, "payloads", 2, o_->n);
+    Outputs out(o_->batch, o_->k, payloads ? std::optional<size_t>(payloads->shape(1)) : std::nullopt);
+    const Recall r = out.into(o_->recall(payloads ? payloads->data() : nullptr, payloads ? payloads->shape(1) : 0));
+    Fault fault;
+    {
+      py::gil_scoped_release release;
+      fault = impl_->finish(r);
+    }
+    return fault != kNone ? faultOnly(fault) : out.result();
+  }
+
+ private:
+  std::unique_ptr<Operands> o_;
+  std::unique_ptr<ChunkedRecall> impl_;
+};
 
 void bind(py::module_& m) {
   m.doc() = "Exact top-k salience recall on the CPU (float64 scores, value checks in the same call)";
@@ -110,6 +193,19 @@ void bind(py::module_& m) {
         "bool or None; key_norms [N] or None (checked only); 1 <= k <= N. fault 0: recall [B, dz] or None,\n"
         "indices [B, k] int64 (-1 past the valid count), weights and scores [B, k] float32; else the\n"
         "first failed value check (salience.hpp's Fault) and Nones.");
+  py::class_<Selection>(m, "Selection",
+                        "recall() with the float32 dot products given chunk by chunk (from a GEMM): "
+                        "Selection(queries, keys, log_salience, r0, tau, alpha, valid, key_norms, k, check), "
+                        "then scan(dots [B, w] float32, start) for each chunk of keys, then finish(payloads).")
+      .def(py::init<const ArrayArg&, const ArrayArg&, const ArrayArg&, const ArrayArg&, const ArrayArg&,
+                    const FloatArg&, const ArrayArg&, const ArrayArg&, const IntArg&, const BoolArg&>(),
+           py::arg("queries"), py::arg("keys"), py::arg("log_salience"), py::arg("r0"), py::arg("tau"),
+           py::arg("alpha"), py::arg("valid"), py::arg("key_norms"), py::arg("k"), py::arg("check"))
+      .def_property_readonly("fault", &Selection::fault, "the first failed check's code so far (0: none)")
+      .def("scan", &Selection::scan, py::arg("dots"), py::arg("start"),
+           "Screen keys [start, start + w) with their dot products; False once a check failed.")
+      .def("finish", &Selection::finish, py::arg("payloads"),
+           "(fault, recall or None, indices, weights, scores), as recall().");
 }
 
 }  // namespace

@@ -213,14 +213,17 @@ inline void startQuery(const Recall& r, size_t b, QueryState& st) {
 // Keys [m0, m1) (screened in `bs`) for one query, once its list is full: a key is skipped when
 // its float32 score plus the bound is below the k-th exact score -- first on the cosine alone
 // (the salience factor is <= 1: no exp for most keys), then with the factor. Survivors, and keys
-// the screen cannot bound, are scored exactly and offered.
+// the screen cannot bound, are scored exactly and offered. `dots` [m1 - m0]: the query's float32
+// dot products with these keys computed elsewhere (a GEMM: any summation order keeps the bound),
+// or null to compute them here.
 inline void scanKeys(const Recall& r, const double* logS, double shift, const BlockScreen& bs, double bound,
-                     size_t b, size_t m0, size_t m1, QueryState& st) {
+                     size_t b, size_t m0, size_t m1, QueryState& st, const float* dots = nullptr) {
   const float* q = r.queries + b * r.d;
   for (size_t m = m0; m < m1; ++m) {
     if (!isValid(r, m)) continue;
     if (st.best.size() == r.k && st.screen && !bs.exactOnly[m - m0]) {
-      const float cos32 = dot32(q, r.keys + m * r.d, r.d) * st.qInv * bs.invNorm[m - m0];
+      const float dot = dots != nullptr ? dots[m - m0] : dot32(q, r.keys + m * r.d, r.d);
+      const float cos32 = dot * st.qInv * bs.invNorm[m - m0];
       if (static_cast<double>(std::max(cos32, 0.0f)) + bound < st.kth) continue;
       const double rel = logS[m] - shift;
       const float scale = rel >= kNegligibleLog ? static_cast<float>(std::exp(rel)) : 0.0f;
@@ -326,6 +329,56 @@ inline Fault recall(const Recall& r, const double* logS) {
   }
   return payloadsFinite ? kNone : kPayloads;
 }
+
+// A recall whose float32 dot products come from outside, one chunk of keys at a time (the
+// Python backend computes them with torch's GEMM, far faster than this portable build's SIMD at
+// large batches): the same screen and exact scoring as recall(), OpenMP over the queries.
+class ChunkedRecall {
+ public:
+  ChunkedRecall(const Recall& r, const double* logS) : r_(r), logS_(logS), states_(r.batch) {
+    if (r.check) fault_ = checkInputs(r, logS);
+    for (size_t m = 0; m < r.n; ++m)
+      if (isValid(r, m)) shift_ = std::max(shift_, logS[m]);
+    for (size_t b = 0; b < r.batch; ++b) {
+      states_[b].best.reserve(r.k + 1);
+      startQuery(r, b, states_[b]);
+    }
+  }
+
+  Fault fault() const { return fault_; }
+
+  // Keys [m0, m1) with their dot products dots [B, m1 - m0] (row-major); false once a check failed.
+  bool scan(const float* dots, size_t m0, size_t m1) {
+    if (fault_ != kNone) return false;
+    if (!screenBlock(r_, m0, m1, screen_)) {
+      fault_ = kKeys;
+      return false;
+    }
+    const double bound = screenBound(r_.d);
+    const bool parallel = static_cast<double>(r_.batch) * static_cast<double>(m1 - m0) > 2e5;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t b = 0; b < static_cast<int64_t>(r_.batch); ++b)
+      scanKeys(r_, logS_, shift_, screen_, bound, static_cast<size_t>(b), m0, m1, states_[static_cast<size_t>(b)],
+               dots + static_cast<size_t>(b) * (m1 - m0));
+    return true;
+  }
+
+  // Outputs into `out` (r_ with its output buffers); kNone or the first failed check.
+  Fault finish(const Recall& out) {
+    if (fault_ != kNone) return fault_;
+    bool payloadsFinite = true;
+    for (size_t b = 0; b < out.batch; ++b) payloadsFinite = writeQuery(out, logS_, shift_, b, states_[b].best) && payloadsFinite;
+    return payloadsFinite ? kNone : kPayloads;
+  }
+
+ private:
+  Recall r_;
+  const double* logS_;
+  std::vector<QueryState> states_;
+  BlockScreen screen_;
+  double shift_ = -INFINITY;
+  Fault fault_ = kNone;
+};
 
 }  // namespace salience
 }  // namespace mnemonix

@@ -20,8 +20,11 @@ Backends:
   chunk on the fly, one matmul, ``topk(k + 1)`` per chunk (the extra entry
   detects a tie at the boundary, resolved with a stable sort of that row), and
   an exact merge of the running list with the chunk's list.
-- ``cpp``: the whole recall, exact in float64, in one C++ call
-  (:mod:`mnemonix.backends.salience_cpp`); CPU, float32 keys.
+- ``cpp``: the whole recall, exact, in one C++ call (:mod:`mnemonix.backends.salience_cpp`): a
+  float32 SIMD screen with a proven error bound, float64 scores for the keys that come close;
+  CPU, float32 keys.
+- ``gemm``: the same with the screen's dot products from torch's GEMM, chunk by chunk (large
+  batches: BLAS outruns the portable build's SIMD).
 - ``triton``: :mod:`mnemonix.kernels.salience` (one pass over the keys per
   query block and N-split, running top-k in registers), then the exact merge
   of the per-split lists here.
@@ -33,7 +36,7 @@ import torch
 
 from mnemonix import _triton
 from mnemonix._dispatch import Backend
-from mnemonix.backends.salience_cpp import cpp_reasons, recall_cpp
+from mnemonix.backends.salience_cpp import cpp_reasons, recall_cpp, recall_gemm
 from mnemonix.backends.salience_exact import (  # noqa: F401 - re-exported
     CANDIDATE_EXTRA,
     EXACT_THRESHOLD,
@@ -214,6 +217,9 @@ TORCH = Backend("torch", torch_topk)
 TRITON = Backend("triton", triton_topk, needs_triton=True, extra_reasons=_triton_reasons)
 CPP = Backend("cpp", recall_cpp, devices=frozenset({"cpu"}), dtypes=frozenset({torch.float32}),
               extra_reasons=cpp_reasons)
-"""The whole recall in one C++ call (:mod:`mnemonix.backends.salience_cpp`), not a selection:
-the op branches on it."""
-BACKENDS: tuple[Backend, ...] = (TRITON, CPP, TORCH)
+GEMM = Backend("gemm", recall_gemm, devices=frozenset({"cpu"}), dtypes=frozenset({torch.float32}),
+               extra_reasons=cpp_reasons)
+"""``cpp`` and ``gemm`` are the whole recall (:mod:`mnemonix.backends.salience_cpp`), not a
+selection: the op branches on them. Both are exact, so they return the same bits."""
+WHOLE_RECALL = frozenset({"cpp", "gemm"})
+BACKENDS: tuple[Backend, ...] = (TRITON, CPP, GEMM, TORCH)

@@ -13,10 +13,11 @@ backend's p20 beats the others (at or below it) from where it does not (a step f
 against the flash kernel past the C++ kernel's threshold on the cache-sized store.
 ``cpp_large_store_bytes``, ``narrow_dim``, ``gemm_max_scores`` and ``gemm_min_dim`` are not
 measured (two store sizes cannot place them) and keep their defaults. ``salience_topk`` on the
-CPU sends calls of at most ``cpp_max_work`` float64 multiply-adds (B x N x d) to the exact C++
-recall and larger ones to the torch path: its sweep times both over a ladder of work sizes at
-B = 1 and B = 16 and fits the step on the work. On CUDA the Hopfield sweep times ``triton``
-against ``torch`` and records them, but no CUDA policy has a threshold to write.
+CPU sends calls of at most ``cpp_max_work`` screened multiply-adds (B x N x d) to the exact C++
+recall and larger ones to the same recall fed by torch's GEMM (``gemm``): its sweep times them
+(and the torch path) over a ladder of work sizes at B = 1 and B = 16 and fits the step on the
+work. On CUDA the Hopfield sweep times ``triton`` against ``torch`` and records them, but no CUDA
+policy has a threshold to write.
 
 The file (:mod:`mnemonix.calibration` reads it) holds the thresholds, every measurement, and
 the environment of the run (device name, versions, commit).
@@ -97,7 +98,7 @@ SALIENCE_SHAPES = tuple((b, n, 64) for b in (1, 16) for n in (500, 2_000, 8_000,
 
 def salience_sweep(device: torch.device, shapes: Sequence[tuple[int, int, int]] = SALIENCE_SHAPES, *,
                    repeat: int = 7, budget_s: float = 3.0) -> dict[str, Any]:
-    """p20 and p50 (seconds) of the forced ``cpp`` and ``torch`` backends of ``salience_topk``
+    """p20 and p50 (seconds) of the forced ``cpp``, ``gemm`` and ``torch`` backends of ``salience_topk``
     (k = 10, float32, payloads of 16) at each (B, N, d)."""
     rows = []
     for b, n, d in shapes:
@@ -108,11 +109,11 @@ def salience_sweep(device: torch.device, shapes: Sequence[tuple[int, int, int]] 
         candidates: dict[str, Callable[[], object]] = {
             name: (lambda name=name, args=args, log_s=log_s: ops.salience_topk(*args, k=10, log_salience=log_s,
                                                                                 backend=name))
-            for name in ("cpp", "torch")}
+            for name in ("cpp", "gemm", "torch")}
         timings = measure(candidates, device, repeat=repeat, budget_s=budget_s)
         rows.append({"B": b, "N": n, "d": d, "work": b * n * d, **{f"{k}_p20": t.p20 for k, t in timings.items()},
                      **{f"{k}_p50": t.p50 for k, t in timings.items()}})
-    return {"backends": ["cpp", "torch"], "rows": rows}
+    return {"backends": ["cpp", "gemm", "torch"], "rows": rows}
 
 
 def calibrate(device: torch.device, *, stores: dict[str, tuple[int, int]] | None = None,
@@ -143,7 +144,7 @@ def calibrate(device: torch.device, *, stores: dict[str, tuple[int, int]] | None
         "format": calibration.FORMAT, "version": calibration.VERSION, "device": device.type,
         "device_name": env["device_name"], "measured": True, "thresholds": thresholds,
         "not_measured": {f"{OP}.{k}": why for k, why in skipped.items()},
-        "notes": {"salience_topk": "CPU: cpp_max_work; CUDA: Triton first (no threshold)",
+        "notes": {"salience_topk": "CPU: cpp_max_work (cpp vs gemm); CUDA: Triton first (no threshold)",
                   "timing": "interleaved rounds, p20 of each backend; shared machines make single runs noisy"},
         "measurements": measurements, "environment": env,
     }
@@ -158,9 +159,9 @@ def _salience_threshold(device: torch.device, shapes: Sequence[tuple[int, int, i
         return {}, {"skipped": "mnemonix._core.salience is not built" if shapes else "no shape swept"}
     swept = salience_sweep(device, shapes, repeat=repeat, budget_s=budget_s)
     for row in swept["rows"]:
-        report(f"    B={row['B']} N={row['N']}: cpp {row['cpp_p20'] * 1e3:.3g} ms  "
-               f"torch {row['torch_p20'] * 1e3:.3g} ms")
-    value = crossover(swept["rows"], "cpp", ("torch",), key="work")
+        report(f"    B={row['B']} N={row['N']}: " + "  ".join(f"{name} {row[name + '_p20'] * 1e3:.3g} ms"
+                                                         for name in swept["backends"]))
+    value = crossover(swept["rows"], "cpp", ("gemm",), key="work")
     return ({"salience_topk": {"cpp_max_work": value}} if value is not None else {}), swept
 
 

@@ -5,15 +5,16 @@ inputs record, dispatches, and either runs the C++ recall or the float32 selecti
 re-rank and the outputs (~0.5 ms of small torch ops at tiny shapes). For the commonest call --
 float32 CPU queries and keys, float32 payloads or None, the saliences as ``log_salience`` or
 ``(r0, tau, alpha, now)`` -- when the speed policy picks the C++ recall, all of that reduces to
-attribute reads and one kernel call, whose value checks run inside it.
+attribute reads and one kernel call (``cpp``, or ``gemm``: torch's GEMM feeding the same C++
+screen), whose value checks run inside it.
 
 A pure shortcut, never a second semantics: :func:`cpu_fast_recall` returns None for anything it
 does not recognise (another dtype, device, shape or argument kind, a tensor subclass, an input
 that requires grad, a torch function or dispatch mode such as the fake CUDA device, a functorch
 transform, ``torch.compile``) and the caller takes the general path. A failed value check returns
 None as well, so that the general path runs the call again and raises its own error, naming the
-argument. Results are the general path's bit for bit when it picks the C++ recall (the same
-kernel on the same operands; tested).
+argument. Results are the general path's bit for bit (the same exact kernels on the same
+operands; tested).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mnemonix.backends.hopfield_autograd import plain_eager
 _F32, _F64 = torch.float32, torch.float64
 _SALIENCE = frozenset({torch.float64, torch.float32})
 _STRIDED = torch.strided
+_WHOLE = frozenset({"cpp", "gemm"})
 
 
 def _plain(t: object, ndim: int, dtypes: frozenset[torch.dtype] | torch.dtype) -> bool:
@@ -70,16 +72,15 @@ def _operands_fit(queries: object, keys: object, payloads: object, k: object) ->
 def cpu_fast_recall(queries: object, keys: object, payloads: object, k: object, log_salience: object, r0: object,
                     tau: object, alpha: object, now: object, valid: object, key_norms: object, backend: object,
                     check_inputs: object, exact: object, batch_invariant: object,
-                    order: Callable[[int, int, int, bool], list[str]]):
+                    order: Callable[[int, int, int], list[str]]):
     """``(recall, indices, weights, scores)`` from the C++ recall, or None: take the general path.
 
-    ``order(B, N, d, batch_invariant)`` is the op's CPU speed policy
-    (:func:`mnemonix.ops.salience.cpu_order`); the fast path runs only when it puts ``"cpp"``
-    first, or when ``backend="cpp"`` is forced.
+    ``order(B, N, d)`` is the op's CPU speed policy (:func:`mnemonix.ops.salience.cpu_order`); its
+    first backend runs (``"cpp"`` or ``"gemm"``: both whole C++ recalls), or a forced one of them.
     """
     if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
         return None
-    if backend is not None and backend != "cpp" or type(backend) not in (str, type(None)):
+    if backend is not None and (type(backend) is not str or backend not in _WHOLE):
         return None
     if type(exact) is not bool or type(batch_invariant) is not bool or check_inputs not in (None, True, False):
         return None
@@ -95,13 +96,13 @@ def cpu_fast_recall(queries: object, keys: object, payloads: object, k: object, 
     if not plain_eager(operands):  # type: ignore[arg-type]
         return None
     b, d = queries.shape  # type: ignore[union-attr]
-    if backend is None and order(b, n, d, batch_invariant)[0] != "cpp":
-        return None
-    if sc.core_salience() is None:
+    name = backend if backend is not None else order(b, n, d)[0]
+    if name not in _WHOLE or sc.core_salience() is None:
         return None
     log_s = None if log_salience is None or log_salience.dtype is _F64 else log_salience.double()  # type: ignore[union-attr]
+    run = sc.recall_cpp if name == "cpp" else sc.recall_gemm
     try:
-        return sc.recall_cpp(queries, keys, payloads, k, log_s=log_s if log_s is not None else log_salience,  # type: ignore[arg-type]
+        return run(queries, keys, payloads, k, log_s=log_s if log_s is not None else log_salience,  # type: ignore[arg-type]
                              r0=r0, tau=tau, alpha=None if alpha is None else float(alpha),  # type: ignore[arg-type]
                              valid=valid, key_norms=key_norms, check=check_inputs is not False)  # type: ignore[arg-type]
     except sc.ValueFault:

@@ -48,14 +48,13 @@ class SalienceInputs(_dispatch.SelectionOverKeys):
 _CPU = torch.device("cpu")
 
 
-def cpu_order(b: int, n: int, d: int, batch_invariant: bool) -> list[str]:
+def cpu_order(b: int, n: int, d: int) -> list[str]:
     """CPU backends fastest first for B queries over N keys of d features: the exact C++ recall
-    while its B x N x d float64 multiply-adds stay under ``cpp_max_work`` (calibration), then the
-    chunked torch path (one float32 GEMM per chunk and an exact re-rank). Batch-invariant calls
-    decide on N x d alone, so that a query takes the same backend alone or in any batch."""
+    while its B x N x d screen stays under ``cpp_max_work`` (calibration), then the same with the
+    screen's dot products from torch's GEMM. Both are exact (the same bits, batch-invariant); the
+    torch path is the fallback."""
     limit = calibration.thresholds("salience_topk", _CPU)["cpp_max_work"]
-    work = n * d if batch_invariant else b * n * d
-    return ["cpp", "torch"] if work <= limit else ["torch", "cpp"]
+    return ["cpp", "gemm", "torch"] if b * n * d <= limit else ["gemm", "cpp", "torch"]
 
 
 def speed_policy(inputs: SalienceInputs, backends) -> list[str]:
@@ -63,7 +62,7 @@ def speed_policy(inputs: SalienceInputs, backends) -> list[str]:
     if inputs.device.type == "cuda":
         return ["triton", "torch"]
     b, (n, d) = inputs.queries.shape[0], inputs.keys.shape
-    return cpu_order(b, n, d, inputs.batch_invariant)
+    return cpu_order(b, n, d)
 
 
 SPEC = _dispatch.OpSpec("salience_topk", sb.BACKENDS, speed_policy)
@@ -116,9 +115,10 @@ def salience_topk(
     key_norms : Tensor [N], optional
         Cached ``||c_m||`` (e.g. kept by :class:`mnemonix.epinet.EpisodicMemory`);
         computed on the fly when None. Must match ``keys``.
-    backend : {"cpp", "torch", "triton"} or None
+    backend : {"cpp", "gemm", "torch", "triton"} or None
         Force an implementation (``"triton"`` on CPU needs ``TRITON_INTERPRET=1``). Default: Triton
-        on CUDA; on the CPU the exact C++ recall for small and mid-size calls, else torch.
+        on CUDA; on the CPU the exact C++ recall (``cpp``) for small and mid-size calls, the same
+        with torch's GEMM for the screen (``gemm``) for large ones.
     check_inputs : bool or None
         Check the values (below). None (default): check, except while a CUDA graph is
         being captured. On CUDA the checks cost no extra host sync beyond the one the
@@ -152,8 +152,8 @@ def salience_topk(
     inputs, checks = _prepare(queries, keys, payloads, k, log_salience, r0, tau, alpha, now, valid, key_norms,
                               check_inputs, exact, batch_invariant)
     chosen = _dispatch.dispatch(SPEC, inputs, backend)
-    if chosen is sb.CPP:
-        return _recall_cpp(inputs, checks)
+    if chosen.name in sb.WHOLE_RECALL:
+        return _recall_whole(chosen, inputs, checks)
     return _recall(inputs, chosen, checks)
 
 
@@ -225,13 +225,13 @@ def _recall(inputs: SalienceInputs, chosen: _dispatch.Backend, checks: _checks.D
     return _outputs(inputs, top_idx, slot_ok, shift)
 
 
-def _recall_cpp(inputs: SalienceInputs, checks: _checks.DataChecks):
-    """The whole recall in one C++ call; the checks above it already ran, the keys' and the
-    selected payloads' run in the call and raise the torch path's errors."""
+def _recall_whole(chosen: _dispatch.Backend, inputs: SalienceInputs, checks: _checks.DataChecks):
+    """The whole recall in C++ (``cpp`` or ``gemm``); the checks above it already ran, the keys'
+    and the selected payloads' run in the call and raise the torch path's errors."""
     checks.flush()
     try:
         r0, tau, alpha = inputs.time_form or (None, None, None)
-        return sc.recall_cpp(inputs.queries, inputs.keys, inputs.payloads, inputs.k,
+        return chosen.run(inputs.queries, inputs.keys, inputs.payloads, inputs.k,
                              log_s=None if inputs.time_form else inputs.log_s, r0=r0, tau=tau, alpha=alpha,
                              valid=inputs.valid, check=checks.enabled)
     except sc.ValueFault as fault:

@@ -226,7 +226,7 @@ def builder(n: int, d: int, b: int, k: int, dtype: torch.dtype, *, area: bool = 
             return bool((fn()[:, 0].to(exact.device) == exact[:, 0]).float().mean() >= 0.99)
 
         return Built(candidates, check, bytes_read=n * d * keys.element_size(), flops=2.0 * b * n * d,
-                     chosen="triton" if device.type == "cuda" else salience_op.cpu_order(b, n, d, False)[0],
+                     chosen="triton" if device.type == "cuda" else salience_op.cpu_order(b, n, d)[0],
                      notes=notes)
 
     return build
