@@ -80,7 +80,7 @@ class ValueFault(Exception):
 
 
 # A capacity beyond any row length means "no conversion"; the kernel takes an int64.
-_CAPACITY_CAP = 2**62
+CAPACITY_CAP = 2**62
 
 
 def lifespan_step_cpp(
@@ -97,7 +97,7 @@ def lifespan_step_cpp(
     failure raises :class:`ValueFault` (nothing is computed)."""
     fault, value, found = core_lifespan().step(
         numpy_view(lifespan), numpy_view(types), None if age is None else numpy_view(age),
-        numpy_view(reminded_indices), numpy_view(delta), stm_capacity=min(int(stm_capacity), _CAPACITY_CAP),
+        numpy_view(reminded_indices), numpy_view(delta), stm_capacity=min(int(stm_capacity), CAPACITY_CAP),
         working=ENGRAM_WORKING, shortterm=ENGRAM_SHORTTERM, longterm=ENGRAM_LONGTERM, check=check)
     if fault:
         raise ValueFault(fault, value)
