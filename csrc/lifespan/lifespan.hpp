@@ -68,37 +68,55 @@ inline Fault checkValues(const Step& s, Codes codes) {
   return {};
 }
 
+// Pointers and sizes are read into locals first: the uint8_t / bool outputs may alias anything
+// reachable through `s` (char aliasing), and loops re-reading `s` after each store do not vectorise.
 inline void stepRow(const Step& s, Codes codes, size_t b) {
-  const size_t m0 = b * s.length, r0 = b * s.reminded;
-  float* life = s.lifespanOut + m0;
-  for (size_t m = 0; m < s.length; ++m) life[m] = 0.0f;  // the deltas' sums first, as torch adds them
-  for (size_t r = 0; r < s.reminded; ++r) {
-    const int64_t m = s.idx[r0 + r];
-    if (m >= 0 && m < static_cast<int64_t>(s.length)) life[m] += s.delta[r0 + r];
+  const size_t length = s.length, reminded = s.reminded;
+  const float* lifeIn = s.lifespan + b * length;
+  const uint8_t* typesIn = s.types + b * length;
+  const int64_t* idx = s.idx + b * reminded;
+  const float* delta = s.delta + b * reminded;
+  float* life = s.lifespanOut + b * length;
+  uint8_t* typesOut = s.typesOut + b * length;
+  bool* keep = s.keep + b * length;
+  int64_t* rank = s.rank + b * length;
+  const uint8_t working = codes.working, shortterm = codes.shortterm, longterm = codes.longterm;
+  for (size_t m = 0; m < length; ++m) life[m] = 0.0f;  // the deltas' sums first, as torch adds them
+  for (size_t r = 0; r < reminded; ++r) {
+    const int64_t m = idx[r];
+    if (m >= 0 && m < static_cast<int64_t>(length)) life[m] += delta[r];
   }
   int64_t stm = 0;
-  for (size_t m = 0; m < s.length; ++m) {
-    life[m] = (s.lifespan[m0 + m] + life[m]) - 1.0f;
-    const uint8_t t = s.types[m0 + m] == codes.working ? codes.shortterm : s.types[m0 + m];
-    s.typesOut[m0 + m] = t;
-    stm += t == codes.shortterm;
+  for (size_t m = 0; m < length; ++m) {
+    life[m] = (lifeIn[m] + life[m]) - 1.0f;
+    const uint8_t t = typesIn[m] == working ? shortterm : typesIn[m];
+    typesOut[m] = t;
+    stm += t == shortterm;
   }
-  int64_t exceeded = stm - s.stmCapacity, seen = 0, kept = 0;
-  for (size_t m = 0; m < s.length; ++m) {
-    uint8_t& t = s.typesOut[m0 + m];
-    if (t == codes.shortterm && seen++ < exceeded) t = codes.longterm;
+  const int64_t exceeded = stm - s.stmCapacity;
+  int64_t seen = 0, kept = 0;
+  for (size_t m = 0; m < length; ++m) {
+    if (typesOut[m] == shortterm && seen++ < exceeded) typesOut[m] = longterm;
     const bool k = life[m] > 0.0f;
-    s.keep[m0 + m] = k;
-    s.rank[m0 + m] = k ? kept++ : -1;
-    if (s.age) s.ageOut[m0 + m] = static_cast<int32_t>(static_cast<uint32_t>(s.age[m0 + m]) + 1u);
+    keep[m] = k;
+    rank[m] = k ? kept++ : -1;
+  }
+  if (s.age) {
+    const int32_t* ageIn = s.age + b * length;
+    int32_t* ageOut = s.ageOut + b * length;
+    for (size_t m = 0; m < length; ++m) ageOut[m] = static_cast<int32_t>(static_cast<uint32_t>(ageIn[m]) + 1u);
   }
   s.numKept[b] = kept;
 }
 
 inline void step(const Step& s, Codes codes) {
-  const long rows = static_cast<long>(s.batch);
   const bool parallel = s.batch > 1 && s.batch * (s.length + s.reminded) >= (size_t{1} << 16);
-#pragma omp parallel for schedule(static) if (parallel)
+  if (!parallel) {  // no OpenMP region at all: entering one (even with if(false)) costs ~0.4 us
+    for (size_t b = 0; b < s.batch; ++b) stepRow(s, codes, b);
+    return;
+  }
+  const long rows = static_cast<long>(s.batch);
+#pragma omp parallel for schedule(static)
   for (long b = 0; b < rows; ++b) stepRow(s, codes, static_cast<size_t>(b));
 }
 
