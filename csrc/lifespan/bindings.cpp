@@ -1,11 +1,12 @@
 // Python bindings of the fused CPU lifespan step: mnemonix._core.lifespan.
 //
 // Inputs converted to C-contiguous arrays of the core's dtypes with the GIL held, outputs
-// allocated before the GIL is released around the step. The value checks run first, in the
-// same call, and a failure returns its code instead of results (nothing is written): the
-// Python op raises the same errors as its torch path. `step_or_none` is the lean entry of the
-// op's fast path: positional arguments, arrays taken only when they are exactly the core's (no
-// conversion), flat results, None for anything else.
+// allocated before the GIL is released around the step. The value checks run in the same call
+// (row by row, just before each row's step), and a failure returns its code instead of results
+// (the new outputs are dropped; the caller's arrays are never written): the Python op raises
+// the same errors as its torch path. `step_or_none` is the lean entry of the op's fast path:
+// positional arguments, arrays taken only when they are exactly the core's (no conversion),
+// flat results, None for anything else.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -101,8 +102,8 @@ std::optional<Call> exactly(const ArrayArg& lifespanArg, const ArrayArg& typesAr
   return Call{std::move(*life), std::move(*types), std::move(age), std::move(*idx), std::move(*delta)};
 }
 
-// Runs the call: the first failed value check (nothing computed), or the results
-// (lifespan, types, age or None, keep, rank, num_kept) in `results`.
+// Runs the call: the first failed value check (the outputs, new arrays, are dropped), or the
+// results (lifespan, types, age or None, keep, rank, num_kept) in `results`.
 Fault run(const Call& c, py::object& results) {
   const size_t batch = c.life.shape(0), length = c.life.shape(1), reminded = c.idx.shape(1);
   py::array_t<float> lifeOut({batch, length});
@@ -120,8 +121,7 @@ Fault run(const Call& c, py::object& results) {
   Fault fault;
   {
     py::gil_scoped_release release;
-    if (c.check) fault = checkValues(s, c.codes);
-    if (!fault.which) step(s, c.codes);
+    fault = step(s, c.codes, c.check);
   }
   if (!fault.which) {
     py::object ageObj = ageOut ? py::object(*ageOut) : py::object(py::none());
@@ -172,7 +172,7 @@ void bind(py::module_& m) {
         py::arg("shortterm"), py::arg("longterm"), py::arg("check"), py::pos_only(),
         "step's results (lifespan, types, age or None, keep, rank, num_kept), or None: when an array is\n"
         "not exactly C-contiguous 2-D numpy of step's dtype (reminded_indices int64 or int32), shapes do\n"
-        "not match, or a value check fails (nothing computed). Positional arguments: the lean entry of\n"
+        "not match, or a value check fails (results dropped). Positional arguments: the lean entry of\n"
         "the op's fast path, whose general path then runs (and raises the error).");
 }
 

@@ -93,8 +93,8 @@ def lifespan_step_cpp(
     *,
     check: bool = False,
 ) -> LifespanResult:
-    """The fused C++ step; with ``check``, the value checks run first in the same call and a
-    failure raises :class:`ValueFault` (nothing is computed)."""
+    """The fused C++ step; with ``check``, the value checks run in the same call (row by row, just
+    before each row's step) and a failure raises :class:`ValueFault` (no results, inputs untouched)."""
     fault, value, found = core_lifespan().step(
         numpy_view(lifespan), numpy_view(types), None if age is None else numpy_view(age),
         numpy_view(reminded_indices), numpy_view(delta), stm_capacity=min(int(stm_capacity), CAPACITY_CAP),
