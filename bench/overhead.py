@@ -12,9 +12,12 @@ medians wander). Target: < 15 us of overhead.
 - ``salience_topk`` (N=64, d=16, B=1, k=5, log_salience given): the op vs the backend's
   selection (``run``) plus the exact re-rank and outputs it needs anyway is hard to separate, so
   the bare call is the selection alone; plain: normalise, matmul, scale, topk, gather, softmax.
-- ``lifespan_step`` (B=1, M=64, R=4): the op (the C++ step, value checks in the same call) vs the
-  bare ``_core.lifespan.step`` on numpy arrays (checks on: the same work); plain: the torch
-  backend (``backends.lifespan.lifespan_step_torch``, what the op ran before the C++ step).
+- ``lifespan_step`` (B=1, M=64, R=4): the op (its fast path: ``Tensor.numpy()`` of the inputs, the
+  C++ step's lean entry with the value checks in the same call, ``torch.from_numpy`` of the
+  results) vs the bare ``_core.lifespan.step_or_none`` on numpy arrays (checks on: the same work);
+  also ``backends.lifespan.lifespan_step_cpp`` (the general path's backend call, through
+  ``_core.lifespan.step``); plain: the torch backend (``backends.lifespan.lifespan_step_torch``,
+  what the op ran before the C++ step).
 
     python bench/overhead.py [--repeat 3000] [--out bench/results/overhead-cpu.json] [--label before]
 """
@@ -98,7 +101,8 @@ def lifespan(repeat: int) -> dict[str, Any]:
     arrays = [t.numpy() for t in (life, types, age, idx, delta)]
     cands = {
         "op": lambda: ops.lifespan_step(life, types, age, idx, delta, 16),
-        "bare": lambda: core.step(*arrays, stm_capacity=16, working=1, shortterm=2, longterm=3, check=True),
+        "general_backend": lambda: lb.lifespan_step_cpp(life, types, age, idx, delta, 16, check=True),
+        "bare": lambda: core.step_or_none(*arrays, 16, 1, 2, 3, True),
         "plain": lambda: lb.lifespan_step_torch(life, types, age, idx, delta, 16),
     }
     return {"shape": {"B": 1, "M": m, "R": r}, "backend": "cpp", **_timed(cands, repeat)}

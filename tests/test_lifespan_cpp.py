@@ -87,3 +87,27 @@ def test_plus_inf_lifespan_is_kept():
     out = ops.lifespan_step(life, torch.ones(1, 2, dtype=torch.uint8), None, torch.zeros(1, 0, dtype=torch.long),
                             torch.zeros(1, 0), 1, backend="cpp")
     assert out.keep.tolist() == [[True, False]] and out.lifespan[0, 0] == math.inf
+
+
+_MIDDLE_FAULTS = {  # larger bad values in middle rows: the message shows the largest over all rows
+    "larger index": lambda s: s[3].__setitem__((40, 7), 4000),
+    "larger type code": lambda s: s[1].__setitem__((33, 5), 9),
+}
+
+
+@pytest.mark.parametrize("faults", [("larger index",), ("Inf delta", "larger index"),
+                                    ("type code", "larger type code", "NaN lifespan"), ("-inf lifespan", "Inf delta"),
+                                    ("NaN delta", "larger index"), tuple(sorted(_FAULTS))])
+def test_threaded_step_raises_the_torch_paths_first_error(faults):
+    """Above the threading threshold each thread checks its own rows: the first failure over all of
+    them, with the largest code or index, is still the torch path's."""
+    state = list(_state(11, 64, 3000, 50, True, False))  # _FAULTS land in the first and the last row
+    # (their index 12 is no fault at M = 3000)
+    for name in faults:
+        (_FAULTS | _MIDDLE_FAULTS)[name](state)
+    errors = []
+    for backend in ("cpp", "torch"):
+        with pytest.raises(ValueError) as err:
+            ops.lifespan_step(*state, 100, backend=backend)
+        errors.append((type(err.value), str(err.value)))
+    assert errors[0] == errors[1]

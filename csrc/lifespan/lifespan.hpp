@@ -1,6 +1,6 @@
-// One Memoria engram lifespan step on the CPU, fused: value checks and the step in two passes
-// over each row. Header-only core, no Python, no torch (the math of DESIGN.md's lifespan_step,
-// the same as backends/lifespan.py's torch path, bit for bit):
+// One Memoria engram lifespan step on the CPU, fused: each row's value checks, then its step (the
+// inputs read from memory once). Header-only core, no Python, no torch (the math of DESIGN.md's
+// lifespan_step, the same as backends/lifespan.py's torch path, bit for bit):
 //
 //   lifespan'[b, m] = (lifespan[b, m] + sum_{r : idx[b, r] == m} delta[b, r]) - 1
 //                     (deltas of one engram summed in r order; idx < 0 or >= M ignored)
@@ -47,59 +47,119 @@ struct Step {  // borrowed input and output buffers, row-major [B, M] / [B, R] /
   int64_t* numKept;
 };
 
-inline Fault checkValues(const Step& s, Codes codes) {
-  const size_t cells = s.batch * s.length, refs = s.batch * s.reminded;
+// What the value checks look at, over one row or merged over rows (see Fault).
+struct Seen {
   uint8_t topType = 0;
   bool badLife = false, badDelta = false;
   int64_t topIndex = -1;
-  for (size_t i = 0; i < cells; ++i) {
-    topType = s.types[i] > topType ? s.types[i] : topType;
-    const float x = s.lifespan[i];
-    badLife |= std::isnan(x) || x == -INFINITY;
+};
+
+// Row b's values as the checks see them: read just before the row is stepped, so the step reads
+// them from the cache (one pass over the inputs from memory).
+inline Seen checkRow(const Step& s, size_t b) {
+  const size_t length = s.length, reminded = s.reminded;
+  const float* lifeIn = s.lifespan + b * length;
+  const uint8_t* typesIn = s.types + b * length;
+  const int64_t* idx = s.idx + b * reminded;
+  const float* delta = s.delta + b * reminded;
+  Seen seen;
+  for (size_t m = 0; m < length; ++m) {
+    seen.topType = typesIn[m] > seen.topType ? typesIn[m] : seen.topType;
+    seen.badLife |= std::isnan(lifeIn[m]) || lifeIn[m] == -INFINITY;
   }
-  for (size_t i = 0; i < refs; ++i) {
-    badDelta |= !std::isfinite(s.delta[i]);
-    topIndex = s.idx[i] > topIndex ? s.idx[i] : topIndex;
+  for (size_t r = 0; r < reminded; ++r) {
+    seen.badDelta |= !std::isfinite(delta[r]);
+    seen.topIndex = idx[r] > seen.topIndex ? idx[r] : seen.topIndex;
   }
-  if (cells && topType > codes.longterm) return {1, topType};
-  if (badLife) return {2, 0};
-  if (badDelta) return {3, 0};
-  if (topIndex >= static_cast<int64_t>(s.length)) return {4, topIndex};
+  return seen;
+}
+
+inline void merge(Seen& all, const Seen& row) {
+  all.topType = row.topType > all.topType ? row.topType : all.topType;
+  all.topIndex = row.topIndex > all.topIndex ? row.topIndex : all.topIndex;
+  all.badLife |= row.badLife;
+  all.badDelta |= row.badDelta;
+}
+
+// The first failed check of the whole step, in the Python op's order.
+inline Fault faultOf(const Seen& all, const Step& s, Codes codes) {
+  if (s.batch * s.length && all.topType > codes.longterm) return {1, all.topType};
+  if (all.badLife) return {2, 0};
+  if (all.badDelta) return {3, 0};
+  if (all.topIndex >= static_cast<int64_t>(s.length)) return {4, all.topIndex};
   return {};
 }
 
+// Pointers and sizes are read into locals first: the uint8_t / bool outputs may alias anything
+// reachable through `s` (char aliasing), and loops re-reading `s` after each store do not vectorise.
 inline void stepRow(const Step& s, Codes codes, size_t b) {
-  const size_t m0 = b * s.length, r0 = b * s.reminded;
-  float* life = s.lifespanOut + m0;
-  for (size_t m = 0; m < s.length; ++m) life[m] = 0.0f;  // the deltas' sums first, as torch adds them
-  for (size_t r = 0; r < s.reminded; ++r) {
-    const int64_t m = s.idx[r0 + r];
-    if (m >= 0 && m < static_cast<int64_t>(s.length)) life[m] += s.delta[r0 + r];
+  const size_t length = s.length, reminded = s.reminded;
+  const float* lifeIn = s.lifespan + b * length;
+  const uint8_t* typesIn = s.types + b * length;
+  const int64_t* idx = s.idx + b * reminded;
+  const float* delta = s.delta + b * reminded;
+  float* life = s.lifespanOut + b * length;
+  uint8_t* typesOut = s.typesOut + b * length;
+  bool* keep = s.keep + b * length;
+  int64_t* rank = s.rank + b * length;
+  const uint8_t working = codes.working, shortterm = codes.shortterm, longterm = codes.longterm;
+  for (size_t m = 0; m < length; ++m) life[m] = 0.0f;  // the deltas' sums first, as torch adds them
+  for (size_t r = 0; r < reminded; ++r) {
+    const int64_t m = idx[r];
+    if (m >= 0 && m < static_cast<int64_t>(length)) life[m] += delta[r];
   }
   int64_t stm = 0;
-  for (size_t m = 0; m < s.length; ++m) {
-    life[m] = (s.lifespan[m0 + m] + life[m]) - 1.0f;
-    const uint8_t t = s.types[m0 + m] == codes.working ? codes.shortterm : s.types[m0 + m];
-    s.typesOut[m0 + m] = t;
-    stm += t == codes.shortterm;
+  for (size_t m = 0; m < length; ++m) {
+    life[m] = (lifeIn[m] + life[m]) - 1.0f;
+    const uint8_t t = typesIn[m] == working ? shortterm : typesIn[m];
+    typesOut[m] = t;
+    stm += t == shortterm;
   }
-  int64_t exceeded = stm - s.stmCapacity, seen = 0, kept = 0;
-  for (size_t m = 0; m < s.length; ++m) {
-    uint8_t& t = s.typesOut[m0 + m];
-    if (t == codes.shortterm && seen++ < exceeded) t = codes.longterm;
+  const int64_t exceeded = stm - s.stmCapacity;
+  int64_t seen = 0, kept = 0;
+  for (size_t m = 0; m < length; ++m) {
+    if (typesOut[m] == shortterm && seen++ < exceeded) typesOut[m] = longterm;
     const bool k = life[m] > 0.0f;
-    s.keep[m0 + m] = k;
-    s.rank[m0 + m] = k ? kept++ : -1;
-    if (s.age) s.ageOut[m0 + m] = static_cast<int32_t>(static_cast<uint32_t>(s.age[m0 + m]) + 1u);
+    keep[m] = k;
+    rank[m] = k ? kept++ : -1;
+  }
+  if (s.age) {
+    const int32_t* ageIn = s.age + b * length;
+    int32_t* ageOut = s.ageOut + b * length;
+    for (size_t m = 0; m < length; ++m) ageOut[m] = static_cast<int32_t>(static_cast<uint32_t>(ageIn[m]) + 1u);
   }
   s.numKept[b] = kept;
 }
 
-inline void step(const Step& s, Codes codes) {
-  const long rows = static_cast<long>(s.batch);
+// The step, with the value checks (when `check`) folded into its row loop: every output is
+// written, and a failed check returns its Fault (the caller then drops the outputs; the inputs
+// are never written). Unchecked, an index >= M is ignored like a negative one.
+inline Fault step(const Step& s, Codes codes, bool check) {
   const bool parallel = s.batch > 1 && s.batch * (s.length + s.reminded) >= (size_t{1} << 16);
-#pragma omp parallel for schedule(static) if (parallel)
-  for (long b = 0; b < rows; ++b) stepRow(s, codes, static_cast<size_t>(b));
+  Seen all;
+  if (!parallel) {  // no OpenMP region at all: entering one (even with if(false)) costs ~0.4 us
+    for (size_t b = 0; b < s.batch; ++b) {
+      if (check) merge(all, checkRow(s, b));
+      stepRow(s, codes, b);
+    }
+    return check ? faultOf(all, s, codes) : Fault{};
+  }
+  const long rows = static_cast<long>(s.batch);
+  int topType = 0, badLife = 0, badDelta = 0;
+  int64_t topIndex = -1;
+#pragma omp parallel for schedule(static) reduction(max : topType, topIndex) reduction(| : badLife, badDelta)
+  for (long b = 0; b < rows; ++b) {
+    if (check) {
+      const Seen row = checkRow(s, static_cast<size_t>(b));
+      topType = row.topType > topType ? row.topType : topType;
+      topIndex = row.topIndex > topIndex ? row.topIndex : topIndex;
+      badLife |= row.badLife;
+      badDelta |= row.badDelta;
+    }
+    stepRow(s, codes, static_cast<size_t>(b));
+  }
+  all = Seen{static_cast<uint8_t>(topType), badLife != 0, badDelta != 0, topIndex};
+  return check ? faultOf(all, s, codes) : Fault{};
 }
 
 }  // namespace lifespan

@@ -80,7 +80,7 @@ class ValueFault(Exception):
 
 
 # A capacity beyond any row length means "no conversion"; the kernel takes an int64.
-_CAPACITY_CAP = 2**62
+CAPACITY_CAP = 2**62
 
 
 def lifespan_step_cpp(
@@ -93,11 +93,11 @@ def lifespan_step_cpp(
     *,
     check: bool = False,
 ) -> LifespanResult:
-    """The fused C++ step; with ``check``, the value checks run first in the same call and a
-    failure raises :class:`ValueFault` (nothing is computed)."""
+    """The fused C++ step; with ``check``, the value checks run in the same call (row by row, just
+    before each row's step) and a failure raises :class:`ValueFault` (no results, inputs untouched)."""
     fault, value, found = core_lifespan().step(
         numpy_view(lifespan), numpy_view(types), None if age is None else numpy_view(age),
-        numpy_view(reminded_indices), numpy_view(delta), stm_capacity=min(int(stm_capacity), _CAPACITY_CAP),
+        numpy_view(reminded_indices), numpy_view(delta), stm_capacity=min(int(stm_capacity), CAPACITY_CAP),
         working=ENGRAM_WORKING, shortterm=ENGRAM_SHORTTERM, longterm=ENGRAM_LONGTERM, check=check)
     if fault:
         raise ValueFault(fault, value)

@@ -3,6 +3,8 @@
 Declared like every op (:mod:`mnemonix._dispatch`): checks -> a typed inputs record ->
 ``dispatch(SPEC, inputs, forced)`` -> a backend of :mod:`mnemonix.backends.lifespan`. The C++
 backend checks the values itself, in its one call; the others through :class:`_checks.DataChecks`.
+A plain CPU call takes a fast path first (:mod:`mnemonix.ops._lifespan_fast`: the C++ step with a
+few attribute checks, ~8 us of Python instead of ~19 us), with the same results and errors.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from mnemonix import _checks, _dispatch
 from mnemonix._types import EngramType, LifespanResult
 from mnemonix.backends import lifespan as lb
+from mnemonix.ops import _lifespan_fast as _fast
 
 __all__ = ["lifespan_step", "compact_engrams", "LifespanResult", "LifespanInputs", "SPEC"]
 
@@ -100,6 +103,9 @@ def lifespan_step(
 
     Inputs are never modified.
     """
+    fast = _fast.cpu_fast_step(lifespan, types, age, reminded_indices, delta, stm_capacity, backend, check_inputs)
+    if fast is not None:  # a plain CPU call: the C++ step straight away, its results bit for bit
+        return fast
     _check(lifespan, types, age, reminded_indices, delta, stm_capacity)
     delta = delta.to(torch.float32)
     check = _checks.data_checks_enabled(check_inputs, lifespan.device)
