@@ -105,10 +105,12 @@ def test_cpp_recall_is_batch_invariant_and_thread_independent():
 
 
 def test_policy_picks_cpp_for_small_calls_and_gemm_for_large_ones():
-    limit = calibration.thresholds("salience_topk", torch.device("cpu"))["cpp_max_work"]
+    limits = calibration.thresholds("salience_topk", torch.device("cpu"))
+    batch, work = limits["cpp_max_batch"], limits["cpp_max_work"]
     assert op_module.cpu_order(1, 64, 16)[0] == "cpp"
-    assert op_module.cpu_order(1, limit, 1) == ["cpp", "gemm", "torch"]
-    assert op_module.cpu_order(2, limit, 1) == ["gemm", "cpp", "torch"]
+    assert op_module.cpu_order(batch, 10**7, 128)[0] == "cpp"  # few queries: cpp at any size
+    assert op_module.cpu_order(batch + 1, work // (batch + 1), 1) == ["cpp", "gemm", "torch"]
+    assert op_module.cpu_order(batch + 1, work, 1) == ["gemm", "cpp", "torch"]
 
 
 @pytest.mark.parametrize("b,n,d", [(1, 3000, 40), (70, 2500, 33), (5, 40_000, 16)])

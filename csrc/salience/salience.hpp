@@ -114,25 +114,34 @@ inline float dot32(const float* x, const float* y, size_t d) {
 constexpr float kScreenMinSquares = 1e-30f;
 constexpr double kNegligibleLog = -80.0;  // backends/salience_exact.py's NEGLIGIBLE_LOG
 
-// The float32 screen of keys [m0, m1): 1 / ||c_m||, and whether the key must always be scored
+// The float32 screen of keys [m0, m1): exp(log_s_m - shift) / ||c_m||, and whether the key must always be scored
 // exactly (a squared norm under 1e-30 or beyond float32: the screen's error bound needs neither
 // underflow nor overflow). Computed per cache-sized block, just before the queries pass over it.
 // False when checked and a valid key is NaN / Inf or its float32 squared norm overflows (the
 // float32 backends raise on it): kKeys.
+constexpr size_t kGroup = 16;  // keys screened together: one vectorised max decides most groups
+
 struct BlockScreen {
-  std::vector<float> invNorm;
+  std::vector<float> weight;         // exp(log_s - shift) / ||c||: score = dot * weight / ||q||
+                                     // (0 for invalid keys: they never raise a group's maximum)
   std::vector<uint8_t> exactOnly;
+  std::vector<uint8_t> groupExact;  // per group of kGroup keys from m0: holds a valid exact-only key
 };
 
-inline bool screenBlock(const Recall& r, size_t m0, size_t m1, BlockScreen& bs) {
-  bs.invNorm.assign(m1 - m0, 0.0f);
+inline bool screenBlock(const Recall& r, const double* logS, double shift, size_t m0, size_t m1, BlockScreen& bs) {
+  bs.weight.assign(m1 - m0, 0.0f);
   bs.exactOnly.assign(m1 - m0, 1);
+  bs.groupExact.assign((m1 - m0 + kGroup - 1) / kGroup, 0);
   for (size_t m = m0; m < m1; ++m) {
     if (!isValid(r, m)) continue;
     const float sq = squares32(r.keys + m * r.d, r.d);
     if (r.check && !(sq <= FLT_MAX)) return false;
-    bs.exactOnly[m - m0] = !(sq >= kScreenMinSquares && sq <= FLT_MAX);
-    bs.invNorm[m - m0] = sq > 0.0f ? 1.0f / std::sqrt(sq) : 0.0f;
+    const bool exact = !(sq >= kScreenMinSquares && sq <= FLT_MAX);
+    bs.exactOnly[m - m0] = exact;
+    bs.groupExact[(m - m0) / kGroup] |= exact;
+    const double rel = logS[m] - shift;  // the float32 backends' factor: 0 below exp(-80)
+    const float scale = rel >= kNegligibleLog ? static_cast<float>(std::exp(rel)) : 0.0f;
+    bs.weight[m - m0] = sq > 0.0f && !exact ? scale / std::sqrt(sq) : 0.0f;
   }
   return true;
 }
@@ -210,32 +219,48 @@ inline void startQuery(const Recall& r, size_t b, QueryState& st) {
   st.kth = -INFINITY;
 }
 
-// Keys [m0, m1) (screened in `bs`) for one query, once its list is full: a key is skipped when
-// its float32 score plus the bound is below the k-th exact score -- first on the cosine alone
-// (the salience factor is <= 1: no exp for most keys), then with the factor. Survivors, and keys
-// the screen cannot bound, are scored exactly and offered. `dots` [m1 - m0]: the query's float32
-// dot products with these keys computed elsewhere (a GEMM: any summation order keeps the bound),
-// or null to compute them here.
+// Key m for one query: screened in float32 (`dot`: its float32 dot product) once the list is
+// full; if it survives (or the screen cannot bound it), scored exactly and offered.
+inline void offerKey(const Recall& r, const double* logS, double shift, const BlockScreen& bs, double bound,
+                     const float* q, size_t m, size_t m0, float dot, bool screening, QueryState& st) {
+  if (screening && !bs.exactOnly[m - m0] &&
+      static_cast<double>(dot * bs.weight[m - m0] * st.qInv) + bound < st.kth)
+    return;
+  const size_t before = st.best.size();
+  const int64_t last = before ? st.best.back().index : -1;
+  offer(st.best, r.k, exactRank(r, logS, q, st.qNorm, m));
+  if (st.best.size() == r.k && (before < r.k || st.best.back().index != last)) {
+    const Rank& kth = st.best.back();
+    st.kth = kth.cos * std::exp(logS[kth.index] - shift);
+  }
+}
+
+// Keys [m0, m1) (screened in `bs`) for one query, in groups of kGroup: once the list is full, a
+// group whose largest float32 score plus the bound is below the k-th exact score is skipped
+// whole (one vectorised max); the keys of other groups go through offerKey. A key is only ever skipped when its exact score is below the k-th.
+// `dots` [m1 - m0]: the query's float32 dot products with these keys computed elsewhere (a GEMM:
+// any summation order keeps the bound), or null to compute them here.
 inline void scanKeys(const Recall& r, const double* logS, double shift, const BlockScreen& bs, double bound,
                      size_t b, size_t m0, size_t m1, QueryState& st, const float* dots = nullptr) {
   const float* q = r.queries + b * r.d;
-  for (size_t m = m0; m < m1; ++m) {
-    if (!isValid(r, m)) continue;
-    if (st.best.size() == r.k && st.screen && !bs.exactOnly[m - m0]) {
-      const float dot = dots != nullptr ? dots[m - m0] : dot32(q, r.keys + m * r.d, r.d);
-      const float cos32 = dot * st.qInv * bs.invNorm[m - m0];
-      if (static_cast<double>(std::max(cos32, 0.0f)) + bound < st.kth) continue;
-      const double rel = logS[m] - shift;
-      const float scale = rel >= kNegligibleLog ? static_cast<float>(std::exp(rel)) : 0.0f;
-      if (static_cast<double>(cos32 * scale) + bound < st.kth) continue;
+  float local[kGroup];
+  for (size_t g0 = m0; g0 < m1; g0 += kGroup) {
+    const size_t width = std::min(m1 - g0, kGroup);
+    const bool screening = st.best.size() == r.k && st.screen;
+    const float* dg = dots != nullptr ? dots + (g0 - m0) : local;
+    if (dots == nullptr && screening)
+      for (size_t i = 0; i < width; ++i) local[i] = dot32(q, r.keys + (g0 + i) * r.d, r.d);
+    if (screening && !bs.groupExact[(g0 - m0) / kGroup]) {
+      const float* weight = bs.weight.data() + (g0 - m0);
+      float top = -FLT_MAX;  // invalid keys (weight 0) count as score 0: never a wrong skip
+#pragma omp simd reduction(max : top)
+      for (size_t i = 0; i < width; ++i) top = std::max(top, dg[i] * weight[i]);
+      if (static_cast<double>(top * st.qInv) + bound < st.kth) continue;
     }
-    const size_t before = st.best.size();
-    const int64_t last = before ? st.best.back().index : -1;
-    offer(st.best, r.k, exactRank(r, logS, q, st.qNorm, m));
-    if (st.best.size() == r.k && (before < r.k || st.best.back().index != last)) {
-      const Rank& kth = st.best.back();
-      st.kth = kth.cos * std::exp(logS[kth.index] - shift);
-    }
+    for (size_t i = 0; i < width; ++i)
+      if (isValid(r, g0 + i))
+        offerKey(r, logS, shift, bs, bound, q, g0 + i, m0, screening ? dg[i] : 0.0f,
+                 screening && st.best.size() == r.k, st);
   }
 }
 
@@ -280,7 +305,7 @@ inline bool scanShare(const Recall& r, const double* logS, double shift, size_t 
   BlockScreen bs;
   for (size_t k0 = m0; k0 < m1; k0 += block) {
     const size_t k1 = std::min(m1, k0 + block);
-    if (!screenBlock(r, k0, k1, bs)) return false;
+    if (!screenBlock(r, logS, shift, k0, k1, bs)) return false;
     for (size_t b = b0; b < b1; ++b) scanKeys(r, logS, shift, bs, bound, b, k0, k1, states[b]);
   }
   return true;
@@ -350,7 +375,7 @@ class ChunkedRecall {
   // Keys [m0, m1) with their dot products dots [B, m1 - m0] (row-major); false once a check failed.
   bool scan(const float* dots, size_t m0, size_t m1) {
     if (fault_ != kNone) return false;
-    if (!screenBlock(r_, m0, m1, screen_)) {
+    if (!screenBlock(r_, logS_, shift_, m0, m1, screen_)) {
       fault_ = kKeys;
       return false;
     }

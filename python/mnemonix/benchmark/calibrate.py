@@ -14,10 +14,11 @@ against the flash kernel past the C++ kernel's threshold on the cache-sized stor
 ``cpp_large_store_bytes``, ``narrow_dim``, ``gemm_max_scores`` and ``gemm_min_dim`` are not
 measured (two store sizes cannot place them) and keep their defaults. ``salience_topk`` on the
 CPU sends calls of at most ``cpp_max_work`` screened multiply-adds (B x N x d) to the exact C++
-recall and larger ones to the same recall fed by torch's GEMM (``gemm``): its sweep times them
-(and the torch path) over a ladder of work sizes at B = 1 and B = 16 and fits the step on the
-work. On CUDA the Hopfield sweep times ``triton`` against ``torch`` and records them, but no CUDA
-policy has a threshold to write.
+recall and larger ones to the same recall fed by torch's GEMM (``gemm``), except batches of at most
+``cpp_max_batch`` queries (not measured: always ``cpp``): its sweep times them (and the torch
+path) over a ladder of work sizes at B = 1 and B = 16 and fits the step on the work of the
+batches past ``cpp_max_batch``. On CUDA the Hopfield sweep times ``triton`` against ``torch``
+and records them, but no CUDA policy has a threshold to write.
 
 The file (:mod:`mnemonix.calibration` reads it) holds the thresholds, every measurement, and
 the environment of the run (device name, versions, commit).
@@ -154,14 +155,15 @@ def _salience_threshold(device: torch.device, shapes: Sequence[tuple[int, int, i
                         report: Callable[[str], None]) -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
     """``{"salience_topk": {"cpp_max_work": T}}`` from the salience sweep (empty when the C++
     recall is not built or nothing was swept), and the sweep."""
-    report(f"  salience_topk: cpp vs torch, (B, N, d) in {list(shapes)}")
+    report(f"  salience_topk: cpp vs gemm (and torch), (B, N, d) in {list(shapes)}")
     if core_salience() is None or not shapes:
         return {}, {"skipped": "mnemonix._core.salience is not built" if shapes else "no shape swept"}
     swept = salience_sweep(device, shapes, repeat=repeat, budget_s=budget_s)
     for row in swept["rows"]:
         report(f"    B={row['B']} N={row['N']}: " + "  ".join(f"{name} {row[name + '_p20'] * 1e3:.3g} ms"
                                                          for name in swept["backends"]))
-    value = crossover(swept["rows"], "cpp", ("gemm",), key="work")
+    batch = calibration.DEFAULTS["cpu"]["salience_topk"]["cpp_max_batch"]  # not measured: kept
+    value = crossover([r for r in swept["rows"] if r["B"] > batch], "cpp", ("gemm",), key="work")
     return ({"salience_topk": {"cpp_max_work": value}} if value is not None else {}), swept
 
 

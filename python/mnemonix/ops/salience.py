@@ -50,11 +50,13 @@ _CPU = torch.device("cpu")
 
 def cpu_order(b: int, n: int, d: int) -> list[str]:
     """CPU backends fastest first for B queries over N keys of d features: the exact C++ recall
-    while its B x N x d screen stays under ``cpp_max_work`` (calibration), then the same with the
+    up to ``cpp_max_batch`` queries (it splits the keys over the threads; memory-bound) or while
+    its B x N x d screen stays under ``cpp_max_work`` (calibration), else the same recall with the
     screen's dot products from torch's GEMM. Both are exact (the same bits, batch-invariant); the
     torch path is the fallback."""
-    limit = calibration.thresholds("salience_topk", _CPU)["cpp_max_work"]
-    return ["cpp", "gemm", "torch"] if b * n * d <= limit else ["gemm", "cpp", "torch"]
+    limits = calibration.thresholds("salience_topk", _CPU)
+    small = b <= limits["cpp_max_batch"] or b * n * d <= limits["cpp_max_work"]
+    return ["cpp", "gemm", "torch"] if small else ["gemm", "cpp", "torch"]
 
 
 def speed_policy(inputs: SalienceInputs, backends) -> list[str]:
