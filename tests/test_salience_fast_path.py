@@ -3,7 +3,7 @@
 The fast path is a shortcut, never a second semantics: where it runs, results are the general
 path's (forced to the same C++ recall) bit for bit; everything it does not recognise, and every
 bad value, goes to the general path (same errors). The C++ recall itself is exact (float64
-scores as the definition sums them), batch-invariant, and picked by the speed policy for small
+scores in one fixed order), batch-invariant, and picked by the speed policy for small
 and mid-size calls only."""
 
 from __future__ import annotations

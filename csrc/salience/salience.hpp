@@ -2,8 +2,8 @@
 // call. Header-only core, no Python, no torch. The math of DESIGN.md's op 2, in float64 like
 // the definition (python/mnemonix/reference.py's salience_topk), for every key:
 //
-//   cos[b, m] = (q_b . c_m) / (||q_b|| ||c_m||)   (0 when a norm is 0; sums over d in index
-//                                                   order, so equal keys tie exactly)
+//   cos[b, m] = (q_b . c_m) / (||q_b|| ||c_m||)   (0 when a norm is 0; sums over d in one
+//                                                   fixed order, so equal keys tie exactly)
 //   rank of m for query b: the real number cos * exp(log_s_m), compared without forming it
 //   (it underflows): sign first, then log|cos| + log_s_m (larger wins for cos > 0, smaller
 //   for cos < 0); equal values go to the lower index.
@@ -33,7 +33,7 @@
 
 // The float32 screen's loops, compiled for AVX2 too and picked at load time (GCC's ifunc target
 // clones): a portable build that still uses 8-wide vectors (an AVX-512 clone measured 2x slower
-// on the development machine). The float64 scores are sums in index order without contraction
+// on the development machine). The float64 scores are sums in one fixed order without contraction
 // in every clone: the same bits.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define MNEMONIX_SIMD_CLONES __attribute__((target_clones("avx2", "default"), noinline))
@@ -239,15 +239,24 @@ inline void offer(std::vector<Rank>& best, size_t k, const Rank& cand) {
   best.insert(at, cand);
 }
 
-// The exact rank of key m for a query (float64 sums over d in index order, as the definition).
+// The exact rank of key m for a query: float64 sums over d in one fixed order for every key (four
+// interleaved partial sums, then a fixed tree: not latency-bound at large d), so equal keys tie
+// exactly wherever they are.
 inline Rank exactRank(const Recall& r, const double* logS, const float* q, double qNorm, size_t m) {
   const float* c = r.keys + m * r.d;
-  double dot = 0.0, cSq = 0.0;
-  for (size_t j = 0; j < r.d; ++j) {
-    dot += static_cast<double>(q[j]) * static_cast<double>(c[j]);
+  double dot[4] = {0.0, 0.0, 0.0, 0.0}, sq[4] = {0.0, 0.0, 0.0, 0.0};
+  size_t j = 0;
+  for (; j + 4 <= r.d; j += 4)
+    for (size_t l = 0; l < 4; ++l) {
+      dot[l] += static_cast<double>(q[j + l]) * static_cast<double>(c[j + l]);
+      sq[l] += static_cast<double>(c[j + l]) * static_cast<double>(c[j + l]);
+    }
+  double dotSum = (dot[0] + dot[1]) + (dot[2] + dot[3]), cSq = (sq[0] + sq[1]) + (sq[2] + sq[3]);
+  for (; j < r.d; ++j) {
+    dotSum += static_cast<double>(q[j]) * static_cast<double>(c[j]);
     cSq += static_cast<double>(c[j]) * static_cast<double>(c[j]);
   }
-  return rankOf(cosine(dot, qNorm, cSq), logS[m], static_cast<int64_t>(m));
+  return rankOf(cosine(dotSum, qNorm, cSq), logS[m], static_cast<int64_t>(m));
 }
 
 // One query's running selection: the exact best k so far, and the k-th's relative score.

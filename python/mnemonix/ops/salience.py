@@ -90,15 +90,11 @@ def salience_topk(
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-k salience recall (EpiNet's RecallEngine), batched and memory-bounded.
 
-    ``score[b, m] = cos(q_b, c_m) * s_m`` with salience
-    ``s_m = r0_m * exp(-alpha * (now - tau_m))``, handled in log space:
-    ``log s_m = log r0_m - alpha (now - tau_m)`` (float64), so nothing
-    underflows however old a memory is. The k memories with the largest
-    score are selected per query (scores can be negative; ties go to the
-    lower index) and ``recall_b = sum_i w_i z_i`` with ``w_i = s_i / sum_j s_j``
-    over the selected k (an exact softmax of their log-saliences). Ranking and
-    weights depend only on time differences (ages relative to the latest store time), so
-    huge absolute times (``alpha * now`` of 1e12 and more) lose no precision.
+    ``score[b, m] = cos(q_b, c_m) * s_m`` with ``s_m = r0_m * exp(-alpha * (now - tau_m))`` in log
+    space (``log s_m`` in float64, ages from the latest store time: nothing underflows however old
+    a memory is, and ``alpha * now`` of 1e12 loses no precision). The k best scores per query
+    (scores can be negative; ties go to the lower index), and ``recall_b = sum_i w_i z_i`` with
+    ``w_i = s_i / sum_j s_j`` over the k (an exact softmax of their log-saliences).
 
     Parameters
     ----------
@@ -122,19 +118,17 @@ def salience_topk(
         on CUDA; on the CPU the exact C++ recall (``cpp``) for small and mid-size calls, the same
         with torch's GEMM for the screen (``gemm``) for large ones.
     check_inputs : bool or None
-        Check the values (below). None (default): check, except while a CUDA graph is
-        being captured. On CUDA the checks cost no extra host sync beyond the one the
-        exact re-rank needs (all read together).
+        Check the values (below). None (default): check, except during a CUDA graph capture.
+        On CUDA they cost no host sync beyond the exact re-rank's (read together).
     exact : bool
-        True (default): the result equals the float64 definition. The float32 selection is
-        exact unless a query has near-ties at its candidate boundary or underflowed scores;
-        those queries are redone in float64 over all N, which needs a host read of which
-        queries they are. False skips that redo (no host sync; such rare queries may then
-        differ from the definition among near-equal scores).
+        True (default): the result equals the float64 definition. The CPU recalls (``cpp``,
+        ``gemm``) always are; the float32 selection of ``torch`` / ``triton`` is unless a query
+        has near-ties at its candidate boundary or underflowed scores, and those queries are
+        redone in float64 (a host read of which). False skips that redo (no host sync).
     batch_invariant : bool
-        True: each query's result is bitwise the same alone or in any batch (fixed tiles,
-        fixed split size, row-wise float64 sums). Default results are deterministic (run to
-        run) but not batch-invariant. See docs/gpu.md.
+        True: each query's result is bitwise the same alone or in any batch (fixed tiles and
+        splits, row-wise float64 sums; the CPU recalls always are). Default results are
+        deterministic but not batch-invariant. See docs/gpu.md.
 
     Raises ValueError for NaN/Inf in the queries, the salience inputs, any valid key (also a
     squared norm overflowing float32) or a selected payload row (unless ``check_inputs`` is False).
@@ -153,10 +147,7 @@ def salience_topk(
         return fast
     inputs, checks = _prepare(queries, keys, payloads, k, log_salience, r0, tau, alpha, now, valid, key_norms,
                               check_inputs, exact, batch_invariant)
-    chosen = _dispatch.dispatch(SPEC, inputs, backend)
-    if chosen.name in sb.WHOLE_RECALL:
-        return _recall_whole(chosen, inputs, checks)
-    return _recall(inputs, chosen, checks)
+    return _recall(inputs, _dispatch.dispatch(SPEC, inputs, backend), checks)
 
 
 def _prepare(queries, keys, payloads, k, log_salience, r0, tau, alpha, now, valid, key_norms, check_inputs,
@@ -197,7 +188,10 @@ _PAYLOADS_NONFINITE = "payloads must be finite: rows selected by the recall hold
 
 
 def _recall(inputs: SalienceInputs, chosen: _dispatch.Backend, checks: _checks.DataChecks):
-    """Select, re-rank exactly, weigh and recall; one host read (``checks.flush``) on CUDA."""
+    """Select, re-rank exactly, weigh and recall; one host read (``checks.flush``) on CUDA. The
+    whole-recall backends (``cpp``, ``gemm``) do all of it in C++."""
+    if chosen.name in sb.WHOLE_RECALL:
+        return _recall_whole(chosen, inputs, checks)
     queries, keys, payloads, log_s, valid, k = (
         inputs.queries, inputs.keys, inputs.payloads, inputs.log_s, inputs.valid, inputs.k)
     B, N, device = queries.shape[0], keys.shape[0], keys.device
