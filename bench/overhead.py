@@ -9,9 +9,10 @@ medians wander). Target: < 15 us of overhead.
   with the finite checks folded in, tensors around the results) vs the bare
   ``_core.retrieval.retrieve_checked`` on numpy arrays; also ``backends.hopfield.run_cpp`` on
   the canonical operands (the general path's backend call); plain: softmax(beta q K^T) K.
-- ``salience_topk`` (N=64, d=16, B=1, k=5, log_salience given): the op vs the backend's
-  selection (``run``) plus the exact re-rank and outputs it needs anyway is hard to separate, so
-  the bare call is the selection alone; plain: normalise, matmul, scale, topk, gather, softmax.
+- ``salience_topk`` (N=64, d=16, B=1, k=5, log_salience given): the op (its fast path: the exact
+  C++ recall, checks and outputs in the call) vs the bare ``_core.salience.recall`` on numpy
+  arrays; also the torch backend's float32 selection alone (what the op's torch path starts
+  with); plain: normalise, matmul, scale, topk, gather, softmax (not exact).
 - ``lifespan_step`` (B=1, M=64, R=4): the op (its fast path: ``Tensor.numpy()`` of the inputs, the
   C++ step's lean entry with the value checks in the same call, ``torch.from_numpy`` of the
   results) vs the bare ``_core.lifespan.step_or_none`` on numpy arrays (checks on: the same work);
@@ -37,9 +38,11 @@ from mnemonix import ops
 from mnemonix.backends import hopfield as hb
 from mnemonix.backends import lifespan as lb
 from mnemonix.backends import salience as sb
+from mnemonix.backends import salience_cpp
 from mnemonix.backends import salience_exact as sx
 from mnemonix.benchmark import environment
 from mnemonix.benchmark.timing import measure
+from mnemonix.ops import salience as salience_op
 
 HERE = Path(__file__).resolve().parent
 CPU = torch.device("cpu")
@@ -74,7 +77,9 @@ def salience(repeat: int) -> dict[str, Any]:
     log_s = torch.rand(n, generator=gen, dtype=torch.float64)
     shift = sx.shift_of(log_s, None)
     n_cand = min(k + sx.CANDIDATE_EXTRA, n)
-    run = sb.TORCH.run
+    assert salience_op.cpu_order(1, n, d)[0] == "cpp"
+    core = salience_cpp.core_salience()
+    qn, kn, ln = q.numpy(), keys.numpy(), log_s.numpy()
 
     def plain():
         scale = torch.exp(log_s - log_s.max()).float()
@@ -83,10 +88,12 @@ def salience(repeat: int) -> dict[str, Any]:
 
     cands = {
         "op": lambda: ops.salience_topk(q, keys, None, k=k, log_salience=log_s),
-        "bare": lambda: run(q, keys, log_s, shift, None, n_cand, key_norms=None, batch_invariant=False),
+        "bare": lambda: core.recall(qn, kn, None, ln, None, None, None, None, None, k, True),
+        "torch_selection": lambda: sb.TORCH.run(q, keys, log_s, shift, None, n_cand, key_norms=None,
+                                                batch_invariant=False),
         "plain": plain,
     }
-    return {"shape": {"N": n, "d": d, "B": 1, "k": k}, "backend": "torch", **_timed(cands, repeat)}
+    return {"shape": {"N": n, "d": d, "B": 1, "k": k}, "backend": "cpp", **_timed(cands, repeat)}
 
 
 def lifespan(repeat: int) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def test_defaults_without_a_file(clean):
             "cpp_large_store_bytes": hops.CPP_LARGE_STORE_BYTES}.items() <= cpu.items()
     assert (hops.CPP_MAX_BATCH, hops.CPP_MAX_BATCH_LARGE_STORE, hops.CPP_LARGE_STORE_BYTES) == (4, 16, 4 << 20)
     assert hops.cpp_max_batch(torch.empty(100, 4)) == 4
-    assert calibration.thresholds("salience_topk", torch.device("cpu")) == {"cpp_max_batch": 4, "cpp_max_work": 1 << 19}
+    assert calibration.thresholds("salience_topk", torch.device("cpu")) == {"cpp_max_batch": 8, "cpp_max_work": 1 << 18}
     assert all(not g["measured"] for g in calibration.GPU_GUESSES.values())
 
 
@@ -135,7 +135,7 @@ def test_crossover_rule(wins, expected):
 
 def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
     doc = calibrate.calibrate(torch.device("cpu"), stores={"small": (256, 8)}, batches=(1, 2), repeat=3,
-                              budget_s=0.5, report=lambda s: None, salience_shapes=((5, 64, 8), (16, 300, 8)))
+                              budget_s=0.5, report=lambda s: None, salience_shapes=((9, 64, 8), (16, 300, 8)))
     path = calibrate.write(doc, clean / "out" / "cal.json")
     data = json.loads(path.read_text())
     calibration.validate(data)
@@ -144,12 +144,12 @@ def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
     assert [r["B"] for r in rows] == [1, 2] and all(r["sdpa_p20"] > 0 and r["gemm_p20"] > 0 for r in rows)
     assert "hopfield_retrieve.cpp_max_batch_large_store" in data["not_measured"]  # no large store swept
     swept = data["measurements"]["salience_topk"]["rows"]
-    assert [r["work"] for r in swept] == [5 * 64 * 8, 16 * 300 * 8] and all(r["gemm_p20"] > 0 for r in swept)
+    assert [r["work"] for r in swept] == [9 * 64 * 8, 16 * 300 * 8] and all(r["gemm_p20"] > 0 for r in swept)
     monkeypatch.setenv(calibration.ENV, str(path))
     if HAS_CPP:
         work = data["thresholds"]["salience_topk"]["cpp_max_work"]
-        assert work in (0, 5 * 64 * 8, 16 * 300 * 8)
-        assert salience_op.cpu_order(5, 64, 8)[0] == ("cpp" if work >= 5 * 64 * 8 else "gemm")
+        assert work in (0, 9 * 64 * 8, 16 * 300 * 8)
+        assert salience_op.cpu_order(9, 64, 8)[0] == ("cpp" if work >= 9 * 64 * 8 else "gemm")
         value = data["thresholds"]["hopfield_retrieve"]["cpp_max_batch"]
         assert value in (0, 1, 2)
         assert hops.cpp_max_batch(torch.empty(256, 8)) == value
@@ -172,7 +172,7 @@ def test_cli_calibrate(clean, capsys):
         found = set(data["thresholds"]["hopfield_retrieve"])
         assert {"cpp_max_batch", "cpp_max_batch_large_store"} <= found <= {"cpp_max_batch", "cpp_max_batch_large_store",
                                                                           "gemm_max_batch"}
-        assert [r["N"] for r in data["measurements"]["salience_topk"]["rows"]] == [500, 500]
+        assert [r["N"] for r in data["measurements"]["salience_topk"]["rows"]] == [125, 500, 125, 500]
         assert "salience_topk.cpp_max_work" in text
     assert main(["bench", "calibrate", "--small-store", "12"]) == 2
     assert "N,d" in capsys.readouterr().err

@@ -171,13 +171,12 @@ MNEMONIX_IN_CLONES inline double expScreen(double x) {
   return p * kPow2.v[static_cast<int>(-n)];
 }
 
-MNEMONIX_IN_CLONES inline bool screenBlock(const Recall& r, const double* logS, double shift, size_t m0, size_t m1, BlockScreen& bs) {
-  const size_t width = m1 - m0;
-  bs.weight.assign(width, 0.0f);
-  bs.exactOnly.assign(width, 1);
-  bs.groupExact.assign((width + kGroup - 1) / kGroup, 0);
+// Entries [lo, hi) of the screen of keys [m0, m1) (`bs` already sized; lo a multiple of kGroup,
+// so that threads filling separate ranges never share a group's flag).
+MNEMONIX_IN_CLONES inline bool screenRange(const Recall& r, const double* logS, double shift, size_t m0, size_t lo,
+                                           size_t hi, BlockScreen& bs) {
   float* weight = bs.weight.data();
-  for (size_t i = 0; i < width; ++i) {  // squared norms, checks, exact-only keys (weight: the square)
+  for (size_t i = lo; i < hi; ++i) {  // squared norms, checks, exact-only keys (weight: the square)
     if (!isValid(r, m0 + i)) continue;
     const float sq = squares32(r.keys + (m0 + i) * r.d, r.d);
     if (r.check && !(sq <= FLT_MAX)) return false;
@@ -188,7 +187,7 @@ MNEMONIX_IN_CLONES inline bool screenBlock(const Recall& r, const double* logS, 
   }
   const double* ls = logS + m0;
 #pragma omp simd
-  for (size_t i = 0; i < width; ++i) {  // exp(log_s - shift) / ||c||: 0 below exp(-80) (the float32 backends')
+  for (size_t i = lo; i < hi; ++i) {  // exp(log_s - shift) / ||c||: 0 below exp(-80) (the float32 backends')
     const double rel = std::min(0.0, std::max(ls[i] - shift, kNegligibleLog - 1.0));  // (invalid keys: > 0)
     const float scale = rel >= kNegligibleLog ? static_cast<float>(expScreen(rel)) : 0.0f;
     const float sq = weight[i];
@@ -196,6 +195,32 @@ MNEMONIX_IN_CLONES inline bool screenBlock(const Recall& r, const double* logS, 
     weight[i] = sq > 0.0f ? scale * inv : 0.0f;
   }
   return true;
+}
+
+inline void sizeScreen(size_t width, BlockScreen& bs) {
+  bs.weight.assign(width, 0.0f);
+  bs.exactOnly.assign(width, 1);
+  bs.groupExact.assign((width + kGroup - 1) / kGroup, 0);
+}
+
+MNEMONIX_IN_CLONES inline bool screenBlock(const Recall& r, const double* logS, double shift, size_t m0, size_t m1,
+                                           BlockScreen& bs) {
+  sizeScreen(m1 - m0, bs);
+  return screenRange(r, logS, shift, m0, 0, m1 - m0, bs);
+}
+
+// screenBlock over OpenMP threads (ranges of whole groups) once the block is large.
+MNEMONIX_SIMD_CLONES inline bool screenBlockParallel(const Recall& r, const double* logS, double shift, size_t m0,
+                                                     size_t m1, BlockScreen& bs) {
+  sizeScreen(m1 - m0, bs);
+  const size_t groups = (m1 - m0 + kGroup - 1) / kGroup, per = 256;  // 4096 keys per task
+  bool ok = true;
+#pragma omp parallel for schedule(static) reduction(&& : ok) if ((m1 - m0) * r.d > (1u << 18))
+  for (int64_t t = 0; t < static_cast<int64_t>((groups + per - 1) / per); ++t) {
+    const size_t lo = static_cast<size_t>(t) * per * kGroup, hi = std::min(m1 - m0, lo + per * kGroup);
+    ok = screenRange(r, logS, shift, m0, lo, hi, bs) && ok;
+  }
+  return ok;
 }
 
 // Bound on |float32 screen score - exact relative score| (scores <= 1 in magnitude): dot and norm
@@ -447,7 +472,7 @@ class ChunkedRecall {
   // Keys [m0, m1) with their dot products dots [B, m1 - m0] (row-major); false once a check failed.
   bool scan(const float* dots, size_t m0, size_t m1) {
     if (fault_ != kNone) return false;
-    if (!screenBlock(r_, logS_, shift_, m0, m1, screen_)) {
+    if (!screenBlockParallel(r_, logS_, shift_, m0, m1, screen_)) {
       fault_ = kKeys;
       return false;
     }

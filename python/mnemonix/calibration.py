@@ -46,14 +46,15 @@ VERSION = 1
 # stores of narrow keys (d <= 48) and up to B = 16 on larger stores of wider keys; past it the
 # blocked GEMM path leads for narrow keys up to B = 32 while B x N <= 2M, and at every B once
 # d >= 4,096 (GEMM-bound); torch's flash kernel (sdpa) everywhere else. salience_topk: the
-# exact C++ recall up to B = 4 at any N (it splits the keys over the threads) and while
-# B x N x d <= 2^19, the same recall fed by torch's GEMM beyond (bench/NOTES.md, "Salience").
+# exact C++ recall up to B = 8 at any N (it splits the keys over the threads when B is small)
+# and while B x N x d <= 2^18, the same recall fed by torch's GEMM beyond (bench/NOTES.md,
+# "Salience").
 DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
     "cpu": {
         "hopfield_retrieve": {"cpp_max_batch": 4, "cpp_max_batch_large_store": 16, "cpp_max_batch_narrow": 8,
                               "cpp_large_store_bytes": 4 << 20, "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},
-        "salience_topk": {"cpp_max_batch": 4, "cpp_max_work": 1 << 19},
+        "salience_topk": {"cpp_max_batch": 8, "cpp_max_work": 1 << 18},
     },
     "cuda": {},  # Triton first at every shape: no CUDA speed policy has a threshold yet
 }

@@ -93,8 +93,9 @@ def crossover(rows: list[dict[str, Any]], fast: str, others: Sequence[str], key:
     return best
 
 
-SALIENCE_SHAPES = tuple((b, n, 64) for b in (1, 16) for n in (500, 2_000, 8_000, 32_000, 128_000) if b * n <= 512_000)
-"""(B, N, d) of the salience sweep: work B x N x d from 32 k to 33 M multiply-adds."""
+SALIENCE_SHAPES = tuple((b, n, 64) for b in (1, 16) for n in (125, 500, 2_000, 8_000, 32_000, 128_000)
+                        if b * n <= 512_000)
+"""(B, N, d) of the salience sweep: work B x N x d from 8 k to 33 M multiply-adds."""
 
 
 def salience_sweep(device: torch.device, shapes: Sequence[tuple[int, int, int]] = SALIENCE_SHAPES, *,
