@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -68,29 +69,41 @@ def summary(rows: list[dict], backends: tuple[str, ...] = BACKENDS) -> list[str]
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="hopfield_retrieve: every CPU backend and peer over a grid of shapes")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "backend_grid-cpu.jsonl")
-    p.add_argument("--quick", action="store_true", help="16 shapes (about a minute) instead of the full grid")
+def run_grid(argv: list[str] | None, *, description: str, out: Path, quick_help: str,
+             shapes: Callable[[bool], list[tuple[int, int, int]]], measure_one: Callable[[int, int, int], dict],
+             backends: tuple[str, ...]) -> int:
+    """The command line of a grid script: measure every (N, d, B) of ``shapes(quick)`` with
+    ``measure_one``, one JSON line each (with the environment) into ``--out``, then the
+    :func:`summary`; or ``--summary FILE`` of an earlier run."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", type=Path, default=out)
+    p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--summary", type=Path, default=None, help="summarise an existing JSON-lines file and exit")
     args = p.parse_args(argv)
     if args.summary is not None:
-        print("\n".join(summary([json.loads(line) for line in args.summary.read_text().splitlines() if line])))
+        rows = [json.loads(line) for line in args.summary.read_text().splitlines() if line]
+        print("\n".join(summary(rows, backends)))
         return 0
     env = environment.record(CPU)
     rows = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as fh:
-        for n, d, b in grid(args.quick):
-            row = measure_shape(n, d, b)
+        for n, d, b in shapes(args.quick):
+            row = measure_one(n, d, b)
             fh.write(json.dumps({**row, "environment": env}) + "\n")
             fh.flush()
             rows.append(row)
-            times = "  ".join(f"{k} {row[k] * 1e3:.3g}" for k in ("auto", *BACKENDS, "peer:sdpa", "peer:plain")
-                              if k in row)
+            times = "  ".join(f"{k} {v * 1e3:.3g}" for k, v in row.items() if isinstance(v, float))
             print(f"N={n} d={d} B={b} auto={row['chosen']}: {times} ms", flush=True)
-    print("\n".join(summary(rows)))
+    print("\n".join(summary(rows, backends)))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_grid(argv, description="hopfield_retrieve: every CPU backend and peer over a grid of shapes",
+                    out=HERE / "results" / "backend_grid-cpu.jsonl",
+                    quick_help="16 shapes (about a minute) instead of the full grid", shapes=grid,
+                    measure_one=measure_shape, backends=BACKENDS)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,14 @@ the policy's ``cpp_max_work`` on a ladder of these shapes.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.backend_grid import summary  # noqa: E402
+from bench.backend_grid import run_grid  # noqa: E402
 from mnemonix import ops  # noqa: E402
-from mnemonix.benchmark import environment  # noqa: E402
 from mnemonix.benchmark.suites import salience as salience_suite  # noqa: E402
 from mnemonix.benchmark.timing import measure  # noqa: E402
 from mnemonix.ops import salience as salience_op  # noqa: E402
@@ -56,28 +53,9 @@ def measure_shape(n: int, d: int, b: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="salience_topk: every CPU backend and peer over a grid of shapes")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "salience_grid-cpu.jsonl")
-    p.add_argument("--quick", action="store_true", help="12 shapes instead of the full grid")
-    p.add_argument("--summary", type=Path, default=None, help="summarise an existing JSON-lines file and exit")
-    args = p.parse_args(argv)
-    if args.summary is not None:
-        print("\n".join(summary([json.loads(line) for line in args.summary.read_text().splitlines() if line],
-                                BACKENDS)))
-        return 0
-    env = environment.record(CPU)
-    rows = []
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w") as fh:
-        for n, d, b in grid(args.quick):
-            row = measure_shape(n, d, b)
-            fh.write(json.dumps({**row, "environment": env}) + "\n")
-            fh.flush()
-            rows.append(row)
-            times = "  ".join(f"{k} {v * 1e3:.3g}" for k, v in row.items() if isinstance(v, float))
-            print(f"N={n} d={d} B={b} auto={row['chosen']}: {times} ms", flush=True)
-    print("\n".join(summary(rows, BACKENDS)))
-    return 0
+    return run_grid(argv, description="salience_topk: every CPU backend and peer over a grid of shapes",
+                    out=HERE / "results" / "salience_grid-cpu.jsonl", quick_help="12 shapes instead of the full grid",
+                    shapes=grid, measure_one=measure_shape, backends=BACKENDS)
 
 
 if __name__ == "__main__":

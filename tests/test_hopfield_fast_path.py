@@ -5,9 +5,8 @@ not recognise, and every bad value, goes to the general path (same errors)."""
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from unittest import mock
 
+import fast_paths
 import pytest
 import torch
 from hypothesis import given, settings
@@ -18,24 +17,12 @@ from mnemonix.ops import _hopfield_fast as fast
 from mnemonix.ops import hopfield as op_module
 
 
-@contextmanager
 def general_path_only():
-    with mock.patch.object(fast, "cpu_fast_retrieve", lambda *a, **k: None):
-        yield
+    return fast_paths.general_path_only(fast, "cpu_fast_retrieve")
 
 
-@contextmanager
 def counting_fast_calls():
-    """Count the calls the fast path answered (returned something other than None)."""
-    real, answered = fast.cpu_fast_retrieve, []
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        answered.append(out is not None)
-        return out
-
-    with mock.patch.object(fast, "cpu_fast_retrieve", spy):
-        yield answered
+    return fast_paths.counting_fast_calls(fast, "cpu_fast_retrieve")
 
 
 def _both(q, k, v, **kwargs):

@@ -5,9 +5,8 @@ recognise, and every bad value, goes to the general path (same errors)."""
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from unittest import mock
 
+import fast_paths
 import numpy as np
 import pytest
 import torch
@@ -22,24 +21,12 @@ from mnemonix.backends import lifespan as lb
 from mnemonix.ops import _lifespan_fast as fast
 
 
-@contextmanager
 def general_path_only():
-    with mock.patch.object(fast, "cpu_fast_step", lambda *a, **k: None):
-        yield
+    return fast_paths.general_path_only(fast, "cpu_fast_step")
 
 
-@contextmanager
 def counting_fast_calls():
-    """Record, per call, whether the fast path answered (returned something other than None)."""
-    real, answered = fast.cpu_fast_step, []
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        answered.append(out is not None)
-        return out
-
-    with mock.patch.object(fast, "cpu_fast_step", spy):
-        yield answered
+    return fast_paths.counting_fast_calls(fast, "cpu_fast_step")
 
 
 def _both(*args, **kwargs):

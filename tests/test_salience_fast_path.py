@@ -3,15 +3,15 @@
 The fast path is a shortcut, never a second semantics: where it runs, results are the general
 path's (forced to the same C++ recall) bit for bit; everything it does not recognise, and every
 bad value, goes to the general path (same errors). The C++ recall itself is exact (float64
-scores in one fixed order), batch-invariant, and picked by the speed policy for small
-and mid-size calls only."""
+scores in one fixed order) and batch-invariant, and so is its GEMM-fed form: the CPU speed
+policy picks one of the two."""
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager, nullcontext
-from unittest import mock
+from contextlib import nullcontext
 
+import fast_paths
 import pytest
 import torch
 from hypothesis import given, settings
@@ -24,24 +24,12 @@ from mnemonix.ops import _salience_fast as fast
 from mnemonix.ops import salience as op_module
 
 
-@contextmanager
 def general_path_only():
-    with mock.patch.object(fast, "cpu_fast_recall", lambda *a, **k: None):
-        yield
+    return fast_paths.general_path_only(fast, "cpu_fast_recall")
 
 
-@contextmanager
 def counting_fast_calls():
-    """Record, per call, whether the fast path answered it (returned something other than None)."""
-    real, answered = fast.cpu_fast_recall, []
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        answered.append(out is not None)
-        return out
-
-    with mock.patch.object(fast, "cpu_fast_recall", spy):
-        yield answered
+    return fast_paths.counting_fast_calls(fast, "cpu_fast_recall")
 
 
 def _problem(seed, b, n, d, dz, time_form, masked):
