@@ -14,7 +14,7 @@ import torch
 
 from mnemonix.backends import core_engine, numpy_view
 
-__all__ = ["core_salience", "ValueFault", "recall_cpp", "recall_gemm", "FAULT_ARGUMENT"]
+__all__ = ["core_salience", "ValueFault", "recall_cpp", "recall_gemm", "results_of", "FAULT_ARGUMENT"]
 
 FAULT_ARGUMENT = {1: "log_salience", 2: "r0", 3: "tau", 4: "r0", 5: "key_norms", 6: "queries", 7: "keys",
                   8: "payloads"}
@@ -45,7 +45,9 @@ def _view(t: torch.Tensor | None):
     return None if t is None else numpy_view(t)
 
 
-def _results(found):
+def results_of(found):
+    """The tensors of a C++ recall's ``(fault, recall, indices, weights, scores)``; a fault raises
+    :class:`ValueFault`."""
     fault, recall, idx, w, scores = found
     if fault:
         raise ValueFault(fault)
@@ -66,7 +68,7 @@ def recall_cpp(queries: torch.Tensor, keys: torch.Tensor, payloads: torch.Tensor
     returned).
     """
     q, z, r0, tau, norms = _operands(queries, payloads, r0, tau, key_norms)
-    return _results(core_salience().recall(_view(q), _view(keys), _view(z), _view(log_s), _view(r0), _view(tau),
+    return results_of(core_salience().recall(_view(q), _view(keys), _view(z), _view(log_s), _view(r0), _view(tau),
                                            alpha, _view(valid), _view(norms), k, check))
 
 
@@ -92,7 +94,7 @@ def recall_gemm(queries: torch.Tensor, keys: torch.Tensor, payloads: torch.Tenso
         dots = torch.mm(q, keys[start:stop].T, out=buffer[: b * (stop - start)].view(b, stop - start))
         if not selection.scan(numpy_view(dots), start):
             break  # a failed check: finish() reports it
-    return _results(selection.finish(_view(z)))
+    return results_of(selection.finish(_view(z)))
 
 
 def cpp_reasons(inputs) -> list[str]:

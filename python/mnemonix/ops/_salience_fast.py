@@ -25,10 +25,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from mnemonix.backends import numpy_view
 from mnemonix.backends import salience_cpp as sc
 from mnemonix.backends.hopfield_autograd import plain_eager
 
-_F32, _F64 = torch.float32, torch.float64
+_F32 = torch.float32
 _SALIENCE = frozenset({torch.float64, torch.float32})
 _STRIDED = torch.strided
 _WHOLE = frozenset({"cpp", "gemm"})
@@ -99,11 +100,13 @@ def cpu_fast_recall(queries: object, keys: object, payloads: object, k: object, 
     name = backend if backend is not None else order(b, n, d)[0]
     if name not in _WHOLE or sc.core_salience() is None:
         return None
-    log_s = None if log_salience is None or log_salience.dtype is _F64 else log_salience.double()  # type: ignore[union-attr]
-    run = sc.recall_cpp if name == "cpp" else sc.recall_gemm
+    alpha = None if alpha is None else float(alpha)  # type: ignore[arg-type]
     try:
-        return run(queries, keys, payloads, k, log_s=log_s if log_s is not None else log_salience,  # type: ignore[arg-type]
-                             r0=r0, tau=tau, alpha=None if alpha is None else float(alpha),  # type: ignore[arg-type]
-                             valid=valid, key_norms=key_norms, check=check_inputs is not False)  # type: ignore[arg-type]
+        if name == "cpp":  # straight to the kernel: it converts float32 saliences and norms to float64 itself
+            views = [None if t is None else numpy_view(t) for t in operands]  # type: ignore[arg-type]
+            found = sc.core_salience().recall(*views[:6], alpha, views[6], views[7], k, check_inputs is not False)
+            return sc.results_of(found)
+        return sc.recall_gemm(queries, keys, payloads, k, log_s=log_salience, r0=r0, tau=tau,  # type: ignore[arg-type]
+                              alpha=alpha, valid=valid, key_norms=key_norms, check=check_inputs is not False)
     except sc.ValueFault:
         return None  # the general path runs the call again and raises its error, naming the argument
