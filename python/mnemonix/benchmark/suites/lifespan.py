@@ -35,8 +35,8 @@ def _builder(b: int, m: int, r: int):
             candidates["peer:reference"] = lambda: reference.lifespan_step(lifespan, types, age, idx, delta, cap)
         else:
             notes["peer:reference"] = "skipped: Python loops over B x M"
-        if device.type == "cuda":
-            candidates["torch"] = lambda: ops.lifespan_step(lifespan, types, age, idx, delta, cap, backend="torch")
+        # the vectorised torch backend (the CPU path before the C++ step; on CUDA, Triton's fallback)
+        candidates["torch"] = lambda: ops.lifespan_step(lifespan, types, age, idx, delta, cap, backend="torch")
         want = ops.lifespan_step(lifespan, types, age, idx, delta, cap, backend="torch")
 
         def check(fn) -> bool:
