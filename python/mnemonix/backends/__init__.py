@@ -29,3 +29,17 @@ def numpy_view(t: torch.Tensor) -> np.ndarray:
     tensor requires grad, which ``.numpy()`` refuses; non-contiguous data is made contiguous by
     the binding, once)."""
     return (t.detach() if t.requires_grad else t).numpy()
+
+
+def no_mode() -> bool:
+    """Eager torch with nothing between the caller and the tensors' data: not compiling or
+    exporting, no torch function mode (the fake CUDA device), dispatch mode (fake tensors) or
+    functorch transform (vmap, grad). The first test of every op's fast path."""
+    return not (torch._C._is_torch_function_mode_enabled() or torch.compiler.is_compiling()
+                or torch.compiler.is_exporting() or torch._C._len_torch_dispatch_stack()
+                or torch._C._functorch.peek_interpreter_stack() is not None)
+
+
+def no_grad_wanted(tensors: tuple[torch.Tensor | None, ...]) -> bool:
+    """No tensor needs a gradient now (a fast path's results carry no autograd history)."""
+    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)

@@ -28,8 +28,7 @@ from torch import Tensor
 
 from mnemonix import _checks
 from mnemonix.backends import hopfield as hb
-from mnemonix.backends import numpy_view
-from mnemonix.backends.hopfield_autograd import plain_eager
+from mnemonix.backends import no_grad_wanted, no_mode, numpy_view
 
 _F32 = torch.float32
 _STRIDED = torch.strided
@@ -68,7 +67,7 @@ def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: objec
     kernel, the blocked GEMM path or torch's flash kernel), or a forced ``"cpp"``, ``"gemm"`` or
     ``"sdpa"``. ``lse`` / ``argmax`` are None unless wanted.
     """
-    if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
+    if not no_mode():
         return None
     if backend is not None and (type(backend) is not str or backend not in _KERNELS):
         return None  # another backend, or not a name: the general path (its error names the argument)
@@ -78,7 +77,7 @@ def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: objec
             and (values is None or _plain_f32_matrix(values))):
         return None
     q, k, v = queries, keys, values  # type: ignore[assignment]
-    if not _shapes_fit(q, k, v) or not 0.0 < beta <= _checks.FLOAT32_MAX or not plain_eager((q, k, v)):
+    if not _shapes_fit(q, k, v) or not 0.0 < beta <= _checks.FLOAT32_MAX or not no_grad_wanted((q, k, v)):
         return None  # (a NaN beta fails the comparison)
     name = backend if backend is not None else order(q.shape[0], k)[0]
     if name == "cpp":

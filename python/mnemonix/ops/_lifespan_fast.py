@@ -31,16 +31,10 @@ from torch import Tensor
 
 from mnemonix._types import ENGRAM_LONGTERM, ENGRAM_SHORTTERM, ENGRAM_WORKING, LifespanResult
 from mnemonix.backends import lifespan as lb
+from mnemonix.backends import no_mode
 
 _from_numpy = torch.from_numpy
 _result = LifespanResult._make
-
-
-def _no_mode() -> bool:
-    """Eager torch with nothing between the caller and the tensors' data: not compiling, no torch
-    function mode (the fake CUDA device), dispatch mode or functorch transform."""
-    return not (torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled()
-                or torch._C._len_torch_dispatch_stack() or torch._C._functorch.peek_interpreter_stack() is not None)
 
 
 def cpu_fast_step(lifespan: object, types: object, age: object, reminded_indices: object, delta: object,
@@ -65,7 +59,7 @@ def cpu_fast_step(lifespan: object, types: object, age: object, reminded_indices
     if type(stm_capacity) is not int or stm_capacity < 0:
         return None
     if (type(lifespan) is not Tensor or type(types) is not Tensor or (age is not None and type(age) is not Tensor)
-            or type(reminded_indices) is not Tensor or type(delta) is not Tensor or not _no_mode()):
+            or type(reminded_indices) is not Tensor or type(delta) is not Tensor or not no_mode()):
         return None
     core = lb.core_lifespan()
     if core is None:

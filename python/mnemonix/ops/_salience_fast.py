@@ -25,9 +25,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mnemonix.backends import numpy_view
+from mnemonix.backends import no_grad_wanted, no_mode, numpy_view
 from mnemonix.backends import salience_cpp as sc
-from mnemonix.backends.hopfield_autograd import plain_eager
 
 _F32 = torch.float32
 _SALIENCE = frozenset({torch.float64, torch.float32})
@@ -79,13 +78,13 @@ def cpu_fast_recall(queries: object, keys: object, payloads: object, k: object, 
     ``order(B, N, d)`` is the op's CPU speed policy (:func:`mnemonix.ops.salience.cpu_order`); its
     first backend runs (``"cpp"`` or ``"gemm"``: both whole C++ recalls), or a forced one of them.
     """
-    if torch.compiler.is_compiling() or torch._C._is_torch_function_mode_enabled():
+    if not no_mode():
         return None
     if backend is not None and (type(backend) is not str or backend not in _WHOLE):
         return None
-    if type(exact) is not bool or type(batch_invariant) is not bool or check_inputs not in (None, True, False):
+    if type(exact) is not bool or type(batch_invariant) is not bool or type(check_inputs) not in (bool, type(None)):
         return None
-    if type(check_inputs) not in (bool, type(None)) or not _operands_fit(queries, keys, payloads, k):
+    if not _operands_fit(queries, keys, payloads, k):
         return None
     n = keys.shape[0]  # type: ignore[union-attr]
     if not _salience_fits(n, log_salience, r0, tau, alpha, now):
@@ -94,7 +93,7 @@ def cpu_fast_recall(queries: object, keys: object, payloads: object, k: object, 
             key_norms is not None and not _vector(key_norms, n, _SALIENCE)):
         return None
     operands = (queries, keys, payloads, log_salience, r0, tau, valid, key_norms)
-    if not plain_eager(operands):  # type: ignore[arg-type]
+    if not no_grad_wanted(operands):  # type: ignore[arg-type]
         return None
     b, d = queries.shape  # type: ignore[union-attr]
     name = backend if backend is not None else order(b, n, d)[0]
