@@ -131,34 +131,25 @@ inline void stepRow(const Step& s, Codes codes, size_t b) {
   s.numKept[b] = kept;
 }
 
+#pragma omp declare reduction(mergeSeen : Seen : merge(omp_out, omp_in)) initializer(omp_priv = Seen{})
+
 // The step, with the value checks (when `check`) folded into its row loop: every output is
 // written, and a failed check returns its Fault (the caller then drops the outputs; the inputs
 // are never written). Unchecked, an index >= M is ignored like a negative one.
 inline Fault step(const Step& s, Codes codes, bool check) {
   const bool parallel = s.batch > 1 && s.batch * (s.length + s.reminded) >= (size_t{1} << 16);
+  const auto row = [&s, codes, check](size_t b, Seen& seen) {
+    if (check) merge(seen, checkRow(s, b));
+    stepRow(s, codes, b);
+  };
   Seen all;
   if (!parallel) {  // no OpenMP region at all: entering one (even with if(false)) costs ~0.4 us
-    for (size_t b = 0; b < s.batch; ++b) {
-      if (check) merge(all, checkRow(s, b));
-      stepRow(s, codes, b);
-    }
-    return check ? faultOf(all, s, codes) : Fault{};
+    for (size_t b = 0; b < s.batch; ++b) row(b, all);
+  } else {
+    const long rows = static_cast<long>(s.batch);
+#pragma omp parallel for schedule(static) reduction(mergeSeen : all)
+    for (long b = 0; b < rows; ++b) row(static_cast<size_t>(b), all);
   }
-  const long rows = static_cast<long>(s.batch);
-  int topType = 0, badLife = 0, badDelta = 0;
-  int64_t topIndex = -1;
-#pragma omp parallel for schedule(static) reduction(max : topType, topIndex) reduction(| : badLife, badDelta)
-  for (long b = 0; b < rows; ++b) {
-    if (check) {
-      const Seen row = checkRow(s, static_cast<size_t>(b));
-      topType = row.topType > topType ? row.topType : topType;
-      topIndex = row.topIndex > topIndex ? row.topIndex : topIndex;
-      badLife |= row.badLife;
-      badDelta |= row.badDelta;
-    }
-    stepRow(s, codes, static_cast<size_t>(b));
-  }
-  all = Seen{static_cast<uint8_t>(topType), badLife != 0, badDelta != 0, topIndex};
   return check ? faultOf(all, s, codes) : Fault{};
 }
 
