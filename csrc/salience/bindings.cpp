@@ -40,37 +40,19 @@ std::optional<CArray<T>> optionalArray(const ArrayArg& arg, const char* name, in
   return a;
 }
 
-// log-salience [N] float64: given, or computed from (r0, tau, alpha) into `store`.
-Fault logSalience(const ArrayArg& logArg, const ArrayArg& r0Arg, const ArrayArg& tauArg, const FloatArg& alphaArg,
-                  const bool* valid, size_t n, bool check, std::optional<CArray<double>>& given,
-                  std::vector<double>& store, const double*& logS) {
-  given = optionalArray<double>(logArg, "log_salience", 1, n);
-  if (given) {
-    logS = given->data();
-    return kNone;
-  }
-  const CArray<double> r0 = asArray<double>(r0Arg, "r0", 1), tau = asArray<double>(tauArg, "tau", 1);
-  requireRows(r0, "r0", n);
-  requireRows(tau, "tau", n);
-  store.resize(n);
-  logS = store.data();
-  const double alpha = asDouble(alphaArg, "alpha");
-  py::gil_scoped_release release;
-  return logSalienceOf(r0.data(), tau.data(), alpha, valid, n, check, store.data());
-}
-
 py::tuple faultOnly(Fault f) { return py::make_tuple(static_cast<int>(f), py::none(), py::none(), py::none(), py::none()); }
 
 // The converted operands of one recall (log-salience computed, and checked, when given as r0, tau).
 struct Operands {
   CArray<float> queries, keys;
   std::optional<CArray<bool>> valid;
-  std::optional<CArray<double>> norms, given;
-  std::vector<double> store;
-  const double* logS = nullptr;
+  std::optional<CArray<double>> norms, given;  // given: log_salience as passed
+  std::vector<double> store;                   // else: computed from (r0, tau, alpha)
   size_t batch = 0, d = 0, n = 0, k = 0;
   bool check = true;
   Fault logFault = kNone;
+
+  const double* logS() const { return given ? given->data() : store.data(); }
 
   Recall recall(const float* payloads, size_t dz) const {
     return Recall{queries.data(), keys.data(), payloads, valid ? valid->data() : nullptr,
@@ -78,6 +60,22 @@ struct Operands {
                   nullptr, nullptr, nullptr, nullptr};
   }
 };
+
+// log-salience [N] float64: given (kept as passed), or computed from (r0, tau, alpha) into `store`
+// (checked when o.check).
+Fault logSalience(Operands& o, const ArrayArg& logArg, const ArrayArg& r0Arg, const ArrayArg& tauArg,
+                  const FloatArg& alphaArg) {
+  o.given = optionalArray<double>(logArg, "log_salience", 1, o.n);
+  if (o.given) return kNone;
+  const CArray<double> r0 = asArray<double>(r0Arg, "r0", 1), tau = asArray<double>(tauArg, "tau", 1);
+  requireRows(r0, "r0", o.n);
+  requireRows(tau, "tau", o.n);
+  o.store.resize(o.n);
+  const double alpha = asDouble(alphaArg, "alpha");
+  py::gil_scoped_release release;
+  return logSalienceOf(r0.data(), tau.data(), alpha, o.valid ? o.valid->data() : nullptr, o.n, o.check,
+                       o.store.data());
+}
 
 std::unique_ptr<Operands> parse(const ArrayArg& queriesArg, const ArrayArg& keysArg, const ArrayArg& logArg,
                                 const ArrayArg& r0Arg, const ArrayArg& tauArg, const FloatArg& alphaArg,
@@ -94,8 +92,7 @@ std::unique_ptr<Operands> parse(const ArrayArg& queriesArg, const ArrayArg& keys
   o->norms = optionalArray<double>(normsArg, "key_norms", 1, o->n);
   o->k = static_cast<size_t>(asInt64(kArg, "k", 1, static_cast<int64_t>(o->n), "in 1..N"));
   o->check = asBool(checkArg, "check");
-  o->logFault = logSalience(logArg, r0Arg, tauArg, alphaArg, o->valid ? o->valid->data() : nullptr, o->n, o->check,
-                            o->given, o->store, o->logS);
+  o->logFault = logSalience(*o, logArg, r0Arg, tauArg, alphaArg);
   return o;
 }
 
@@ -134,7 +131,7 @@ py::tuple recallChecked(const ArrayArg& queriesArg, const ArrayArg& keysArg, con
   Fault fault;
   {
     py::gil_scoped_release release;
-    fault = recall(r, o->logS);
+    fault = recall(r, o->logS());
   }
   return fault != kNone ? faultOnly(fault) : out.result();
 }
@@ -147,7 +144,7 @@ class Selection {
             const ArrayArg& tau, const FloatArg& alpha, const ArrayArg& valid, const ArrayArg& norms,
             const IntArg& k, const BoolArg& check)
       : o_(parse(queries, keys, logS, r0, tau, alpha, valid, norms, k, check)) {
-    if (o_->logFault == kNone) impl_ = std::make_unique<ChunkedRecall>(o_->recall(nullptr, 0), o_->logS);
+    if (o_->logFault == kNone) impl_ = std::make_unique<ChunkedRecall>(o_->recall(nullptr, 0), o_->logS());
   }
 
   int fault() const { return o_->logFault != kNone ? o_->logFault : impl_->fault(); }
