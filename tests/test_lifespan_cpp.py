@@ -68,18 +68,24 @@ _FAULTS = {
 }
 
 
+def _errors(state, capacity):
+    """(type, message) of the error each of the C++ and torch backends raises on ``state``."""
+    errors = []
+    for backend in ("cpp", "torch"):
+        with pytest.raises(ValueError) as err:
+            ops.lifespan_step(*state, capacity, backend=backend)
+        errors.append((type(err.value), str(err.value)))
+    return errors
+
+
 @settings(max_examples=40, deadline=None)
 @given(faults=st.sets(st.sampled_from(sorted(_FAULTS)), min_size=1), seed=st.integers(0, 1000))
 def test_cpp_raises_the_torch_paths_first_error(faults, seed):
     state = list(_state(seed, 2, 8, 4, True, False))
     for name in faults:
         _FAULTS[name](state)
-    errors = []
-    for backend in ("cpp", "torch"):
-        with pytest.raises(ValueError) as err:
-            ops.lifespan_step(*state, 2, backend=backend)
-        errors.append((type(err.value), str(err.value)))
-    assert errors[0] == errors[1]
+    cpp, torch_path = _errors(state, 2)
+    assert cpp == torch_path
 
 
 def test_plus_inf_lifespan_is_kept():
@@ -105,9 +111,5 @@ def test_threaded_step_raises_the_torch_paths_first_error(faults):
     # (their index 12 is no fault at M = 3000)
     for name in faults:
         (_FAULTS | _MIDDLE_FAULTS)[name](state)
-    errors = []
-    for backend in ("cpp", "torch"):
-        with pytest.raises(ValueError) as err:
-            ops.lifespan_step(*state, 100, backend=backend)
-        errors.append((type(err.value), str(err.value)))
-    assert errors[0] == errors[1]
+    cpp, torch_path = _errors(state, 100)
+    assert cpp == torch_path
