@@ -311,70 +311,95 @@ inline bool cpuHasAvx2F16c() {
 #endif
 }
 
+#if defined(__GNUC__) || defined(__clang__)
+// Eight float32 lanes as a GCC vector: plain C++ that each target clone compiles to its own
+// instructions (one AVX register, or two SSE ones in the portable clone).
+typedef float Lanes8 __attribute__((vector_size(32)));
+typedef int LaneIdx8 __attribute__((vector_size(32)));
+
+MNEMONIX_ALWAYS_INLINE Lanes8 loadLanes8(const float* p) {
+  Lanes8 v;
+  std::memcpy(&v, p, sizeof(v));  // an unaligned load
+  return v;
+}
+
+// Pairwise sums in the manner of `hadd`: [a0+a1, a2+a3, b0+b1, b2+b3 | a4+a5, a6+a7, b4+b5, b6+b7].
+MNEMONIX_ALWAYS_INLINE Lanes8 pairSums(Lanes8 a, Lanes8 b) {
+  return __builtin_shuffle(a, b, LaneIdx8{0, 2, 8, 10, 4, 6, 12, 14}) +
+         __builtin_shuffle(a, b, LaneIdx8{1, 3, 9, 11, 5, 7, 13, 15});
+}
+
+// The lane sums of four vectors, [sum a, sum b, sum c, sum d] in lanes 0..3 and again in 4..7,
+// each summed as ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)).
+MNEMONIX_ALWAYS_INLINE Lanes8 laneSums4(Lanes8 a, Lanes8 b, Lanes8 c, Lanes8 d) {
+  const Lanes8 quads = pairSums(pairSums(a, b), pairSums(c, d));  // [a03 b03 c03 d03 | a47 b47 c47 d47]
+  return quads + __builtin_shuffle(quads, LaneIdx8{4, 5, 6, 7, 0, 1, 2, 3});
+}
+
 // Dot products of NQ queries (rows of q, stride d) with `count` tile rows (stride d), written
-// to out[j * outStride + r]. Register blocks of NQ queries x 4 rows (8 independent sums for
-// NQ = 2: 6 loads per 8 FMAs). `ahead` (or nullptr) is prefetched, rowBytes per tile row.
+// to out[j * outStride + r]. Register blocks of NQ queries x 4 rows: 8-lane partial sums over
+// d, then one shuffle tree for the four rows' totals (a horizontal sum per dot product would
+// cost as much as the products at d = 32), then the d % 8 tail. Every row's sum has the same
+// order whatever NQ and its position, so results do not depend on the batch. `ahead` (or
+// nullptr) is prefetched, rowBytes per tile row.
+// out[0..3] = the four lane sums plus each row's d % 8 tail (k0: the first of four rows, stride d)
+MNEMONIX_ALWAYS_INLINE void storeRowSums(Lanes8 sums, const float* q, const float* k0, size_t d, size_t dv,
+                                         float* out) {
+  if (dv == d) {
+    std::memcpy(out, &sums, 4 * sizeof(float));
+    return;
+  }
+  for (int t = 0; t < 4; ++t) {
+    float total = sums[t];
+    for (size_t i = dv; i < d; ++i) total += q[i] * k0[t * d + i];
+    out[t] = total;
+  }
+}
+
 template <int NQ>
 MNEMONIX_ALWAYS_INLINE void dotBlock(const float* q, size_t d, const float* tile, size_t count, float* out,
                                      size_t outStride, const char* ahead, size_t rowBytes) {
+  static_assert(NQ == 1 || NQ == 2, "one or two queries per register block");
+  const size_t dv = d & ~size_t(7);
+  const float* qb = q + (NQ == 2 ? d : 0);
   size_t r = 0;
   for (; r + 4 <= count; r += 4) {
     const float* k0 = tile + r * d;
-    const float* k1 = k0 + d;
-    const float* k2 = k1 + d;
-    const float* k3 = k2 + d;
     if (ahead) prefetchBytes(ahead + r * rowBytes, 4 * rowBytes);
-    if constexpr (NQ == 2) {
-      const float* qa = q;
-      const float* qb = q + d;
-      float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f;
-#pragma omp simd reduction(+ : a0, a1, a2, a3, b0, b1, b2, b3)
-      for (size_t i = 0; i < d; ++i) {
-        const float x0 = k0[i], x1 = k1[i], x2 = k2[i], x3 = k3[i];
-        a0 += qa[i] * x0;
-        a1 += qa[i] * x1;
-        a2 += qa[i] * x2;
-        a3 += qa[i] * x3;
-        b0 += qb[i] * x0;
-        b1 += qb[i] * x1;
-        b2 += qb[i] * x2;
-        b3 += qb[i] * x3;
+    Lanes8 a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
+    for (size_t i = 0; i < dv; i += 8) {
+      const Lanes8 x0 = loadLanes8(k0 + i), x1 = loadLanes8(k0 + d + i), x2 = loadLanes8(k0 + 2 * d + i),
+                   x3 = loadLanes8(k0 + 3 * d + i), qa = loadLanes8(q + i);
+      a0 += qa * x0;
+      a1 += qa * x1;
+      a2 += qa * x2;
+      a3 += qa * x3;
+      if constexpr (NQ == 2) {
+        const Lanes8 qbi = loadLanes8(qb + i);
+        b0 += qbi * x0;
+        b1 += qbi * x1;
+        b2 += qbi * x2;
+        b3 += qbi * x3;
       }
-      out[r] = a0;
-      out[r + 1] = a1;
-      out[r + 2] = a2;
-      out[r + 3] = a3;
-      out[outStride + r] = b0;
-      out[outStride + r + 1] = b1;
-      out[outStride + r + 2] = b2;
-      out[outStride + r + 3] = b3;
-    } else {
-      float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-#pragma omp simd reduction(+ : a0, a1, a2, a3)
-      for (size_t i = 0; i < d; ++i) {
-        const float qi = q[i];
-        a0 += qi * k0[i];
-        a1 += qi * k1[i];
-        a2 += qi * k2[i];
-        a3 += qi * k3[i];
-      }
-      out[r] = a0;
-      out[r + 1] = a1;
-      out[r + 2] = a2;
-      out[r + 3] = a3;
     }
+    storeRowSums(laneSums4(a0, a1, a2, a3), q, k0, d, dv, out + r);
+    if constexpr (NQ == 2) storeRowSums(laneSums4(b0, b1, b2, b3), qb, k0, d, dv, out + outStride + r);
   }
-  for (; r < count; ++r) {
+  for (; r < count; ++r) {  // the last rows, one at a time, summed in the same order
     const float* k0 = tile + r * d;
     for (int j = 0; j < NQ; ++j) {
       const float* qj = q + j * d;
-      float a0 = 0.0f;
-#pragma omp simd reduction(+ : a0)
-      for (size_t i = 0; i < d; ++i) a0 += qj[i] * k0[i];
-      out[j * outStride + r] = a0;
+      Lanes8 acc = {};
+      for (size_t i = 0; i < dv; i += 8) acc += loadLanes8(qj + i) * loadLanes8(k0 + i);
+      float total = laneSums4(acc, acc, acc, acc)[0];
+      for (size_t i = dv; i < d; ++i) total += qj[i] * k0[i];
+      out[j * outStride + r] = total;
     }
   }
 }
+#else
+#error "mnemonix's CPU kernels need GCC or Clang vector extensions"
+#endif
 
 }  // namespace rows
 }  // namespace mnemonix

@@ -83,7 +83,7 @@ inline void merge(Seen& all, const Seen& row) {
 
 // The first failed check of the whole step, in the Python op's order.
 inline Fault faultOf(const Seen& all, const Step& s, Codes codes) {
-  if (s.batch * s.length && all.topType > codes.longterm) return {1, all.topType};
+  if (s.batch != 0 && s.length != 0 && all.topType > codes.longterm) return {1, all.topType};
   if (all.badLife) return {2, 0};
   if (all.badDelta) return {3, 0};
   if (all.topIndex >= static_cast<int64_t>(s.length)) return {4, all.topIndex};

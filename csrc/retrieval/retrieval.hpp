@@ -40,11 +40,14 @@ namespace retrieval {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // exp(x) for x <= 0 (Cephes expf polynomial, ~1 ulp), exactly 0 below -87 and for -inf.
-// Plain arithmetic and a bit cast, so that `omp simd` loops calling it vectorise.
+// Branch-free plain arithmetic so that the `omp simd` loops calling it vectorise: the power of
+// two is rounded with the 1.5 * 2^23 shifter (adds, no floor: SSE2 has no vector floor, and a
+// scalar floor or a select on an integer kept GCC 12 from vectorising the softmax loop).
 MNEMONIX_ALWAYS_INLINE float expNonPositive(float x) {
-  const bool underflow = x < -87.0f;
-  const float xc = underflow ? -87.0f : x;
-  const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
+  const float xc = x < -87.0f ? -87.0f : x;  // maxps: also maps -inf to -87
+  constexpr float kShifter = 12582912.0f;    // 1.5 * 2^23: t + kShifter rounds t to an integer
+  const float shifted = xc * 1.44269504088896341f + kShifter;
+  const float n = shifted - kShifter;  // round(x / ln 2), in [-126, 0]
   const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -53,10 +56,15 @@ MNEMONIX_ALWAYS_INLINE float expNonPositive(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const float y = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  int32_t bits;
+  std::memcpy(&bits, &shifted, sizeof(bits));  // the low mantissa bits of `shifted` hold n
+  bits = (bits - 0x4B400000 + 127) << 23;      // 0x4B400000: the bits of kShifter
+  // below -87 (and -inf) the scale becomes +0 by a mask, not a select: GCC 12 turns a select
+  // (or a multiply by the comparison) into a branch, which stops the vectoriser
+  bits &= -static_cast<int32_t>(x >= -87.0f);
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return underflow ? 0.0f : y * scale;
+  return y * scale;
 }
 
 // Softmax state of one query over one range of stored patterns.
@@ -90,6 +98,37 @@ MNEMONIX_ALWAYS_INLINE void scoreBlock(const float* q, size_t d, const float* ke
   ::mnemonix::rows::dotBlock<NQ>(q, d, tile, rows, out, outStride, ahead, d * sizeof(float));
 }
 
+// Value rows up to this wide are summed column block by column block (weightedRows); wider
+// ones row by row, since a column block would walk the tile at a stride of dv floats (4 kB
+// aliasing in L1: 3x slower at dv = 1024).
+constexpr size_t kRegisterColumns = 64;
+
+// acc[c, c + 8W) += sum_r p[r] v_r[c, c + 8W) over `rows` value rows (stride dv). The W vectors
+// of acc stay in registers for the whole tile and take one add per four rows (a load and a
+// store of acc per row would chain every row through memory).
+template <int W>
+MNEMONIX_ALWAYS_INLINE void weightedRows(const float* p, const float* v, size_t rows, size_t dv, size_t c,
+                                         float* acc) {
+  using rows::Lanes8;
+  using rows::loadLanes8;
+  Lanes8 a[W];
+  for (int w = 0; w < W; ++w) a[w] = loadLanes8(acc + c + 8 * w);
+  size_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const float* v0 = v + r * dv + c;
+    const float p0 = p[r], p1 = p[r + 1], p2 = p[r + 2], p3 = p[r + 3];
+    for (int w = 0; w < W; ++w) {
+      const size_t o = 8 * static_cast<size_t>(w);
+      a[w] += (p0 * loadLanes8(v0 + o) + p1 * loadLanes8(v0 + dv + o)) +
+              (p2 * loadLanes8(v0 + 2 * dv + o) + p3 * loadLanes8(v0 + 3 * dv + o));
+    }
+  }
+  for (; r < rows; ++r) {
+    for (int w = 0; w < W; ++w) a[w] += p[r] * loadLanes8(v + r * dv + c + 8 * static_cast<size_t>(w));
+  }
+  for (int w = 0; w < W; ++w) std::memcpy(acc + c + 8 * w, &a[w], sizeof(Lanes8));
+}
+
 // Scan stored patterns [n0, n1) into `part`. qs = beta * queries [B, d] (row-major).
 // values == nullptr means the values are the keys (dv == d).
 MNEMONIX_SIMD_CLONES
@@ -121,16 +160,15 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
     // 2. online softmax update per query; scores become probabilities in place
     for (size_t b = 0; b < batch; ++b) {
       float* s = scores.data() + b * rowsPerTile;
-      float tileMax = kNegInf;
-      size_t tileArg = 0;
-      for (size_t j = 0; j < rows; ++j) {
-        if (s[j] > tileMax) {  // strict: the first index of the max wins
-          tileMax = s[j];
-          tileArg = j;
-        }
-      }
+      float tileMax = kNegInf;  // NaN scores are passed over here (they reach l and acc below)
+#pragma omp simd reduction(max : tileMax)
+      for (size_t j = 0; j < rows; ++j) tileMax = s[j] > tileMax ? s[j] : tileMax;
       const float mOld = part.m[b];
-      if (tileMax > mOld) part.arg[b] = static_cast<int64_t>(t0 + tileArg);
+      if (tileMax > mOld) {  // a new maximum (rare after the first tiles): its first index
+        size_t j = 0;
+        while (s[j] != tileMax) ++j;
+        part.arg[b] = static_cast<int64_t>(t0 + j);
+      }
       const float mNew = std::max(mOld, tileMax);
       if (mNew == kNegInf) {  // everything so far masked: no weight yet
         for (size_t j = 0; j < rows; ++j) s[j] = 0.0f;
@@ -153,15 +191,27 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
       part.l[b] += sum;
       part.m[b] = mNew;
     }
-    // 3. acc_b += sum_r p[b, r] v_r, four rows per pass over acc_b (one load/store of acc per
-    //    4 FMAs); each value row (the cached key row when values are keys) serves every query.
-    //    Zero weights are not skipped: a NaN/Inf row must reach acc (ops checks the result).
+    // 3. acc_b += sum_r p[b, r] v_r; each value row (the cached key row when values are keys)
+    //    serves every query. Zero weights are not skipped: a NaN/Inf row must reach acc (ops
+    //    checks the result).
     for (size_t bb = 0; bb < batch; ++bb) {
       const float* p = scores.data() + bb * rowsPerTile;
       float* acc = part.acc.data() + bb * dv;
-      size_t r = 0;
+      const float* v = vals + t0 * dv;
+      if (dv <= kRegisterColumns) {
+        size_t c = 0;
+        for (; c + 32 <= dv; c += 32) weightedRows<4>(p, v, rows, dv, c, acc);
+        for (; c + 8 <= dv; c += 8) weightedRows<1>(p, v, rows, dv, c, acc);
+        for (; c < dv; ++c) {
+          float total = acc[c];
+          for (size_t r = 0; r < rows; ++r) total += p[r] * v[r * dv + c];
+          acc[c] = total;
+        }
+        continue;
+      }
+      size_t r = 0;  // wide rows: four rows per pass over acc_b (one load/store of acc per 4 FMAs)
       for (; r + 4 <= rows; r += 4) {
-        const float* v0 = vals + (t0 + r) * dv;
+        const float* v0 = v + r * dv;
         const float* v1 = v0 + dv;
         const float* v2 = v1 + dv;
         const float* v3 = v2 + dv;
@@ -170,7 +220,7 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
         for (size_t i = 0; i < dv; ++i) acc[i] += p0 * v0[i] + p1 * v1[i] + p2 * v2[i] + p3 * v3[i];
       }
       for (; r < rows; ++r) {
-        const float* v0 = vals + (t0 + r) * dv;
+        const float* v0 = v + r * dv;
         const float p0 = p[r];
 #pragma omp simd
         for (size_t i = 0; i < dv; ++i) acc[i] += p0 * v0[i];

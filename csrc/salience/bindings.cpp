@@ -82,7 +82,7 @@ std::unique_ptr<Operands> parse(const ArrayArg& queriesArg, const ArrayArg& keys
                                 const ArrayArg& validArg, const ArrayArg& normsArg, const IntArg& kArg,
                                 const BoolArg& checkArg) {
   auto o = std::make_unique<Operands>(Operands{asArray<float>(queriesArg, "queries", 2),
-                                               asArray<float>(keysArg, "keys", 2)});
+                                               asArray<float>(keysArg, "keys", 2), {}, {}, {}, {}});
   o->batch = o->queries.shape(0);
   o->d = o->queries.shape(1);
   o->n = o->keys.shape(0);
