@@ -40,8 +40,9 @@ def test_defaults_without_a_file(clean):
     assert cpu == calibration.DEFAULTS["cpu"]["hopfield_retrieve"]
     assert {"cpp_max_batch": hops.CPP_MAX_BATCH, "cpp_max_batch_large_store": hops.CPP_MAX_BATCH_LARGE_STORE,
             "cpp_large_store_bytes": hops.CPP_LARGE_STORE_BYTES}.items() <= cpu.items()
-    assert (hops.CPP_MAX_BATCH, hops.CPP_MAX_BATCH_LARGE_STORE, hops.CPP_LARGE_STORE_BYTES) == (4, 16, 4 << 20)
-    assert hops.cpp_max_batch(torch.empty(100, 4)) == 4
+    assert (hops.CPP_MAX_BATCH, hops.CPP_MAX_BATCH_LARGE_STORE, hops.CPP_LARGE_STORE_BYTES) == (16, 32, 4 << 20)
+    assert hops.cpp_max_batch(torch.empty(100, 64)) == 16
+    assert hops.cpp_max_batch(torch.empty(100, 4)) == cpu["cpp_max_batch_narrow"] == 32  # narrow keys
     assert calibration.thresholds("salience_topk", torch.device("cpu")) == {"cpp_max_batch": 8, "cpp_max_work": 1 << 18}
     assert all(not g["measured"] for g in calibration.GPU_GUESSES.values())
 
@@ -50,17 +51,17 @@ def test_policy_reads_the_file_named_by_the_variable(clean, monkeypatch):
     path = clean / "cal.json"
     path.write_text(json.dumps(_doc(cpp_max_batch=2)))  # other keys keep their defaults
     monkeypatch.setenv(calibration.ENV, str(path))
-    keys = torch.randn(300, 16)
+    keys = torch.randn(300, 64)
     assert hops.cpp_max_batch(keys) == 2
     limits = calibration.thresholds("hopfield_retrieve", torch.device("cpu"))
     assert limits["cpp_max_batch_large_store"] == hops.CPP_MAX_BATCH_LARGE_STORE
     if HAS_CPP:
-        assert hops.choose_backend(torch.zeros(2, 16), keys) == "cpp"
-        assert hops.choose_backend(torch.zeros(3, 16), keys) == "gemm"
+        assert hops.choose_backend(torch.zeros(2, 64), keys) == "cpp"
+        assert hops.choose_backend(torch.zeros(3, 64), keys) == "sdpa"
         # a threshold is speed, never capability: forcing cpp past it still runs
         from mnemonix import ops
-        out = ops.hopfield_retrieve(torch.zeros(3, 16), keys, beta=1.0, backend="cpp")
-        assert out.shape == (3, 16)
+        out = ops.hopfield_retrieve(torch.zeros(3, 64), keys, beta=1.0, backend="cpp")
+        assert out.shape == (3, 64)
     monkeypatch.setenv(calibration.ENV, "default")
     assert hops.cpp_max_batch(keys) == hops.CPP_MAX_BATCH
 
@@ -72,14 +73,14 @@ def test_per_user_file_is_read_and_a_bad_one_warns_and_keeps_defaults(clean):
     assert str(path).startswith(str(clean / "cache" / "mnemonix" / "calibration-"))
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(_doc(cpp_max_batch=3)))
-    assert hops.cpp_max_batch(torch.empty(10, 4)) == 3
+    assert hops.cpp_max_batch(torch.empty(10, 64)) == 3
     path.write_text("{not json")
     calibration.reload()
     with pytest.warns(UserWarning, match="ignoring the calibration file .*shipped defaults"):
-        assert hops.cpp_max_batch(torch.empty(10, 4)) == hops.CPP_MAX_BATCH
+        assert hops.cpp_max_batch(torch.empty(10, 64)) == hops.CPP_MAX_BATCH
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once per process, not per call
-        assert hops.cpp_max_batch(torch.empty(10, 4)) == hops.CPP_MAX_BATCH
+        assert hops.cpp_max_batch(torch.empty(10, 64)) == hops.CPP_MAX_BATCH
 
 
 @pytest.mark.parametrize("doc, field", [
@@ -98,24 +99,24 @@ def test_a_bad_file_named_by_the_variable_is_a_format_error(clean, monkeypatch, 
     path.write_text(doc)
     monkeypatch.setenv(calibration.ENV, str(path))
     with pytest.raises(FormatError, match=re.escape(f"bad.json': field '{field}'")):
-        hops.cpp_max_batch(torch.empty(10, 4))
+        hops.cpp_max_batch(torch.empty(10, 64))
 
 
 def test_missing_or_unreadable_file_named_by_the_variable(clean, monkeypatch):
     monkeypatch.setenv(calibration.ENV, str(clean / "missing.json"))
     with pytest.raises(FormatError, match="missing.json.*does not exist"):
-        hops.cpp_max_batch(torch.empty(10, 4))
+        hops.cpp_max_batch(torch.empty(10, 64))
     (clean / "bin.json").write_bytes(b"\xff\xfe{")
     monkeypatch.setenv(calibration.ENV, str(clean / "bin.json"))
     with pytest.raises(FormatError, match="bin.json.*not JSON"):
-        hops.cpp_max_batch(torch.empty(10, 4))
+        hops.cpp_max_batch(torch.empty(10, 64))
 
 
 def test_a_file_for_another_device_type_leaves_the_cpu_defaults(clean, monkeypatch):
     path = clean / "gpu.json"
     path.write_text(json.dumps({**_doc(), "device": "cuda", "thresholds": {}}))
     monkeypatch.setenv(calibration.ENV, str(path))
-    assert hops.cpp_max_batch(torch.empty(10, 4)) == hops.CPP_MAX_BATCH
+    assert hops.cpp_max_batch(torch.empty(10, 64)) == hops.CPP_MAX_BATCH
 
 
 @pytest.mark.parametrize("wins, expected", [
@@ -134,7 +135,7 @@ def test_crossover_rule(wins, expected):
 
 
 def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
-    doc = calibrate.calibrate(torch.device("cpu"), stores={"small": (256, 8)}, batches=(1, 2), repeat=3,
+    doc = calibrate.calibrate(torch.device("cpu"), stores={"small": (256, 64)}, batches=(1, 2), repeat=3,
                               budget_s=0.5, report=lambda s: None, salience_shapes=((9, 64, 8), (16, 300, 8)))
     path = calibrate.write(doc, clean / "out" / "cal.json")
     data = json.loads(path.read_text())
@@ -152,18 +153,18 @@ def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
         assert salience_op.cpu_order(9, 64, 8)[0] == ("cpp" if work >= 9 * 64 * 8 else "gemm")
         value = data["thresholds"]["hopfield_retrieve"]["cpp_max_batch"]
         assert value in (0, 1, 2)
-        assert hops.cpp_max_batch(torch.empty(256, 8)) == value
+        assert hops.cpp_max_batch(torch.empty(256, 64)) == value
     # the default output is the per-user file the policies read without the variable
     monkeypatch.delenv(calibration.ENV)
     doc["thresholds"] = {"hopfield_retrieve": {"cpp_max_batch": 5}}
     written = calibrate.write(doc, None)
     assert written == calibration.user_path(doc["device_name"])
-    assert hops.cpp_max_batch(torch.empty(256, 8)) == 5
+    assert hops.cpp_max_batch(torch.empty(256, 64)) == 5
 
 
 def test_cli_calibrate(clean, capsys):
     out = clean / "cli.json"
-    assert main(["bench", "calibrate", "--small-store", "128,8", "--large-store", f"{(8 << 20) // 256},64",
+    assert main(["bench", "calibrate", "--small-store", "128,64", "--large-store", f"{(8 << 20) // 256},64",
                  "--batches", "2,1", "--repeat", "3", "--salience-max-n", "500", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"MNEMONIX_CALIBRATION={out}" in text and "noisy" in text

@@ -131,26 +131,28 @@ def test_leading_dimensions_and_auto_dispatch(rng):
     ref = reference.hopfield_retrieve(q, k, beta=0.5)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     # automatic choice (speed policy): cpp for small float32 batches (when built), then the
-    # blocked GEMM path for moderate ones, then the flash kernel; never interpreted Triton on CPU
+    # flash kernel, or the blocked GEMM path for very wide keys; never interpreted Triton on CPU
     small = q.reshape(-1, 16)[:4]
     if hb._core_retrieval() is not None:
+        limits = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]
         assert hops.choose_backend(small, k) == "cpp"
-        mid = torch.zeros(hops.CPP_MAX_BATCH + 1, 16)
-        assert hops.choose_backend(mid, k) == "gemm"
-        big = torch.zeros(33, 16)
-        assert hops.choose_backend(big, k) == "sdpa"
-        assert hops.choose_backend(big, k, want_argmax=True) == "gemm"
-        # a store larger than the caches keeps the single-read kernel up to a larger batch,
-        # less so when its keys are narrow (d <= 48: the kernel's per-row cost weighs more)
+        assert hops.choose_backend(torch.zeros(33, 16), k, want_argmax=True) == "gemm"  # no argmax in flash
+        # narrow keys (d <= 48) keep the kernel up to cpp_max_batch_narrow on any store
+        narrow_max = limits["cpp_max_batch_narrow"]
+        for narrow_keys in (k, torch.empty(hops.CPP_LARGE_STORE_BYTES // (4 * 16), 16)):
+            assert hops.cpp_max_batch(narrow_keys) == narrow_max
+            assert hops.choose_backend(torch.zeros(narrow_max, 16), narrow_keys) == "cpp"
+            assert hops.choose_backend(torch.zeros(narrow_max + 1, 16), narrow_keys) == "sdpa"
+        # wider keys: cpp_max_batch on a store the caches hold, a larger batch once it streams
+        # from memory (one read serves the whole batch)
+        wide_small = torch.empty(1000, 64)
+        assert hops.cpp_max_batch(wide_small) == hops.CPP_MAX_BATCH
+        assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH, 64), wide_small) == "cpp"
+        assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH + 1, 64), wide_small) == "sdpa"
         large_keys = torch.empty(hops.CPP_LARGE_STORE_BYTES // (4 * 64), 64)
         assert hops.cpp_max_batch(large_keys) == hops.CPP_MAX_BATCH_LARGE_STORE
         assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH_LARGE_STORE, 64), large_keys) == "cpp"
         assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH_LARGE_STORE + 1, 64), large_keys) == "sdpa"
-        narrow_keys = torch.empty(hops.CPP_LARGE_STORE_BYTES // (4 * 16), 16)
-        narrow_max = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_max_batch_narrow"]
-        assert hops.cpp_max_batch(narrow_keys) == narrow_max
-        assert hops.choose_backend(torch.zeros(narrow_max + 1, 16), narrow_keys) == "gemm"
-        assert hops.choose_backend(torch.zeros(31, 16), narrow_keys) == "sdpa"  # B x N > 2M scores
         wide_keys = torch.empty(10, 4096)  # GEMM-bound at every batch past the C++ kernel's
         assert hops.choose_backend(torch.zeros(500, 4096), wide_keys) == "gemm"
     assert hops.choose_backend(small.half(), k.half()) == "torch"

@@ -41,17 +41,18 @@ VERSION = 1
 
 # Shipped thresholds per device type: op -> name -> value (non-negative integers).
 # CPU: the backend grid on the 2-core AMD EPYC development machine (bench/NOTES.md, "Backend
-# grid"; N 1e3..1e6, d 32..12,288, B 1..4,096, every backend forced, two runs): the single-read
-# C++ kernel leads up to B = 4 on cache-sized stores (< 4 MB of keys), up to B = 8 on larger
-# stores of narrow keys (d <= 48) and up to B = 16 on larger stores of wider keys; past it the
-# blocked GEMM path leads for narrow keys up to B = 32 while B x N <= 2M, and at every B once
-# d >= 4,096 (GEMM-bound); torch's flash kernel (sdpa) everywhere else. salience_topk: the
-# exact C++ recall up to B = 8 at any N (it splits the keys over the threads when B is small)
-# and while B x N x d <= 2^18, the same recall fed by torch's GEMM beyond (bench/NOTES.md,
-# "Salience").
+# grid"; N 1e3..1e6, d 32..12,288, B 1..4,096, every backend forced), rerun after the C++
+# kernel's vectorised softmax and shuffle-tree dot products: the single-read C++ kernel leads
+# up to B = 32 for narrow keys (d <= 48) on any store, up to B = 16 on cache-sized stores of
+# wider keys (< 4 MB) and up to B = 32 on larger ones; past it torch's flash kernel (sdpa),
+# except the blocked GEMM path once d >= 4,096 (GEMM-bound) and for narrow keys up to
+# gemm_max_batch while B x N <= gemm_max_scores (no batch today: the C++ kernel covers them).
+# salience_topk: the exact C++ recall up to B = 8 at any N (it splits the keys over the
+# threads when B is small) and while B x N x d <= 2^18, the same recall fed by torch's GEMM
+# beyond (bench/NOTES.md, "Salience").
 DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
     "cpu": {
-        "hopfield_retrieve": {"cpp_max_batch": 4, "cpp_max_batch_large_store": 16, "cpp_max_batch_narrow": 8,
+        "hopfield_retrieve": {"cpp_max_batch": 16, "cpp_max_batch_large_store": 32, "cpp_max_batch_narrow": 32,
                               "cpp_large_store_bytes": 4 << 20, "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},
         "salience_topk": {"cpp_max_batch": 8, "cpp_max_work": 1 << 18},

@@ -2,22 +2,24 @@
 
 Today one policy has thresholds: ``hopfield_retrieve`` on the CPU sends a batch of at most
 ``cpp_max_batch`` queries (``cpp_max_batch_large_store`` once the keys of a group pass
-``cpp_large_store_bytes`` and are wider than ``narrow_dim``) to the fused C++ kernel, moderate
-ones to the blocked GEMM path (up to ``gemm_max_batch`` while B x N <= ``gemm_max_scores``,
-and at any B once d >= ``gemm_min_dim``), larger ones to torch's flash kernel (``sdpa``).
+``cpp_large_store_bytes``; ``cpp_max_batch_narrow`` at any size for keys of at most
+``narrow_dim`` columns) to the fused C++ kernel, moderate ones to the blocked GEMM path (up to
+``gemm_max_batch`` while B x N <= ``gemm_max_scores`` for narrow keys, and at any B once
+d >= ``gemm_min_dim``), larger ones to torch's flash kernel (``sdpa``).
 Calibration times the three forced backends side by side (interleaved,
 :func:`mnemonix.benchmark.timing.measure`) over a sweep of batch sizes at a cache-sized store
 and at a store far larger than the caches; a threshold is the swept B that best splits where a
 backend's p20 beats the others (at or below it) from where it does not (a step fit, see
 :func:`crossover`): the C++ kernel against the other two on each store, then the GEMM path
 against the flash kernel past the C++ kernel's threshold on the cache-sized store.
-``cpp_large_store_bytes``, ``narrow_dim``, ``gemm_max_scores`` and ``gemm_min_dim`` are not
-measured (two store sizes cannot place them) and keep their defaults. ``salience_topk`` on the
-CPU sends calls of at most ``cpp_max_work`` screened multiply-adds (B x N x d) to the exact C++
-recall and larger ones to the same recall fed by torch's GEMM (``gemm``), except batches of at most
-``cpp_max_batch`` queries (not measured: always ``cpp``): its sweep times them (and the torch
-path) over a ladder of work sizes at B = 1 and B = 16 and fits the step on the work of the
-batches past ``cpp_max_batch``. On CUDA the Hopfield sweep times ``triton`` against ``torch``
+``cpp_max_batch_narrow``, ``cpp_large_store_bytes``, ``narrow_dim``, ``gemm_max_scores`` and
+``gemm_min_dim`` are not measured (two store sizes of d = 64 and 128 cannot place them) and
+keep their defaults. ``salience_topk`` on the CPU sends calls of at most ``cpp_max_work``
+screened multiply-adds (B x N x d) to the exact C++ recall and larger ones to the same recall
+fed by torch's GEMM (``gemm``), except batches of at most ``cpp_max_batch`` queries (not
+measured: always ``cpp``): its sweep times them (and the torch path) over a ladder of work
+sizes at B = 1 and B = 16 and fits the step on the work of the batches past
+``cpp_max_batch``. On CUDA the Hopfield sweep times ``triton`` against ``torch``
 and records them, but no CUDA policy has a threshold to write.
 
 The file (:mod:`mnemonix.calibration` reads it) holds the thresholds, every measurement, and
@@ -173,16 +175,18 @@ def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str,
     defaults = calibration.DEFAULTS["cpu"][OP]
     found: dict[str, int] = {}
     skipped = {name: "not measured: kept the default"
-               for name in ("cpp_large_store_bytes", "narrow_dim", "gemm_max_scores", "gemm_min_dim")}
+               for name in ("cpp_max_batch_narrow", "cpp_large_store_bytes", "narrow_dim", "gemm_max_scores",
+                            "gemm_min_dim")}
     for label, name in (("small", "cpp_max_batch"), ("large", "cpp_max_batch_large_store")):
         store = measured.get(label)
         if store is None:
             skipped[name] = f"no {label} store swept"
             continue
-        large = store["key_bytes"] >= defaults["cpp_large_store_bytes"] and store["d"] > defaults["narrow_dim"]
-        if large != (label == "large"):
+        large = store["key_bytes"] >= defaults["cpp_large_store_bytes"]
+        if large != (label == "large") or store["d"] <= defaults["narrow_dim"]:
             skipped[name] = (f"the {label} store is on the wrong side of cpp_large_store_bytes "
-                             f"({defaults['cpp_large_store_bytes']}) / narrow_dim ({defaults['narrow_dim']})")
+                             f"({defaults['cpp_large_store_bytes']}) or not wider than narrow_dim "
+                             f"({defaults['narrow_dim']}, whose keys have cpp_max_batch_narrow)")
             continue
         value = crossover(store["rows"], "cpp", ("gemm", "sdpa"))
         if value is None:

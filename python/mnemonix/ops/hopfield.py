@@ -79,18 +79,21 @@ _CPU = torch.device("cpu")
 
 
 def cpp_max_batch(keys: torch.Tensor) -> int:
-    """Largest B sent to the C++ kernel automatically for this key matrix (of one group): small
-    on a store the caches hold (the GEMM paths read it from cache too), larger once it streams
-    from memory (one read serves the whole batch), less so for narrow keys (d <= ``narrow_dim``:
-    the kernel's per-row cost, an exp per logit, weighs more against d multiply-adds)."""
+    """Largest B sent to the C++ kernel automatically for this key matrix (of one group): for
+    narrow keys (d <= ``narrow_dim``) ``cpp_max_batch_narrow`` on any store (the GEMM paths
+    gain little from a short d); for wider ones smaller on a store the caches hold (the GEMM
+    paths read it from cache too), larger once it streams from memory (one read serves the
+    whole batch)."""
     return _cpp_max_batch(keys, calibration.thresholds("hopfield_retrieve", _CPU))  # the kernel is CPU-only
 
 
 def _cpp_max_batch(keys: torch.Tensor, limits: dict[str, int]) -> int:
     n, d = keys.shape[-2:]
+    if d <= limits["narrow_dim"]:
+        return limits["cpp_max_batch_narrow"]
     if n * d * keys.element_size() < limits["cpp_large_store_bytes"]:
         return limits["cpp_max_batch"]
-    return limits["cpp_max_batch_narrow" if d <= limits["narrow_dim"] else "cpp_max_batch_large_store"]
+    return limits["cpp_max_batch_large_store"]
 
 
 def cpu_forward_order(b: int, keys: torch.Tensor) -> list[str]:
