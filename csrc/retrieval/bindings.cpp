@@ -76,12 +76,13 @@ py::object run(const Operands& o, float beta, int threads, bool checkFinite) {
   py::array_t<int64_t> argmax(o.batch);
   float* outPtr = out.mutable_data();
   float* lsePtr = lse.mutable_data();
-  bool finite = true;
+  bool finite = true;  // checked: every logit (no bias here: a -inf one is a bad key), lse and out
   {
     py::gil_scoped_release release;
     mnemonix::retrieval::retrieve(o.q.data(), o.batch, o.d, o.k.data(), o.n, o.v ? o.v->data() : nullptr, o.dv,
-                                  beta, o.b ? o.b->data() : nullptr, outPtr, lsePtr, argmax.mutable_data(), threads);
-    if (checkFinite) finite = allFinite(lsePtr, o.batch) && allFinite(outPtr, o.batch * o.dv);
+                                  beta, o.b ? o.b->data() : nullptr, outPtr, lsePtr, argmax.mutable_data(), threads,
+                                  checkFinite ? &finite : nullptr);
+    if (checkFinite) finite = finite && allFinite(lsePtr, o.batch) && allFinite(outPtr, o.batch * o.dv);
   }
   if (!finite) return py::none();
   return py::make_tuple(out, lse, argmax);
@@ -104,6 +105,20 @@ py::object retrieveChecked(const ArrayArg& queries, const ArrayArg& keys, const 
   return run(o, static_cast<float>(asDouble(beta, "beta")), 0, true);
 }
 
+// True when no float32 array of `arrays` holds a NaN/Inf: the fast path's check of the flash and
+// GEMM paths in one call (~1 us where numpy's sums cost ~3 us per array).
+bool allFiniteArrays(const py::args& arrays) {
+  std::vector<CArray<float>> held;
+  held.reserve(arrays.size());
+  for (const py::handle& a : arrays) held.push_back(asArray<float>(ArrayArg{py::reinterpret_borrow<py::object>(a)},
+                                                                   "every array"));
+  py::gil_scoped_release release;
+  for (const auto& x : held) {
+    if (!allFinite(x.data(), static_cast<size_t>(x.size()))) return false;
+  }
+  return true;
+}
+
 int maxThreads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -123,6 +138,7 @@ void bind(py::module_& m) {
         py::kw_only(), py::arg("beta"),
         "retrieve(queries, keys, values, beta=beta) with finite checks folded in: (out, lse, argmax), or None\n"
         "when a query, out or lse holds a NaN/Inf (the caller's slower path then names the cause).");
+  m.def("all_finite", &allFiniteArrays, "all_finite(*arrays): True when no float32 array (any shape) holds a NaN or an Inf.");
   m.def("max_threads", &maxThreads, "Threads OpenMP would use by default.");
 }
 

@@ -71,11 +71,13 @@ MNEMONIX_ALWAYS_INLINE float expNonPositive(float x) {
 struct Partial {
   std::vector<float> m, l, acc;  // [B], [B], [B * dv]
   std::vector<int64_t> arg;      // [B]
+  float scoreZeros = 0.0f;       // sum of score * 0 over the range: NaN iff a score was NaN or +-inf
   void reset(size_t batch, size_t dv) {
     m.assign(batch, kNegInf);
     l.assign(batch, 0.0f);
     acc.assign(batch * dv, 0.0f);
     arg.assign(batch, 0);
+    scoreZeros = 0.0f;
   }
 };
 
@@ -161,8 +163,13 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
     for (size_t b = 0; b < batch; ++b) {
       float* s = scores.data() + b * rowsPerTile;
       float tileMax = kNegInf;  // NaN scores are passed over here (they reach l and acc below)
-#pragma omp simd reduction(max : tileMax)
-      for (size_t j = 0; j < rows; ++j) tileMax = s[j] > tileMax ? s[j] : tileMax;
+      float zeros = 0.0f;       // NaN iff a score is NaN or +-inf (x * 0)
+#pragma omp simd reduction(max : tileMax) reduction(+ : zeros)
+      for (size_t j = 0; j < rows; ++j) {
+        tileMax = s[j] > tileMax ? s[j] : tileMax;
+        zeros += s[j] * 0.0f;
+      }
+      part.scoreZeros += zeros;
       const float mOld = part.m[b];
       if (tileMax > mOld) {  // a new maximum (rare after the first tiles): its first index
         size_t j = 0;
@@ -233,9 +240,10 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
 // bias [N] or nullptr (-inf entries exclude patterns). Writes out [B, dv], lse [B] and
 // argmax [B] (first index of the largest logit). Results depend on `threads` only through
 // float rounding of the merge (the number of parts); a given thread count is deterministic.
+// With `scoresFinite`, also whether every logit (bias included) was finite.
 inline void retrieve(const float* queries, size_t batch, size_t d, const float* keys, size_t n,
                      const float* values, size_t dv, float beta, const float* bias, float* out,
-                     float* lse, int64_t* argmax, int threads) {
+                     float* lse, int64_t* argmax, int threads, bool* scoresFinite = nullptr) {
   if (n == 0) throw std::invalid_argument("keys must hold at least one stored pattern (N >= 1), got 0 rows");
   if (!(beta > 0.0f) || !std::isfinite(beta))
     throw std::invalid_argument("beta must be finite and > 0 (as a float32), got " + std::to_string(beta));
@@ -279,6 +287,13 @@ inline void retrieve(const float* queries, size_t batch, size_t d, const float* 
     });
   }
   error.rethrow();  // e.g. std::bad_alloc of a scratch buffer, raised in the calling thread
+  // Every logit finite? Without a bias a -inf logit is a NaN/Inf key (the queries are checked
+  // finite first) whose weight is 0: with values apart from the keys nothing else would show it.
+  if (scoresFinite) {
+    float zeros = 0.0f;
+    for (const Partial& p : parts) zeros += p.scoreZeros;
+    *scoresFinite = zeros == 0.0f;
+  }
   // exact merge in part (= N) order: ties of the max go to the lower index
   for (size_t b = 0; b < batch; ++b) {
     float mMax = kNegInf;

@@ -127,10 +127,17 @@ def _check_association(assoc, n: int, b: int, lead) -> None:
                          "detach it, or pass a learnable per-pattern bias as bias=")
 
 
-def _check_values(checks: _checks.DataChecks, queries, beta_tensor, mask, bias, assoc) -> None:
+def _check_values(checks: _checks.DataChecks, queries, keys, values, beta_tensor, mask, bias, assoc) -> None:
     """Checks that need the data (skipped under torch.compile); on CUDA they are read with the
-    result's check, in the call's one host sync (see ``ops.hopfield._check_result``)."""
+    result's check, in the call's one host sync (see ``ops.hopfield._check_result``).
+
+    The keys are read here only when the values are apart from them: a NaN/Inf key always
+    reaches the result when it is also the value (its weight, even 0, times it is NaN), but with
+    other values a key whose logits are all -inf (or NaN, in torch's flash kernel) gets weight 0
+    and shows nowhere."""
     checks.finite("queries", queries)
+    if values is not None:
+        checks.finite("keys", keys)
     if beta_tensor is not None:
         checks.require_not(~((beta_tensor > 0) & (beta_tensor <= _checks.FLOAT32_MAX)).all(),  # NaN fails both
                            f"beta must be finite, > 0 and <= {_checks.FLOAT32_MAX:.4g} (float32's range) "
@@ -176,7 +183,7 @@ def prepare(queries, keys, values, *, beta, mask, bias, association_mask, update
     checks = None
     if not torch.compiler.is_compiling():
         checks = _checks.DataChecks(queries.device)
-        _check_values(checks, queries, beta_tensor, mask, bias, association_mask)
+        _check_values(checks, queries, keys, values, beta_tensor, mask, bias, association_mask)
     work = torch.float64 if queries.dtype == torch.float64 else torch.float32
     key_bias, assoc = _biases(mask, bias, association_mask, lead, b, work)
     if values is not None and values.shape[:-2] != keys.shape[:-2]:  # one group structure for both (views)

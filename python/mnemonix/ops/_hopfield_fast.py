@@ -105,27 +105,36 @@ def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, wa
             torch.from_numpy(arg) if want_argmax else None)
 
 
-def _finite(*tensors: Tensor) -> bool:
-    """No NaN/Inf in any of the tensors: their float64 sums (numpy, one thread: no parallel region
-    to wake for a few kB) are finite -- float32 values cannot overflow a float64 sum."""
-    return math.isfinite(sum(float(numpy_view(t).sum(dtype=np.float64)) for t in tensors))
+def _finite(*tensors: Tensor | None) -> bool:
+    """No NaN/Inf in the tensors (None skipped): one C++ pass (numpy float64 sums without the
+    extension; float32 values cannot overflow a float64 sum)."""
+    arrays = [numpy_view(t) for t in tensors if t is not None]
+    core = hb._core_retrieval()
+    if core is not None:
+        return core.all_finite(*arrays)
+    return math.isfinite(sum(float(a.sum(dtype=np.float64)) for a in arrays))
 
 
 def _gemm(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, want_argmax: bool):
-    if not _finite(q):
-        return None
     out, lse, arg = hb.gemm_rows(q, k, k if v is None else v, beta, want_lse=want_lse, want_argmax=want_argmax)
-    if not _finite(out, *([] if lse is None else [lse])):
-        return None  # a NaN/Inf in keys or values, or logits beyond float32: the general path says which
+    # the queries are not read: a NaN/Inf query makes a NaN or infinite logit against every key,
+    # which the softmax turns into a NaN row of out. The keys are, when the values are apart: a
+    # key whose logits are all -inf gets weight 0 and shows nowhere else
+    if not _finite(None if v is None else k, out, lse):
+        return None  # a NaN/Inf in queries, keys or values, or logits beyond float32: the general path says which
     return out, lse, arg
 
 
 def _flash(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool):
     kernel = hb._sdpa_kernel()
-    if kernel is None or not _finite(q):
+    if kernel is None:
         return None
-    k4 = k[None, None]
-    out, lse = kernel(q[None, None], k4, k4 if v is None else v[None, None], 0.0, False, attn_mask=None, scale=beta)
-    if not _finite(out, lse):
-        return None  # a NaN/Inf in keys or values, or logits beyond float32: the general path says which
-    return out[0, 0], lse[0, 0] if want_lse else None, None
+    (b, d), (n, dv) = q.shape, (k if v is None else v).shape
+    k4 = k.view(1, 1, n, d)
+    out, lse = kernel(q.view(1, 1, b, d), k4, k4 if v is None else v.view(1, 1, n, dv), 0.0, False, attn_mask=None,
+                      scale=beta)
+    # the queries are read too (the flash kernel turns a NaN query into out = 0, lse = 0), and the
+    # keys when the values are apart (a key with NaN or -inf logits gets weight 0 there)
+    if not _finite(q, None if v is None else k, out, lse):
+        return None  # a NaN/Inf in queries, keys or values, or logits beyond float32: the general path says which
+    return out.view(b, dv), lse.view(b) if want_lse else None, None
