@@ -12,7 +12,7 @@ The rule cannot see a slowdown ``s`` of a case whose base time ``t`` has ``s t <
 (10 % against 5 % + 30 us: t <= 0.6 ms); such cases are reported as "below the rule's reach".
 
     python bench/gate_rates.py [--runs 20] [--slowdown 0.10] [--ops hopfield_retrieve,lifespan_step]
-                               [--max-case-seconds 20] [--no-notes]
+                               [--max-case-seconds 20] [--no-notes] [--keep-history PATH]
 
 Writes bench/results/gate_rates-<device>.json and appends a dated paragraph to bench/NOTES.md.
 """
@@ -62,34 +62,39 @@ def measure_runs(cases: list[suites.Case], device: torch.device, runs: int, slow
     return order
 
 
-def _flags(rows, base, new, slowed: bool, slowdown: float, ops: list[str]) -> dict[str, tuple[bool, bool, float]]:
-    """Per case label: (flagged on the recorded numbers, flagged after the re-measure, base p50)."""
+def _flags(rows, base, new, slowed: bool, slowdown: float, ops: list[str]) -> dict[str, tuple[bool, bool, bool, float]]:
+    """Per case label: (flagged on the recorded numbers, the same with the drift from the peers'
+    medians instead of the per-round ratios, flagged after the re-measure, base p50)."""
     os.environ[run.SLOWDOWN_ENV] = ",".join(f"{op}={slowdown}" for op in ops) if slowed else ""
     try:
         raw = {_label(v.__dict__): v.regressed for v in gate.compare(rows, base, new) if v.backend == "auto"}
+        medians = {_label(v.__dict__): v.regressed for v in gate.compare(rows, base, new, per_round=False)
+                   if v.backend == "auto"}
         final = gate.compare(rows, base, new, remeasure=gate.remeasurer())
     finally:
         os.environ[run.SLOWDOWN_ENV] = ""
-    return {_label(v.__dict__): (raw[_label(v.__dict__)], v.regressed, v.base_s) for v in final
-            if v.backend == "auto"}
+    return {_label(v.__dict__): (raw[_label(v.__dict__)], medians[_label(v.__dict__)], v.regressed, v.base_s)
+            for v in final if v.backend == "auto"}
 
 
 def rates(rows: list[dict[str, Any]], order: list[tuple[str, bool]], slowdown: float,
           ops: list[str]) -> dict[str, dict[str, Any]]:
-    """Per case: false alarms over honest pairs and detections over slowed pairs (raw and re-measured)."""
+    """Per case: false alarms over honest pairs and detections over slowed pairs (raw with the
+    per-round drift, raw with the medians' drift, and re-measured)."""
     per: dict[str, dict[str, Any]] = {}
     last_honest = None
     for run_id, slowed in order:
         if last_honest is not None:
-            for label, (raw, final, base_s) in _flags(rows, last_honest, run_id, slowed, slowdown, ops).items():
-                r = per.setdefault(label, {"honest_pairs": 0, "false_alarms_raw": 0, "false_alarms": 0,
-                                           "slowed_pairs": 0, "detected_raw": 0, "detected": 0, "base_p50_s": []})
-                kind = ("slowed_pairs", "detected_raw", "detected") if slowed else \
-                    ("honest_pairs", "false_alarms_raw", "false_alarms")
-                r[kind[0]] += 1
-                r[kind[1]] += raw
-                r[kind[2]] += final
-                r["base_p50_s"].append(base_s)
+            for label, flags in _flags(rows, last_honest, run_id, slowed, slowdown, ops).items():
+                r = per.setdefault(label, {"honest_pairs": 0, "false_alarms_raw": 0, "false_alarms_raw_medians": 0,
+                                           "false_alarms": 0, "slowed_pairs": 0, "detected_raw": 0,
+                                           "detected_raw_medians": 0, "detected": 0, "base_p50_s": []})
+                pairs, count = ("slowed_pairs", "detected") if slowed else ("honest_pairs", "false_alarms")
+                r[pairs] += 1
+                r[count + "_raw"] += flags[0]
+                r[count + "_raw_medians"] += flags[1]
+                r[count] += flags[2]
+                r["base_p50_s"].append(flags[3])
         if not slowed:
             last_honest = run_id
     for r in per.values():
@@ -104,29 +109,36 @@ def _notes_paragraph(result: dict[str, Any], command: str) -> str:
     lines = [f"\n## Gate rates ({time.strftime('%Y-%m-%d')}, {env['device_name']}, commit {env['commit']})\n",
              f"`{command}`: {result['runs']} smoke runs alternating honest / +{result['slowdown']:.0%} injected "
              f"into `auto` (rule: new - base - {RTOL:g} base > {ATOL * 1e6:g} us on the median, flagged rows "
-             f"re-measured). Shared 2-core machine: noisy. Per case: false alarms / honest pairs "
-             f"(before re-measure), detections / slowed pairs (before re-measure):\n"]
+             f"re-measured). Per case: false alarms / honest pairs, detections / slowed pairs; in brackets "
+             f"before the re-measure, with the drift from the per-round peer ratios / from the peers' medians:\n"]
     for label, r in per.items():
         reach = "" if r["within_rule_reach"] else " (below the rule's reach: 10% < 5% + 30 us here)"
         lines.append(f"- {label} (base {r['base_p50_ms']:.3g} ms): false alarms {r['false_alarms']}/"
-                     f"{r['honest_pairs']} ({r['false_alarms_raw']}), detected {r['detected']}/{r['slowed_pairs']} "
-                     f"({r['detected_raw']}){reach}")
+                     f"{r['honest_pairs']} ({r['false_alarms_raw']} / {r['false_alarms_raw_medians']}), detected "
+                     f"{r['detected']}/{r['slowed_pairs']} ({r['detected_raw']} / {r['detected_raw_medians']}){reach}")
     t = result["totals"]
     lines.append(f"\nTotal: false-alarm rate {t['false_alarm_rate']:.1%} of {t['honest_case_pairs']} honest case "
                  f"pairs; detection rate {t['detection_rate_in_reach']:.1%} of {t['slowed_case_pairs_in_reach']} "
-                 f"slowed case pairs within the rule's reach. JSON: bench/results/{result['file']}.\n")
+                 f"slowed case pairs within the rule's reach. Before the re-measure: false alarms "
+                 f"{t['false_alarm_rate_raw']:.1%} per-round / {t['false_alarm_rate_raw_medians']:.1%} medians, "
+                 f"detection {t['detection_rate_raw']:.1%} / {t['detection_rate_raw_medians']:.1%}. "
+                 f"JSON: bench/results/{result['file']}.\n")
     return "\n".join(lines)
 
 
 def _totals(per: dict[str, dict[str, Any]]) -> dict[str, Any]:
     honest = sum(r["honest_pairs"] for r in per.values())
-    alarms = sum(r["false_alarms"] for r in per.values())
     reach = [r for r in per.values() if r["within_rule_reach"]]
     slowed = sum(r["slowed_pairs"] for r in reach)
-    found = sum(r["detected"] for r in reach)
-    return {"honest_case_pairs": honest, "false_alarms": alarms, "false_alarm_rate": alarms / honest if honest else 0.0,
-            "slowed_case_pairs_in_reach": slowed, "detected_in_reach": found,
-            "detection_rate_in_reach": found / slowed if slowed else 0.0}
+    out: dict[str, Any] = {"honest_case_pairs": honest, "slowed_case_pairs_in_reach": slowed}
+    for suffix in ("", "_raw", "_raw_medians"):
+        alarms = sum(r["false_alarms" + suffix] for r in per.values())
+        found = sum(r["detected" + suffix] for r in reach)
+        out["false_alarm_rate" + suffix] = alarms / honest if honest else 0.0
+        out["detection_rate" + ("_in_reach" if not suffix else suffix)] = found / slowed if slowed else 0.0
+        if not suffix:
+            out.update(false_alarms=alarms, detected_in_reach=found)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,13 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", default=None, help="comma-separated ops of the smoke suite (default: all)")
     p.add_argument("--repeat", type=int, default=9)
     p.add_argument("--no-notes", action="store_true", help="do not append to bench/NOTES.md")
+    p.add_argument("--keep-history", type=Path, default=None,
+                   help="write the runs' history here (to study other rules on the same runs) instead of a temp file")
     args = p.parse_args(argv)
     device = torch.device("cpu")
     cases = [c for c in suites.cases("smoke", device) if args.ops is None or c.op in args.ops.split(",")]
     ops = sorted({c.op for c in cases})
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "history.jsonl"
+        path = args.keep_history if args.keep_history is not None else Path(tmp) / "history.jsonl"
         order = measure_runs(cases, device, args.runs, args.slowdown, path, args.repeat)
         per = rates(history.read(path), order, args.slowdown, ops)
     name = f"gate_rates-{device.type}.json"

@@ -29,7 +29,19 @@ def test_measure_interleaves_and_injects_slowdown(monkeypatch):
 
 def test_timing_percentiles_are_ordered():
     t = Timing.of([5.0, 1.0, 3.0, 2.0, 4.0])
-    assert t.p20 <= t.p50 <= t.p80 and t.p50 == 3.0 and t.samples == 5
+    assert t.p20 <= t.p50 <= t.p80 and t.p50 == 3.0 and t.samples == 5 and t.rounds == (5.0, 1.0, 3.0, 2.0, 4.0)
+
+
+def test_peer_ratio_is_the_median_of_per_round_ratios():
+    machine = [1.0, 3.0, 1.5, 2.0, 1.0]  # the machine's speed moves every candidate of a round alike
+    timings = {"auto": Timing.of([2 * m for m in machine]), "peer:a": Timing.of(machine),
+               "peer:b": Timing.of([4 * m for m in machine])}
+    # the medians' ratio mixes rounds (2 * 1.5 / sqrt(1.5 * 6)), the per-round one does not
+    assert timing.peer_ratio(timings, "auto") == pytest.approx(1.0)
+    timings["auto"] = Timing.of([2 * m * (1.3 if i == 1 else 1.0) for i, m in enumerate(machine)])
+    assert timing.peer_ratio(timings, "auto") == pytest.approx(1.0)  # one noisy round moves no median
+    assert timing.peer_ratio({"auto": Timing.of([1.0])}, "auto") is None  # no peer
+    assert timing.peer_ratio({"auto": Timing.of([1.0]), "peer:a": Timing.of([1.0, 2.0])}, "auto") is None
 
 
 def test_history_appends_and_skips_torn_lines(tmp_path):
@@ -80,6 +92,17 @@ def test_gate_divides_out_the_machines_drift_seen_by_the_peers():
     assert gate.compare(ours_slower, "a", "b")[0].regressed
     faster_machine = run("a", 1.0, 2.0) + run("b", 1.0, 1.6)  # a 20% faster machine hides nothing
     assert gate.compare(faster_machine, "a", "b")[0].regressed
+    # with per-round ratios recorded in both runs, they decide: the medians moved apart (rounds of
+    # another speed), the per-round ratio did not
+    steady = [dict(r, peer_ratio=0.5) if r["role"] == "mnemonix" else r
+              for r in run("a", 1.0, 2.0) + run("b", 1.2, 2.0)]
+    (verdict, _) = gate.compare(steady, "a", "b")
+    assert not verdict.regressed and verdict.ratio == pytest.approx(1.0)
+    assert gate.compare(steady, "a", "b", per_round=False)[0].regressed  # the medians' drift alone
+    moved = [dict(r, peer_ratio=0.5 if r["run_id"] == "a" else 0.6) for r in run("a", 1.0, 2.0) + run("b", 1.0, 2.0)]
+    assert gate.compare(moved, "a", "b")[0].regressed  # 20% slower against the peers, round by round
+    again = gate.compare(moved, "a", "b", remeasure=lambda row: {"auto": 1.2, "peer:sdpa": 2.4, "ratio:auto": 0.5})
+    assert not again[0].regressed  # the re-measure's per-round ratio is back at the base's
     new_torch = run("a", 1.0, 2.0) + run("b", 1.2, 2.4, torch_version="2.14")  # peers changed: no drift
     assert gate.compare(new_torch, "a", "b")[0].regressed
     with pytest.raises(ValueError, match="no earlier run"):

@@ -4,7 +4,10 @@ A measurement regressed when ``(new - base) - rtol * base > atol`` on the median
 rtol 5 %, atol 30 us), comparing runs on the same device name only, after dividing the new time
 by the drift of its case's peers between the two runs (torch's SDPA, plain torch, faiss: code
 that does not change with ours, timed in the same rounds; so a machine that runs 10% slower
-today fails nothing, and one that runs faster hides nothing). Flagged cases are
+today fails nothing, and one that runs faster hides nothing). Where both runs recorded it, the
+drift comes from the per-round ratios to the peers (``peer_ratio``: the new time counts as
+``base * new_ratio / base_ratio``), which also cancels what moved the machine between the rounds
+of one run; else from the peers' medians. Flagged cases are
 re-measured (the case is rebuilt from its suite and timed with its peers, as the run timed it)
 before the gate fails: the best median of the re-measurements replaces the new value, so one
 noisy repetition does not fail a build.
@@ -22,7 +25,7 @@ import torch
 from mnemonix.benchmark import history, suites
 from mnemonix.benchmark.run import injected_slowdown
 from mnemonix.benchmark.settings import ATOL, RTOL  # noqa: E402
-from mnemonix.benchmark.timing import measure
+from mnemonix.benchmark.timing import measure, peer_ratio
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,15 @@ def _peers(rows: list[dict[str, Any]], run: str) -> dict[tuple, dict[str, Any]]:
 
 def compare(rows: list[dict[str, Any]], base: str, new: str, *, rtol: float = RTOL, atol: float = ATOL,
             remeasure: Callable[[dict[str, Any]], dict[str, float] | None] | None = None,
-            drift_by_peers: bool = True) -> list[Verdict]:
+            drift_by_peers: bool = True, per_round: bool = True) -> list[Verdict]:
     """Verdicts for every measurement present in both runs (same device name).
 
-    ``drift_by_peers``: a candidate's new time is divided by its case's peer drift
-    (:func:`peer_drift`, same torch version in both runs only) before the rule applies, so a
-    machine that got slower or faster between the runs moves neither verdict.
-    ``remeasure(row)`` re-times a flagged row's case (every candidate, name -> median).
+    ``drift_by_peers``: a candidate's new time is divided by its case's peer drift (same torch
+    version in both runs only) before the rule applies, so a machine that got slower or faster
+    between the runs moves neither verdict: from the per-round ratios when both rows carry
+    ``peer_ratio`` and ``per_round`` is set, else from the peers' medians (:func:`peer_drift`).
+    ``remeasure(row)`` re-times a flagged row's case (every candidate, name -> median, and
+    ``"ratio:<name>"`` -> the per-round peer ratio of ours).
     """
     base_rows = {history.key(r): r for r in rows if r["run_id"] == base and r.get("p50") is not None}
     base_peers, new_peers = _peers(rows, base), _peers(rows, new)
@@ -113,37 +118,46 @@ def compare(rows: list[dict[str, Any]], base: str, new: str, *, rtol: float = RT
         then, now = base_peers.get(_case(row)), new_peers.get(_case(row))
         ours = row.get("role") == "mnemonix"
         usable = drift_by_peers and ours and then is not None and now is not None and then["torch"] == now["torch"]
+        base_ratio = old.get("peer_ratio") if usable and per_round else None
         verdicts.append(_verdict(row, old["p50"], then["p50"] if usable else None, now["p50"] if usable else {},
-                                 rtol, atol, remeasure if ours else None))
+                                 rtol, atol, remeasure if ours else None, base_ratio))
     return verdicts
 
 
 def _verdict(row: dict[str, Any], base_s: float, base_peers: dict[str, float] | None, new_peers: dict[str, float],
-             rtol: float, atol: float, remeasure) -> Verdict:
-    """One row's verdict: its time over the peers' drift (none when ``base_peers`` is None), and
-    when flagged the re-measurement's, if better."""
-    def drift(peers: dict[str, float]) -> float:
-        return 1.0 if base_peers is None else peer_drift(base_peers, peers)
+             rtol: float, atol: float, remeasure, base_ratio: float | None = None) -> Verdict:
+    """One row's verdict: its time over the machine's drift (none when ``base_peers`` is None),
+    and when flagged the re-measurement's, if better. The drift is the per-round ratios' when
+    ``base_ratio`` and the new ratio are known, else the peers' medians'."""
+    def drift(new_s: float, peers: dict[str, float], ratio: float | None) -> float:
+        if base_peers is None:
+            return 1.0
+        if base_ratio and ratio:
+            return new_s / (base_s * ratio / base_ratio)  # the factor that takes new_s to that time
+        return peer_drift(base_peers, peers)
 
-    new_s, factor = row["p50"], drift(new_peers)
+    new_s = row["p50"]
+    factor = drift(new_s, new_peers, row.get("peer_ratio"))
     flagged = regressed(base_s, new_s / factor, rtol=rtol, atol=atol)
     if flagged and remeasure is not None:
         again = remeasure(row)
         if again is not None and row["backend"] in again:
             peers = {k: v for k, v in again.items() if k.startswith("peer:")}
-            if again[row["backend"]] / drift(peers) < new_s / factor:
-                new_s, factor = again[row["backend"]], drift(peers)
+            t = again[row["backend"]]
+            f = drift(t, peers, again.get(f"ratio:{row['backend']}"))
+            if t / f < new_s / factor:
+                new_s, factor = t, f
             flagged = regressed(base_s, new_s / factor, rtol=rtol, atol=atol)
     return Verdict(row["op"], row["backend"], row.get("shape") or {}, row.get("dtype", ""), base_s, new_s, flagged,
                    factor)
 
 
 def remeasurer(attempts: int = 2, repeat: int = 9) -> Callable[[dict[str, Any]], dict[str, float] | None]:
-    """Re-time a history row's case with the current code: every candidate's median from the
-    attempt where the row's candidate was fastest (of ``attempts``),
+    """Re-time a history row's case with the current code: every candidate's median (and the
+    row's candidate's per-round peer ratio) from the attempt where it was fastest (of ``attempts``),
     side by side with the rest of its case's candidates as the run timed it: timed alone, a
     candidate runs faster than it did among its peers, which would hide a real regression."""
-    def again(row: dict[str, Any]) -> float | None:
+    def again(row: dict[str, Any]) -> dict[str, float] | None:
         device = torch.device(row.get("device", "cpu"))
         try:
             found = suites.cases(row.get("suite", "quick"), device, row.get("size"))
@@ -160,7 +174,9 @@ def remeasurer(attempts: int = 2, repeat: int = 9) -> Callable[[dict[str, Any]],
                 tries = [measure(built.candidates, device, repeat=repeat, slowdown=slowdown, setup=built.setup)
                          for _ in range(attempts)]
                 best = min(tries, key=lambda t: t[row["backend"]].p50)
-                return {name: t.p50 for name, t in best.items()}
+                ratio = peer_ratio(best, row["backend"])
+                return {**{name: t.p50 for name, t in best.items()},
+                        **({f"ratio:{row['backend']}": ratio} if ratio is not None else {})}
         return None
 
     return again

@@ -2,7 +2,9 @@
 
 Fields of a line: ``op, backend, role ("mnemonix" | "peer"), chosen (the backend "auto" ran),
 shape, dtype, device, device_name, p20, p50, p80, samples (seconds), floor_s, ok (correctness
-checked in the same run), commit, version, torch, triton, timestamp, run_id, suite``.
+checked in the same run), peer_ratio (ours only: the median per-round time over the case's
+peers', see :func:`mnemonix.benchmark.timing.peer_ratio`), commit, version, torch, triton,
+timestamp, run_id, suite``.
 Lines are only ever appended (``O_APPEND``, one ``write`` per line), so concurrent runs and
 crashes never corrupt earlier lines; a torn last line is skipped on reading.
 """

@@ -11,7 +11,7 @@ import torch
 
 from mnemonix.benchmark import environment, history, suites
 from mnemonix.benchmark.floors import measure_floors
-from mnemonix.benchmark.timing import measure
+from mnemonix.benchmark.timing import measure, peer_ratio
 
 SLOWDOWN_ENV = "MNEMONIX_BENCH_SLOWDOWN"
 """``op=fraction[,op=fraction...]`` (e.g. ``hopfield_retrieve=0.10``): inject a relative slowdown
@@ -69,6 +69,7 @@ def measure_case(case: suites.Case, device: torch.device, *, repeat: int, budget
             **common, **built.extra.get(name, {}), "backend": name, "role": "peer" if peer else "mnemonix",
             "chosen": built.chosen if name == "auto" else (None if peer else name),
             "p20": t.p20, "p50": t.p50, "p80": t.p80, "samples": t.samples, "ok": None if peer else ok[name],
+            "peer_ratio": None if peer else peer_ratio(timings, name),
         })
     for name, why in built.notes.items():
         rows.append({**common, "backend": name, "role": "peer" if name.startswith("peer:") else "mnemonix",

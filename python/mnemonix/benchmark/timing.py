@@ -26,18 +26,36 @@ PRECALL_BELOW_S = 0.02
 
 @dataclass(frozen=True)
 class Timing:
-    """Percentiles (seconds) of one candidate's repetitions."""
+    """Percentiles (seconds) of one candidate's repetitions, and the repetitions in round order."""
 
     p20: float
     p50: float
     p80: float
     samples: int
+    rounds: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, samples: list[float]) -> Timing:
         arr = np.asarray(samples, dtype=np.float64)
         p20, p50, p80 = np.percentile(arr, [20, 50, 80])
-        return cls(float(p20), float(p50), float(p80), len(samples))
+        return cls(float(p20), float(p50), float(p80), len(samples), tuple(float(x) for x in samples))
+
+
+def peer_ratio(timings: Mapping[str, Timing], name: str) -> float | None:
+    """Median over the rounds of ``name``'s time over the geometric mean of the peers' times in
+    the same round (candidates named ``peer:...``); None without peers or rounds.
+
+    The machine's state (clock, another tenant, the cache) moves every candidate of a round
+    alike, so the per-round ratio keeps little of it, where a ratio of medians keeps whatever
+    changed between the rounds: what the regression gate compares across runs.
+    """
+    peers = [t.rounds for key, t in timings.items() if key.startswith("peer:") and t.rounds]
+    ours = timings[name].rounds
+    if not peers or not ours or any(len(p) != len(ours) for p in peers):
+        return None
+    logs = np.log(np.asarray(peers, dtype=np.float64))
+    ratios = np.asarray(ours, dtype=np.float64) / np.exp(logs.mean(axis=0))
+    return float(np.median(ratios))
 
 
 class _Clock:
