@@ -131,6 +131,77 @@ MNEMONIX_ALWAYS_INLINE void weightedRows(const float* p, const float* v, size_t 
   for (int w = 0; w < W; ++w) std::memcpy(acc + c + 8 * w, &a[w], sizeof(Lanes8));
 }
 
+// The online softmax update of query b over one tile's scores s[0, rows) (keys t0..): the
+// running max, its first index, the rescaled sum and accumulator; s becomes the weights.
+MNEMONIX_ALWAYS_INLINE void softmaxTile(float* s, size_t rows, size_t t0, size_t b, size_t dv, Partial& part) {
+  float tileMax = kNegInf;  // NaN scores are passed over here (they reach l and acc below)
+  float zeros = 0.0f;       // NaN iff a score is NaN or +-inf (x * 0)
+#pragma omp simd reduction(max : tileMax) reduction(+ : zeros)
+  for (size_t j = 0; j < rows; ++j) {
+    tileMax = s[j] > tileMax ? s[j] : tileMax;
+    zeros += s[j] * 0.0f;
+  }
+  part.scoreZeros += zeros;
+  const float mOld = part.m[b];
+  if (tileMax > mOld) {  // a new maximum (rare after the first tiles): its first index
+    size_t j = 0;
+    while (s[j] != tileMax) ++j;
+    part.arg[b] = static_cast<int64_t>(t0 + j);
+  }
+  const float mNew = std::max(mOld, tileMax);
+  if (mNew == kNegInf) {  // everything so far masked: no weight yet
+    for (size_t j = 0; j < rows; ++j) s[j] = 0.0f;
+    return;
+  }
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (size_t j = 0; j < rows; ++j) {
+    const float p = expNonPositive(s[j] - mNew);
+    s[j] = p;
+    sum += p;
+  }
+  if (mNew > mOld) {
+    const float alpha = (mOld == kNegInf) ? 0.0f : std::exp(mOld - mNew);
+    float* acc = part.acc.data() + b * dv;
+#pragma omp simd
+    for (size_t i = 0; i < dv; ++i) acc[i] *= alpha;
+    part.l[b] *= alpha;
+  }
+  part.l[b] += sum;
+  part.m[b] = mNew;
+}
+
+// acc[0, dv) += sum_r p[r] v_r over one tile's value rows v (stride dv).
+MNEMONIX_ALWAYS_INLINE void accumulateTile(const float* p, const float* v, size_t rows, size_t dv, float* acc) {
+  if (dv <= kRegisterColumns) {
+    size_t c = 0;
+    for (; c + 32 <= dv; c += 32) weightedRows<4>(p, v, rows, dv, c, acc);
+    for (; c + 8 <= dv; c += 8) weightedRows<1>(p, v, rows, dv, c, acc);
+    for (; c < dv; ++c) {
+      float total = acc[c];
+      for (size_t r = 0; r < rows; ++r) total += p[r] * v[r * dv + c];
+      acc[c] = total;
+    }
+    return;
+  }
+  size_t r = 0;  // wide rows: four rows per pass over acc (one load/store of acc per 4 FMAs)
+  for (; r + 4 <= rows; r += 4) {
+    const float* v0 = v + r * dv;
+    const float* v1 = v0 + dv;
+    const float* v2 = v1 + dv;
+    const float* v3 = v2 + dv;
+    const float p0 = p[r], p1 = p[r + 1], p2 = p[r + 2], p3 = p[r + 3];
+#pragma omp simd
+    for (size_t i = 0; i < dv; ++i) acc[i] += p0 * v0[i] + p1 * v1[i] + p2 * v2[i] + p3 * v3[i];
+  }
+  for (; r < rows; ++r) {
+    const float* v0 = v + r * dv;
+    const float p0 = p[r];
+#pragma omp simd
+    for (size_t i = 0; i < dv; ++i) acc[i] += p0 * v0[i];
+  }
+}
+
 // Scan stored patterns [n0, n1) into `part`. qs = beta * queries [B, d] (row-major).
 // values == nullptr means the values are the keys (dv == d).
 MNEMONIX_SIMD_CLONES
@@ -160,78 +231,12 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
       }
     }
     // 2. online softmax update per query; scores become probabilities in place
-    for (size_t b = 0; b < batch; ++b) {
-      float* s = scores.data() + b * rowsPerTile;
-      float tileMax = kNegInf;  // NaN scores are passed over here (they reach l and acc below)
-      float zeros = 0.0f;       // NaN iff a score is NaN or +-inf (x * 0)
-#pragma omp simd reduction(max : tileMax) reduction(+ : zeros)
-      for (size_t j = 0; j < rows; ++j) {
-        tileMax = s[j] > tileMax ? s[j] : tileMax;
-        zeros += s[j] * 0.0f;
-      }
-      part.scoreZeros += zeros;
-      const float mOld = part.m[b];
-      if (tileMax > mOld) {  // a new maximum (rare after the first tiles): its first index
-        size_t j = 0;
-        while (s[j] != tileMax) ++j;
-        part.arg[b] = static_cast<int64_t>(t0 + j);
-      }
-      const float mNew = std::max(mOld, tileMax);
-      if (mNew == kNegInf) {  // everything so far masked: no weight yet
-        for (size_t j = 0; j < rows; ++j) s[j] = 0.0f;
-        continue;
-      }
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (size_t j = 0; j < rows; ++j) {
-        const float p = expNonPositive(s[j] - mNew);
-        s[j] = p;
-        sum += p;
-      }
-      if (mNew > mOld) {
-        const float alpha = (mOld == kNegInf) ? 0.0f : std::exp(mOld - mNew);
-        float* acc = part.acc.data() + b * dv;
-#pragma omp simd
-        for (size_t i = 0; i < dv; ++i) acc[i] *= alpha;
-        part.l[b] *= alpha;
-      }
-      part.l[b] += sum;
-      part.m[b] = mNew;
-    }
+    for (size_t bb = 0; bb < batch; ++bb) softmaxTile(scores.data() + bb * rowsPerTile, rows, t0, bb, dv, part);
     // 3. acc_b += sum_r p[b, r] v_r; each value row (the cached key row when values are keys)
     //    serves every query. Zero weights are not skipped: a NaN/Inf row must reach acc (ops
     //    checks the result).
     for (size_t bb = 0; bb < batch; ++bb) {
-      const float* p = scores.data() + bb * rowsPerTile;
-      float* acc = part.acc.data() + bb * dv;
-      const float* v = vals + t0 * dv;
-      if (dv <= kRegisterColumns) {
-        size_t c = 0;
-        for (; c + 32 <= dv; c += 32) weightedRows<4>(p, v, rows, dv, c, acc);
-        for (; c + 8 <= dv; c += 8) weightedRows<1>(p, v, rows, dv, c, acc);
-        for (; c < dv; ++c) {
-          float total = acc[c];
-          for (size_t r = 0; r < rows; ++r) total += p[r] * v[r * dv + c];
-          acc[c] = total;
-        }
-        continue;
-      }
-      size_t r = 0;  // wide rows: four rows per pass over acc_b (one load/store of acc per 4 FMAs)
-      for (; r + 4 <= rows; r += 4) {
-        const float* v0 = v + r * dv;
-        const float* v1 = v0 + dv;
-        const float* v2 = v1 + dv;
-        const float* v3 = v2 + dv;
-        const float p0 = p[r], p1 = p[r + 1], p2 = p[r + 2], p3 = p[r + 3];
-#pragma omp simd
-        for (size_t i = 0; i < dv; ++i) acc[i] += p0 * v0[i] + p1 * v1[i] + p2 * v2[i] + p3 * v3[i];
-      }
-      for (; r < rows; ++r) {
-        const float* v0 = v + r * dv;
-        const float p0 = p[r];
-#pragma omp simd
-        for (size_t i = 0; i < dv; ++i) acc[i] += p0 * v0[i];
-      }
+      accumulateTile(scores.data() + bb * rowsPerTile, vals + t0 * dv, rows, dv, part.acc.data() + bb * dv);
     }
   }
 }
