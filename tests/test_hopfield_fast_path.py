@@ -194,6 +194,7 @@ def test_gemm_backend_in_blocks_matches_the_reference(dtype, monkeypatch):
     from mnemonix.backends import hopfield as hb
 
     monkeypatch.setattr(hb, "GEMM_BLOCK_SCORES", 50)  # blocks of 1-2 queries: every block boundary
+    monkeypatch.setattr(hb, "GEMM_BLOCK_MAX_SCORES", 50)
     gen = torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(2, 3, 7, 6, generator=gen, dtype=dtype), torch.randn(2, 1, 40, 6, generator=gen,
                dtype=dtype), torch.randn(2, 1, 40, 5, generator=gen, dtype=dtype))

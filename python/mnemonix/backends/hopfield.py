@@ -143,6 +143,12 @@ def run_torch(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=Non
 # Scores materialised at once per block of queries (4 MB of float32): the block stays in the
 # caches between its two GEMMs and the softmax, and memory stays bounded whatever B and N are.
 GEMM_BLOCK_SCORES = 1 << 20
+# ... or up to an eighth of the keys' and values' elements when that is more, at most 8M scores
+# (32 MB): every block reads all of K and V again, so over wide rows (d = 12,288: 1e4 keys are
+# 491 MB) 1M scores per block made B = 1024 re-stream them 11 times (5.0 s against plain
+# torch's one block, 3.1 s).
+GEMM_BLOCK_OPERAND_FRACTION = 8
+GEMM_BLOCK_MAX_SCORES = 8 << 20
 
 
 def run_gemm(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None, **_):
@@ -171,10 +177,13 @@ def gemm_rows(q, k, v, beta: float, *, want_lse: bool, want_argmax: bool):
 
 def _gemm_blocks(q, k, v, beta, bias, assoc, groups: int, *, want_lse: bool, want_argmax: bool):
     """``(out, lse | None, argmax | None)`` over blocks of the query rows (dimension -2) that keep
-    ``groups x rows x N`` scores within :data:`GEMM_BLOCK_SCORES`. A query whose patterns are
+    ``groups x rows x N`` scores within :data:`GEMM_BLOCK_SCORES`, or an eighth of the keys' and
+    values' elements up to :data:`GEMM_BLOCK_MAX_SCORES` when that is more. A query whose patterns are
     all masked gets lse = -inf (the op's check names it) and NaN outputs."""
     b, n = q.shape[-2], k.shape[-2]
-    rows = max(1, min(b, GEMM_BLOCK_SCORES // max(1, n * groups)))
+    operands = groups * n * (k.shape[-1] + v.shape[-1])
+    budget = max(GEMM_BLOCK_SCORES, min(GEMM_BLOCK_MAX_SCORES, operands // GEMM_BLOCK_OPERAND_FRACTION))
+    rows = max(1, min(b, budget // max(1, n * groups)))
     outs, lses, args = [], [], []
     for r in range(0, max(b, 1), rows):  # one (empty) block for an empty batch
         s = torch.matmul(q[..., r:r + rows, :], k.transpose(-1, -2)).mul_(beta)
