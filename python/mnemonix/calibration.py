@@ -43,16 +43,19 @@ VERSION = 1
 # CPU: the backend grid on the 2-core AMD EPYC development machine (bench/NOTES.md, "Backend
 # grid"; N 1e3..1e6, d 32..12,288, B 1..4,096, every backend forced), rerun after the C++
 # kernel's vectorised softmax and shuffle-tree dot products: the single-read C++ kernel leads
-# up to B = 32 for narrow keys (d <= 48) on any store, up to B = 16 on cache-sized stores of
-# wider keys (< 4 MB) and up to B = 32 on larger ones; past it torch's flash kernel (sdpa),
-# except the blocked GEMM path once d >= 4,096 (GEMM-bound) and for narrow keys up to
-# gemm_max_batch while B x N <= gemm_max_scores (no batch today: the C++ kernel covers them).
+# up to B = 32 for narrow keys (d <= 48) on any store, on cache-sized stores of wider keys
+# (< 4 MB) up to B = 16 while B x d <= 1024 (d = 64: 16, 128: 8, 256: 4; side by side the
+# flash kernel led from B = 12 at d = 128, from B = 8 at d = 256), up to B = 32 on larger
+# ones; past it torch's flash kernel (sdpa), except the blocked GEMM path once d >= 4,096
+# (GEMM-bound) and for narrow keys up to gemm_max_batch while B x N <= gemm_max_scores (no
+# batch today: the C++ kernel covers them).
 # salience_topk: the exact C++ recall up to B = 8 at any N (it splits the keys over the
 # threads when B is small) and while B x N x d <= 2^18, the same recall fed by torch's GEMM
 # beyond (bench/NOTES.md, "Salience").
 DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
     "cpu": {
-        "hopfield_retrieve": {"cpp_max_batch": 16, "cpp_max_batch_large_store": 32, "cpp_max_batch_narrow": 32,
+        "hopfield_retrieve": {"cpp_max_batch": 16, "cpp_small_store_max_dims": 1024, "cpp_max_batch_large_store": 32,
+                              "cpp_max_batch_narrow": 32,
                               "cpp_large_store_bytes": 4 << 20, "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},
         "salience_topk": {"cpp_max_batch": 8, "cpp_max_work": 1 << 18},

@@ -12,8 +12,9 @@ and at a store far larger than the caches; a threshold is the swept B that best 
 backend's p20 beats the others (at or below it) from where it does not (a step fit, see
 :func:`crossover`): the C++ kernel against the other two on each store, then the GEMM path
 against the flash kernel past the C++ kernel's threshold on the cache-sized store.
-``cpp_max_batch_narrow``, ``cpp_large_store_bytes``, ``narrow_dim``, ``gemm_max_scores`` and
-``gemm_min_dim`` are not measured (two store sizes of d = 64 and 128 cannot place them) and
+``cpp_max_batch_narrow``, ``cpp_small_store_max_dims`` (the B x d cap on cache-sized stores),
+``cpp_large_store_bytes``, ``narrow_dim``, ``gemm_max_scores`` and ``gemm_min_dim`` are not
+measured (two store sizes of d = 64 and 128 cannot place them) and
 keep their defaults. ``salience_topk`` on the CPU sends calls of at most ``cpp_max_work``
 screened multiply-adds (B x N x d) to the exact C++ recall and larger ones to the same recall
 fed by torch's GEMM (``gemm``), except batches of at most ``cpp_max_batch`` queries (not
@@ -175,8 +176,8 @@ def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str,
     defaults = calibration.DEFAULTS["cpu"][OP]
     found: dict[str, int] = {}
     skipped = {name: "not measured: kept the default"
-               for name in ("cpp_max_batch_narrow", "cpp_large_store_bytes", "narrow_dim", "gemm_max_scores",
-                            "gemm_min_dim")}
+               for name in ("cpp_max_batch_narrow", "cpp_small_store_max_dims", "cpp_large_store_bytes", "narrow_dim",
+                            "gemm_max_scores", "gemm_min_dim")}
     for label, name in (("small", "cpp_max_batch"), ("large", "cpp_max_batch_large_store")):
         store = measured.get(label)
         if store is None:
