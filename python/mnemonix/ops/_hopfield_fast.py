@@ -11,10 +11,11 @@ anything it does not recognise (another dtype, device, shape, layout or argument
 subclass, a torch function or dispatch mode such as the fake CUDA device, a functorch
 transform, ``torch.compile``), and the caller then takes the general path. Results are the
 general path's bit for bit (the same kernel on the same operands, tested). Its value checks are
-the general path's too (folded into the C++ kernel's call, ``retrieve_checked``; numpy sums around
-the other kernels): the queries must be finite (read before the kernel runs), and keys or values
-with a NaN/Inf show in out or lse; a failure returns None as well, so that the general path
-recomputes the call and raises its own error, naming the argument.
+the general path's too (folded into the C++ kernel's call, ``retrieve_checked``, which also flags
+non-finite logits; one ``_core.retrieval.all_finite`` call after the other kernels): every
+operand must be finite, which shows in out or lse, or in the queries and (with values apart
+from the keys) the keys read by that call; a failure returns None as well, so that the general
+path recomputes the call and raises its own error, naming the argument.
 """
 
 from __future__ import annotations
