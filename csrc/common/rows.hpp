@@ -336,12 +336,9 @@ MNEMONIX_ALWAYS_INLINE Lanes8 laneSums4(Lanes8 a, Lanes8 b, Lanes8 c, Lanes8 d) 
   return quads + __builtin_shuffle(quads, LaneIdx8{4, 5, 6, 7, 0, 1, 2, 3});
 }
 
-// Dot products of NQ queries (rows of q, stride d) with `count` tile rows (stride d), written
-// to out[j * outStride + r]. Register blocks of NQ queries x 4 rows: 8-lane partial sums over
-// d, then one shuffle tree for the four rows' totals (a horizontal sum per dot product would
-// cost as much as the products at d = 32), then the d % 8 tail. Every row's sum has the same
-// order whatever NQ and its position, so results do not depend on the batch. `ahead` (or
-// nullptr) is prefetched, rowBytes per tile row.
+// The lane sum of one vector, in laneSums4's order.
+MNEMONIX_ALWAYS_INLINE float laneSum(Lanes8 a) { return laneSums4(a, a, a, a)[0]; }
+
 // out[0..3] = the four lane sums plus each row's d % 8 tail (k0: the first of four rows, stride d)
 MNEMONIX_ALWAYS_INLINE void storeRowSums(Lanes8 sums, const float* q, const float* k0, size_t d, size_t dv,
                                          float* out) {
@@ -356,6 +353,12 @@ MNEMONIX_ALWAYS_INLINE void storeRowSums(Lanes8 sums, const float* q, const floa
   }
 }
 
+// Dot products of NQ queries (rows of q, stride d) with `count` tile rows (stride d), written
+// to out[j * outStride + r]. Register blocks of NQ queries x 4 rows: 8-lane partial sums over
+// d, then one shuffle tree for the four rows' totals (a horizontal sum per dot product would
+// cost as much as the products at d = 32), then the d % 8 tail. Every row's sum has the same
+// order whatever NQ and its position, so results do not depend on the batch. `ahead` (or
+// nullptr) is prefetched, rowBytes per tile row.
 template <int NQ>
 MNEMONIX_ALWAYS_INLINE void dotBlock(const float* q, size_t d, const float* tile, size_t count, float* out,
                                      size_t outStride, const char* ahead, size_t rowBytes) {
@@ -391,7 +394,7 @@ MNEMONIX_ALWAYS_INLINE void dotBlock(const float* q, size_t d, const float* tile
       const float* qj = q + j * d;
       Lanes8 acc = {};
       for (size_t i = 0; i < dv; i += 8) acc += loadLanes8(qj + i) * loadLanes8(k0 + i);
-      float total = laneSums4(acc, acc, acc, acc)[0];
+      float total = laneSum(acc);
       for (size_t i = dv; i < d; ++i) total += qj[i] * k0[i];
       out[j * outStride + r] = total;
     }
