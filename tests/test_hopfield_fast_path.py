@@ -207,3 +207,9 @@ def test_gemm_backend_in_blocks_matches_the_reference(dtype, monkeypatch):
     assert torch.equal(got[2], want[2])
     with pytest.raises(ValueError, match="at least one stored pattern"):
         ops.hopfield_retrieve(q, k, v, beta=0.7, mask=torch.zeros(2, 1, 40, dtype=torch.bool), backend="gemm")
+
+
+def test_finite_check_without_the_extension_uses_the_torch_check(monkeypatch):
+    monkeypatch.setattr(op_module.hb, "_core_retrieval", lambda: None)
+    assert fast._finite(torch.ones(3), None, torch.ones(2)) is True
+    assert fast._finite(torch.ones(3), torch.tensor([1.0, -math.inf])) is False

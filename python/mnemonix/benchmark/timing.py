@@ -31,14 +31,17 @@ class Timing:
     p20: float
     p50: float
     p80: float
-    samples: int
-    rounds: tuple[float, ...] = ()
+    rounds: tuple[float, ...]
+
+    @property
+    def samples(self) -> int:
+        return len(self.rounds)
 
     @classmethod
     def of(cls, samples: list[float]) -> Timing:
         arr = np.asarray(samples, dtype=np.float64)
         p20, p50, p80 = np.percentile(arr, [20, 50, 80])
-        return cls(float(p20), float(p50), float(p80), len(samples), tuple(float(x) for x in samples))
+        return cls(float(p20), float(p50), float(p80), tuple(float(x) for x in samples))
 
 
 def peer_ratio(timings: Mapping[str, Timing], name: str) -> float | None:

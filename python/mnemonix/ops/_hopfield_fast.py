@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -107,13 +106,13 @@ def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, wa
 
 
 def _finite(*tensors: Tensor | None) -> bool:
-    """No NaN/Inf in the tensors (None skipped): one C++ pass (numpy float64 sums without the
-    extension; float32 values cannot overflow a float64 sum)."""
-    arrays = [numpy_view(t) for t in tensors if t is not None]
+    """No NaN/Inf in the tensors (None skipped): one C++ pass, or without the extension
+    :func:`mnemonix._checks.all_finite` per tensor."""
+    given = [t for t in tensors if t is not None]
     core = hb._core_retrieval()
     if core is not None:
-        return core.all_finite(*arrays)
-    return math.isfinite(sum(float(a.sum(dtype=np.float64)) for a in arrays))
+        return core.all_finite(*(numpy_view(t) for t in given))
+    return all(_checks.all_finite(t) for t in given)
 
 
 def _gemm(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, want_argmax: bool):
