@@ -138,34 +138,36 @@ def test_retrieve_checked_matches_retrieve_and_flags_non_finite():
         assert core.retrieve_checked(q, kb, beta=0.7) is None
 
 
-@settings(max_examples=60, deadline=None)
-@given(backend=st.sampled_from(["cpp", "gemm", "sdpa"]), where=st.sampled_from(["queries", "keys", "values"]),
-       bad=st.sampled_from([math.nan, math.inf, -math.inf]), b=st.integers(1, 40), n=st.integers(1, 60),
-       d=st.integers(1, 24), seed=st.integers(0, 2**31 - 1), data=st.data())
-def test_any_non_finite_operand_sends_every_kernel_to_the_general_path(backend, where, bad, b, n, d, seed, data):
-    # the checks run after the kernels (the GEMM path reads only out and lse): every bad operand must show
-    gen = torch.Generator().manual_seed(seed)
-    ops_ = {"queries": torch.randn(b, d, generator=gen), "keys": torch.randn(n, d, generator=gen)}
-    ops_["values"] = ops_["keys"].clone()
-    target = ops_[where]
-    row, col = data.draw(st.integers(0, target.shape[0] - 1)), data.draw(st.integers(0, d - 1))
-    target[row, col] = bad
-    found = fast.cpu_fast_retrieve(ops_["queries"], ops_["keys"], ops_["values"], 0.5, backend,
-                                   op_module.cpu_forward_order, True, False)
-    assert found is None
+BAD_OPERAND = dict(where=st.sampled_from(["queries", "keys", "values"]),
+                   bad=st.sampled_from([math.nan, math.inf, -math.inf]), b=st.integers(1, 40),
+                   n=st.integers(1, 60), d=st.integers(1, 24), seed=st.integers(0, 2**31 - 1), data=st.data())
 
 
-@settings(max_examples=60, deadline=None)
-@given(backend=st.sampled_from(["cpp", "gemm", "sdpa", "torch", None]),
-       where=st.sampled_from(["queries", "keys", "values"]), bad=st.sampled_from([math.nan, math.inf, -math.inf]),
-       b=st.integers(1, 40), n=st.integers(1, 60), d=st.integers(1, 24), seed=st.integers(0, 2**31 - 1),
-       data=st.data())
-def test_any_non_finite_operand_raises_naming_it_on_both_paths(backend, where, bad, b, n, d, seed, data):
+def _with_bad_value(where, bad, b, n, d, seed, data) -> dict:
+    """Queries [b, d], keys [n, d] and values (a copy of the keys) with one ``bad`` value at a
+    drawn position of the operand ``where``."""
     gen = torch.Generator().manual_seed(seed)
     args = {"queries": torch.randn(b, d, generator=gen), "keys": torch.randn(n, d, generator=gen)}
     args["values"] = args["keys"].clone()
     target = args[where]
     target[data.draw(st.integers(0, target.shape[0] - 1)), data.draw(st.integers(0, d - 1))] = bad
+    return args
+
+
+@settings(max_examples=60, deadline=None)
+@given(backend=st.sampled_from(["cpp", "gemm", "sdpa"]), **BAD_OPERAND)
+def test_any_non_finite_operand_sends_every_kernel_to_the_general_path(backend, where, bad, b, n, d, seed, data):
+    # the checks run after the kernels (the GEMM path reads only out and lse): every bad operand must show
+    args = _with_bad_value(where, bad, b, n, d, seed, data)
+    found = fast.cpu_fast_retrieve(args["queries"], args["keys"], args["values"], 0.5, backend,
+                                   op_module.cpu_forward_order, True, False)
+    assert found is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(backend=st.sampled_from(["cpp", "gemm", "sdpa", "torch", None]), **BAD_OPERAND)
+def test_any_non_finite_operand_raises_naming_it_on_both_paths(backend, where, bad, b, n, d, seed, data):
+    args = _with_bad_value(where, bad, b, n, d, seed, data)
     with pytest.raises(ValueError, match=f"^{where} must be finite") as fast_err:
         ops.hopfield_retrieve(**args, beta=0.5, backend=backend)
     with general_path_only(), pytest.raises(ValueError) as general_err:
