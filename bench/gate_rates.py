@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -62,9 +62,18 @@ def measure_runs(cases: list[suites.Case], device: torch.device, runs: int, slow
     return order
 
 
-def _flags(rows, base, new, slowed: bool, slowdown: float, ops: list[str]) -> dict[str, tuple[bool, bool, bool, float]]:
-    """Per case label: (flagged on the recorded numbers, the same with the drift from the peers'
-    medians instead of the per-round ratios, flagged after the re-measure, base p50)."""
+class Flags(NamedTuple):
+    """One case pair's verdicts: on the recorded numbers (per-round drift, and the peers'
+    medians' drift instead), after the re-measure, and the base's p50."""
+
+    raw: bool
+    raw_medians: bool
+    final: bool
+    base_s: float
+
+
+def _flags(rows, base, new, slowed: bool, slowdown: float, ops: list[str]) -> dict[str, Flags]:
+    """Per case label: its :class:`Flags`."""
     os.environ[run.SLOWDOWN_ENV] = ",".join(f"{op}={slowdown}" for op in ops) if slowed else ""
     try:
         raw = {_label(v.__dict__): v.regressed for v in gate.compare(rows, base, new) if v.backend == "auto"}
@@ -73,7 +82,7 @@ def _flags(rows, base, new, slowed: bool, slowdown: float, ops: list[str]) -> di
         final = gate.compare(rows, base, new, remeasure=gate.remeasurer())
     finally:
         os.environ[run.SLOWDOWN_ENV] = ""
-    return {_label(v.__dict__): (raw[_label(v.__dict__)], medians[_label(v.__dict__)], v.regressed, v.base_s)
+    return {_label(v.__dict__): Flags(raw[_label(v.__dict__)], medians[_label(v.__dict__)], v.regressed, v.base_s)
             for v in final if v.backend == "auto"}
 
 
@@ -91,10 +100,10 @@ def rates(rows: list[dict[str, Any]], order: list[tuple[str, bool]], slowdown: f
                                            "detected_raw_medians": 0, "detected": 0, "base_p50_s": []})
                 pairs, count = ("slowed_pairs", "detected") if slowed else ("honest_pairs", "false_alarms")
                 r[pairs] += 1
-                r[count + "_raw"] += flags[0]
-                r[count + "_raw_medians"] += flags[1]
-                r[count] += flags[2]
-                r["base_p50_s"].append(flags[3])
+                r[count + "_raw"] += flags.raw
+                r[count + "_raw_medians"] += flags.raw_medians
+                r[count] += flags.final
+                r["base_p50_s"].append(flags.base_s)
         if not slowed:
             last_honest = run_id
     for r in per.values():
