@@ -31,6 +31,14 @@ def numpy_view(t: torch.Tensor) -> np.ndarray:
     return (t.detach() if t.requires_grad else t).numpy()
 
 
+def plain_cpu_tensor(t: object, ndim: int, dtypes: torch.dtype | frozenset[torch.dtype]) -> bool:
+    """A CPU tensor of the plain Tensor type (no subclass), strided, with ``ndim`` dimensions and
+    ``dtypes`` (one dtype, or a set of them): what a fast path hands to a C++ kernel as is."""
+    if type(t) is not torch.Tensor or t.dim() != ndim or not t.is_cpu or t.layout is not torch.strided:
+        return False
+    return t.dtype is dtypes if isinstance(dtypes, torch.dtype) else t.dtype in dtypes
+
+
 def no_mode() -> bool:
     """Eager torch with nothing between the caller and the tensors' data: not compiling or
     exporting, no torch function mode (the fake CUDA device), dispatch mode (fake tensors) or

@@ -28,16 +28,13 @@ from torch import Tensor
 
 from mnemonix import _checks
 from mnemonix.backends import hopfield as hb
-from mnemonix.backends import no_grad_wanted, no_mode, numpy_view
+from mnemonix.backends import no_grad_wanted, no_mode, numpy_view, plain_cpu_tensor
 
 _F32 = torch.float32
-_STRIDED = torch.strided
 
 
 def _plain_f32_matrix(t: object) -> bool:
-    """A 2-D float32 CPU tensor of the plain Tensor type and strided layout."""
-    return (type(t) is Tensor and t.dim() == 2 and t.dtype is _F32 and t.is_cpu  # type: ignore[union-attr]
-            and t.layout is _STRIDED)  # type: ignore[union-attr]
+    return plain_cpu_tensor(t, 2, _F32)
 
 
 def _shapes_fit(queries: Tensor, keys: Tensor, values: Tensor | None) -> bool:

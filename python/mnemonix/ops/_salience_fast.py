@@ -23,26 +23,17 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
 
-from mnemonix.backends import no_grad_wanted, no_mode, numpy_view
+from mnemonix.backends import no_grad_wanted, no_mode, numpy_view, plain_cpu_tensor
 from mnemonix.backends import salience_cpp as sc
 
 _F32 = torch.float32
 _SALIENCE = frozenset({torch.float64, torch.float32})
-_STRIDED = torch.strided
 _WHOLE = frozenset({"cpp", "gemm"})
 
 
-def _plain(t: object, ndim: int, dtypes: frozenset[torch.dtype] | torch.dtype) -> bool:
-    """A CPU tensor of the plain Tensor type, strided, with ``ndim`` dimensions and one of ``dtypes``."""
-    if type(t) is not Tensor or t.dim() != ndim or not t.is_cpu or t.layout is not _STRIDED:  # type: ignore[union-attr]
-        return False
-    return t.dtype is dtypes if isinstance(dtypes, torch.dtype) else t.dtype in dtypes  # type: ignore[union-attr]
-
-
 def _vector(t: object, n: int, dtypes: frozenset[torch.dtype] | torch.dtype) -> bool:
-    return _plain(t, 1, dtypes) and t.shape[0] == n  # type: ignore[union-attr]
+    return plain_cpu_tensor(t, 1, dtypes) and t.shape[0] == n  # type: ignore[union-attr]
 
 
 def _number(x: object, low: float) -> bool:
@@ -61,7 +52,8 @@ def _salience_fits(n: int, log_salience: object, r0: object, tau: object, alpha:
 
 
 def _operands_fit(queries: object, keys: object, payloads: object, k: object) -> bool:
-    if not (_plain(queries, 2, _F32) and _plain(keys, 2, _F32) and (payloads is None or _plain(payloads, 2, _F32))):
+    if not (plain_cpu_tensor(queries, 2, _F32) and plain_cpu_tensor(keys, 2, _F32)
+            and (payloads is None or plain_cpu_tensor(payloads, 2, _F32))):
         return False
     (b, d), n = queries.shape, keys.shape[0]  # type: ignore[union-attr]
     if b == 0 or d == 0 or n == 0 or keys.shape[1] != d or type(k) is not int or not 1 <= k <= n:  # type: ignore[union-attr]
