@@ -353,16 +353,29 @@ MNEMONIX_ALWAYS_INLINE void storeRowSums(Lanes8 sums, const float* q, const floa
   }
 }
 
+// out[0..3] = the four lane sums plus each row's d % 8 tail of squares (k0: the first of four
+// rows, stride d)
+MNEMONIX_ALWAYS_INLINE void storeRowSquares(Lanes8 sums, const float* k0, size_t d, size_t dv, float* out) {
+  for (int t = 0; t < 4; ++t) {
+    float total = sums[t];
+    for (size_t i = dv; i < d; ++i) total += k0[t * d + i] * k0[t * d + i];
+    out[t] = total;
+  }
+}
+
 // Dot products of NQ queries (rows of q, stride d) with `count` tile rows (stride d), written
 // to out[j * outStride + r]. Register blocks of NQ queries x 4 rows: 8-lane partial sums over
 // d, then one shuffle tree for the four rows' totals (a horizontal sum per dot product would
 // cost as much as the products at d = 32), then the d % 8 tail. Every row's sum has the same
 // order whatever NQ and its position, so results do not depend on the batch. `ahead` (or
-// nullptr) is prefetched, rowBytes per tile row.
-template <int NQ>
+// nullptr) is prefetched, rowBytes per tile row. Squares (with NQ = 1): the second register
+// block sums each row's squares instead, written to out[outStride + r] (squaresBlock's
+// values, in the same pass over the rows).
+template <int NQ, bool Squares = false>
 MNEMONIX_ALWAYS_INLINE void dotBlock(const float* q, size_t d, const float* tile, size_t count, float* out,
                                      size_t outStride, const char* ahead, size_t rowBytes) {
   static_assert(NQ == 1 || NQ == 2, "one or two queries per register block");
+  static_assert(!Squares || NQ == 1, "squares take the second query's registers");
   const size_t dv = d & ~size_t(7);
   const float* qb = q + (NQ == 2 ? d : 0);
   size_t r = 0;
@@ -377,27 +390,60 @@ MNEMONIX_ALWAYS_INLINE void dotBlock(const float* q, size_t d, const float* tile
       a1 += qa * x1;
       a2 += qa * x2;
       a3 += qa * x3;
-      if constexpr (NQ == 2) {
-        const Lanes8 qbi = loadLanes8(qb + i);
-        b0 += qbi * x0;
-        b1 += qbi * x1;
-        b2 += qbi * x2;
-        b3 += qbi * x3;
+      if constexpr (NQ == 2 || Squares) {
+        const Lanes8 qbi = NQ == 2 ? loadLanes8(qb + i) : Lanes8{};
+        b0 += (Squares ? x0 : qbi) * x0;
+        b1 += (Squares ? x1 : qbi) * x1;
+        b2 += (Squares ? x2 : qbi) * x2;
+        b3 += (Squares ? x3 : qbi) * x3;
       }
     }
     storeRowSums(laneSums4(a0, a1, a2, a3), q, k0, d, dv, out + r);
     if constexpr (NQ == 2) storeRowSums(laneSums4(b0, b1, b2, b3), qb, k0, d, dv, out + outStride + r);
+    if constexpr (Squares) storeRowSquares(laneSums4(b0, b1, b2, b3), k0, d, dv, out + outStride + r);
   }
   for (; r < count; ++r) {  // the last rows, one at a time, summed in the same order
     const float* k0 = tile + r * d;
-    for (int j = 0; j < NQ; ++j) {
-      const float* qj = q + j * d;
+    for (int j = 0; j < (Squares ? 2 : NQ); ++j) {
+      const float* qj = Squares && j == 1 ? k0 : q + j * d;
       Lanes8 acc = {};
       for (size_t i = 0; i < dv; i += 8) acc += loadLanes8(qj + i) * loadLanes8(k0 + i);
       float total = laneSum(acc);
       for (size_t i = dv; i < d; ++i) total += qj[i] * k0[i];
       out[j * outStride + r] = total;
     }
+  }
+}
+
+// Sums of squares of `count` rows (stride d) into out[r]: four rows at a time, 8-lane partial
+// sums and one shuffle tree (dotBlock's shape, for a key's own norm). `ahead` (or nullptr) is
+// prefetched as in dotBlock: the four rows' interleaved reads defeat the hardware's stream
+// prefetch when the rows come from memory.
+MNEMONIX_ALWAYS_INLINE void squaresBlock(const float* tile, size_t d, size_t count, float* out,
+                                         const char* ahead = nullptr) {
+  const size_t dv = d & ~size_t(7);
+  size_t r = 0;
+  for (; r + 4 <= count; r += 4) {
+    const float* k0 = tile + r * d;
+    if (ahead) prefetchBytes(ahead + r * d * sizeof(float), 4 * d * sizeof(float));
+    Lanes8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    for (size_t i = 0; i < dv; i += 8) {
+      const Lanes8 x0 = loadLanes8(k0 + i), x1 = loadLanes8(k0 + d + i), x2 = loadLanes8(k0 + 2 * d + i),
+                   x3 = loadLanes8(k0 + 3 * d + i);
+      a0 += x0 * x0;
+      a1 += x1 * x1;
+      a2 += x2 * x2;
+      a3 += x3 * x3;
+    }
+    storeRowSquares(laneSums4(a0, a1, a2, a3), k0, d, dv, out + r);
+  }
+  for (; r < count; ++r) {
+    const float* k0 = tile + r * d;
+    Lanes8 acc = {};
+    for (size_t i = 0; i < dv; i += 8) acc += loadLanes8(k0 + i) * loadLanes8(k0 + i);
+    float total = laneSum(acc);
+    for (size_t i = dv; i < d; ++i) total += k0[i] * k0[i];
+    out[r] = total;
   }
 }
 #else

@@ -25,7 +25,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <vector>
+
+#include "common/rows.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -110,20 +113,13 @@ inline Fault checkInputs(const Recall& r, const double* logS) {
   return kNone;
 }
 
-// float32 sums of x.y over d for the screen (any order keeps its bound): eight partial sums, so
-// the compiler keeps them in one vector register (8-wide with AVX2, two 4-wide with SSE) and
-// ends with a short fixed tree, not a serial horizontal sum.
-MNEMONIX_IN_CLONES inline float dot32(const float* x, const float* y, size_t d) {
-  float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-  size_t j = 0;
-  for (; j + 8 <= d; j += 8)
-    for (size_t l = 0; l < 8; ++l) acc[l] += x[j + l] * y[j + l];
-  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-  for (; j < d; ++j) s += x[j] * y[j];
-  return s;
+// float32 sums of squares for the screen (any order keeps its bound), in rows.hpp's shuffle-tree
+// order.
+MNEMONIX_IN_CLONES inline float squares32(const float* x, size_t d) {
+  float out;
+  rows::squaresBlock(x, d, 1, &out);
+  return out;
 }
-
-MNEMONIX_IN_CLONES inline float squares32(const float* x, size_t d) { return dot32(x, x, d); }
 
 constexpr float kScreenMinSquares = 1e-30f;
 constexpr double kNegligibleLog = -80.0;  // backends/salience_exact.py's NEGLIGIBLE_LOG
@@ -171,14 +167,17 @@ MNEMONIX_IN_CLONES inline double expScreen(double x) {
   return p * kPow2.v[static_cast<int>(-n)];
 }
 
-// Entries [lo, hi) of the screen of keys [m0, m1) (`bs` already sized; lo a multiple of kGroup,
-// so that threads filling separate ranges never share a group's flag).
-MNEMONIX_IN_CLONES inline bool screenRange(const Recall& r, const double* logS, double shift, size_t m0, size_t lo,
-                                           size_t hi, BlockScreen& bs) {
+// Entries [lo, hi) of the screen of keys [m0, m1) from their float32 squared norms squares[lo, hi)
+// (block-relative, like bs; may be bs.weight itself): checks, exact-only keys, weights.
+MNEMONIX_IN_CLONES inline bool screenFromSquares(const Recall& r, const double* logS, double shift, size_t m0,
+                                                 size_t lo, size_t hi, const float* squares, BlockScreen& bs) {
   float* weight = bs.weight.data();
-  for (size_t i = lo; i < hi; ++i) {  // squared norms, checks, exact-only keys (weight: the square)
-    if (!isValid(r, m0 + i)) continue;
-    const float sq = squares32(r.keys + (m0 + i) * r.d, r.d);
+  for (size_t i = lo; i < hi; ++i) {  // checks, exact-only keys (weight: the squared norm)
+    const float sq = squares[i];
+    if (!isValid(r, m0 + i)) {
+      weight[i] = 0.0f;
+      continue;
+    }
     if (r.check && !(sq <= FLT_MAX)) return false;
     const bool exact = !(sq >= kScreenMinSquares && sq <= FLT_MAX);
     bs.exactOnly[i] = exact;
@@ -197,19 +196,22 @@ MNEMONIX_IN_CLONES inline bool screenRange(const Recall& r, const double* logS, 
   return true;
 }
 
+// Entries [lo, hi) of the screen of keys [m0, m1) (`bs` already sized; lo a multiple of kGroup,
+// so that threads filling separate ranges never share a group's flag).
+MNEMONIX_IN_CLONES inline bool screenRange(const Recall& r, const double* logS, double shift, size_t m0, size_t lo,
+                                           size_t hi, BlockScreen& bs) {
+  rows::squaresBlock(r.keys + (m0 + lo) * r.d, r.d, hi - lo, bs.weight.data() + lo);
+  return screenFromSquares(r, logS, shift, m0, lo, hi, bs.weight.data(), bs);
+}
+
 inline void sizeScreen(size_t width, BlockScreen& bs) {
   bs.weight.assign(width, 0.0f);
   bs.exactOnly.assign(width, 1);
   bs.groupExact.assign((width + kGroup - 1) / kGroup, 0);
 }
 
-MNEMONIX_IN_CLONES inline bool screenBlock(const Recall& r, const double* logS, double shift, size_t m0, size_t m1,
-                                           BlockScreen& bs) {
-  sizeScreen(m1 - m0, bs);
-  return screenRange(r, logS, shift, m0, 0, m1 - m0, bs);
-}
-
-// screenBlock over OpenMP threads (ranges of whole groups) once the block is large.
+// The screen of keys [m0, m1) (screenRange), over OpenMP threads (ranges of whole groups) once
+// the block is large.
 MNEMONIX_SIMD_CLONES inline bool screenBlockParallel(const Recall& r, const double* logS, double shift, size_t m0,
                                                      size_t m1, BlockScreen& bs) {
   sizeScreen(m1 - m0, bs);
@@ -267,15 +269,20 @@ inline void offer(std::vector<Rank>& best, size_t k, const Rank& cand) {
 // The exact rank of key m for a query: float64 sums over d in one fixed order for every key (four
 // interleaved partial sums, then a fixed tree: not latency-bound at large d), so equal keys tie
 // exactly wherever they are.
-inline Rank exactRank(const Recall& r, const double* logS, const float* q, double qNorm, size_t m) {
+MNEMONIX_IN_CLONES inline Rank exactRank(const Recall& r, const double* logS, const float* q, double qNorm, size_t m) {
+  typedef double Doubles4 __attribute__((vector_size(32)));  // lane l sums the j = l mod 4 terms
+  typedef float Floats4 __attribute__((vector_size(16)));
   const float* c = r.keys + m * r.d;
-  double dot[4] = {0.0, 0.0, 0.0, 0.0}, sq[4] = {0.0, 0.0, 0.0, 0.0};
+  Doubles4 dot = {}, sq = {};
   size_t j = 0;
-  for (; j + 4 <= r.d; j += 4)
-    for (size_t l = 0; l < 4; ++l) {
-      dot[l] += static_cast<double>(q[j + l]) * static_cast<double>(c[j + l]);
-      sq[l] += static_cast<double>(c[j + l]) * static_cast<double>(c[j + l]);
-    }
+  for (; j + 4 <= r.d; j += 4) {
+    Floats4 qf, cf;
+    std::memcpy(&qf, q + j, sizeof(qf));
+    std::memcpy(&cf, c + j, sizeof(cf));
+    const Doubles4 qd = __builtin_convertvector(qf, Doubles4), cd = __builtin_convertvector(cf, Doubles4);
+    dot += qd * cd;
+    sq += cd * cd;
+  }
   double dotSum = (dot[0] + dot[1]) + (dot[2] + dot[3]), cSq = (sq[0] + sq[1]) + (sq[2] + sq[3]);
   for (; j < r.d; ++j) {
     dotSum += static_cast<double>(q[j]) * static_cast<double>(c[j]);
@@ -284,13 +291,20 @@ inline Rank exactRank(const Recall& r, const double* logS, const float* q, doubl
   return rankOf(cosine(dotSum, qNorm, cSq), logS[m], static_cast<int64_t>(m));
 }
 
-// One query's running selection: the exact best k so far, and the k-th's relative score.
+// One query's running selection: the exact best k so far, the k-th's relative score, and the
+// float32 screen's own k best scores so far (top32, a min-heap; theta its least once full).
 struct QueryState {
   std::vector<Rank> best;
+  std::vector<float> top32;
   double qNorm = 0.0;    // float64, as the definition
   float qInv = 0.0f;     // float32 1 / ||q|| for the screen
   bool screen = false;   // the query's norm is in the screen's range
   double kth = -INFINITY;  // relative score of the k-th entry once the list is full
+  float theta = -INFINITY;  // the k-th largest screen score of the valid screenable keys so far
+
+  // Keys whose screen score plus `bound` is below this cannot enter the top k: below the exact
+  // k-th, or below theta - bound, which k seen keys' exact scores reach.
+  double cut(double bound) const { return std::max(kth, static_cast<double>(theta) - bound); }
 };
 
 inline void startQuery(const Recall& r, size_t b, QueryState& st) {
@@ -302,16 +316,31 @@ inline void startQuery(const Recall& r, size_t b, QueryState& st) {
   st.screen = sq >= kScreenMinSquares && sq <= FLT_MAX;
   st.qInv = st.screen ? 1.0f / std::sqrt(sq) : 0.0f;
   st.best.clear();
+  st.best.reserve(r.k + 1);
+  st.top32.clear();
+  st.top32.reserve(r.k);
   st.kth = -INFINITY;
+  st.theta = -INFINITY;
 }
 
-// Key m for one query: screened in float32 (`dot`: its float32 dot product) once the list is
-// full; if it survives (or the screen cannot bound it), scored exactly and offered.
-MNEMONIX_IN_CLONES inline void offerKey(const Recall& r, const double* logS, double shift, const BlockScreen& bs, double bound,
-                     const float* q, size_t m, size_t m0, float dot, bool screening, QueryState& st) {
-  if (screening && !bs.exactOnly[m - m0] &&
-      static_cast<double>(dot * bs.weight[m - m0] * st.qInv) + bound < st.kth)
-    return;
+// A valid, screenable key's screen score into the query's float32 top k.
+inline void pushScreenScore(QueryState& st, float score, size_t k) {
+  if (st.top32.size() == k) {
+    std::pop_heap(st.top32.begin(), st.top32.end(), std::greater<float>());
+    st.top32.back() = score;
+  } else {
+    st.top32.push_back(score);
+  }
+  std::push_heap(st.top32.begin(), st.top32.end(), std::greater<float>());
+  if (st.top32.size() == k) st.theta = st.top32.front();
+}
+
+// Key m for one query: skipped when the screen proves it out (`score`: its float32 screen
+// score), else scored exactly and offered.
+MNEMONIX_IN_CLONES inline void offerKey(const Recall& r, const double* logS, double shift, const BlockScreen& bs,
+                                        double bound, const float* q, size_t m, size_t m0, float score,
+                                        QueryState& st) {
+  if (st.screen && !bs.exactOnly[m - m0] && static_cast<double>(score) + bound < st.cut(bound)) return;
   const size_t before = st.best.size();
   const int64_t last = before ? st.best.back().index : -1;
   offer(st.best, r.k, exactRank(r, logS, q, st.qNorm, m));
@@ -321,32 +350,54 @@ MNEMONIX_IN_CLONES inline void offerKey(const Recall& r, const double* logS, dou
   }
 }
 
-// Keys [m0, m1) (screened in `bs`) for one query, in groups of kGroup: once the list is full, a
-// group whose largest float32 score plus the bound is below the k-th exact score is skipped
-// whole (one vectorised max); the keys of other groups go through offerKey. A key is only ever skipped when its exact score is below the k-th.
-// `dots` [m1 - m0]: the query's float32 dot products with these keys computed elsewhere (a GEMM:
-// any summation order keeps the bound), or null to compute them here.
-MNEMONIX_IN_CLONES inline void scanKeys(const Recall& r, const double* logS, double shift, const BlockScreen& bs, double bound,
-                     size_t b, size_t m0, size_t m1, QueryState& st, const float* dots = nullptr) {
-  const float* q = r.queries + b * r.d;
-  float local[kGroup];
-  for (size_t g0 = m0; g0 < m1; g0 += kGroup) {
-    const size_t width = std::min(m1 - g0, kGroup);
-    const bool screening = st.best.size() == r.k && st.screen;
-    const float* dg = dots != nullptr ? dots + (g0 - m0) : local;
-    if (dots == nullptr && screening)
-      for (size_t i = 0; i < width; ++i) local[i] = dot32(q, r.keys + (g0 + i) * r.d, r.d);
-    if (screening && !bs.groupExact[(g0 - m0) / kGroup]) {
-      const float* weight = bs.weight.data() + (g0 - m0);
-      float top = -FLT_MAX;  // invalid keys (weight 0) count as score 0: never a wrong skip
+// Scratch of one thread's scanKeys: the screen scores of a block and each group's largest.
+struct ScanScratch {
+  std::vector<float> scores, groupTop;
+};
+
+// Pass 1 over a block for one query: screen scores s_i = dot_i * weight_i / ||q|| and each
+// group's largest, and the block's valid screenable keys into the query's float32 top k, so
+// that theta knows the whole block before any of it is scored exactly (the first blocks would
+// otherwise score ~k ln(N / k) keys in float64, each raising the k-th a little).
+MNEMONIX_IN_CLONES inline void screenScores(const Recall& r, const BlockScreen& bs, const float* dots, size_t m0,
+                                            size_t m1, QueryState& st, ScanScratch& scratch) {
+  const size_t width = m1 - m0, groups = (width + kGroup - 1) / kGroup;
+  scratch.scores.resize(width);
+  scratch.groupTop.resize(groups);
+  float* s = scratch.scores.data();
+  const float* weight = bs.weight.data();
+  const float qInv = st.qInv;
+#pragma omp simd
+  for (size_t i = 0; i < width; ++i) s[i] = dots[i] * weight[i] * qInv;
+  for (size_t g = 0; g < groups; ++g) {
+    const size_t lo = g * kGroup, hi = std::min(width, lo + kGroup);
+    float top = -FLT_MAX;  // invalid keys (weight 0) count as score 0: never a wrong skip
 #pragma omp simd reduction(max : top)
-      for (size_t i = 0; i < width; ++i) top = std::max(top, dg[i] * weight[i]);
-      if (static_cast<double>(top * st.qInv) + bound < st.kth) continue;
-    }
+    for (size_t i = lo; i < hi; ++i) top = std::max(top, s[i]);
+    scratch.groupTop[g] = top;
+    if (!(top > st.theta)) continue;
+    for (size_t i = lo; i < hi; ++i)
+      if (s[i] > st.theta && isValid(r, m0 + i) && !bs.exactOnly[i]) pushScreenScore(st, s[i], r.k);
+  }
+}
+
+// Keys [m0, m1) (screened in `bs`) for one query, in two passes: screenScores, then groups of
+// kGroup keys, a group whose largest screen score plus the bound is below the cut skipped whole
+// and the keys of the others going through offerKey. A key is only ever skipped when its exact
+// score cannot reach the top k. `dots` [m1 - m0]: the query's float32 dot products with these
+// keys (any summation order keeps the bound).
+MNEMONIX_IN_CLONES inline void scanKeys(const Recall& r, const double* logS, double shift, const BlockScreen& bs,
+                                        double bound, size_t b, size_t m0, size_t m1, QueryState& st,
+                                        const float* dots, ScanScratch& scratch) {
+  const float* q = r.queries + b * r.d;
+  if (st.screen) screenScores(r, bs, dots, m0, m1, st, scratch);
+  for (size_t g0 = m0; g0 < m1; g0 += kGroup) {
+    const size_t width = std::min(m1 - g0, kGroup), g = (g0 - m0) / kGroup;
+    if (st.screen && !bs.groupExact[g] && static_cast<double>(scratch.groupTop[g]) + bound < st.cut(bound))
+      continue;
     for (size_t i = 0; i < width; ++i)
       if (isValid(r, g0 + i))
-        offerKey(r, logS, shift, bs, bound, q, g0 + i, m0, screening ? dg[i] : 0.0f,
-                 screening && st.best.size() == r.k, st);
+        offerKey(r, logS, shift, bs, bound, q, g0 + i, m0, st.screen ? scratch.scores[g0 - m0 + i] : 0.0f, st);
   }
 }
 
@@ -365,37 +416,95 @@ inline bool writeQuery(const Recall& r, const double* logS, double shift, size_t
         used ? static_cast<float>(best[i].cos * std::exp(logS[best[i].index] - shift)) : -INFINITY;
   }
   if (r.recall == nullptr) return true;
+  // recall_j = sum_i w_i z_ij, summed over i in order (rows outer, so that it vectorises over j).
+  // A convex combination of finite float32 values cannot overflow float64, and w_i * NaN or
+  // w_i * Inf is never finite (0 * Inf is NaN): the sums are finite iff the selected rows are.
+  std::vector<double> acc(r.dz, 0.0);
+  for (size_t i = 0; i < take; ++i) {
+    const float* z = r.payloads + static_cast<size_t>(best[i].index) * r.dz;
+    const double wi = w[i] / total;
+    for (size_t j = 0; j < r.dz; ++j) acc[j] += wi * static_cast<double>(z[j]);
+  }
   bool finite = true;
   for (size_t j = 0; j < r.dz; ++j) {
-    double acc = 0.0;
-    for (size_t i = 0; i < take; ++i) {
-      const float z = r.payloads[static_cast<size_t>(best[i].index) * r.dz + j];
-      finite &= std::isfinite(z);
-      acc += (w[i] / total) * static_cast<double>(z);
-    }
-    r.recall[b * r.dz + j] = static_cast<float>(acc);
+    finite &= std::isfinite(acc[j]);
+    r.recall[b * r.dz + j] = static_cast<float>(acc[j]);
   }
   return finite || !r.check;
 }
 
+constexpr size_t kRowsInOrderDims = 64;  // from here on dotSquaresRows (measured: d = 64..768, B = 1)
+
+// One query's float32 dot products with `count` rows (stride d) into out[r], and the rows' squared
+// norms into out[stride + r], a row at a time: rows read in address order, which the hardware's
+// stream prefetch follows (four rows interleaved 3 kB apart defeat it at large d).
+MNEMONIX_IN_CLONES inline void dotSquaresRows(const float* q, size_t d, const float* tile, size_t count, float* out,
+                                              size_t stride) {
+  using rows::Lanes8;
+  using rows::loadLanes8;
+  const size_t dv = d & ~size_t(15);
+  for (size_t r = 0; r < count; ++r) {
+    const float* x = tile + r * d;
+    Lanes8 a0 = {}, a1 = {}, s0 = {}, s1 = {};
+    for (size_t i = 0; i < dv; i += 16) {
+      const Lanes8 x0 = loadLanes8(x + i), x1 = loadLanes8(x + i + 8);
+      a0 += loadLanes8(q + i) * x0;
+      a1 += loadLanes8(q + i + 8) * x1;
+      s0 += x0 * x0;
+      s1 += x1 * x1;
+    }
+    const Lanes8 sums = rows::laneSums4(a0, a1, s0, s1);
+    float dot = sums[0] + sums[1], sq = sums[2] + sums[3];
+    for (size_t i = dv; i < d; ++i) {
+      dot += q[i] * x[i];
+      sq += x[i] * x[i];
+    }
+    out[r] = dot;
+    out[stride + r] = sq;
+  }
+}
+
 // One thread's share: queries [b0, b1) over keys [m0, m1), in cache-sized key blocks; each
-// query's running list lands in states[b]. False when a checked key fails (kKeys).
-MNEMONIX_SIMD_CLONES inline bool scanShare(const Recall& r, const double* logS, double shift, size_t b0, size_t b1, size_t m0, size_t m1,
-                      std::vector<QueryState>& states) {
+// query's running list lands in states[b]. One pass over a block (rows::dotBlock's register
+// tiles) gives the first query's float32 dot products and the keys' squared norms, so a block
+// comes from memory once; the other queries then take it two at a time from cache. False when a
+// checked key fails (kKeys).
+MNEMONIX_SIMD_CLONES inline bool scanShare(const Recall& r, const double* logS, double shift, size_t b0, size_t b1,
+                                           size_t m0, size_t m1, std::vector<QueryState>& states) {
   const double bound = screenBound(r.d);
   const size_t block = std::max<size_t>(16, (64u << 10) / (4 * r.d + 1));  // ~64 kB of keys
-  for (size_t b = b0; b < b1; ++b) {
-    states[b].best.reserve(r.k + 1);
-    startQuery(r, b, states[b]);
-  }
+  const size_t rowBytes = r.d * sizeof(float);
+  for (size_t b = b0; b < b1; ++b) startQuery(r, b, states[b]);
   BlockScreen bs;
+  ScanScratch scratch;
+  std::vector<float> dots(2 * block);
   for (size_t k0 = m0; k0 < m1; k0 += block) {
-    const size_t k1 = std::min(m1, k0 + block);
-    if (!screenBlock(r, logS, shift, k0, k1, bs)) return false;
-    for (size_t b = b0; b < b1; ++b) scanKeys(r, logS, shift, bs, bound, b, k0, k1, states[b]);
+    const size_t k1 = std::min(m1, k0 + block), width = k1 - k0;
+    const float* tile = r.keys + k0 * r.d;
+    const char* ahead = k1 + width <= m1 ? reinterpret_cast<const char*>(r.keys + k1 * r.d) : nullptr;
+    sizeScreen(width, bs);
+    if (r.d >= kRowsInOrderDims)
+      dotSquaresRows(r.queries + b0 * r.d, r.d, tile, width, dots.data(), block);
+    else
+      rows::dotBlock<1, true>(r.queries + b0 * r.d, r.d, tile, width, dots.data(), block, ahead, rowBytes);
+    if (!screenFromSquares(r, logS, shift, k0, 0, width, dots.data() + block, bs)) return false;
+    scanKeys(r, logS, shift, bs, bound, b0, k0, k1, states[b0], dots.data(), scratch);
+    for (size_t b = b0 + 1; b < b1; b += 2) {
+      const bool pair = b + 1 < b1;
+      if (pair)
+        rows::dotBlock<2>(r.queries + b * r.d, r.d, tile, width, dots.data(), block, nullptr, 0);
+      else
+        rows::dotBlock<1>(r.queries + b * r.d, r.d, tile, width, dots.data(), block, nullptr, 0);
+      scanKeys(r, logS, shift, bs, bound, b, k0, k1, states[b], dots.data(), scratch);
+      if (pair) scanKeys(r, logS, shift, bs, bound, b + 1, k0, k1, states[b + 1], dots.data() + block, scratch);
+    }
   }
   return true;
 }
+
+// Calls of more float32 multiply-adds than this run on OpenMP threads (2-core VM: two threads
+// already gain 15% at B N d = 1.3e5, ~40% from 3e5 on; none at 3e4).
+constexpr double kParallelMultiplyAdds = 1e5;
 
 // The whole recall; kNone, or the first failed check (outputs then unspecified: the caller
 // discards them). Large calls run on OpenMP threads: each takes a range of the queries, or, with
@@ -408,7 +517,8 @@ inline Fault recall(const Recall& r, const double* logS) {
   double shift = -INFINITY;
   for (size_t m = 0; m < r.n; ++m)
     if (isValid(r, m)) shift = std::max(shift, logS[m]);
-  const bool parallel = static_cast<double>(r.batch) * static_cast<double>(r.n) * static_cast<double>(r.d) > 4e6;
+  const bool parallel = static_cast<double>(r.batch) * static_cast<double>(r.n) * static_cast<double>(r.d) >
+                        kParallelMultiplyAdds;
   size_t most = 1;
 #ifdef _OPENMP
   if (parallel) most = static_cast<size_t>(std::max(1, omp_get_max_threads()));
@@ -446,10 +556,14 @@ MNEMONIX_SIMD_CLONES inline void scanRows(const Recall& r, const double* logS, d
                                           const float* dots, size_t m0, size_t m1, std::vector<QueryState>& states) {
   const double bound = screenBound(r.d);
   const bool parallel = static_cast<double>(r.batch) * static_cast<double>(m1 - m0) > 2e5;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t b = 0; b < static_cast<int64_t>(r.batch); ++b)
-    scanKeys(r, logS, shift, bs, bound, static_cast<size_t>(b), m0, m1, states[static_cast<size_t>(b)],
-             dots + static_cast<size_t>(b) * (m1 - m0));
+#pragma omp parallel if (parallel)
+  {
+    ScanScratch scratch;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < static_cast<int64_t>(r.batch); ++b)
+      scanKeys(r, logS, shift, bs, bound, static_cast<size_t>(b), m0, m1, states[static_cast<size_t>(b)],
+               dots + static_cast<size_t>(b) * (m1 - m0), scratch);
+  }
 }
 
 // A recall whose float32 dot products come from outside, one chunk of keys at a time (the
@@ -461,10 +575,7 @@ class ChunkedRecall {
     if (r.check) fault_ = checkInputs(r, logS);
     for (size_t m = 0; m < r.n; ++m)
       if (isValid(r, m)) shift_ = std::max(shift_, logS[m]);
-    for (size_t b = 0; b < r.batch; ++b) {
-      states_[b].best.reserve(r.k + 1);
-      startQuery(r, b, states_[b]);
-    }
+    for (size_t b = 0; b < r.batch; ++b) startQuery(r, b, states_[b]);
   }
 
   Fault fault() const { return fault_; }
