@@ -49,16 +49,16 @@ VERSION = 1
 # ones; past it torch's flash kernel (sdpa), except the blocked GEMM path once d >= 4,096
 # (GEMM-bound) and for narrow keys up to gemm_max_batch while B x N <= gemm_max_scores (no
 # batch today: the C++ kernel covers them).
-# salience_topk: the exact C++ recall up to B = 8 at any N (it splits the keys over the
-# threads when B is small) and while B x N x d <= 2^18, the same recall fed by torch's GEMM
-# beyond (bench/NOTES.md, "Salience").
+# salience_topk: the exact C++ recall up to B = 64 at any N (it splits the keys over the
+# threads when B is small or the keys outgrow the caches) and while B x N x d <= 2^18, the same
+# recall fed by torch's GEMM beyond (bench/NOTES.md, "Salience").
 DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
     "cpu": {
         "hopfield_retrieve": {"cpp_max_batch": 16, "cpp_small_store_max_dims": 1024, "cpp_max_batch_large_store": 32,
                               "cpp_max_batch_narrow": 32,
                               "cpp_large_store_bytes": 4 << 20, "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},
-        "salience_topk": {"cpp_max_batch": 8, "cpp_max_work": 1 << 18},
+        "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18},
     },
     "cuda": {},  # Triton first at every shape: no CUDA speed policy has a threshold yet
 }

@@ -19,7 +19,7 @@ keep their defaults. ``salience_topk`` on the CPU sends calls of at most ``cpp_m
 screened multiply-adds (B x N x d) to the exact C++ recall and larger ones to the same recall
 fed by torch's GEMM (``gemm``), except batches of at most ``cpp_max_batch`` queries (not
 measured: always ``cpp``): its sweep times them (and the torch path) over a ladder of work
-sizes at B = 1 and B = 16 and fits the step on the work of the batches past
+sizes at B = 1 and B = 256 and fits the step on the work of the batches past
 ``cpp_max_batch``. On CUDA the Hopfield sweep times ``triton`` against ``torch``
 and records them, but no CUDA policy has a threshold to write.
 
@@ -96,9 +96,10 @@ def crossover(rows: list[dict[str, Any]], fast: str, others: Sequence[str], key:
     return best
 
 
-SALIENCE_SHAPES = tuple((b, n, 64) for b in (1, 16) for n in (125, 500, 2_000, 8_000, 32_000, 128_000)
+SALIENCE_SHAPES = tuple((b, n, 64) for b in (1, 256) for n in (125, 500, 2_000, 8_000, 32_000, 128_000)
                         if b * n <= 512_000)
-"""(B, N, d) of the salience sweep: work B x N x d from 8 k to 33 M multiply-adds."""
+"""(B, N, d) of the salience sweep: work B x N x d from 8 k to 33 M multiply-adds (B = 256: past
+the unmeasured ``cpp_max_batch``)."""
 
 
 def salience_sweep(device: torch.device, shapes: Sequence[tuple[int, int, int]] = SALIENCE_SHAPES, *,
