@@ -101,10 +101,13 @@ def test_policy_picks_cpp_for_small_calls_and_gemm_for_large_ones():
     assert op_module.cpu_order(batch + 1, work, 1) == ["gemm", "cpp", "torch"]
 
 
-@pytest.mark.parametrize("b,n,d", [(1, 3000, 40), (70, 2500, 33), (5, 40_000, 16)])
-def test_gemm_and_cpp_recalls_return_the_same_bits(b, n, d):
+@pytest.mark.parametrize("b,n,d,chunk_scores", [(1, 3000, 40, None), (70, 2500, 33, None), (5, 40_000, 16, None),
+                                                (70, 2500, 33, 70 * 300), (3, 1000, 9, 1)])
+def test_gemm_and_cpp_recalls_return_the_same_bits(b, n, d, chunk_scores, monkeypatch):
     """Both exact: the screen's dot products (SIMD here, BLAS there, in chunks) only decide which
-    keys are scored in float64, never the result."""
+    keys are scored in float64, never the result (also over many chunks and a ragged last one)."""
+    if chunk_scores is not None:
+        monkeypatch.setattr(sc, "GEMM_CHUNK_SCORES", chunk_scores)
     q, c, z, valid, sal = _problem(b + n + d, b, n, d, 6, False, True)
     got = ops.salience_topk(q, c, z, k=9, valid=valid, backend="gemm", **sal)
     want = ops.salience_topk(q, c, z, k=9, valid=valid, backend="cpp", **sal)

@@ -72,8 +72,12 @@ def recall_cpp(queries: torch.Tensor, keys: torch.Tensor, payloads: torch.Tensor
                                            alpha, _view(valid), _view(norms), k, check))
 
 
-GEMM_CHUNK_SCORES = 2 << 20
-"""Dot products per chunk of the ``gemm`` backend (8 MiB of float32 scores, at least 1024 keys)."""
+GEMM_CHUNK_SCORES = 384 << 10
+"""Dot products per chunk of the ``gemm`` backend (1.5 MiB of float32 scores): the selection reads a
+chunk while it is still in cache (8 MiB chunks went to memory and back: N = 1e4, d = 128,
+B = 1024 took 30-43 ms, now 25-29 ms; bench/NOTES.md, "Salience")."""
+GEMM_MIN_CHUNK = 128
+"""Keys per chunk at least (a narrower GEMM loses more than the cache gains)."""
 
 
 def recall_gemm(queries: torch.Tensor, keys: torch.Tensor, payloads: torch.Tensor | None, k: int, *,
@@ -87,7 +91,7 @@ def recall_gemm(queries: torch.Tensor, keys: torch.Tensor, payloads: torch.Tenso
     selection = core_salience().Selection(_view(q), _view(keys), _view(log_s), _view(r0), _view(tau), alpha,
                                           _view(valid), _view(norms), k, check)
     n, b = keys.shape[0], q.shape[0]
-    chunk = max(1024, GEMM_CHUNK_SCORES // max(b, 1))
+    chunk = max(GEMM_MIN_CHUNK, GEMM_CHUNK_SCORES // max(b, 1))
     buffer = torch.empty(b * min(chunk, n), dtype=torch.float32)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
