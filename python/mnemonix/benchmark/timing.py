@@ -1,9 +1,13 @@
 """Timing of candidates side by side: interleaved repetitions, percentiles, GPU hygiene.
 
-Interleaving (round r runs every candidate once, in an order rotated per round) spreads the
+Interleaving (round r runs every candidate once, in an order shuffled per round) spreads the
 noise of a shared machine evenly over the candidates, so their ratios are fair even when the
 absolute times drift; on the CPU a short call is timed right after an untimed call of its own, so
 that it does not pay for the state the previous candidate left (allocator pages, thread pools).
+The shuffle (seeded: runs repeat) also varies which candidate precedes which: a rotated order
+always puts a candidate after the same one, and a peer whose OpenMP runtime (faiss ships its own)
+still spins on both cores made the candidate listed after it read 20-45% slower than the same
+kernel timed elsewhere in the round.
 On CUDA each repetition is timed with CUDA events around the call, after a write of a buffer
 larger than the L2 cache (so a candidate does not profit from data the previous one left in
 L2), and warm-up runs by time, not by count (clocks ramp up).
@@ -11,6 +15,7 @@ L2), and warm-up runs by time, not by count (clocks ramp up).
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -89,7 +94,7 @@ def measure(candidates: Mapping[str, Callable[[], object]], device: torch.device
     """Interleaved percentiles of every candidate.
 
     Each candidate first warms up for ``warmup_s`` seconds (at least one call); then ``repeat``
-    rounds run every candidate once, the order rotated per round (on the CPU a call shorter than
+    rounds run every candidate once, the order shuffled per round (on the CPU a call shorter than
     :data:`PRECALL_BELOW_S` is preceded by an untimed call of its own). A round stops early once the
     total time passes ``budget_s`` (with at least 3 rounds). ``slowdown`` maps a candidate to an
     injected relative slowdown (a busy wait of that fraction of each call), used to measure the
@@ -119,8 +124,9 @@ def measure(candidates: Mapping[str, Callable[[], object]], device: torch.device
     # that ran after its twin (ours, then the same torch kernel as a peer) looked 20-50% faster.
     short = set() if clock.cuda else {name for name in names if timed(name) < PRECALL_BELOW_S}
     started = time.perf_counter()
+    order = random.Random(0)
     for r in range(repeat):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in order.sample(names, len(names)):
             if name in short:
                 timed(name)
             elapsed = timed(name)
