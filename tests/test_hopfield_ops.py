@@ -148,7 +148,8 @@ def test_leading_dimensions_and_auto_dispatch(rng):
         wide_small = torch.empty(1000, 64)
         assert hops.cpp_max_batch(wide_small) == hops.CPP_MAX_BATCH == limits["cpp_small_store_max_dims"] // 64
         assert hops.cpp_max_batch(torch.empty(1000, 256)) == limits["cpp_small_store_max_dims"] // 256  # B x d cap
-        assert hops.cpp_max_batch(torch.empty(100, 4000)) == 1  # (1.6 MB: a cache-sized store)
+        # ... which always allows cpp_small_store_min_batch (1.6 MB: a cache-sized store)
+        assert hops.cpp_max_batch(torch.empty(100, 4000)) == limits["cpp_small_store_min_batch"] == 4
         assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH, 64), wide_small) == "cpp"
         assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH + 1, 64), wide_small) == "sdpa"
         large_keys = torch.empty(hops.CPP_LARGE_STORE_BYTES // (4 * 64), 64)

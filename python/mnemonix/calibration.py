@@ -54,7 +54,8 @@ VERSION = 1
 # recall fed by torch's GEMM beyond (bench/NOTES.md, "Salience").
 DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
     "cpu": {
-        "hopfield_retrieve": {"cpp_max_batch": 16, "cpp_small_store_max_dims": 1024, "cpp_max_batch_large_store": 32,
+        "hopfield_retrieve": {"cpp_max_batch": 16, "cpp_small_store_max_dims": 1024,
+                              "cpp_small_store_min_batch": 4, "cpp_max_batch_large_store": 32,
                               "cpp_max_batch_narrow": 32,
                               "cpp_large_store_bytes": 4 << 20, "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},

@@ -13,6 +13,7 @@ backend's p20 beats the others (at or below it) from where it does not (a step f
 :func:`crossover`): the C++ kernel against the other two on each store, then the GEMM path
 against the flash kernel past the C++ kernel's threshold on the cache-sized store.
 ``cpp_max_batch_narrow``, ``cpp_small_store_max_dims`` (the B x d cap on cache-sized stores),
+``cpp_small_store_min_batch`` (the batch that cap always allows),
 ``cpp_large_store_bytes``, ``narrow_dim``, ``gemm_max_scores`` and ``gemm_min_dim`` are not
 measured (two store sizes of d = 64 and 128 cannot place them) and
 keep their defaults. ``salience_topk`` on the CPU sends calls of at most ``cpp_max_work``
@@ -177,8 +178,8 @@ def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str,
     defaults = calibration.DEFAULTS["cpu"][OP]
     found: dict[str, int] = {}
     skipped = {name: "not measured: kept the default"
-               for name in ("cpp_max_batch_narrow", "cpp_small_store_max_dims", "cpp_large_store_bytes", "narrow_dim",
-                            "gemm_max_scores", "gemm_min_dim")}
+               for name in ("cpp_max_batch_narrow", "cpp_small_store_max_dims", "cpp_small_store_min_batch",
+                            "cpp_large_store_bytes", "narrow_dim", "gemm_max_scores", "gemm_min_dim")}
     for label, name in (("small", "cpp_max_batch"), ("large", "cpp_max_batch_large_store")):
         store = measured.get(label)
         if store is None:

@@ -82,7 +82,8 @@ def cpp_max_batch(keys: torch.Tensor) -> int:
     """Largest B sent to the C++ kernel automatically for this key matrix (of one group): for
     narrow keys (d <= ``narrow_dim``) ``cpp_max_batch_narrow`` on any store (the GEMM paths
     gain little from a short d); for wider ones smaller on a store the caches hold (the GEMM
-    paths read it from cache too: ``cpp_max_batch``, and B x d <= ``cpp_small_store_max_dims``),
+    paths read it from cache too: ``cpp_max_batch``, and B x d <= ``cpp_small_store_max_dims``
+    or B <= ``cpp_small_store_min_batch``),
     larger once it streams from memory (one read serves the whole batch)."""
     return _cpp_max_batch(keys, calibration.thresholds("hopfield_retrieve", _CPU))  # the kernel is CPU-only
 
@@ -92,7 +93,8 @@ def _cpp_max_batch(keys: torch.Tensor, limits: dict[str, int]) -> int:
     if d <= limits["narrow_dim"]:
         return limits["cpp_max_batch_narrow"]
     if n * d * keys.element_size() < limits["cpp_large_store_bytes"]:
-        return min(limits["cpp_max_batch"], max(1, limits["cpp_small_store_max_dims"] // d))
+        return min(limits["cpp_max_batch"],
+                   max(limits["cpp_small_store_min_batch"], limits["cpp_small_store_max_dims"] // d))
     return limits["cpp_max_batch_large_store"]
 
 
