@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <stdexcept>
@@ -57,13 +58,17 @@ Operands parse(const ArrayArg& queries, const ArrayArg& keys, const ArrayArg& va
   return o;
 }
 
-// True when no element is NaN or +-Inf: x * 0 is 0 for finite x and NaN otherwise, so one
-// branch-free sum over the buffer (vectorised) answers for all of it.
+// True when no element is NaN or +-Inf (exponent bits all ones): an integer OR over the buffer,
+// which vectorises without reassociating float sums (a float sum of x * 0 was latency-bound:
+// 7.0 against 2.7 us for 33k values).
 bool allFinite(const float* p, size_t count) {
-  float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-  for (size_t i = 0; i < count; ++i) acc += p[i] * 0.0f;
-  return acc == 0.0f;
+  uint32_t special = 0;
+  for (size_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, p + i, sizeof(bits));
+    special |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return special == 0;
 }
 
 // out [B, dv], lse [B], argmax [B]; with `checkFinite`, None instead when a query holds a NaN/Inf
