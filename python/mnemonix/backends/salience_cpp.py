@@ -3,8 +3,9 @@
 Unlike the selection backends of :mod:`mnemonix.backends.salience` (a float32 candidate list
 that the op re-ranks exactly), this one is the whole recall: every score in float64 as the
 definition writes it, the exact top-k, the weights, scores and recall, and the value checks, in
-one call with the GIL released (csrc/salience/salience.hpp). Exhaustive: B x N x d float64
-multiply-adds, so the op's speed policy keeps it to small and mid-size calls. Each query is
+one call with the GIL released (csrc/salience/salience.hpp): B x N x d float32 multiply-adds for
+the screen, float64 scores for about k keys per query. Past B = 64 the op's speed policy feeds
+the same screen from a GEMM instead (``gemm``). Each query is
 computed alone in a fixed order: results are batch-invariant and independent of the threads.
 """
 
