@@ -416,16 +416,12 @@ MNEMONIX_ALWAYS_INLINE void dotBlock(const float* q, size_t d, const float* tile
 }
 
 // Sums of squares of `count` rows (stride d) into out[r]: four rows at a time, 8-lane partial
-// sums and one shuffle tree (dotBlock's shape, for a key's own norm). `ahead` (or nullptr) is
-// prefetched as in dotBlock: the four rows' interleaved reads defeat the hardware's stream
-// prefetch when the rows come from memory.
-MNEMONIX_ALWAYS_INLINE void squaresBlock(const float* tile, size_t d, size_t count, float* out,
-                                         const char* ahead = nullptr) {
+// sums and one shuffle tree (dotBlock's shape, for a key's own norm).
+MNEMONIX_ALWAYS_INLINE void squaresBlock(const float* tile, size_t d, size_t count, float* out) {
   const size_t dv = d & ~size_t(7);
   size_t r = 0;
   for (; r + 4 <= count; r += 4) {
     const float* k0 = tile + r * d;
-    if (ahead) prefetchBytes(ahead + r * d * sizeof(float), 4 * d * sizeof(float));
     Lanes8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
     for (size_t i = 0; i < dv; i += 8) {
       const Lanes8 x0 = loadLanes8(k0 + i), x1 = loadLanes8(k0 + d + i), x2 = loadLanes8(k0 + 2 * d + i),

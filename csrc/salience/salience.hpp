@@ -11,8 +11,9 @@
 //   shift = max over valid log_s, recall_b = sum_i w_i z_i (summed in float64).
 //
 // Exact in one pass: a float32 screen (SIMD dot products, the float32 backends' score) skips a
-// key only when its screen score plus a proven error bound is below the k-th exact score so far;
-// every other key is scored in float64 and offered to the running top k. So the result is the
+// key only when its screen score plus a proven error bound is below the k-th exact score so far,
+// or below the k-th screen score of the keys seen so far minus one bound; every other key is
+// scored in float64 and offered to the running top k. So the result is the
 // definition's whatever the data, with float64 work only for the few keys that come close.
 // Queries are independent: OpenMP over ranges of queries once a call is large enough to pay for
 // the threads, each range passing over cache-sized blocks of keys; results do not depend on the
