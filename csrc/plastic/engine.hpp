@@ -50,43 +50,11 @@
 
 #include "common/rng.hpp"
 #include "common/shared_mutex.hpp"
+#include "plastic/snapshot.hpp"
 #include "plastic/strings.hpp"
 
 namespace mnemonix {
 namespace plastic {
-
-struct NodeInfo {
-  int64_t count;
-  int64_t rLevel;
-};
-
-struct InferResult {
-  std::vector<Str> path;      // visited node strings, start node first (empty: no node is a prefix)
-  std::vector<double> probs;  // probability of each step (path.size() - 1 entries)
-};
-
-// The whole graph, copied under one read lock (the layout of PlasticMemory.save).
-struct Snapshot {
-  std::vector<uint32_t> codepoints;      // node strings concatenated, node order
-  std::vector<int64_t> offsets{0};       // [n + 1]: node i is codepoints[offsets[i], offsets[i + 1])
-  std::vector<int64_t> count, rLevel;    // [n]
-  std::vector<int64_t> edgeSrc, edgeDst; // [e] node ids, edge order
-  int64_t samples = 0;
-  size_t memoryBytes = 0;
-  size_t numNodes() const { return count.size(); }
-};
-
-// Read-only views of the arrays of a saved graph (Engine::restore).
-template <typename T>
-struct Span {
-  const T* data = nullptr;
-  size_t size = 0;
-  const T& operator[](size_t i) const { return data[i]; }
-};
-struct SnapshotView {
-  Span<uint32_t> codepoints;
-  Span<int64_t> offsets, count, rLevel, edgeSrc, edgeDst;
-};
 
 class Engine {
  public:
@@ -173,43 +141,20 @@ class Engine {
   // A new engine holding a saved graph; every field is checked (std::invalid_argument
   // naming the field) before it is used.
   static std::unique_ptr<Engine> restore(bool exactCounts, int64_t samples, const SnapshotView& a) {
+    checkSnapshot(samples, a);  // sizes, ranges and values; duplicates are checked below
     const size_t n = a.count.size;
-    if (a.offsets.size != n + 1)
-      throw std::invalid_argument("offsets must have len(count) + 1 = " + std::to_string(n + 1) + " entries, got " +
-                                  std::to_string(a.offsets.size));
-    if (a.rLevel.size != n)
-      throw std::invalid_argument("r_level must have len(count) = " + std::to_string(n) + " entries, got " +
-                                  std::to_string(a.rLevel.size));
-    if (a.edgeSrc.size != a.edgeDst.size)
-      throw std::invalid_argument("edge_src and edge_dst differ in length (" + std::to_string(a.edgeSrc.size) +
-                                  " and " + std::to_string(a.edgeDst.size) + ")");
-    if (samples < 0) throw std::invalid_argument("samples must be >= 0, got " + std::to_string(samples));
-    if (a.offsets[0] != 0) throw std::invalid_argument("offsets must start at 0, got " + std::to_string(a.offsets[0]));
     auto engine = std::make_unique<Engine>(exactCounts);
     Str buf;
     for (size_t i = 0; i < n; ++i) {
-      const int64_t begin = a.offsets[i], end = a.offsets[i + 1];
-      if (end < begin || end > static_cast<int64_t>(a.codepoints.size))
-        throw std::invalid_argument("offsets are not increasing within len(codepoints) at node " + std::to_string(i));
-      buf.resize(static_cast<size_t>(end - begin));
-      for (size_t k = 0; k < buf.size(); ++k) {
-        const uint32_t c = a.codepoints[static_cast<size_t>(begin) + k];
-        if (c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-          throw std::invalid_argument("codepoints holds " + std::to_string(c) + ", which is not a unicode scalar value");
-        buf[k] = static_cast<char32_t>(c);
-      }
-      if (a.count[i] < 0)
-        throw std::invalid_argument("count[" + std::to_string(i) + "] is negative (" + std::to_string(a.count[i]) + ")");
+      const auto begin = static_cast<size_t>(a.offsets[i]), end = static_cast<size_t>(a.offsets[i + 1]);
+      buf.resize(end - begin);
+      for (size_t k = 0; k < buf.size(); ++k) buf[k] = static_cast<char32_t>(a.codepoints[begin + k]);
       if (engine->find(buf) >= 0)
         throw std::invalid_argument("node " + std::to_string(i) + " repeats the string of an earlier node");
       engine->addNode(buf, a.count[i], a.rLevel[i]);
     }
     for (size_t k = 0; k < a.edgeSrc.size; ++k) {
-      const int64_t u = a.edgeSrc[k], v = a.edgeDst[k];
-      if (u < 0 || v < 0 || u >= static_cast<int64_t>(n) || v >= static_cast<int64_t>(n))
-        throw std::invalid_argument("edge " + std::to_string(k) + " (" + std::to_string(u) + " -> " +
-                                    std::to_string(v) + ") has an endpoint outside [0, " + std::to_string(n) + ")");
-      const auto su = static_cast<NodeId>(u), sv = static_cast<NodeId>(v);
+      const auto su = static_cast<NodeId>(a.edgeSrc[k]), sv = static_cast<NodeId>(a.edgeDst[k]);
       if (su == sv || engine->hasEdge(su, sv))
         throw std::invalid_argument("edge " + std::to_string(k) + " is a self loop or a duplicate edge");
       engine->addEdge(su, sv);
