@@ -42,7 +42,9 @@ def lifespan_step_torch(
     is_stm = new_types == ENGRAM_SHORTTERM
     stm_int = is_stm.to(torch.int64)
     stm_rank = stm_int.cumsum(dim=1) - stm_int
-    num_exceeded = stm_int.sum(dim=1, keepdim=True) - stm_capacity
+    # A capacity past the row length never binds; clamping keeps a Python int of any size
+    # (2**70 is a valid capacity) out of int64 tensor arithmetic.
+    num_exceeded = stm_int.sum(dim=1, keepdim=True) - min(int(stm_capacity), length)
     new_types = torch.where(is_stm & (stm_rank < num_exceeded), torch.full_like(types, ENGRAM_LONGTERM), new_types)
     new_age = None if age is None else age + 1
     keep = new_lifespan > 0
