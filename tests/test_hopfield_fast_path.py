@@ -190,6 +190,19 @@ def test_all_finite_reads_every_array_whole():
         core.all_finite(a, None)
 
 
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers((1 << 17) - 3, 3 << 17), where=st.floats(0.0, 1.0, exclude_max=True),
+       bad=st.sampled_from([math.nan, math.inf, -math.inf, None]))
+def test_all_finite_of_large_arrays_over_threads_finds_any_position(size, where, bad):
+    # from 2**17 values the check is split into chunks over OpenMP's threads: a bad value in any
+    # chunk, the ragged last one included, must still be found
+    core = op_module.hb._core_retrieval()
+    arr = torch.randn(size).numpy()
+    if bad is not None:
+        arr[int(where * size)] = bad
+    assert core.all_finite(torch.randn(3).numpy(), arr) is (bad is None)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_gemm_backend_in_blocks_matches_the_reference(dtype, monkeypatch):
     from mnemonix import reference

@@ -5,6 +5,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -61,7 +62,8 @@ Operands parse(const ArrayArg& queries, const ArrayArg& keys, const ArrayArg& va
 // True when no element is NaN or +-Inf (exponent bits all ones): an integer OR over the buffer,
 // which vectorises without reassociating float sums (a float sum of x * 0 was latency-bound:
 // 7.0 against 2.7 us for 33k values).
-bool allFinite(const float* p, size_t count) {
+MNEMONIX_SIMD_CLONES
+bool allFiniteSerial(const float* p, size_t count) {
   uint32_t special = 0;
   for (size_t i = 0; i < count; ++i) {
     uint32_t bits;
@@ -69,6 +71,26 @@ bool allFinite(const float* p, size_t count) {
     special |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
   }
   return special == 0;
+}
+
+// Past this many values the check is split over OpenMP's threads. It reads the output a kernel
+// has just written (its rows spread over the cores' caches) or queries from memory: one core
+// checked 1 MB in ~120 us, 4% of an 8 ms flash call.
+constexpr size_t kParallelFiniteValues = size_t(1) << 17;
+constexpr size_t kFiniteChunk = size_t(1) << 15;
+
+bool allFinite(const float* p, size_t count) {
+  if (count < kParallelFiniteValues) return allFiniteSerial(p, count);
+  const long long chunks = static_cast<long long>((count + kFiniteChunk - 1) / kFiniteChunk);
+  bool finite = true;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) reduction(&& : finite)
+#endif
+  for (long long c = 0; c < chunks; ++c) {
+    const size_t begin = static_cast<size_t>(c) * kFiniteChunk;
+    finite = allFiniteSerial(p + begin, std::min(kFiniteChunk, count - begin)) && finite;
+  }
+  return finite;
 }
 
 // out [B, dv], lse [B], argmax [B]; with `checkFinite`, None instead when a query holds a NaN/Inf

@@ -2,7 +2,8 @@
 //
 // Header-only core, no Python, no torch. One pass over the stored patterns with an online
 // softmax (running max m, running sum l, accumulator acc; Milakov & Gimelshein 2018), N split
-// over OpenMP threads with an exact merge (flash-decoding). Keys are visited in tiles of a
+// over OpenMP threads with an exact merge (flash-decoding); a store too small to split (under
+// 2048 rows) splits the queries instead, so cache-sized stores use every core too. Keys are visited in tiles of a
 // few rows that stay in L1/L2: each tile is read from memory once and serves both the dot
 // products and, when the values are the keys, the weighted sum. Inner loops are written for
 // the compiler's vectoriser (`#pragma omp simd`, a polynomial exp), and x86-64 builds carry an
@@ -241,6 +242,117 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
   }
 }
 
+// out, lse and argmax of query b from the parts' softmax states (index b within each part),
+// merged exactly in part (= N) order: ties of the max go to the lower index.
+inline void mergeQuery(const std::vector<Partial>& parts, size_t b, size_t dv, float* o, float* lse,
+                       int64_t* argmax) {
+  float mMax = kNegInf;
+  int64_t best = 0;
+  for (const Partial& p : parts) {
+    if (p.m[b] > mMax) {
+      mMax = p.m[b];
+      best = p.arg[b];
+    }
+  }
+  std::fill(o, o + dv, 0.0f);
+  float l = 0.0f;
+  for (const Partial& p : parts) {
+    if (p.m[b] == kNegInf) continue;
+    const float w = std::exp(p.m[b] - mMax);
+    l += w * p.l[b];
+    const float* acc = p.acc.data() + b * dv;
+    for (size_t i = 0; i < dv; ++i) o[i] += w * acc[i];
+  }
+  const float inv = 1.0f / l;
+  for (size_t i = 0; i < dv; ++i) o[i] *= inv;
+  *lse = mMax + std::log(l);
+  *argmax = best;
+}
+
+// Whether every logit of the parts was finite (their score * 0 sums are all 0).
+inline bool partsFinite(const std::vector<Partial>& parts) {
+  float zeros = 0.0f;
+  for (const Partial& p : parts) zeros += p.scoreZeros;
+  return zeros == 0.0f;
+}
+
+// One operand set of retrieve (qs = beta * queries).
+struct Problem {
+  const float* qs;
+  size_t batch, d;
+  const float* keys;
+  size_t n;
+  const float* values;
+  size_t dv;
+  const float* bias;
+};
+
+// Runs job(i, scratch) for i in [0, jobs) on nThreads threads, dynamically (if the OS
+// deschedules one thread, the others take its jobs); exceptions are rethrown here.
+template <typename Job>
+void runJobs(size_t jobs, int nThreads, Job job) {
+  std::vector<std::vector<float>> scratch(nThreads);
+  FirstException error;  // an exception must not leave the parallel region (std::terminate)
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nThreads) schedule(dynamic, 1)
+#endif
+  for (long long t = 0; t < static_cast<long long>(jobs); ++t) {
+#ifdef _OPENMP
+    std::vector<float>& buf = scratch[omp_get_thread_num()];
+#else
+    std::vector<float>& buf = scratch[0];
+#endif
+    error.run([&] { job(static_cast<size_t>(t), buf); });
+  }
+  error.rethrow();  // e.g. std::bad_alloc of a scratch buffer, raised in the calling thread
+}
+
+// Rows split into parts (a contiguous range each), up to 8 per thread, taken dynamically. Each
+// part keeps its own softmax state (at most ~16M floats in all) and the merge runs in part
+// order, so the result does not depend on which thread ran which part.
+inline void retrieveByRows(const Problem& pb, int nThreads, size_t maxParts, float* out, float* lse,
+                           int64_t* argmax, bool* scoresFinite) {
+  const size_t stateFloats = pb.batch * (pb.dv + 2);
+  const size_t memParts = std::max<size_t>(1, (size_t(1) << 24) / std::max<size_t>(stateFloats, 1));
+  const size_t threads = static_cast<size_t>(nThreads);
+  const size_t nParts = threads == 1 ? 1 : std::max(threads, std::min({maxParts, 8 * threads, memParts}));
+  std::vector<Partial> parts(nParts);
+  for (auto& p : parts) p.reset(pb.batch, pb.dv);
+  const size_t per = (pb.n + nParts - 1) / nParts;
+  runJobs(nParts, nThreads, [&](size_t t, std::vector<float>& buf) {
+    const size_t n0 = std::min(pb.n, t * per);
+    const size_t n1 = std::min(pb.n, n0 + per);
+    scanRange(pb.qs, pb.batch, pb.d, pb.keys, pb.values, pb.dv, pb.bias, n0, n1, parts[t], buf);
+  });
+  // Every logit finite? Without a bias a -inf logit is a NaN/Inf key (the queries are checked
+  // finite first) whose weight is 0: with values apart from the keys nothing else would show it.
+  if (scoresFinite) *scoresFinite = partsFinite(parts);
+  for (size_t b = 0; b < pb.batch; ++b) mergeQuery(parts, b, pb.dv, out + b * pb.dv, lse + b, argmax + b);
+}
+
+// Too few rows to split: the threads split the queries instead, each group scanning every row
+// as one part. A query's sums are then a single thread's (rows::dotBlock sums in the same
+// order whatever the query's position in its block), at any thread count.
+inline void retrieveByQueries(const Problem& pb, size_t groups, float* out, float* lse, int64_t* argmax,
+                              bool* scoresFinite) {
+  const size_t per = (pb.batch + groups - 1) / groups;
+  std::vector<std::vector<Partial>> parts(groups, std::vector<Partial>(1));
+  runJobs(groups, static_cast<int>(groups), [&](size_t g, std::vector<float>& buf) {
+    const size_t b0 = std::min(pb.batch, g * per);
+    const size_t b1 = std::min(pb.batch, b0 + per);
+    if (b0 == b1) return;
+    std::vector<Partial>& mine = parts[g];
+    mine[0].reset(b1 - b0, pb.dv);
+    scanRange(pb.qs + b0 * pb.d, b1 - b0, pb.d, pb.keys, pb.values, pb.dv, pb.bias, 0, pb.n, mine[0], buf);
+    for (size_t b = b0; b < b1; ++b) mergeQuery(mine, b - b0, pb.dv, out + b * pb.dv, lse + b, argmax + b);
+  });
+  if (scoresFinite) {
+    bool finite = true;
+    for (const auto& mine : parts) finite = finite && partsFinite(mine);
+    *scoresFinite = finite;
+  }
+}
+
 // Full retrieval. queries [B, d], keys [N, d], values [N, dv] or nullptr (then dv == d),
 // bias [N] or nullptr (-inf entries exclude patterns). Writes out [B, dv], lse [B] and
 // argmax [B] (first index of the largest logit). Results depend on `threads` only through
@@ -259,71 +371,19 @@ inline void retrieve(const float* queries, size_t batch, size_t d, const float* 
 #else
   threads = 1;
 #endif
-  // Each part (a contiguous range of rows) gets at least 1024 rows and ~1M multiply-adds
-  // (~30 us): below that a second thread costs more than it saves.
+  threads = std::max(threads, 1);
+  const Problem pb{qs.data(), batch, d, keys, n, values, dv, bias};
+  // A thread's share needs ~1M multiply-adds (~30 us): below that a second thread costs more
+  // than it saves. Rows are split into parts of at least 1024.
   const size_t work = n * (d + dv) * std::max<size_t>(batch, 1);
   const size_t maxParts = std::max<size_t>(1, std::min(n / 1024, work / (size_t(1) << 20)));
-  const int nThreads = static_cast<int>(std::min<size_t>(static_cast<size_t>(std::max(threads, 1)), maxParts));
-  // Up to 8 parts per thread, taken dynamically: if the OS deschedules one thread (a busy
-  // machine), the others take its parts instead of waiting. Each part keeps its own softmax
-  // state (at most ~16M floats in all) and the merge runs in part order, so the result does
-  // not depend on which thread ran which part.
-  const size_t stateFloats = batch * (dv + 2);
-  const size_t memParts = std::max<size_t>(1, (size_t(1) << 24) / std::max<size_t>(stateFloats, 1));
-  const size_t nParts = nThreads == 1 ? 1 : std::max<size_t>(nThreads, std::min({maxParts, 8 * size_t(nThreads), memParts}));
-  std::vector<Partial> parts(nParts);
-  std::vector<std::vector<float>> scratch(nThreads);
-  for (auto& p : parts) p.reset(batch, dv);
-  const size_t per = (n + nParts - 1) / nParts;
-  FirstException error;  // an exception must not leave the parallel region (std::terminate)
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(nThreads) schedule(dynamic, 1)
-#endif
-  for (long long t = 0; t < static_cast<long long>(nParts); ++t) {
-    error.run([&] {
-      const size_t n0 = std::min(n, static_cast<size_t>(t) * per);
-      const size_t n1 = std::min(n, n0 + per);
-#ifdef _OPENMP
-      std::vector<float>& buf = scratch[omp_get_thread_num()];
-#else
-      std::vector<float>& buf = scratch[0];
-#endif
-      scanRange(qs.data(), batch, d, keys, values, dv, bias, n0, n1, parts[t], buf);
-    });
+  const size_t groups = std::min({static_cast<size_t>(threads), batch, work / (size_t(1) << 20)});
+  if (maxParts == 1 && groups > 1) {
+    retrieveByQueries(pb, groups, out, lse, argmax, scoresFinite);
+    return;
   }
-  error.rethrow();  // e.g. std::bad_alloc of a scratch buffer, raised in the calling thread
-  // Every logit finite? Without a bias a -inf logit is a NaN/Inf key (the queries are checked
-  // finite first) whose weight is 0: with values apart from the keys nothing else would show it.
-  if (scoresFinite) {
-    float zeros = 0.0f;
-    for (const Partial& p : parts) zeros += p.scoreZeros;
-    *scoresFinite = zeros == 0.0f;
-  }
-  // exact merge in part (= N) order: ties of the max go to the lower index
-  for (size_t b = 0; b < batch; ++b) {
-    float mMax = kNegInf;
-    int64_t best = 0;
-    for (size_t t = 0; t < nParts; ++t) {
-      if (parts[t].m[b] > mMax) {
-        mMax = parts[t].m[b];
-        best = parts[t].arg[b];
-      }
-    }
-    float* o = out + b * dv;
-    std::fill(o, o + dv, 0.0f);
-    float l = 0.0f;
-    for (size_t t = 0; t < nParts; ++t) {
-      if (parts[t].m[b] == kNegInf) continue;
-      const float w = std::exp(parts[t].m[b] - mMax);
-      l += w * parts[t].l[b];
-      const float* acc = parts[t].acc.data() + b * dv;
-      for (size_t i = 0; i < dv; ++i) o[i] += w * acc[i];
-    }
-    const float inv = 1.0f / l;
-    for (size_t i = 0; i < dv; ++i) o[i] *= inv;
-    lse[b] = mMax + std::log(l);
-    argmax[b] = best;
-  }
+  retrieveByRows(pb, static_cast<int>(std::min<size_t>(threads, maxParts)), maxParts, out, lse, argmax,
+                 scoresFinite);
 }
 
 }  // namespace retrieval
