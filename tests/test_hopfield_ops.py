@@ -196,8 +196,8 @@ def test_cpp_thread_count_does_not_change_results(rng):
 @given(seed=st.integers(0, 2**31 - 1), b=st.integers(2, 48), n=st.integers(700, 2047), d=st.sampled_from([7, 64, 130]),
        dv=st.sampled_from([None, 9, 72]), masked=st.booleans(), threads=st.integers(2, 5))
 def test_cpp_small_stores_split_queries_over_threads_bit_for_bit(seed, b, n, d, dv, masked, threads):
-    # Under 2048 rows the threads split the queries, not the rows (from ~2M multiply-adds: most
-    # draws here): every query's out, lse and argmax must be the single thread's, bit for bit,
+    # Under 2048 rows the threads split the queries, not the rows (from ~256k multiply-adds:
+    # most draws here): every query's out, lse and argmax must be the single thread's, bit for bit,
     # whatever the thread count and batch.
     core = hb._core_retrieval()
     gen = torch.Generator().manual_seed(seed)
@@ -206,11 +206,44 @@ def test_cpp_small_stores_split_queries_over_threads_bit_for_bit(seed, b, n, d, 
     bias = torch.where(torch.rand(n, generator=gen) < 0.3, -math.inf, 0.0).numpy() if masked else None
     one = core.retrieve(q.numpy(), k.numpy(), v, beta=0.7, bias=bias, num_threads=1)
     many = core.retrieve(q.numpy(), k.numpy(), v, beta=0.7, bias=bias, num_threads=threads)
-    alone = core.retrieve(q[-1:].numpy(), k.numpy(), v, beta=0.7, bias=bias, num_threads=threads)
+    # ... and the queries beside it: from 8 queries the scan puts them across the lanes (a
+    # different summation order), so the last 8 stand for the batch, or below 8 the last one
+    tail = 8 if b >= 8 else 1
+    alone = core.retrieve(q[-tail:].numpy(), k.numpy(), v, beta=0.7, bias=bias, num_threads=threads)
     for x, y in zip(one, many):
         assert x.tobytes() == y.tobytes()
     for x, y in zip(one, alone):
-        assert x[-1:].tobytes() == y.tobytes()
+        assert x[-tail:].tobytes() == y.tobytes()
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), b=st.integers(8, 70), n=st.integers(1, 300), d=st.integers(1, 256),
+       dv=st.one_of(st.none(), st.integers(1, 256)), masked=st.sampled_from(["none", "some", "prefix"]),
+       threads=st.integers(1, 3))
+def test_cpp_query_lane_scan_matches_the_reference(seed, b, n, d, dv, masked, threads):
+    # from 8 queries (d, dv <= 256) the kernel scans with the queries across the lanes: ragged
+    # batches, tiles and columns, masked keys, and a first tile with every key masked
+    core = hb._core_retrieval()
+    gen = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(b, d, generator=gen, dtype=torch.float64), torch.randn(n, d, generator=gen, dtype=torch.float64)
+    v = None if dv is None else torch.randn(n, dv, generator=gen, dtype=torch.float64)
+    bias = torch.zeros(n, dtype=torch.float64)
+    if masked == "some":
+        bias[torch.rand(n, generator=gen) < 0.4] = -math.inf
+    elif masked == "prefix":
+        bias[: min(n - 1, 64)] = -math.inf  # the first tile (64 rows) holds no live key
+    beta = 0.5 / math.sqrt(d)
+    out, lse, arg = core.retrieve(q.float().numpy(), k.float().numpy(), None if v is None else v.float().numpy(),
+                                  beta=beta, bias=bias.float().numpy(), num_threads=threads)
+    logits = beta * q @ k.T + bias
+    want = torch.softmax(logits, dim=-1) @ (k if v is None else v)
+    live = torch.isfinite(logits).any(dim=1)  # a query with every key masked has no defined output
+    torch.testing.assert_close(torch.from_numpy(out).double()[live], want[live], atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(lse).double()[live], torch.logsumexp(logits, -1)[live],
+                               atol=2e-5, rtol=1e-5)
+    top2 = logits.topk(min(2, n), dim=-1).values
+    clear = live & ((top2[:, 0] - top2[:, -1]) > 1e-4) if n > 1 else live
+    assert (torch.from_numpy(arg)[clear] == logits.argmax(dim=-1)[clear]).all()
 
 # -- argument errors --------------------------------------------------------------------------
 

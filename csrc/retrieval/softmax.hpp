@@ -1,0 +1,77 @@
+// Shared pieces of the fused CPU retrieval's scans (retrieval.hpp, lanes.hpp): the polynomial
+// exp, the online-softmax state of a range of stored patterns, and the tile height.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "common/rows.hpp"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
+#define MNEMONIX_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define MNEMONIX_SIMD_CLONES
+#endif
+// MNEMONIX_ALWAYS_INLINE (common/rows.hpp): helpers are inlined into each clone
+
+namespace mnemonix {
+namespace retrieval {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// exp(x) for x <= 0 (Cephes expf polynomial, ~1 ulp), exactly 0 below -87 and for -inf.
+// Branch-free plain arithmetic so that the `omp simd` loops calling it vectorise: the power of
+// two is rounded with the 1.5 * 2^23 shifter (adds, no floor: SSE2 has no vector floor, and a
+// scalar floor or a select on an integer kept GCC 12 from vectorising the softmax loop).
+MNEMONIX_ALWAYS_INLINE float expNonPositive(float x) {
+  const float xc = x < -87.0f ? -87.0f : x;  // maxps: also maps -inf to -87
+  constexpr float kShifter = 12582912.0f;    // 1.5 * 2^23: t + kShifter rounds t to an integer
+  const float shifted = xc * 1.44269504088896341f + kShifter;
+  const float n = shifted - kShifter;  // round(x / ln 2), in [-126, 0]
+  const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  int32_t bits;
+  std::memcpy(&bits, &shifted, sizeof(bits));  // the low mantissa bits of `shifted` hold n
+  bits = (bits - 0x4B400000 + 127) << 23;      // 0x4B400000: the bits of kShifter
+  // below -87 (and -inf) the scale becomes +0 by a mask, not a select: GCC 12 turns a select
+  // (or a multiply by the comparison) into a branch, which stops the vectoriser
+  bits &= -static_cast<int32_t>(x >= -87.0f);
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return y * scale;
+}
+
+// Softmax state of one query over one range of stored patterns.
+struct Partial {
+  std::vector<float> m, l, acc;  // [B], [B], [B * dv]
+  std::vector<int64_t> arg;      // [B]
+  float scoreZeros = 0.0f;       // sum of score * 0 over the range: NaN iff a score was NaN or +-inf
+  void reset(size_t batch, size_t dv) {
+    m.assign(batch, kNegInf);
+    l.assign(batch, 0.0f);
+    acc.assign(batch * dv, 0.0f);
+    arg.assign(batch, 0);
+    scoreZeros = 0.0f;
+  }
+};
+
+// Rows per tile: the tile (rows x d floats) should stay in the per-core cache while it is
+// used for the scores of every query and then for the weighted sums.
+inline size_t tileRows(size_t d) {
+  size_t rows = (128 * 1024) / (std::max<size_t>(d, 1) * sizeof(float));
+  rows = std::max<size_t>(4, std::min<size_t>(64, rows));
+  return rows & ~size_t(3);
+}
+
+}  // namespace retrieval
+}  // namespace mnemonix
