@@ -40,8 +40,8 @@ def test_defaults_without_a_file(clean):
     assert cpu == calibration.DEFAULTS["cpu"]["hopfield_retrieve"]
     assert {"cpp_max_batch": hops.CPP_MAX_BATCH, "cpp_max_batch_large_store": hops.CPP_MAX_BATCH_LARGE_STORE,
             "cpp_large_store_bytes": hops.CPP_LARGE_STORE_BYTES}.items() <= cpu.items()
-    assert (hops.CPP_MAX_BATCH, hops.CPP_MAX_BATCH_LARGE_STORE, hops.CPP_LARGE_STORE_BYTES) == (16, 32, 4 << 20)
-    assert hops.cpp_max_batch(torch.empty(100, 64)) == 16
+    assert (hops.CPP_MAX_BATCH, hops.CPP_MAX_BATCH_LARGE_STORE, hops.CPP_LARGE_STORE_BYTES) == (64, 32, 4 << 20)
+    assert hops.cpp_max_batch(torch.empty(100, 64)) == 64
     assert hops.cpp_max_batch(torch.empty(100, 4)) == cpu["cpp_max_batch_narrow"] == 32  # narrow keys
     salience = calibration.thresholds("salience_topk", torch.device("cpu"))
     assert salience == {"cpp_max_batch": 64, "cpp_max_work": 1 << 18}

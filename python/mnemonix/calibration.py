@@ -41,21 +41,23 @@ VERSION = 1
 
 # Shipped thresholds per device type: op -> name -> value (non-negative integers).
 # CPU: the backend grid on the 2-core AMD EPYC development machine (bench/NOTES.md, "Backend
-# grid"; N 1e3..1e6, d 32..12,288, B 1..4,096, every backend forced), rerun after the C++
-# kernel's vectorised softmax and shuffle-tree dot products: the single-read C++ kernel leads
-# up to B = 32 for narrow keys (d <= 48) on any store, on cache-sized stores of wider keys
-# (< 4 MB) up to B = 16 while B x d <= 1024 (d = 64: 16, 128: 8, 256: 4; side by side the
-# flash kernel led from B = 12 at d = 128, from B = 8 at d = 256), up to B = 32 on larger
-# ones; past it torch's flash kernel (sdpa), except the blocked GEMM path once d >= 4,096
-# (GEMM-bound) and for narrow keys up to gemm_max_batch while B x N <= gemm_max_scores (no
-# batch today: the C++ kernel covers them).
+# grid"; N 1e3..1e6, d 32..12,288, B 1..4,096, every backend forced), refit after the C++
+# kernel put the queries across the lanes (from B = 8, d <= 256) and split the queries over
+# the threads on stores under 2,048 rows (bench/NOTES.md, "Query lanes"): the single-read C++
+# kernel leads up to B = 32 for narrow keys (d <= 48) on any store; on cache-sized stores of
+# wider keys (< 4 MB) up to B = 64 while B x d <= 8,192, and always up to B = 16 (side by side
+# at N = 1e3: d = 128, B = 64: 282 us against flash 306; d = 1,024, B = 16: 836 against 975;
+# d = 512, B = 32 lost, 696 against 625); up to B = 32 on larger ones; past it torch's flash
+# kernel (sdpa), except the blocked GEMM path once d >= 4,096 (GEMM-bound) and for narrow keys
+# up to gemm_max_batch while B x N <= gemm_max_scores (no batch today: the C++ kernel covers
+# them).
 # salience_topk: the exact C++ recall up to B = 64 at any N (it splits the keys over the
 # threads when B is small or the keys outgrow the caches) and while B x N x d <= 2^18, the same
 # recall fed by torch's GEMM beyond (bench/NOTES.md, "Salience").
 DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
     "cpu": {
-        "hopfield_retrieve": {"cpp_max_batch": 16, "cpp_small_store_max_dims": 1024,
-                              "cpp_small_store_min_batch": 4, "cpp_max_batch_large_store": 32,
+        "hopfield_retrieve": {"cpp_max_batch": 64, "cpp_small_store_max_dims": 8192,
+                              "cpp_small_store_min_batch": 16, "cpp_max_batch_large_store": 32,
                               "cpp_max_batch_narrow": 32,
                               "cpp_large_store_bytes": 4 << 20, "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},
