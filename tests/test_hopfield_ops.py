@@ -208,9 +208,9 @@ def test_cpp_small_stores_split_queries_over_threads_bit_for_bit(seed, b, n, d, 
     bias = torch.where(torch.rand(n, generator=gen) < 0.3, -math.inf, 0.0).numpy() if masked else None
     one = core.retrieve(q.numpy(), k.numpy(), v, beta=0.7, bias=bias, num_threads=1)
     many = core.retrieve(q.numpy(), k.numpy(), v, beta=0.7, bias=bias, num_threads=threads)
-    # ... and the queries beside it: from 8 queries the scan puts them across the lanes (a
-    # different summation order), so the last 8 stand for the batch, or below 8 the last one
-    tail = 8 if b >= 8 else 1
+    # ... and the queries beside it: from 16 queries the scan puts them across the lanes (a
+    # different summation order), so the last 16 stand for the batch, or below 16 the last one
+    tail = 16 if b >= 16 else 1
     alone = core.retrieve(q[-tail:].numpy(), k.numpy(), v, beta=0.7, bias=bias, num_threads=threads)
     for x, y in zip(one, many):
         assert x.tobytes() == y.tobytes()
@@ -219,11 +219,11 @@ def test_cpp_small_stores_split_queries_over_threads_bit_for_bit(seed, b, n, d, 
 
 
 @settings(max_examples=80, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), b=st.integers(8, 70), n=st.integers(1, 300), d=st.integers(1, 256),
+@given(seed=st.integers(0, 2**31 - 1), b=st.integers(16, 70), n=st.integers(1, 300), d=st.integers(1, 256),
        dv=st.one_of(st.none(), st.integers(1, 256)), masked=st.sampled_from(["none", "some", "prefix"]),
        threads=st.integers(1, 3))
 def test_cpp_query_lane_scan_matches_the_reference(seed, b, n, d, dv, masked, threads):
-    # from 8 queries (d, dv <= 256) the kernel scans with the queries across the lanes: ragged
+    # from 16 queries (d, dv <= 256) the kernel scans with the queries across the lanes: ragged
     # batches, tiles and columns, masked keys, and a first tile with every key masked
     core = hb._core_retrieval()
     gen = torch.Generator().manual_seed(seed)

@@ -26,7 +26,7 @@
 namespace mnemonix {
 namespace retrieval {
 
-constexpr size_t kLaneMinBatch = 8;
+constexpr size_t kLaneMinBatch = 16;  // two threads still get a full vector of queries each
 constexpr size_t kLaneMaxDims = 256;
 
 // qT [d][P] of qs [B, d] (P = B rounded up to 8; the padding lanes are 0).

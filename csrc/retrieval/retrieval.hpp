@@ -329,7 +329,7 @@ inline void retrieve(const float* queries, size_t batch, size_t d, const float* 
   threads = 1;
 #endif
   threads = std::max(threads, 1);
-  // Queries across the lanes from 8 of them (the scores of a query then depend on the batch's
+  // Queries across the lanes from 16 of them (the scores of a query then depend on the batch's
   // size only through this choice), while a value row's column blocks stay within L1's ways.
   const bool lanes = batch >= kLaneMinBatch && d <= kLaneMaxDims && dv <= kLaneMaxDims;
   const Problem pb{qs.data(), batch, d, keys, n, values, dv, bias, lanes};

@@ -42,7 +42,7 @@ VERSION = 1
 # Shipped thresholds per device type: op -> name -> value (non-negative integers).
 # CPU: the backend grid on the 2-core AMD EPYC development machine (bench/NOTES.md, "Backend
 # grid"; N 1e3..1e6, d 32..12,288, B 1..4,096, every backend forced), refit after the C++
-# kernel put the queries across the lanes (from B = 8, d <= 256) and split the queries over
+# kernel put the queries across the lanes (from B = 16, d <= 256) and split the queries over
 # the threads on stores under 2,048 rows (bench/NOTES.md, "Query lanes"): the single-read C++
 # kernel leads up to B = 32 for narrow keys (d <= 48) on any store; on cache-sized stores of
 # wider keys (< 4 MB) up to B = 64 while B x d <= 8,192, and always up to B = 16 (side by side
