@@ -41,13 +41,13 @@ def grid(quick: bool) -> list[tuple[int, int, int]]:
     return shapes + ([] if quick else [(10_000, 12_288, b) for b in (1, 16, 100)])
 
 
-def measure_shape(n: int, d: int, b: int) -> dict:
+def measure_shape(n: int, d: int, b: int, repeat: int = 7) -> dict:
     queries, keys, beta = hopfield_suite.problem(n, d, b, torch.float32, CPU)  # the suites' inputs and peers
     cands = {"auto": lambda: ops.hopfield_retrieve(queries, keys, beta=beta)}
     for name in BACKENDS:
         cands[name] = lambda name=name: ops.hopfield_retrieve(queries, keys, beta=beta, backend=name)
     cands.update(hopfield_suite.peers(queries, keys, beta)[0])
-    timings = measure(cands, CPU, repeat=7, budget_s=4.0, warmup_s=0.1)
+    timings = measure(cands, CPU, repeat=repeat, budget_s=4.0, warmup_s=0.1)
     return {"N": n, "d": d, "B": b, "chosen": choose_backend(queries, keys),
             **{name: t.p20 for name, t in timings.items()}}
 
@@ -70,14 +70,17 @@ def summary(rows: list[dict], backends: tuple[str, ...] = BACKENDS) -> list[str]
 
 
 def run_grid(argv: list[str] | None, *, description: str, out: Path, quick_help: str,
-             shapes: Callable[[bool], list[tuple[int, int, int]]], measure_one: Callable[[int, int, int], dict],
+             shapes: Callable[[bool], list[tuple[int, int, int]]], measure_one: Callable[..., dict],
              backends: tuple[str, ...]) -> int:
-    """The command line of a grid script: measure every (N, d, B) of ``shapes(quick)`` with
-    ``measure_one``, one JSON line each (with the environment) into ``--out``, then the
-    :func:`summary`; or ``--summary FILE`` of an earlier run."""
+    """The command line of a grid script: measure every (N, d, B) of ``shapes(quick)`` (or of
+    ``--shapes``) with ``measure_one``, one JSON line each (with the environment) into
+    ``--out``, then the :func:`summary`; or ``--summary FILE`` of an earlier run."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", type=Path, default=out)
     p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--shapes", type=_shape_list, default=None,
+                   help="only these shapes, as N:d:B[,N:d:B...] (a side-by-side check of a few)")
+    p.add_argument("--repeat", type=int, default=7, help="rounds per shape (within a 4 s budget; default 7)")
     p.add_argument("--summary", type=Path, default=None, help="summarise an existing JSON-lines file and exit")
     args = p.parse_args(argv)
     if args.summary is not None:
@@ -88,8 +91,8 @@ def run_grid(argv: list[str] | None, *, description: str, out: Path, quick_help:
     rows = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as fh:
-        for n, d, b in shapes(args.quick):
-            row = measure_one(n, d, b)
+        for n, d, b in args.shapes or shapes(args.quick):
+            row = measure_one(n, d, b, repeat=args.repeat)
             fh.write(json.dumps({**row, "environment": env}) + "\n")
             fh.flush()
             rows.append(row)
@@ -97,6 +100,16 @@ def run_grid(argv: list[str] | None, *, description: str, out: Path, quick_help:
             print(f"N={n} d={d} B={b} auto={row['chosen']}: {times} ms", flush=True)
     print("\n".join(summary(rows, backends)))
     return 0
+
+
+def _shape_list(text: str) -> list[tuple[int, int, int]]:
+    try:
+        found = [tuple(int(x) for x in item.split(":")) for item in text.split(",") if item]
+    except ValueError:
+        found = []
+    if not found or any(len(t) != 3 or min(t) < 1 for t in found):
+        raise argparse.ArgumentTypeError(f"--shapes must be N:d:B[,N:d:B...] with positive ints, got {text!r}")
+    return found  # type: ignore[return-value]
 
 
 def main(argv: list[str] | None = None) -> int:

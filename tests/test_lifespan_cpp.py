@@ -31,7 +31,8 @@ def _state(seed: int, batch: int, length: int, reminded: int, float_delta: bool,
 
 @settings(max_examples=80, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), batch=st.integers(0, 5), length=st.integers(0, 70),
-       reminded=st.integers(0, 40), capacity=st.sampled_from([0, 1, 3, 10, 2**40, 2**63, 2**70]), float_delta=st.booleans(),
+       reminded=st.integers(0, 40), capacity=st.sampled_from([0, 1, 3, 10, 2**40, 2**63, 2**70]),
+       float_delta=st.booleans(),
        int32_index=st.booleans(), with_age=st.booleans(), transposed=st.booleans())
 def test_cpp_equals_torch_bitwise(seed, batch, length, reminded, capacity, float_delta, int32_index, with_age,
                                   transposed):
