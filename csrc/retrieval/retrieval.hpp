@@ -3,13 +3,15 @@
 // Header-only core, no Python, no torch. One pass over the stored patterns with an online
 // softmax (running max m, running sum l, accumulator acc; Milakov & Gimelshein 2018), N split
 // over OpenMP threads with an exact merge (flash-decoding); a store too small to split (under
-// 2048 rows) splits the queries instead, so cache-sized stores use every core too. Keys are visited in tiles of a
-// few rows that stay in L1/L2: each tile is read from memory once and serves both the dot
-// products and, when the values are the keys, the weighted sum. Inner loops are written for
-// the compiler's vectoriser (`#pragma omp simd`, a polynomial exp), and x86-64 builds carry an
-// AVX2/FMA clone chosen at load time (GCC `target_clones`, glibc ifunc), so portable wheels
-// stay fast. Exceptions thrown inside the parallel loop are captured (FirstException) and
-// rethrown after it. Stateless: any number of threads may call retrieve at once.
+// 2048 rows) splits the queries instead, so cache-sized stores use every core too. Keys are
+// visited in tiles of a few rows that stay in L1/L2: each tile is read from memory once and
+// serves both the dot products and, when the values are the keys, the weighted sum. From 16
+// queries the tiles are scanned with the queries across the lanes (lanes.hpp). Inner loops are
+// written for the compiler's vectoriser (`#pragma omp simd`, a polynomial exp), and x86-64
+// builds carry an AVX2/FMA clone chosen at load time (GCC `target_clones`, glibc ifunc), so
+// portable wheels stay fast. Exceptions thrown inside the parallel loop are captured
+// (FirstException) and rethrown after it. Stateless: any number of threads may call retrieve at
+// once.
 #pragma once
 
 #include <algorithm>
