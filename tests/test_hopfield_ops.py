@@ -145,8 +145,8 @@ def test_leading_dimensions_and_auto_dispatch(rng):
             assert hops.cpp_max_batch(narrow_keys) == narrow_max
             assert hops.choose_backend(torch.zeros(narrow_max, 16), narrow_keys) == "cpp"
             assert hops.choose_backend(torch.zeros(narrow_max + 1, 16), narrow_keys) == "sdpa"
-        # wider keys: cpp_max_batch on a store the caches hold, a larger batch once it streams
-        # from memory (one read serves the whole batch)
+        # wider keys: cpp_max_batch (capped by B x d) on a store the caches hold,
+        # cpp_max_batch_large_store once it streams from memory
         wide_small = torch.empty(1000, 64)
         assert hops.cpp_max_batch(wide_small) == hops.CPP_MAX_BATCH < limits["cpp_small_store_max_dims"] // 64
         cap = limits["cpp_small_store_max_dims"] // 256  # the B x d cap, between the two batches below

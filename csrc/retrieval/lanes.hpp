@@ -94,14 +94,8 @@ MNEMONIX_ALWAYS_INLINE void laneSoftmax(float* sT, size_t pitch, size_t rows, si
     }
   }
   for (size_t l = 0; l < live; ++l) {
-    const size_t b = b0 + l;
     part.scoreZeros += zeros[l];
-    if (tileMax[l] > part.m[b]) {  // a new maximum (rare after the first tiles): its first index
-      size_t r = 0;
-      while (sT[r * pitch + b] != tileMax[l]) ++r;
-      part.arg[b] = static_cast<int64_t>(t0 + r);
-    }
-    mNew[l] = std::max(part.m[b], tileMax[l]);
+    mNew[l] = raiseMax(part, b0 + l, tileMax[l], sT + b0 + l, pitch, t0);
   }
   for (size_t l = live; l < 8; ++l) mNew[l] = 0.0f;
   float shift[8];
@@ -116,21 +110,11 @@ MNEMONIX_ALWAYS_INLINE void laneSoftmax(float* sT, size_t pitch, size_t rows, si
     }
   }
   for (size_t l = 0; l < live; ++l) {
-    const size_t b = b0 + l;
-    const float mOld = part.m[b];
     if (mNew[l] == kNegInf) {  // everything so far masked: no weight yet
-      for (size_t r = 0; r < rows; ++r) sT[r * pitch + b] = 0.0f;
+      for (size_t r = 0; r < rows; ++r) sT[r * pitch + b0 + l] = 0.0f;
       continue;
     }
-    if (mNew[l] > mOld) {
-      const float alpha = (mOld == kNegInf) ? 0.0f : std::exp(mOld - mNew[l]);
-      float* acc = part.acc.data() + b * dv;
-#pragma omp simd
-      for (size_t i = 0; i < dv; ++i) acc[i] *= alpha;
-      part.l[b] *= alpha;
-    }
-    part.l[b] += sums[l];
-    part.m[b] = mNew[l];
+    foldTile(part, b0 + l, dv, mNew[l], sums[l]);
   }
 }
 
@@ -189,7 +173,8 @@ inline void scanRangeLanes(const float* qs, size_t batch, size_t d, const float*
       for (size_t r = 0; r < rows; ++r)
         for (size_t b = 0; b < pitch; ++b) sT[r * pitch + b] += bias[t0 + r];
     }
-    for (size_t b0 = 0; b0 < batch; b0 += 8) laneSoftmax(sT, pitch, rows, t0, b0, std::min<size_t>(8, batch - b0), dv, part);
+    for (size_t b0 = 0; b0 < batch; b0 += 8)
+      laneSoftmax(sT, pitch, rows, t0, b0, std::min<size_t>(8, batch - b0), dv, part);
     const float* v = vals + t0 * dv;
     float* acc = part.acc.data();
     size_t b = 0;

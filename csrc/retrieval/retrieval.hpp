@@ -88,13 +88,7 @@ MNEMONIX_ALWAYS_INLINE void softmaxTile(float* s, size_t rows, size_t t0, size_t
     zeros += s[j] * 0.0f;
   }
   part.scoreZeros += zeros;
-  const float mOld = part.m[b];
-  if (tileMax > mOld) {  // a new maximum (rare after the first tiles): its first index
-    size_t j = 0;
-    while (s[j] != tileMax) ++j;
-    part.arg[b] = static_cast<int64_t>(t0 + j);
-  }
-  const float mNew = std::max(mOld, tileMax);
+  const float mNew = raiseMax(part, b, tileMax, s, 1, t0);
   if (mNew == kNegInf) {  // everything so far masked: no weight yet
     for (size_t j = 0; j < rows; ++j) s[j] = 0.0f;
     return;
@@ -106,15 +100,7 @@ MNEMONIX_ALWAYS_INLINE void softmaxTile(float* s, size_t rows, size_t t0, size_t
     s[j] = p;
     sum += p;
   }
-  if (mNew > mOld) {
-    const float alpha = (mOld == kNegInf) ? 0.0f : std::exp(mOld - mNew);
-    float* acc = part.acc.data() + b * dv;
-#pragma omp simd
-    for (size_t i = 0; i < dv; ++i) acc[i] *= alpha;
-    part.l[b] *= alpha;
-  }
-  part.l[b] += sum;
-  part.m[b] = mNew;
+  foldTile(part, b, dv, mNew, sum);
 }
 
 // acc[0, dv) += sum_r p[r] v_r over one tile's value rows v (stride dv).
@@ -187,25 +173,25 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
   }
 }
 
-// out, lse and argmax of query b from the parts' softmax states (index b within each part),
-// merged exactly in part (= N) order: ties of the max go to the lower index.
-inline void mergeQuery(const std::vector<Partial>& parts, size_t b, size_t dv, float* o, float* lse,
+// out, lse and argmax of query b from the softmax states of parts[0, count) (index b within
+// each part), merged exactly in part (= N) order: ties of the max go to the lower index.
+inline void mergeQuery(const Partial* parts, size_t count, size_t b, size_t dv, float* o, float* lse,
                        int64_t* argmax) {
   float mMax = kNegInf;
   int64_t best = 0;
-  for (const Partial& p : parts) {
-    if (p.m[b] > mMax) {
-      mMax = p.m[b];
-      best = p.arg[b];
+  for (const Partial* p = parts; p != parts + count; ++p) {
+    if (p->m[b] > mMax) {
+      mMax = p->m[b];
+      best = p->arg[b];
     }
   }
   std::fill(o, o + dv, 0.0f);
   float l = 0.0f;
-  for (const Partial& p : parts) {
-    if (p.m[b] == kNegInf) continue;
-    const float w = std::exp(p.m[b] - mMax);
-    l += w * p.l[b];
-    const float* acc = p.acc.data() + b * dv;
+  for (const Partial* p = parts; p != parts + count; ++p) {
+    if (p->m[b] == kNegInf) continue;
+    const float w = std::exp(p->m[b] - mMax);
+    l += w * p->l[b];
+    const float* acc = p->acc.data() + b * dv;
     for (size_t i = 0; i < dv; ++i) o[i] += w * acc[i];
   }
   const float inv = 1.0f / l;
@@ -282,7 +268,8 @@ inline void retrieveByRows(const Problem& pb, int nThreads, size_t maxParts, flo
   // Every logit finite? Without a bias a -inf logit is a NaN/Inf key (the queries are checked
   // finite first) whose weight is 0: with values apart from the keys nothing else would show it.
   if (scoresFinite) *scoresFinite = partsFinite(parts);
-  for (size_t b = 0; b < pb.batch; ++b) mergeQuery(parts, b, pb.dv, out + b * pb.dv, lse + b, argmax + b);
+  for (size_t b = 0; b < pb.batch; ++b)
+    mergeQuery(parts.data(), nParts, b, pb.dv, out + b * pb.dv, lse + b, argmax + b);
 }
 
 // Too few rows to split: the threads split the queries instead, each group scanning every row
@@ -295,21 +282,16 @@ inline void retrieveByQueries(const Problem& pb, size_t groups, float* out, floa
     per = lanePitch(per);
     groups = (pb.batch + per - 1) / per;
   }
-  std::vector<std::vector<Partial>> parts(groups, std::vector<Partial>(1));
+  std::vector<Partial> parts(groups);  // one per group: its queries over every row
   runJobs(groups, static_cast<int>(groups), [&](size_t g, std::vector<float>& buf) {
     const size_t b0 = std::min(pb.batch, g * per);
     const size_t b1 = std::min(pb.batch, b0 + per);
     if (b0 == b1) return;
-    std::vector<Partial>& mine = parts[g];
-    mine[0].reset(b1 - b0, pb.dv);
-    scan(pb, pb.qs + b0 * pb.d, b1 - b0, 0, pb.n, mine[0], buf);
-    for (size_t b = b0; b < b1; ++b) mergeQuery(mine, b - b0, pb.dv, out + b * pb.dv, lse + b, argmax + b);
+    parts[g].reset(b1 - b0, pb.dv);
+    scan(pb, pb.qs + b0 * pb.d, b1 - b0, 0, pb.n, parts[g], buf);
+    for (size_t b = b0; b < b1; ++b) mergeQuery(&parts[g], 1, b - b0, pb.dv, out + b * pb.dv, lse + b, argmax + b);
   });
-  if (scoresFinite) {
-    bool finite = true;
-    for (const auto& mine : parts) finite = finite && partsFinite(mine);
-    *scoresFinite = finite;
-  }
+  if (scoresFinite) *scoresFinite = partsFinite(parts);
 }
 
 // Full retrieval. queries [B, d], keys [N, d], values [N, dv] or nullptr (then dv == d),

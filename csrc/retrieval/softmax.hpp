@@ -1,5 +1,6 @@
 // Shared pieces of the fused CPU retrieval's scans (retrieval.hpp, lanes.hpp): the polynomial
-// exp, the online-softmax state of a range of stored patterns, and the tile height.
+// exp, the online-softmax state of a range of stored patterns and its per-tile update, and the
+// tile height.
 #pragma once
 
 #include <algorithm>
@@ -64,6 +65,35 @@ struct Partial {
     scoreZeros = 0.0f;
   }
 };
+
+// Query b's new running max after a tile whose largest score is tileMax; when it beats the old
+// one (rare after the first tiles), its first index among the tile's scores s[0], s[stride],
+// ... (keys t0..) becomes the argmax. The state's max itself moves in foldTile.
+MNEMONIX_ALWAYS_INLINE float raiseMax(Partial& part, size_t b, float tileMax, const float* s, size_t stride,
+                                      size_t t0) {
+  if (tileMax > part.m[b]) {
+    size_t j = 0;
+    while (s[j * stride] != tileMax) ++j;
+    part.arg[b] = static_cast<int64_t>(t0 + j);
+  }
+  return std::max(part.m[b], tileMax);
+}
+
+// Folds a tile's weights exp(s - mNew), summing to `sum`, into query b's state: the accumulator
+// and sum rescaled to the new max when it rose, then the new max (mNew > -inf: a query whose
+// scores are all -inf so far takes no weight).
+MNEMONIX_ALWAYS_INLINE void foldTile(Partial& part, size_t b, size_t dv, float mNew, float sum) {
+  const float mOld = part.m[b];
+  if (mNew > mOld) {
+    const float alpha = (mOld == kNegInf) ? 0.0f : std::exp(mOld - mNew);
+    float* acc = part.acc.data() + b * dv;
+#pragma omp simd
+    for (size_t i = 0; i < dv; ++i) acc[i] *= alpha;
+    part.l[b] *= alpha;
+  }
+  part.l[b] += sum;
+  part.m[b] = mNew;
+}
 
 // Rows per tile: the tile (rows x d floats) should stay in the per-core cache while it is
 // used for the scores of every query and then for the weighted sums.

@@ -81,10 +81,11 @@ _CPU = torch.device("cpu")
 def cpp_max_batch(keys: torch.Tensor) -> int:
     """Largest B sent to the C++ kernel automatically for this key matrix (of one group): for
     narrow keys (d <= ``narrow_dim``) ``cpp_max_batch_narrow`` on any store (the GEMM paths
-    gain little from a short d); for wider ones smaller on a store the caches hold (the GEMM
-    paths read it from cache too: ``cpp_max_batch``, and B x d <= ``cpp_small_store_max_dims``
-    or B <= ``cpp_small_store_min_batch``),
-    larger once it streams from memory (one read serves the whole batch)."""
+    gain little from a short d); for wider ones on a store the caches hold ``cpp_max_batch``
+    while B x d <= ``cpp_small_store_max_dims``, and always ``cpp_small_store_min_batch``
+    (there the flash kernel's GEMMs read the keys from cache too, and win once B x d grows);
+    ``cpp_max_batch_large_store`` once the keys stream from memory (one read serves the whole
+    batch)."""
     return _cpp_max_batch(keys, calibration.thresholds("hopfield_retrieve", _CPU))  # the kernel is CPU-only
 
 
