@@ -49,5 +49,11 @@ def no_mode() -> bool:
 
 
 def no_grad_wanted(tensors: tuple[torch.Tensor | None, ...]) -> bool:
-    """No tensor needs a gradient now (a fast path's results carry no autograd history)."""
-    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)
+    """No tensor needs a gradient now (a fast path's results carry no autograd history). A plain
+    loop: ``any`` over a generator cost ~1 us more per call of a fast path."""
+    if not torch.is_grad_enabled():
+        return True
+    for t in tensors:
+        if t is not None and t.requires_grad:
+            return False
+    return True
