@@ -41,8 +41,11 @@ def test_defaults_without_a_file(clean):
     assert {"cpp_max_batch": hops.CPP_MAX_BATCH, "cpp_max_batch_large_store": hops.CPP_MAX_BATCH_LARGE_STORE,
             "cpp_large_store_bytes": hops.CPP_LARGE_STORE_BYTES}.items() <= cpu.items()
     assert (hops.CPP_MAX_BATCH, hops.CPP_MAX_BATCH_LARGE_STORE, hops.CPP_LARGE_STORE_BYTES) == (64, 32, 4 << 20)
-    assert hops.cpp_max_batch(torch.empty(100, 64)) == 64
-    assert hops.cpp_max_batch(torch.empty(100, 4)) == cpu["cpp_max_batch_narrow"] == 32  # narrow keys
+    assert hops.cpp_max_batch(torch.empty(4096, 64)) == 64
+    assert hops.cpp_max_batch(torch.empty(4096, 32)) == cpu["cpp_max_batch_narrow"] == 32  # narrow keys
+    # stores of few rows (the kernel splits the queries): up to 256 while B x d <= 8,192, d >= 8
+    assert (cpu["cpp_few_rows"], cpu["cpp_few_rows_min_dim"], cpu["cpp_max_batch_few_rows"]) == (2048, 8, 256)
+    assert [hops.cpp_max_batch(torch.empty(1000, d)) for d in (4, 8, 32, 64, 128)] == [32, 256, 256, 128, 64]
     salience = calibration.thresholds("salience_topk", torch.device("cpu"))
     assert salience == {"cpp_max_batch": 64, "cpp_max_work": 1 << 18}
     assert all(not g["measured"] for g in calibration.GPU_GUESSES.values())
@@ -52,7 +55,7 @@ def test_policy_reads_the_file_named_by_the_variable(clean, monkeypatch):
     path = clean / "cal.json"
     path.write_text(json.dumps(_doc(cpp_max_batch=2)))  # other keys keep their defaults
     monkeypatch.setenv(calibration.ENV, str(path))
-    keys = torch.randn(300, 64)
+    keys = torch.randn(2048, 64)  # not a store of few rows (cpp_few_rows): cpp_max_batch applies
     assert hops.cpp_max_batch(keys) == 2
     limits = calibration.thresholds("hopfield_retrieve", torch.device("cpu"))
     assert limits["cpp_max_batch_large_store"] == hops.CPP_MAX_BATCH_LARGE_STORE
@@ -74,14 +77,14 @@ def test_per_user_file_is_read_and_a_bad_one_warns_and_keeps_defaults(clean):
     assert str(path).startswith(str(clean / "cache" / "mnemonix" / "calibration-"))
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(_doc(cpp_max_batch=3)))
-    assert hops.cpp_max_batch(torch.empty(10, 64)) == 3
+    assert hops.cpp_max_batch(torch.empty(2048, 64)) == 3
     path.write_text("{not json")
     calibration.reload()
     with pytest.warns(UserWarning, match="ignoring the calibration file .*shipped defaults"):
-        assert hops.cpp_max_batch(torch.empty(10, 64)) == hops.CPP_MAX_BATCH
+        assert hops.cpp_max_batch(torch.empty(2048, 64)) == hops.CPP_MAX_BATCH
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once per process, not per call
-        assert hops.cpp_max_batch(torch.empty(10, 64)) == hops.CPP_MAX_BATCH
+        assert hops.cpp_max_batch(torch.empty(2048, 64)) == hops.CPP_MAX_BATCH
 
 
 @pytest.mark.parametrize("doc, field", [
@@ -117,7 +120,7 @@ def test_a_file_for_another_device_type_leaves_the_cpu_defaults(clean, monkeypat
     path = clean / "gpu.json"
     path.write_text(json.dumps({**_doc(), "device": "cuda", "thresholds": {}}))
     monkeypatch.setenv(calibration.ENV, str(path))
-    assert hops.cpp_max_batch(torch.empty(10, 64)) == hops.CPP_MAX_BATCH
+    assert hops.cpp_max_batch(torch.empty(2048, 64)) == hops.CPP_MAX_BATCH
 
 
 @pytest.mark.parametrize("wins, expected", [
@@ -137,7 +140,7 @@ def test_crossover_rule(wins, expected):
 
 def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
     # salience batches past cpp_max_batch (64): the ones the fit places
-    doc = calibrate.calibrate(torch.device("cpu"), stores={"small": (256, 64)}, batches=(1, 2), repeat=3,
+    doc = calibrate.calibrate(torch.device("cpu"), stores={"small": (2048, 64)}, batches=(1, 2), repeat=3,
                               budget_s=0.5, report=lambda s: None, salience_shapes=((72, 64, 8), (80, 300, 8)))
     path = calibrate.write(doc, clean / "out" / "cal.json")
     data = json.loads(path.read_text())
@@ -155,18 +158,18 @@ def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
         assert salience_op.cpu_order(72, 64, 8)[0] == ("cpp" if work >= 72 * 64 * 8 else "gemm")
         value = data["thresholds"]["hopfield_retrieve"]["cpp_max_batch"]
         assert value in (0, 1, 2)
-        assert hops.cpp_max_batch(torch.empty(256, 64)) == value
+        assert hops.cpp_max_batch(torch.empty(2048, 64)) == value
     # the default output is the per-user file the policies read without the variable
     monkeypatch.delenv(calibration.ENV)
     doc["thresholds"] = {"hopfield_retrieve": {"cpp_max_batch": 5}}
     written = calibrate.write(doc, None)
     assert written == calibration.user_path(doc["device_name"])
-    assert hops.cpp_max_batch(torch.empty(256, 64)) == 5
+    assert hops.cpp_max_batch(torch.empty(2048, 64)) == 5
 
 
 def test_cli_calibrate(clean, capsys):
     out = clean / "cli.json"
-    assert main(["bench", "calibrate", "--small-store", "128,64", "--large-store", f"{(8 << 20) // 256},64",
+    assert main(["bench", "calibrate", "--small-store", "2048,64", "--large-store", f"{(8 << 20) // 256},64",
                  "--batches", "2,1", "--repeat", "3", "--salience-max-n", "500", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"MNEMONIX_CALIBRATION={out}" in text and "noisy" in text

@@ -138,20 +138,29 @@ def test_leading_dimensions_and_auto_dispatch(rng):
     if hb._core_retrieval() is not None:
         limits = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]
         assert hops.choose_backend(small, k) == "cpp"
-        assert hops.choose_backend(torch.zeros(33, 16), k, want_argmax=True) == "gemm"  # no argmax in flash
-        # narrow keys (d <= 48) keep the kernel up to cpp_max_batch_narrow on any store
+        assert hops.choose_backend(torch.zeros(257, 16), k, want_argmax=True) == "gemm"  # no argmax in flash
+        # narrow keys (d <= 48) keep the kernel up to cpp_max_batch_narrow on stores of many rows
         narrow_max = limits["cpp_max_batch_narrow"]
-        for narrow_keys in (k, torch.empty(hops.CPP_LARGE_STORE_BYTES // (4 * 16), 16)):
+        for narrow_keys in (torch.empty(limits["cpp_few_rows"], 16),
+                            torch.empty(hops.CPP_LARGE_STORE_BYTES // (4 * 16), 16)):
             assert hops.cpp_max_batch(narrow_keys) == narrow_max
             assert hops.choose_backend(torch.zeros(narrow_max, 16), narrow_keys) == "cpp"
             assert hops.choose_backend(torch.zeros(narrow_max + 1, 16), narrow_keys) == "sdpa"
+        # under cpp_few_rows rows the kernel splits the queries: cpp_max_batch_few_rows while
+        # B x d <= cpp_small_store_max_dims, narrow keys too (k: 300 x 16)
+        few_max = limits["cpp_max_batch_few_rows"]
+        assert few_max > narrow_max and few_max * 16 <= limits["cpp_small_store_max_dims"]
+        assert hops.choose_backend(torch.zeros(few_max, 16), k) == "cpp"
+        assert hops.choose_backend(torch.zeros(few_max + 1, 16), k) == "sdpa"
+        assert hops.cpp_max_batch(torch.empty(300, 64)) == limits["cpp_small_store_max_dims"] // 64 > hops.CPP_MAX_BATCH
+        assert hops.cpp_max_batch(torch.empty(300, 4)) == narrow_max  # below cpp_few_rows_min_dim
         # wider keys: cpp_max_batch (capped by B x d) on a store the caches hold,
         # cpp_max_batch_large_store once it streams from memory
-        wide_small = torch.empty(1000, 64)
+        wide_small = torch.empty(limits["cpp_few_rows"], 64)
         assert hops.cpp_max_batch(wide_small) == hops.CPP_MAX_BATCH < limits["cpp_small_store_max_dims"] // 64
         cap = limits["cpp_small_store_max_dims"] // 256  # the B x d cap, between the two batches below
         assert hops.CPP_MAX_BATCH > cap > limits["cpp_small_store_min_batch"]
-        assert hops.cpp_max_batch(torch.empty(1000, 256)) == cap
+        assert hops.cpp_max_batch(torch.empty(limits["cpp_few_rows"], 256)) == cap
         # ... which always allows cpp_small_store_min_batch (1.6 MB: a cache-sized store)
         assert hops.cpp_max_batch(torch.empty(100, 4000)) == limits["cpp_small_store_min_batch"]
         assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH, 64), wide_small) == "cpp"

@@ -47,7 +47,10 @@ VERSION = 1
 # kernel leads up to B = 32 for narrow keys (d <= 48) on any store; on cache-sized stores of
 # wider keys (< 4 MB) up to B = 64 while B x d <= 8,192, and always up to B = 16 (side by side
 # at N = 1e3: d = 128, B = 64: 282 us against flash 306; d = 1,024, B = 16: 836 against 975;
-# d = 512, B = 32 lost, 696 against 625); up to B = 32 on larger ones; past it torch's flash
+# d = 512, B = 32 lost, 696 against 625); on stores under 2,048 rows (the query split) of keys
+# 8 wide or wider, narrow ones too, up to B = 256 while B x d <= 8,192 (N = 1e3, d = 32,
+# B = 256: 337 us against flash 363; d = 64, B = 128: 264 against 344; d = 4 lost, 586 against
+# 336); up to B = 32 on larger ones; past it torch's flash
 # kernel (sdpa), except the blocked GEMM path once d >= 4,096 (GEMM-bound) and for narrow keys
 # up to gemm_max_batch while B x N <= gemm_max_scores (no batch today: the C++ kernel covers
 # them).
@@ -58,7 +61,8 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
     "cpu": {
         "hopfield_retrieve": {"cpp_max_batch": 64, "cpp_small_store_max_dims": 8192,
                               "cpp_small_store_min_batch": 16, "cpp_max_batch_large_store": 32,
-                              "cpp_max_batch_narrow": 32,
+                              "cpp_max_batch_narrow": 32, "cpp_few_rows": 2048, "cpp_few_rows_min_dim": 8,
+                              "cpp_max_batch_few_rows": 256,
                               "cpp_large_store_bytes": 4 << 20, "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18},
@@ -80,12 +84,14 @@ _CACHE: dict[tuple[str, str | None], dict[str, dict[str, int]]] = {}
 _WARNED: set[str] = set()
 
 
-def thresholds(op: str, device: torch.device) -> dict[str, int]:
-    """The thresholds of ``op`` for inputs on ``device`` (a dict the caller must not modify)."""
-    key = (device.type, os.environ.get(ENV))
+def thresholds(op: str, device: torch.device | str) -> dict[str, int]:
+    """The thresholds of ``op`` for inputs on ``device`` (a device or its type, ``"cpu"``: the
+    policies pass the string, since ``torch.device.type`` costs ~0.4 us per call; a dict the
+    caller must not modify)."""
+    key = (device if type(device) is str else device.type, os.environ.get(ENV))
     table = _CACHE.get(key)
     if table is None:
-        table = _CACHE[key] = _resolve(device.type, key[1])
+        table = _CACHE[key] = _resolve(*key)
     return table.get(op, {})
 
 

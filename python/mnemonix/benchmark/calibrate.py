@@ -13,7 +13,9 @@ backend's p20 beats the others (at or below it) from where it does not (a step f
 :func:`crossover`): the C++ kernel against the other two on each store, then the GEMM path
 against the flash kernel past the C++ kernel's threshold on the cache-sized store.
 ``cpp_max_batch_narrow``, ``cpp_small_store_max_dims`` (the B x d cap on cache-sized stores),
-``cpp_small_store_min_batch`` (the batch that cap always allows),
+``cpp_small_store_min_batch`` (the batch that cap always allows), ``cpp_few_rows``,
+``cpp_few_rows_min_dim`` and ``cpp_max_batch_few_rows`` (stores of few rows, where the kernel
+splits the queries),
 ``cpp_large_store_bytes``, ``narrow_dim``, ``gemm_max_scores`` and ``gemm_min_dim`` are not
 measured (two store sizes of d = 64 and 128 cannot place them) and
 keep their defaults. ``salience_topk`` on the CPU sends calls of at most ``cpp_max_work``
@@ -179,6 +181,7 @@ def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str,
     found: dict[str, int] = {}
     skipped = {name: "not measured: kept the default"
                for name in ("cpp_max_batch_narrow", "cpp_small_store_max_dims", "cpp_small_store_min_batch",
+                            "cpp_few_rows", "cpp_few_rows_min_dim", "cpp_max_batch_few_rows",
                             "cpp_large_store_bytes", "narrow_dim", "gemm_max_scores", "gemm_min_dim")}
     for label, name in (("small", "cpp_max_batch"), ("large", "cpp_max_batch_large_store")):
         store = measured.get(label)
@@ -186,10 +189,11 @@ def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str,
             skipped[name] = f"no {label} store swept"
             continue
         large = store["key_bytes"] >= defaults["cpp_large_store_bytes"]
-        if large != (label == "large") or store["d"] <= defaults["narrow_dim"]:
+        if large != (label == "large") or store["d"] <= defaults["narrow_dim"] or store["N"] < defaults["cpp_few_rows"]:
             skipped[name] = (f"the {label} store is on the wrong side of cpp_large_store_bytes "
-                             f"({defaults['cpp_large_store_bytes']}) or not wider than narrow_dim "
-                             f"({defaults['narrow_dim']}, whose keys have cpp_max_batch_narrow)")
+                             f"({defaults['cpp_large_store_bytes']}), not wider than narrow_dim "
+                             f"({defaults['narrow_dim']}, whose keys have cpp_max_batch_narrow) or has fewer "
+                             f"than cpp_few_rows rows ({defaults['cpp_few_rows']})")
             continue
         value = crossover(store["rows"], "cpp", ("gemm", "sdpa"))
         if value is None:

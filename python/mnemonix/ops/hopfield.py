@@ -75,28 +75,34 @@ CPP_MAX_BATCH_LARGE_STORE = _CPU_LIMITS["cpp_max_batch_large_store"]
 CPP_LARGE_STORE_BYTES = _CPU_LIMITS["cpp_large_store_bytes"]
 
 
-_CPU = torch.device("cpu")
-
 
 def cpp_max_batch(keys: torch.Tensor) -> int:
-    """Largest B sent to the C++ kernel automatically for this key matrix (of one group): for
-    narrow keys (d <= ``narrow_dim``) ``cpp_max_batch_narrow`` on any store (the GEMM paths
-    gain little from a short d); for wider ones on a store the caches hold ``cpp_max_batch``
-    while B x d <= ``cpp_small_store_max_dims``, and always ``cpp_small_store_min_batch``
-    (there the flash kernel's GEMMs read the keys from cache too, and win once B x d grows);
-    ``cpp_max_batch_large_store`` once the keys stream from memory (one read serves the whole
-    batch)."""
-    return _cpp_max_batch(keys, calibration.thresholds("hopfield_retrieve", _CPU))  # the kernel is CPU-only
+    """Largest B sent to the C++ kernel automatically for this key matrix (of one group).
+
+    On a store the caches hold (under ``cpp_large_store_bytes``): with fewer than
+    ``cpp_few_rows`` rows (where the kernel splits the queries over the threads, not the rows)
+    and d >= ``cpp_few_rows_min_dim``, ``cpp_max_batch_few_rows`` while B x d <=
+    ``cpp_small_store_max_dims``; otherwise ``cpp_max_batch_narrow`` for narrow keys
+    (d <= ``narrow_dim``: the GEMM paths gain little from a short d) and ``cpp_max_batch`` under
+    the same B x d cap for wider ones. The cap always allows ``cpp_small_store_min_batch``
+    (there the flash kernel's GEMMs read the keys from cache too, and win once B x d grows).
+    Once the keys stream from memory: ``cpp_max_batch_narrow`` for narrow keys, else
+    ``cpp_max_batch_large_store`` (one read serves the whole batch)."""
+    return _cpp_max_batch(keys, calibration.thresholds("hopfield_retrieve", "cpu"))  # the kernel is CPU-only
 
 
 def _cpp_max_batch(keys: torch.Tensor, limits: dict[str, int]) -> int:
     n, d = keys.shape[-2:]
-    if d <= limits["narrow_dim"]:
+    cached = n * d * keys.element_size() < limits["cpp_large_store_bytes"]
+    if cached and n < limits["cpp_few_rows"] and d >= limits["cpp_few_rows_min_dim"]:
+        most = limits["cpp_max_batch_few_rows"]
+    elif d <= limits["narrow_dim"]:
         return limits["cpp_max_batch_narrow"]
-    if n * d * keys.element_size() < limits["cpp_large_store_bytes"]:
-        return min(limits["cpp_max_batch"],
-                   max(limits["cpp_small_store_min_batch"], limits["cpp_small_store_max_dims"] // d))
-    return limits["cpp_max_batch_large_store"]
+    elif cached:
+        most = limits["cpp_max_batch"]
+    else:
+        return limits["cpp_max_batch_large_store"]
+    return min(most, max(limits["cpp_small_store_min_batch"], limits["cpp_small_store_max_dims"] // d))
 
 
 def cpu_forward_order(b: int, keys: torch.Tensor) -> list[str]:
@@ -104,7 +110,7 @@ def cpu_forward_order(b: int, keys: torch.Tensor) -> list[str]:
     (of one group): the C++ kernel while the batch is small for the store (memory-bound), then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, or for
     very wide d, then torch's flash kernel. Later names are the fallbacks when one cannot run."""
-    limits = calibration.thresholds("hopfield_retrieve", _CPU)  # read once: this runs on every call
+    limits = calibration.thresholds("hopfield_retrieve", "cpu")  # read once: this runs on every call
     if b <= _cpp_max_batch(keys, limits):
         return ["cpp", "gemm", "sdpa", "torch"]
     n, d = keys.shape[-2:]

@@ -45,8 +45,6 @@ class SalienceInputs(_dispatch.SelectionOverKeys):
     itself from them, as the fast path does (one definition of its rounding)."""
 
 
-_CPU = torch.device("cpu")
-
 
 def cpu_order(b: int, n: int, d: int) -> list[str]:
     """CPU backends fastest first for B queries over N keys of d features: the exact C++ recall
@@ -54,7 +52,7 @@ def cpu_order(b: int, n: int, d: int) -> list[str]:
     its B x N x d screen stays under ``cpp_max_work`` (calibration), else the same recall with the
     screen's dot products from torch's GEMM. Both are exact (the same bits, batch-invariant); the
     torch path is the fallback."""
-    limits = calibration.thresholds("salience_topk", _CPU)
+    limits = calibration.thresholds("salience_topk", "cpu")
     small = b <= limits["cpp_max_batch"] or b * n * d <= limits["cpp_max_work"]
     return ["cpp", "gemm", "torch"] if small else ["gemm", "cpp", "torch"]
 
