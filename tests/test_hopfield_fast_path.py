@@ -34,10 +34,9 @@ def _both(q, k, v, **kwargs):
 
 
 @settings(max_examples=60, deadline=None)
-@given(b=st.integers(1, 80) | st.integers(250, 300), n=st.integers(1, 300), d=st.integers(1, 70), dv=st.none() | st.integers(1, 40),
-       beta=st.floats(0.01, 8.0) | st.integers(1, 3), transposed=st.booleans(), flags=st.tuples(st.booleans(),
-                                                                                             st.booleans()),
-       seed=st.integers(0, 2**31 - 1))
+@given(b=st.integers(1, 80) | st.integers(250, 300), n=st.integers(1, 300), d=st.integers(1, 70),
+       dv=st.none() | st.integers(1, 40), beta=st.floats(0.01, 8.0) | st.integers(1, 3), transposed=st.booleans(),
+       flags=st.tuples(st.booleans(), st.booleans()), seed=st.integers(0, 2**31 - 1))
 def test_fast_path_equals_general_path_bitwise(b, n, d, dv, beta, transposed, flags, seed):
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(b, d, generator=gen)
