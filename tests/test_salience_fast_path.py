@@ -101,6 +101,13 @@ def test_policy_picks_cpp_for_small_calls_and_gemm_for_large_ones():
     assert op_module.cpu_order(batch + 1, work, 1) == ["gemm", "cpp", "torch"]
 
 
+def test_gemm_chunks_grow_for_narrow_keys():
+    base = sc.GEMM_CHUNK_SCORES
+    assert [sc.gemm_chunk(256, d) for d in (768, 128, 64, 32, 8)] == [base // 256, base // 256, 2 * base // 256,
+                                                                     4 * base // 256, 4 * base // 256]
+    assert sc.gemm_chunk(10**9, 32) == sc.GEMM_MIN_CHUNK
+
+
 @pytest.mark.parametrize("b,n,d,chunk_scores", [(1, 3000, 40, None), (70, 2500, 33, None), (5, 40_000, 16, None),
                                                 (70, 2500, 33, 70 * 300), (3, 1000, 9, 1)])
 def test_gemm_and_cpp_recalls_return_the_same_bits(b, n, d, chunk_scores, monkeypatch):

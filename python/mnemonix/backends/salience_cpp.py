@@ -79,6 +79,16 @@ chunk while it is still in cache (8 MiB chunks went to memory and back: N = 1e4,
 B = 1024 took 30-43 ms, now 25-29 ms; bench/NOTES.md, "Salience")."""
 GEMM_MIN_CHUNK = 128
 """Keys per chunk at least (a narrower GEMM loses more than the cache gains)."""
+GEMM_CHUNK_NARROW_DIM = 128
+"""Keys narrower than this get up to 4x :data:`GEMM_CHUNK_SCORES` per chunk (128 / d): each
+chunk's fixed cost (a GEMM call, a C++ call) then stays small against its d x B x chunk work
+(N = 1e6, d = 32, B = 256 in 651 chunks: 325 ms, in 163 chunks 284 ms; d = 128: no gain)."""
+
+
+def gemm_chunk(b: int, d: int) -> int:
+    """Keys per chunk of :func:`recall_gemm` for B queries of d features."""
+    scores = GEMM_CHUNK_SCORES * min(4, max(1, GEMM_CHUNK_NARROW_DIM // max(d, 1)))
+    return max(GEMM_MIN_CHUNK, scores // max(b, 1))
 
 
 def recall_gemm(queries: torch.Tensor, keys: torch.Tensor, payloads: torch.Tensor | None, k: int, *,
@@ -92,7 +102,7 @@ def recall_gemm(queries: torch.Tensor, keys: torch.Tensor, payloads: torch.Tenso
     selection = core_salience().Selection(_view(q), _view(keys), _view(log_s), _view(r0), _view(tau), alpha,
                                           _view(valid), _view(norms), k, check)
     n, b = keys.shape[0], q.shape[0]
-    chunk = max(GEMM_MIN_CHUNK, GEMM_CHUNK_SCORES // max(b, 1))
+    chunk = gemm_chunk(b, keys.shape[1])
     buffer = torch.empty(b * min(chunk, n), dtype=torch.float32)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
