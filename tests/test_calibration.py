@@ -47,7 +47,9 @@ def test_defaults_without_a_file(clean):
     assert (cpu["cpp_few_rows"], cpu["cpp_few_rows_min_dim"], cpu["cpp_max_batch_few_rows"]) == (2048, 8, 256)
     assert [hops.cpp_max_batch(torch.empty(1000, d)) for d in (4, 8, 32, 64, 128)] == [32, 256, 256, 128, 64]
     salience = calibration.thresholds("salience_topk", torch.device("cpu"))
-    assert salience == {"cpp_max_batch": 64, "cpp_max_work": 1 << 18}
+    assert salience == {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32, "cpp_max_batch_narrow": 256}
+    assert [salience_op.cpu_order(b, 10**5, d)[0] for b, d in ((64, 128), (65, 128), (256, 32), (257, 32))] == [
+        "cpp", "gemm", "cpp", "gemm"]
     assert all(not g["measured"] for g in calibration.GPU_GUESSES.values())
 
 
@@ -141,7 +143,7 @@ def test_crossover_rule(wins, expected):
 def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
     # salience batches past cpp_max_batch (64): the ones the fit places
     doc = calibrate.calibrate(torch.device("cpu"), stores={"small": (2048, 64)}, batches=(1, 2), repeat=3,
-                              budget_s=0.5, report=lambda s: None, salience_shapes=((72, 64, 8), (80, 300, 8)))
+                              budget_s=0.5, report=lambda s: None, salience_shapes=((72, 64, 40), (80, 300, 40)))
     path = calibrate.write(doc, clean / "out" / "cal.json")
     data = json.loads(path.read_text())
     calibration.validate(data)
@@ -150,12 +152,12 @@ def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
     assert [r["B"] for r in rows] == [1, 2] and all(r["sdpa_p20"] > 0 and r["gemm_p20"] > 0 for r in rows)
     assert "hopfield_retrieve.cpp_max_batch_large_store" in data["not_measured"]  # no large store swept
     swept = data["measurements"]["salience_topk"]["rows"]
-    assert [r["work"] for r in swept] == [72 * 64 * 8, 80 * 300 * 8] and all(r["gemm_p20"] > 0 for r in swept)
+    assert [r["work"] for r in swept] == [72 * 64 * 40, 80 * 300 * 40] and all(r["gemm_p20"] > 0 for r in swept)
     monkeypatch.setenv(calibration.ENV, str(path))
     if HAS_CPP:
         work = data["thresholds"]["salience_topk"]["cpp_max_work"]
-        assert work in (0, 72 * 64 * 8, 80 * 300 * 8)
-        assert salience_op.cpu_order(72, 64, 8)[0] == ("cpp" if work >= 72 * 64 * 8 else "gemm")
+        assert work in (0, 72 * 64 * 40, 80 * 300 * 40)
+        assert salience_op.cpu_order(72, 64, 40)[0] == ("cpp" if work >= 72 * 64 * 40 else "gemm")
         value = data["thresholds"]["hopfield_retrieve"]["cpp_max_batch"]
         assert value in (0, 1, 2)
         assert hops.cpp_max_batch(torch.empty(2048, 64)) == value

@@ -97,8 +97,12 @@ def test_policy_picks_cpp_for_small_calls_and_gemm_for_large_ones():
     batch, work = limits["cpp_max_batch"], limits["cpp_max_work"]
     assert op_module.cpu_order(1, 64, 16)[0] == "cpp"
     assert op_module.cpu_order(batch, 10**7, 128)[0] == "cpp"  # few queries: cpp at any size
-    assert op_module.cpu_order(batch + 1, work // (batch + 1), 1) == ["cpp", "gemm", "torch"]
-    assert op_module.cpu_order(batch + 1, work, 1) == ["gemm", "cpp", "torch"]
+    wide = limits["narrow_dim"] + 1  # narrower keys keep cpp up to cpp_max_batch_narrow
+    assert op_module.cpu_order(batch + 1, work // ((batch + 1) * wide), wide) == ["cpp", "gemm", "torch"]
+    assert op_module.cpu_order(batch + 1, work, wide) == ["gemm", "cpp", "torch"]
+    narrow = limits["cpp_max_batch_narrow"]
+    assert op_module.cpu_order(narrow, 10**6, limits["narrow_dim"])[0] == "cpp"
+    assert op_module.cpu_order(narrow + 1, 10**6, limits["narrow_dim"])[0] == "gemm"
 
 
 def test_gemm_chunks_grow_for_narrow_keys():

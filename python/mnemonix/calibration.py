@@ -55,8 +55,11 @@ VERSION = 1
 # up to gemm_max_batch while B x N <= gemm_max_scores (no batch today: the C++ kernel covers
 # them).
 # salience_topk: the exact C++ recall up to B = 64 at any N (it splits the keys over the
-# threads when B is small or the keys outgrow the caches) and while B x N x d <= 2^18, the same
-# recall fed by torch's GEMM beyond (bench/NOTES.md, "Salience").
+# threads when B is small or the keys outgrow the caches), up to B = 256 for keys of d <= 32
+# (B = 256: 0.46-0.67x the GEMM-fed recall's time at N = 1e4..1e6, 0.83-1.11x at N = 1e3;
+# B = 512 won at N = 1e4 but lost at N = 1e3, 1.14x; B = 1,024 lost, 1.03-1.35x),
+# and while B x N x d <= 2^18; the same recall fed by torch's GEMM beyond (bench/NOTES.md,
+# "Salience" and "Few rows").
 DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
     "cpu": {
         "hopfield_retrieve": {"cpp_max_batch": 64, "cpp_small_store_max_dims": 8192,
@@ -65,7 +68,8 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "cpp_max_batch_few_rows": 256,
                               "cpp_large_store_bytes": 4 << 20, "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},
-        "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18},
+        "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
+                          "cpp_max_batch_narrow": 256},
     },
     "cuda": {},  # Triton first at every shape: no CUDA speed policy has a threshold yet
 }

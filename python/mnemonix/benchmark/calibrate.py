@@ -21,7 +21,8 @@ measured (two store sizes of d = 64 and 128 cannot place them) and
 keep their defaults. ``salience_topk`` on the CPU sends calls of at most ``cpp_max_work``
 screened multiply-adds (B x N x d) to the exact C++ recall and larger ones to the same recall
 fed by torch's GEMM (``gemm``), except batches of at most ``cpp_max_batch`` queries (not
-measured: always ``cpp``): its sweep times them (and the torch path) over a ladder of work
+measured: always ``cpp``; nor ``cpp_max_batch_narrow`` for keys of at most ``narrow_dim``
+features): its sweep times them (and the torch path) over a ladder of work
 sizes at B = 1 and B = 256 and fits the step on the work of the batches past
 ``cpp_max_batch``. On CUDA the Hopfield sweep times ``triton`` against ``torch``
 and records them, but no CUDA policy has a threshold to write.
@@ -170,9 +171,16 @@ def _salience_threshold(device: torch.device, shapes: Sequence[tuple[int, int, i
     for row in swept["rows"]:
         report(f"    B={row['B']} N={row['N']}: " + "  ".join(f"{name} {row[name + '_p20'] * 1e3:.3g} ms"
                                                          for name in swept["backends"]))
-    batch = calibration.DEFAULTS["cpu"]["salience_topk"]["cpp_max_batch"]  # not measured: kept
-    value = crossover([r for r in swept["rows"] if r["B"] > batch], "cpp", ("gemm",), key="work")
+    value = crossover([r for r in swept["rows"] if not _salience_cpp_by_batch(r["B"], r["d"])], "cpp", ("gemm",),
+                      key="work")
     return ({"salience_topk": {"cpp_max_work": value}} if value is not None else {}), swept
+
+
+def _salience_cpp_by_batch(b: int, d: int) -> bool:
+    """Whether the salience policy's batch limits (not measured: kept) send B x d to ``cpp``
+    whatever the work: such rows cannot place ``cpp_max_work``."""
+    limits = calibration.DEFAULTS["cpu"]["salience_topk"]
+    return b <= limits["cpp_max_batch"] or (d <= limits["narrow_dim"] and b <= limits["cpp_max_batch_narrow"])
 
 
 def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:

@@ -48,12 +48,16 @@ class SalienceInputs(_dispatch.SelectionOverKeys):
 
 def cpu_order(b: int, n: int, d: int) -> list[str]:
     """CPU backends fastest first for B queries over N keys of d features: the exact C++ recall
-    up to ``cpp_max_batch`` queries (it splits the keys over the threads; memory-bound) or while
-    its B x N x d screen stays under ``cpp_max_work`` (calibration), else the same recall with the
-    screen's dot products from torch's GEMM. Both are exact (the same bits, batch-invariant); the
-    torch path is the fallback."""
+    up to ``cpp_max_batch`` queries (it splits the keys over the threads; memory-bound), up to
+    ``cpp_max_batch_narrow`` for keys of at most ``narrow_dim`` features (a GEMM with so short
+    an inner dimension writes one score per d multiply-adds and the screen reads them back from
+    memory; the C++ recall never stores them), or while its B x N x d screen stays under
+    ``cpp_max_work`` (calibration); else the same recall with the screen's dot products from
+    torch's GEMM. Both are exact (the same bits, batch-invariant); the torch path is the
+    fallback."""
     limits = calibration.thresholds("salience_topk", "cpu")
-    small = b <= limits["cpp_max_batch"] or b * n * d <= limits["cpp_max_work"]
+    small = (b <= limits["cpp_max_batch"] or (d <= limits["narrow_dim"] and b <= limits["cpp_max_batch_narrow"])
+             or b * n * d <= limits["cpp_max_work"])
     return ["cpp", "gemm", "torch"] if small else ["gemm", "cpp", "torch"]
 
 
