@@ -389,7 +389,8 @@ class ChunkedRecall {
   Fault finish(const Recall& out) {
     if (fault_ != kNone) return fault_;
     bool payloadsFinite = true;
-    for (size_t b = 0; b < out.batch; ++b) payloadsFinite = writeQuery(out, logS_, shift_, b, states_[b].best) && payloadsFinite;
+    for (size_t b = 0; b < out.batch; ++b)
+      payloadsFinite = writeQuery(out, logS_, shift_, b, states_[b].best) && payloadsFinite;
     return payloadsFinite ? kNone : kPayloads;
   }
 

@@ -94,7 +94,8 @@ def cpu_fast_recall(queries: object, keys: object, payloads: object, k: object, 
     alpha = None if alpha is None else float(alpha)  # type: ignore[arg-type]
     try:
         if name == "cpp":  # straight to the kernel: it converts float32 saliences and norms to float64 itself
-            q, c, z, ls, r, t, v, norms = (None if x is None else numpy_view(x) for x in operands)  # type: ignore[arg-type]
+            views = (None if x is None else numpy_view(x) for x in operands)  # type: ignore[arg-type]
+            q, c, z, ls, r, t, v, norms = views
             found = sc.core_salience().recall(q, c, z, ls, r, t, alpha, v, norms, k, check_inputs is not False)
             return sc.results_of(found)
         return sc.recall_gemm(queries, keys, payloads, k, log_s=log_salience, r0=r0, tau=tau,  # type: ignore[arg-type]
