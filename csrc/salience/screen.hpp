@@ -168,7 +168,7 @@ MNEMONIX_IN_CLONES inline bool screenFromSquares(const Recall& r, const double* 
       bad |= in & !(sq <= FLT_MAX);
       groupExact |= in & exact;
       exactOnly[i] = exact | !in;  // (an invalid key is never offered: any value)
-      weight[i] = in & !exact ? sq : 0.0f;
+      weight[i] = (in & !exact) ? sq : 0.0f;
     }
     bs.groupExact[g0 / kGroup] |= groupExact;
     g0 = g1;
@@ -262,8 +262,8 @@ MNEMONIX_IN_CLONES inline void dotSquaresRows(const float* q, size_t d, const fl
 
 // Two queries' float32 dot products with `count` rows (stride d) into out[r] and out[stride + r],
 // and the rows' squared norms into out[2 * stride + r], two rows at a time: each row is read once
-// for three sums (4 loads per 6 multiply-adds, where a query's pass with the squares and then a
-// second query's pass took 6 loads per 6).
+// for three sums (4 loads per 6 multiply-adds; a pass for the first query and the squares, then
+// one for the second query, took 10 per 12).
 MNEMONIX_IN_CLONES inline void dotPairSquaresRows(const float* q, size_t d, const float* tile, size_t count,
                                                   float* out, size_t stride) {
   using rows::Lanes8;

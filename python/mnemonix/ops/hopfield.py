@@ -75,7 +75,6 @@ CPP_MAX_BATCH_LARGE_STORE = _CPU_LIMITS["cpp_max_batch_large_store"]
 CPP_LARGE_STORE_BYTES = _CPU_LIMITS["cpp_large_store_bytes"]
 
 
-
 def cpp_max_batch(keys: torch.Tensor) -> int:
     """Largest B sent to the C++ kernel automatically for this key matrix (of one group).
 

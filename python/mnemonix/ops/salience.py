@@ -45,7 +45,6 @@ class SalienceInputs(_dispatch.SelectionOverKeys):
     itself from them, as the fast path does (one definition of its rounding)."""
 
 
-
 def cpu_order(b: int, n: int, d: int) -> list[str]:
     """CPU backends fastest first for B queries over N keys of d features: the exact C++ recall
     up to ``cpp_max_batch`` queries (it splits the keys over the threads; memory-bound), up to
