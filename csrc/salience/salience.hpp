@@ -100,10 +100,14 @@ MNEMONIX_IN_CLONES inline Rank exactRank(const Recall& r, const double* logS, co
 }
 
 // One query's running selection: the exact best k so far, the k-th's relative score, and the
-// float32 screen's own k best scores so far (top32, a min-heap; theta its least once full).
+// float32 screen's candidates (top32[0, held): screen scores above theta, cut back to the k
+// largest whenever they reach 2k; theta a lower bound on the k-th largest screen score of the
+// valid screenable keys so far, and equal to it after each block's pass).
 struct QueryState {
   std::vector<Rank> best;
-  std::vector<float> top32;
+  std::vector<float> top32;  // room for 2k + kGroup: a group appends before the cut
+  size_t held = 0;
+  bool trimmed = false;  // top32 was cut (held == k then means no candidate since)
   double qNorm = 0.0;    // float64, as the definition
   float qInv = 0.0f;     // float32 1 / ||q|| for the screen
   bool screen = false;   // the query's norm is in the screen's range
@@ -125,22 +129,24 @@ inline void startQuery(const Recall& r, size_t b, QueryState& st) {
   st.qInv = st.screen ? 1.0f / std::sqrt(sq) : 0.0f;
   st.best.clear();
   st.best.reserve(r.k + 1);
-  st.top32.clear();
-  st.top32.reserve(r.k);
+  st.top32.assign(2 * r.k + kGroup, 0.0f);
+  st.held = 0;
+  st.trimmed = false;
   st.kth = -INFINITY;
   st.theta = -INFINITY;
 }
 
-// A valid, screenable key's screen score into the query's float32 top k.
-inline void pushScreenScore(QueryState& st, float score, size_t k) {
-  if (st.top32.size() == k) {
-    std::pop_heap(st.top32.begin(), st.top32.end(), std::greater<float>());
-    st.top32.back() = score;
-  } else {
-    st.top32.push_back(score);
-  }
-  std::push_heap(st.top32.begin(), st.top32.end(), std::greater<float>());
-  if (st.top32.size() == k) st.theta = st.top32.front();
+// The query's float32 candidates cut to their k largest (std::nth_element), theta raised to the
+// k-th. A buffer cut when it holds 2k, in place of a heap: a pop and a push per candidate, and a
+// branch per key on whether it is one, were most of the gemm path's selection at N = 1e3,
+// B = 1024.
+inline void cutScreen(QueryState& st, size_t k) {
+  if (st.held < k || (st.held == k && st.trimmed)) return;  // (k held since the last cut: nothing new)
+  float* top = st.top32.data();
+  std::nth_element(top, top + (k - 1), top + st.held, std::greater<float>());
+  st.theta = std::max(st.theta, top[k - 1]);
+  st.held = k;
+  st.trimmed = true;
 }
 
 // Key m for one query: skipped when the screen proves it out (`score`: its float32 screen
@@ -160,13 +166,60 @@ MNEMONIX_IN_CLONES inline void offerKey(const Recall& r, const double* logS, dou
 
 // Scratch of one thread's scanKeys: the screen scores of a block and each group's largest.
 struct ScanScratch {
-  std::vector<float> scores, groupTop;
+  std::vector<float> scores, groupTop, positive;
 };
 
+// A lower bound on the k-th largest screen score of a block from its groups' largest: the k-th
+// largest of them when at least k are positive and above theta (k groups each hold a key at
+// least that high, and a positive score is a valid screenable key's), else -inf.
+inline float groupFloor(const std::vector<float>& groupTop, size_t k, float theta, std::vector<float>& positive) {
+  if (groupTop.size() < k) return -INFINITY;
+  positive.resize(groupTop.size());
+  const float floor = std::max(theta, 0.0f);
+  size_t n = 0;
+  for (float top : groupTop) {  // branch-free
+    positive[n] = top;
+    n += top > floor;
+  }
+  if (n < k) return -INFINITY;
+  std::nth_element(positive.begin(), positive.begin() + static_cast<std::ptrdiff_t>(k - 1),
+                   positive.begin() + static_cast<std::ptrdiff_t>(n), std::greater<float>());
+  return positive[k - 1];
+}
+
+// Screen scores s[i] = dots[i] * weight[i] * qInv of keys [lo, hi) (one group) and their largest
+// (at least -FLT_MAX; a NaN never wins, as std::max(top, s)). A whole group is two vectors and a
+// lane maximum: GCC left the reduction scalar, one dependent vmaxss per key (a quarter of the
+// gemm path's selection at N = 1e3, B = 1024).
+MNEMONIX_IN_CLONES inline float groupScores(const float* dots, const float* weight, float qInv, size_t lo, size_t hi,
+                                            float* s) {
+  using rows::Lanes8;
+  using rows::loadLanes8;
+  static_assert(kGroup == 16, "a group is two vectors of eight");
+  float top = -FLT_MAX;  // invalid keys (weight 0) count as score 0: never a wrong skip
+  if (hi - lo == kGroup) {
+    const Lanes8 a = loadLanes8(dots + lo) * loadLanes8(weight + lo) * qInv;
+    const Lanes8 b = loadLanes8(dots + lo + 8) * loadLanes8(weight + lo + 8) * qInv;
+    std::memcpy(s + lo, &a, sizeof(a));
+    std::memcpy(s + lo + 8, &b, sizeof(b));
+    Lanes8 m = Lanes8{} - FLT_MAX;
+    m = m < a ? a : m;
+    m = m < b ? b : m;
+    for (int i = 0; i < 8; ++i) top = std::max(top, m[i]);
+    return top;
+  }
+  for (size_t i = lo; i < hi; ++i) {
+    s[i] = dots[i] * weight[i] * qInv;
+    top = std::max(top, s[i]);
+  }
+  return top;
+}
+
 // Pass 1 over a block for one query: screen scores s_i = dot_i * weight_i / ||q|| and each
-// group's largest, and the block's valid screenable keys into the query's float32 top k, so
-// that theta knows the whole block before any of it is scored exactly (the first blocks would
-// otherwise score ~k ln(N / k) keys in float64, each raising the k-th a little).
+// group's largest, then theta from the groups' largest (groupFloor) and the block's valid
+// screenable keys above it into the query's candidates, so that theta knows the whole block
+// before any of it is scored exactly (the first blocks would otherwise score ~k ln(N / k) keys in
+// float64, each raising the k-th a little). Only groups whose largest passes theta are read again.
 MNEMONIX_IN_CLONES inline void screenScores(const Recall& r, const BlockScreen& bs, const float* dots, size_t m0,
                                             size_t m1, QueryState& st, ScanScratch& scratch) {
   const size_t width = m1 - m0, groups = (width + kGroup - 1) / kGroup;
@@ -175,18 +228,23 @@ MNEMONIX_IN_CLONES inline void screenScores(const Recall& r, const BlockScreen& 
   float* s = scratch.scores.data();
   const float* weight = bs.weight.data();
   const float qInv = st.qInv;
-#pragma omp simd
-  for (size_t i = 0; i < width; ++i) s[i] = dots[i] * weight[i] * qInv;
+  for (size_t g = 0; g < groups; ++g)
+    scratch.groupTop[g] = groupScores(dots, weight, qInv, g * kGroup, std::min(width, (g + 1) * kGroup), s);
+  st.theta = std::max(st.theta, groupFloor(scratch.groupTop, r.k, st.theta, scratch.positive));
   for (size_t g = 0; g < groups; ++g) {
+    if (!(scratch.groupTop[g] > st.theta)) continue;
     const size_t lo = g * kGroup, hi = std::min(width, lo + kGroup);
-    float top = -FLT_MAX;  // invalid keys (weight 0) count as score 0: never a wrong skip
-#pragma omp simd reduction(max : top)
-    for (size_t i = lo; i < hi; ++i) top = std::max(top, s[i]);
-    scratch.groupTop[g] = top;
-    if (!(top > st.theta)) continue;
-    for (size_t i = lo; i < hi; ++i)
-      if (s[i] > st.theta && isValid(r, m0 + i) && !bs.exactOnly[i]) pushScreenScore(st, s[i], r.k);
+    const float theta = st.theta;
+    float* held = st.top32.data();
+    size_t n = st.held;
+    for (size_t i = lo; i < hi; ++i) {  // branch-free: every key written, the candidates kept
+      held[n] = s[i];
+      n += (s[i] > theta) & !bs.exactOnly[i];  // (exactOnly holds the invalid keys too)
+    }
+    st.held = n;
+    if (n >= 2 * r.k) cutScreen(st, r.k);
   }
+  cutScreen(st, r.k);  // theta: the k-th largest screen score so far, as exact as a heap's
 }
 
 // Keys [m0, m1) (screened in `bs`) for one query, in two passes: screenScores, then groups of
@@ -203,9 +261,25 @@ MNEMONIX_IN_CLONES inline void scanKeys(const Recall& r, const double* logS, dou
     const size_t width = std::min(m1 - g0, kGroup), g = (g0 - m0) / kGroup;
     if (st.screen && !bs.groupExact[g] && static_cast<double>(scratch.groupTop[g]) + bound < st.cut(bound))
       continue;
+    if (!st.screen || bs.groupExact[g]) {
+      for (size_t i = 0; i < width; ++i)
+        if (isValid(r, g0 + i))
+          offerKey(r, logS, shift, bs, bound, q, g0 + i, m0, st.screen ? scratch.scores[g0 - m0 + i] : 0.0f, st);
+      continue;
+    }
+    // No valid exact-only key: the valid keys that pass the cut as it stands take a bit each,
+    // branch-free; offerKey checks each against the cut of its turn (it only rises), so the
+    // keys scored are the same as with one branch per key.
+    const float* score = scratch.scores.data() + (g0 - m0);
+    const uint8_t* exactOnly = bs.exactOnly.data() + (g0 - m0);
+    const double cut = st.cut(bound);
+    uint32_t pass = 0;
     for (size_t i = 0; i < width; ++i)
-      if (isValid(r, g0 + i))
-        offerKey(r, logS, shift, bs, bound, q, g0 + i, m0, st.screen ? scratch.scores[g0 - m0 + i] : 0.0f, st);
+      pass |= static_cast<uint32_t>(!(static_cast<double>(score[i]) + bound < cut) & !exactOnly[i]) << i;
+    for (; pass != 0; pass &= pass - 1) {
+      const size_t i = static_cast<size_t>(__builtin_ctz(pass));
+      offerKey(r, logS, shift, bs, bound, q, g0 + i, m0, score[i], st);
+    }
   }
 }
 
