@@ -105,11 +105,14 @@ def test_policy_picks_cpp_for_small_calls_and_gemm_for_large_ones():
     assert op_module.cpu_order(narrow + 1, 10**6, limits["narrow_dim"])[0] == "gemm"
 
 
-def test_gemm_chunks_grow_for_narrow_keys():
-    base = sc.GEMM_CHUNK_SCORES
-    assert [sc.gemm_chunk(256, d) for d in (768, 128, 64, 32, 8)] == [base // 256, base // 256, 2 * base // 256,
-                                                                     4 * base // 256, 4 * base // 256]
-    assert sc.gemm_chunk(10**9, 32) == sc.GEMM_MIN_CHUNK
+def test_gemm_chunks_grow_for_narrow_keys_and_few_keys_go_in_one():
+    base, n = sc.GEMM_CHUNK_SCORES, 10**7
+    assert [sc.gemm_chunk(256, d, n) for d in (768, 128, 64, 32, 8)] == [base // 256, base // 256, 2 * base // 256,
+                                                                        4 * base // 256, 4 * base // 256]
+    assert sc.gemm_chunk(10**9, 32, n) == sc.GEMM_MIN_CHUNK
+    whole = sc.GEMM_WHOLE_CHUNKS * (base // 1024)
+    assert sc.gemm_chunk(1024, 128, whole) == whole
+    assert sc.gemm_chunk(1024, 128, whole + 1) == base // 1024
 
 
 @pytest.mark.parametrize("b,n,d,chunk_scores", [(1, 3000, 40, None), (70, 2500, 33, None), (5, 40_000, 16, None),
