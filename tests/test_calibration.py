@@ -22,8 +22,10 @@ HAS_CPP = hb._core_retrieval() is not None
 
 @pytest.fixture
 def clean(monkeypatch, tmp_path):
-    """No variable, an empty per-user cache, nothing resolved yet (and forgotten afterwards)."""
+    """No variable, an empty per-user cache, no CPU profile (the same policy on every machine),
+    nothing resolved yet (and forgotten afterwards)."""
     monkeypatch.delenv(calibration.ENV, raising=False)
+    monkeypatch.setattr(calibration, "CPU_PROFILES", ())
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     calibration.reload()
     yield tmp_path
@@ -87,6 +89,39 @@ def test_per_user_file_is_read_and_a_bad_one_warns_and_keeps_defaults(clean):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once per process, not per call
         assert hops.cpp_max_batch(torch.empty(2048, 64)) == hops.CPP_MAX_BATCH
+
+
+def test_a_cpu_profile_overrides_the_defaults_on_its_cpus_only(clean, monkeypatch):
+    monkeypatch.setattr(calibration, "CPU_PROFILES", (
+        (r"Acme\(R\) Turbo", {"salience_topk": {"cpp_max_batch": 3}}),
+        (r"Acme", {"salience_topk": {"cpp_max_batch": 5}, "hopfield_retrieve": {"cpp_max_batch": 7}})))
+    monkeypatch.setattr(calibration, "_device_name", lambda device_type: "Acme(R) Turbo 9 x2")
+    salience = calibration.thresholds("salience_topk", "cpu")
+    assert salience["cpp_max_batch"] == 3  # the first match only
+    assert {k: v for k, v in salience.items() if k != "cpp_max_batch"} == {
+        k: v for k, v in calibration.DEFAULTS["cpu"]["salience_topk"].items() if k != "cpp_max_batch"}
+    assert calibration.thresholds("hopfield_retrieve", "cpu") == calibration.DEFAULTS["cpu"]["hopfield_retrieve"]
+    assert calibration.DEFAULTS["cpu"]["salience_topk"]["cpp_max_batch"] == 64  # not changed in place
+    monkeypatch.setenv(calibration.ENV, "default")  # the generic defaults, whatever the CPU
+    assert calibration.thresholds("salience_topk", "cpu")["cpp_max_batch"] == 64
+    monkeypatch.delenv(calibration.ENV)
+    path = calibration.user_path("Acme(R) Turbo 9 x2")  # a calibration of this machine overrides the profile
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**_doc(), "thresholds": {"salience_topk": {"cpp_max_batch": 9}}}))
+    calibration.reload()
+    assert calibration.thresholds("salience_topk", "cpu")["cpp_max_batch"] == 9
+    monkeypatch.setattr(calibration, "_device_name", lambda device_type: "Other CPU x2")
+    calibration.reload()
+    assert calibration.thresholds("salience_topk", torch.device("cpu")) == calibration.DEFAULTS["cpu"]["salience_topk"]
+
+
+def test_the_shipped_cpu_profiles_are_valid_and_match_their_machines():
+    for pattern, overrides in calibration.CPU_PROFILES:
+        calibration.validate({**_doc(), "thresholds": overrides}, pattern)
+    xeon = calibration.shipped("cpu", "Intel(R) Xeon(R) Processor x2")
+    assert xeon != calibration.DEFAULTS["cpu"] and set(xeon) == set(calibration.DEFAULTS["cpu"])
+    assert calibration.shipped("cpu", "AMD EPYC x2") == calibration.DEFAULTS["cpu"]  # the development machine
+    assert calibration.shipped("cuda", "Intel(R) Xeon(R) Processor x2") == calibration.DEFAULTS["cuda"]
 
 
 @pytest.mark.parametrize("doc, field", [

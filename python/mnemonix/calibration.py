@@ -9,10 +9,14 @@ of:
 2. the per-user file that ``mnemonix bench calibrate`` writes by default,
    ``$XDG_CACHE_HOME/mnemonix/calibration-<device name>.json`` (``~/.cache`` without
    ``XDG_CACHE_HOME``);
-3. :data:`DEFAULTS`, the constants measured on the 2-core development machine (bench/NOTES.md).
+3. the shipped thresholds (:func:`shipped`): :data:`DEFAULTS`, the constants measured on the
+   2-core AMD EPYC development machine (bench/NOTES.md), with the overrides of the first
+   :data:`CPU_PROFILES` entry whose pattern the CPU's name matches (CPUs measured since).
+   ``MNEMONIX_CALIBRATION=default`` gives :data:`DEFAULTS` alone, whatever the CPU, so that the
+   tests see the same policy on every machine.
 
 A file gives the thresholds of one device type (``"device": "cpu"`` or ``"cuda"``); keys it
-leaves out keep their default. A bad file named by ``MNEMONIX_CALIBRATION`` raises
+leaves out keep their shipped value. A bad file named by ``MNEMONIX_CALIBRATION`` raises
 :class:`mnemonix._io.FormatError` naming the file and field (the user asked for it
 explicitly); a bad per-user file gives a warning once and the defaults (a stale cache must not
 break every call). Resolved once per process and device type (and value of the variable);
@@ -32,8 +36,8 @@ import torch
 
 from mnemonix._io import FormatError
 
-__all__ = ["ENV", "FORMAT", "VERSION", "DEFAULTS", "GPU_GUESSES", "thresholds", "user_path", "validate",
-           "reload"]
+__all__ = ["ENV", "FORMAT", "VERSION", "DEFAULTS", "CPU_PROFILES", "GPU_GUESSES", "thresholds", "shipped",
+           "user_path", "validate", "reload"]
 
 ENV = "MNEMONIX_CALIBRATION"
 FORMAT = "mnemonix-calibration"
@@ -53,7 +57,8 @@ VERSION = 1
 # 336); up to B = 32 on larger ones; past it torch's flash
 # kernel (sdpa), except the blocked GEMM path once d >= 4,096 (GEMM-bound) and for narrow keys
 # up to gemm_max_batch while B x N <= gemm_max_scores (no batch today: the C++ kernel covers
-# them).
+# them). No B x d cap on stores that stream (cpp_large_store_max_dims: above every batch that
+# cpp_max_batch_large_store allows; the Xeon profile sets one).
 # salience_topk: the exact C++ recall up to B = 64 at any N (it splits the keys over the
 # threads when B is small or the keys outgrow the caches), up to B = 256 for keys of d <= 32
 # (B = 256: 0.46-0.67x the GEMM-fed recall's time at N = 1e4..1e6, 0.83-1.11x at N = 1e3;
@@ -66,13 +71,34 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "cpp_small_store_min_batch": 16, "cpp_max_batch_large_store": 32,
                               "cpp_max_batch_narrow": 32, "cpp_few_rows": 2048, "cpp_few_rows_min_dim": 8,
                               "cpp_max_batch_few_rows": 256,
-                              "cpp_large_store_bytes": 4 << 20, "narrow_dim": 48, "gemm_max_batch": 32,
+                              "cpp_large_store_bytes": 4 << 20, "cpp_large_store_max_dims": 1 << 20,
+                              "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
                           "cpp_max_batch_narrow": 256},
     },
     "cuda": {},  # Triton first at every shape: no CUDA speed policy has a threshold yet
 }
+
+# Shipped overrides of DEFAULTS["cpu"] for other CPUs: (regular expression searched in the CPU's
+# name, as benchmark.environment.device_name gives it, {op: {threshold: value}}); the first
+# match applies. Each comes from the grids on such a machine (bench/NOTES.md, "Intel Xeon").
+CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
+    # 2-core Intel Xeon VM (AVX-512; MKL's GEMM ~300 GFLOP/s, 22 GB/s): the GEMM-fed paths win
+    # from smaller batches than on the EPYC (bench/NOTES.md, "Intel Xeon").
+    (r"Intel\(R\) Xeon", {
+        # salience: C++ recall up to B = 16 (B = 64: 1.29-2.06x the GEMM-fed recall's time, but
+        # 0.76 at N = 1e3, d = 32, which cpp_max_work keeps), narrow keys too (d = 32, B = 16:
+        # 0.63-0.82; B = 64 lost from N = 1e4)
+        "salience_topk": {"cpp_max_batch": 16, "cpp_max_work": 1 << 21, "cpp_max_batch_narrow": 16},
+        # hopfield: on stores that stream, B x d <= 2,048 (N = 1e4, d = 1,024, B = 4: cpp 2.51 ms
+        # against flash 1.84; d = 128, B = 32: 1.22 against GEMM 1.04); on cache-sized ones
+        # B x d <= 2,048 with no batch always allowed, up to B = 32 on few rows (N = 1e3: d = 1,024,
+        # B = 4: 0.302 against 0.221; d = 32, B = 64: 0.092 against 0.073)
+        "hopfield_retrieve": {"cpp_large_store_max_dims": 2048, "cpp_small_store_max_dims": 2048,
+                              "cpp_small_store_min_batch": 0, "cpp_max_batch_few_rows": 32},
+    }),
+)
 
 # What we expect on the GPU machines we use, marked unmeasured: the CUDA policies (Triton
 # first, then torch) have no threshold, so there is nothing to override yet; their hosts'
@@ -112,15 +138,32 @@ def user_path(device_name: str) -> Path:
     return root / "mnemonix" / f"calibration-{slug}.json"
 
 
-def _resolve(device_type: str, env: str | None) -> dict[str, dict[str, int]]:
+def shipped(device_type: str, name: str | None = None) -> dict[str, dict[str, int]]:
+    """The shipped thresholds of a device type: :data:`DEFAULTS` with the overrides of the first
+    :data:`CPU_PROFILES` pattern found in ``name`` (default: this machine's device name)."""
     base = DEFAULTS.get(device_type, {})
-    if env is not None and env.strip().lower() in ("default", "defaults"):
+    if device_type != "cpu":
         return base
-    if env:
-        return _merge(base, _load(Path(env), device_type))
+    name = _device_name(device_type) if name is None else name
+    for pattern, overrides in CPU_PROFILES:
+        if re.search(pattern, name):
+            return _merge(base, overrides)
+    return base
+
+
+def _device_name(device_type: str) -> str:
     from mnemonix.benchmark.environment import device_name
 
-    path = user_path(device_name(torch.device(device_type)))
+    return device_name(torch.device(device_type))
+
+
+def _resolve(device_type: str, env: str | None) -> dict[str, dict[str, int]]:
+    if env is not None and env.strip().lower() in ("default", "defaults"):
+        return DEFAULTS.get(device_type, {})
+    base = shipped(device_type)
+    if env:
+        return _merge(base, _load(Path(env), device_type))
+    path = user_path(_device_name(device_type))
     if not path.is_file():
         return base
     try:

@@ -16,9 +16,10 @@ against the flash kernel past the C++ kernel's threshold on the cache-sized stor
 ``cpp_small_store_min_batch`` (the batch that cap always allows), ``cpp_few_rows``,
 ``cpp_few_rows_min_dim`` and ``cpp_max_batch_few_rows`` (stores of few rows, where the kernel
 splits the queries),
-``cpp_large_store_bytes``, ``narrow_dim``, ``gemm_max_scores`` and ``gemm_min_dim`` are not
-measured (two store sizes of d = 64 and 128 cannot place them) and
-keep their defaults. ``salience_topk`` on the CPU sends calls of at most ``cpp_max_work``
+``cpp_large_store_bytes``, ``cpp_large_store_max_dims`` (the B x d cap on stores that stream),
+``narrow_dim``, ``gemm_max_scores`` and ``gemm_min_dim`` are not
+measured (two store sizes of d = 64 and 128 cannot place them) and keep their shipped values
+(:func:`mnemonix.calibration.shipped`). ``salience_topk`` on the CPU sends calls of at most ``cpp_max_work``
 screened multiply-adds (B x N x d) to the exact C++ recall and larger ones to the same recall
 fed by torch's GEMM (``gemm``), except batches of at most ``cpp_max_batch`` queries (not
 measured: always ``cpp``; nor ``cpp_max_batch_narrow`` for keys of at most ``narrow_dim``
@@ -179,18 +180,19 @@ def _salience_threshold(device: torch.device, shapes: Sequence[tuple[int, int, i
 def _salience_cpp_by_batch(b: int, d: int) -> bool:
     """Whether the salience policy's batch limits (not measured: kept) send B x d to ``cpp``
     whatever the work: such rows cannot place ``cpp_max_work``."""
-    limits = calibration.DEFAULTS["cpu"]["salience_topk"]
+    limits = calibration.shipped("cpu")["salience_topk"]
     return b <= limits["cpp_max_batch"] or (d <= limits["narrow_dim"] and b <= limits["cpp_max_batch_narrow"])
 
 
 def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
-    """The CPU thresholds the sweeps place, and why the others keep their defaults."""
-    defaults = calibration.DEFAULTS["cpu"][OP]
+    """The CPU thresholds the sweeps place, and why the others keep their shipped values."""
+    defaults = calibration.shipped("cpu")[OP]
     found: dict[str, int] = {}
-    skipped = {name: "not measured: kept the default"
+    skipped = {name: "not measured: keeps the shipped value"
                for name in ("cpp_max_batch_narrow", "cpp_small_store_max_dims", "cpp_small_store_min_batch",
                             "cpp_few_rows", "cpp_few_rows_min_dim", "cpp_max_batch_few_rows",
-                            "cpp_large_store_bytes", "narrow_dim", "gemm_max_scores", "gemm_min_dim")}
+                            "cpp_large_store_bytes", "cpp_large_store_max_dims", "narrow_dim", "gemm_max_scores",
+                            "gemm_min_dim")}
     for label, name in (("small", "cpp_max_batch"), ("large", "cpp_max_batch_large_store")):
         store = measured.get(label)
         if store is None:

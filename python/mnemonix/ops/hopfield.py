@@ -86,7 +86,8 @@ def cpp_max_batch(keys: torch.Tensor) -> int:
     the same B x d cap for wider ones. The cap always allows ``cpp_small_store_min_batch``
     (there the flash kernel's GEMMs read the keys from cache too, and win once B x d grows).
     Once the keys stream from memory: ``cpp_max_batch_narrow`` for narrow keys, else
-    ``cpp_max_batch_large_store`` (one read serves the whole batch)."""
+    ``cpp_max_batch_large_store`` (one read serves the whole batch) while B x d <=
+    ``cpp_large_store_max_dims``, and always B = 1."""
     return _cpp_max_batch(keys, calibration.thresholds("hopfield_retrieve", "cpu"))  # the kernel is CPU-only
 
 
@@ -100,7 +101,7 @@ def _cpp_max_batch(keys: torch.Tensor, limits: dict[str, int]) -> int:
     elif cached:
         most = limits["cpp_max_batch"]
     else:
-        return limits["cpp_max_batch_large_store"]
+        return min(limits["cpp_max_batch_large_store"], max(1, limits["cpp_large_store_max_dims"] // d))
     return min(most, max(limits["cpp_small_store_min_batch"], limits["cpp_small_store_max_dims"] // d))
 
 
