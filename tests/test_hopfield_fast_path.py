@@ -223,6 +223,31 @@ def test_gemm_backend_in_blocks_matches_the_reference(dtype, monkeypatch):
         ops.hopfield_retrieve(q, k, v, beta=0.7, mask=torch.zeros(2, 1, 40, dtype=torch.bool), backend="gemm")
 
 
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(1, 300), min_size=1, max_size=4), which=st.integers(0, 3),
+       where=st.floats(0.0, 1.0, exclude_max=True), bad=st.sampled_from([math.nan, math.inf, -math.inf, None]),
+       strided=st.booleans())
+def test_finite_check_by_address_finds_any_bad_value(sizes, which, where, bad, strided):
+    # contiguous tensors go to all_finite_at by address and length; a strided one sends them all
+    # through numpy views: either way every element of every tensor is read
+    tensors = [torch.randn(n) for n in sizes]
+    target = tensors[which % len(tensors)]
+    if bad is not None:
+        target[int(where * target.numel())] = bad
+    if strided:
+        tensors.append(torch.randn(4, 6)[:, ::2])
+    assert fast._finite(*tensors, None) is (bad is None)
+
+
+def test_all_finite_at_takes_address_and_count_pairs():
+    core = op_module.hb._core_retrieval()
+    x = torch.tensor([1.0, 2.0, math.inf, 4.0])
+    assert core.all_finite_at(x.data_ptr(), 2) is True  # only the count given is read
+    assert core.all_finite_at(x.data_ptr(), 3) is False and core.all_finite_at() is True
+    with pytest.raises(ValueError, match="address, count"):
+        core.all_finite_at(x.data_ptr())
+
+
 def test_finite_check_without_the_extension_uses_the_torch_check(monkeypatch):
     monkeypatch.setattr(op_module.hb, "_core_retrieval", lambda: None)
     assert fast._finite(torch.ones(3), None, torch.ones(2)) is True

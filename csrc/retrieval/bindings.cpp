@@ -146,6 +146,20 @@ bool allFiniteArrays(const py::args& arrays) {
   return true;
 }
 
+// all_finite for contiguous float32 buffers given as (address, count) pairs of ints: the fast
+// path's check of torch tensors it holds (their data_ptr() and numel()), skipping the numpy
+// views (~2.3 us each per Tensor.numpy()). The caller keeps the tensors alive and contiguous.
+bool allFiniteAt(const py::args& pairs) {
+  if (pairs.size() % 2 != 0) throw std::invalid_argument("all_finite_at: expected (address, count) pairs");
+  std::vector<std::pair<const float*, size_t>> spans;
+  for (size_t i = 0; i < pairs.size(); i += 2)
+    spans.emplace_back(reinterpret_cast<const float*>(pairs[i].cast<uintptr_t>()), pairs[i + 1].cast<size_t>());
+  py::gil_scoped_release release;
+  for (const auto& [data, count] : spans)
+    if (!allFinite(data, count)) return false;
+  return true;
+}
+
 int maxThreads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -166,6 +180,9 @@ void bind(py::module_& m) {
         "retrieve(queries, keys, values, beta=beta) with finite checks folded in: (out, lse, argmax), or None\n"
         "when a query, out or lse holds a NaN/Inf (the caller's slower path then names the cause).");
   m.def("all_finite", &allFiniteArrays, "all_finite(*arrays): True when no float32 array (any shape) holds a NaN or an Inf.");
+  m.def("all_finite_at", &allFiniteAt,
+        "all_finite_at(address, count, ...): all_finite over contiguous float32 buffers given by address and\n"
+        "element count (a tensor's data_ptr() and numel(); the caller keeps it alive).");
   m.def("max_threads", &maxThreads, "Threads OpenMP would use by default.");
 }
 

@@ -104,12 +104,20 @@ def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, wa
 
 def _finite(*tensors: Tensor | None) -> bool:
     """No NaN/Inf in the tensors (None skipped): one C++ pass, or without the extension
-    :func:`mnemonix._checks.all_finite` per tensor."""
+    :func:`mnemonix._checks.all_finite` per tensor. Contiguous tensors go by address and length
+    (``all_finite_at``): a numpy view costs ~2.3 us per tensor, and right after torch's flash
+    kernel the three views and the call took ~21 us where the addresses take ~6 (N = 1e3,
+    d = 1,024, B = 4)."""
     given = [t for t in tensors if t is not None]
     core = hb._core_retrieval()
-    if core is not None:
-        return core.all_finite(*(numpy_view(t) for t in given))
-    return all(_checks.all_finite(t) for t in given)
+    if core is None:
+        return all(_checks.all_finite(t) for t in given)
+    spans: list[int] = []
+    for t in given:
+        if not t.is_contiguous():
+            return core.all_finite(*(numpy_view(t) for t in given))
+        spans += (t.data_ptr(), t.numel())
+    return core.all_finite_at(*spans)
 
 
 def _gemm(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, want_argmax: bool):
