@@ -203,6 +203,33 @@ def test_cpp_thread_count_does_not_change_results(rng):
 
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(300, 2047), d=st.integers(400, 1100),
+       dv=st.sampled_from([None, 3]), masked=st.booleans(), threads=st.integers(2, 4))
+def test_cpp_one_query_over_few_wide_rows_splits_the_rows(seed, n, d, dv, masked, threads):
+    # a single query over a store under 2048 rows cannot split queries: from 512k multiply-adds
+    # and 256 rows a part the rows are split instead (merged states), against the float64 reference
+    from mnemonix import reference
+
+    core = hb._core_retrieval()
+    gen = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(1, d, generator=gen), torch.randn(n, d, generator=gen) / 4
+    v = None if dv is None else torch.randn(n, dv, generator=gen)
+    bias = torch.where(torch.rand(n, generator=gen) < 0.3, -math.inf, 0.0) if masked else None
+    bias_np = None if bias is None else bias.numpy()
+    got = core.retrieve(q.numpy(), k.numpy(), None if v is None else v.numpy(), beta=0.7, bias=bias_np,
+                        num_threads=threads)
+    one = core.retrieve(q.numpy(), k.numpy(), None if v is None else v.numpy(), beta=0.7, bias=bias_np,
+                        num_threads=1)
+    mask = None if bias is None else bias == 0
+    want, lse = reference.hopfield_retrieve(q.double(), k.double(), None if v is None else v.double(), beta=0.7,
+                                            mask=mask, return_lse=True)
+    torch.testing.assert_close(torch.from_numpy(got[0]).double(), want, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(got[1]).double(), lse, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(torch.from_numpy(got[0]), torch.from_numpy(one[0]), atol=2e-5, rtol=1e-4)
+    assert (got[2] == one[2]).all()
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), b=st.integers(2, 48), n=st.integers(700, 2047), d=st.sampled_from([7, 64, 130]),
        dv=st.sampled_from([None, 9, 72]), masked=st.booleans(), threads=st.integers(2, 5))
