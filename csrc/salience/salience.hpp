@@ -33,6 +33,7 @@
 
 #include "common/rows.hpp"
 #include "salience/screen.hpp"
+#include "salience/screen_dots.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -330,7 +331,6 @@ MNEMONIX_SIMD_CLONES inline bool scanShare(const Recall& r, const double* logS, 
                                            size_t m0, size_t m1, std::vector<QueryState>& states) {
   const double bound = screenBound(r.d);
   const size_t block = std::max<size_t>(16, kBlockBytes / (4 * r.d + 1));
-  const size_t rowBytes = r.d * sizeof(float);
   for (size_t b = b0; b < b1; ++b) startQuery(r, b, states[b]);
   BlockScreen bs;
   ScanScratch scratch;
@@ -344,22 +344,13 @@ MNEMONIX_SIMD_CLONES inline bool scanShare(const Recall& r, const double* logS, 
     const float* tile = r.keys + k0 * r.d;
     const char* ahead = k1 + width <= m1 ? reinterpret_cast<const char*>(r.keys + k1 * r.d) : nullptr;
     sizeScreen(width, bs);
-    const float* q0 = r.queries + b0 * r.d;
-    if (firstPair)
-      dotPairSquaresRows(q0, r.d, tile, width, dots.data(), block);
-    else if (r.d >= kRowsInOrderDims)
-      dotSquaresRows(q0, r.d, tile, width, dots.data(), 2 * block);
-    else
-      rows::dotBlock<1, true>(q0, r.d, tile, width, dots.data(), 2 * block, ahead, rowBytes);
+    screenFirstPass(r.queries + b0 * r.d, r.d, tile, width, dots.data(), block, firstPair, ahead);
     if (!screenFromSquares(r, logS, shift, k0, 0, width, dots.data() + 2 * block, bs)) return false;
     scanKeys(r, logS, shift, bs, bound, b0, k0, k1, states[b0], dots.data(), scratch);
     if (firstPair) scanKeys(r, logS, shift, bs, bound, b0 + 1, k0, k1, states[b0 + 1], dots.data() + block, scratch);
     for (size_t b = b0 + (firstPair ? 2 : 1); b < b1; b += 2) {
       const bool pair = b + 1 < b1;
-      if (pair)
-        rows::dotBlock<2>(r.queries + b * r.d, r.d, tile, width, dots.data(), block, nullptr, 0);
-      else
-        rows::dotBlock<1>(r.queries + b * r.d, r.d, tile, width, dots.data(), block, nullptr, 0);
+      screenQueryPass(r.queries + b * r.d, r.d, tile, width, dots.data(), block, pair);
       scanKeys(r, logS, shift, bs, bound, b, k0, k1, states[b], dots.data(), scratch);
       if (pair) scanKeys(r, logS, shift, bs, bound, b + 1, k0, k1, states[b + 1], dots.data() + block, scratch);
     }
