@@ -18,8 +18,8 @@
 // Queries are independent: OpenMP over ranges of queries once a call is large enough to pay for
 // the threads, each range passing over cache-sized blocks of keys; results do not depend on the
 // thread count, the blocking or the batch (batch-invariant). The inputs, the value checks and
-// the float32 screen (weights, fused dot products, the error bound) are in screen.hpp; the
-// selection, the outputs and the threads here.
+// the float32 screen (weights, fused dot products, the error bound) are in screen.hpp, whose
+// dot products screen_dots.cpp compiles with FMA; the selection, the outputs and the threads here.
 #pragma once
 
 #include <algorithm>
