@@ -234,7 +234,7 @@ def test_cpp_one_query_over_few_wide_rows_splits_the_rows(seed, n, d, dv, masked
 @given(seed=st.integers(0, 2**31 - 1), b=st.integers(2, 48), n=st.integers(700, 2047), d=st.sampled_from([7, 64, 130]),
        dv=st.sampled_from([None, 9, 72]), masked=st.booleans(), threads=st.integers(2, 5))
 def test_cpp_small_stores_split_queries_over_threads_bit_for_bit(seed, b, n, d, dv, masked, threads):
-    # Under 2048 rows the threads split the queries, not the rows (from ~256k multiply-adds:
+    # Under 2048 rows the threads split the queries, not the rows (from ~128k multiply-adds:
     # most draws here): every query's out, lse and argmax must be the single thread's, bit for bit,
     # whatever the thread count and batch.
     core = hb._core_retrieval()

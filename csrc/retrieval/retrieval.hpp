@@ -318,11 +318,12 @@ inline void retrieve(const float* queries, size_t batch, size_t d, const float* 
   const bool lanes = batch >= kLaneMinBatch && d <= kLaneMaxDims && dv <= kLaneMaxDims;
   const Problem pb{qs.data(), batch, d, keys, n, values, dv, bias, lanes};
   // A part of the rows needs ~1M multiply-adds (~30 us) and 1024 rows: each adds a softmax
-  // state to merge. A group of queries needs 128k (~6 us, against ~1 us to wake a spinning
-  // thread): measured at N = 1e3, d = 32, B = 16, one thread takes 46.5 us and two 26.6.
+  // state to merge. A group of queries needs 64k (~3 us, against ~1 us to wake a spinning
+  // thread): N = 1e3, d = 32, B = 16, one thread took 46.5 us and two 26.6 (EPYC); B = 4, one
+  // group 15.2 us and two 13.3 (Xeon; 128k per group kept that call on one thread).
   const size_t work = n * (d + dv) * std::max<size_t>(batch, 1);
   size_t maxParts = std::max<size_t>(1, std::min(n / 1024, work / (size_t(1) << 20)));
-  const size_t groups = std::min({static_cast<size_t>(threads), batch, work / (size_t(1) << 17)});
+  const size_t groups = std::min({static_cast<size_t>(threads), batch, work / (size_t(1) << 16)});
   if (maxParts == 1 && groups > 1) {
     retrieveByQueries(pb, groups, out, lse, argmax, scoresFinite);
     return;
