@@ -239,7 +239,13 @@ SDPA_MAX_MERGED_MASK = 1 << 24
 
 
 def _sdpa_kernel():
-    return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    """torch's fused CPU flash kernel (the ``torch._`` binding: ~2 us less per call than
+    ``torch.ops.aten``'s overload packet), or None in a torch without it."""
+    return _SDPA_KERNEL
+
+
+_SDPA_KERNEL = (getattr(torch, "_scaled_dot_product_flash_attention_for_cpu", None)
+                or getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None))
 
 
 def _sdpa_backward_kernel():
