@@ -246,6 +246,9 @@ def test_all_finite_at_takes_address_and_count_pairs():
     assert core.all_finite_at(x.data_ptr(), 3) is False and core.all_finite_at() is True
     with pytest.raises(ValueError, match="address, count"):
         core.all_finite_at(x.data_ptr())
+    with pytest.raises(ValueError, match="null address"):
+        core.all_finite_at(0, 3)
+    assert core.all_finite_at(0, 0) is True  # an empty tensor's address may be 0
 
 
 def test_finite_check_without_the_extension_uses_the_torch_check(monkeypatch):

@@ -152,8 +152,12 @@ bool allFiniteArrays(const py::args& arrays) {
 bool allFiniteAt(const py::args& pairs) {
   if (pairs.size() % 2 != 0) throw std::invalid_argument("all_finite_at: expected (address, count) pairs");
   std::vector<std::pair<const float*, size_t>> spans;
-  for (size_t i = 0; i < pairs.size(); i += 2)
-    spans.emplace_back(reinterpret_cast<const float*>(pairs[i].cast<uintptr_t>()), pairs[i + 1].cast<size_t>());
+  for (size_t i = 0; i < pairs.size(); i += 2) {
+    const auto address = pairs[i].cast<uintptr_t>();
+    const auto count = pairs[i + 1].cast<size_t>();
+    if (address == 0 && count > 0) throw std::invalid_argument("all_finite_at: a null address with a count > 0");
+    spans.emplace_back(reinterpret_cast<const float*>(address), count);
+  }
   py::gil_scoped_release release;
   for (const auto& [data, count] : spans)
     if (!allFinite(data, count)) return false;
