@@ -40,7 +40,9 @@ std::optional<CArray<T>> optionalArray(const ArrayArg& arg, const char* name, in
   return a;
 }
 
-py::tuple faultOnly(Fault f) { return py::make_tuple(static_cast<int>(f), py::none(), py::none(), py::none(), py::none()); }
+py::tuple faultOnly(Fault f) {
+  return py::make_tuple(static_cast<int>(f), py::none(), py::none(), py::none(), py::none());
+}
 
 // The converted operands of one recall (log-salience computed, and checked, when given as r0, tau).
 struct Operands {
@@ -102,7 +104,8 @@ struct Outputs {
   py::array_t<float> weights, scores;
   std::optional<py::array_t<float>> recall;
 
-  Outputs(size_t batch, size_t k, std::optional<size_t> dz) : indices({batch, k}), weights({batch, k}), scores({batch, k}) {
+  Outputs(size_t batch, size_t k, std::optional<size_t> dz)
+      : indices({batch, k}), weights({batch, k}), scores({batch, k}) {
     if (dz) recall.emplace(std::vector<py::ssize_t>{static_cast<py::ssize_t>(batch), static_cast<py::ssize_t>(*dz)});
   }
   Recall into(Recall r) {
