@@ -160,10 +160,11 @@ def _device_name(device_type: str) -> str:
 def _resolve(device_type: str, env: str | None) -> dict[str, dict[str, int]]:
     if env is not None and env.strip().lower() in ("default", "defaults"):
         return DEFAULTS.get(device_type, {})
-    base = shipped(device_type)
+    name = _device_name(device_type)  # read once: the profile and the per-user file
+    base = shipped(device_type, name)
     if env:
         return _merge(base, _load(Path(env), device_type))
-    path = user_path(_device_name(device_type))
+    path = user_path(name)
     if not path.is_file():
         return base
     try:

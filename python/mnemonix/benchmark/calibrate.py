@@ -48,6 +48,7 @@ from mnemonix.backends.salience_cpp import core_salience
 from mnemonix.benchmark import environment
 from mnemonix.benchmark.timing import measure
 from mnemonix.ops import hopfield as hops
+from mnemonix.ops import salience as salience_op
 
 # (N, d) of float32 keys: 2 MB (in the caches' reach, < 4 MB) and 154 MB (far beyond them).
 DEFAULT_STORES = {"small": (8_000, 64), "large": (300_000, 128)}
@@ -172,16 +173,10 @@ def _salience_threshold(device: torch.device, shapes: Sequence[tuple[int, int, i
     for row in swept["rows"]:
         report(f"    B={row['B']} N={row['N']}: " + "  ".join(f"{name} {row[name + '_p20'] * 1e3:.3g} ms"
                                                          for name in swept["backends"]))
-    value = crossover([r for r in swept["rows"] if not _salience_cpp_by_batch(r["B"], r["d"])], "cpp", ("gemm",),
-                      key="work")
+    limits = calibration.shipped("cpu")["salience_topk"]  # the batch limits: not measured, kept
+    value = crossover([r for r in swept["rows"] if not salience_op.cpp_by_batch(r["B"], r["d"], limits)], "cpp",
+                      ("gemm",), key="work")
     return ({"salience_topk": {"cpp_max_work": value}} if value is not None else {}), swept
-
-
-def _salience_cpp_by_batch(b: int, d: int) -> bool:
-    """Whether the salience policy's batch limits (not measured: kept) send B x d to ``cpp``
-    whatever the work: such rows cannot place ``cpp_max_work``."""
-    limits = calibration.shipped("cpu")["salience_topk"]
-    return b <= limits["cpp_max_batch"] or (d <= limits["narrow_dim"] and b <= limits["cpp_max_batch_narrow"])
 
 
 def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:

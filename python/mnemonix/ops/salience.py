@@ -55,9 +55,14 @@ def cpu_order(b: int, n: int, d: int) -> list[str]:
     torch's GEMM. Both are exact (the same bits, batch-invariant); the torch path is the
     fallback."""
     limits = calibration.thresholds("salience_topk", "cpu")
-    small = (b <= limits["cpp_max_batch"] or (d <= limits["narrow_dim"] and b <= limits["cpp_max_batch_narrow"])
-             or b * n * d <= limits["cpp_max_work"])
+    small = cpp_by_batch(b, d, limits) or b * n * d <= limits["cpp_max_work"]
     return ["cpp", "gemm", "torch"] if small else ["gemm", "cpp", "torch"]
+
+
+def cpp_by_batch(b: int, d: int, limits: dict[str, int]) -> bool:
+    """Whether the batch limits alone (``cpp_max_batch``, ``cpp_max_batch_narrow`` up to
+    ``narrow_dim``) send B queries of d features to the C++ recall, whatever the work."""
+    return b <= limits["cpp_max_batch"] or (d <= limits["narrow_dim"] and b <= limits["cpp_max_batch_narrow"])
 
 
 def speed_policy(inputs: SalienceInputs, backends) -> list[str]:
