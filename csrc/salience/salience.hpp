@@ -18,8 +18,8 @@
 // Queries are independent: OpenMP over ranges of queries once a call is large enough to pay for
 // the threads, each range passing over cache-sized blocks of keys; results do not depend on the
 // thread count, the blocking or the batch (batch-invariant). The inputs, the value checks and
-// the float32 screen (weights, fused dot products, the error bound) are in screen.hpp, whose
-// dot products screen_dots.cpp compiles with FMA; the selection, the outputs and the threads here.
+// the float32 screen (weights, the error bound) are in screen.hpp, its dot products in
+// screen_dots.cpp (compiled with FMA); the selection, the outputs and the threads here.
 #pragma once
 
 #include <algorithm>
@@ -108,7 +108,6 @@ struct QueryState {
   std::vector<Rank> best;
   std::vector<float> top32;  // room for 2k + kGroup: a group appends before the cut
   size_t held = 0;
-  bool trimmed = false;  // top32 was cut (held == k then means no candidate since)
   double qNorm = 0.0;    // float64, as the definition
   float qInv = 0.0f;     // float32 1 / ||q|| for the screen
   bool screen = false;   // the query's norm is in the screen's range
@@ -132,7 +131,6 @@ inline void startQuery(const Recall& r, size_t b, QueryState& st) {
   st.best.reserve(r.k + 1);
   st.top32.assign(2 * r.k + kGroup, 0.0f);
   st.held = 0;
-  st.trimmed = false;
   st.kth = -INFINITY;
   st.theta = -INFINITY;
 }
@@ -142,12 +140,11 @@ inline void startQuery(const Recall& r, size_t b, QueryState& st) {
 // branch per key on whether it is one, were most of the gemm path's selection at N = 1e3,
 // B = 1024.
 inline void cutScreen(QueryState& st, size_t k) {
-  if (st.held < k || (st.held == k && st.trimmed)) return;  // (k held since the last cut: nothing new)
+  if (st.held < k) return;
   float* top = st.top32.data();
-  std::nth_element(top, top + (k - 1), top + st.held, std::greater<float>());
-  st.theta = std::max(st.theta, top[k - 1]);
+  if (st.held > k) std::nth_element(top, top + (k - 1), top + st.held, std::greater<float>());
+  st.theta = std::max(st.theta, *std::min_element(top, top + k));  // (k held: their least)
   st.held = k;
-  st.trimmed = true;
 }
 
 // Key m for one query: skipped when the screen proves it out (`score`: its float32 screen
@@ -335,16 +332,13 @@ MNEMONIX_SIMD_CLONES inline bool scanShare(const Recall& r, const double* logS, 
   BlockScreen bs;
   ScanScratch scratch;
   std::vector<float> dots(3 * block);  // two queries' dot products, then the squared norms
-  // Short rows: the first two queries and the squares in one pass (N = 1e5, d = 32, B = 4:
-  // 1.47 -> 1.36 ms on one thread). Long ones keep dotSquaresRows' address order, which the
-  // hardware prefetch follows (two rows 3 kB apart: N = 1e4, d = 768, B = 4 took 2.0 -> 2.8 ms).
-  const bool firstPair = b0 + 1 < b1 && r.d < kRowsInOrderDims;
   for (size_t k0 = m0; k0 < m1; k0 += block) {
     const size_t k1 = std::min(m1, k0 + block), width = k1 - k0;
     const float* tile = r.keys + k0 * r.d;
     const char* ahead = k1 + width <= m1 ? reinterpret_cast<const char*>(r.keys + k1 * r.d) : nullptr;
     sizeScreen(width, bs);
-    screenFirstPass(r.queries + b0 * r.d, r.d, tile, width, dots.data(), block, firstPair, ahead);
+    const bool firstPair = screenFirstPass(r.queries + b0 * r.d, r.d, tile, width, dots.data(), block,
+                                           b0 + 1 < b1, ahead);
     if (!screenFromSquares(r, logS, shift, k0, 0, width, dots.data() + 2 * block, bs)) return false;
     scanKeys(r, logS, shift, bs, bound, b0, k0, k1, states[b0], dots.data(), scratch);
     if (firstPair) scanKeys(r, logS, shift, bs, bound, b0 + 1, k0, k1, states[b0 + 1], dots.data() + block, scratch);

@@ -11,10 +11,11 @@ namespace mnemonix {
 namespace salience {
 
 // The first pass over a block of `count` key rows (stride d): the first query's dot products
-// into dots[r], with `pair` also the second query's (q + d) into dots[block + r], and the rows'
-// squared norms into dots[2 * block + r]. `ahead`: the next block's start, prefetched (or null).
-void screenFirstPass(const float* q, size_t d, const float* tile, size_t count, float* dots, size_t block, bool pair,
-                     const char* ahead);
+// into dots[r] and the rows' squared norms into dots[2 * block + r]; with `twoQueries` and short
+// rows also the second query's (q + d) into dots[block + r], and then it returns true. `ahead`:
+// the next block's start, prefetched (or null).
+bool screenFirstPass(const float* q, size_t d, const float* tile, size_t count, float* dots, size_t block,
+                     bool twoQueries, const char* ahead);
 
 // One query's (or with `pair` two queries': q and q + d) dot products with the block's rows into
 // dots[r] (and dots[block + r]), the rows read from cache.
