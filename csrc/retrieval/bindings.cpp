@@ -12,6 +12,8 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/numpy_buffer.hpp"
 #include "common/python.hpp"
@@ -132,6 +134,16 @@ py::object retrieveChecked(const ArrayArg& queries, const ArrayArg& keys, const 
   return run(o, static_cast<float>(asDouble(beta, "beta")), 0, true);
 }
 
+using Span = std::pair<const float*, size_t>;
+
+// allFinite over every span, without the GIL.
+bool allSpansFinite(const std::vector<Span>& spans) {
+  py::gil_scoped_release release;
+  for (const auto& [data, count] : spans)
+    if (!allFinite(data, count)) return false;
+  return true;
+}
+
 // True when no float32 array of `arrays` holds a NaN/Inf: the fast path's check of the flash and
 // GEMM paths in one call (~1 us where numpy's sums cost ~3 us per array).
 bool allFiniteArrays(const py::args& arrays) {
@@ -139,11 +151,9 @@ bool allFiniteArrays(const py::args& arrays) {
   held.reserve(arrays.size());
   for (const py::handle& a : arrays) held.push_back(asArray<float>(ArrayArg{py::reinterpret_borrow<py::object>(a)},
                                                                    "every array"));
-  py::gil_scoped_release release;
-  for (const auto& x : held) {
-    if (!allFinite(x.data(), static_cast<size_t>(x.size()))) return false;
-  }
-  return true;
+  std::vector<Span> spans;
+  for (const auto& x : held) spans.emplace_back(x.data(), static_cast<size_t>(x.size()));
+  return allSpansFinite(spans);
 }
 
 // all_finite for contiguous float32 buffers given as (address, count) pairs of ints: the fast
@@ -151,17 +161,14 @@ bool allFiniteArrays(const py::args& arrays) {
 // views (~2.3 us each per Tensor.numpy()). The caller keeps the tensors alive and contiguous.
 bool allFiniteAt(const py::args& pairs) {
   if (pairs.size() % 2 != 0) throw std::invalid_argument("all_finite_at: expected (address, count) pairs");
-  std::vector<std::pair<const float*, size_t>> spans;
+  std::vector<Span> spans;
   for (size_t i = 0; i < pairs.size(); i += 2) {
     const auto address = pairs[i].cast<uintptr_t>();
     const auto count = pairs[i + 1].cast<size_t>();
     if (address == 0 && count > 0) throw std::invalid_argument("all_finite_at: a null address with a count > 0");
     spans.emplace_back(reinterpret_cast<const float*>(address), count);
   }
-  py::gil_scoped_release release;
-  for (const auto& [data, count] : spans)
-    if (!allFinite(data, count)) return false;
-  return true;
+  return allSpansFinite(spans);
 }
 
 int maxThreads() {
