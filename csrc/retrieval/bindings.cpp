@@ -18,6 +18,7 @@
 #include "common/numpy_buffer.hpp"
 #include "common/python.hpp"
 #include "registry.hpp"
+#include "retrieval/merge_parts.hpp"
 #include "retrieval/retrieval.hpp"
 
 namespace py = pybind11;
@@ -171,6 +172,31 @@ bool allFiniteAt(const py::args& pairs) {
   return allSpansFinite(spans);
 }
 
+const float* floatsAt(const py::handle& address, size_t count, const char* name) {
+  const auto value = address.cast<uintptr_t>();
+  if (value == 0 && count > 0)
+    throw std::invalid_argument(std::string("merge_parts_at: a null address for ") + name + " with a count > 0");
+  return reinterpret_cast<const float*>(value);
+}
+
+// The flash kernel's results over P key parts merged in place into part 0 (merge_parts.hpp), and
+// whether the queries and the merged out and lse are all finite (the fast path's checks: the
+// flash kernel turns a NaN query into out = 0). Addresses of contiguous float32 buffers the
+// caller keeps alive; the rest rows are `rest` rows of `key_stride` / `value_stride` floats.
+bool mergePartsAt(const py::handle& partOut, const py::handle& partLse, size_t parts, size_t batch, size_t dv,
+                  const py::handle& queries, size_t d, double beta, size_t rest, const py::handle& restKeys,
+                  size_t keyStride, const py::handle& restValues, size_t valueStride) {
+  if (parts == 0) throw std::invalid_argument("merge_parts_at: parts must be >= 1");
+  float* out = const_cast<float*>(floatsAt(partOut, parts * batch * dv, "part_out"));
+  float* lse = const_cast<float*>(floatsAt(partLse, parts * batch, "part_lse"));
+  const PartsToMerge m{out, lse, parts, batch, dv, floatsAt(queries, batch * d, "queries"), d,
+                       floatsAt(restKeys, rest * d, "rest_keys"), floatsAt(restValues, rest * dv, "rest_values"),
+                       rest, keyStride, valueStride, static_cast<float>(beta), out, lse};
+  py::gil_scoped_release release;
+  mergeParts(m);
+  return allFinite(m.queries, batch * d) && allFinite(lse, batch) && allFinite(out, batch * dv);
+}
+
 int maxThreads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -194,6 +220,13 @@ void bind(py::module_& m) {
   m.def("all_finite_at", &allFiniteAt,
         "all_finite_at(address, count, ...): all_finite over contiguous float32 buffers given by address and\n"
         "element count (a tensor's data_ptr() and numel(); the caller keeps it alive).");
+  m.def("merge_parts_at", &mergePartsAt, py::arg("part_out"), py::arg("part_lse"), py::arg("parts"),
+        py::arg("batch"), py::arg("dv"), py::arg("queries"), py::arg("d"), py::arg("beta"), py::arg("rest"),
+        py::arg("rest_keys"), py::arg("key_stride"), py::arg("rest_values"), py::arg("value_stride"),
+        "merge_parts_at(part_out, part_lse, parts, batch, dv, queries, d, beta, rest, rest_keys, key_stride,\n"
+        "rest_values, value_stride): the flash kernel's out [P, B, dv] and lse [P, B] over P key parts, plus\n"
+        "`rest` rows scored here, merged exactly into part 0 (addresses of float32 buffers the caller keeps\n"
+        "alive). True when the queries [B, d] and the merged out and lse are all finite.");
   m.def("max_threads", &maxThreads, "Threads OpenMP would use by default.");
 }
 

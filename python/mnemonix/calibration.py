@@ -36,8 +36,8 @@ import torch
 
 from mnemonix._io import FormatError
 
-__all__ = ["ENV", "FORMAT", "VERSION", "DEFAULTS", "CPU_PROFILES", "GPU_GUESSES", "thresholds", "shipped",
-           "user_path", "validate", "reload"]
+__all__ = ["ENV", "FORMAT", "VERSION", "DEFAULTS", "CPU_PROFILES", "GPU_GUESSES", "thresholds", "thresholds_memo",
+           "shipped", "user_path", "validate", "reload"]
 
 ENV = "MNEMONIX_CALIBRATION"
 FORMAT = "mnemonix-calibration"
@@ -111,23 +111,44 @@ GPU_GUESSES: dict[str, dict[str, Any]] = {
 }
 
 _CACHE: dict[tuple[str, str | None], dict[str, dict[str, int]]] = {}
+_MEMOS: dict[tuple[str, str, str | None], dict] = {}
 _WARNED: set[str] = set()
+# A policy memo holds at most this many choices (then starts again): a bound for callers whose
+# shapes never repeat, far above what a serving loop's few shapes need.
+MEMO_MAX = 4096
 
 
 def thresholds(op: str, device: torch.device | str) -> dict[str, int]:
     """The thresholds of ``op`` for inputs on ``device`` (a device or its type, ``"cpu"``: the
     policies pass the string, since ``torch.device.type`` costs ~0.4 us per call; a dict the
     caller must not modify)."""
-    key = (device if type(device) is str else device.type, os.environ.get(ENV))
-    table = _CACHE.get(key)
+    return _table(device if type(device) is str else device.type, os.environ.get(ENV)).get(op, {})
+
+
+def _table(device_type: str, env: str | None) -> dict[str, dict[str, int]]:
+    table = _CACHE.get((device_type, env))
     if table is None:
-        table = _CACHE[key] = _resolve(*key)
-    return table.get(op, {})
+        table = _CACHE[(device_type, env)] = _resolve(device_type, env)
+    return table
+
+
+def thresholds_memo(op: str, device_type: str) -> tuple[dict[str, int], dict]:
+    """``(thresholds(op, device_type), memo)``: ``memo`` is a dict in which a speed policy keeps
+    the choices it made under these thresholds (keyed by shape), so that a call repeating a
+    shape costs one lookup (the policy's arithmetic cost ~3 us per call hot, ~30 after a kernel
+    that evicted the caches). It is forgotten with the thresholds (:func:`reload`, another
+    value of the variable) and emptied when it passes :data:`MEMO_MAX` entries."""
+    env = os.environ.get(ENV)
+    memo = _MEMOS.get((op, device_type, env))
+    if memo is None or len(memo) > MEMO_MAX:
+        memo = _MEMOS[(op, device_type, env)] = {}
+    return _table(device_type, env).get(op, {}), memo
 
 
 def reload() -> None:
     """Forget the resolved thresholds (after ``calibrate`` wrote a file, or in tests)."""
     _CACHE.clear()
+    _MEMOS.clear()
     _WARNED.clear()
 
 

@@ -248,6 +248,54 @@ _SDPA_KERNEL = (getattr(torch, "_scaled_dot_product_flash_attention_for_cpu", No
                 or getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None))
 
 
+# torch's CPU flash kernel (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp) runs one task per
+# (batch, head, block of queries), blocks of 32 queries under 192, of 64 under 768, else of
+# 256: a batch of up to 32 queries runs on one core. Cutting the keys into P parts, passed as a
+# batch of P problems, gives P times the tasks; the results are merged exactly in C++
+# (_core.retrieval.merge_parts_at; FlashDecoding's split-K). Parts keep at least this many rows.
+FLASH_MIN_PART_ROWS = 64
+
+
+def flash_key_parts(b: int, n: int, threads: int) -> int:
+    """How many parts to cut N keys into for one group of B queries on ``threads`` threads: as
+    few as make the kernel's tasks a multiple of the threads (balanced), none (1) once there
+    are 4 tasks per thread, and never parts under :data:`FLASH_MIN_PART_ROWS` rows."""
+    tasks = -(-b // (32 if b < 192 else 64 if b < 768 else 256))
+    if tasks >= 4 * threads:
+        return 1
+    return max(1, min(threads // math.gcd(tasks, threads), n // FLASH_MIN_PART_ROWS))
+
+
+def flash_split(q, k, v, beta: float, parts: int):
+    """``(out [B, dv], lse [B], finite)`` of one group by the flash kernel over ``parts`` parts
+    of the keys (the first P x (N // P) rows, one strided view; the few rows left are scored in
+    the merge). q [B, d] contiguous, k [N, d] and v [N, dv] | None with unit column strides,
+    float32. ``finite``: the queries, out and lse hold no NaN/Inf (the fast path's check)."""
+    (b, d), (n, _), vv = q.shape, k.shape, k if v is None else v
+    rows, dv, ks, vs = n // parts, vv.shape[1], k.stride(0), vv.stride(0)
+    kp = k.as_strided((parts, 1, rows, d), (rows * ks, 0, ks, 1))
+    vp = kp if v is None else v.as_strided((parts, 1, rows, dv), (rows * vs, 0, vs, 1))
+    out, lse = _SDPA_KERNEL(q.as_strided((parts, 1, b, d), (0, 0, d, 1)), kp, vp, 0.0, False, attn_mask=None,
+                            scale=beta)
+    if not (out.is_contiguous() and lse.is_contiguous()):  # the merge reads [P, B, dv] and [P, B]
+        out, lse = out.contiguous(), lse.contiguous()
+    done, rest = parts * rows, n - parts * rows
+    finite = _core_retrieval().merge_parts_at(out.data_ptr(), lse.data_ptr(), parts, b, dv, q.data_ptr(), d, beta,
+                                              rest, k.data_ptr() + 4 * done * ks, ks,
+                                              vv.data_ptr() + 4 * done * vs, vs)
+    return out[0, 0], lse[0, 0], finite
+
+
+def flash_splits(q, k, v, mask) -> int:
+    """Key parts for the flash kernel on one group (:func:`flash_key_parts`), or 1 where the
+    split does not apply: a mask, groups, not float32 or the C++ merge missing, or operands the
+    strided views cannot take (queries not contiguous, keys or values with a column stride)."""
+    if (mask is not None or q.dtype != torch.float32 or q.shape[:-2].numel() != 1 or _core_retrieval() is None
+            or not q.is_contiguous() or k.stride(-1) != 1 or (v is not None and v.stride(-1) != 1)):
+        return 1
+    return flash_key_parts(q.shape[-2], k.shape[-2], torch.get_num_threads())
+
+
 def _sdpa_backward_kernel():
     return getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
 
@@ -291,9 +339,14 @@ def _sdpa_reasons(inputs) -> list[str]:
 def run_sdpa(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None, **_):
     q, k, v, b = lift(queries, keys, values, logit_bias)
     v = k if v is None else v
+    mask = _sdpa_mask(b, assoc, q.dtype)
+    parts = flash_splits(q, k, None if v is k else v, mask)
+    if parts > 1:  # one group, a small batch: the keys in parts fill the cores (the fast path's call too)
+        out, lse, _ = flash_split(q[0, 0], k[0, 0], None if v is k else v[0, 0], beta, parts)
+        return out[None, None], lse[None, None], None
     groups = q.shape[:2]  # the kernel reads stride-0 (shared) groups correctly: no copy
     k, v = k.expand(*groups, *k.shape[2:]), v.expand(*groups, *v.shape[2:])
-    out, lse = _sdpa_kernel()(q, k, v, 0.0, False, attn_mask=_sdpa_mask(b, assoc, q.dtype), scale=beta)
+    out, lse = _sdpa_kernel()(q, k, v, 0.0, False, attn_mask=mask, scale=beta)
     work = torch.float64 if q.dtype == torch.float64 else torch.float32
     return out.to(work), lse.to(work), None
 

@@ -54,7 +54,7 @@ def defaults_only(mask: object, bias: object, association_mask: object, update_s
 
 
 def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: object, backend: object,
-                      order: Callable[[int, Tensor], list[str]], want_lse: bool = False,
+                      order: Callable[[int, Tensor], tuple[str, ...]], want_lse: bool = False,
                       want_argmax: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
     """``(out [B, dv], lse [B], argmax [B])`` from the kernel the policy picks, or None: take the
     general path.
@@ -134,6 +134,12 @@ def _flash(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool):
     kernel = hb._sdpa_kernel()
     if kernel is None:
         return None
+    parts = hb.flash_splits(q, k, v, None)
+    if parts > 1:  # the keys in parts fill the cores; the merge checks queries, out and lse
+        out, lse, finite = hb.flash_split(q, k, v, beta, parts)
+        if not finite or (v is not None and not _finite(k)):
+            return None
+        return out, lse if want_lse else None, None
     (b, d), (n, dv) = q.shape, (k if v is None else v).shape
     k4 = k.view(1, 1, n, d)
     out, lse = kernel(q.view(1, 1, b, d), k4, k4 if v is None else v.view(1, 1, n, dv), 0.0, False, attn_mask=None,

@@ -105,19 +105,30 @@ def _cpp_max_batch(keys: torch.Tensor, limits: dict[str, int]) -> int:
     return min(most, max(limits["cpp_small_store_min_batch"], limits["cpp_small_store_max_dims"] // d))
 
 
-def cpu_forward_order(b: int, keys: torch.Tensor) -> list[str]:
+def cpu_forward_order(b: int, keys: torch.Tensor) -> tuple[str, ...]:
     """CPU backends without a gradient, fastest first, for B queries per group over ``keys``
     (of one group): the C++ kernel while the batch is small for the store (memory-bound), then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, or for
-    very wide d, then torch's flash kernel. Later names are the fallbacks when one cannot run."""
-    limits = calibration.thresholds("hopfield_retrieve", "cpu")  # read once: this runs on every call
+    very wide d, then torch's flash kernel. Later names are the fallbacks when one cannot run.
+    Memoised per shape under the current thresholds (:func:`mnemonix.calibration.thresholds_memo`):
+    this runs on every call."""
+    n, d = keys.shape[-2:]
+    limits, memo = calibration.thresholds_memo("hopfield_retrieve", "cpu")
+    shape = (b, n, d, keys.element_size())
+    order = memo.get(shape)
+    if order is None:
+        order = memo[shape] = _cpu_forward_order(b, keys, limits)
+    return order
+
+
+def _cpu_forward_order(b: int, keys: torch.Tensor, limits: dict[str, int]) -> tuple[str, ...]:
     if b <= _cpp_max_batch(keys, limits):
-        return ["cpp", "gemm", "sdpa", "torch"]
+        return ("cpp", "gemm", "sdpa", "torch")
     n, d = keys.shape[-2:]
     narrow_moderate = d <= limits["narrow_dim"] and b <= limits["gemm_max_batch"] and b * n <= limits["gemm_max_scores"]
     if narrow_moderate or d >= limits["gemm_min_dim"]:
-        return ["gemm", "sdpa", "torch"]
-    return ["sdpa", "gemm", "torch"]
+        return ("gemm", "sdpa", "torch")
+    return ("sdpa", "gemm", "torch")
 
 
 def speed_policy(inputs: HopfieldInputs, backends) -> list[str]:
@@ -127,7 +138,7 @@ def speed_policy(inputs: HopfieldInputs, backends) -> list[str]:
     if inputs.device.type == "cuda":
         return ["triton", "torch", "reference"]
     if not inputs.needs_grad:
-        return cpu_forward_order(inputs.queries.shape[-2], inputs.keys) + ["reference"]
+        return [*cpu_forward_order(inputs.queries.shape[-2], inputs.keys), "reference"]
     if inputs.values is None:
         return ["torch", "sdpa", "reference"]
     return ["sdpa", "torch", "reference"]

@@ -1,0 +1,123 @@
+"""The flash kernel over key parts (``backends.hopfield.flash_split``) and its C++ merge
+(``_core.retrieval.merge_parts_at``): split-K retrieval equals the float64 reference, the merge
+is exact for any parts and rest rows, and its finite flag catches what the fast path must see."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mnemonix import ops, reference
+from mnemonix.backends import hopfield as hb
+
+core = hb._core_retrieval()
+pytestmark = pytest.mark.skipif(core is None or hb._sdpa_kernel() is None,
+                                reason="the C++ extension is always built in CI; torch < 2.3 lacks the flash kernel")
+
+
+def _reference(q, k, v, beta):
+    out, lse, _ = reference.hopfield_retrieve(q.double(), k.double(), None if v is None else v.double(), beta=beta,
+                                              return_lse=True, return_argmax=True)
+    return out, lse
+
+
+def _merge(part_out, part_lse, q, beta, rest_k, rest_v):
+    """merge_parts_at on torch tensors (rest rows given as 2-D views with unit column strides)."""
+    parts, b, dv = part_out.shape
+    return core.merge_parts_at(part_out.data_ptr(), part_lse.data_ptr(), parts, b, dv, q.data_ptr(), q.shape[1],
+                               beta, rest_k.shape[0], rest_k.data_ptr(), rest_k.stride(0), rest_v.data_ptr(),
+                               rest_v.stride(0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(parts=st.integers(1, 6), rest=st.integers(0, 5), rows=st.integers(1, 20), b=st.integers(1, 9),
+       d=st.integers(1, 24), dv=st.none() | st.integers(1, 12), pad=st.integers(0, 3),
+       beta=st.floats(0.05, 4.0), seed=st.integers(0, 2**31 - 1))
+def test_merge_of_parts_equals_the_whole(parts, rest, rows, b, d, dv, pad, beta, seed):
+    gen = torch.Generator().manual_seed(seed)
+    n = parts * rows + rest
+    k = torch.randn(n, d + pad, generator=gen)[:, :d]  # rows strided past d: the rest rows' stride
+    v = None if dv is None else torch.randn(n, dv + pad, generator=gen)[:, :dv]
+    vv = k if v is None else v
+    q = torch.randn(b, d, generator=gen)
+    outs, lses = zip(*(_reference(q, k[p * rows:(p + 1) * rows], vv[p * rows:(p + 1) * rows], beta)
+                       for p in range(parts)))
+    part_out = torch.stack(outs).float().contiguous()
+    part_lse = torch.stack(lses).float().contiguous()
+    assert _merge(part_out, part_lse, q, beta, k[parts * rows:], vv[parts * rows:]) is True
+    want_out, want_lse = _reference(q, k, vv, beta)
+    torch.testing.assert_close(part_out[0], want_out.float(), atol=2e-5, rtol=2e-5)  # merged in place into part 0
+    torch.testing.assert_close(part_lse[0], want_lse.float(), atol=2e-5, rtol=2e-5)
+
+
+def test_merge_flags_a_nan_query_and_overflowing_logits():
+    q, k = torch.randn(3, 4), torch.randn(5, 4)
+    part_out, part_lse = torch.randn(2, 3, 4), torch.randn(2, 3)
+    bad_q = q.clone()
+    bad_q[1, 2] = math.nan
+    assert _merge(part_out.clone(), part_lse.clone(), bad_q, 1.0, k[:1], k[:1]) is False  # the queries are checked
+    huge = torch.full((1, 4), 3e38)
+    assert _merge(part_out.clone(), part_lse.clone(), torch.ones(3, 4), 1.0, huge, huge) is False  # inf logit
+    inf_lse = part_lse.clone()
+    inf_lse[1, 0] = math.inf
+    assert _merge(part_out.clone(), inf_lse, q, 1.0, k[:0], k[:0]) is False
+    assert _merge(part_out.clone(), part_lse.clone(), q, 1.0, k[:0], k[:0]) is True
+
+
+def test_merge_refuses_null_addresses_and_no_parts():
+    out, lse, q = torch.zeros(1, 2, 3), torch.zeros(1, 2), torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="null address for part_out"):
+        core.merge_parts_at(0, lse.data_ptr(), 1, 2, 3, q.data_ptr(), 3, 1.0, 0, 0, 3, 0, 3)
+    with pytest.raises(ValueError, match="null address for rest_keys"):
+        core.merge_parts_at(out.data_ptr(), lse.data_ptr(), 1, 2, 3, q.data_ptr(), 3, 1.0, 1, 0, 3, q.data_ptr(), 3)
+    with pytest.raises(ValueError, match="parts must be >= 1"):
+        core.merge_parts_at(out.data_ptr(), lse.data_ptr(), 0, 2, 3, q.data_ptr(), 3, 1.0, 0, 0, 3, 0, 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(parts=st.integers(2, 5), n=st.integers(2, 400), b=st.integers(1, 40), d=st.integers(1, 48),
+       values_apart=st.booleans(), pad=st.integers(0, 2), beta=st.floats(0.05, 3.0),
+       seed=st.integers(0, 2**31 - 1))
+def test_flash_split_equals_the_reference(parts, n, b, d, values_apart, pad, beta, seed):
+    parts = min(parts, n)
+    gen = torch.Generator().manual_seed(seed)
+    k = torch.randn(n, d + pad, generator=gen)[:, :d]
+    v = torch.randn(n, d, generator=gen) if values_apart else None
+    q = torch.randn(b, d, generator=gen)
+    out, lse, finite = hb.flash_split(q, k, v, beta, parts)
+    want_out, want_lse = _reference(q, k, v, beta)
+    assert finite is True and out.shape == (b, d) and lse.shape == (b,)
+    torch.testing.assert_close(out, want_out.float(), atol=3e-5, rtol=3e-5)
+    torch.testing.assert_close(lse, want_lse.float(), atol=3e-5, rtol=3e-5)
+
+
+def test_key_parts_fill_the_threads_and_stop_at_four_tasks_per_thread():
+    parts = hb.flash_key_parts
+    assert parts(1, 1000, 2) == 2 and parts(32, 1000, 2) == 2  # one block of 32 queries: one task
+    assert parts(64, 1000, 2) == 1  # two tasks on two threads: balanced already
+    assert parts(96, 1000, 2) == 2  # three tasks: 2 + 1 would idle a thread for a third of the call
+    assert parts(250, 1000, 2) == 1  # four blocks of 64
+    assert parts(8, 2000, 16) == 16 and parts(8, 2000, 12) == 12
+    assert parts(8, 200, 16) == 200 // hb.FLASH_MIN_PART_ROWS  # parts keep FLASH_MIN_PART_ROWS rows
+    assert parts(8, 100, 2) == 1 and parts(8, 1000, 1) == 1
+    assert parts(64 * 32, 10_000, 8) == 1  # 32 tasks on 8 threads
+
+
+def test_the_sdpa_backend_splits_one_group_and_not_groups_or_masks():
+    q, k = torch.randn(4, 16), torch.randn(301, 16)  # 301: one rest row
+    with torch.no_grad():
+        got, lse = ops.hopfield_retrieve(q, k, beta=0.7, backend="sdpa", return_lse=True)
+    parts = hb.flash_splits(q, k, None, None)
+    assert parts == hb.flash_key_parts(4, 301, torch.get_num_threads())
+    if parts > 1:
+        out, want_lse, _ = hb.flash_split(q, k, None, 0.7, parts)
+        assert torch.equal(got, out) and torch.equal(lse, want_lse)  # the general path's call is the split
+    assert hb.flash_splits(q[None, None].expand(2, 1, 4, 16), k, None, None) == 1  # groups: tasks already
+    assert hb.flash_splits(q, k, None, torch.zeros(1, 1, 1, 301)) == 1  # a mask
+    assert hb.flash_splits(q.double(), k.double(), None, None) == 1
+    assert hb.flash_splits(q, torch.randn(16, 301).T, None, None) == 1  # a column stride
+    assert hb.flash_splits(torch.randn(16, 4).T, k, None, None) == 1  # queries not contiguous
