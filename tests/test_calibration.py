@@ -220,3 +220,31 @@ def test_cli_calibrate(clean, capsys):
     assert main(["bench", "calibrate", "--small-store", "12"]) == 2
     assert "N,d" in capsys.readouterr().err
     assert main(["bench", "calibrate", "--batches", "1,0"]) == 2
+
+
+def test_policy_choices_are_forgotten_with_the_thresholds_and_bounded(clean, monkeypatch):
+    path = clean / "cal.json"
+    path.write_text(json.dumps(_doc(cpp_max_batch=2)))
+    monkeypatch.setenv(calibration.ENV, str(path))
+    keys = torch.randn(2048, 64)
+    assert hops.cpu_forward_order(2, keys)[0] == "cpp"  # memoised under this file's thresholds
+    path.write_text(json.dumps(_doc(cpp_max_batch=1)))
+    assert hops.cpu_forward_order(2, keys)[0] == "cpp"  # not re-read until reload ...
+    calibration.reload()
+    assert hops.cpu_forward_order(2, keys)[0] != "cpp"  # ... which forgets the choices too
+    monkeypatch.setenv(calibration.ENV, "default")  # another value of the variable: its own choices
+    assert hops.cpu_forward_order(2, keys)[0] == "cpp"
+    monkeypatch.setattr(calibration, "MEMO_MAX", 8)
+    for b in range(1, 40):
+        hops.cpu_forward_order(b, keys)
+        assert len(calibration.policy_memo("hopfield_retrieve", "cpu")) <= 8
+
+
+def test_the_variable_is_read_on_every_call(monkeypatch):
+    monkeypatch.setenv(calibration.ENV, "some value é")
+    assert calibration._env() == "some value é"
+    monkeypatch.delenv(calibration.ENV)
+    assert calibration._env() is None
+    monkeypatch.setattr(calibration, "_ENVIRON_DATA", None)  # not CPython's os._Environ: the plain get
+    monkeypatch.setenv(calibration.ENV, "default")
+    assert calibration._env() == "default"

@@ -255,3 +255,56 @@ def test_finite_check_without_the_extension_uses_the_torch_check(monkeypatch):
     monkeypatch.setattr(op_module.hb, "_core_retrieval", lambda: None)
     assert fast._finite(torch.ones(3), None, torch.ones(2)) is True
     assert fast._finite(torch.ones(3), torch.tensor([1.0, -math.inf])) is False
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 40), n=st.integers(1, 300), d=st.integers(1, 40), dv=st.none() | st.integers(1, 20),
+       beta=st.floats(0.01, 4.0), bad=st.sampled_from([None, "query", "key", "value"]), seed=st.integers(0, 2**31 - 1))
+def test_retrieve_checked_at_is_retrieve_checked_by_address(b, n, d, dv, beta, bad, seed):
+    core = op_module.hb._core_retrieval()
+    gen = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(b, d, generator=gen), torch.randn(n, d, generator=gen)
+    v = None if dv is None else torch.randn(n, dv, generator=gen)
+    target = {"query": q, "key": k, "value": v}.get(bad)
+    if target is not None:
+        target.view(-1)[seed % target.numel()] = math.nan
+    width = d if v is None else dv
+    out, lse, arg = torch.empty(b, width), torch.empty(b), torch.empty(b, dtype=torch.int64)
+    finite = core.retrieve_checked_at(q.data_ptr(), b, d, k.data_ptr(), n, 0 if v is None else v.data_ptr(), width,
+                                      beta, out.data_ptr(), lse.data_ptr(), arg.data_ptr())
+    want = core.retrieve_checked(q.numpy(), k.numpy(), None if v is None else v.numpy(), beta=beta)
+    assert finite is (want is not None)
+    if want is not None:  # the same kernel: the same bits
+        assert torch.equal(out, torch.from_numpy(want[0])) and torch.equal(lse, torch.from_numpy(want[1]))
+        assert torch.equal(arg, torch.from_numpy(want[2]))
+        out_only = torch.empty(b, width)
+        assert core.retrieve_checked_at(q.data_ptr(), b, d, k.data_ptr(), n, 0 if v is None else v.data_ptr(),
+                                        width, beta, out_only.data_ptr(), 0, 0) is True  # lse, argmax not wanted
+        assert torch.equal(out_only, out)
+    else:
+        assert bad is not None
+
+
+def test_retrieve_checked_at_refuses_null_addresses_and_a_width_without_values():
+    core = op_module.hb._core_retrieval()
+    q, k, out = torch.ones(2, 3), torch.ones(4, 3), torch.empty(2, 3)
+    with pytest.raises(ValueError, match="retrieve_checked_at: a null address for keys"):
+        core.retrieve_checked_at(q.data_ptr(), 2, 3, 0, 4, 0, 3, 1.0, out.data_ptr(), 0, 0)
+    with pytest.raises(ValueError, match="null address for out"):
+        core.retrieve_checked_at(q.data_ptr(), 2, 3, k.data_ptr(), 4, 0, 3, 1.0, 0, 0, 0)
+    with pytest.raises(ValueError, match="dv must equal d when the values are the keys"):
+        core.retrieve_checked_at(q.data_ptr(), 2, 3, k.data_ptr(), 4, 0, 5, 1.0, out.data_ptr(), 0, 0)
+
+
+def test_fast_path_outputs_are_float32_whatever_the_default_dtype():
+    q, k = torch.randn(3, 8), torch.randn(50, 8)
+    want = ops.hopfield_retrieve(q, k, beta=0.5, backend="cpp", return_lse=True)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with counting_fast_calls() as answered:
+            got = ops.hopfield_retrieve(q, k, beta=0.5, backend="cpp", return_lse=True)
+    finally:
+        torch.set_default_dtype(previous)
+    assert answered == [True]
+    assert all(g.dtype == torch.float32 and torch.equal(g, w) for g, w in zip(got, want))

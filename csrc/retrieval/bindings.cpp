@@ -135,6 +135,41 @@ py::object retrieveChecked(const ArrayArg& queries, const ArrayArg& keys, const 
   return run(o, static_cast<float>(asDouble(beta, "beta")), 0, true);
 }
 
+// A float32 buffer's address given as a Python int; a null one is refused when `count` > 0.
+const float* floatsAt(const py::handle& address, size_t count, const char* name, const char* fn) {
+  const auto value = address.cast<uintptr_t>();
+  if (value == 0 && count > 0)
+    throw std::invalid_argument(std::string(fn) + ": a null address for " + name + " with a count > 0");
+  return reinterpret_cast<const float*>(value);
+}
+
+// retrieve_checked on contiguous float32 buffers given by address (the fast path's torch
+// tensors: their data_ptr()s, no numpy views), writing out [B, dv] and, when given, lse [B] and
+// argmax [B] (address 0: not wanted). False when a query, out or lse holds a NaN/Inf.
+constexpr const char* kRetrieveAt = "retrieve_checked_at";
+
+bool retrieveCheckedAt(const py::handle& queries, size_t batch, size_t d, const py::handle& keys, size_t n,
+                       const py::handle& values, size_t dv, double beta, const py::handle& out,
+                       const py::handle& lse, const py::handle& argmax) {
+  const float* q = floatsAt(queries, batch * d, "queries", kRetrieveAt);
+  const float* k = floatsAt(keys, n * d, "keys", kRetrieveAt);
+  const float* v = floatsAt(values, 0, "values", kRetrieveAt);  // 0: the values are the keys
+  if (!v && dv != d)
+    throw std::invalid_argument(std::string(kRetrieveAt) + ": dv must equal d when the values are the keys");
+  auto* o = const_cast<float*>(floatsAt(out, batch * dv, "out", kRetrieveAt));
+  auto* l = const_cast<float*>(floatsAt(lse, 0, "lse", kRetrieveAt));
+  auto* a = reinterpret_cast<int64_t*>(argmax.cast<uintptr_t>());
+  py::gil_scoped_release release;
+  if (!allFinite(q, batch * d)) return false;
+  std::vector<float> lseHeld(l ? 0 : batch);
+  std::vector<int64_t> argHeld(a ? 0 : batch);
+  if (!l) l = lseHeld.data();
+  if (!a) a = argHeld.data();
+  bool finite = true;
+  mnemonix::retrieval::retrieve(q, batch, d, k, n, v, dv, static_cast<float>(beta), nullptr, o, l, a, 0, &finite);
+  return finite && allFinite(l, batch) && allFinite(o, batch * dv);
+}
+
 using Span = std::pair<const float*, size_t>;
 
 // allFinite over every span, without the GIL.
@@ -172,26 +207,23 @@ bool allFiniteAt(const py::args& pairs) {
   return allSpansFinite(spans);
 }
 
-const float* floatsAt(const py::handle& address, size_t count, const char* name) {
-  const auto value = address.cast<uintptr_t>();
-  if (value == 0 && count > 0)
-    throw std::invalid_argument(std::string("merge_parts_at: a null address for ") + name + " with a count > 0");
-  return reinterpret_cast<const float*>(value);
-}
-
 // The flash kernel's results over P key parts merged in place into part 0 (merge_parts.hpp), and
 // whether the queries and the merged out and lse are all finite (the fast path's checks: the
 // flash kernel turns a NaN query into out = 0). Addresses of contiguous float32 buffers the
 // caller keeps alive; the rest rows are `rest` rows of `key_stride` / `value_stride` floats.
+constexpr const char* kMerge = "merge_parts_at";
+
 bool mergePartsAt(const py::handle& partOut, const py::handle& partLse, size_t parts, size_t batch, size_t dv,
                   const py::handle& queries, size_t d, double beta, size_t rest, const py::handle& restKeys,
                   size_t keyStride, const py::handle& restValues, size_t valueStride) {
   if (parts == 0) throw std::invalid_argument("merge_parts_at: parts must be >= 1");
-  float* out = const_cast<float*>(floatsAt(partOut, parts * batch * dv, "part_out"));
-  float* lse = const_cast<float*>(floatsAt(partLse, parts * batch, "part_lse"));
-  const PartsToMerge m{out, lse, parts, batch, dv, floatsAt(queries, batch * d, "queries"), d,
-                       floatsAt(restKeys, rest * d, "rest_keys"), floatsAt(restValues, rest * dv, "rest_values"),
-                       rest, keyStride, valueStride, static_cast<float>(beta), out, lse};
+  float* out = const_cast<float*>(floatsAt(partOut, parts * batch * dv, "part_out", kMerge));
+  float* lse = const_cast<float*>(floatsAt(partLse, parts * batch, "part_lse", kMerge));
+  const float* q = floatsAt(queries, batch * d, "queries", kMerge);
+  const float* k = floatsAt(restKeys, rest * d, "rest_keys", kMerge);
+  const float* v = floatsAt(restValues, rest * dv, "rest_values", kMerge);
+  const PartsToMerge m{out, lse, parts, batch, dv, q, d, k, v, rest, keyStride, valueStride, static_cast<float>(beta),
+                       out, lse};
   py::gil_scoped_release release;
   mergeParts(m);
   return allFinite(m.queries, batch * d) && allFinite(lse, batch) && allFinite(out, batch * dv);
@@ -216,10 +248,17 @@ void bind(py::module_& m) {
         py::kw_only(), py::arg("beta"),
         "retrieve(queries, keys, values, beta=beta) with finite checks folded in: (out, lse, argmax), or None\n"
         "when a query, out or lse holds a NaN/Inf (the caller's slower path then names the cause).");
-  m.def("all_finite", &allFiniteArrays, "all_finite(*arrays): True when no float32 array (any shape) holds a NaN or an Inf.");
+  m.def("all_finite", &allFiniteArrays,
+        "all_finite(*arrays): True when no float32 array (any shape) holds a NaN or an Inf.");
   m.def("all_finite_at", &allFiniteAt,
         "all_finite_at(address, count, ...): all_finite over contiguous float32 buffers given by address and\n"
         "element count (a tensor's data_ptr() and numel(); the caller keeps it alive).");
+  m.def("retrieve_checked_at", &retrieveCheckedAt, py::arg("queries"), py::arg("batch"), py::arg("d"),
+        py::arg("keys"), py::arg("n"), py::arg("values"), py::arg("dv"), py::arg("beta"), py::arg("out"),
+        py::arg("lse"), py::arg("argmax"),
+        "retrieve_checked_at(queries, batch, d, keys, n, values, dv, beta, out, lse, argmax): retrieve_checked on\n"
+        "contiguous float32 buffers given by address (values 0: the keys; lse, argmax 0: not wanted), writing\n"
+        "out [B, dv], lse [B] and argmax [B] int64. False when a query, out or lse holds a NaN/Inf.");
   m.def("merge_parts_at", &mergePartsAt, py::arg("part_out"), py::arg("part_lse"), py::arg("parts"),
         py::arg("batch"), py::arg("dv"), py::arg("queries"), py::arg("d"), py::arg("beta"), py::arg("rest"),
         py::arg("rest_keys"), py::arg("key_stride"), py::arg("rest_values"), py::arg("value_stride"),

@@ -28,13 +28,17 @@ from torch import Tensor
 
 from mnemonix import _checks
 from mnemonix.backends import hopfield as hb
-from mnemonix.backends import no_grad_wanted, no_mode, numpy_view, plain_cpu_tensor
+from mnemonix.backends import no_grad_wanted, no_mode, numpy_view
 
 _F32 = torch.float32
+_TENSOR = torch.Tensor
+_STRIDED = torch.strided
 
 
 def _plain_f32_matrix(t: object) -> bool:
-    return plain_cpu_tensor(t, 2, _F32)
+    """:func:`mnemonix.backends.plain_cpu_tensor` (2-D float32), written out: the fast path runs
+    it for every operand of every call."""
+    return type(t) is _TENSOR and t.dtype is _F32 and t.dim() == 2 and t.is_cpu and t.layout is _STRIDED
 
 
 def _shapes_fit(queries: Tensor, keys: Tensor, values: Tensor | None) -> bool:
@@ -64,18 +68,16 @@ def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: objec
     kernel, the blocked GEMM path or torch's flash kernel), or a forced ``"cpp"``, ``"gemm"`` or
     ``"sdpa"``. ``lse`` / ``argmax`` are None unless wanted.
     """
-    if not no_mode():
-        return None
     if backend is not None and (type(backend) is not str or backend not in _KERNELS):
         return None  # another backend, or not a name: the general path (its error names the argument)
-    if type(beta) is not float and type(beta) is not int:
-        return None  # bool, numpy scalars, tensors: the general path's checks
+    if (type(beta) is not float and type(beta) is not int) or not 0.0 < beta <= _checks.FLOAT32_MAX:
+        return None  # bool, numpy scalars, tensors, NaN (fails the comparison): the general path's checks
     if not (_plain_f32_matrix(queries) and _plain_f32_matrix(keys)
-            and (values is None or _plain_f32_matrix(values))):
+            and (values is None or _plain_f32_matrix(values))) or not no_mode():
         return None
     q, k, v = queries, keys, values  # type: ignore[assignment]
-    if not _shapes_fit(q, k, v) or not 0.0 < beta <= _checks.FLOAT32_MAX or not no_grad_wanted((q, k, v)):
-        return None  # (a NaN beta fails the comparison)
+    if not _shapes_fit(q, k, v) or not no_grad_wanted((q, k, v)):
+        return None
     name = backend if backend is not None else order(q.shape[0], k)[0]
     if name == "cpp":
         return _cpp(q, k, v, float(beta), want_lse, want_argmax)
@@ -93,7 +95,24 @@ def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, wa
     core = hb._core_retrieval()
     if core is None:
         return None
-    # the finite checks run in the kernel's call (queries before, out and lse after): None if any fails
+    if not (q.is_contiguous() and k.is_contiguous() and (v is None or v.is_contiguous())):
+        return _cpp_strided(core, q, k, v, beta, want_lse, want_argmax)
+    # contiguous operands go by address (numpy views cost ~1 us each, several after a kernel that
+    # evicted the caches); the finite checks run in the call (queries before, out and lse after)
+    (b, d), n = q.shape, k.shape[0]
+    dv = d if v is None else v.shape[1]
+    out = q.new_empty(b, dv)  # q's dtype (float32), not the default dtype; positional sizes: ~0.5 us less
+    lse = q.new_empty(b) if want_lse else None
+    arg = torch.empty((b,), dtype=torch.int64) if want_argmax else None
+    if not core.retrieve_checked_at(q.data_ptr(), b, d, k.data_ptr(), n, 0 if v is None else v.data_ptr(), dv, beta,
+                                    out.data_ptr(), 0 if lse is None else lse.data_ptr(),
+                                    0 if arg is None else arg.data_ptr()):
+        return None
+    return out, lse, arg
+
+
+def _cpp_strided(core, q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, want_argmax: bool):
+    # numpy views: the binding makes strided operands contiguous, once
     found = core.retrieve_checked(numpy_view(q), numpy_view(k), None if v is None else numpy_view(v), beta=beta)
     if found is None:
         return None

@@ -110,14 +110,15 @@ def cpu_forward_order(b: int, keys: torch.Tensor) -> tuple[str, ...]:
     (of one group): the C++ kernel while the batch is small for the store (memory-bound), then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, or for
     very wide d, then torch's flash kernel. Later names are the fallbacks when one cannot run.
-    Memoised per shape under the current thresholds (:func:`mnemonix.calibration.thresholds_memo`):
+    Memoised per shape under the current thresholds (:func:`mnemonix.calibration.policy_memo`):
     this runs on every call."""
-    n, d = keys.shape[-2:]
-    limits, memo = calibration.thresholds_memo("hopfield_retrieve", "cpu")
-    shape = (b, n, d, keys.element_size())
+    memo = calibration.policy_memo("hopfield_retrieve", "cpu")
+    shape = (b, *keys.shape[-2:], keys.element_size())
     order = memo.get(shape)
     if order is None:
-        order = memo[shape] = _cpu_forward_order(b, keys, limits)
+        if len(memo) >= calibration.MEMO_MAX:
+            memo.clear()
+        order = memo[shape] = _cpu_forward_order(b, keys, calibration.thresholds("hopfield_retrieve", "cpu"))
     return order
 
 
