@@ -91,12 +91,15 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
         # 0.76 at N = 1e3, d = 32, which cpp_max_work keeps), narrow keys too (d = 32, B = 16:
         # 0.63-0.82; B = 64 lost from N = 1e4)
         "salience_topk": {"cpp_max_batch": 16, "cpp_max_work": 1 << 21, "cpp_max_batch_narrow": 16},
-        # hopfield: on stores that stream, B x d <= 2,048 (N = 1e4, d = 1,024, B = 4: cpp 2.51 ms
-        # against flash 1.84; d = 128, B = 32: 1.22 against GEMM 1.04); on cache-sized ones
-        # B x d <= 2,048 with no batch always allowed, up to B = 32 on few rows (N = 1e3: d = 1,024,
-        # B = 4: 0.302 against 0.221; d = 32, B = 64: 0.092 against 0.073)
-        "hopfield_retrieve": {"cpp_large_store_max_dims": 2048, "cpp_small_store_max_dims": 2048,
-                              "cpp_small_store_min_batch": 0, "cpp_max_batch_few_rows": 32},
+        # hopfield, refit once the flash kernel took small batches over key parts (split-K): on
+        # stores that stream, B x d <= 256 (N = 1e4, d = 128, B = 4: cpp 0.406 ms against flash
+        # 0.355; N = 1e5, d = 32, B = 8: 1.75 against 1.20), narrow keys up to B = 4 (N = 1e4,
+        # d = 32, B = 8: 0.187 against 0.145); on cache-sized ones B x d <= 2,048 with no batch
+        # always allowed, up to B = 32 on few rows (N = 1e3: d = 1,024, B = 4: 0.393 against
+        # 0.350; d = 32, B = 32: 0.069 against 0.082)
+        "hopfield_retrieve": {"cpp_large_store_max_dims": 256, "cpp_max_batch_narrow": 4,
+                              "cpp_small_store_max_dims": 2048, "cpp_small_store_min_batch": 0,
+                              "cpp_max_batch_few_rows": 32},
     }),
 )
 
