@@ -89,18 +89,18 @@ def test_fast_path_declines_what_it_does_not_recognise(case):
     q, k = torch.randn(2, 8), torch.randn(20, 8)
     args = dict(queries=q, keys=k, values=None, beta=0.5, backend=None, want_argmax=False) | _declined_cases()[case]
     assert fast.cpu_fast_retrieve(args["queries"], args["keys"], args["values"], args["beta"], args["backend"],
-                                  op_module.cpu_forward_order, True, args["want_argmax"]) is None
+                                  op_module.cpu_forward_order_at, True, args["want_argmax"]) is None
 
 
 def test_fast_path_takes_a_forced_kernel_at_any_batch_and_grad_free_calls():
     k = torch.randn(20, 8)
     wide = torch.randn(70, 8)
     for forced in ("cpp", "sdpa", "gemm"):
-        assert fast.cpu_fast_retrieve(wide, k, None, 0.5, forced, op_module.cpu_forward_order) is not None
-        assert fast.cpu_fast_retrieve(wide[:1], k, None, 0.5, forced, op_module.cpu_forward_order) is not None
+        assert fast.cpu_fast_retrieve(wide, k, None, 0.5, forced, op_module.cpu_forward_order_at) is not None
+        assert fast.cpu_fast_retrieve(wide[:1], k, None, 0.5, forced, op_module.cpu_forward_order_at) is not None
     with torch.no_grad():  # requires_grad but no grad wanted: the kernel's result, nothing to differentiate
         assert fast.cpu_fast_retrieve(wide[:2], k.requires_grad_(), None, 0.5, None,
-                                        op_module.cpu_forward_order) is not None
+                                      op_module.cpu_forward_order_at) is not None
 
 
 def test_fast_path_is_off_under_the_fake_cuda_device():
@@ -108,7 +108,7 @@ def test_fast_path_is_off_under_the_fake_cuda_device():
 
     q, k = torch.randn(2, 8), torch.randn(20, 8)
     with fake_cuda():
-        assert fast.cpu_fast_retrieve(q, k, None, 0.5, None, op_module.cpu_forward_order) is None
+        assert fast.cpu_fast_retrieve(q, k, None, 0.5, None, op_module.cpu_forward_order_at) is None
 
 
 @pytest.mark.parametrize("case", ["NaN query", "Inf key", "NaN value", "logits beyond float32", "NaN beta",
@@ -159,7 +159,7 @@ def test_any_non_finite_operand_sends_every_kernel_to_the_general_path(backend, 
     # the checks run after the kernels (the GEMM path reads only out and lse): every bad operand must show
     args = _with_bad_value(where, bad, b, n, d, seed, data)
     found = fast.cpu_fast_retrieve(args["queries"], args["keys"], args["values"], 0.5, backend,
-                                   op_module.cpu_forward_order, True, False)
+                                   op_module.cpu_forward_order_at, True, False)
     assert found is None
 
 

@@ -111,13 +111,29 @@ def test_the_sdpa_backend_splits_one_group_and_not_groups_or_masks():
     q, k = torch.randn(4, 16), torch.randn(301, 16)  # 301: one rest row
     with torch.no_grad():
         got, lse = ops.hopfield_retrieve(q, k, beta=0.7, backend="sdpa", return_lse=True)
-    parts = hb.flash_splits(q, k, None, None)
+    g = q[None, None], k[None, None]  # the canonical layout the backend sees
+    parts = hb.flash_splits(*g, None, None)
     assert parts == hb.flash_key_parts(4, 301, torch.get_num_threads())
     if parts > 1:
         out, want_lse, _ = hb.flash_split(q, k, None, 0.7, parts)
         assert torch.equal(got, out) and torch.equal(lse, want_lse)  # the general path's call is the split
-    assert hb.flash_splits(q[None, None].expand(2, 1, 4, 16), k, None, None) == 1  # groups: tasks already
-    assert hb.flash_splits(q, k, None, torch.zeros(1, 1, 1, 301)) == 1  # a mask
-    assert hb.flash_splits(q.double(), k.double(), None, None) == 1
-    assert hb.flash_splits(q, torch.randn(16, 301).T, None, None) == 1  # a column stride
-    assert hb.flash_splits(torch.randn(16, 4).T, k, None, None) == 1  # queries not contiguous
+    assert hb.flash_splits(g[0].expand(2, 1, 4, 16), g[1], None, None) == 1  # groups: tasks already
+    assert hb.flash_splits(*g, None, torch.zeros(1, 1, 1, 301)) == 1  # a mask
+    assert hb.flash_splits(g[0].double(), g[1].double(), None, None) == 1
+    assert hb.flash_splits(g[0], torch.randn(16, 301).T[None, None], None, None) == 1  # a column stride
+    assert hb.flash_splits(torch.randn(16, 4).T[None, None], g[1], None, None) == 1  # queries not contiguous
+
+
+def test_one_part_goes_through_the_merge_only_for_small_outputs():
+    q, k = torch.randn(300, 16), torch.randn(3000, 16)
+    threads = torch.get_num_threads()
+    if hb.flash_key_parts(300, 3000, threads) == 1:  # 5 blocks of 64 queries: one part unless threads > 2
+        assert hb.flash_parts(q, k, None, 300, 3000, 16) == 1  # 4,800 values: the copy is cheaper than a view
+    wide = torch.randn(300, 1024)
+    if hb.flash_key_parts(300, 3000, threads) == 1:
+        assert hb.flash_parts(wide, torch.randn(3000, 1024), None, 300, 3000, 1024) == 0  # 307,200 values
+    out, lse, finite = hb.flash_split(q, k, None, 0.5, 1)
+    want_out, want_lse = _reference(q, k, None, 0.5)
+    assert finite is True
+    torch.testing.assert_close(out, want_out.float(), atol=3e-5, rtol=3e-5)
+    torch.testing.assert_close(lse, want_lse.float(), atol=3e-5, rtol=3e-5)

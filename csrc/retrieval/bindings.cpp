@@ -207,26 +207,32 @@ bool allFiniteAt(const py::args& pairs) {
   return allSpansFinite(spans);
 }
 
-// The flash kernel's results over P key parts merged in place into part 0 (merge_parts.hpp), and
-// whether the queries and the merged out and lse are all finite (the fast path's checks: the
-// flash kernel turns a NaN query into out = 0). Addresses of contiguous float32 buffers the
-// caller keeps alive; the rest rows are `rest` rows of `key_stride` / `value_stride` floats.
+// The flash kernel's results over P key parts merged (merge_parts.hpp) into out [B, dv] and
+// lse [B] (address 0: in place into part 0), and whether the queries and the merged out and lse
+// are all finite (the fast path's checks: the flash kernel turns a NaN query into out = 0).
+// Addresses of contiguous float32 buffers the caller keeps alive; the rest rows are `rest`
+// rows of `key_stride` / `value_stride` floats.
 constexpr const char* kMerge = "merge_parts_at";
 
 bool mergePartsAt(const py::handle& partOut, const py::handle& partLse, size_t parts, size_t batch, size_t dv,
                   const py::handle& queries, size_t d, double beta, size_t rest, const py::handle& restKeys,
-                  size_t keyStride, const py::handle& restValues, size_t valueStride) {
+                  size_t keyStride, const py::handle& restValues, size_t valueStride, const py::handle& out,
+                  const py::handle& lse) {
   if (parts == 0) throw std::invalid_argument("merge_parts_at: parts must be >= 1");
-  float* out = const_cast<float*>(floatsAt(partOut, parts * batch * dv, "part_out", kMerge));
-  float* lse = const_cast<float*>(floatsAt(partLse, parts * batch, "part_lse", kMerge));
+  const float* pOut = floatsAt(partOut, parts * batch * dv, "part_out", kMerge);
+  const float* pLse = floatsAt(partLse, parts * batch, "part_lse", kMerge);
   const float* q = floatsAt(queries, batch * d, "queries", kMerge);
   const float* k = floatsAt(restKeys, rest * d, "rest_keys", kMerge);
   const float* v = floatsAt(restValues, rest * dv, "rest_values", kMerge);
-  const PartsToMerge m{out, lse, parts, batch, dv, q, d, k, v, rest, keyStride, valueStride, static_cast<float>(beta),
-                       out, lse};
+  auto* o = const_cast<float*>(floatsAt(out, 0, "out", kMerge));
+  auto* l = const_cast<float*>(floatsAt(lse, 0, "lse", kMerge));
+  o = o ? o : const_cast<float*>(pOut);  // in place: part 0 (the buffers are the caller's)
+  l = l ? l : const_cast<float*>(pLse);
+  const PartsToMerge m{pOut, pLse, parts, batch, dv, q, d, k, v, rest, keyStride, valueStride,
+                       static_cast<float>(beta), o, l};
   py::gil_scoped_release release;
   mergeParts(m);
-  return allFinite(m.queries, batch * d) && allFinite(lse, batch) && allFinite(out, batch * dv);
+  return allFinite(q, batch * d) && allFinite(l, batch) && allFinite(o, batch * dv);
 }
 
 int maxThreads() {
@@ -262,10 +268,12 @@ void bind(py::module_& m) {
   m.def("merge_parts_at", &mergePartsAt, py::arg("part_out"), py::arg("part_lse"), py::arg("parts"),
         py::arg("batch"), py::arg("dv"), py::arg("queries"), py::arg("d"), py::arg("beta"), py::arg("rest"),
         py::arg("rest_keys"), py::arg("key_stride"), py::arg("rest_values"), py::arg("value_stride"),
+        py::arg("out") = 0, py::arg("lse") = 0,
         "merge_parts_at(part_out, part_lse, parts, batch, dv, queries, d, beta, rest, rest_keys, key_stride,\n"
-        "rest_values, value_stride): the flash kernel's out [P, B, dv] and lse [P, B] over P key parts, plus\n"
-        "`rest` rows scored here, merged exactly into part 0 (addresses of float32 buffers the caller keeps\n"
-        "alive). True when the queries [B, d] and the merged out and lse are all finite.");
+        "rest_values, value_stride, out=0, lse=0): the flash kernel's out [P, B, dv] and lse [P, B] over P key\n"
+        "parts, plus `rest` rows scored here, merged exactly into out [B, dv] and lse [B] (0: into part 0;\n"
+        "addresses of float32 buffers the caller keeps alive). True when the queries [B, d] and the merged\n"
+        "out and lse are all finite.");
   m.def("max_threads", &maxThreads, "Threads OpenMP would use by default.");
 }
 

@@ -35,6 +35,7 @@ declared at the bottom as data; which one is fastest is the op's speed policy
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -266,34 +267,71 @@ def flash_key_parts(b: int, n: int, threads: int) -> int:
     return max(1, min(threads // math.gcd(tasks, threads), n // FLASH_MIN_PART_ROWS))
 
 
-def flash_split(q, k, v, beta: float, parts: int):
-    """``(out [B, dv], lse [B], finite)`` of one group by the flash kernel over ``parts`` parts
-    of the keys (the first P x (N // P) rows, one strided view; the few rows left are scored in
-    the merge). q [B, d] contiguous, k [N, d] and v [N, dv] | None with unit column strides,
-    float32. ``finite``: the queries, out and lse hold no NaN/Inf (the fast path's check)."""
-    (b, d), (n, _), vv = q.shape, k.shape, k if v is None else v
-    rows, dv, ks, vs = n // parts, vv.shape[1], k.stride(0), vv.stride(0)
+def flash_split(q, k, v, beta: float, parts: int, want_lse: bool = True,
+                dims: tuple[int, int, int, int] | None = None):
+    """``(out [B, dv], lse [B] | None, finite)`` of one group by the flash kernel over ``parts``
+    parts of the keys (the first P x (N // P) rows, one strided view; the few rows left are
+    scored in the merge), merged into buffers of their own. q [B, d] contiguous, k [N, d] and
+    v [N, dv] | None with unit column strides, float32 (:func:`flash_parts`); ``dims``: their
+    (B, d, N, dv) when the caller has them. ``finite``: the queries, out and lse hold no NaN/Inf
+    (the fast path's check)."""
+    vv = k if v is None else v
+    b, d, n, dv = dims if dims is not None else (*q.shape, k.shape[0], vv.shape[1])
+    rows, ks, vs = n // parts, k.stride(0), vv.stride(0)
     kp = k.as_strided((parts, 1, rows, d), (rows * ks, 0, ks, 1))
     vp = kp if v is None else v.as_strided((parts, 1, rows, dv), (rows * vs, 0, vs, 1))
-    out, lse = _SDPA_KERNEL(q.as_strided((parts, 1, b, d), (0, 0, d, 1)), kp, vp, 0.0, False, attn_mask=None,
-                            scale=beta)
-    if not (out.is_contiguous() and lse.is_contiguous()):  # the merge reads [P, B, dv] and [P, B]
-        out, lse = out.contiguous(), lse.contiguous()
-    done, rest = parts * rows, n - parts * rows
-    finite = _core_retrieval().merge_parts_at(out.data_ptr(), lse.data_ptr(), parts, b, dv, q.data_ptr(), d, beta,
-                                              rest, k.data_ptr() + 4 * done * ks, ks,
-                                              vv.data_ptr() + 4 * done * vs, vs)
-    return out[0, 0], lse[0, 0], finite
+    qp = q.as_strided((parts, 1, b, d), (0, 0, d, 1))
+    # the results' buffers are made before the kernel: after it (its GEMMs evict the caches) the
+    # first tensor made cost ~15 us (N = 1e3, d = 1,024), torch's code for it read back from L3
+    out = q.new_empty(b, dv)
+    lse = q.new_empty(b) if want_lse else None
+    part_out, part_lse = _SDPA_KERNEL(qp, kp, vp, 0.0, False, attn_mask=None, scale=beta)
+    done = parts * rows
+    finite = _core_retrieval().merge_parts_at(
+        part_out.data_ptr(), part_lse.data_ptr(), parts, b, dv, q.data_ptr(), d, beta, n - done,
+        k.data_ptr() + 4 * done * ks, ks, vv.data_ptr() + 4 * done * vs, vs, out.data_ptr(),
+        0 if lse is None else lse.data_ptr())
+    return out, lse, finite
+
+
+# One part goes through the merge too (a copy of out) while out holds at most this many values:
+# the copy costs less than the view of the kernel's result it replaces (made after the kernel,
+# ~15 us); past it the copy is the larger cost.
+FLASH_MERGE_MAX_VALUES = 1 << 16
+
+
+def flash_parts(q, k, v, b: int, n: int, dv: int) -> int:
+    """How :func:`flash_split` runs one group of B queries (q [B, d], k [N, d], v [N, dv] |
+    None, float32): its key parts (:func:`flash_key_parts`; 1 for a small batch whose out the
+    merge copies), or 0 where it cannot or should not: no C++ merge, queries not contiguous,
+    keys or values with a column stride, a kernel whose results are not laid out as the merge
+    reads them, or one part with more than :data:`FLASH_MERGE_MAX_VALUES` values of out."""
+    if (_core_retrieval() is None or not q.is_contiguous() or k.stride(-1) != 1
+            or (v is not None and v.stride(-1) != 1) or not _flash_results_contiguous()):
+        return 0
+    parts = flash_key_parts(b, n, torch.get_num_threads())
+    return parts if parts > 1 or b * dv <= FLASH_MERGE_MAX_VALUES else 0
 
 
 def flash_splits(q, k, v, mask) -> int:
-    """Key parts for the flash kernel on one group (:func:`flash_key_parts`), or 1 where the
-    split does not apply: a mask, groups, not float32 or the C++ merge missing, or operands the
-    strided views cannot take (queries not contiguous, keys or values with a column stride)."""
-    if (mask is not None or q.dtype != torch.float32 or q.shape[:-2].numel() != 1 or _core_retrieval() is None
-            or not q.is_contiguous() or k.stride(-1) != 1 or (v is not None and v.stride(-1) != 1)):
+    """Key parts for the general path's flash call on canonical operands: :func:`flash_parts`
+    for one group without a mask in float32, else 1 (the kernel as is)."""
+    if mask is not None or q.dtype != torch.float32 or q.shape[:-2].numel() != 1:
         return 1
-    return flash_key_parts(q.shape[-2], k.shape[-2], torch.get_num_threads())
+    b, n, dv = q.shape[-2], k.shape[-2], (k if v is None else v).shape[-1]
+    return max(1, flash_parts(q[0, 0], k[0, 0], None if v is None else v[0, 0], b, n, dv))
+
+
+@functools.cache
+def _flash_results_contiguous() -> bool:
+    """Whether the flash kernel returns out [P, 1, B, dv] and lse [P, 1, B] contiguous, as the
+    merge reads them (it allocates them so; probed once on a tiny problem)."""
+    if _SDPA_KERNEL is None:
+        return False
+    q, k = torch.ones(1, 3, 4), torch.ones(5, 4)
+    out, lse = _SDPA_KERNEL(q.expand(2, 1, 3, 4), k.expand(2, 1, 5, 4), k.expand(2, 1, 5, 4), 0.0, False,
+                            attn_mask=None, scale=1.0)
+    return out.is_contiguous() and lse.is_contiguous()
 
 
 def _sdpa_backward_kernel():

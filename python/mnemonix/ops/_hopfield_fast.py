@@ -41,14 +41,6 @@ def _plain_f32_matrix(t: object) -> bool:
     return type(t) is _TENSOR and t.dtype is _F32 and t.dim() == 2 and t.is_cpu and t.layout is _STRIDED
 
 
-def _shapes_fit(queries: Tensor, keys: Tensor, values: Tensor | None) -> bool:
-    b, d = queries.shape
-    n, dk = keys.shape
-    if b == 0 or n == 0 or d == 0 or dk != d:
-        return False  # the general path handles (or refuses) empty and mismatched operands
-    return values is None or (values.shape[0] == n and values.shape[1] > 0)
-
-
 def defaults_only(mask: object, bias: object, association_mask: object, update_steps: object, eps: object,
                   batch_invariant: object, allow_tf32: object) -> bool:
     """True when the call's other arguments are their defaults (any valid ``eps``): the fast path's case."""
@@ -58,13 +50,13 @@ def defaults_only(mask: object, bias: object, association_mask: object, update_s
 
 
 def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: object, backend: object,
-                      order: Callable[[int, Tensor], tuple[str, ...]], want_lse: bool = False,
+                      order: Callable[[int, int, int, int], tuple[str, ...]], want_lse: bool = False,
                       want_argmax: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
     """``(out [B, dv], lse [B], argmax [B])`` from the kernel the policy picks, or None: take the
     general path.
 
-    ``order(B, keys)`` is the speed policy's CPU order without a gradient
-    (:func:`mnemonix.ops.hopfield.cpu_forward_order`); its first backend runs here (the C++
+    ``order(B, N, d, itemsize)`` is the speed policy's CPU order without a gradient
+    (:func:`mnemonix.ops.hopfield.cpu_forward_order_at`); its first backend runs here (the C++
     kernel, the blocked GEMM path or torch's flash kernel), or a forced ``"cpp"``, ``"gemm"`` or
     ``"sdpa"``. ``lse`` / ``argmax`` are None unless wanted.
     """
@@ -76,22 +68,25 @@ def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: objec
             and (values is None or _plain_f32_matrix(values))) or not no_mode():
         return None
     q, k, v = queries, keys, values  # type: ignore[assignment]
-    if not _shapes_fit(q, k, v) or not no_grad_wanted((q, k, v)):
-        return None
-    name = backend if backend is not None else order(q.shape[0], k)[0]
+    (b, d), (n, dk) = q.shape, k.shape  # read once: after a kernel that evicted the caches each read costs ~1 us
+    nv, dv = (n, d) if v is None else v.shape
+    if b == 0 or n == 0 or d == 0 or dk != d or nv != n or dv == 0 or not no_grad_wanted((q, k, v)):
+        return None  # the general path handles (or refuses) empty and mismatched operands
+    name = backend if backend is not None else order(b, n, d, 4)[0]
     if name == "cpp":
-        return _cpp(q, k, v, float(beta), want_lse, want_argmax)
+        return _cpp(q, k, v, float(beta), (b, d, n, dv), want_lse, want_argmax)
     if name == "gemm":
         return _gemm(q, k, v, float(beta), want_lse, want_argmax)
-    if name != "sdpa" or want_argmax or (v is not None and v.shape[1] != k.shape[1]):
+    if name != "sdpa" or want_argmax or dv != d:
         return None  # the flash kernel has no argmax and needs dv == d: the general path's choice
-    return _flash(q, k, v, float(beta), want_lse)
+    return _flash(q, k, v, float(beta), (b, d, n, dv), want_lse)
 
 
 _KERNELS = frozenset({"cpp", "gemm", "sdpa"})
 
 
-def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, want_argmax: bool):
+def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, int, int, int], want_lse: bool,
+         want_argmax: bool):
     core = hb._core_retrieval()
     if core is None:
         return None
@@ -99,8 +94,7 @@ def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, wa
         return _cpp_strided(core, q, k, v, beta, want_lse, want_argmax)
     # contiguous operands go by address (numpy views cost ~1 us each, several after a kernel that
     # evicted the caches); the finite checks run in the call (queries before, out and lse after)
-    (b, d), n = q.shape, k.shape[0]
-    dv = d if v is None else v.shape[1]
+    b, d, n, dv = dims
     out = q.new_empty(b, dv)  # q's dtype (float32), not the default dtype; positional sizes: ~0.5 us less
     lse = q.new_empty(b) if want_lse else None
     arg = torch.empty((b,), dtype=torch.int64) if want_argmax else None
@@ -149,17 +143,17 @@ def _gemm(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, w
     return out, lse, arg
 
 
-def _flash(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool):
-    kernel = hb._sdpa_kernel()
+def _flash(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, int, int, int], want_lse: bool):
+    kernel = hb._SDPA_KERNEL
     if kernel is None:
         return None
-    parts = hb.flash_splits(q, k, v, None)
-    if parts > 1:  # the keys in parts fill the cores; the merge checks queries, out and lse
-        out, lse, finite = hb.flash_split(q, k, v, beta, parts)
+    b, d, n, dv = dims
+    parts = hb.flash_parts(q, k, v, b, n, dv)
+    if parts:  # the keys in parts fill the cores; the merge checks queries, out and lse
+        out, lse, finite = hb.flash_split(q, k, v, beta, parts, want_lse, dims)
         if not finite or (v is not None and not _finite(k)):
             return None
-        return out, lse if want_lse else None, None
-    (b, d), (n, dv) = q.shape, (k if v is None else v).shape
+        return out, lse, None
     k4 = k.view(1, 1, n, d)
     out, lse = kernel(q.view(1, 1, b, d), k4, k4 if v is None else v.view(1, 1, n, dv), 0.0, False, attn_mask=None,
                       scale=beta)

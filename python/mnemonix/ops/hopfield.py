@@ -88,12 +88,12 @@ def cpp_max_batch(keys: torch.Tensor) -> int:
     Once the keys stream from memory: ``cpp_max_batch_narrow`` for narrow keys, else
     ``cpp_max_batch_large_store`` (one read serves the whole batch) while B x d <=
     ``cpp_large_store_max_dims``, and always B = 1."""
-    return _cpp_max_batch(keys, calibration.thresholds("hopfield_retrieve", "cpu"))  # the kernel is CPU-only
+    n, d = keys.shape[-2:]  # the kernel is CPU-only
+    return _cpp_max_batch(n, d, keys.element_size(), calibration.thresholds("hopfield_retrieve", "cpu"))
 
 
-def _cpp_max_batch(keys: torch.Tensor, limits: dict[str, int]) -> int:
-    n, d = keys.shape[-2:]
-    cached = n * d * keys.element_size() < limits["cpp_large_store_bytes"]
+def _cpp_max_batch(n: int, d: int, itemsize: int, limits: dict[str, int]) -> int:
+    cached = n * d * itemsize < limits["cpp_large_store_bytes"]
     if cached and n < limits["cpp_few_rows"] and d >= limits["cpp_few_rows_min_dim"]:
         most = limits["cpp_max_batch_few_rows"]
     elif d <= limits["narrow_dim"]:
@@ -109,23 +109,28 @@ def cpu_forward_order(b: int, keys: torch.Tensor) -> tuple[str, ...]:
     """CPU backends without a gradient, fastest first, for B queries per group over ``keys``
     (of one group): the C++ kernel while the batch is small for the store (memory-bound), then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, or for
-    very wide d, then torch's flash kernel. Later names are the fallbacks when one cannot run.
-    Memoised per shape under the current thresholds (:func:`mnemonix.calibration.policy_memo`):
-    this runs on every call."""
+    very wide d, then torch's flash kernel. Later names are the fallbacks when one cannot run."""
+    n, d = keys.shape[-2:]
+    return cpu_forward_order_at(b, n, d, keys.element_size())
+
+
+def cpu_forward_order_at(b: int, n: int, d: int, itemsize: int) -> tuple[str, ...]:
+    """:func:`cpu_forward_order` for keys of N rows of d elements of ``itemsize`` bytes (what
+    the fast path knows without reading the tensor again). Memoised per shape under the current
+    thresholds (:func:`mnemonix.calibration.policy_memo`): this runs on every call."""
     memo = calibration.policy_memo("hopfield_retrieve", "cpu")
-    shape = (b, *keys.shape[-2:], keys.element_size())
+    shape = (b, n, d, itemsize)
     order = memo.get(shape)
     if order is None:
         if len(memo) >= calibration.MEMO_MAX:
             memo.clear()
-        order = memo[shape] = _cpu_forward_order(b, keys, calibration.thresholds("hopfield_retrieve", "cpu"))
+        order = memo[shape] = _cpu_forward_order(b, n, d, itemsize, calibration.thresholds("hopfield_retrieve", "cpu"))
     return order
 
 
-def _cpu_forward_order(b: int, keys: torch.Tensor, limits: dict[str, int]) -> tuple[str, ...]:
-    if b <= _cpp_max_batch(keys, limits):
+def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, int]) -> tuple[str, ...]:
+    if b <= _cpp_max_batch(n, d, itemsize, limits):
         return ("cpp", "gemm", "sdpa", "torch")
-    n, d = keys.shape[-2:]
     narrow_moderate = d <= limits["narrow_dim"] and b <= limits["gemm_max_batch"] and b * n <= limits["gemm_max_scores"]
     if narrow_moderate or d >= limits["gemm_min_dim"]:
         return ("gemm", "sdpa", "torch")
@@ -217,7 +222,7 @@ def hopfield_retrieve(
     skipped: they would need the data on the host. See docs/hopfield.md.
     """
     if _fast.defaults_only(mask, bias, association_mask, update_steps, eps, batch_invariant, allow_tf32):
-        fast = _fast.cpu_fast_retrieve(queries, keys, values, beta, backend, cpu_forward_order, return_lse,
+        fast = _fast.cpu_fast_retrieve(queries, keys, values, beta, backend, cpu_forward_order_at, return_lse,
                                          return_argmax)
         if fast is not None:
             return _returned(fast, return_lse, return_argmax)
