@@ -248,3 +248,16 @@ def test_the_variable_is_read_on_every_call(monkeypatch):
     monkeypatch.setattr(calibration, "_ENVIRON_DATA", None)  # not CPython's os._Environ: the plain get
     monkeypatch.setenv(calibration.ENV, "default")
     assert calibration._env() == "default"
+
+
+def test_wide_keys_go_to_the_gemm_path_only_where_the_rule_is_set(clean, monkeypatch):
+    keys = torch.empty(1000, 1024)
+    assert hops.cpu_forward_order(64, keys)[0] == "sdpa"  # the defaults: no wide-key rule
+    path = clean / "cal.json"
+    path.write_text(json.dumps(_doc(gemm_wide_min_dim=1024, gemm_wide_min_batch=64, gemm_max_scores=500_000)))
+    monkeypatch.setenv(calibration.ENV, str(path))
+    assert hops.cpu_forward_order(64, keys)[0] == "gemm"
+    assert hops.cpu_forward_order(500, keys)[0] == "gemm"  # B x N = 500,000: at the cap
+    assert hops.cpu_forward_order(501, keys)[0] == "sdpa"  # past it: the flash kernel
+    assert hops.cpu_forward_order(63, keys)[0] == "sdpa"  # below the batch: the flash kernel (split)
+    assert hops.cpu_forward_order(64, torch.empty(1000, 512))[0] == "sdpa"  # narrower keys

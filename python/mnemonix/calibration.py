@@ -58,7 +58,10 @@ VERSION = 1
 # kernel (sdpa), except the blocked GEMM path once d >= 4,096 (GEMM-bound) and for narrow keys
 # up to gemm_max_batch while B x N <= gemm_max_scores (no batch today: the C++ kernel covers
 # them). No B x d cap on stores that stream (cpp_large_store_max_dims: above every batch that
-# cpp_max_batch_large_store allows; the Xeon profile sets one).
+# cpp_max_batch_large_store allows; the Xeon profile sets one), and no wide-key GEMM rule
+# (gemm_wide_min_dim above every d: on this CPU the flash kernel led at d = 1,024, B >= 64).
+# These EPYC values predate the flash kernel over key parts (split-K), which makes it faster at
+# small batches: its crossovers with the C++ kernel are unmeasured there (bench/NOTES.md).
 # salience_topk: the exact C++ recall up to B = 64 at any N (it splits the keys over the
 # threads when B is small or the keys outgrow the caches), up to B = 256 for keys of d <= 32
 # (B = 256: 0.46-0.67x the GEMM-fed recall's time at N = 1e4..1e6, 0.83-1.11x at N = 1e3;
@@ -73,7 +76,8 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "cpp_max_batch_few_rows": 256,
                               "cpp_large_store_bytes": 4 << 20, "cpp_large_store_max_dims": 1 << 20,
                               "narrow_dim": 48, "gemm_max_batch": 32,
-                              "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096},
+                              "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096,
+                              "gemm_wide_min_dim": 1 << 20, "gemm_wide_min_batch": 64},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
                           "cpp_max_batch_narrow": 256},
     },
@@ -97,9 +101,12 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
         # d = 32, B = 8: 0.187 against 0.145); on cache-sized ones B x d <= 2,048 with no batch
         # always allowed, up to B = 32 on few rows (N = 1e3: d = 1,024, B = 4: 0.393 against
         # 0.350; d = 32, B = 32: 0.069 against 0.082)
+        # and the GEMM path for keys of d >= 1,024 from B = 64 while B x N <= gemm_max_scores,
+        # where the flash kernel runs unsplit (N = 1e3, d = 1,024, B = 64: 1.48 ms against 1.59;
+        # B = 256: 4.80 against 4.98; B = 32, split: 0.893 against GEMM 1.03)
         "hopfield_retrieve": {"cpp_large_store_max_dims": 256, "cpp_max_batch_narrow": 4,
                               "cpp_small_store_max_dims": 2048, "cpp_small_store_min_batch": 0,
-                              "cpp_max_batch_few_rows": 32},
+                              "cpp_max_batch_few_rows": 32, "gemm_wide_min_dim": 1024},
     }),
 )
 
