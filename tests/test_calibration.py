@@ -49,7 +49,8 @@ def test_defaults_without_a_file(clean):
     assert (cpu["cpp_few_rows"], cpu["cpp_few_rows_min_dim"], cpu["cpp_max_batch_few_rows"]) == (2048, 8, 256)
     assert [hops.cpp_max_batch(torch.empty(1000, d)) for d in (4, 8, 32, 64, 128)] == [32, 256, 256, 128, 64]
     salience = calibration.thresholds("salience_topk", torch.device("cpu"))
-    assert salience == {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32, "cpp_max_batch_narrow": 256}
+    assert salience == {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32, "cpp_max_batch_narrow": 256,
+                        "gemm_chunk_scores": 384 << 10}
     assert [salience_op.cpu_order(b, 10**5, d)[0] for b, d in ((64, 128), (65, 128), (256, 32), (257, 32))] == [
         "cpp", "gemm", "cpp", "gemm"]
     assert all(not g["measured"] for g in calibration.GPU_GUESSES.values())

@@ -8,6 +8,7 @@ policy picks one of the two."""
 
 from __future__ import annotations
 
+import json
 import math
 from contextlib import nullcontext
 
@@ -113,6 +114,26 @@ def test_gemm_chunks_grow_for_narrow_keys_and_few_keys_go_in_one():
     whole = sc.GEMM_WHOLE_CHUNKS * (base // 1024)
     assert sc.gemm_chunk(1024, 128, whole) == whole
     assert sc.gemm_chunk(1024, 128, whole + 1) == base // 1024
+    # a larger base (a CPU profile's gemm_chunk_scores): narrow keys grow no further than the cap
+    big = sc.GEMM_CHUNK_MAX_SCORES
+    assert [sc.gemm_chunk(256, d, n, big) for d in (768, 128, 32)] == [big // 256] * 3
+    assert sc.gemm_chunk(256, 32, n, 2 * big) == 2 * big // 256
+
+
+def test_gemm_chunk_scores_come_from_the_calibration(monkeypatch, tmp_path):
+    from mnemonix import calibration
+
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({"format": calibration.FORMAT, "version": calibration.VERSION, "device": "cpu",
+                                "thresholds": {"salience_topk": {"gemm_chunk_scores": 12345}}}))
+    monkeypatch.setenv(calibration.ENV, str(path))
+    calibration.reload()
+    try:
+        assert sc.chunk_scores() == 12345
+        monkeypatch.setenv(calibration.ENV, "default")
+        assert sc.chunk_scores() == sc.GEMM_CHUNK_SCORES
+    finally:
+        calibration.reload()
 
 
 @pytest.mark.parametrize("b,n,d,chunk_scores", [(1, 3000, 40, None), (70, 2500, 33, None), (5, 40_000, 16, None),
@@ -121,7 +142,7 @@ def test_gemm_and_cpp_recalls_return_the_same_bits(b, n, d, chunk_scores, monkey
     """Both exact: the screen's dot products (SIMD here, BLAS there, in chunks) only decide which
     keys are scored in float64, never the result (also over many chunks and a ragged last one)."""
     if chunk_scores is not None:
-        monkeypatch.setattr(sc, "GEMM_CHUNK_SCORES", chunk_scores)
+        monkeypatch.setattr(sc, "chunk_scores", lambda: chunk_scores)
     q, c, z, valid, sal = _problem(b + n + d, b, n, d, 6, False, True)
     got = ops.salience_topk(q, c, z, k=9, valid=valid, backend="gemm", **sal)
     want = ops.salience_topk(q, c, z, k=9, valid=valid, backend="cpp", **sal)

@@ -79,7 +79,7 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096,
                               "gemm_wide_min_dim": 1 << 20, "gemm_wide_min_batch": 64},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
-                          "cpp_max_batch_narrow": 256},
+                          "cpp_max_batch_narrow": 256, "gemm_chunk_scores": 384 << 10},
     },
     "cuda": {},  # Triton first at every shape: no CUDA speed policy has a threshold yet
 }
@@ -93,8 +93,12 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
     (r"Intel\(R\) Xeon", {
         # salience: C++ recall up to B = 16 (B = 64: 1.29-2.06x the GEMM-fed recall's time, but
         # 0.76 at N = 1e3, d = 32, which cpp_max_work keeps), narrow keys too (d = 32, B = 16:
-        # 0.63-0.82; B = 64 lost from N = 1e4)
-        "salience_topk": {"cpp_max_batch": 16, "cpp_max_work": 1 << 21, "cpp_max_batch_narrow": 16},
+        # 0.63-0.82; B = 64 lost from N = 1e4); the GEMM-fed recall's chunks of 1.5 M scores
+        # (6 MB: the selection reads them from this VM's L3) for keys of d >= 128 too, not 384 k
+        # (N = 1e4, d = 128, B = 1,024: 26.8 ms against 30.4; N = 1e5, B = 256: 53.2 against 57.4;
+        # N = 1e3: within 4%)
+        "salience_topk": {"cpp_max_batch": 16, "cpp_max_work": 1 << 21, "cpp_max_batch_narrow": 16,
+                          "gemm_chunk_scores": 1536 << 10},
         # hopfield, refit once the flash kernel took small batches over key parts (split-K): on
         # stores that stream, B x d <= 256 (N = 1e4, d = 128, B = 4: cpp 0.406 ms against flash
         # 0.355; N = 1e5, d = 32, B = 8: 1.75 against 1.20), narrow keys up to B = 4 (N = 1e4,

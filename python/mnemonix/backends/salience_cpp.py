@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from mnemonix import calibration
 from mnemonix.backends import core_engine, numpy_view
 
 __all__ = ["core_salience", "ValueFault", "recall_cpp", "recall_gemm", "results_of", "FAULT_ARGUMENT"]
@@ -74,15 +75,20 @@ def recall_cpp(queries: torch.Tensor, keys: torch.Tensor, payloads: torch.Tensor
 
 
 GEMM_CHUNK_SCORES = 384 << 10
-"""Dot products per chunk of the ``gemm`` backend (1.5 MiB of float32 scores): the selection reads a
-chunk while it is still in cache (8 MiB chunks went to memory and back: N = 1e4, d = 128,
-B = 1024 took 30-43 ms, now 25-29 ms; bench/NOTES.md, "Salience")."""
+"""Dot products per chunk of the ``gemm`` backend (1.5 MiB of float32 scores) by default: the
+selection reads a chunk while it is still in cache (8 MiB chunks went to memory and back on the
+EPYC: N = 1e4, d = 128, B = 1024 took 30-43 ms, now 25-29 ms; bench/NOTES.md, "Salience"). A
+CPU profile may set another (``gemm_chunk_scores``, :func:`chunk_scores`)."""
 GEMM_MIN_CHUNK = 128
 """Keys per chunk at least (a narrower GEMM loses more than the cache gains)."""
 GEMM_CHUNK_NARROW_DIM = 128
-"""Keys narrower than this get up to 4x :data:`GEMM_CHUNK_SCORES` per chunk (128 / d): each
-chunk's fixed cost (a GEMM call, a C++ call) then stays small against its d x B x chunk work
-(N = 1e6, d = 32, B = 256 in 651 chunks: 325 ms, in 163 chunks 284 ms; d = 128: no gain)."""
+"""Keys narrower than this get up to 4x the scores per chunk (128 / d), growing no further than
+:data:`GEMM_CHUNK_MAX_SCORES` (or the base, if that is more): each chunk's fixed cost (a GEMM
+call, a C++ call) then stays small against its d x B x chunk work (N = 1e6, d = 32, B = 256 in
+651 chunks: 325 ms, in 163 chunks 284 ms; d = 128: no gain)."""
+GEMM_CHUNK_MAX_SCORES = 4 * GEMM_CHUNK_SCORES
+"""Dot products per chunk at most, narrow keys included (6 M at d = 32 took 1.1-2x as long as
+1.5 M on the Xeon)."""
 
 
 GEMM_WHOLE_CHUNKS = 4
@@ -92,9 +98,16 @@ fixed cost (N = 1e3, d = 128, B = 1024: 3 chunks 4.28 ms, one 3.36 ms; d = 768: 
 larger chunks of larger stores gained nothing)."""
 
 
-def gemm_chunk(b: int, d: int, n: int) -> int:
-    """Keys per chunk of :func:`recall_gemm` for B queries over N keys of d features."""
-    scores = GEMM_CHUNK_SCORES * min(4, max(1, GEMM_CHUNK_NARROW_DIM // max(d, 1)))
+def chunk_scores() -> int:
+    """Dot products per chunk of the ``gemm`` backend for keys of d >= 128: the CPU calibration's
+    ``salience_topk.gemm_chunk_scores`` (:data:`GEMM_CHUNK_SCORES` unless a profile or file sets it)."""
+    return calibration.thresholds("salience_topk", "cpu").get("gemm_chunk_scores", GEMM_CHUNK_SCORES)
+
+
+def gemm_chunk(b: int, d: int, n: int, scores: int = GEMM_CHUNK_SCORES) -> int:
+    """Keys per chunk of :func:`recall_gemm` for B queries over N keys of d features, ``scores``
+    dot products per chunk for keys of d >= 128 (:func:`chunk_scores`)."""
+    scores = min(max(scores, GEMM_CHUNK_MAX_SCORES), scores * min(4, max(1, GEMM_CHUNK_NARROW_DIM // max(d, 1))))
     chunk = max(GEMM_MIN_CHUNK, scores // max(b, 1))
     return n if n <= GEMM_WHOLE_CHUNKS * chunk else chunk
 
@@ -110,7 +123,7 @@ def recall_gemm(queries: torch.Tensor, keys: torch.Tensor, payloads: torch.Tenso
     selection = core_salience().Selection(_view(q), _view(keys), _view(log_s), _view(r0), _view(tau), alpha,
                                           _view(valid), _view(norms), k, check)
     n, b = keys.shape[0], q.shape[0]
-    chunk = gemm_chunk(b, keys.shape[1], n)
+    chunk = gemm_chunk(b, keys.shape[1], n, chunk_scores())
     buffer = torch.empty(b * min(chunk, n), dtype=torch.float32)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
