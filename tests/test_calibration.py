@@ -262,3 +262,4 @@ def test_wide_keys_go_to_the_gemm_path_only_where_the_rule_is_set(clean, monkeyp
     assert hops.cpu_forward_order(501, keys)[0] == "sdpa"  # past it: the flash kernel
     assert hops.cpu_forward_order(63, keys)[0] == "sdpa"  # below the batch: the flash kernel (split)
     assert hops.cpu_forward_order(64, torch.empty(1000, 512))[0] == "sdpa"  # narrower keys
+    assert hops.cpu_forward_order(64, torch.empty(5000, 1024))[0] == "sdpa"  # a store that streams (20 MB)

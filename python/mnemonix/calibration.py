@@ -105,10 +105,12 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
         # d = 32, B = 8: 0.187 against 0.145); on cache-sized ones B x d <= 2,048 with no batch
         # always allowed, up to B = 32 on few rows (N = 1e3: d = 1,024, B = 4: 0.393 against
         # 0.350; d = 32, B = 32: 0.069 against 0.082)
-        # and the GEMM path for keys of d >= 1,024 from B = 64 while B x N <= gemm_max_scores,
-        # where the flash kernel runs unsplit (N = 1e3, d = 1,024, B = 64: 1.48 ms against 1.59;
-        # B = 256: 4.80 against 4.98; B = 32, split: 0.893 against GEMM 1.03)
-        "hopfield_retrieve": {"cpp_large_store_max_dims": 256, "cpp_max_batch_narrow": 4,
+        # and the GEMM path for keys of d >= 1,024 on cache-sized stores from B = 64 while
+        # B x N <= gemm_max_scores, where the flash kernel runs unsplit (N = 1e3, d = 1,024,
+        # B = 64: 1.48 ms against 1.59; B = 256: 4.80 against 4.98; B = 32, split: 0.893 against
+        # GEMM 1.03); never for narrow keys past the C++ kernel (gemm_max_batch at its batch: the
+        # split flash kernel leads there, N = 1e4, d = 32, B = 8: 0.145 ms against GEMM 0.255)
+        "hopfield_retrieve": {"cpp_large_store_max_dims": 256, "cpp_max_batch_narrow": 4, "gemm_max_batch": 4,
                               "cpp_small_store_max_dims": 2048, "cpp_small_store_min_batch": 0,
                               "cpp_max_batch_few_rows": 32, "gemm_wide_min_dim": 1024},
     }),

@@ -109,9 +109,9 @@ def cpu_forward_order(b: int, keys: torch.Tensor) -> tuple[str, ...]:
     """CPU backends without a gradient, fastest first, for B queries per group over ``keys``
     (of one group): the C++ kernel while the batch is small for the store (memory-bound), then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, for wide
-    keys past the batches the flash kernel splits (``gemm_wide_min_dim``, ``gemm_wide_min_batch``)
-    over modest score blocks, or for very wide d, then torch's flash kernel. Later names are the
-    fallbacks when one cannot run."""
+    keys on a cache-sized store past the batches the flash kernel splits (``gemm_wide_min_dim``,
+    ``gemm_wide_min_batch``) over modest score blocks, or for very wide d, then torch's flash
+    kernel. Later names are the fallbacks when one cannot run."""
     n, d = keys.shape[-2:]
     return cpu_forward_order_at(b, n, d, keys.element_size())
 
@@ -135,7 +135,8 @@ def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, 
         return ("cpp", "gemm", "sdpa", "torch")
     moderate = b * n <= limits["gemm_max_scores"]
     narrow_moderate = d <= limits["narrow_dim"] and b <= limits["gemm_max_batch"] and moderate
-    wide_moderate = d >= limits["gemm_wide_min_dim"] and b >= limits["gemm_wide_min_batch"] and moderate
+    cached = n * d * itemsize < limits["cpp_large_store_bytes"]
+    wide_moderate = d >= limits["gemm_wide_min_dim"] and b >= limits["gemm_wide_min_batch"] and moderate and cached
     if narrow_moderate or wide_moderate or d >= limits["gemm_min_dim"]:
         return ("gemm", "sdpa", "torch")
     return ("sdpa", "gemm", "torch")
