@@ -285,7 +285,7 @@ def flash_split(q, k, v, beta: float, parts: int, want_lse: bool = True,
     # first tensor made cost ~15 us (N = 1e3, d = 1,024), torch's code for it read back from L3
     out = q.new_empty(b, dv)
     lse = q.new_empty(b) if want_lse else None
-    part_out, part_lse = _SDPA_KERNEL(qp, kp, vp, 0.0, False, attn_mask=None, scale=beta)
+    part_out, part_lse = _SDPA_KERNEL(qp, kp, vp, scale=beta)  # (no dropout, not causal, no mask: the defaults)
     done = parts * rows
     finite = _core_retrieval().merge_parts_at(
         part_out.data_ptr(), part_lse.data_ptr(), parts, b, dv, q.data_ptr(), d, beta, n - done,
@@ -306,10 +306,18 @@ def flash_parts(q, k, v, b: int, n: int, dv: int) -> int:
     merge copies), or 0 where it cannot or should not: no C++ merge, queries not contiguous,
     keys or values with a column stride, a kernel whose results are not laid out as the merge
     reads them, or one part with more than :data:`FLASH_MERGE_MAX_VALUES` values of out."""
-    if (_core_retrieval() is None or not q.is_contiguous() or k.stride(-1) != 1
-            or (v is not None and v.stride(-1) != 1) or not _flash_results_contiguous()):
+    if (not q.is_contiguous() or k.stride(-1) != 1 or (v is not None and v.stride(-1) != 1)
+            or _core_retrieval() is None):
         return 0
-    parts = flash_key_parts(b, n, torch.get_num_threads())
+    return _flash_plan(b, n, dv, torch.get_num_threads())
+
+
+@functools.lru_cache(maxsize=4096)
+def _flash_plan(b: int, n: int, dv: int, threads: int) -> int:
+    """:func:`flash_parts` past the operands' layout (memoised: it runs on every call)."""
+    if not _flash_results_contiguous():
+        return 0
+    parts = flash_key_parts(b, n, threads)
     return parts if parts > 1 or b * dv <= FLASH_MERGE_MAX_VALUES else 0
 
 
