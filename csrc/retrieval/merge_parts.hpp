@@ -83,6 +83,11 @@ inline void mergeQueryParts(const PartsToMerge& m, size_t b, std::vector<float>&
 }
 
 inline void mergeParts(const PartsToMerge& m) {
+  if (m.parts == 1 && m.rest == 0) {  // one part, nothing left: the merge is a copy (the same bits)
+    if (m.out != m.partOut) std::copy(m.partOut, m.partOut + m.batch * m.dv, m.out);
+    if (m.lse != m.partLse) std::copy(m.partLse, m.partLse + m.batch, m.lse);
+    return;
+  }
   std::vector<float> logits(m.rest);
   for (size_t b = 0; b < m.batch; ++b) mergeQueryParts(m, b, logits);
 }
