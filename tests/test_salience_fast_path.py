@@ -277,3 +277,54 @@ def test_cpp_screen_is_exact_on_adversarial_keys(b):
         ref = reference.salience_topk(q, keys, None, k=k, log_salience=log_s)
         assert torch.equal(out[1], ref[1]), k
         torch.testing.assert_close(out[3], ref[3], rtol=1e-6, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 9), n=st.integers(1, 150), d=st.integers(1, 33), dz=st.none() | st.integers(1, 6),
+       k_frac=st.floats(0.0, 1.0), masked=st.booleans(), norms=st.booleans(),
+       bad=st.sampled_from([None, "query", "key", "log_salience"]), seed=st.integers(0, 2**31 - 1))
+def test_recall_at_is_recall_by_address(b, n, d, dz, k_frac, masked, norms, bad, seed):
+    core = sc.core_salience()
+    q, c, z, valid, sal = _problem(seed, b, n, d, dz, False, masked)
+    log_s = sal["log_salience"]
+    key_norms = c.double().norm(dim=1) if norms else None
+    target = {"query": q, "key": c, "log_salience": log_s}.get(bad)
+    if target is not None:
+        target.view(-1)[seed % target.numel()] = math.nan
+    k = max(1, round(k_frac * n))
+    got = core.recall_at(q.data_ptr(), b, d, c.data_ptr(), n, 0 if z is None else z.data_ptr(),
+                         0 if z is None else z.shape[1], log_s.data_ptr(), 0 if valid is None else valid.data_ptr(),
+                         0 if key_norms is None else key_norms.data_ptr(), k, True)
+    want = core.recall(q.numpy(), c.numpy(), None if z is None else z.numpy(), log_s.numpy(), None, None, None,
+                       None if valid is None else valid.numpy(), None if key_norms is None else key_norms.numpy(),
+                       k, True)
+    assert got[0] == want[0]  # the same fault code (0: none)
+    for g, w in zip(got[1:], want[1:]):
+        assert (g is None) == (w is None) and (g is None or (g.dtype == w.dtype and (g == w).all()))
+
+
+def test_recall_at_refuses_null_buffers_and_bad_sizes():
+    core = sc.core_salience()
+    q, c, log_s = torch.randn(2, 8), torch.randn(20, 8), torch.zeros(20, dtype=torch.float64)
+    with pytest.raises(ValueError, match="recall_at: a null address for keys"):
+        core.recall_at(q.data_ptr(), 2, 8, 0, 20, 0, 0, log_s.data_ptr(), 0, 0, 3, True)
+    with pytest.raises(ValueError, match="recall_at: a null address for log_salience"):
+        core.recall_at(q.data_ptr(), 2, 8, c.data_ptr(), 20, 0, 0, 0, 0, 0, 3, True)
+    with pytest.raises(ValueError, match="1 <= k <= N"):
+        core.recall_at(q.data_ptr(), 2, 8, c.data_ptr(), 20, 0, 0, log_s.data_ptr(), 0, 0, 21, True)
+
+
+def test_fast_path_takes_strided_or_float32_saliences_through_numpy_views():
+    q, c, z, valid, sal = _problem(3, 4, 60, 8, 3, False, True)
+    assert fast._by_address((q, c, z, sal["log_salience"], None, None, valid, None))  # the common call
+    cases = {"float32 log_salience": dict(log_salience=sal["log_salience"].float()),
+             "strided keys": dict(keys=torch.randn(8, 60).T), "strided log_salience":
+             dict(log_salience=torch.randn(120, dtype=torch.float64)[::2])}
+    for name, change in cases.items():
+        args = dict(queries=q, keys=c, payloads=z, valid=valid, log_salience=sal["log_salience"]) | change
+        assert not fast._by_address((args["queries"], args["keys"], z, args["log_salience"], None, None, valid,
+                                     None)), name
+        with counting_fast_calls() as answered:
+            got = ops.salience_topk(args.pop("queries"), args.pop("keys"), args.pop("payloads"), k=5, **args)
+        assert answered == [True], name
+        assert got[1].shape == (4, 5)

@@ -139,6 +139,40 @@ py::tuple recallChecked(const ArrayArg& queriesArg, const ArrayArg& keysArg, con
   return fault != kNone ? faultOnly(fault) : out.result();
 }
 
+// A buffer's address given as a Python int (0: none); a null one is refused when `required`.
+template <typename T>
+const T* bufferAt(const py::handle& address, bool required, const char* name) {
+  const auto value = address.cast<uintptr_t>();
+  if (value == 0 && required) throw std::invalid_argument(std::string("recall_at: a null address for ") + name);
+  return reinterpret_cast<const T*>(value);
+}
+
+// recall() on contiguous buffers given by address (the fast path's torch tensors: their
+// data_ptr()s, no numpy views): queries [B, d], keys [N, d], payloads [N, dz] (0: none) float32,
+// log_salience [N] float64, valid [N] bool and key_norms [N] float64 (0: none). The same
+// (fault, recall, indices, weights, scores).
+py::tuple recallAt(const py::handle& queries, size_t batch, size_t d, const py::handle& keys, size_t n,
+                   const py::handle& payloads, size_t dz, const py::handle& logSalience, const py::handle& valid,
+                   const py::handle& keyNorms, size_t k, bool check) {
+  if (batch == 0 || d == 0 || k == 0 || k > n)
+    throw std::invalid_argument("recall_at: expected B, d >= 1 and 1 <= k <= N");
+  const auto* z = bufferAt<float>(payloads, false, "payloads");
+  Outputs out(batch, k, z ? std::optional<size_t>(dz) : std::nullopt);
+  const float* q = bufferAt<float>(queries, true, "queries");
+  const float* c = bufferAt<float>(keys, true, "keys");
+  const bool* v = bufferAt<bool>(valid, false, "valid");
+  const double* norms = bufferAt<double>(keyNorms, false, "key_norms");
+  const Recall r = out.into(Recall{q, c, z, v, norms, batch, d, n, z ? dz : 0, k, check, nullptr, nullptr, nullptr,
+                                   nullptr});
+  const double* logS = bufferAt<double>(logSalience, true, "log_salience");
+  Fault fault;
+  {
+    py::gil_scoped_release release;
+    fault = recall(r, logS);
+  }
+  return fault != kNone ? faultOnly(fault) : out.result();
+}
+
 // The chunked form (salience.hpp's ChunkedRecall) for Python: scan(dots, start) per chunk of keys
 // with their dot products, then finish(payloads).
 class Selection {
@@ -193,6 +227,12 @@ void bind(py::module_& m) {
         "bool or None; key_norms [N] or None (checked only); 1 <= k <= N. fault 0: recall [B, dz] or None,\n"
         "indices [B, k] int64 (-1 past the valid count), weights and scores [B, k] float32; else the\n"
         "first failed value check (salience.hpp's Fault) and Nones.");
+  m.def("recall_at", &recallAt, py::arg("queries"), py::arg("batch"), py::arg("d"), py::arg("keys"), py::arg("n"),
+        py::arg("payloads"), py::arg("dz"), py::arg("log_salience"), py::arg("valid"), py::arg("key_norms"),
+        py::arg("k"), py::arg("check"),
+        "recall() on contiguous buffers given by address (the caller keeps them alive): queries [B, d], keys\n"
+        "[N, d], payloads [N, dz] (0: None) float32, log_salience [N] float64, valid [N] bool and key_norms [N]\n"
+        "float64 (0: None). The same (fault, recall, indices, weights, scores).");
   py::class_<Selection>(m, "Selection",
                         "recall() with the float32 dot products given chunk by chunk (from a GEMM): "
                         "Selection(queries, keys, log_salience, r0, tau, alpha, valid, key_norms, k, check), "

@@ -325,7 +325,11 @@ inline Fault writeQueries(const Recall& r, const double* logS, double shift, Bes
   const bool parallel = static_cast<double>(r.batch) * static_cast<double>(r.k) *
                             static_cast<double>(std::max<size_t>(r.dz, 1)) > kParallelOutputValues;
   bool payloadsFinite = true;
-#pragma omp parallel for schedule(static) reduction(&& : payloadsFinite) if (parallel)
+  if (!parallel) {  // no OpenMP region at all: entering one, even of one thread, costs microseconds
+    for (size_t b = 0; b < r.batch; ++b) payloadsFinite = writeQuery(r, logS, shift, b, best(b)) && payloadsFinite;
+    return payloadsFinite ? kNone : kPayloads;
+  }
+#pragma omp parallel for schedule(static) reduction(&& : payloadsFinite)
   for (int64_t b = 0; b < static_cast<int64_t>(r.batch); ++b)
     payloadsFinite = writeQuery(r, logS, shift, static_cast<size_t>(b), best(static_cast<size_t>(b))) &&
                      payloadsFinite;
