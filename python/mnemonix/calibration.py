@@ -97,7 +97,10 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
         # (6 MB: the selection reads them from this VM's L3) for keys of d >= 128 too, not 384 k
         # (N = 1e4, d = 128, B = 1,024: 26.8 ms against 30.4; N = 1e5, B = 256: 53.2 against 57.4;
         # N = 1e3: within 4%)
-        "salience_topk": {"cpp_max_batch": 16, "cpp_max_work": 1 << 21, "cpp_max_batch_narrow": 16,
+        # cpp_max_work 2^23 keeps the C++ recall at N = 1e3, d = 128, B = 64 (0.85-0.92x the
+        # GEMM-fed recall's time in four grids; N = 1e3, d = 32, B = 256, also at 8.2 M
+        # multiply-adds: 0.78-1.15x, a tie)
+        "salience_topk": {"cpp_max_batch": 16, "cpp_max_work": 1 << 23, "cpp_max_batch_narrow": 16,
                           "gemm_chunk_scores": 1536 << 10},
         # hopfield, refit once the flash kernel took small batches over key parts (split-K): on
         # stores that stream, B x d <= 256 (N = 1e4, d = 128, B = 4: cpp 0.406 ms against flash
