@@ -164,6 +164,17 @@ inline bool asBool(const BoolArg& arg, const char* name) {
   throw TypeError(std::string(name) + " must be a bool, got " + type);
 }
 
+// A buffer's address passed as a Python int (a torch tensor's data_ptr(): the fast paths hand
+// contiguous tensors to the kernels this way, no numpy view); 0 is refused when `required`
+// (a buffer of elements to read or write), else it means none. `fn` and `name` go in the error.
+template <typename T>
+T* addressArg(pybind11::handle address, bool required, const char* fn, const char* name) {
+  const auto value = address.cast<uintptr_t>();
+  if (value == 0 && required)
+    throw std::invalid_argument(std::string(fn) + ": a null address for " + name + " with a count > 0");
+  return reinterpret_cast<T*>(value);
+}
+
 // A str as UTF-32 code points (Python's own indexing); lone surrogates have no UTF-32 form.
 inline std::u32string asU32String(pybind11::handle obj, const std::string& name) {
   if (!PyUnicode_Check(obj.ptr())) throw TypeError(name + " must be a str, got " + typeName(obj));

@@ -96,23 +96,36 @@ bool allFinite(const float* p, size_t count) {
   return finite;
 }
 
+// The kernel with the finite checks folded in (call without the GIL): false when a query
+// holds a NaN/Inf (checked before the kernel runs), or when a logit, lse or out does (no bias
+// here: a -inf logit is a bad key). Shared by retrieve_checked and retrieve_checked_at.
+bool retrieveFinite(const float* q, size_t batch, size_t d, const float* k, size_t n, const float* v, size_t dv,
+                    float beta, int threads, float* out, float* lse, int64_t* argmax) {
+  if (!allFinite(q, batch * d)) return false;
+  bool finite = true;
+  mnemonix::retrieval::retrieve(q, batch, d, k, n, v, dv, beta, nullptr, out, lse, argmax, threads, &finite);
+  return finite && allFinite(lse, batch) && allFinite(out, batch * dv);
+}
+
 // out [B, dv], lse [B], argmax [B]; with `checkFinite`, None instead when a query holds a NaN/Inf
 // (checked before the kernel runs) or when out or lse does (a NaN/Inf in keys or values, or
 // logits beyond float32): the caller's general path then names the cause.
 py::object run(const Operands& o, float beta, int threads, bool checkFinite) {
-  if (checkFinite && !allFinite(o.q.data(), o.batch * o.d)) return py::none();
   py::array_t<float> out({o.batch, o.dv});
   py::array_t<float> lse(o.batch);
   py::array_t<int64_t> argmax(o.batch);
   float* outPtr = out.mutable_data();
   float* lsePtr = lse.mutable_data();
-  bool finite = true;  // checked: every logit (no bias here: a -inf one is a bad key), lse and out
+  int64_t* argPtr = argmax.mutable_data();
+  bool finite = true;
   {
     py::gil_scoped_release release;
-    mnemonix::retrieval::retrieve(o.q.data(), o.batch, o.d, o.k.data(), o.n, o.v ? o.v->data() : nullptr, o.dv,
-                                  beta, o.b ? o.b->data() : nullptr, outPtr, lsePtr, argmax.mutable_data(), threads,
-                                  checkFinite ? &finite : nullptr);
-    if (checkFinite) finite = finite && allFinite(lsePtr, o.batch) && allFinite(outPtr, o.batch * o.dv);
+    if (checkFinite)  // (retrieve_checked takes no bias)
+      finite = retrieveFinite(o.q.data(), o.batch, o.d, o.k.data(), o.n, o.v ? o.v->data() : nullptr, o.dv, beta,
+                              threads, outPtr, lsePtr, argPtr);
+    else
+      mnemonix::retrieval::retrieve(o.q.data(), o.batch, o.d, o.k.data(), o.n, o.v ? o.v->data() : nullptr, o.dv,
+                                    beta, o.b ? o.b->data() : nullptr, outPtr, lsePtr, argPtr, threads, nullptr);
   }
   if (!finite) return py::none();
   return py::make_tuple(out, lse, argmax);
@@ -135,12 +148,9 @@ py::object retrieveChecked(const ArrayArg& queries, const ArrayArg& keys, const 
   return run(o, static_cast<float>(asDouble(beta, "beta")), 0, true);
 }
 
-// A float32 buffer's address given as a Python int; a null one is refused when `count` > 0.
-const float* floatsAt(const py::handle& address, size_t count, const char* name, const char* fn) {
-  const auto value = address.cast<uintptr_t>();
-  if (value == 0 && count > 0)
-    throw std::invalid_argument(std::string(fn) + ": a null address for " + name + " with a count > 0");
-  return reinterpret_cast<const float*>(value);
+// A float32 buffer by address (common/python.hpp's addressArg), required when `count` > 0.
+float* floatsAt(const py::handle& address, size_t count, const char* name, const char* fn) {
+  return addressArg<float>(address, count > 0, fn, name);
 }
 
 // retrieve_checked on contiguous float32 buffers given by address (the fast path's torch
@@ -156,18 +166,14 @@ bool retrieveCheckedAt(const py::handle& queries, size_t batch, size_t d, const 
   const float* v = floatsAt(values, 0, "values", kRetrieveAt);  // 0: the values are the keys
   if (!v && dv != d)
     throw std::invalid_argument(std::string(kRetrieveAt) + ": dv must equal d when the values are the keys");
-  auto* o = const_cast<float*>(floatsAt(out, batch * dv, "out", kRetrieveAt));
-  auto* l = const_cast<float*>(floatsAt(lse, 0, "lse", kRetrieveAt));
-  auto* a = reinterpret_cast<int64_t*>(argmax.cast<uintptr_t>());
+  float* o = floatsAt(out, batch * dv, "out", kRetrieveAt);
+  float* l = floatsAt(lse, 0, "lse", kRetrieveAt);
+  auto* a = addressArg<int64_t>(argmax, false, kRetrieveAt, "argmax");
   py::gil_scoped_release release;
-  if (!allFinite(q, batch * d)) return false;
   std::vector<float> lseHeld(l ? 0 : batch);
   std::vector<int64_t> argHeld(a ? 0 : batch);
-  if (!l) l = lseHeld.data();
-  if (!a) a = argHeld.data();
-  bool finite = true;
-  mnemonix::retrieval::retrieve(q, batch, d, k, n, v, dv, static_cast<float>(beta), nullptr, o, l, a, 0, &finite);
-  return finite && allFinite(l, batch) && allFinite(o, batch * dv);
+  return retrieveFinite(q, batch, d, k, n, v, dv, static_cast<float>(beta), 0, o, l ? l : lseHeld.data(),
+                        a ? a : argHeld.data());
 }
 
 using Span = std::pair<const float*, size_t>;
@@ -199,10 +205,8 @@ bool allFiniteAt(const py::args& pairs) {
   if (pairs.size() % 2 != 0) throw std::invalid_argument("all_finite_at: expected (address, count) pairs");
   std::vector<Span> spans;
   for (size_t i = 0; i < pairs.size(); i += 2) {
-    const auto address = pairs[i].cast<uintptr_t>();
     const auto count = pairs[i + 1].cast<size_t>();
-    if (address == 0 && count > 0) throw std::invalid_argument("all_finite_at: a null address with a count > 0");
-    spans.emplace_back(reinterpret_cast<const float*>(address), count);
+    spans.emplace_back(floatsAt(pairs[i], count, "a span", "all_finite_at"), count);
   }
   return allSpansFinite(spans);
 }
@@ -219,15 +223,15 @@ bool mergePartsAt(const py::handle& partOut, const py::handle& partLse, size_t p
                   size_t keyStride, const py::handle& restValues, size_t valueStride, const py::handle& out,
                   const py::handle& lse) {
   if (parts == 0) throw std::invalid_argument("merge_parts_at: parts must be >= 1");
-  const float* pOut = floatsAt(partOut, parts * batch * dv, "part_out", kMerge);
-  const float* pLse = floatsAt(partLse, parts * batch, "part_lse", kMerge);
+  float* pOut = floatsAt(partOut, parts * batch * dv, "part_out", kMerge);
+  float* pLse = floatsAt(partLse, parts * batch, "part_lse", kMerge);
   const float* q = floatsAt(queries, batch * d, "queries", kMerge);
   const float* k = floatsAt(restKeys, rest * d, "rest_keys", kMerge);
   const float* v = floatsAt(restValues, rest * dv, "rest_values", kMerge);
-  auto* o = const_cast<float*>(floatsAt(out, 0, "out", kMerge));
-  auto* l = const_cast<float*>(floatsAt(lse, 0, "lse", kMerge));
-  o = o ? o : const_cast<float*>(pOut);  // in place: part 0 (the buffers are the caller's)
-  l = l ? l : const_cast<float*>(pLse);
+  float* o = floatsAt(out, 0, "out", kMerge);
+  float* l = floatsAt(lse, 0, "lse", kMerge);
+  o = o ? o : pOut;  // in place: part 0
+  l = l ? l : pLse;
   const PartsToMerge m{pOut, pLse, parts, batch, dv, q, d, k, v, rest, keyStride, valueStride,
                        static_cast<float>(beta), o, l};
   py::gil_scoped_release release;

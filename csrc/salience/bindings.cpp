@@ -139,14 +139,6 @@ py::tuple recallChecked(const ArrayArg& queriesArg, const ArrayArg& keysArg, con
   return fault != kNone ? faultOnly(fault) : out.result();
 }
 
-// A buffer's address given as a Python int (0: none); a null one is refused when `required`.
-template <typename T>
-const T* bufferAt(const py::handle& address, bool required, const char* name) {
-  const auto value = address.cast<uintptr_t>();
-  if (value == 0 && required) throw std::invalid_argument(std::string("recall_at: a null address for ") + name);
-  return reinterpret_cast<const T*>(value);
-}
-
 // recall() on contiguous buffers given by address (the fast path's torch tensors: their
 // data_ptr()s, no numpy views): queries [B, d], keys [N, d], payloads [N, dz] (0: none) float32,
 // log_salience [N] float64, valid [N] bool and key_norms [N] float64 (0: none). The same
@@ -156,15 +148,16 @@ py::tuple recallAt(const py::handle& queries, size_t batch, size_t d, const py::
                    const py::handle& keyNorms, size_t k, bool check) {
   if (batch == 0 || d == 0 || k == 0 || k > n)
     throw std::invalid_argument("recall_at: expected B, d >= 1 and 1 <= k <= N");
-  const auto* z = bufferAt<float>(payloads, false, "payloads");
+  constexpr const char* fn = "recall_at";
+  const float* z = addressArg<const float>(payloads, false, fn, "payloads");
   Outputs out(batch, k, z ? std::optional<size_t>(dz) : std::nullopt);
-  const float* q = bufferAt<float>(queries, true, "queries");
-  const float* c = bufferAt<float>(keys, true, "keys");
-  const bool* v = bufferAt<bool>(valid, false, "valid");
-  const double* norms = bufferAt<double>(keyNorms, false, "key_norms");
+  const float* q = addressArg<const float>(queries, true, fn, "queries");
+  const float* c = addressArg<const float>(keys, true, fn, "keys");
+  const bool* v = addressArg<const bool>(valid, false, fn, "valid");
+  const double* norms = addressArg<const double>(keyNorms, false, fn, "key_norms");
   const Recall r = out.into(Recall{q, c, z, v, norms, batch, d, n, z ? dz : 0, k, check, nullptr, nullptr, nullptr,
                                    nullptr});
-  const double* logS = bufferAt<double>(logSalience, true, "log_salience");
+  const double* logS = addressArg<const double>(logSalience, true, fn, "log_salience");
   Fault fault;
   {
     py::gil_scoped_release release;

@@ -324,15 +324,15 @@ template <class BestOf>
 inline Fault writeQueries(const Recall& r, const double* logS, double shift, BestOf best) {
   const bool parallel = static_cast<double>(r.batch) * static_cast<double>(r.k) *
                             static_cast<double>(std::max<size_t>(r.dz, 1)) > kParallelOutputValues;
+  const auto write = [&](size_t b) { return writeQuery(r, logS, shift, b, best(b)); };
   bool payloadsFinite = true;
   if (!parallel) {  // no OpenMP region at all: entering one, even of one thread, costs microseconds
-    for (size_t b = 0; b < r.batch; ++b) payloadsFinite = writeQuery(r, logS, shift, b, best(b)) && payloadsFinite;
-    return payloadsFinite ? kNone : kPayloads;
-  }
+    for (size_t b = 0; b < r.batch; ++b) payloadsFinite = write(b) && payloadsFinite;
+  } else {
 #pragma omp parallel for schedule(static) reduction(&& : payloadsFinite)
-  for (int64_t b = 0; b < static_cast<int64_t>(r.batch); ++b)
-    payloadsFinite = writeQuery(r, logS, shift, static_cast<size_t>(b), best(static_cast<size_t>(b))) &&
-                     payloadsFinite;
+    for (int64_t b = 0; b < static_cast<int64_t>(r.batch); ++b)
+      payloadsFinite = write(static_cast<size_t>(b)) && payloadsFinite;
+  }
   return payloadsFinite ? kNone : kPayloads;
 }
 

@@ -74,7 +74,7 @@ def recall_cpp(queries: torch.Tensor, keys: torch.Tensor, payloads: torch.Tensor
                                            alpha, _view(valid), _view(norms), k, check))
 
 
-GEMM_CHUNK_SCORES = 384 << 10
+GEMM_CHUNK_SCORES = calibration.DEFAULTS["cpu"]["salience_topk"]["gemm_chunk_scores"]  # 384 k
 """Dot products per chunk of the ``gemm`` backend (1.5 MiB of float32 scores) by default: the
 selection reads a chunk while it is still in cache (8 MiB chunks went to memory and back on the
 EPYC: N = 1e4, d = 128, B = 1024 took 30-43 ms, now 25-29 ms; bench/NOTES.md, "Salience"). A
@@ -101,7 +101,7 @@ larger chunks of larger stores gained nothing)."""
 def chunk_scores() -> int:
     """Dot products per chunk of the ``gemm`` backend for keys of d >= 128: the CPU calibration's
     ``salience_topk.gemm_chunk_scores`` (:data:`GEMM_CHUNK_SCORES` unless a profile or file sets it)."""
-    return calibration.thresholds("salience_topk", "cpu").get("gemm_chunk_scores", GEMM_CHUNK_SCORES)
+    return calibration.thresholds("salience_topk", "cpu")["gemm_chunk_scores"]
 
 
 def gemm_chunk(b: int, d: int, n: int, scores: int = GEMM_CHUNK_SCORES) -> int:

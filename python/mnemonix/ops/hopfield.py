@@ -92,8 +92,14 @@ def cpp_max_batch(keys: torch.Tensor) -> int:
     return _cpp_max_batch(n, d, keys.element_size(), calibration.thresholds("hopfield_retrieve", "cpu"))
 
 
+def _cache_sized(n: int, d: int, itemsize: int, limits: dict[str, int]) -> bool:
+    """Keys of one group the caches hold (under ``cpp_large_store_bytes``), as opposed to a store
+    that streams from memory."""
+    return n * d * itemsize < limits["cpp_large_store_bytes"]
+
+
 def _cpp_max_batch(n: int, d: int, itemsize: int, limits: dict[str, int]) -> int:
-    cached = n * d * itemsize < limits["cpp_large_store_bytes"]
+    cached = _cache_sized(n, d, itemsize, limits)
     if cached and n < limits["cpp_few_rows"] and d >= limits["cpp_few_rows_min_dim"]:
         most = limits["cpp_max_batch_few_rows"]
     elif d <= limits["narrow_dim"]:
@@ -135,8 +141,8 @@ def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, 
         return ("cpp", "gemm", "sdpa", "torch")
     moderate = b * n <= limits["gemm_max_scores"]
     narrow_moderate = d <= limits["narrow_dim"] and b <= limits["gemm_max_batch"] and moderate
-    cached = n * d * itemsize < limits["cpp_large_store_bytes"]
-    wide_moderate = d >= limits["gemm_wide_min_dim"] and b >= limits["gemm_wide_min_batch"] and moderate and cached
+    wide_moderate = (d >= limits["gemm_wide_min_dim"] and b >= limits["gemm_wide_min_batch"] and moderate
+                     and _cache_sized(n, d, itemsize, limits))
     if narrow_moderate or wide_moderate or d >= limits["gemm_min_dim"]:
         return ("gemm", "sdpa", "torch")
     return ("sdpa", "gemm", "torch")
