@@ -41,41 +41,55 @@ def grid(quick: bool) -> list[tuple[int, int, int]]:
     return shapes + ([] if quick else [(10_000, 12_288, b) for b in (1, 16, 100)])
 
 
-def measure_shape(n: int, d: int, b: int, repeat: int = 7) -> dict:
-    queries, keys, beta = hopfield_suite.problem(n, d, b, torch.float32, CPU)  # the suites' inputs and peers
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# The backends timed per dtype: no GEMM path for 16-bit operands (capability)
+HALF_BACKENDS = ("cpp", "sdpa")
+
+
+def backends_of(dtype: str) -> tuple[str, ...]:
+    return BACKENDS if dtype == "float32" else HALF_BACKENDS
+
+
+def measure_shape(n: int, d: int, b: int, repeat: int = 7, dtype: str = "float32") -> dict:
+    queries, keys, beta = hopfield_suite.problem(n, d, b, DTYPES[dtype], CPU)  # the suites' inputs and peers
     cands = {"auto": lambda: ops.hopfield_retrieve(queries, keys, beta=beta)}
-    for name in BACKENDS:
+    for name in backends_of(dtype):
         cands[name] = lambda name=name: ops.hopfield_retrieve(queries, keys, beta=beta, backend=name)
     cands.update(hopfield_suite.peers(queries, keys, beta)[0])
     timings = measure(cands, CPU, repeat=repeat, budget_s=4.0, warmup_s=0.1)
-    return {"N": n, "d": d, "B": b, "chosen": choose_backend(queries, keys),
+    return {"N": n, "d": d, "B": b, "dtype": dtype, "chosen": choose_backend(queries, keys),
             **{name: t.p20 for name, t in timings.items()}}
 
 
 def summary(rows: list[dict], backends: tuple[str, ...] = BACKENDS) -> list[str]:
     """The share of shapes where ``auto`` is within 5% of the best peer, the geometric mean of
-    auto / best peer, and the worst shapes (with auto / the best of our forced ``backends``)."""
+    auto / best peer, and the worst shapes (with auto / the best of our forced ``backends`` that
+    the row timed)."""
     ratios = []
     for r in rows:
         best_peer = min(v for k, v in r.items() if k.startswith("peer:"))
-        ratios.append((r["auto"] / best_peer, r, r["auto"] / min(r[k] for k in backends)))
+        ratios.append((r["auto"] / best_peer, r, r["auto"] / min(r[k] for k in backends if k in r)))
     within = sum(x <= 1.05 for x, _, _ in ratios)
     faster = sum(x < 1.0 for x, _, _ in ratios)
     geo = math.exp(sum(math.log(x) for x, _, _ in ratios) / len(ratios))
     lines = [f"{len(rows)} shapes: auto within 5% of the best peer at {within} (faster at {faster}); "
              f"geometric mean auto / best peer {geo:.3f}", "worst (auto / best peer, auto / best forced backend):"]
     for x, r, own in sorted(ratios, key=lambda t: -t[0])[:12]:
-        lines.append(f"  {x:.2f}  N={r['N']} d={r['d']} B={r['B']} auto={r['chosen']} ({own:.2f})")
+        dtype = "" if r.get("dtype", "float32") == "float32" else f" {r['dtype']}"
+        lines.append(f"  {x:.2f}  N={r['N']} d={r['d']} B={r['B']}{dtype} auto={r['chosen']} ({own:.2f})")
     return lines
 
 
 def run_grid(argv: list[str] | None, *, description: str, out: Path, quick_help: str,
              shapes: Callable[[bool], list[tuple[int, int, int]]], measure_one: Callable[..., dict],
-             backends: tuple[str, ...]) -> int:
+             backends: tuple[str, ...], dtypes: tuple[str, ...] = ()) -> int:
     """The command line of a grid script: measure every (N, d, B) of ``shapes(quick)`` (or of
     ``--shapes``) with ``measure_one``, one JSON line each (with the environment) into
-    ``--out``, then the :func:`summary`; or ``--summary FILE`` of an earlier run."""
+    ``--out``, then the :func:`summary`; or ``--summary FILE`` of an earlier run. With
+    ``dtypes``, a ``--dtype`` option (the first is the default) passed on to ``measure_one``."""
     p = argparse.ArgumentParser(description=description)
+    if dtypes:
+        p.add_argument("--dtype", choices=dtypes, default=dtypes[0], help="the operands' dtype")
     p.add_argument("--out", type=Path, default=out)
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--shapes", type=_shape_list, default=None,
@@ -85,20 +99,21 @@ def run_grid(argv: list[str] | None, *, description: str, out: Path, quick_help:
     args = p.parse_args(argv)
     if args.summary is not None:
         rows = [json.loads(line) for line in args.summary.read_text().splitlines() if line]
-        print("\n".join(summary(rows, backends)))
+        print("\n".join(summary(rows, backends + HALF_BACKENDS if dtypes else backends)))
         return 0
+    options = {"dtype": args.dtype} if dtypes else {}
     env = environment.record(CPU)
     rows = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as fh:
         for n, d, b in args.shapes or shapes(args.quick):
-            row = measure_one(n, d, b, repeat=args.repeat)
+            row = measure_one(n, d, b, repeat=args.repeat, **options)
             fh.write(json.dumps({**row, "environment": env}) + "\n")
             fh.flush()
             rows.append(row)
             times = "  ".join(f"{k} {v * 1e3:.3g}" for k, v in row.items() if isinstance(v, float))
             print(f"N={n} d={d} B={b} auto={row['chosen']}: {times} ms", flush=True)
-    print("\n".join(summary(rows, backends)))
+    print("\n".join(summary(rows, backends_of(args.dtype) if dtypes else backends)))
     return 0
 
 
@@ -116,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_grid(argv, description="hopfield_retrieve: every CPU backend and peer over a grid of shapes",
                     out=HERE / "results" / "backend_grid-cpu.jsonl",
                     quick_help="16 shapes (about a minute) instead of the full grid", shapes=grid,
-                    measure_one=measure_shape, backends=BACKENDS)
+                    measure_one=measure_shape, backends=BACKENDS, dtypes=tuple(DTYPES))
 
 
 if __name__ == "__main__":

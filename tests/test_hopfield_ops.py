@@ -102,10 +102,15 @@ def test_argmax_ties_go_to_the_lower_index_across_splits(backend, rng):
 def test_half_precision_inputs(dtype, rng):
     for n, d, b in [(1, 1, 1), (7, 3, 5), (1000, 64, 64), (4097, 130, 5)]:
         q, k, _ = draw(rng, b, n, d, dtype=dtype)
-        out = check_against_reference(q, k, None, beta=1.0 / math.sqrt(d), backend=None)
-        assert out.dtype == dtype
-        with pytest.raises(ValueError, match="cpp"):
-            ops.hopfield_retrieve(q, k, beta=1.0, backend="cpp")
+        for backend in (None, "cpp"):  # 16-bit rows in the C++ kernel (the argmax is asked for)
+            out = check_against_reference(q, k, None, beta=1.0 / math.sqrt(d), backend=backend)
+            assert out.dtype == dtype
+        flash = ops.hopfield_retrieve(q, k, beta=1.0 / math.sqrt(d), backend="sdpa")  # 16-bit GEMMs
+        want = reference.hopfield_retrieve(q.double(), k.double(), beta=1.0 / math.sqrt(d))
+        assert flash.dtype == dtype and float((flash.double() - want).abs().max()) <= TOL[dtype] * max(
+            1.0, float(want.abs().max()))
+        with pytest.raises(ValueError, match="gemm"):  # no float32 logits from torch's 16-bit CPU matmul
+            ops.hopfield_retrieve(q, k, beta=1.0, backend="gemm")
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -171,7 +176,9 @@ def test_leading_dimensions_and_auto_dispatch(rng):
         assert hops.choose_backend(torch.zeros(hops.CPP_MAX_BATCH_LARGE_STORE + 1, 64), large_keys) == "sdpa"
         wide_keys = torch.empty(10, 4096)  # GEMM-bound at every batch past the C++ kernel's
         assert hops.choose_backend(torch.zeros(500, 4096), wide_keys) == "gemm"
-    assert hops.choose_backend(small.half(), k.half()) == "torch"
+    # 16-bit operands: the C++ kernel (16-bit rows) for narrow keys at small batches, else the flash kernel
+    assert hops.choose_backend(small.half(), k.half()) == ("cpp" if hb._core_retrieval() is not None else "sdpa")
+    assert hops.choose_backend(torch.zeros(300, 16).bfloat16(), k.bfloat16()) == "sdpa"
 
 
 def test_gradients_come_from_torch_backend(rng):

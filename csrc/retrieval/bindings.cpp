@@ -12,6 +12,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -96,14 +97,29 @@ bool allFinite(const float* p, size_t count) {
   return finite;
 }
 
+// True when no float16 / bfloat16 value is NaN or +-Inf (exponent bits `exponent` all ones).
+MNEMONIX_SIMD_CLONES
+bool allFinite16(const uint16_t* p, size_t count, uint16_t exponent) {
+  uint32_t special = 0;
+  for (size_t i = 0; i < count; ++i) special |= static_cast<uint32_t>((p[i] & exponent) == exponent);
+  return special == 0;
+}
+
+// allFinite for `count` values of `type` (float32, float16 or bfloat16).
+bool allFiniteRows(rows::RowType type, const void* p, size_t count) {
+  if (type == rows::RowType::Float32) return allFinite(static_cast<const float*>(p), count);
+  return allFinite16(static_cast<const uint16_t*>(p), count, type == rows::RowType::Float16 ? 0x7c00 : 0x7f80);
+}
+
 // The kernel with the finite checks folded in (call without the GIL): false when a query
 // holds a NaN/Inf (checked before the kernel runs), or when a logit, lse or out does (no bias
 // here: a -inf logit is a bad key). Shared by retrieve_checked and retrieve_checked_at.
-bool retrieveFinite(const float* q, size_t batch, size_t d, const float* k, size_t n, const float* v, size_t dv,
-                    float beta, int threads, float* out, float* lse, int64_t* argmax) {
-  if (!allFinite(q, batch * d)) return false;
+// Operands are rows of `type`; out and lse float32.
+bool retrieveFinite(rows::RowType type, const void* q, size_t batch, size_t d, const void* k, size_t n,
+                    const void* v, size_t dv, float beta, int threads, float* out, float* lse, int64_t* argmax) {
+  if (!allFiniteRows(type, q, batch * d)) return false;
   bool finite = true;
-  mnemonix::retrieval::retrieve(q, batch, d, k, n, v, dv, beta, nullptr, out, lse, argmax, threads, &finite);
+  retrieveRows(type, q, batch, d, k, n, v, dv, beta, nullptr, out, lse, argmax, threads, &finite);
   return finite && allFinite(lse, batch) && allFinite(out, batch * dv);
 }
 
@@ -121,7 +137,7 @@ py::object run(const Operands& o, float beta, int threads, bool checkFinite) {
   {
     py::gil_scoped_release release;
     if (checkFinite)  // (retrieve_checked takes no bias)
-      finite = retrieveFinite(o.q.data(), o.batch, o.d, o.k.data(), o.n, o.v ? o.v->data() : nullptr, o.dv, beta,
+      finite = retrieveFinite(rows::RowType::Float32, o.q.data(), o.batch, o.d, o.k.data(), o.n, o.v ? o.v->data() : nullptr, o.dv, beta,
                               threads, outPtr, lsePtr, argPtr);
     else
       mnemonix::retrieval::retrieve(o.q.data(), o.batch, o.d, o.k.data(), o.n, o.v ? o.v->data() : nullptr, o.dv,
@@ -153,17 +169,28 @@ float* floatsAt(const py::handle& address, size_t count, const char* name, const
   return addressArg<float>(address, count > 0, fn, name);
 }
 
-// retrieve_checked on contiguous float32 buffers given by address (the fast path's torch
-// tensors: their data_ptr()s, no numpy views), writing out [B, dv] and, when given, lse [B] and
-// argmax [B] (address 0: not wanted). False when a query, out or lse holds a NaN/Inf.
+// retrieve_checked on contiguous buffers given by address (the fast path's torch tensors: their
+// data_ptr()s, no numpy views), writing out [B, dv] and, when given, lse [B] and argmax [B]
+// (address 0: not wanted). Queries, keys and values are rows of `element_type` (0 float32,
+// 1 float16, 2 bfloat16: rows::RowType's order); out and lse are float32. False when a query,
+// out or lse holds a NaN/Inf.
 constexpr const char* kRetrieveAt = "retrieve_checked_at";
+
+rows::RowType elementType(int code, const char* fn) {
+  if (code < 0 || code > 2)
+    throw std::invalid_argument(std::string(fn) +
+                                ": element_type must be 0 (float32), 1 (float16) or 2 (bfloat16), got " +
+                                std::to_string(code));
+  return static_cast<rows::RowType>(code);
+}
 
 bool retrieveCheckedAt(const py::handle& queries, size_t batch, size_t d, const py::handle& keys, size_t n,
                        const py::handle& values, size_t dv, double beta, const py::handle& out,
-                       const py::handle& lse, const py::handle& argmax) {
-  const float* q = floatsAt(queries, batch * d, "queries", kRetrieveAt);
-  const float* k = floatsAt(keys, n * d, "keys", kRetrieveAt);
-  const float* v = floatsAt(values, 0, "values", kRetrieveAt);  // 0: the values are the keys
+                       const py::handle& lse, const py::handle& argmax, int elementCode) {
+  const rows::RowType type = elementType(elementCode, kRetrieveAt);
+  const void* q = addressArg<const char>(queries, batch * d > 0, kRetrieveAt, "queries");
+  const void* k = addressArg<const char>(keys, n * d > 0, kRetrieveAt, "keys");
+  const void* v = addressArg<const char>(values, false, kRetrieveAt, "values");  // 0: the values are the keys
   if (!v && dv != d)
     throw std::invalid_argument(std::string(kRetrieveAt) + ": dv must equal d when the values are the keys");
   float* o = floatsAt(out, batch * dv, "out", kRetrieveAt);
@@ -172,7 +199,7 @@ bool retrieveCheckedAt(const py::handle& queries, size_t batch, size_t d, const 
   py::gil_scoped_release release;
   std::vector<float> lseHeld(l ? 0 : batch);
   std::vector<int64_t> argHeld(a ? 0 : batch);
-  return retrieveFinite(q, batch, d, k, n, v, dv, static_cast<float>(beta), 0, o, l ? l : lseHeld.data(),
+  return retrieveFinite(type, q, batch, d, k, n, v, dv, static_cast<float>(beta), 0, o, l ? l : lseHeld.data(),
                         a ? a : argHeld.data());
 }
 
@@ -209,6 +236,24 @@ bool allFiniteAt(const py::args& pairs) {
     spans.emplace_back(floatsAt(pairs[i], count, "a span", "all_finite_at"), count);
   }
   return allSpansFinite(spans);
+}
+
+// all_finite_at for buffers of any of the kernel's element types, as (element_type, address,
+// count) triples: the fast path's check of 16-bit queries and out next to a float32 lse.
+bool allFiniteTypedAt(const py::args& triples) {
+  if (triples.size() % 3 != 0)
+    throw std::invalid_argument("all_finite_typed_at: expected (element_type, address, count) triples");
+  std::vector<std::tuple<rows::RowType, const void*, size_t>> spans;
+  for (size_t i = 0; i < triples.size(); i += 3) {
+    const rows::RowType type = elementType(triples[i].cast<int>(), "all_finite_typed_at");
+    const auto count = triples[i + 2].cast<size_t>();
+    spans.emplace_back(type, addressArg<const char>(triples[i + 1], count > 0, "all_finite_typed_at", "a span"),
+                       count);
+  }
+  py::gil_scoped_release release;
+  for (const auto& [type, data, count] : spans)
+    if (!allFiniteRows(type, data, count)) return false;
+  return true;
 }
 
 // The flash kernel's results over P key parts merged (merge_parts.hpp) into out [B, dv] and
@@ -263,12 +308,17 @@ void bind(py::module_& m) {
   m.def("all_finite_at", &allFiniteAt,
         "all_finite_at(address, count, ...): all_finite over contiguous float32 buffers given by address and\n"
         "element count (a tensor's data_ptr() and numel(); the caller keeps it alive).");
+  m.def("all_finite_typed_at", &allFiniteTypedAt,
+        "all_finite_typed_at(element_type, address, count, ...): all_finite over contiguous buffers of\n"
+        "element_type 0 (float32), 1 (float16) or 2 (bfloat16), given by address and element count.");
   m.def("retrieve_checked_at", &retrieveCheckedAt, py::arg("queries"), py::arg("batch"), py::arg("d"),
         py::arg("keys"), py::arg("n"), py::arg("values"), py::arg("dv"), py::arg("beta"), py::arg("out"),
-        py::arg("lse"), py::arg("argmax"),
-        "retrieve_checked_at(queries, batch, d, keys, n, values, dv, beta, out, lse, argmax): retrieve_checked on\n"
-        "contiguous float32 buffers given by address (values 0: the keys; lse, argmax 0: not wanted), writing\n"
-        "out [B, dv], lse [B] and argmax [B] int64. False when a query, out or lse holds a NaN/Inf.");
+        py::arg("lse"), py::arg("argmax"), py::arg("element_type") = 0,
+        "retrieve_checked_at(queries, batch, d, keys, n, values, dv, beta, out, lse, argmax, element_type=0):\n"
+        "retrieve_checked on contiguous buffers given by address (values 0: the keys; lse, argmax 0: not\n"
+        "wanted), writing out [B, dv] and lse [B] float32 and argmax [B] int64. Queries, keys and values hold\n"
+        "element_type: 0 float32, 1 float16, 2 bfloat16 (read as float32, exactly). False when a query, out or\n"
+        "lse holds a NaN/Inf.");
   m.def("merge_parts_at", &mergePartsAt, py::arg("part_out"), py::arg("part_lse"), py::arg("parts"),
         py::arg("batch"), py::arg("dv"), py::arg("queries"), py::arg("d"), py::arg("beta"), py::arg("rest"),
         py::arg("rest_keys"), py::arg("key_stride"), py::arg("rest_values"), py::arg("value_stride"),

@@ -155,7 +155,8 @@ MNEMONIX_ALWAYS_INLINE void laneAccumulate(const float* sT, size_t pitch, size_t
 }
 
 // scanRange with the queries across the lanes: stored patterns [n0, n1) into `part`.
-// qs = beta * queries [B, d]; values == nullptr means the values are the keys.
+// qs = beta * queries [B, d]; keys and values hold the rows from n0 on; values == nullptr means
+// the values are the keys.
 MNEMONIX_SIMD_CLONES
 inline void scanRangeLanes(const float* qs, size_t batch, size_t d, const float* keys, const float* values,
                            size_t dv, const float* bias, size_t n0, size_t n1, Partial& part,
@@ -168,14 +169,14 @@ inline void scanRangeLanes(const float* qs, size_t batch, size_t d, const float*
   transposeQueries(qs, batch, d, qT);
   for (size_t t0 = n0; t0 < n1; t0 += rowsPerTile) {
     const size_t rows = std::min(rowsPerTile, n1 - t0);
-    laneScores(qT, pitch, keys + t0 * d, d, rows, sT);
+    laneScores(qT, pitch, keys + (t0 - n0) * d, d, rows, sT);
     if (bias) {
       for (size_t r = 0; r < rows; ++r)
         for (size_t b = 0; b < pitch; ++b) sT[r * pitch + b] += bias[t0 + r];
     }
     for (size_t b0 = 0; b0 < batch; b0 += 8)
       laneSoftmax(sT, pitch, rows, t0, b0, std::min<size_t>(8, batch - b0), dv, part);
-    const float* v = vals + t0 * dv;
+    const float* v = vals + (t0 - n0) * dv;
     float* acc = part.acc.data();
     size_t b = 0;
     for (; b + 4 <= batch; b += 4) laneAccumulate<4>(sT, pitch, b, v, rows, dv, acc);

@@ -35,13 +35,12 @@
 namespace mnemonix {
 namespace retrieval {
 
-// Scores of NQ queries (rows of q, stride d) against `rows` key rows starting at t0, written to
+// Scores of NQ queries (rows of q, stride d) against the `rows` key rows of `tile`, written to
 // out[qi * outStride + r] (rows::dotBlock: four key rows at a time). With prefetchRows > 0 (the
 // first query block of a tile) it asks for the rows that far ahead, i.e. the next tile, into L2.
 template <int NQ>
-MNEMONIX_ALWAYS_INLINE void scoreBlock(const float* q, size_t d, const float* keys, size_t t0, size_t rows,
+MNEMONIX_ALWAYS_INLINE void scoreBlock(const float* q, size_t d, const float* tile, size_t rows,
                                        size_t prefetchRows, float* out, size_t outStride) {
-  const float* tile = keys + t0 * d;
   const char* ahead = prefetchRows ? reinterpret_cast<const char*>(tile + prefetchRows * d) : nullptr;
   ::mnemonix::rows::dotBlock<NQ>(q, d, tile, rows, out, outStride, ahead, d * sizeof(float));
 }
@@ -134,8 +133,9 @@ MNEMONIX_ALWAYS_INLINE void accumulateTile(const float* p, const float* v, size_
   }
 }
 
-// Scan stored patterns [n0, n1) into `part`. qs = beta * queries [B, d] (row-major).
-// values == nullptr means the values are the keys (dv == d).
+// Scan stored patterns [n0, n1) into `part`. qs = beta * queries [B, d] (row-major); keys and
+// values hold the rows from n0 on (bias and the argmax count from row 0); values == nullptr
+// means the values are the keys (dv == d).
 MNEMONIX_SIMD_CLONES
 inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys, const float* values,
                       size_t dv, const float* bias, size_t n0, size_t n1, Partial& part,
@@ -145,15 +145,16 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
   scores.resize(batch * rowsPerTile);
   for (size_t t0 = n0; t0 < n1; t0 += rowsPerTile) {
     const size_t rows = std::min(rowsPerTile, n1 - t0);
+    const float* tile = keys + (t0 - n0) * d;
     // 1. scores S[b, r] = (beta q_b) . k_r  (+ bias): register blocks of 2 queries x 4 rows
     //    (8 independent sums, 6 loads per 8 FMAs); the tile stays in cache across queries.
     size_t b = 0;
     for (; b + 2 <= batch; b += 2) {
-      scoreBlock<2>(qs + b * d, d, keys, t0, rows, b == 0 ? rowsPerTile : 0, scores.data() + b * rowsPerTile,
+      scoreBlock<2>(qs + b * d, d, tile, rows, b == 0 ? rowsPerTile : 0, scores.data() + b * rowsPerTile,
                     rowsPerTile);
     }
     for (; b < batch; ++b) {
-      scoreBlock<1>(qs + b * d, d, keys, t0, rows, b == 0 ? rowsPerTile : 0, scores.data() + b * rowsPerTile,
+      scoreBlock<1>(qs + b * d, d, tile, rows, b == 0 ? rowsPerTile : 0, scores.data() + b * rowsPerTile,
                     rowsPerTile);
     }
     if (bias) {
@@ -168,7 +169,7 @@ inline void scanRange(const float* qs, size_t batch, size_t d, const float* keys
     //    serves every query. Zero weights are not skipped: a NaN/Inf row must reach acc (ops
     //    checks the result).
     for (size_t bb = 0; bb < batch; ++bb) {
-      accumulateTile(scores.data() + bb * rowsPerTile, vals + t0 * dv, rows, dv, part.acc.data() + bb * dv);
+      accumulateTile(scores.data() + bb * rowsPerTile, vals + (t0 - n0) * dv, rows, dv, part.acc.data() + bb * dv);
     }
   }
 }
@@ -207,25 +208,81 @@ inline bool partsFinite(const std::vector<Partial>& parts) {
   return zeros == 0.0f;
 }
 
-// One operand set of retrieve (qs = beta * queries).
+// One operand set of retrieve (qs = beta * queries, float32). Keys and values are rows of
+// `type`: float32, read in place, or float16 / bfloat16, converted to float32 a chunk at a time.
 struct Problem {
   const float* qs;
   size_t batch, d;
-  const float* keys;
+  const void* keys;
   size_t n;
-  const float* values;
+  const void* values;
   size_t dv;
   const float* bias;
   bool lanes;  // scan with the queries across the lanes (lanes.hpp)
+  rows::RowType type;
 };
 
-// Stored patterns [n0, n1) into `part` for `batch` queries from qs (beta-scaled).
+// rows::Avx2Rows::convert where the CPU runs it, else the portable loop: count rows of d values
+// of `type` into float32 dst, prefetching `ahead` (the next chunk) as it goes. Exact.
+inline void convertRows(rows::RowType type, const void* src, size_t count, size_t d, float* dst,
+                        const void* ahead) {
+#if MNEMONIX_HAVE_AVX2_PATH
+  if (rows::cpuHasAvx2F16c()) {
+    rows::Avx2Rows::convert(type, src, count, d, dst, ahead);
+    return;
+  }
+#endif
+  rows::PortableRows::convert(type, src, count, d, dst, ahead);
+}
+
+// Rows of 16-bit keys (and values) converted per chunk: ~64k float32 values (256 kB, in L2 while
+// the scan reads them back), whole tiles, so the lane scan's per-call transpose of the queries
+// (B x d) stays small against the chunk's B x rows x d multiply-adds.
+inline size_t convertedChunkRows(size_t d, size_t valueDims) {
+  const size_t tile = tileRows(d);
+  const size_t rows = (size_t(1) << 16) / std::max<size_t>(d + valueDims, 1);
+  return std::max(tile, rows / tile * tile);
+}
+
+inline void scanFloat(const Problem& pb, const float* qs, size_t batch, const float* keys, const float* values,
+                      size_t n0, size_t n1, Partial& part, std::vector<float>& buf) {
+  if (pb.lanes)
+    scanRangeLanes(qs, batch, pb.d, keys, values, pb.dv, pb.bias, n0, n1, part, buf);
+  else
+    scanRange(qs, batch, pb.d, keys, values, pb.dv, pb.bias, n0, n1, part, buf);
+}
+
+// Stored patterns [n0, n1) into `part` for `batch` queries from qs (beta-scaled). 16-bit rows
+// go through a float32 chunk of this thread's; each is read from memory once, in its width.
 inline void scan(const Problem& pb, const float* qs, size_t batch, size_t n0, size_t n1, Partial& part,
                  std::vector<float>& buf) {
-  if (pb.lanes)
-    scanRangeLanes(qs, batch, pb.d, pb.keys, pb.values, pb.dv, pb.bias, n0, n1, part, buf);
-  else
-    scanRange(qs, batch, pb.d, pb.keys, pb.values, pb.dv, pb.bias, n0, n1, part, buf);
+  const size_t d = pb.d, dv = pb.dv;
+  if (pb.type == rows::RowType::Float32) {
+    const float* values = static_cast<const float*>(pb.values);
+    scanFloat(pb, qs, batch, static_cast<const float*>(pb.keys) + n0 * d, values ? values + n0 * dv : nullptr,
+              n0, n1, part, buf);
+    return;
+  }
+  const size_t width = rows::rowTypeBytes(pb.type);
+  const size_t valueDims = pb.values ? dv : 0;
+  const size_t chunkRows = pb.lanes ? convertedChunkRows(d, valueDims) : tileRows(d);
+  thread_local std::vector<float> chunk;
+  chunk.resize(chunkRows * (d + valueDims));
+  const char* keys = static_cast<const char*>(pb.keys);
+  const char* values = static_cast<const char*>(pb.values);
+  for (size_t c0 = n0; c0 < n1; c0 += chunkRows) {
+    const size_t count = std::min(chunkRows, n1 - c0);
+    const bool more = c0 + count < n1;  // prefetch the next chunk's rows (memory streams meanwhile)
+    convertRows(pb.type, keys + c0 * d * width, count, d, chunk.data(),
+                more ? keys + (c0 + count) * d * width : nullptr);
+    float* convertedValues = nullptr;
+    if (values) {
+      convertedValues = chunk.data() + chunkRows * d;
+      convertRows(pb.type, values + c0 * dv * width, count, dv, convertedValues,
+                  more ? values + (c0 + count) * dv * width : nullptr);
+    }
+    scanFloat(pb, qs, batch, chunk.data(), convertedValues, c0, c0 + count, part, buf);
+  }
 }
 
 // Runs job(i, scratch) for i in [0, jobs) on nThreads threads, dynamically (if the OS
@@ -294,18 +351,21 @@ inline void retrieveByQueries(const Problem& pb, size_t groups, float* out, floa
   if (scoresFinite) *scoresFinite = partsFinite(parts);
 }
 
-// Full retrieval. queries [B, d], keys [N, d], values [N, dv] or nullptr (then dv == d),
-// bias [N] or nullptr (-inf entries exclude patterns). Writes out [B, dv], lse [B] and
-// argmax [B] (first index of the largest logit). Results depend on `threads` only through
-// float rounding of the merge (the number of parts); a given thread count is deterministic.
-// With `scoresFinite`, also whether every logit (bias included) was finite.
-inline void retrieve(const float* queries, size_t batch, size_t d, const float* keys, size_t n,
-                     const float* values, size_t dv, float beta, const float* bias, float* out,
-                     float* lse, int64_t* argmax, int threads, bool* scoresFinite = nullptr) {
+// Full retrieval. queries [B, d], keys [N, d], values [N, dv] or nullptr (then dv == d), all
+// rows of `type` (float32, float16 or bfloat16; 16-bit rows are converted exactly to float32 and
+// computed as float32), bias [N] or nullptr (-inf entries exclude patterns). Writes out [B, dv],
+// lse [B] and argmax [B] (first index of the largest logit), float32. Results depend on
+// `threads` only through float rounding of the merge (the number of parts); a given thread count
+// is deterministic. With `scoresFinite`, also whether every logit (bias included) was finite.
+inline void retrieveRows(rows::RowType type, const void* queries, size_t batch, size_t d, const void* keys,
+                         size_t n, const void* values, size_t dv, float beta, const float* bias, float* out,
+                         float* lse, int64_t* argmax, int threads, bool* scoresFinite = nullptr) {
   if (n == 0) throw std::invalid_argument("keys must hold at least one stored pattern (N >= 1), got 0 rows");
   if (!(beta > 0.0f) || !std::isfinite(beta))
     throw std::invalid_argument("beta must be finite and > 0 (as a float32), got " + std::to_string(beta));
-  std::vector<float> qs(queries, queries + batch * d);
+  if (type == rows::RowType::Int8) throw std::invalid_argument("retrieve: rows must be float32, float16 or bfloat16");
+  std::vector<float> qs(batch * d);
+  convertRows(type, queries, batch, d, qs.data(), nullptr);
   for (float& x : qs) x *= beta;
 #ifdef _OPENMP
   if (threads <= 0) threads = omp_get_max_threads();
@@ -316,7 +376,7 @@ inline void retrieve(const float* queries, size_t batch, size_t d, const float* 
   // Queries across the lanes from 16 of them (the scores of a query then depend on the batch's
   // size only through this choice), while a value row's column blocks stay within L1's ways.
   const bool lanes = batch >= kLaneMinBatch && d <= kLaneMaxDims && dv <= kLaneMaxDims;
-  const Problem pb{qs.data(), batch, d, keys, n, values, dv, bias, lanes};
+  const Problem pb{qs.data(), batch, d, keys, n, values, dv, bias, lanes, type};
   // A part of the rows needs ~1M multiply-adds (~30 us) and 1024 rows: each adds a softmax
   // state to merge. A group of queries needs 64k (~3 us, against ~1 us to wake a spinning
   // thread): N = 1e3, d = 32, B = 16, one thread took 46.5 us and two 26.6 (EPYC); B = 4, one
@@ -333,6 +393,14 @@ inline void retrieve(const float* queries, size_t batch, size_t d, const float* 
   if (maxParts == 1) maxParts = std::max<size_t>(1, std::min(n / 256, work / (size_t(1) << 19)));
   retrieveByRows(pb, static_cast<int>(std::min<size_t>(threads, maxParts)), maxParts, out, lse, argmax,
                  scoresFinite);
+}
+
+// retrieveRows on float32 rows.
+inline void retrieve(const float* queries, size_t batch, size_t d, const float* keys, size_t n,
+                     const float* values, size_t dv, float beta, const float* bias, float* out,
+                     float* lse, int64_t* argmax, int threads, bool* scoresFinite = nullptr) {
+  retrieveRows(rows::RowType::Float32, queries, batch, d, keys, n, values, dv, beta, bias, out, lse, argmax,
+               threads, scoresFinite);
 }
 
 }  // namespace retrieval

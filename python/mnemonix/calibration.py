@@ -77,7 +77,14 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "cpp_large_store_bytes": 4 << 20, "cpp_large_store_max_dims": 1 << 20,
                               "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096,
-                              "gemm_wide_min_dim": 1 << 20, "gemm_wide_min_batch": 64},
+                              "gemm_wide_min_dim": 1 << 20, "gemm_wide_min_batch": 64,
+                              # 16-bit operands (bench/NOTES.md, "16-bit operands"): the Xeon's
+                              # float16 fit, whose flash kernel has no 16-bit GEMM unit to use
+                              # (unmeasured on the EPYC, which has none for either dtype)
+                              "cpp_max_batch_narrow_float16": 32, "cpp_max_dims_float16": 512,
+                              "cpp_min_batch_float16": 1, "cpp_min_bytes_float16": 0,
+                              "cpp_max_batch_narrow_bfloat16": 32, "cpp_max_dims_bfloat16": 512,
+                              "cpp_min_batch_bfloat16": 1, "cpp_min_bytes_bfloat16": 0},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
                           "cpp_max_batch_narrow": 256, "gemm_chunk_scores": 384 << 10},
     },
@@ -115,7 +122,12 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
         # split flash kernel leads there, N = 1e4, d = 32, B = 8: 0.145 ms against GEMM 0.255)
         "hopfield_retrieve": {"cpp_large_store_max_dims": 256, "cpp_max_batch_narrow": 4, "gemm_max_batch": 4,
                               "cpp_small_store_max_dims": 2048, "cpp_small_store_min_batch": 0,
-                              "cpp_max_batch_few_rows": 32, "gemm_wide_min_dim": 1024},
+                              "cpp_max_batch_few_rows": 32, "gemm_wide_min_dim": 1024,
+                              # bfloat16: the flash kernel's GEMMs run on AMX here (N = 1e4, d = 1,024,
+                              # B = 1: 0.68 ms against the C++ kernel's 1.63), so the C++ kernel keeps
+                              # narrow keys and stores of 64 MB up to B x d = 512 (N = 1e6, d = 128,
+                              # B = 4: 37 against 53 ms)
+                              "cpp_min_batch_bfloat16": 0, "cpp_min_bytes_bfloat16": 64 << 20},
     }),
 )
 

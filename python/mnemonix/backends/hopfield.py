@@ -14,14 +14,17 @@ declared at the bottom as data; which one is fastest is the op's speed policy
   d-tiling, K = V read once; groups on a third grid axis) and, for the backward,
   ``mnemonix.kernels.hopfield_bwd`` (FlashAttention-2: dK/dV and dQ kernels, no atomics).
   CUDA, or CPU tensors under ``TRITON_INTERPRET=1``.
-- ``cpp``: the fused OpenMP/SIMD kernel ``mnemonix._core.retrieval`` (CPU, float32): one read
-  of each key row serves both products; N split over threads with an exact merge; one call per
-  group. Forward only.
+- ``cpp``: the fused OpenMP/SIMD kernel ``mnemonix._core.retrieval`` (CPU; float32, and float16
+  / bfloat16 rows converted exactly to float32 a chunk at a time, so each is read once in its
+  width): one read of each key row serves both products; N split over threads with an exact
+  merge; one call per group (this general path widens 16-bit groups first; the op's fast path
+  passes 2-D 16-bit operands in place). Forward only.
 - ``sdpa``: PyTorch's own fused CPU flash-attention kernel
   (``aten._scaled_dot_product_flash_attention_for_cpu``, the kernel behind
   ``F.scaled_dot_product_attention`` on CPU), which also returns the log-sum-exp, paired with
-  its fused backward. CPU, float32/float64, dv == d, no argmax; its backward has no gradient
-  for the log-sum-exp or the bias.
+  its fused backward. CPU, float32/float64/float16/bfloat16 (16-bit GEMMs, a float32 softmax
+  and log-sum-exp), dv == d, no argmax; its backward has no gradient for the log-sum-exp or the
+  bias.
 - ``gemm``: two GEMMs and one softmax per block of queries, the block's [rows, N] scores
   materialised (at most ~1M of them at a time). Any device, float32/float64, forward only:
   the fastest CPU path for moderate batches over cache-sized stores and for very wide d.
@@ -95,6 +98,12 @@ def _pick(t, i: int, j: int):
     return None if t is None else t[min(i, t.shape[0] - 1), min(j, t.shape[1] - 1)]
 
 
+def _f32_rows(t):
+    """A float32 numpy view (a copy for float16 / bfloat16: the general path's groups and biases
+    go through the numpy entry; the fast path reads 16-bit rows in place, retrieve_checked_at)."""
+    return t.detach().float().contiguous().numpy()
+
+
 def run_cpp(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None, **_):
     core = _core_retrieval()
     q4, k4, v4, b4 = lift(queries, keys, values, logit_bias)
@@ -104,8 +113,8 @@ def run_cpp(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None,
         for j in range(g2):
             bias = _pick(b4, i, j)
             out, lse, arg = core.retrieve(
-                q4[i, j].detach().contiguous().numpy(), _pick(k4, i, j).detach().contiguous().numpy(),
-                None if v4 is None else _pick(v4, i, j).detach().contiguous().numpy(), beta=float(beta),
+                _f32_rows(q4[i, j]), _f32_rows(_pick(k4, i, j)), None if v4 is None else _f32_rows(_pick(v4, i, j)),
+                beta=float(beta),
                 bias=None if bias is None else bias.detach().float().contiguous().numpy())
             outs.append(torch.from_numpy(out))
             lses.append(torch.from_numpy(lse))
@@ -416,13 +425,12 @@ def backward_torch(d_out, d_lse, queries, keys, values, key_bias, assoc, out, ls
 
 
 _CPU = frozenset({"cpu"})
-_FP32 = frozenset({torch.float32})
+_HALVES = frozenset({torch.float16, torch.bfloat16})
 _WITH_FP64 = ALL_FLOAT | {torch.float64}
 
 TRITON = Backend("triton", run_triton, needs_triton=True, supports_grad=True)
-CPP = Backend("cpp", run_cpp, devices=_CPU, dtypes=_FP32, extra_reasons=_cpp_reasons)
-SDPA = Backend("sdpa", run_sdpa, devices=_CPU, dtypes=frozenset({torch.float32, torch.float64}),
-               supports_grad=True, extra_reasons=_sdpa_reasons)
+CPP = Backend("cpp", run_cpp, devices=_CPU, dtypes=_HALVES | {torch.float32}, extra_reasons=_cpp_reasons)
+SDPA = Backend("sdpa", run_sdpa, devices=_CPU, dtypes=_WITH_FP64, supports_grad=True, extra_reasons=_sdpa_reasons)
 TORCH = Backend("torch", run_torch, dtypes=_WITH_FP64, supports_grad=True)
 GEMM = Backend("gemm", run_gemm, dtypes=frozenset({torch.float32, torch.float64}), extra_reasons=_gemm_reasons)
 REFERENCE = Backend("reference", run_reference, dtypes=_WITH_FP64, supports_grad=True,

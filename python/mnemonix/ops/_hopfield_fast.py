@@ -33,12 +33,15 @@ from mnemonix.backends import no_grad_wanted, no_mode, numpy_view
 _F32 = torch.float32
 _TENSOR = torch.Tensor
 _STRIDED = torch.strided
+# The element codes of the C++ kernel (retrieve_checked_at, all_finite_typed_at) by dtype
+_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_Order = Callable[[int, int, int, int], tuple[str, ...]]  # the speed policy's order of a shape
 
 
-def _plain_f32_matrix(t: object) -> bool:
-    """:func:`mnemonix.backends.plain_cpu_tensor` (2-D float32), written out: the fast path runs
-    it for every operand of every call."""
-    return type(t) is _TENSOR and t.dtype is _F32 and t.dim() == 2 and t.is_cpu and t.layout is _STRIDED
+def _plain_matrix(t: object, dtype: object) -> bool:
+    """:func:`mnemonix.backends.plain_cpu_tensor` (2-D, of ``dtype``), written out: the fast path
+    runs it for every operand of every call."""
+    return type(t) is _TENSOR and t.dtype is dtype and t.dim() == 2 and t.is_cpu and t.layout is _STRIDED
 
 
 def defaults_only(mask: object, bias: object, association_mask: object, update_steps: object, eps: object,
@@ -51,21 +54,27 @@ def defaults_only(mask: object, bias: object, association_mask: object, update_s
 
 def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: object, backend: object,
                       order: Callable[[int, int, int, int], tuple[str, ...]], want_lse: bool = False,
-                      want_argmax: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
+                      want_argmax: bool = False, half_order: _Order | None = None
+                      ) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
     """``(out [B, dv], lse [B], argmax [B])`` from the kernel the policy picks, or None: take the
     general path.
 
     ``order(B, N, d, itemsize)`` is the speed policy's CPU order without a gradient
     (:func:`mnemonix.ops.hopfield.cpu_forward_order_at`); its first backend runs here (the C++
     kernel, the blocked GEMM path or torch's flash kernel), or a forced ``"cpp"``, ``"gemm"`` or
-    ``"sdpa"``. ``lse`` / ``argmax`` are None unless wanted.
+    ``"sdpa"``. ``half_order(B, N, d, code)`` is its order for float16 / bfloat16 operands
+    (:func:`mnemonix.ops.hopfield.cpu_half_order_at`; None: those take the general path).
+    ``lse`` / ``argmax`` are None unless wanted.
     """
     if backend is not None and (type(backend) is not str or backend not in _KERNELS):
         return None  # another backend, or not a name: the general path (its error names the argument)
     if (type(beta) is not float and type(beta) is not int) or not 0.0 < beta <= _checks.FLOAT32_MAX:
         return None  # bool, numpy scalars, tensors, NaN (fails the comparison): the general path's checks
-    if not (_plain_f32_matrix(queries) and _plain_f32_matrix(keys)
-            and (values is None or _plain_f32_matrix(values))) or not no_mode():
+    if getattr(queries, "dtype", None) is not _F32:
+        return None if half_order is None else _half_retrieve(queries, keys, values, float(beta), backend,
+                                                              half_order, want_lse, want_argmax)
+    if not (_plain_matrix(queries, _F32) and _plain_matrix(keys, _F32)
+            and (values is None or _plain_matrix(values, _F32))) or not no_mode():
         return None
     q, k, v = queries, keys, values  # type: ignore[assignment]
     (b, d), (n, dk) = q.shape, k.shape  # read once: after a kernel that evicted the caches each read costs ~1 us
@@ -82,25 +91,53 @@ def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: objec
     return _flash(q, k, v, float(beta), (b, d, n, dv), want_lse)
 
 
+def _half_retrieve(queries: object, keys: object, values: object, beta: float, backend: str | None,
+                   order: _Order, want_lse: bool, want_argmax: bool):
+    """:func:`cpu_fast_retrieve` for float16 / bfloat16 operands (all of one dtype): the C++
+    kernel reads the 16-bit rows in place, or torch's flash kernel runs unsplit (its split
+    merges float32 parts). out in the operands' dtype, lse float32. None: the general path."""
+    dtype = getattr(queries, "dtype", None)
+    code = _CODES.get(dtype, 0)  # type: ignore[arg-type]
+    if not code or not (_plain_matrix(queries, dtype) and _plain_matrix(keys, dtype)
+                        and (values is None or _plain_matrix(values, dtype))) or not no_mode():
+        return None
+    q, k, v = queries, keys, values  # type: ignore[assignment]
+    (b, d), (n, dk) = q.shape, k.shape
+    nv, dv = (n, d) if v is None else v.shape
+    if b == 0 or n == 0 or d == 0 or dk != d or nv != n or dv == 0 or not no_grad_wanted((q, k, v)):
+        return None
+    if not (q.is_contiguous() and k.is_contiguous() and (v is None or v.is_contiguous())):
+        return None  # strided 16-bit operands: the general path (float32 copies for the C++ kernel)
+    name = backend if backend is not None else order(b, n, d, code)[0]
+    if name == "cpp":
+        found = _cpp(q, k, v, beta, (b, d, n, dv), want_lse, want_argmax, code)
+        return None if found is None else (found[0].to(dtype), found[1], found[2])
+    if name != "sdpa" or want_argmax or dv != d:
+        return None
+    return _flash_unsplit(q, k, v, beta, (b, d, n, dv), want_lse, code)
+
+
 _KERNELS = frozenset({"cpp", "gemm", "sdpa"})
 
 
 def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, int, int, int], want_lse: bool,
-         want_argmax: bool):
+         want_argmax: bool, code: int = 0):
+    """The C++ kernel; ``code``: the operands' element type (0 float32, 1 float16, 2 bfloat16,
+    contiguous then); out and lse float32."""
     core = hb._core_retrieval()
     if core is None:
         return None
-    if not (q.is_contiguous() and k.is_contiguous() and (v is None or v.is_contiguous())):
+    if not code and not (q.is_contiguous() and k.is_contiguous() and (v is None or v.is_contiguous())):
         return _cpp_strided(core, q, k, v, beta, want_lse, want_argmax)
     # contiguous operands go by address (numpy views cost ~1 us each, several after a kernel that
     # evicted the caches); the finite checks run in the call (queries before, out and lse after)
     b, d, n, dv = dims
-    out = q.new_empty(b, dv)  # q's dtype (float32), not the default dtype; positional sizes: ~0.5 us less
-    lse = q.new_empty(b) if want_lse else None
+    out = torch.empty(b, dv) if code else q.new_empty(b, dv)  # float32 (new_empty: ~0.5 us less than a dtype=)
+    lse = out.new_empty(b) if want_lse else None
     arg = torch.empty((b,), dtype=torch.int64) if want_argmax else None
     if not core.retrieve_checked_at(q.data_ptr(), b, d, k.data_ptr(), n, 0 if v is None else v.data_ptr(), dv, beta,
                                     out.data_ptr(), 0 if lse is None else lse.data_ptr(),
-                                    0 if arg is None else arg.data_ptr()):
+                                    0 if arg is None else arg.data_ptr(), code):
         return None
     return out, lse, arg
 
@@ -133,6 +170,18 @@ def _finite(*tensors: Tensor | None) -> bool:
     return core.all_finite_at(*spans)
 
 
+def _finite_typed(code: int, *tensors: Tensor | None) -> bool:
+    """:func:`_finite` for contiguous tensors of element code ``code`` (None skipped)."""
+    given = [t for t in tensors if t is not None]
+    core = hb._core_retrieval()
+    if core is None:
+        return all(_checks.all_finite(t) for t in given)
+    spans: list[int] = []
+    for t in given:
+        spans += (code, t.data_ptr(), t.numel())
+    return core.all_finite_typed_at(*spans)
+
+
 def _gemm(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, want_argmax: bool):
     out, lse, arg = hb.gemm_rows(q, k, k if v is None else v, beta, want_lse=want_lse, want_argmax=want_argmax)
     # the queries are not read: a NaN/Inf query makes a NaN or infinite logit against every key,
@@ -154,11 +203,22 @@ def _flash(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int,
         if not finite or (v is not None and not _finite(k)):
             return None
         return out, lse, None
+    return _flash_unsplit(q, k, v, beta, dims, want_lse, 0)
+
+
+def _flash_unsplit(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, int, int, int],
+                   want_lse: bool, code: int):
+    """torch's flash kernel as is, on operands of element code ``code`` (lse float32)."""
+    kernel = hb._SDPA_KERNEL
+    if kernel is None:
+        return None
+    b, d, n, dv = dims
     k4 = k.view(1, 1, n, d)
     out, lse = kernel(q.view(1, 1, b, d), k4, k4 if v is None else v.view(1, 1, n, dv), 0.0, False, attn_mask=None,
                       scale=beta)
     # the queries are read too (the flash kernel turns a NaN query into out = 0, lse = 0), and the
     # keys when the values are apart (a key with NaN or -inf logits gets weight 0 there)
-    if not _finite(q, None if v is None else k, out, lse):
+    if not (_finite_typed(code, q, None if v is None else k, out) and _finite(lse) if code
+            else _finite(q, None if v is None else k, out, lse)):
         return None  # a NaN/Inf in queries, keys or values, or logits beyond float32: the general path says which
     return out.view(b, dv), lse.view(b) if want_lse else None, None

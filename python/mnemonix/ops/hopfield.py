@@ -119,6 +119,8 @@ def cpu_forward_order(b: int, keys: torch.Tensor) -> tuple[str, ...]:
     ``gemm_wide_min_batch``) over modest score blocks, or for very wide d, then torch's flash
     kernel. Later names are the fallbacks when one cannot run."""
     n, d = keys.shape[-2:]
+    if keys.dtype in _HALF_CODES:
+        return cpu_half_order_at(b, n, d, _HALF_CODES[keys.dtype])
     return cpu_forward_order_at(b, n, d, keys.element_size())
 
 
@@ -146,6 +148,41 @@ def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, 
     if narrow_moderate or wide_moderate or d >= limits["gemm_min_dim"]:
         return ("gemm", "sdpa", "torch")
     return ("sdpa", "gemm", "torch")
+
+
+# float16 / bfloat16 as the C++ kernel's element codes (retrieve_checked_at's element_type)
+_HALF_CODES = {torch.float16: 1, torch.bfloat16: 2}
+
+
+def cpu_half_order_at(b: int, n: int, d: int, code: int) -> tuple[str, ...]:
+    """CPU backends without a gradient for 16-bit operands (``code`` 1: float16, 2: bfloat16),
+    fastest first. The C++ kernel (16-bit rows read in place, computed in float32) for narrow keys
+    (d <= ``narrow_dim``) while B <= ``cpp_max_batch_narrow_<dtype>``, and for wider ones on keys
+    of at least ``cpp_min_bytes_<dtype>`` (where the single read of the rows pays) while
+    B x d <= ``cpp_max_dims_<dtype>`` or B <= ``cpp_min_batch_<dtype>``; else torch's flash
+    kernel (16-bit GEMMs, a float32 softmax: on CPUs with AMX its bfloat16 GEMMs run at several
+    times the float32 rate), then the streaming torch path. No GEMM path: torch's CPU matmul has
+    no float32 output for 16-bit inputs, and logits rounded to 16 bits would lose the accuracy
+    the other paths keep.
+    Memoised like :func:`cpu_forward_order_at`."""
+    memo = calibration.policy_memo("hopfield_retrieve/half", "cpu")
+    shape = (b, n, d, code)
+    order = memo.get(shape)
+    if order is None:
+        if len(memo) >= calibration.MEMO_MAX:
+            memo.clear()
+        order = memo[shape] = _cpu_half_order(b, n, d, "float16" if code == 1 else "bfloat16",
+                                              calibration.thresholds("hopfield_retrieve", "cpu"))
+    return order
+
+
+def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int]) -> tuple[str, ...]:
+    if d <= limits["narrow_dim"]:
+        cpp_first = b <= limits[f"cpp_max_batch_narrow_{dtype}"]
+    else:
+        most = max(limits[f"cpp_min_batch_{dtype}"], limits[f"cpp_max_dims_{dtype}"] // d)
+        cpp_first = b <= most and n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"]
+    return ("cpp", "sdpa", "torch") if cpp_first else ("sdpa", "cpp", "torch")
 
 
 def speed_policy(inputs: HopfieldInputs, backends) -> list[str]:
@@ -234,7 +271,7 @@ def hopfield_retrieve(
     """
     if _fast.defaults_only(mask, bias, association_mask, update_steps, eps, batch_invariant, allow_tf32):
         fast = _fast.cpu_fast_retrieve(queries, keys, values, beta, backend, cpu_forward_order_at, return_lse,
-                                         return_argmax)
+                                         return_argmax, cpu_half_order_at)
         if fast is not None:
             return _returned(fast, return_lse, return_argmax)
     p = args.prepare(queries, keys, values, beta=beta, mask=mask, bias=bias, association_mask=association_mask,
