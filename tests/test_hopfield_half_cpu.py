@@ -23,10 +23,10 @@ core = op_module.hb._core_retrieval()
 
 
 def _run_at(q, k, v, beta, code):
-    """retrieve_checked_at on contiguous tensors: (finite, out, lse, argmax)."""
+    """retrieve_checked_at on contiguous tensors: (finite, out in q's dtype, lse, argmax)."""
     b, d = q.shape
     n, dv = k.shape[0], d if v is None else v.shape[1]
-    out, lse, arg = torch.empty(b, dv), torch.empty(b), torch.empty(b, dtype=torch.int64)
+    out, lse, arg = q.new_empty(b, dv), torch.empty(b), torch.empty(b, dtype=torch.int64)
     finite = core.retrieve_checked_at(q.data_ptr(), b, d, k.data_ptr(), n, 0 if v is None else v.data_ptr(), dv,
                                       beta, out.data_ptr(), lse.data_ptr(), arg.data_ptr(), code)
     return finite, out, lse, arg
@@ -37,14 +37,16 @@ def _run_at(q, k, v, beta, code):
        dv=st.none() | st.integers(1, 70), beta=st.floats(0.01, 4.0), seed=st.integers(0, 2**31 - 1))
 def test_cpp_kernel_on_16_bit_rows_is_its_float32_result_on_the_widened_rows(dtype, b, n, d, dv, beta, seed):
     # every 16-bit value is a float32 number: converting a chunk of rows at a time must change no bit
-    # (N past the chunks and the thread parts, B on both sides of the query lanes, d of both scans)
+    # (N past the chunks and the thread parts, B on both sides of the query lanes, d of both scans);
+    # out is that float32 result rounded as torch rounds
     gen = torch.Generator().manual_seed(seed)
     q, k = torch.randn(b, d, generator=gen).to(dtype), torch.randn(n, d, generator=gen).to(dtype)
     v = None if dv is None else torch.randn(n, dv, generator=gen).to(dtype)
     got = _run_at(q, k, v, beta, HALVES[dtype])
     want = _run_at(q.float(), k.float(), None if v is None else v.float(), beta, 0)
     assert got[0] is want[0] is True
-    for g, w in zip(got[1:], want[1:]):
+    assert got[1].dtype == dtype and torch.equal(got[1], want[1].to(dtype))
+    for g, w in zip(got[2:], want[2:]):
         assert torch.equal(g, w)
 
 
@@ -176,7 +178,7 @@ def test_grouped_16_bit_call_takes_the_general_cpp_path_on_float32_copies(dtype)
     q, k = torch.randn(3, 4, 16, generator=gen).to(dtype), torch.randn(3, 50, 16, generator=gen).to(dtype)
     got = ops.hopfield_retrieve(q, k, beta=0.7, backend="cpp")
     for g in range(3):
-        want = _run_at(q[g].contiguous(), k[g].contiguous(), None, 0.7, HALVES[dtype])[1].to(dtype)
+        want = _run_at(q[g].contiguous(), k[g].contiguous(), None, 0.7, HALVES[dtype])[1]
         assert torch.equal(got[g], want)
 
 
@@ -195,3 +197,18 @@ def test_16_bit_gradients_through_the_flash_backward_match_the_reference(dtype):
     for got, want in ((q.grad, q64.grad), (k.grad, k64.grad), (v.grad, v64.grad)):
         assert got.dtype == dtype
         assert float((got.double() - want).abs().max()) <= 4 * TOL[dtype] * max(1.0, float(want.abs().max()))
+
+
+@settings(max_examples=30, deadline=None)
+@given(dtype=st.sampled_from(list(HALVES)), seed=st.integers(0, 2**31 - 1))
+def test_16_bit_rounding_of_out_is_torchs_bit_for_bit(dtype, seed):
+    # any float32 bit pattern (subnormal halves, the overflow edge at 65,520, NaN), plus the edges
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(-2**31, 2**31 - 1, (50_000,), generator=gen, dtype=torch.int64).to(torch.int32)
+    x = torch.cat([x.view(torch.float32), torch.tensor([0.0, -0.0, 65504, 65519.996, 65520, -65520, 2**-14,
+                                                        2**-24, 2**-25, 2**-25 * 1.0000001, math.inf, -math.inf])])
+    out = torch.empty(x.numel(), dtype=dtype)
+    core.to_16_bit(HALVES[dtype], x.data_ptr(), x.numel(), out.data_ptr())
+    want = x.to(dtype)
+    same = (out.view(torch.int16) == want.view(torch.int16)) | (torch.isnan(x) & torch.isnan(out))
+    assert bool(same.all())

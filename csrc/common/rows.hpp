@@ -100,6 +100,37 @@ MNEMONIX_ALWAYS_INLINE float bfloat16ToFloat(uint16_t h) {
   return out;
 }
 
+// float32 -> float16 bits, rounded to nearest even in integer arithmetic (no FTZ/DAZ concern):
+// beyond 65,504 (from 65,520 on) Inf, under 2^-14 a subnormal (mant * 2^-24), NaN a quiet NaN.
+// torch's own conversion gives the same bits.
+MNEMONIX_ALWAYS_INLINE uint16_t floatToHalf(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return sign | 0x7e00u;  // NaN
+  if (a >= 0x477ff000u) return sign | 0x7c00u;  // |x| >= 65,520 rounds past the largest half: Inf
+  if (a >= 0x38800000u) {                        // a normal half: drop 13 mantissa bits, rebias 127 -> 15
+    const uint32_t rounded = a + 0xfffu + ((a >> 13) & 1u);
+    return sign | static_cast<uint16_t>((rounded - 0x38000000u) >> 13);
+  }
+  if (a < 0x33000000u) return sign;  // under 2^-25: zero (2^-25 itself ties to the even 0 below)
+  const uint32_t shift = 126u - (a >> 23);               // |x| * 2^24 = significand >> shift, shift 14..24
+  const uint32_t significand = (a & 0x7fffffu) | 0x800000u;
+  uint32_t mant = significand >> shift;
+  const uint32_t rest = significand & ((1u << shift) - 1u), halfway = 1u << (shift - 1u);
+  if (rest > halfway || (rest == halfway && (mant & 1u))) ++mant;  // 1024: the smallest normal, encoded right
+  return sign | static_cast<uint16_t>(mant);
+}
+
+// float32 -> bfloat16 bits, rounded to nearest even; NaN: 0x7fc0 (torch's conversion).
+MNEMONIX_ALWAYS_INLINE uint16_t floatToBfloat16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 // Prefetch `bytes` bytes from `ahead` (one cache line per 64 bytes); nullptr: nothing.
 MNEMONIX_ALWAYS_INLINE void prefetchBytes(const void* ahead, size_t bytes) {
   if (!ahead) return;

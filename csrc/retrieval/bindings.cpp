@@ -171,9 +171,10 @@ float* floatsAt(const py::handle& address, size_t count, const char* name, const
 
 // retrieve_checked on contiguous buffers given by address (the fast path's torch tensors: their
 // data_ptr()s, no numpy views), writing out [B, dv] and, when given, lse [B] and argmax [B]
-// (address 0: not wanted). Queries, keys and values are rows of `element_type` (0 float32,
-// 1 float16, 2 bfloat16: rows::RowType's order); out and lse are float32. False when a query,
-// out or lse holds a NaN/Inf.
+// (address 0: not wanted). Queries, keys, values and out are of `element_type` (0 float32,
+// 1 float16, 2 bfloat16: rows::RowType's order; a 16-bit out is the float32 result rounded to
+// nearest even, as torch rounds); lse is float32. False when a query, out or lse holds a NaN/Inf
+// (out is then left unwritten).
 constexpr const char* kRetrieveAt = "retrieve_checked_at";
 
 rows::RowType elementType(int code, const char* fn) {
@@ -193,14 +194,33 @@ bool retrieveCheckedAt(const py::handle& queries, size_t batch, size_t d, const 
   const void* v = addressArg<const char>(values, false, kRetrieveAt, "values");  // 0: the values are the keys
   if (!v && dv != d)
     throw std::invalid_argument(std::string(kRetrieveAt) + ": dv must equal d when the values are the keys");
-  float* o = floatsAt(out, batch * dv, "out", kRetrieveAt);
+  char* o = addressArg<char>(out, batch * dv > 0, kRetrieveAt, "out");
   float* l = floatsAt(lse, 0, "lse", kRetrieveAt);
   auto* a = addressArg<int64_t>(argmax, false, kRetrieveAt, "argmax");
   py::gil_scoped_release release;
-  std::vector<float> lseHeld(l ? 0 : batch);
+  const bool wide = type == rows::RowType::Float32;
+  std::vector<float> outHeld(wide ? 0 : batch * dv), lseHeld(l ? 0 : batch);
   std::vector<int64_t> argHeld(a ? 0 : batch);
-  return retrieveFinite(type, q, batch, d, k, n, v, dv, static_cast<float>(beta), 0, o, l ? l : lseHeld.data(),
-                        a ? a : argHeld.data());
+  float* o32 = wide ? reinterpret_cast<float*>(o) : outHeld.data();
+  if (!retrieveFinite(type, q, batch, d, k, n, v, dv, static_cast<float>(beta), 0, o32, l ? l : lseHeld.data(),
+                      a ? a : argHeld.data()))
+    return false;
+  if (!wide) {
+    auto* o16 = reinterpret_cast<uint16_t*>(o);
+    for (size_t i = 0; i < outHeld.size(); ++i)
+      o16[i] = type == rows::RowType::Float16 ? rows::floatToHalf(outHeld[i]) : rows::floatToBfloat16(outHeld[i]);
+  }
+  return true;
+}
+
+// The kernel's float32 -> 16-bit rounding over a buffer (tests compare it with torch's).
+void to16Bit(int elementCode, const py::handle& source, size_t count, const py::handle& out) {
+  const rows::RowType type = elementType(elementCode, "to_16_bit");
+  if (type == rows::RowType::Float32) throw std::invalid_argument("to_16_bit: element_type must be 1 or 2, got 0");
+  const float* x = floatsAt(source, count, "source", "to_16_bit");
+  auto* o = addressArg<uint16_t>(out, count > 0, "to_16_bit", "out");
+  for (size_t i = 0; i < count; ++i)
+    o[i] = type == rows::RowType::Float16 ? rows::floatToHalf(x[i]) : rows::floatToBfloat16(x[i]);
 }
 
 using Span = std::pair<const float*, size_t>;
@@ -311,14 +331,17 @@ void bind(py::module_& m) {
   m.def("all_finite_typed_at", &allFiniteTypedAt,
         "all_finite_typed_at(element_type, address, count, ...): all_finite over contiguous buffers of\n"
         "element_type 0 (float32), 1 (float16) or 2 (bfloat16), given by address and element count.");
+  m.def("to_16_bit", &to16Bit, py::arg("element_type"), py::arg("source"), py::arg("count"), py::arg("out"),
+        "to_16_bit(element_type, source, count, out): count float32 values at address source rounded to\n"
+        "float16 (1) or bfloat16 (2) at address out, to nearest even (the kernel's 16-bit out; for tests).");
   m.def("retrieve_checked_at", &retrieveCheckedAt, py::arg("queries"), py::arg("batch"), py::arg("d"),
         py::arg("keys"), py::arg("n"), py::arg("values"), py::arg("dv"), py::arg("beta"), py::arg("out"),
         py::arg("lse"), py::arg("argmax"), py::arg("element_type") = 0,
         "retrieve_checked_at(queries, batch, d, keys, n, values, dv, beta, out, lse, argmax, element_type=0):\n"
         "retrieve_checked on contiguous buffers given by address (values 0: the keys; lse, argmax 0: not\n"
-        "wanted), writing out [B, dv] and lse [B] float32 and argmax [B] int64. Queries, keys and values hold\n"
-        "element_type: 0 float32, 1 float16, 2 bfloat16 (read as float32, exactly). False when a query, out or\n"
-        "lse holds a NaN/Inf.");
+        "wanted), writing out [B, dv], lse [B] float32 and argmax [B] int64. Queries, keys, values and out hold\n"
+        "element_type: 0 float32, 1 float16, 2 bfloat16 (read as float32 exactly; out computed in float32, then\n"
+        "rounded to nearest even). False when a query, out or lse holds a NaN/Inf.");
   m.def("merge_parts_at", &mergePartsAt, py::arg("part_out"), py::arg("part_lse"), py::arg("parts"),
         py::arg("batch"), py::arg("dv"), py::arg("queries"), py::arg("d"), py::arg("beta"), py::arg("rest"),
         py::arg("rest_keys"), py::arg("key_stride"), py::arg("rest_values"), py::arg("value_stride"),

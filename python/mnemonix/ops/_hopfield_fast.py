@@ -35,6 +35,7 @@ _TENSOR = torch.Tensor
 _STRIDED = torch.strided
 # The element codes of the C++ kernel (retrieve_checked_at, all_finite_typed_at) by dtype
 _CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_F32_ROW = torch.empty(0, dtype=torch.float32)  # new_empty of it: a float32 tensor, whatever the default dtype
 _Order = Callable[[int, int, int, int], tuple[str, ...]]  # the speed policy's order of a shape
 
 
@@ -110,8 +111,7 @@ def _half_retrieve(queries: object, keys: object, values: object, beta: float, b
         return None  # strided 16-bit operands: the general path (float32 copies for the C++ kernel)
     name = backend if backend is not None else order(b, n, d, code)[0]
     if name == "cpp":
-        found = _cpp(q, k, v, beta, (b, d, n, dv), want_lse, want_argmax, code)
-        return None if found is None else (found[0].to(dtype), found[1], found[2])
+        return _cpp(q, k, v, beta, (b, d, n, dv), want_lse, want_argmax, code)
     if name != "sdpa" or want_argmax or dv != d:
         return None
     return _flash_unsplit(q, k, v, beta, (b, d, n, dv), want_lse, code)
@@ -123,7 +123,7 @@ _KERNELS = frozenset({"cpp", "gemm", "sdpa"})
 def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, int, int, int], want_lse: bool,
          want_argmax: bool, code: int = 0):
     """The C++ kernel; ``code``: the operands' element type (0 float32, 1 float16, 2 bfloat16,
-    contiguous then); out and lse float32."""
+    contiguous then), and out's; lse float32."""
     core = hb._core_retrieval()
     if core is None:
         return None
@@ -132,8 +132,8 @@ def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, i
     # contiguous operands go by address (numpy views cost ~1 us each, several after a kernel that
     # evicted the caches); the finite checks run in the call (queries before, out and lse after)
     b, d, n, dv = dims
-    out = torch.empty(b, dv) if code else q.new_empty(b, dv)  # float32 (new_empty: ~0.5 us less than a dtype=)
-    lse = out.new_empty(b) if want_lse else None
+    out = q.new_empty(b, dv)  # q's dtype, not the default dtype; positional sizes: ~0.5 us less
+    lse = (_F32_ROW.new_empty(b) if code else out.new_empty(b)) if want_lse else None  # float32
     arg = torch.empty((b,), dtype=torch.int64) if want_argmax else None
     if not core.retrieve_checked_at(q.data_ptr(), b, d, k.data_ptr(), n, 0 if v is None else v.data_ptr(), dv, beta,
                                     out.data_ptr(), 0 if lse is None else lse.data_ptr(),
@@ -170,13 +170,14 @@ def _finite(*tensors: Tensor | None) -> bool:
     return core.all_finite_at(*spans)
 
 
-def _finite_typed(code: int, *tensors: Tensor | None) -> bool:
-    """:func:`_finite` for contiguous tensors of element code ``code`` (None skipped)."""
+def _finite_typed(code: int, tensors: tuple[Tensor | None, ...], lse: Tensor) -> bool:
+    """:func:`_finite` for contiguous ``tensors`` of element code ``code`` (None skipped) and a
+    float32 ``lse``, in one C++ call."""
     given = [t for t in tensors if t is not None]
     core = hb._core_retrieval()
     if core is None:
-        return all(_checks.all_finite(t) for t in given)
-    spans: list[int] = []
+        return all(_checks.all_finite(t) for t in (*given, lse))
+    spans = [0, lse.data_ptr(), lse.numel()]
     for t in given:
         spans += (code, t.data_ptr(), t.numel())
     return core.all_finite_typed_at(*spans)
@@ -218,7 +219,7 @@ def _flash_unsplit(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tu
                       scale=beta)
     # the queries are read too (the flash kernel turns a NaN query into out = 0, lse = 0), and the
     # keys when the values are apart (a key with NaN or -inf logits gets weight 0 there)
-    if not (_finite_typed(code, q, None if v is None else k, out) and _finite(lse) if code
+    if not (_finite_typed(code, (q, None if v is None else k, out), lse) if code
             else _finite(q, None if v is None else k, out, lse)):
         return None  # a NaN/Inf in queries, keys or values, or logits beyond float32: the general path says which
     return out.view(b, dv), lse.view(b) if want_lse else None, None
