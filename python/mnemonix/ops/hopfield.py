@@ -254,9 +254,10 @@ def hopfield_retrieve(
         similar pattern [..., B] (int64), both of the last pass.
     backend : {None, "triton", "cpp", "sdpa", "gemm", "torch", "reference"}
         None lets the speed policy choose among the backends that can run the inputs:
-        Triton on CUDA; on CPU without gradients the fused C++ kernel at small B (float32), the
-        blocked GEMM path at moderate B over modest score blocks or for very wide d (float32 /
-        float64), torch's flash CPU kernel at larger B (no argmax); with gradients the flash
+        Triton on CUDA; on CPU without gradients the fused C++ kernel at small B (float32,
+        float16, bfloat16), the blocked GEMM path at moderate B over modest score blocks or for
+        very wide d (float32 / float64), torch's flash CPU kernel at larger B (no argmax;
+        16-bit operands have their own thresholds: :func:`cpu_half_order_at`); with gradients the flash
         kernel's fused backward or the streaming torch path (chunked recomputing backward, any
         device).
     batch_invariant, allow_tf32 : bool
