@@ -230,3 +230,18 @@ def test_rounds_vary_which_candidate_runs_before_which(monkeypatch):
     assert all(sorted(r) == list("abcd") for r in rounds)
     before = {name: {r[r.index(name) - 1] for r in rounds if r.index(name) > 0} for name in "abcd"}
     assert all(len(v) >= 2 for v in before.values())
+
+
+def test_cpu_hopfield_suites_track_16_bit_operands():
+    # the "fp16/bf16 where the peer runs": SDPA and plain torch run both on the CPU
+    from mnemonix.benchmark.suites import hopfield as hopfield_suite
+
+    found = {(tuple(c.shape.values()), c.dtype) for c in suites.cases("quick", torch.device("cpu"))
+             if c.op == "hopfield_retrieve"}
+    for shape in hopfield_suite.HALF_CPU_SHAPES["quick"]:
+        assert {(shape, torch.bfloat16), (shape, torch.float16)} <= found
+    assert all(dt == torch.float32 for _, dt in found if _ not in hopfield_suite.HALF_CPU_SHAPES["quick"])
+    for dtype in (torch.bfloat16, torch.float16):  # ours checked against SDPA in the same dtype
+        built = hopfield_suite._builder(500, 16, 4, dtype)(torch.device("cpu"))
+        assert built.check(built.candidates["auto"]) and built.chosen in {"cpp", "sdpa"}
+        assert {"peer:sdpa", "peer:plain"} <= set(built.candidates)

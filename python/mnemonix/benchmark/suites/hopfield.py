@@ -42,12 +42,24 @@ SHAPES = {  # (N, d, B)
 }
 
 
+# 16-bit CPU shapes (the C++ kernel's 16-bit rows and the flash kernel's 16-bit GEMMs, against
+# SDPA and plain torch in the same dtype): a memory-bound, a narrow mid-batch and a wide call
+HALF_CPU_SHAPES = {
+    "quick": [(100_000, 128, 1), (10_000, 32, 16), (2_000, 12_288, 16)],
+    "full": [(n, d, b) for (n, d, b) in SHAPES["full"] if n <= 1_000_000],
+}
+
+
 def cases(suite: str, device: torch.device) -> list[Case]:
     dtypes = [torch.float32]
     if suite == "gpu":
         dtypes = [torch.float16, torch.bfloat16, torch.float32]
-    return [Case("hopfield_retrieve", {"N": n, "d": d, "B": b}, dt, _builder(n, d, b, dt))
-            for (n, d, b) in SHAPES[suite] for dt in dtypes]
+    found = [Case("hopfield_retrieve", {"N": n, "d": d, "B": b}, dt, _builder(n, d, b, dt))
+             for (n, d, b) in SHAPES[suite] for dt in dtypes]
+    if device.type == "cpu":
+        found += [Case("hopfield_retrieve", {"N": n, "d": d, "B": b}, dt, _builder(n, d, b, dt))
+                  for (n, d, b) in HALF_CPU_SHAPES.get(suite, ()) for dt in (torch.bfloat16, torch.float16)]
+    return found
 
 
 def area_cases(size: str, device: torch.device) -> list[Case]:
