@@ -172,14 +172,49 @@ def test_half_policy_follows_its_thresholds(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", list(HALVES))
-def test_grouped_16_bit_call_takes_the_general_cpp_path_on_float32_copies(dtype):
-    # groups (3-D) are the general path's: run_cpp widens the 16-bit rows, the same kernel's bits
+def test_grouped_16_bit_call_runs_the_general_cpp_path_on_the_16_bit_rows(dtype):
+    # groups (3-D) are the general path's: one retrieve_at call per group on the rows as they are
+    # (the memory test shows no float32 copy), the fast path's kernel bit for bit
     gen = torch.Generator().manual_seed(5)
     q, k = torch.randn(3, 4, 16, generator=gen).to(dtype), torch.randn(3, 50, 16, generator=gen).to(dtype)
-    got = ops.hopfield_retrieve(q, k, beta=0.7, backend="cpp")
+    got, lse = ops.hopfield_retrieve(q, k, beta=0.7, backend="cpp", return_lse=True)
     for g in range(3):
-        want = _run_at(q[g].contiguous(), k[g].contiguous(), None, 0.7, HALVES[dtype])[1]
-        assert torch.equal(got[g], want)
+        want = _run_at(q[g].contiguous(), k[g].contiguous(), None, 0.7, HALVES[dtype])
+        assert torch.equal(got[g], want[1]) and torch.equal(lse[g], want[2])
+
+
+@settings(max_examples=30, deadline=None)
+@given(dtype=st.sampled_from([torch.float32, *HALVES]), b=st.integers(1, 20), n=st.integers(1, 300),
+       d=st.integers(1, 40), dv=st.none() | st.integers(1, 20), seed=st.integers(0, 2**31 - 1), data=st.data())
+def test_general_cpp_path_with_a_mask_matches_the_reference(dtype, b, n, d, dv, seed, data):
+    # a mask becomes the kernel's -inf bias (float32, by address)
+    gen = torch.Generator().manual_seed(seed)
+    q, k = torch.randn(b, d, generator=gen).to(dtype), torch.randn(n, d, generator=gen).to(dtype)
+    v = None if dv is None else torch.randn(n, dv, generator=gen).to(dtype)
+    mask = torch.rand(n, generator=gen) < 0.7
+    mask[data.draw(st.integers(0, n - 1))] = True
+    out, lse, arg = ops.hopfield_retrieve(q, k, v, beta=0.5, mask=mask, backend="cpp", return_lse=True,
+                                          return_argmax=True)
+    ref, ref_lse, ref_arg = reference.hopfield_retrieve(q.double(), k.double(), None if v is None else v.double(),
+                                                        beta=0.5, mask=mask, return_lse=True, return_argmax=True)
+    tol = {torch.float32: 1e-5, **TOL}[dtype]
+    assert out.dtype == dtype and float((out.double() - ref).abs().max()) <= tol * max(1.0, float(ref.abs().max()))
+    assert float((lse.double() - ref_lse).abs().max()) <= 1e-4 * max(1.0, float(ref_lse.abs().max()))
+    assert bool(mask[arg].all())  # never a masked pattern
+
+
+def test_retrieve_at_refuses_null_addresses_and_unknown_element_types():
+    q, k = torch.randn(2, 4), torch.randn(5, 4)
+    out, lse, arg = torch.empty(2, 4), torch.empty(2), torch.empty(2, dtype=torch.int64)
+    ptrs = dict(out=out.data_ptr(), lse=lse.data_ptr(), argmax=arg.data_ptr())
+    with pytest.raises(ValueError, match="retrieve_at: a null address for keys"):
+        core.retrieve_at(q.data_ptr(), 2, 4, 0, 5, 0, 4, 1.0, 0, **ptrs)
+    with pytest.raises(ValueError, match="retrieve_at: a null address for lse"):
+        core.retrieve_at(q.data_ptr(), 2, 4, k.data_ptr(), 5, 0, 4, 1.0, 0, out.data_ptr(), 0, arg.data_ptr())
+    with pytest.raises(ValueError, match="retrieve_at: element_type"):
+        core.retrieve_at(q.data_ptr(), 2, 4, k.data_ptr(), 5, 0, 4, 1.0, 0, **ptrs, element_type=4)
+    with pytest.raises(ValueError, match="dv must equal d"):
+        core.retrieve_at(q.data_ptr(), 2, 4, k.data_ptr(), 5, 0, 3, 1.0, 0, **ptrs)
 
 
 @pytest.mark.parametrize("dtype", list(HALVES))

@@ -368,8 +368,11 @@ MEMORY_SCRIPT = textwrap.dedent(
     from mnemonix import ops
     torch.manual_seed(0)
     n, d, b = 2_000_000, 64, int(sys.argv[1])
-    keys = torch.rand(n, d) * 2 - 1
-    queries = torch.rand(b, d) * 2 - 1
+    dtype = getattr(torch, sys.argv[3])
+    keys = (torch.rand(n, d) * 2 - 1).to(dtype)
+    queries = (torch.rand(b, d) * 2 - 1).to(dtype)
+    if sys.argv[4] == "grouped":  # [2, B/2, d]: the general path, one call per group
+        queries = queries.reshape(2, b // 2, d)
     ops.hopfield_retrieve(queries[:1], keys[:1000], beta=1.0)  # import and warm up lazily loaded code
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out = ops.hopfield_retrieve(queries, keys, beta=1.0, backend=sys.argv[2])
@@ -380,11 +383,14 @@ MEMORY_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("batch, backend", [(64, "torch"), (8, "cpp")])
-def test_cpu_memory_stays_o_b_times_chunk(batch, backend):
+@pytest.mark.parametrize("batch, backend, dtype, layout", [
+    (64, "torch", "float32", "plain"), (8, "cpp", "float32", "plain"),
+    (8, "cpp", "bfloat16", "plain"), (8, "cpp", "float16", "grouped"),  # no float32 copy of 16-bit keys (512 MB)
+])
+def test_cpu_memory_stays_o_b_times_chunk(batch, backend, dtype, layout):
     """64 queries x 2,000,000 x 64 patterns: a [B, N] float32 matrix would be 512 MB."""
-    proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(batch), backend], capture_output=True,
-                          text=True, timeout=300, check=False)
+    proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(batch), backend, dtype, layout],
+                          capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     growth = int(proc.stdout.strip().splitlines()[-1])
     full_scores = batch * 2_000_000 * 4

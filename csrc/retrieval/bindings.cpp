@@ -213,6 +213,27 @@ bool retrieveCheckedAt(const py::handle& queries, size_t batch, size_t d, const 
   return true;
 }
 
+// retrieve on contiguous buffers given by address, no checks: the general path's call per group
+// (rows of any of the kernel's element types, never widened in memory; bias [N] float32 or 0;
+// out [B, dv], lse [B] and argmax [B] float32 / int64, all required).
+constexpr const char* kPlainAt = "retrieve_at";
+
+void retrieveAt(const py::handle& queries, size_t batch, size_t d, const py::handle& keys, size_t n,
+                const py::handle& values, size_t dv, double beta, const py::handle& bias, const py::handle& out,
+                const py::handle& lse, const py::handle& argmax, int elementCode) {
+  const rows::RowType type = elementType(elementCode, kPlainAt);
+  const void* q = addressArg<const char>(queries, batch * d > 0, kPlainAt, "queries");
+  const void* k = addressArg<const char>(keys, n * d > 0, kPlainAt, "keys");
+  const void* v = addressArg<const char>(values, false, kPlainAt, "values");  // 0: the values are the keys
+  if (!v && dv != d) throw std::invalid_argument(std::string(kPlainAt) + ": dv must equal d when the values are the keys");
+  const float* b = floatsAt(bias, 0, "bias", kPlainAt);
+  float* o = floatsAt(out, batch * dv, "out", kPlainAt);
+  float* l = floatsAt(lse, batch, "lse", kPlainAt);
+  auto* a = addressArg<int64_t>(argmax, batch > 0, kPlainAt, "argmax");
+  py::gil_scoped_release release;
+  retrieveRows(type, q, batch, d, k, n, v, dv, static_cast<float>(beta), b, o, l, a, 0, nullptr);
+}
+
 // The kernel's float32 -> 16-bit rounding over a buffer (tests compare it with torch's).
 void to16Bit(int elementCode, const py::handle& source, size_t count, const py::handle& out) {
   const rows::RowType type = elementType(elementCode, "to_16_bit");
@@ -331,6 +352,13 @@ void bind(py::module_& m) {
   m.def("all_finite_typed_at", &allFiniteTypedAt,
         "all_finite_typed_at(element_type, address, count, ...): all_finite over contiguous buffers of\n"
         "element_type 0 (float32), 1 (float16) or 2 (bfloat16), given by address and element count.");
+  m.def("retrieve_at", &retrieveAt, py::arg("queries"), py::arg("batch"), py::arg("d"), py::arg("keys"),
+        py::arg("n"), py::arg("values"), py::arg("dv"), py::arg("beta"), py::arg("bias"), py::arg("out"),
+        py::arg("lse"), py::arg("argmax"), py::arg("element_type") = 0,
+        "retrieve_at(queries, batch, d, keys, n, values, dv, beta, bias, out, lse, argmax, element_type=0):\n"
+        "retrieve on contiguous buffers given by address, unchecked: queries, keys and values (0: the keys)\n"
+        "of element_type (0 float32, 1 float16, 2 bfloat16), bias [N] float32 (0: none); writes out [B, dv]\n"
+        "and lse [B] float32 and argmax [B] int64.");
   m.def("to_16_bit", &to16Bit, py::arg("element_type"), py::arg("source"), py::arg("count"), py::arg("out"),
         "to_16_bit(element_type, source, count, out): count float32 values at address source rounded to\n"
         "float16 (1) or bfloat16 (2) at address out, to nearest even (the kernel's 16-bit out; for tests).");

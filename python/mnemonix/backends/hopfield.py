@@ -17,8 +17,8 @@ declared at the bottom as data; which one is fastest is the op's speed policy
 - ``cpp``: the fused OpenMP/SIMD kernel ``mnemonix._core.retrieval`` (CPU; float32, and float16
   / bfloat16 rows converted exactly to float32 a chunk at a time, so each is read once in its
   width): one read of each key row serves both products; N split over threads with an exact
-  merge; one call per group (this general path widens 16-bit groups first; the op's fast path
-  passes 2-D 16-bit operands in place). Forward only.
+  merge; one call per group, by address (``retrieve_at``: no numpy views, which have no
+  bfloat16, and no widened copy of 16-bit keys). Forward only.
 - ``sdpa``: PyTorch's own fused CPU flash-attention kernel
   (``aten._scaled_dot_product_flash_attention_for_cpu``, the kernel behind
   ``F.scaled_dot_product_attention`` on CPU), which also returns the log-sum-exp, paired with
@@ -98,36 +98,29 @@ def _pick(t, i: int, j: int):
     return None if t is None else t[min(i, t.shape[0] - 1), min(j, t.shape[1] - 1)]
 
 
-def _f32_rows(t):
-    """A float32 numpy view (a copy for float16 / bfloat16: the general path's groups and biases
-    go through the numpy entry; the fast path reads 16-bit rows in place, retrieve_checked_at)."""
-    return t.detach().float().contiguous().numpy()
+# The C++ kernel's element codes (retrieve_at's element_type)
+_ELEMENT_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
 def run_cpp(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None, **_):
     core = _core_retrieval()
     q4, k4, v4, b4 = lift(queries, keys, values, logit_bias)
-    g1, g2, b, _ = q4.shape
-    outs, lses, args = [], [], []
-    for i in range(g1):  # one fused call per group: each reads its own keys once
+    g1, g2, b, d = q4.shape
+    n, dv = k4.shape[-2], k4.shape[-1] if v4 is None else v4.shape[-1]
+    code = _ELEMENT_CODES[q4.dtype]
+    out = torch.empty(g1, g2, b, dv, dtype=torch.float32)  # dv named: b may be 0
+    lse = torch.empty(g1, g2, b, dtype=torch.float32)
+    arg = torch.empty(g1, g2, b, dtype=torch.int64)
+    for i in range(g1):  # one fused call per group: each reads its own keys once, 16-bit rows as they are
         for j in range(g2):
+            q, k = q4[i, j].detach().contiguous(), _pick(k4, i, j).detach().contiguous()
+            v = None if v4 is None else _pick(v4, i, j).detach().contiguous()
             bias = _pick(b4, i, j)
-            out, lse, arg = core.retrieve(
-                _f32_rows(q4[i, j]), _f32_rows(_pick(k4, i, j)), None if v4 is None else _f32_rows(_pick(v4, i, j)),
-                beta=float(beta),
-                bias=None if bias is None else bias.detach().float().contiguous().numpy())
-            outs.append(torch.from_numpy(out))
-            lses.append(torch.from_numpy(lse))
-            args.append(torch.from_numpy(arg))
-    dv = k4.shape[-1] if v4 is None else v4.shape[-1]
-
-    def joined(parts, *shape):  # one group: a view of the kernel's own buffer, no copy
-        return (parts[0] if len(parts) == 1 else torch.stack(parts)).reshape(*shape)
-
-    out = joined(outs, g1, g2, b, dv)  # dv named: b may be 0
-    lse = joined(lses, g1, g2, b)
-    arg = joined(args, g1, g2, b) if want_argmax else None
-    return out, lse, arg
+            bias = None if bias is None else bias.detach().to(torch.float32).contiguous()
+            core.retrieve_at(q.data_ptr(), b, d, k.data_ptr(), n, 0 if v is None else v.data_ptr(), dv, float(beta),
+                             0 if bias is None else bias.data_ptr(), out[i, j].data_ptr(), lse[i, j].data_ptr(),
+                             arg[i, j].data_ptr(), code)
+    return out, lse, (arg if want_argmax else None)
 
 
 # -- torch ------------------------------------------------------------------------------------
