@@ -245,3 +245,31 @@ def test_cpu_hopfield_suites_track_16_bit_operands():
         built = hopfield_suite._builder(500, 16, 4, dtype)(torch.device("cpu"))
         assert built.check(built.candidates["auto"]) and built.chosen in {"cpp", "sdpa"}
         assert {"peer:sdpa", "peer:plain"} <= set(built.candidates)
+
+
+def test_floor_reads_at_the_cache_rate_only_what_half_the_cache_holds():
+    from mnemonix.benchmark.floors import Floors
+
+    f = Floors(bandwidth=1e10, gemm_flops=1e12, cache_bandwidth=4e10, cache_bytes=100 << 20)
+    assert f.of(bytes_read=50 << 20) == (50 << 20) / 4e10  # fits in half the cache: its rate
+    assert f.of(bytes_read=(50 << 20) + 1) == ((50 << 20) + 1) / 1e10  # beyond: memory's
+    assert f.of(bytes_read=1e3, flops=1e9) == 1e9 / 1e12  # compute-bound
+    assert Floors(1e10, 1e12).of(bytes_read=1e6) == 1e6 / 1e10  # no cache measured: memory's rate
+
+
+def test_last_level_cache_comes_from_sysfs(tmp_path):
+    from mnemonix.benchmark.floors import last_level_cache_bytes
+
+    for i, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "64K"), (2, "Unified", "2048K"),
+                                             (3, "Unified", "491520K")]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+    assert last_level_cache_bytes(tmp_path) == 491520 << 10
+    (tmp_path / "index3" / "size").write_text("32M\n")
+    assert last_level_cache_bytes(tmp_path) == 32 << 20
+    (tmp_path / "index3" / "size").write_text("garbage\n")
+    assert last_level_cache_bytes(tmp_path) == 0  # unreadable: unknown
+    assert last_level_cache_bytes(tmp_path / "missing") == 0
