@@ -120,9 +120,16 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
         # B = 64: 1.48 ms against 1.59; B = 256: 4.80 against 4.98; B = 32, split: 0.893 against
         # GEMM 1.03); never for narrow keys past the C++ kernel (gemm_max_batch at its batch: the
         # split flash kernel leads there, N = 1e4, d = 32, B = 8: 0.145 ms against GEMM 0.255)
-        "hopfield_retrieve": {"cpp_large_store_max_dims": 256, "cpp_max_batch_narrow": 4, "gemm_max_batch": 4,
-                              "cpp_small_store_max_dims": 2048, "cpp_small_store_min_batch": 0,
-                              "cpp_max_batch_few_rows": 32, "gemm_wide_min_dim": 1024,
+        # Refit on cache-sized stores with shapes the grid lacks (bench/NOTES.md, "Cache-sized
+        # stores"): many rows keep the C++ kernel at B = 1 only (cpp_max_batch; N = 1e4, d = 64,
+        # B = 2: 0.073 ms against split flash 0.066, B = 16: 0.358 against 0.239; N = 3,000,
+        # d = 96, B = 2: 0.040 against 0.033), few rows while B x d <= 256 and always B = 1
+        # (N = 1e3, d = 64, B = 4: 19.4 against 23.4 us; d = 128, B = 4: 30.9 against 26.4), narrow
+        # keys to B = 2 (N = 1e4, d = 32, B = 3: 0.083 against 0.065; N = 1e5, B = 4: 0.78
+        # against 0.62; N = 1e6, B = 4: 8.3 against 9.6, the one loss, still 0.54x SDPA)
+        "hopfield_retrieve": {"cpp_large_store_max_dims": 256, "cpp_max_batch_narrow": 2, "gemm_max_batch": 2,
+                              "cpp_small_store_max_dims": 256, "cpp_small_store_min_batch": 1,
+                              "cpp_max_batch": 1, "cpp_max_batch_few_rows": 32, "gemm_wide_min_dim": 1024,
                               # bfloat16: the flash kernel's GEMMs run on AMX here (N = 1e4, d = 1,024,
                               # B = 1: 0.68 ms against the C++ kernel's 1.63), so the C++ kernel keeps
                               # narrow keys and stores of 64 MB up to B x d = 512 (N = 1e6, d = 128,
