@@ -131,10 +131,17 @@ def cpu_forward_order_at(b: int, n: int, d: int, itemsize: int) -> tuple[str, ..
     memo = calibration.policy_memo("hopfield_retrieve", "cpu")
     shape = (b, n, d, itemsize)
     order = memo.get(shape)
-    if order is None:
-        if len(memo) >= calibration.MEMO_MAX:
-            memo.clear()
-        order = memo[shape] = _cpu_forward_order(b, n, d, itemsize, calibration.thresholds("hopfield_retrieve", "cpu"))
+    if order is not None:
+        return order
+    return _remember(memo, shape, _cpu_forward_order(b, n, d, itemsize, calibration.thresholds("hopfield_retrieve",
+                                                                                               "cpu")))
+
+
+def _remember(memo: dict, shape: tuple[int, ...], order: tuple[str, ...]) -> tuple[str, ...]:
+    """``order`` kept in a policy memo under ``shape`` (emptied first once it holds MEMO_MAX)."""
+    if len(memo) >= calibration.MEMO_MAX:
+        memo.clear()
+    memo[shape] = order
     return order
 
 
@@ -168,12 +175,10 @@ def cpu_half_order_at(b: int, n: int, d: int, code: int) -> tuple[str, ...]:
     memo = calibration.policy_memo("hopfield_retrieve/half", "cpu")
     shape = (b, n, d, code)
     order = memo.get(shape)
-    if order is None:
-        if len(memo) >= calibration.MEMO_MAX:
-            memo.clear()
-        order = memo[shape] = _cpu_half_order(b, n, d, "float16" if code == 1 else "bfloat16",
-                                              calibration.thresholds("hopfield_retrieve", "cpu"))
-    return order
+    if order is not None:
+        return order
+    return _remember(memo, shape, _cpu_half_order(b, n, d, "float16" if code == 1 else "bfloat16",
+                                                  calibration.thresholds("hopfield_retrieve", "cpu")))
 
 
 def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int]) -> tuple[str, ...]:
