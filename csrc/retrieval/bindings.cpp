@@ -137,8 +137,8 @@ py::object run(const Operands& o, float beta, int threads, bool checkFinite) {
   {
     py::gil_scoped_release release;
     if (checkFinite)  // (retrieve_checked takes no bias)
-      finite = retrieveFinite(rows::RowType::Float32, o.q.data(), o.batch, o.d, o.k.data(), o.n, o.v ? o.v->data() : nullptr, o.dv, beta,
-                              threads, outPtr, lsePtr, argPtr);
+      finite = retrieveFinite(rows::RowType::Float32, o.q.data(), o.batch, o.d, o.k.data(), o.n,
+                              o.v ? o.v->data() : nullptr, o.dv, beta, threads, outPtr, lsePtr, argPtr);
     else
       mnemonix::retrieval::retrieve(o.q.data(), o.batch, o.d, o.k.data(), o.n, o.v ? o.v->data() : nullptr, o.dv,
                                     beta, o.b ? o.b->data() : nullptr, outPtr, lsePtr, argPtr, threads, nullptr);
@@ -225,7 +225,8 @@ void retrieveAt(const py::handle& queries, size_t batch, size_t d, const py::han
   const void* q = addressArg<const char>(queries, batch * d > 0, kPlainAt, "queries");
   const void* k = addressArg<const char>(keys, n * d > 0, kPlainAt, "keys");
   const void* v = addressArg<const char>(values, false, kPlainAt, "values");  // 0: the values are the keys
-  if (!v && dv != d) throw std::invalid_argument(std::string(kPlainAt) + ": dv must equal d when the values are the keys");
+  if (!v && dv != d)
+    throw std::invalid_argument(std::string(kPlainAt) + ": dv must equal d when the values are the keys");
   const float* b = floatsAt(bias, 0, "bias", kPlainAt);
   float* o = floatsAt(out, batch * dv, "out", kPlainAt);
   float* l = floatsAt(lse, batch, "lse", kPlainAt);

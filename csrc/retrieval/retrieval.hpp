@@ -235,9 +235,11 @@ inline void convertRows(rows::RowType type, const void* src, size_t count, size_
   rows::PortableRows::convert(type, src, count, d, dst, ahead);
 }
 
-// Rows of 16-bit keys (and values) converted per chunk: ~64k float32 values (256 kB, in L2 while
-// the scan reads them back), whole tiles, so the lane scan's per-call transpose of the queries
-// (B x d) stays small against the chunk's B x rows x d multiply-adds.
+// Rows of 16-bit keys (and values) converted per chunk on the lane scan: ~64k float32 values
+// (256 kB, in L2 while the scan reads them back), whole tiles, so its per-call transpose of the
+// queries (B x d) stays small against the chunk's B x rows x d multiply-adds. The row scan
+// converts one tile at a time (it stays in L1: N = 1e5, d = 128, B = 1 took 1.40 ms against
+// 1.56 with 64k-value chunks).
 inline size_t convertedChunkRows(size_t d, size_t valueDims) {
   const size_t tile = tileRows(d);
   const size_t rows = (size_t(1) << 16) / std::max<size_t>(d + valueDims, 1);

@@ -3,8 +3,9 @@
 The general path checks every argument, builds the canonical layout and an inputs record,
 dispatches, and runs the custom op (~60-80 us of Python per call). For the commonest call --
 ``hopfield_retrieve(q [B, d], keys [N, d], values [N, dv] | None, beta=<float>)`` on CPU float32
-tensors, nothing that needs a gradient -- all of that reduces to a few attribute reads, the
-speed policy's choice and one kernel call, which is what this module does.
+tensors (or contiguous float16 / bfloat16 ones, all of one dtype), nothing that needs a
+gradient -- all of that reduces to a few attribute reads, the speed policy's choice and one
+kernel call, which is what this module does.
 
 It is a pure shortcut, never a second semantics: :func:`cpu_fast_retrieve` returns None for
 anything it does not recognise (another dtype, device, shape, layout or argument, a tensor
@@ -108,7 +109,7 @@ def _half_retrieve(queries: object, keys: object, values: object, beta: float, b
     if b == 0 or n == 0 or d == 0 or dk != d or nv != n or dv == 0 or not no_grad_wanted((q, k, v)):
         return None
     if not (q.is_contiguous() and k.is_contiguous() and (v is None or v.is_contiguous())):
-        return None  # strided 16-bit operands: the general path (float32 copies for the C++ kernel)
+        return None  # strided 16-bit operands: the general path (contiguous copies for the C++ kernel)
     name = backend if backend is not None else order(b, n, d, code)[0]
     if name == "cpp":
         return _cpp(q, k, v, beta, (b, d, n, dv), want_lse, want_argmax, code)
