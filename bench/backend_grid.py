@@ -8,7 +8,11 @@ shapes where ``auto`` is within 5% of the best peer (the issue's bar) and lists 
 is what the CPU thresholds of :mod:`mnemonix.calibration` were read from (bench/NOTES.md,
 "Backend grid").
 
-    python bench/backend_grid.py [--out bench/results/backend_grid-cpu.jsonl] [--quick] [--summary FILE]
+With ``--dtype float16`` or ``bfloat16`` the operands are 16-bit and the forced backends the
+ones that run them (``cpp``, ``sdpa``); the peers run in the same dtype (bench/NOTES.md,
+"16-bit operands").
+
+    python bench/backend_grid.py [--out bench/results/backend_grid-cpu.jsonl] [--quick] [--dtype D] [--summary FILE]
 """
 
 from __future__ import annotations
