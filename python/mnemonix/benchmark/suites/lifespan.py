@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from mnemonix import ops, reference
+from mnemonix.backends import lifespan as lifespan_backends
 from mnemonix.benchmark.suites import Built, Case
 
 SHAPES = {  # (B, M engrams per row, R reminded per row)
@@ -46,6 +47,14 @@ def _builder(b: int, m: int, r: int):
 
         per_engram = 4 + 1 + 4  # lifespan, type, age read; the same written, plus keep and rank
         return Built(candidates, check, bytes_read=b * m * (2 * per_engram + 1 + 8), flops=0.0,
-                     chosen="triton" if device.type == "cuda" else "torch", notes=notes)
+                     chosen=_chosen(device), notes=notes)
 
     return build
+
+
+def _chosen(device: torch.device) -> str:
+    """The backend ``lifespan_step`` runs on ``device`` (no speed policy: the declared order,
+    Triton on CUDA, then the C++ step where it is built, then torch)."""
+    if device.type == "cuda":
+        return "triton"
+    return "cpp" if lifespan_backends.core_lifespan() is not None else "torch"
