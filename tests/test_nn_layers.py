@@ -148,8 +148,10 @@ def test_update_iterations(steps, rng):
     pad = torch.rand(B, S, generator=rng) < 0.3
     pad[:, 0] = False
     # unrolled updates through sharp softmaxes amplify the float32 rounding differences of two
-    # implementations (flash kernel vs materialised softmax: up to ~1.5e-5 seen), hence 1e-4 here
-    compare_hopfield(cfg, x, padding=pad, tol=1e-4)
+    # implementations (flash kernel vs materialised softmax): over 400 drawn inputs per case the
+    # worst gradient differed by 2.2e-4 of the largest gradient (6 of 1,200 draws past 1e-4,
+    # the earlier tolerance: a CI run failed on one), hence 1e-3; a wrong gradient is off by O(1)
+    compare_hopfield(cfg, x, padding=pad, tol=1e-3)
 
 
 def _wrapper_data(pooling: bool, params: dict, x: torch.Tensor):
