@@ -185,31 +185,43 @@ rows::RowType elementType(int code, const char* fn) {
   return static_cast<rows::RowType>(code);
 }
 
+// The operands of an address entry: their element type, queries, keys and values (0: the keys).
+struct RowsAt {
+  rows::RowType type;
+  const void *q, *k, *v;
+};
+
+RowsAt rowsAt(int elementCode, const py::handle& queries, size_t batch, size_t d, const py::handle& keys, size_t n,
+              const py::handle& values, size_t dv, const char* fn) {
+  const RowsAt r{elementType(elementCode, fn), addressArg<const char>(queries, batch * d > 0, fn, "queries"),
+                 addressArg<const char>(keys, n * d > 0, fn, "keys"),
+                 addressArg<const char>(values, false, fn, "values")};
+  if (!r.v && dv != d) throw std::invalid_argument(std::string(fn) + ": dv must equal d when the values are the keys");
+  return r;
+}
+
+// float32 values rounded to float16 / bfloat16 bits, to nearest even (torch's rounding).
+void roundTo16Bit(rows::RowType type, const float* x, size_t count, uint16_t* out) {
+  for (size_t i = 0; i < count; ++i)
+    out[i] = type == rows::RowType::Float16 ? rows::floatToHalf(x[i]) : rows::floatToBfloat16(x[i]);
+}
+
 bool retrieveCheckedAt(const py::handle& queries, size_t batch, size_t d, const py::handle& keys, size_t n,
                        const py::handle& values, size_t dv, double beta, const py::handle& out,
                        const py::handle& lse, const py::handle& argmax, int elementCode) {
-  const rows::RowType type = elementType(elementCode, kRetrieveAt);
-  const void* q = addressArg<const char>(queries, batch * d > 0, kRetrieveAt, "queries");
-  const void* k = addressArg<const char>(keys, n * d > 0, kRetrieveAt, "keys");
-  const void* v = addressArg<const char>(values, false, kRetrieveAt, "values");  // 0: the values are the keys
-  if (!v && dv != d)
-    throw std::invalid_argument(std::string(kRetrieveAt) + ": dv must equal d when the values are the keys");
+  const RowsAt r = rowsAt(elementCode, queries, batch, d, keys, n, values, dv, kRetrieveAt);
   char* o = addressArg<char>(out, batch * dv > 0, kRetrieveAt, "out");
   float* l = floatsAt(lse, 0, "lse", kRetrieveAt);
   auto* a = addressArg<int64_t>(argmax, false, kRetrieveAt, "argmax");
   py::gil_scoped_release release;
-  const bool wide = type == rows::RowType::Float32;
+  const bool wide = r.type == rows::RowType::Float32;
   std::vector<float> outHeld(wide ? 0 : batch * dv), lseHeld(l ? 0 : batch);
   std::vector<int64_t> argHeld(a ? 0 : batch);
   float* o32 = wide ? reinterpret_cast<float*>(o) : outHeld.data();
-  if (!retrieveFinite(type, q, batch, d, k, n, v, dv, static_cast<float>(beta), 0, o32, l ? l : lseHeld.data(),
-                      a ? a : argHeld.data()))
+  if (!retrieveFinite(r.type, r.q, batch, d, r.k, n, r.v, dv, static_cast<float>(beta), 0, o32,
+                      l ? l : lseHeld.data(), a ? a : argHeld.data()))
     return false;
-  if (!wide) {
-    auto* o16 = reinterpret_cast<uint16_t*>(o);
-    for (size_t i = 0; i < outHeld.size(); ++i)
-      o16[i] = type == rows::RowType::Float16 ? rows::floatToHalf(outHeld[i]) : rows::floatToBfloat16(outHeld[i]);
-  }
+  if (!wide) roundTo16Bit(r.type, outHeld.data(), outHeld.size(), reinterpret_cast<uint16_t*>(o));
   return true;
 }
 
@@ -221,18 +233,13 @@ constexpr const char* kPlainAt = "retrieve_at";
 void retrieveAt(const py::handle& queries, size_t batch, size_t d, const py::handle& keys, size_t n,
                 const py::handle& values, size_t dv, double beta, const py::handle& bias, const py::handle& out,
                 const py::handle& lse, const py::handle& argmax, int elementCode) {
-  const rows::RowType type = elementType(elementCode, kPlainAt);
-  const void* q = addressArg<const char>(queries, batch * d > 0, kPlainAt, "queries");
-  const void* k = addressArg<const char>(keys, n * d > 0, kPlainAt, "keys");
-  const void* v = addressArg<const char>(values, false, kPlainAt, "values");  // 0: the values are the keys
-  if (!v && dv != d)
-    throw std::invalid_argument(std::string(kPlainAt) + ": dv must equal d when the values are the keys");
+  const RowsAt r = rowsAt(elementCode, queries, batch, d, keys, n, values, dv, kPlainAt);
   const float* b = floatsAt(bias, 0, "bias", kPlainAt);
   float* o = floatsAt(out, batch * dv, "out", kPlainAt);
   float* l = floatsAt(lse, batch, "lse", kPlainAt);
   auto* a = addressArg<int64_t>(argmax, batch > 0, kPlainAt, "argmax");
   py::gil_scoped_release release;
-  retrieveRows(type, q, batch, d, k, n, v, dv, static_cast<float>(beta), b, o, l, a, 0, nullptr);
+  retrieveRows(r.type, r.q, batch, d, r.k, n, r.v, dv, static_cast<float>(beta), b, o, l, a, 0, nullptr);
 }
 
 // The kernel's float32 -> 16-bit rounding over a buffer (tests compare it with torch's).
@@ -240,9 +247,7 @@ void to16Bit(int elementCode, const py::handle& source, size_t count, const py::
   const rows::RowType type = elementType(elementCode, "to_16_bit");
   if (type == rows::RowType::Float32) throw std::invalid_argument("to_16_bit: element_type must be 1 or 2, got 0");
   const float* x = floatsAt(source, count, "source", "to_16_bit");
-  auto* o = addressArg<uint16_t>(out, count > 0, "to_16_bit", "out");
-  for (size_t i = 0; i < count; ++i)
-    o[i] = type == rows::RowType::Float16 ? rows::floatToHalf(x[i]) : rows::floatToBfloat16(x[i]);
+  roundTo16Bit(type, x, count, addressArg<uint16_t>(out, count > 0, "to_16_bit", "out"));
 }
 
 using Span = std::pair<const float*, size_t>;

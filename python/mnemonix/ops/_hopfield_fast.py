@@ -72,17 +72,20 @@ def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: objec
         return None  # another backend, or not a name: the general path (its error names the argument)
     if (type(beta) is not float and type(beta) is not int) or not 0.0 < beta <= _checks.FLOAT32_MAX:
         return None  # bool, numpy scalars, tensors, NaN (fails the comparison): the general path's checks
-    if getattr(queries, "dtype", None) is not _F32:
-        return None if half_order is None else _half_retrieve(queries, keys, values, float(beta), backend,
-                                                              half_order, want_lse, want_argmax)
-    if not (_plain_matrix(queries, _F32) and _plain_matrix(keys, _F32)
-            and (values is None or _plain_matrix(values, _F32))) or not no_mode():
+    dtype = getattr(queries, "dtype", None)
+    code = _CODES.get(dtype) if type(dtype) is torch.dtype else None  # type: ignore[arg-type]
+    if code is None or (code and half_order is None):
+        return None  # another dtype (or 16-bit ones without their policy): the general path
+    if not (_plain_matrix(queries, dtype) and _plain_matrix(keys, dtype)
+            and (values is None or _plain_matrix(values, dtype))) or not no_mode():
         return None
     q, k, v = queries, keys, values  # type: ignore[assignment]
     (b, d), (n, dk) = q.shape, k.shape  # read once: after a kernel that evicted the caches each read costs ~1 us
     nv, dv = (n, d) if v is None else v.shape
     if b == 0 or n == 0 or d == 0 or dk != d or nv != n or dv == 0 or not no_grad_wanted((q, k, v)):
         return None  # the general path handles (or refuses) empty and mismatched operands
+    if code:
+        return _half(q, k, v, float(beta), (b, d, n, dv), backend, half_order, want_lse, want_argmax, code)
     name = backend if backend is not None else order(b, n, d, 4)[0]
     if name == "cpp":
         return _cpp(q, k, v, float(beta), (b, d, n, dv), want_lse, want_argmax)
@@ -93,29 +96,20 @@ def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: objec
     return _flash(q, k, v, float(beta), (b, d, n, dv), want_lse)
 
 
-def _half_retrieve(queries: object, keys: object, values: object, beta: float, backend: str | None,
-                   order: _Order, want_lse: bool, want_argmax: bool):
-    """:func:`cpu_fast_retrieve` for float16 / bfloat16 operands (all of one dtype): the C++
-    kernel reads the 16-bit rows in place, or torch's flash kernel runs unsplit (its split
-    merges float32 parts). out in the operands' dtype, lse float32. None: the general path."""
-    dtype = getattr(queries, "dtype", None)
-    code = _CODES.get(dtype, 0)  # type: ignore[arg-type]
-    if not code or not (_plain_matrix(queries, dtype) and _plain_matrix(keys, dtype)
-                        and (values is None or _plain_matrix(values, dtype))) or not no_mode():
-        return None
-    q, k, v = queries, keys, values  # type: ignore[assignment]
-    (b, d), (n, dk) = q.shape, k.shape
-    nv, dv = (n, d) if v is None else v.shape
-    if b == 0 or n == 0 or d == 0 or dk != d or nv != n or dv == 0 or not no_grad_wanted((q, k, v)):
-        return None
+def _half(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, int, int, int], backend: str | None,
+          order: _Order, want_lse: bool, want_argmax: bool, code: int):
+    """Checked float16 / bfloat16 operands (element code ``code``): the C++ kernel reads the
+    16-bit rows in place, or torch's flash kernel runs unsplit (its split merges float32 parts).
+    out in the operands' dtype, lse float32. None: the general path."""
     if not (q.is_contiguous() and k.is_contiguous() and (v is None or v.is_contiguous())):
         return None  # strided 16-bit operands: the general path (contiguous copies for the C++ kernel)
+    b, d, n, dv = dims
     name = backend if backend is not None else order(b, n, d, code)[0]
     if name == "cpp":
-        return _cpp(q, k, v, beta, (b, d, n, dv), want_lse, want_argmax, code)
+        return _cpp(q, k, v, beta, dims, want_lse, want_argmax, code)
     if name != "sdpa" or want_argmax or dv != d:
         return None
-    return _flash_unsplit(q, k, v, beta, (b, d, n, dv), want_lse, code)
+    return _flash_unsplit(q, k, v, beta, dims, want_lse, code)
 
 
 _KERNELS = frozenset({"cpp", "gemm", "sdpa"})
