@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -289,6 +291,55 @@ def test_cpp_query_lane_scan_matches_the_reference(seed, b, n, d, dv, masked, th
     top2 = logits.topk(min(2, n), dim=-1).values
     clear = live & ((top2[:, 0] - top2[:, -1]) > 1e-4) if n > 1 else live
     assert (torch.from_numpy(arg)[clear] == logits.argmax(dim=-1)[clear]).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), b=st.integers(16, 90), n=st.integers(1, 2500), d=st.integers(1, 256),
+       dv=st.one_of(st.none(), st.integers(1, 256)), masked=st.booleans(), element=st.sampled_from([0, 1, 2]))
+def test_cpp_query_lane_widths_give_the_same_bits(seed, b, n, d, dv, masked, element):
+    # the lane scan runs 16 queries per vector with AVX-512 and 8 without: every lane does the
+    # same operations in the same order, so out, lse and argmax must not depend on the width
+    core = hb._core_retrieval()
+    gen = torch.Generator().manual_seed(seed)
+    dtype = (torch.float32, torch.float16, torch.bfloat16)[element]  # the kernel's element codes
+    q, k = torch.randn(b, d, generator=gen).to(dtype), torch.randn(n, d, generator=gen).to(dtype)
+    v = None if dv is None else torch.randn(n, dv, generator=gen).to(dtype)
+    bias = torch.where(torch.rand(n, generator=gen) < 0.3, -math.inf, 0.0) if masked else torch.zeros(n)
+    found = []
+    previous = core.set_max_lane_width(8)
+    try:
+        for width in (8, 16):
+            core.set_max_lane_width(width)
+            out = torch.empty(b, d if dv is None else dv)
+            lse, arg = torch.empty(b), torch.empty(b, dtype=torch.int64)
+            core.retrieve_at(q.data_ptr(), b, d, k.data_ptr(), n, 0 if v is None else v.data_ptr(), out.shape[1],
+                             0.7, bias.data_ptr(), out.data_ptr(), lse.data_ptr(), arg.data_ptr(), element)
+            found.append((out, lse, arg))
+    finally:
+        core.set_max_lane_width(previous)
+    for x, y in zip(*found):
+        assert x.numpy().tobytes() == y.numpy().tobytes()
+
+
+def test_cpp_query_lane_width_follows_the_cpu():
+    # 16 lanes exactly where the CPU reports AVX-512 (F, VL, BW, DQ), capped by set_max_lane_width
+    core = hb._core_retrieval()
+    flags = set()
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    wide = platform.machine() == "x86_64" and {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags
+    assert core.lane_width() == (16 if wide else 8)
+    previous = core.set_max_lane_width(8)
+    try:
+        assert core.lane_width() == 8
+        with pytest.raises(ValueError, match="width must be 8 or 16, got 12"):
+            core.set_max_lane_width(12)
+        assert core.lane_width() == 8  # a refused setting changes nothing
+    finally:
+        core.set_max_lane_width(previous)
 
 # -- argument errors --------------------------------------------------------------------------
 

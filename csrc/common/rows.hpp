@@ -26,9 +26,13 @@
 #define MNEMONIX_HAVE_AVX2_PATH 1
 #include <immintrin.h>
 #define MNEMONIX_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define MNEMONIX_HAVE_AVX512_PATH 1
+#define MNEMONIX_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")))
 #else
 #define MNEMONIX_HAVE_AVX2_PATH 0
 #define MNEMONIX_TARGET_AVX2
+#define MNEMONIX_HAVE_AVX512_PATH 0
+#define MNEMONIX_TARGET_AVX512
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -337,6 +341,20 @@ inline bool cpuHasAvx2F16c() {
   }();
   return has;
 #endif
+#else
+  return false;
+#endif
+}
+
+// Whether this CPU (and OS) runs the AVX-512 (F, VL, BW, DQ) kernels; checked once.
+inline bool cpuHasAvx512() {
+#if MNEMONIX_HAVE_AVX512_PATH
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return cpuHasAvx2F16c() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  }();
+  return has;
 #else
   return false;
 #endif

@@ -331,6 +331,11 @@ bool mergePartsAt(const py::handle& partOut, const py::handle& partLse, size_t p
   return allFinite(q, batch * d) && allFinite(l, batch) && allFinite(o, batch * dv);
 }
 
+int setMaxLaneWidth(int width) {
+  if (width != 8 && width != 16) throw std::invalid_argument("width must be 8 or 16, got " + std::to_string(width));
+  return maxLaneWidth().exchange(width);
+}
+
 int maxThreads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -386,6 +391,11 @@ void bind(py::module_& m) {
         "addresses of float32 buffers the caller keeps alive). True when the queries [B, d] and the merged\n"
         "out and lse are all finite.");
   m.def("max_threads", &maxThreads, "Threads OpenMP would use by default.");
+  m.def("lane_width", &laneWidth,
+        "The query-lane scan's vector width on this CPU: 16 with AVX-512, else 8 (capped by set_max_lane_width).");
+  m.def("set_max_lane_width", &setMaxLaneWidth, py::arg("width"),
+        "set_max_lane_width(width) -> previous cap: 8 or 16, process-wide (tests and benchmarks; both widths give\n"
+        "the same bits).");
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -218,7 +219,7 @@ struct Problem {
   const void* values;
   size_t dv;
   const float* bias;
-  bool lanes;  // scan with the queries across the lanes (lanes.hpp)
+  size_t lanes;  // 0: the row scan; 8 or 16: the queries across that many lanes (lanes.hpp)
   rows::RowType type;
 };
 
@@ -248,6 +249,11 @@ inline size_t convertedChunkRows(size_t d, size_t valueDims) {
 
 inline void scanFloat(const Problem& pb, const float* qs, size_t batch, const float* keys, const float* values,
                       size_t n0, size_t n1, Partial& part, std::vector<float>& buf) {
+#if MNEMONIX_HAVE_AVX512_PATH
+  if (pb.lanes == 16)
+    scanRangeLanes16(qs, batch, pb.d, keys, values, pb.dv, pb.bias, n0, n1, part, buf);
+  else
+#endif
   if (pb.lanes)
     scanRangeLanes(qs, batch, pb.d, keys, values, pb.dv, pb.bias, n0, n1, part, buf);
   else
@@ -286,6 +292,15 @@ inline void scan(const Problem& pb, const float* qs, size_t batch, size_t n0, si
     scanFloat(pb, qs, batch, chunk.data(), convertedValues, c0, c0 + count, part, buf);
   }
 }
+
+// The widest query-lane scan this CPU runs (16 with AVX-512, else 8), capped by
+// maxLaneWidth(): a process-wide setting for tests and benchmarks (both widths give the same
+// bits; the cap shows it and measures the gain).
+inline std::atomic<int>& maxLaneWidth() {
+  static std::atomic<int> cap{16};
+  return cap;
+}
+inline size_t laneWidth() { return rows::cpuHasAvx512() && maxLaneWidth().load() >= 16 ? 16 : 8; }
 
 // Runs job(i, scratch) for i in [0, jobs) on nThreads threads, dynamically (if the OS
 // deschedules one thread, the others take its jobs); exceptions are rethrown here.
@@ -337,8 +352,8 @@ inline void retrieveByRows(const Problem& pb, int nThreads, size_t maxParts, flo
 inline void retrieveByQueries(const Problem& pb, size_t groups, float* out, float* lse, int64_t* argmax,
                               bool* scoresFinite) {
   size_t per = (pb.batch + groups - 1) / groups;
-  if (pb.lanes) {  // whole vectors of queries per group
-    per = lanePitch(per);
+  if (pb.lanes) {  // whole 8-lane vectors of queries per group (as many groups at either width)
+    per = lanePitch(per, 8);
     groups = (pb.batch + per - 1) / per;
   }
   std::vector<Partial> parts(groups);  // one per group: its queries over every row
@@ -377,7 +392,8 @@ inline void retrieveRows(rows::RowType type, const void* queries, size_t batch, 
   threads = std::max(threads, 1);
   // Queries across the lanes from 16 of them (the scores of a query then depend on the batch's
   // size only through this choice), while a value row's column blocks stay within L1's ways.
-  const bool lanes = batch >= kLaneMinBatch && d <= kLaneMaxDims && dv <= kLaneMaxDims;
+  const bool acrossLanes = batch >= kLaneMinBatch && d <= kLaneMaxDims && dv <= kLaneMaxDims;
+  const size_t lanes = acrossLanes ? laneWidth() : 0;
   const Problem pb{qs.data(), batch, d, keys, n, values, dv, bias, lanes, type};
   // A part of the rows needs ~1M multiply-adds (~30 us) and 1024 rows: each adds a softmax
   // state to merge. A group of queries needs 64k (~3 us, against ~1 us to wake a spinning
