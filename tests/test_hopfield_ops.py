@@ -183,6 +183,34 @@ def test_leading_dimensions_and_auto_dispatch(rng):
     assert hops.choose_backend(torch.zeros(300, 16).bfloat16(), k.bfloat16()) == "sdpa"
 
 
+def test_policy_sends_mid_batches_to_the_16_lane_scan():
+    # cpp_lane_max_batch (the Xeon profile's): the C++ kernel from lane_min_batch to that batch
+    # while d and dv fit the lanes, only where the scan runs 16 lanes wide
+    core = hb._core_retrieval()
+    assert core is not None, "mnemonix._core.retrieval must be built"
+    xeon = dict(calibration.CPU_PROFILES[0][1]["hopfield_retrieve"])
+    limits = {**calibration.DEFAULTS["cpu"]["hopfield_retrieve"], **xeon}
+    top, first = limits["cpp_lane_max_batch"], core.lane_min_batch
+    assert top >= first
+
+    def first_choice(b, d=128, dv=None, width=16, lanes=top):
+        previous = core.set_max_lane_width(width)
+        try:
+            return hops._cpu_forward_order(b, 100_000, d, 4, {**limits, "cpp_lane_max_batch": lanes}, dv)[0]
+        finally:
+            core.set_max_lane_width(previous)
+
+    wide = core.set_max_lane_width(16) == 16 and core.lane_width() == 16
+    assert first_choice(first - 1) != "cpp"  # the row scan: the flash kernel's batches (B x d > 256)
+    assert first_choice(first) == first_choice(top) == ("cpp" if wide else "sdpa")
+    assert first_choice(top + 1) == "sdpa"
+    assert first_choice(first, d=core.lane_max_dims) == ("cpp" if wide else "sdpa")
+    assert first_choice(first, d=core.lane_max_dims + 1) != "cpp"  # keys too wide for the lanes
+    assert first_choice(first, dv=core.lane_max_dims + 1) != "cpp"  # values too wide
+    assert first_choice(first, width=8) != "cpp"  # 8 lanes: the flash kernel leads
+    assert first_choice(first, lanes=0) != "cpp"  # the shipped default: off
+
+
 def test_gradients_come_from_torch_backend(rng):
     q, k, v = draw(rng, 4, 50, 8, dv=6)
     q.requires_grad_(True)

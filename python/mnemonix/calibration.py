@@ -78,6 +78,9 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096,
                               "gemm_wide_min_dim": 1 << 20, "gemm_wide_min_batch": 64,
+                              # the query-lane scan 16 lanes wide (AVX-512 only) up to this batch
+                              # past the rules above: off here (the EPYC has no AVX-512)
+                              "cpp_lane_max_batch": 0,
                               # 16-bit operands (bench/NOTES.md, "16-bit operands"): the Xeon's
                               # float16 fit, whose flash kernel has no 16-bit GEMM unit to use
                               # (unmeasured on the EPYC, which has none for either dtype)
@@ -127,7 +130,13 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
         # (N = 1e3, d = 64, B = 4: 19.4 against 23.4 us; d = 128, B = 4: 30.9 against 26.4), narrow
         # keys to B = 2 (N = 1e4, d = 32, B = 3: 0.083 against 0.065; N = 1e5, B = 4: 0.78
         # against 0.62; N = 1e6, B = 4: 8.3 against 9.6, the one loss, still 0.54x SDPA)
+        # With AVX-512 the C++ kernel's query-lane scan runs 16 lanes wide, ~2x faster (bench/NOTES.md,
+        # "AVX-512 query lanes"): from B = 16 to 128 (d, dv <= 256) it takes the call again, at
+        # 0.63-1.26x the time of the best of our other backends over 48 shapes (N = 1e3..1e5,
+        # d = 32..256, geometric mean 0.93; the flash kernel runs unsplit from B = 64, where its
+        # Python costs most)
         "hopfield_retrieve": {"cpp_large_store_max_dims": 256, "cpp_max_batch_narrow": 2, "gemm_max_batch": 2,
+                              "cpp_lane_max_batch": 128,
                               "cpp_small_store_max_dims": 256, "cpp_small_store_min_batch": 1,
                               "cpp_max_batch": 1, "cpp_max_batch_few_rows": 32, "gemm_wide_min_dim": 1024,
                               # bfloat16: the flash kernel's GEMMs run on AMX here (N = 1e4, d = 1,024,

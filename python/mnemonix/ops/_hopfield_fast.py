@@ -37,7 +37,7 @@ _STRIDED = torch.strided
 # The element codes of the C++ kernel (retrieve_checked_at, all_finite_typed_at) by dtype
 _CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _F32_ROW = torch.empty(0, dtype=torch.float32)  # new_empty of it: a float32 tensor, whatever the default dtype
-_Order = Callable[[int, int, int, int], tuple[str, ...]]  # the speed policy's order of a shape
+_Order = Callable[[int, int, int, int], tuple[str, ...]]  # the 16-bit speed policy's order of a shape
 
 
 def _plain_matrix(t: object, dtype: object) -> bool:
@@ -55,13 +55,13 @@ def defaults_only(mask: object, bias: object, association_mask: object, update_s
 
 
 def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: object, backend: object,
-                      order: Callable[[int, int, int, int], tuple[str, ...]], want_lse: bool = False,
+                      order: Callable[[int, int, int, int, int | None], tuple[str, ...]], want_lse: bool = False,
                       want_argmax: bool = False, half_order: _Order | None = None
                       ) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
     """``(out [B, dv], lse [B], argmax [B])`` from the kernel the policy picks, or None: take the
     general path.
 
-    ``order(B, N, d, itemsize)`` is the speed policy's CPU order without a gradient
+    ``order(B, N, d, itemsize, dv)`` is the speed policy's CPU order without a gradient
     (:func:`mnemonix.ops.hopfield.cpu_forward_order_at`); its first backend runs here (the C++
     kernel, the blocked GEMM path or torch's flash kernel), or a forced ``"cpp"``, ``"gemm"`` or
     ``"sdpa"``. ``half_order(B, N, d, code)`` is its order for float16 / bfloat16 operands
@@ -86,7 +86,7 @@ def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: objec
         return None  # the general path handles (or refuses) empty and mismatched operands
     if code:
         return _half(q, k, v, float(beta), (b, d, n, dv), backend, half_order, want_lse, want_argmax, code)
-    name = backend if backend is not None else order(b, n, d, 4)[0]
+    name = backend if backend is not None else order(b, n, d, 4, None if v is None else dv)[0]
     if name == "cpp":
         return _cpp(q, k, v, float(beta), (b, d, n, dv), want_lse, want_argmax)
     if name == "gemm":

@@ -92,6 +92,17 @@ def cpp_max_batch(keys: torch.Tensor) -> int:
     return _cpp_max_batch(n, d, keys.element_size(), calibration.thresholds("hopfield_retrieve", "cpu"))
 
 
+def _cpp_wide_lanes(b: int, d: int, dv: int, limits: dict[str, int]) -> bool:
+    """The C++ kernel's query-lane scan 16 lanes wide (AVX-512) runs this call, and B is at most
+    ``cpp_lane_max_batch``: from kLaneMinBatch queries with d and dv up to kLaneMaxDims (where
+    it is about as fast as the flash kernel, and its call costs less)."""
+    if b > limits["cpp_lane_max_batch"]:
+        return False
+    core = hb._core_retrieval()
+    return (core is not None and b >= core.lane_min_batch and max(d, dv) <= core.lane_max_dims
+            and core.lane_width() == 16)
+
+
 def _cache_sized(n: int, d: int, itemsize: int, limits: dict[str, int]) -> bool:
     """Keys of one group the caches hold (under ``cpp_large_store_bytes``), as opposed to a store
     that streams from memory."""
@@ -111,7 +122,7 @@ def _cpp_max_batch(n: int, d: int, itemsize: int, limits: dict[str, int]) -> int
     return min(most, max(limits["cpp_small_store_min_batch"], limits["cpp_small_store_max_dims"] // d))
 
 
-def cpu_forward_order(b: int, keys: torch.Tensor) -> tuple[str, ...]:
+def cpu_forward_order(b: int, keys: torch.Tensor, values: torch.Tensor | None = None) -> tuple[str, ...]:
     """CPU backends without a gradient, fastest first, for B queries per group over ``keys``
     (of one group): the C++ kernel while the batch is small for the store (memory-bound), then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, for wide
@@ -121,20 +132,21 @@ def cpu_forward_order(b: int, keys: torch.Tensor) -> tuple[str, ...]:
     n, d = keys.shape[-2:]
     if keys.dtype in _HALF_CODES:
         return cpu_half_order_at(b, n, d, _HALF_CODES[keys.dtype])
-    return cpu_forward_order_at(b, n, d, keys.element_size())
+    return cpu_forward_order_at(b, n, d, keys.element_size(), None if values is None else values.shape[-1])
 
 
-def cpu_forward_order_at(b: int, n: int, d: int, itemsize: int) -> tuple[str, ...]:
-    """:func:`cpu_forward_order` for keys of N rows of d elements of ``itemsize`` bytes (what
-    the fast path knows without reading the tensor again). Memoised per shape under the current
-    thresholds (:func:`mnemonix.calibration.policy_memo`): this runs on every call."""
+def cpu_forward_order_at(b: int, n: int, d: int, itemsize: int, dv: int | None = None) -> tuple[str, ...]:
+    """:func:`cpu_forward_order` for keys of N rows of d elements of ``itemsize`` bytes and values
+    of ``dv`` columns (None: the keys; what the fast path knows without reading the tensors
+    again). Memoised per shape under the current thresholds
+    (:func:`mnemonix.calibration.policy_memo`): this runs on every call."""
     memo = calibration.policy_memo("hopfield_retrieve", "cpu")
-    shape = (b, n, d, itemsize)
+    shape = (b, n, d, itemsize, dv)
     order = memo.get(shape)
     if order is not None:
         return order
-    return _remember(memo, shape, _cpu_forward_order(b, n, d, itemsize, calibration.thresholds("hopfield_retrieve",
-                                                                                               "cpu")))
+    limits = calibration.thresholds("hopfield_retrieve", "cpu")
+    return _remember(memo, shape, _cpu_forward_order(b, n, d, itemsize, limits, dv))
 
 
 def _remember(memo: dict, shape: tuple[int, ...], order: tuple[str, ...]) -> tuple[str, ...]:
@@ -145,8 +157,9 @@ def _remember(memo: dict, shape: tuple[int, ...], order: tuple[str, ...]) -> tup
     return order
 
 
-def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, int]) -> tuple[str, ...]:
-    if b <= _cpp_max_batch(n, d, itemsize, limits):
+def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, int],
+                       dv: int | None = None) -> tuple[str, ...]:
+    if b <= _cpp_max_batch(n, d, itemsize, limits) or _cpp_wide_lanes(b, d, d if dv is None else dv, limits):
         return ("cpp", "gemm", "sdpa", "torch")
     moderate = b * n <= limits["gemm_max_scores"]
     narrow_moderate = d <= limits["narrow_dim"] and b <= limits["gemm_max_batch"] and moderate
@@ -197,7 +210,7 @@ def speed_policy(inputs: HopfieldInputs, backends) -> list[str]:
     if inputs.device.type == "cuda":
         return ["triton", "torch", "reference"]
     if not inputs.needs_grad:
-        return [*cpu_forward_order(inputs.queries.shape[-2], inputs.keys), "reference"]
+        return [*cpu_forward_order(inputs.queries.shape[-2], inputs.keys, inputs.values), "reference"]
     if inputs.values is None:
         return ["torch", "sdpa", "reference"]
     return ["sdpa", "torch", "reference"]
