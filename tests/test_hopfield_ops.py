@@ -209,6 +209,14 @@ def test_policy_sends_mid_batches_to_the_16_lane_scan():
     assert first_choice(first, dv=core.lane_max_dims + 1) != "cpp"  # values too wide
     assert first_choice(first, width=8) != "cpp"  # 8 lanes: the flash kernel leads
     assert first_choice(first, lanes=0) != "cpp"  # the shipped default: off
+    # 16-bit operands: cpp_lane_max_batch_<dtype> (the profile: float16 only, B <= 32)
+    half_top = limits["cpp_lane_max_batch_float16"]
+    assert half_top >= first and limits["cpp_lane_max_batch_bfloat16"] == 0
+    for b, dtype, dv, want in ((first, "float16", None, wide), (half_top, "float16", None, wide),
+                               (half_top + 1, "float16", None, False), (first, "bfloat16", None, False),
+                               (first, "float16", core.lane_max_dims + 1, False)):
+        got = hops._cpu_half_order(b, 10_000, 128, dtype, limits, dv)[0]
+        assert got == ("cpp" if want else "sdpa"), (b, dtype, dv)
 
 
 def test_gradients_come_from_torch_backend(rng):

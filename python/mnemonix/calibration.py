@@ -87,7 +87,8 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "cpp_max_batch_narrow_float16": 32, "cpp_max_dims_float16": 512,
                               "cpp_min_batch_float16": 1, "cpp_min_bytes_float16": 0,
                               "cpp_max_batch_narrow_bfloat16": 32, "cpp_max_dims_bfloat16": 512,
-                              "cpp_min_batch_bfloat16": 1, "cpp_min_bytes_bfloat16": 0},
+                              "cpp_min_batch_bfloat16": 1, "cpp_min_bytes_bfloat16": 0,
+                              "cpp_lane_max_batch_float16": 0, "cpp_lane_max_batch_bfloat16": 0},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
                           "cpp_max_batch_narrow": 256, "gemm_chunk_scores": 384 << 10},
     },
@@ -143,7 +144,12 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # B = 1: 0.68 ms against the C++ kernel's 1.63), so the C++ kernel keeps
                               # narrow keys and stores of 64 MB up to B x d = 512 (N = 1e6, d = 128,
                               # B = 4: 37 against 53 ms)
-                              "cpp_min_batch_bfloat16": 0, "cpp_min_bytes_bfloat16": 64 << 20},
+                              "cpp_min_batch_bfloat16": 0, "cpp_min_bytes_bfloat16": 64 << 20,
+                              # float16: the 16-lane scan while torch's flash kernel runs one task
+                              # (B <= 32: 16-bit calls are not split over the keys), at 0.47-0.86x
+                              # its time from N = 1e4 (B = 16; N = 1e3, d >= 128: 1.13-1.23x); from
+                              # B = 64 it loses most shapes (0.89-1.25x). bfloat16: AMX wins even there
+                              "cpp_lane_max_batch_float16": 32},
     }),
 )
 

@@ -37,7 +37,7 @@ _STRIDED = torch.strided
 # The element codes of the C++ kernel (retrieve_checked_at, all_finite_typed_at) by dtype
 _CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _F32_ROW = torch.empty(0, dtype=torch.float32)  # new_empty of it: a float32 tensor, whatever the default dtype
-_Order = Callable[[int, int, int, int], tuple[str, ...]]  # the 16-bit speed policy's order of a shape
+_Order = Callable[[int, int, int, int, int | None], tuple[str, ...]]  # the speed policy's order of a shape
 
 
 def _plain_matrix(t: object, dtype: object) -> bool:
@@ -55,7 +55,7 @@ def defaults_only(mask: object, bias: object, association_mask: object, update_s
 
 
 def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: object, backend: object,
-                      order: Callable[[int, int, int, int, int | None], tuple[str, ...]], want_lse: bool = False,
+                      order: _Order, want_lse: bool = False,
                       want_argmax: bool = False, half_order: _Order | None = None
                       ) -> tuple[Tensor, Tensor | None, Tensor | None] | None:
     """``(out [B, dv], lse [B], argmax [B])`` from the kernel the policy picks, or None: take the
@@ -64,7 +64,7 @@ def cpu_fast_retrieve(queries: object, keys: object, values: object, beta: objec
     ``order(B, N, d, itemsize, dv)`` is the speed policy's CPU order without a gradient
     (:func:`mnemonix.ops.hopfield.cpu_forward_order_at`); its first backend runs here (the C++
     kernel, the blocked GEMM path or torch's flash kernel), or a forced ``"cpp"``, ``"gemm"`` or
-    ``"sdpa"``. ``half_order(B, N, d, code)`` is its order for float16 / bfloat16 operands
+    ``"sdpa"``. ``half_order(B, N, d, code, dv)`` is its order for float16 / bfloat16 operands
     (:func:`mnemonix.ops.hopfield.cpu_half_order_at`; None: those take the general path).
     ``lse`` / ``argmax`` are None unless wanted.
     """
@@ -104,7 +104,7 @@ def _half(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, 
     if not (q.is_contiguous() and k.is_contiguous() and (v is None or v.is_contiguous())):
         return None  # strided 16-bit operands: the general path (contiguous copies for the C++ kernel)
     b, d, n, dv = dims
-    name = backend if backend is not None else order(b, n, d, code)[0]
+    name = backend if backend is not None else order(b, n, d, code, None if v is None else dv)[0]
     if name == "cpp":
         return _cpp(q, k, v, beta, dims, want_lse, want_argmax, code)
     if name != "sdpa" or want_argmax or dv != d:

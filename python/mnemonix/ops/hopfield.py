@@ -92,14 +92,15 @@ def cpp_max_batch(keys: torch.Tensor) -> int:
     return _cpp_max_batch(n, d, keys.element_size(), calibration.thresholds("hopfield_retrieve", "cpu"))
 
 
-def _cpp_wide_lanes(b: int, d: int, dv: int, limits: dict[str, int]) -> bool:
-    """The C++ kernel's query-lane scan 16 lanes wide (AVX-512) runs this call, and B is at most
-    ``cpp_lane_max_batch``: from kLaneMinBatch queries with d and dv up to kLaneMaxDims (where
-    it is about as fast as the flash kernel, and its call costs less)."""
-    if b > limits["cpp_lane_max_batch"]:
+def _cpp_wide_lanes(b: int, d: int, dv: int | None, most: int) -> bool:
+    """The C++ kernel's query-lane scan 16 lanes wide (AVX-512) runs this call (from
+    kLaneMinBatch queries, d and dv up to kLaneMaxDims; dv None: the keys'), and B <= ``most``
+    (``cpp_lane_max_batch[_<dtype>]``: where it is about as fast as the flash kernel or faster,
+    and its call costs less)."""
+    if b > most:
         return False
     core = hb._core_retrieval()
-    return (core is not None and b >= core.lane_min_batch and max(d, dv) <= core.lane_max_dims
+    return (core is not None and b >= core.lane_min_batch and max(d, d if dv is None else dv) <= core.lane_max_dims
             and core.lane_width() == 16)
 
 
@@ -131,7 +132,7 @@ def cpu_forward_order(b: int, keys: torch.Tensor, values: torch.Tensor | None = 
     kernel. Later names are the fallbacks when one cannot run."""
     n, d = keys.shape[-2:]
     if keys.dtype in _HALF_CODES:
-        return cpu_half_order_at(b, n, d, _HALF_CODES[keys.dtype])
+        return cpu_half_order_at(b, n, d, _HALF_CODES[keys.dtype], None if values is None else values.shape[-1])
     return cpu_forward_order_at(b, n, d, keys.element_size(), None if values is None else values.shape[-1])
 
 
@@ -159,7 +160,7 @@ def _remember(memo: dict, shape: tuple[int, ...], order: tuple[str, ...]) -> tup
 
 def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, int],
                        dv: int | None = None) -> tuple[str, ...]:
-    if b <= _cpp_max_batch(n, d, itemsize, limits) or _cpp_wide_lanes(b, d, d if dv is None else dv, limits):
+    if b <= _cpp_max_batch(n, d, itemsize, limits) or _cpp_wide_lanes(b, d, dv, limits["cpp_lane_max_batch"]):
         return ("cpp", "gemm", "sdpa", "torch")
     moderate = b * n <= limits["gemm_max_scores"]
     narrow_moderate = d <= limits["narrow_dim"] and b <= limits["gemm_max_batch"] and moderate
@@ -174,32 +175,36 @@ def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, 
 _HALF_CODES = {torch.float16: 1, torch.bfloat16: 2}
 
 
-def cpu_half_order_at(b: int, n: int, d: int, code: int) -> tuple[str, ...]:
+def cpu_half_order_at(b: int, n: int, d: int, code: int, dv: int | None = None) -> tuple[str, ...]:
     """CPU backends without a gradient for 16-bit operands (``code`` 1: float16, 2: bfloat16),
     fastest first. The C++ kernel (16-bit rows read in place, computed in float32) for narrow keys
     (d <= ``narrow_dim``) while B <= ``cpp_max_batch_narrow_<dtype>``, and for wider ones on keys
     of at least ``cpp_min_bytes_<dtype>`` (where the single read of the rows pays) while
-    B x d <= ``cpp_max_dims_<dtype>`` or B <= ``cpp_min_batch_<dtype>``; else torch's flash
+    B x d <= ``cpp_max_dims_<dtype>`` or B <= ``cpp_min_batch_<dtype>``, and where its 16-lane
+    scan runs up to ``cpp_lane_max_batch_<dtype>`` (values of ``dv`` columns; None: the
+    keys); else torch's flash
     kernel (16-bit GEMMs, a float32 softmax: on CPUs with AMX its bfloat16 GEMMs run at several
     times the float32 rate), then the streaming torch path. No GEMM path: torch's CPU matmul has
     no float32 output for 16-bit inputs, and logits rounded to 16 bits would lose the accuracy
     the other paths keep.
     Memoised like :func:`cpu_forward_order_at`."""
     memo = calibration.policy_memo("hopfield_retrieve/half", "cpu")
-    shape = (b, n, d, code)
+    shape = (b, n, d, code, dv)
     order = memo.get(shape)
     if order is not None:
         return order
     return _remember(memo, shape, _cpu_half_order(b, n, d, "float16" if code == 1 else "bfloat16",
-                                                  calibration.thresholds("hopfield_retrieve", "cpu")))
+                                                  calibration.thresholds("hopfield_retrieve", "cpu"), dv))
 
 
-def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int]) -> tuple[str, ...]:
+def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
+                    dv: int | None = None) -> tuple[str, ...]:
     if d <= limits["narrow_dim"]:
         cpp_first = b <= limits[f"cpp_max_batch_narrow_{dtype}"]
     else:
         most = max(limits[f"cpp_min_batch_{dtype}"], limits[f"cpp_max_dims_{dtype}"] // d)
         cpp_first = b <= most and n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"]
+    cpp_first = cpp_first or _cpp_wide_lanes(b, d, dv, limits[f"cpp_lane_max_batch_{dtype}"])
     return ("cpp", "sdpa", "torch") if cpp_first else ("sdpa", "cpp", "torch")
 
 
