@@ -205,6 +205,32 @@ def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
     assert hops.cpp_max_batch(torch.empty(2048, 64)) == 5
 
 
+@pytest.mark.skipif(not HAS_CPP, reason="needs mnemonix._core (CI builds it)")
+@pytest.mark.parametrize("width", [8, 16])
+def test_the_16_lane_batches_get_their_own_threshold(width):
+    # the C++ kernel wins at B = 1 (row scan), loses at 2-4, wins again at 16-64 (the 16-lane
+    # scan) and loses at 128: with 16 lanes the row scan's fit sees B < 16 only and the lane
+    # rule takes 16-64; with 8 lanes the rule stays off and the fit sees every batch
+    core = hb._core_retrieval()
+    wins = {1: True, 2: False, 4: False, 16: True, 32: True, 64: True, 128: False}
+
+    def store(n, d):
+        rows = [{"B": b, "cpp_p20": 1.0 if won else 3.0, "gemm_p20": 2.0, "sdpa_p20": 2.5} for b, won in wins.items()]
+        return {"N": n, "d": d, "key_bytes": n * d * 4, "rows": rows}
+
+    previous = core.set_max_lane_width(width)
+    try:
+        found, skipped = calibrate._cpu_thresholds({"small": store(8_000, 64), "large": store(300_000, 128)})
+    finally:
+        core.set_max_lane_width(previous)
+    if core.lane_width() == 16 and width == 16:
+        assert found["cpp_max_batch"] == found["cpp_max_batch_large_store"] == 1
+        assert found["cpp_lane_max_batch"] == 64 and "cpp_lane_max_batch" not in skipped
+    else:
+        assert found["cpp_max_batch"] == found["cpp_max_batch_large_store"] == 64  # two misfits, not three
+        assert "cpp_lane_max_batch" not in found and "8 wide" in skipped["cpp_lane_max_batch"]
+
+
 def test_cli_calibrate(clean, capsys):
     out = clean / "cli.json"
     assert main(["bench", "calibrate", "--small-store", "2048,64", "--large-store", f"{(8 << 20) // 256},64",

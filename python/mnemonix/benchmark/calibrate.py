@@ -12,14 +12,16 @@ Calibration times the three forced backends side by side (interleaved,
 and at a store far larger than the caches; a threshold is the swept B that best splits where a
 backend's p20 beats the others (at or below it) from where it does not (a step fit, see
 :func:`crossover`): the C++ kernel against the other two on each store, then the GEMM path
-against the flash kernel past the C++ kernel's threshold on the cache-sized store.
+against the flash kernel past the C++ kernel's threshold on the cache-sized store, and (where
+the kernel's query lanes are 16 wide) ``cpp_lane_max_batch`` from the batches of at least 16 on
+both stores.
 ``cpp_max_batch_narrow``, ``cpp_small_store_max_dims`` (the B x d cap on cache-sized stores),
 ``cpp_small_store_min_batch`` (the batch that cap always allows), ``cpp_few_rows``,
 ``cpp_few_rows_min_dim`` and ``cpp_max_batch_few_rows`` (stores of few rows, where the kernel
 splits the queries),
 ``cpp_large_store_bytes``, ``cpp_large_store_max_dims`` (the B x d cap on stores that stream),
-``narrow_dim``, ``gemm_max_scores``, ``gemm_min_dim``, ``gemm_wide_min_dim``,
-``gemm_wide_min_batch`` and ``cpp_lane_max_batch`` (the 16-lane scan's batches) are not
+``narrow_dim``, ``gemm_max_scores``, ``gemm_min_dim``, ``gemm_wide_min_dim`` and
+``gemm_wide_min_batch`` are not
 measured (two store sizes of d = 64 and 128 cannot place them) and keep their shipped values
 (:func:`mnemonix.calibration.shipped`), as do the 16-bit policy's (``cpp_*_float16``,
 ``cpp_*_bfloat16``: the sweep times float32 keys). ``salience_topk`` on the CPU sends calls of at most ``cpp_max_work``
@@ -47,6 +49,7 @@ from typing import Any
 import torch
 
 from mnemonix import _io, calibration, ops
+from mnemonix.backends import hopfield as hb
 from mnemonix.backends.salience_cpp import core_salience
 from mnemonix.benchmark import environment
 from mnemonix.benchmark.timing import measure
@@ -190,7 +193,7 @@ def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str,
                for name in ("cpp_max_batch_narrow", "cpp_small_store_max_dims", "cpp_small_store_min_batch",
                             "cpp_few_rows", "cpp_few_rows_min_dim", "cpp_max_batch_few_rows",
                             "cpp_large_store_bytes", "cpp_large_store_max_dims", "narrow_dim", "gemm_max_scores",
-                            "gemm_min_dim", "gemm_wide_min_dim", "gemm_wide_min_batch", "cpp_lane_max_batch")}
+                            "gemm_min_dim", "gemm_wide_min_dim", "gemm_wide_min_batch")}
     for label, name in (("small", "cpp_max_batch"), ("large", "cpp_max_batch_large_store")):
         store = measured.get(label)
         if store is None:
@@ -203,11 +206,16 @@ def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str,
                              f"({defaults['narrow_dim']}, whose keys have cpp_max_batch_narrow) or has fewer "
                              f"than cpp_few_rows rows ({defaults['cpp_few_rows']})")
             continue
-        value = crossover(store["rows"], "cpp", ("gemm", "sdpa"))
+        value = crossover(_row_scan_batches(store["rows"]), "cpp", ("gemm", "sdpa"))
         if value is None:
             skipped[name] = "the C++ kernel cannot run here (mnemonix._core.retrieval not built)"
         else:
             found[name] = value
+    value, why = _lane_threshold(measured)
+    if value is None:
+        skipped["cpp_lane_max_batch"] = why
+    else:
+        found["cpp_lane_max_batch"] = value
     beyond = [r for r in measured.get("small", {}).get("rows", []) if r["B"] > found.get("cpp_max_batch", 0)]
     value = crossover(beyond, "gemm", ("sdpa",)) if beyond else None
     if value is None:
@@ -215,6 +223,33 @@ def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str,
     else:
         found["gemm_max_batch"] = max(value, found.get("cpp_max_batch", 0))
     return found, skipped
+
+
+def _row_scan_batches(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The swept batches that place ``cpp_max_batch*``: all of them, or where the kernel's query
+    lanes are 16 wide (their batches have a rule of their own, :func:`_lane_threshold`) those
+    under lane_min_batch, which the row scan runs."""
+    core = hb._core_retrieval()
+    if core is None or core.lane_width() != 16:
+        return rows
+    return [r for r in rows if r["B"] < core.lane_min_batch]
+
+
+def _lane_threshold(measured: dict[str, Any]) -> tuple[int | None, str]:
+    """``cpp_lane_max_batch`` from the swept batches the C++ kernel scans 16 lanes wide (B >=
+    lane_min_batch, d <= lane_max_dims, both stores in one step fit against the GEMM path and
+    the flash kernel), or None and why not."""
+    core = hb._core_retrieval()
+    if core is None:
+        return None, "the C++ kernel cannot run here (mnemonix._core.retrieval not built)"
+    if core.lane_width() != 16:
+        return None, "the C++ kernel's query lanes are 8 wide on this CPU (no AVX-512): the rule stays off"
+    rows = [r for store in measured.values() if store["d"] <= core.lane_max_dims
+            for r in store["rows"] if r["B"] >= core.lane_min_batch]
+    if not rows:
+        return None, f"no batch of lane_min_batch ({core.lane_min_batch}) queries or more swept"
+    value = crossover(rows, "cpp", ("gemm", "sdpa"))
+    return (None, "the C++ kernel was not timed") if value is None else (value, "")
 
 
 def write(doc: dict[str, Any], out: str | os.PathLike[str] | None) -> Path:
