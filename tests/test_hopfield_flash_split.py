@@ -105,6 +105,13 @@ def test_key_parts_fill_the_threads_and_stop_at_four_tasks_per_thread():
     assert parts(8, 200, 16) == 200 // hb.FLASH_MIN_PART_ROWS  # parts keep FLASH_MIN_PART_ROWS rows
     assert parts(8, 100, 2) == 1 and parts(8, 1000, 1) == 1
     assert parts(64 * 32, 10_000, 8) == 1  # 32 tasks on 8 threads
+    # wide keys: halve the parts while the kernel's 512-row key blocks pass FLASH_PART_BYTES ...
+    assert parts(8, 1000, 2, 1024, 1024) == 4 and parts(8, 2000, 2, 1024, 1024) == 8  # 250 rows: 1 MB
+    assert parts(8, 1000, 2, 512, 512) == 2  # 512 x 512 floats: 1 MB, not past it
+    assert parts(1, 100_000, 2, 1024, 1024) == 16  # ... up to 8 parts per thread
+    assert parts(1, 300, 2, 4096, 4096) == 4  # ... parts of FLASH_MIN_PART_ROWS rows or more
+    assert parts(32, 1000, 2, 1024, 1024) == 2  # ... while the parts' results stay small (64k values)
+    assert parts(64, 1000, 2, 1024, 1024) == 1  # and never where the batch needs no split
 
 
 def test_the_sdpa_backend_splits_one_group_and_not_groups_or_masks():

@@ -193,7 +193,7 @@ def _flash(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int,
     if kernel is None:
         return None
     b, d, n, dv = dims
-    parts = hb.flash_parts(q, k, v, b, n, dv)
+    parts = hb.flash_parts(q, k, v, b, n, dv, d)
     if parts:  # the keys in parts fill the cores; the merge checks queries, out and lse
         out, lse, finite = hb.flash_split(q, k, v, beta, parts, want_lse, dims)
         if not finite or (v is not None and not _finite(k)):
