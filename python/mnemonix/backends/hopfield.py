@@ -325,7 +325,8 @@ def flash_parts(q, k, v, b: int, n: int, dv: int, d: int | None = None) -> int:
     None, float32; ``d``: the keys' width when the caller has it): its key parts
     (:func:`flash_key_parts`; 1 for a small batch whose out the merge copies), or 0 where it
     cannot or should not: no C++ merge, queries not contiguous, keys or values with a column
-    stride, a kernel whose results are not laid out as the merge reads them, or one part with more than :data:`FLASH_MERGE_MAX_VALUES` values of out."""
+    stride, a kernel whose results are not laid out as the merge reads them, or one part with
+    more than :data:`FLASH_MERGE_MAX_VALUES` values of out."""
     if (not q.is_contiguous() or k.stride(-1) != 1 or (v is not None and v.stride(-1) != 1)
             or _core_retrieval() is None):
         return 0
