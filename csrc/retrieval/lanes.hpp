@@ -10,9 +10,10 @@
 // summed over i in order: no lane reduction, and a query's sums do not depend on the queries
 // beside it. The online softmax runs on L queries per vector, and the weighted sums
 //     acc[b][c] += sum_r S^T[r][b] * v[r][c]      (rows in order)
-// load each value row once for four queries. Softmax semantics are scanRange's (first index of
-// the max, NaN scores passed over by the max but reaching l and acc, a query whose scores are
-// all -inf so far gets no weight).
+// load each value row once for four queries (eight with 16 lanes). The queries go 64 at a time
+// (kLaneBlock). Softmax semantics are scanRange's (first index of the max, NaN scores passed
+// over by the max but reaching l and acc, a query whose scores are all -inf so far gets no
+// weight).
 //
 // Two widths: L = 8 (one AVX register; the AVX2 and portable clones of scanRangeLanes) and
 // L = 16 (one AVX-512 register, scanRangeLanes16, where the CPU has AVX-512: twice the
@@ -31,7 +32,7 @@
 namespace mnemonix {
 namespace retrieval {
 
-constexpr size_t kLaneMinBatch = 16;  // two threads still get a full vector of queries each
+constexpr size_t kLaneMinBatch = 16;  // two threads still get a full 8-lane vector of queries each
 constexpr size_t kLaneMaxDims = 256;
 
 // L float32 lanes as a GCC vector, compiled by each target to its own instructions.

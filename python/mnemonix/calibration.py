@@ -134,8 +134,7 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
         # With AVX-512 the C++ kernel's query-lane scan runs 16 lanes wide, ~2x faster (bench/NOTES.md,
         # "AVX-512 query lanes"): from B = 16 to 128 (d, dv <= 256) it takes the call again, at
         # 0.63-1.26x the time of the best of our other backends over 48 shapes (N = 1e3..1e5,
-        # d = 32..256, geometric mean 0.93; the flash kernel runs unsplit from B = 64, where its
-        # Python costs most)
+        # d = 32..256, geometric mean 0.93); from B = 256 the flash kernel's GEMMs lead
         "hopfield_retrieve": {"cpp_large_store_max_dims": 256, "cpp_max_batch_narrow": 2, "gemm_max_batch": 2,
                               "cpp_lane_max_batch": 128,
                               "cpp_small_store_max_dims": 256, "cpp_small_store_min_batch": 1,

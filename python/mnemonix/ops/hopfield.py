@@ -125,7 +125,9 @@ def _cpp_max_batch(n: int, d: int, itemsize: int, limits: dict[str, int]) -> int
 
 def cpu_forward_order(b: int, keys: torch.Tensor, values: torch.Tensor | None = None) -> tuple[str, ...]:
     """CPU backends without a gradient, fastest first, for B queries per group over ``keys``
-    (of one group): the C++ kernel while the batch is small for the store (memory-bound), then
+    (and ``values``; None: the keys) of one group: the C++ kernel while the batch is small for
+    the store (memory-bound) or, where its query lanes are 16 wide (AVX-512), from
+    kLaneMinBatch to ``cpp_lane_max_batch`` queries with d and dv up to kLaneMaxDims, then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, for wide
     keys on a cache-sized store past the batches the flash kernel splits (``gemm_wide_min_dim``,
     ``gemm_wide_min_batch``) over modest score blocks, or for very wide d, then torch's flash
