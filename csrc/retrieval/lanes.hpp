@@ -204,7 +204,7 @@ MNEMONIX_ALWAYS_INLINE void scanLaneBlock(const float* qs, size_t batch, size_t 
       laneSoftmax<L>(sT, pitch, rows, t0, b0, std::min<size_t>(L, batch - b0), dv, first, part);
     const float* v = vals + (t0 - n0) * dv;
     size_t b = 0;
-    if (L == 16)
+    if constexpr (L == 16)
       for (; b + 8 <= batch; b += 8) laneAccumulate<L, 8>(sT, pitch, b, v, rows, dv, acc);
     for (; b + 4 <= batch; b += 4) laneAccumulate<L, 4>(sT, pitch, b, v, rows, dv, acc);
     for (; b + 2 <= batch; b += 2) laneAccumulate<L, 2>(sT, pitch, b, v, rows, dv, acc);

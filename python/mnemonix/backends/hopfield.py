@@ -79,6 +79,13 @@ def _core_retrieval():
     return core_engine("retrieval")
 
 
+def wide_lane_core():
+    """``mnemonix._core.retrieval`` where its query-lane scan runs 16 lanes wide (AVX-512), else
+    None: the speed policy's lane rule and its calibration apply only there."""
+    core = _core_retrieval()
+    return core if core is not None and core.lane_width() == 16 else None
+
+
 def _not_batch_invariant(inputs, why: str) -> list[str]:
     """The reason a backend gives when the caller asked for batch-invariant results."""
     return [f"not batch-invariant ({why})"] if getattr(inputs, "batch_invariant", False) else []

@@ -229,21 +229,18 @@ def _row_scan_batches(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The swept batches that place ``cpp_max_batch*``: all of them, or where the kernel's query
     lanes are 16 wide (their batches have a rule of their own, :func:`_lane_threshold`) those
     under lane_min_batch, which the row scan runs."""
-    core = hb._core_retrieval()
-    if core is None or core.lane_width() != 16:
-        return rows
-    return [r for r in rows if r["B"] < core.lane_min_batch]
+    core = hb.wide_lane_core()
+    return rows if core is None else [r for r in rows if r["B"] < core.lane_min_batch]
 
 
 def _lane_threshold(measured: dict[str, Any]) -> tuple[int | None, str]:
     """``cpp_lane_max_batch`` from the swept batches the C++ kernel scans 16 lanes wide (B >=
     lane_min_batch, d <= lane_max_dims, both stores in one step fit against the GEMM path and
     the flash kernel), or None and why not."""
-    core = hb._core_retrieval()
+    core = hb.wide_lane_core()
     if core is None:
-        return None, "the C++ kernel cannot run here (mnemonix._core.retrieval not built)"
-    if core.lane_width() != 16:
-        return None, "the C++ kernel's query lanes are 8 wide on this CPU (no AVX-512): the rule stays off"
+        return None, ("the C++ kernel's query lanes are 8 wide on this CPU (no AVX-512), or it is not built: "
+                      "the rule stays off")
     rows = [r for store in measured.values() if store["d"] <= core.lane_max_dims
             for r in store["rows"] if r["B"] >= core.lane_min_batch]
     if not rows:

@@ -97,11 +97,8 @@ def _cpp_wide_lanes(b: int, d: int, dv: int | None, most: int) -> bool:
     kLaneMinBatch queries, d and dv up to kLaneMaxDims; dv None: the keys'), and B <= ``most``
     (``cpp_lane_max_batch[_<dtype>]``: where it is about as fast as the flash kernel or faster,
     and its call costs less)."""
-    if b > most:
-        return False
-    core = hb._core_retrieval()
-    return (core is not None and b >= core.lane_min_batch and max(d, d if dv is None else dv) <= core.lane_max_dims
-            and core.lane_width() == 16)
+    core = hb.wide_lane_core() if b <= most else None
+    return core is not None and b >= core.lane_min_batch and max(d, d if dv is None else dv) <= core.lane_max_dims
 
 
 def _cache_sized(n: int, d: int, itemsize: int, limits: dict[str, int]) -> bool:
