@@ -275,3 +275,30 @@ def test_last_level_cache_comes_from_sysfs(tmp_path):
     (tmp_path / "index3" / "size").write_text("garbage\n")
     assert last_level_cache_bytes(tmp_path) == 0  # unreadable: unknown
     assert last_level_cache_bytes(tmp_path / "missing") == 0
+
+
+def _cpuinfo(name, family="26", model="2"):
+    block = f"processor\t: {{i}}\nvendor_id\t: X\ncpu family\t: {family}\nmodel\t\t: {model}\nmodel name\t: {name}\n"
+    return "\n".join(block.format(i=i) for i in range(2))
+
+
+@pytest.mark.parametrize("name, generic", [
+    ("AMD EPYC", True),  # a hypervisor's generic names: the generation is added
+    ("Intel(R) Xeon(R) Processor", True),
+    ("AMD EPYC 9654 96-Core Processor", False),  # a model number says it already
+    ("Intel(R) Xeon(R) Platinum 8480+", False),
+])
+def test_cpu_model_tells_apart_what_a_generic_name_hides(name, generic):
+    from mnemonix.benchmark.environment import cpu_model
+
+    assert cpu_model(_cpuinfo(name)) == (f"{name} (family 26, model 2)" if generic else name)
+    assert (cpu_model(_cpuinfo(name, family="25", model="1")) != cpu_model(_cpuinfo(name))) == generic
+
+
+def test_cpu_model_without_cpuinfo_falls_back_to_the_platform():
+    import platform
+
+    from mnemonix.benchmark.environment import cpu_model
+
+    assert cpu_model("") == (platform.processor() or platform.machine())
+    assert cpu_model("processor\t: 0\nmodel name\t: AMD EPYC\n") == "AMD EPYC"  # no family given

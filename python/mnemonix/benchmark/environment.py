@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 import time
 import uuid
@@ -27,18 +28,37 @@ def git_commit(cwd: Path | None = None) -> str:
 
 
 def device_name(device: torch.device) -> str:
-    """A stable name of the device: the GPU's name, or the CPU model and core count."""
+    """A stable name of the device: the GPU's name, or the CPU model and core count. A CPU model
+    name without a model number (a hypervisor's "AMD EPYC" or "Intel(R) Xeon(R) Processor")
+    gets the CPU's family and model, which tell apart generations the name hides (an AVX2 EPYC
+    and an AVX-512 one): the regression gate compares a device only with itself, and the
+    calibration's CPU profiles match this name."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
+    return f"{cpu_model(_cpuinfo())} x{os.cpu_count()}"
+
+
+def _cpuinfo() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return f"{model} x{os.cpu_count()}"
+        return ""
+
+
+def cpu_model(cpuinfo: str) -> str:
+    """The CPU's model name from the text of /proc/cpuinfo (its first processor), with
+    ``(family F, model M)`` where the name carries no model number; the platform's processor
+    name when the text has no model name."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block only
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "model name" in fields and not re.search(r"\d{3}", name) and "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def gpu_clocks() -> dict[str, Any] | None:
