@@ -122,6 +122,10 @@ def test_the_shipped_cpu_profiles_are_valid_and_match_their_machines():
     xeon = calibration.shipped("cpu", "Intel(R) Xeon(R) Processor x2")
     assert xeon != calibration.DEFAULTS["cpu"] and set(xeon) == set(calibration.DEFAULTS["cpu"])
     assert calibration.shipped("cpu", "AMD EPYC x2") == calibration.DEFAULTS["cpu"]  # the development machine
+    # the Zen 5 EPYC (family 26) has its own profile; another generation of the same name does not
+    zen5 = calibration.shipped("cpu", "AMD EPYC (family 26, model 2) x2")["hopfield_retrieve"]
+    assert zen5["cpp_lane_max_batch"] > calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_lane_max_batch"]
+    assert calibration.shipped("cpu", "AMD EPYC (family 25, model 1) x2") == calibration.DEFAULTS["cpu"]
     assert calibration.shipped("cuda", "Intel(R) Xeon(R) Processor x2") == calibration.DEFAULTS["cuda"]
 
 

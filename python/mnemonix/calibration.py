@@ -150,6 +150,28 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # B = 64 it loses most shapes (0.89-1.25x). bfloat16: AMX wins even there
                               "cpp_lane_max_batch_float16": 32},
     }),
+    # 2-core AMD EPYC of the Zen 5 generation (family 26; AVX-512 on full 512-bit units): the
+    # C++ kernel's 16-lane scan beats every other path at every batch measured, to B = 16,384
+    # (d <= 256: 0.36-0.67x the best of the flash kernel and the GEMM path over 58 shapes,
+    # N = 1e3..1e6; bench/NOTES.md, "AMD EPYC, Zen 5"); wider keys stay on the C++ kernel up to
+    # B = 16 on stores that stream (N = 1e4, d = 1,024, B = 32: 13.8 ms against flash 11.5),
+    # and the GEMM path takes cache-sized stores of d >= 1,024 from B = 256 (N = 1e3, B = 256:
+    # 6.61 ms against flash 7.01)
+    (r"AMD EPYC \(family 26,", {
+        "hopfield_retrieve": {"cpp_lane_max_batch": 1 << 20, "cpp_max_batch_large_store": 16,
+                              "gemm_wide_min_dim": 1024, "gemm_wide_min_batch": 256,
+                              # float16: torch's flash kernel has no float16 unit to use here
+                              # (N = 1e4, d = 128, B = 16: 8.6x the C++ kernel's time); the C++
+                              # kernel takes every batch of keys up to 256 wide (the lanes: 0.27-0.40x
+                              # its time at B = 1,024-4,096) and wider ones up to B = 256 or while
+                              # B x d <= 256k (d = 1,024, B = 256: 0.69-0.72x; d = 12,288, B = 100:
+                              # 0.45x; d = 1,024, B = 1,024 lost, 1.17-1.29x). bfloat16: its GEMMs
+                              # run on AVX512-BF16, so the C++ kernel keeps the lanes and B x d <=
+                              # 8,192 (d = 1,024, B = 8: 0.84-0.87x; B = 16: 1.10-1.16x)
+                              "cpp_lane_max_batch_float16": 1 << 20, "cpp_max_dims_float16": 256 << 10,
+                              "cpp_min_batch_float16": 256,
+                              "cpp_lane_max_batch_bfloat16": 1 << 20, "cpp_max_dims_bfloat16": 8192},
+    }),
 )
 
 # What we expect on the GPU machines we use, marked unmeasured: the CUDA policies (Triton
