@@ -204,9 +204,19 @@ def test_policy_sends_mid_batches_to_the_16_lane_scan():
     assert first_choice(first - 1) != "cpp"  # the row scan: the flash kernel's batches (B x d > 256)
     assert first_choice(first) == first_choice(top) == ("cpp" if wide else "sdpa")
     assert first_choice(top + 1) == "sdpa"
-    assert first_choice(first, d=core.lane_max_dims) == ("cpp" if wide else "sdpa")
-    assert first_choice(first, d=core.lane_max_dims + 1) != "cpp"  # keys too wide for the lanes
-    assert first_choice(first, dv=core.lane_max_dims + 1) != "cpp"  # values too wide
+    dims = limits["cpp_lane_max_dims"]
+    assert dims <= core.lane_max_dims
+    assert first_choice(first, d=dims) == ("cpp" if wide else "sdpa")
+    assert first_choice(first, d=dims + 1) != "cpp"  # keys wider than measured for the lanes
+    assert first_choice(first, dv=dims + 1) != "cpp"  # values too wide
+    # up to the kernel's own limit where a CPU's thresholds allow it (the Zen 5 profile)
+    deeper = {**limits, "cpp_lane_max_dims": core.lane_max_dims}
+    previous = core.set_max_lane_width(16)
+    try:
+        assert hops._cpu_forward_order(first, 100_000, core.lane_max_dims, 4, deeper)[0] == ("cpp" if wide else "sdpa")
+        assert hops._cpu_forward_order(first, 100_000, core.lane_max_dims + 1, 4, deeper)[0] != "cpp"
+    finally:
+        core.set_max_lane_width(previous)
     assert first_choice(first, width=8) != "cpp"  # 8 lanes: the flash kernel leads
     assert first_choice(first, lanes=0) != "cpp"  # the shipped default: off
     # 16-bit operands: cpp_lane_max_batch_<dtype> (the profile: float16 only, B <= 32)
@@ -214,7 +224,7 @@ def test_policy_sends_mid_batches_to_the_16_lane_scan():
     assert half_top >= first and limits["cpp_lane_max_batch_bfloat16"] == 0
     for b, dtype, dv, want in ((first, "float16", None, wide), (half_top, "float16", None, wide),
                                (half_top + 1, "float16", None, False), (first, "bfloat16", None, False),
-                               (first, "float16", core.lane_max_dims + 1, False)):
+                               (first, "float16", dims + 1, False)):
         got = hops._cpu_half_order(b, 10_000, 128, dtype, limits, dv)[0]
         assert got == ("cpp" if want else "sdpa"), (b, dtype, dv)
 
@@ -299,12 +309,17 @@ def test_cpp_small_stores_split_queries_over_threads_bit_for_bit(seed, b, n, d, 
         assert x[-tail:].tobytes() == y.tobytes()
 
 
+# Key and value widths of the lane scan: any up to 256, and wider ones to its limit (4,096), with
+# ragged column tails
+LANE_DIMS = st.one_of(st.integers(1, 256), st.sampled_from([257, 300, 512, 777, 1024, 2048, 4095, 4096]))
+
+
 @settings(max_examples=80, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), b=st.integers(16, 70), n=st.integers(1, 300), d=st.integers(1, 256),
-       dv=st.one_of(st.none(), st.integers(1, 256)), masked=st.sampled_from(["none", "some", "prefix"]),
+@given(seed=st.integers(0, 2**31 - 1), b=st.integers(16, 70), n=st.integers(1, 300), d=LANE_DIMS,
+       dv=st.one_of(st.none(), LANE_DIMS), masked=st.sampled_from(["none", "some", "prefix"]),
        threads=st.integers(1, 3))
 def test_cpp_query_lane_scan_matches_the_reference(seed, b, n, d, dv, masked, threads):
-    # from 16 queries (d, dv <= 256) the kernel scans with the queries across the lanes: ragged
+    # from 16 queries (d, dv <= 4,096) the kernel scans with the queries across the lanes: ragged
     # batches, tiles and columns, masked keys, and a first tile with every key masked
     core = hb._core_retrieval()
     gen = torch.Generator().manual_seed(seed)
@@ -330,8 +345,8 @@ def test_cpp_query_lane_scan_matches_the_reference(seed, b, n, d, dv, masked, th
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), b=st.integers(16, 90), n=st.integers(1, 2500), d=st.integers(1, 256),
-       dv=st.one_of(st.none(), st.integers(1, 256)), masked=st.booleans(), element=st.sampled_from([0, 1, 2]))
+@given(seed=st.integers(0, 2**31 - 1), b=st.integers(16, 90), n=st.integers(1, 2500), d=LANE_DIMS,
+       dv=st.one_of(st.none(), LANE_DIMS), masked=st.booleans(), element=st.sampled_from([0, 1, 2]))
 def test_cpp_query_lane_widths_give_the_same_bits(seed, b, n, d, dv, masked, element):
     # the lane scan runs 16 queries per vector with AVX-512 and 8 without: every lane does the
     # same operations in the same order, so out, lse and argmax must not depend on the width

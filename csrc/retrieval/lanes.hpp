@@ -33,7 +33,12 @@ namespace mnemonix {
 namespace retrieval {
 
 constexpr size_t kLaneMinBatch = 16;  // two threads still get a full 8-lane vector of queries each
-constexpr size_t kLaneMaxDims = 256;
+// Keys and values up to 4,096 wide: a block's transposed queries (64 x d floats, 1 MB at 4,096)
+// stay in L2, and at every d up to there the lane scan beat the row scan at both widths on the
+// Zen 5 EPYC (N = 1e4, B = 16, d = 4,096: 10.3 ms at 16 lanes, 18.9 at 8, 24.9 row by row); at
+// d = 12,288 it lost (108 ms against 84; bench/NOTES.md, "Wide lanes"). The speed policy has its
+// own, per-CPU limit below this one (cpp_lane_max_dims)
+constexpr size_t kLaneMaxDims = 4096;
 
 // L float32 lanes as a GCC vector, compiled by each target to its own instructions.
 typedef float Lanes16 __attribute__((vector_size(64)));

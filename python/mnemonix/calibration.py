@@ -81,6 +81,9 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               # the query-lane scan 16 lanes wide (AVX-512 only) up to this batch
                               # past the rules above: off here (the EPYC has no AVX-512)
                               "cpp_lane_max_batch": 0,
+                              # ... for keys and values up to this wide (the kernel's lanes take
+                              # up to 4,096; measured against the flash kernel to 256 on the Xeon)
+                              "cpp_lane_max_dims": 256,
                               # 16-bit operands (bench/NOTES.md, "16-bit operands"): the Xeon's
                               # float16 fit, whose flash kernel has no 16-bit GEMM unit to use
                               # (unmeasured on the EPYC, which has none for either dtype)
@@ -153,12 +156,15 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
     # 2-core AMD EPYC of the Zen 5 generation (family 26; AVX-512 on full 512-bit units): the
     # C++ kernel's 16-lane scan beats every other path at every batch measured, to B = 16,384
     # (d <= 256: 0.36-0.67x the best of the flash kernel and the GEMM path over 58 shapes,
-    # N = 1e3..1e6; bench/NOTES.md, "AMD EPYC, Zen 5"); wider keys stay on the C++ kernel up to
-    # B = 16 on stores that stream (N = 1e4, d = 1,024, B = 32: 13.8 ms against flash 11.5),
-    # and the GEMM path takes cache-sized stores of d >= 1,024 from B = 256 (N = 1e3, B = 256:
-    # 6.61 ms against flash 7.01)
+    # N = 1e3..1e6; bench/NOTES.md, "AMD EPYC, Zen 5"), and to keys and values of 4,096
+    # (cpp_lane_max_dims): 0.38-0.72x the flash kernel's time from d = 300 (N = 1e4, d = 1,024,
+    # B = 64: 9.0 ms against 18.5; "Wide lanes"). Past the lanes (d > 4,096) the row scan keeps
+    # B <= 16 on stores that stream (it lost at B = 32 for d = 1,024: 13.8 ms against flash
+    # 11.5), and the GEMM path takes cache-sized stores of d >= 1,024 from B = 256 (row scan
+    # era, N = 1e3, d = 1,024, B = 256: 6.61 ms against flash 7.01)
     (r"AMD EPYC \(family 26,", {
-        "hopfield_retrieve": {"cpp_lane_max_batch": 1 << 20, "cpp_max_batch_large_store": 16,
+        "hopfield_retrieve": {"cpp_lane_max_batch": 1 << 20, "cpp_lane_max_dims": 4096,
+                              "cpp_max_batch_large_store": 16,
                               "gemm_wide_min_dim": 1024, "gemm_wide_min_batch": 256,
                               # float16: torch's flash kernel has no float16 unit to use here
                               # (N = 1e4, d = 128, B = 16: 8.6x the C++ kernel's time); the C++

@@ -92,13 +92,15 @@ def cpp_max_batch(keys: torch.Tensor) -> int:
     return _cpp_max_batch(n, d, keys.element_size(), calibration.thresholds("hopfield_retrieve", "cpu"))
 
 
-def _cpp_wide_lanes(b: int, d: int, dv: int | None, most: int) -> bool:
+def _cpp_wide_lanes(b: int, d: int, dv: int | None, most: int, dims: int) -> bool:
     """The C++ kernel's query-lane scan 16 lanes wide (AVX-512) runs this call (from
-    kLaneMinBatch queries, d and dv up to kLaneMaxDims; dv None: the keys'), and B <= ``most``
+    kLaneMinBatch queries, d and dv up to kLaneMaxDims; dv None: the keys'), B <= ``most``
     (``cpp_lane_max_batch[_<dtype>]``: where it is about as fast as the flash kernel or faster,
-    and its call costs less)."""
+    and its call costs less) and d, dv <= ``dims`` (``cpp_lane_max_dims``: as far as that was
+    measured on the CPU)."""
     core = hb.wide_lane_core() if b <= most else None
-    return core is not None and b >= core.lane_min_batch and max(d, d if dv is None else dv) <= core.lane_max_dims
+    widest = max(d, d if dv is None else dv)
+    return core is not None and b >= core.lane_min_batch and widest <= min(dims, core.lane_max_dims)
 
 
 def _cache_sized(n: int, d: int, itemsize: int, limits: dict[str, int]) -> bool:
@@ -124,7 +126,7 @@ def cpu_forward_order(b: int, keys: torch.Tensor, values: torch.Tensor | None = 
     """CPU backends without a gradient, fastest first, for B queries per group over ``keys``
     (and ``values``; None: the keys) of one group: the C++ kernel while the batch is small for
     the store (memory-bound) or, where its query lanes are 16 wide (AVX-512), from
-    kLaneMinBatch to ``cpp_lane_max_batch`` queries with d and dv up to kLaneMaxDims, then
+    kLaneMinBatch to ``cpp_lane_max_batch`` queries with d and dv up to ``cpp_lane_max_dims``, then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, for wide
     keys on a cache-sized store past the batches the flash kernel splits (``gemm_wide_min_dim``,
     ``gemm_wide_min_batch``) over modest score blocks, or for very wide d, then torch's flash
@@ -159,7 +161,8 @@ def _remember(memo: dict, shape: tuple[int, ...], order: tuple[str, ...]) -> tup
 
 def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, int],
                        dv: int | None = None) -> tuple[str, ...]:
-    if b <= _cpp_max_batch(n, d, itemsize, limits) or _cpp_wide_lanes(b, d, dv, limits["cpp_lane_max_batch"]):
+    lanes = _cpp_wide_lanes(b, d, dv, limits["cpp_lane_max_batch"], limits["cpp_lane_max_dims"])
+    if lanes or b <= _cpp_max_batch(n, d, itemsize, limits):
         return ("cpp", "gemm", "sdpa", "torch")
     moderate = b * n <= limits["gemm_max_scores"]
     narrow_moderate = d <= limits["narrow_dim"] and b <= limits["gemm_max_batch"] and moderate
@@ -203,7 +206,8 @@ def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
     else:
         most = max(limits[f"cpp_min_batch_{dtype}"], limits[f"cpp_max_dims_{dtype}"] // d)
         cpp_first = b <= most and n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"]
-    cpp_first = cpp_first or _cpp_wide_lanes(b, d, dv, limits[f"cpp_lane_max_batch_{dtype}"])
+    cpp_first = cpp_first or _cpp_wide_lanes(b, d, dv, limits[f"cpp_lane_max_batch_{dtype}"],
+                                              limits["cpp_lane_max_dims"])
     return ("cpp", "sdpa", "torch") if cpp_first else ("sdpa", "cpp", "torch")
 
 
