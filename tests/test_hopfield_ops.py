@@ -213,7 +213,7 @@ def test_policy_sends_mid_batches_to_the_16_lane_scan():
     deeper = {**limits, "cpp_lane_max_dims": core.lane_max_dims}
     previous = core.set_max_lane_width(16)
     try:
-        assert hops._cpu_forward_order(first, 100_000, core.lane_max_dims, 4, deeper)[0] == ("cpp" if wide else "sdpa")
+        assert (hops._cpu_forward_order(first, 100_000, core.lane_max_dims, 4, deeper)[0] == "cpp") == wide
         assert hops._cpu_forward_order(first, 100_000, core.lane_max_dims + 1, 4, deeper)[0] != "cpp"
     finally:
         core.set_max_lane_width(previous)
