@@ -235,6 +235,64 @@ def test_the_16_lane_batches_get_their_own_threshold(width):
         assert "cpp_lane_max_batch" not in found and "8 wide" in skipped["cpp_lane_max_batch"]
 
 
+@pytest.mark.skipif(not HAS_CPP, reason="needs mnemonix._core (CI builds it)")
+@pytest.mark.parametrize("width", [8, 16])
+def test_the_lane_sweep_goes_on_while_the_lanes_lead(monkeypatch, width):
+    # the lanes win to B = 1,024 and lose at 4,096: the 2 MB store's sweep goes on past its last
+    # batch (64) to the loss, the large store's stops at its work limit; without 16 lanes nothing
+    core = hb._core_retrieval()
+
+    def row(b):
+        return {"B": b, "cpp_p20": 1.0 if b <= 1024 else 3.0, "gemm_p20": 2.0, "sdpa_p20": 2.5}
+
+    swept = []
+
+    def fake_sweep(n, d, batches, device, **kw):
+        swept.append((n, *batches))
+        return {"rows": [row(b) for b in batches]}
+
+    monkeypatch.setattr(calibrate, "sweep", fake_sweep)
+    measured = {label: {"N": n, "d": d, "key_bytes": n * d * 4, "rows": [row(b) for b in (1, 16, 64)]}
+                for label, (n, d) in calibrate.DEFAULT_STORES.items()}
+    lines = []
+    previous = core.set_max_lane_width(width)
+    try:
+        calibrate._extend_lane_sweep(measured, torch.device("cpu"), repeat=1, budget_s=0.1, report=lines.append)
+        found, _ = calibrate._cpu_thresholds(measured)
+    finally:
+        core.set_max_lane_width(previous)
+    small = calibrate.DEFAULT_STORES["small"][0]
+    if core.lane_width() == 16 and width == 16:
+        assert swept == [(small, 256), (small, 1024), (small, 4096)] and len(lines) == 3
+        assert [r["B"] for r in measured["small"]["rows"]] == [1, 16, 64, 256, 1024, 4096]
+        assert found["cpp_lane_max_batch"] == 1024
+    else:
+        assert swept == [] and [r["B"] for r in measured["small"]["rows"]] == [1, 16, 64]
+    assert [r["B"] for r in measured["large"]["rows"]] == [1, 16, 64]
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="needs mnemonix._core (CI builds it)")
+@pytest.mark.parametrize("shipped", [32, 100_000])
+def test_a_lane_fit_at_the_end_of_its_sweep_keeps_a_larger_shipped_value(monkeypatch, shipped):
+    # the lanes led at every swept batch: the fit knows nothing above the last one
+    core = hb._core_retrieval()
+    limits = {**calibration.DEFAULTS["cpu"]["hopfield_retrieve"], "cpp_lane_max_batch": shipped}
+    monkeypatch.setattr(calibration, "shipped", lambda device_type, name=None: {"hopfield_retrieve": limits})
+    rows = [{"B": b, "cpp_p20": 1.0, "gemm_p20": 2.0, "sdpa_p20": 2.5} for b in (1, 16, 64, 256)]
+    store = {"N": 8_000, "d": 64, "key_bytes": 8_000 * 64 * 4, "rows": rows}
+    previous = core.set_max_lane_width(16)
+    try:
+        value, _ = calibrate._lane_threshold({"small": store})
+        rows[-1]["cpp_p20"] = 3.0  # now it lost at 256: the fit stands
+        lost, _ = calibrate._lane_threshold({"small": store})
+    finally:
+        core.set_max_lane_width(previous)
+    if core.lane_width() == 16:
+        assert value == max(256, shipped) and lost == 64
+    else:
+        assert value is None and lost is None
+
+
 def test_cli_calibrate(clean, capsys):
     out = clean / "cli.json"
     assert main(["bench", "calibrate", "--small-store", "2048,64", "--large-store", f"{(8 << 20) // 256},64",

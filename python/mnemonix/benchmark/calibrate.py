@@ -87,6 +87,37 @@ def sweep(n: int, d: int, batches: Sequence[int], device: torch.device, *, repea
     return {"N": n, "d": d, "key_bytes": n * d * 4, "backends": list(wanted), "rows": rows}
 
 
+# The lane sweep's extension: batches x4 while B <= LANE_SWEEP_MAX_BATCH and B x N x d <=
+# LANE_SWEEP_MAX_WORK (the 2 MB store to B = 4,096; the large one not at all: ~0.5 s a call)
+LANE_SWEEP_MAX_BATCH = 4096
+LANE_SWEEP_MAX_WORK = 1 << 31
+
+
+def _extend_lane_sweep(measured: dict[str, Any], device: torch.device, *, repeat: int, budget_s: float,
+                       report: Callable[[str], None]) -> None:
+    """Where the 16-lane scan still leads at a store's largest swept batch, sweep batches 4x
+    larger until it loses or the limits above: the lane rule's crossover can lie far past the
+    row scan's batches (on a Zen 5 EPYC it led at every batch to 16,384; bench/NOTES.md)."""
+    core = hb.wide_lane_core()
+    for store in measured.values() if core is not None else ():
+        while store["rows"] and store["d"] <= core.lane_max_dims:
+            last = store["rows"][-1]
+            b = last["B"] * 4
+            if (last["B"] < core.lane_min_batch or not _leads(last, "cpp") or b > LANE_SWEEP_MAX_BATCH
+                    or b * store["N"] * store["d"] > LANE_SWEEP_MAX_WORK):
+                break
+            row = sweep(store["N"], store["d"], [b], device, repeat=repeat, budget_s=budget_s)["rows"][0]
+            store["rows"].append(row)
+            times = "  ".join(f"{k[:-4]} {v * 1e3:.3g} ms" for k, v in row.items() if k.endswith("_p20"))
+            report(f"    B={b} (the lanes led at B={last['B']}): {times}")
+
+
+def _leads(row: dict[str, Any], fast: str) -> bool:
+    mine = row.get(f"{fast}_p20")
+    rivals = [v for k, v in row.items() if k.endswith("_p20") and k != f"{fast}_p20"]
+    return mine is not None and (not rivals or mine <= min(rivals))
+
+
 def crossover(rows: list[dict[str, Any]], fast: str, others: Sequence[str], key: str = "B") -> int | None:
     """The threshold T (0 or a swept ``key``: B, or the work) that best explains where ``fast``
     beats every other backend (p20): fewest swept points that disagree with "``fast`` wins iff
@@ -153,6 +184,7 @@ def calibrate(device: torch.device, *, stores: dict[str, tuple[int, int]] | None
     thresholds: dict[str, dict[str, int]] = {}
     measurements: dict[str, Any] = {OP: measured}
     if device.type == "cpu":
+        _extend_lane_sweep(measured, device, repeat=repeat, budget_s=budget_s, report=report)
         found, skipped = _cpu_thresholds(measured)
         thresholds, measurements["salience_topk"] = _salience_threshold(device, salience_shapes, repeat, budget_s,
                                                                         report)
@@ -236,7 +268,8 @@ def _row_scan_batches(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _lane_threshold(measured: dict[str, Any]) -> tuple[int | None, str]:
     """``cpp_lane_max_batch`` from the swept batches the C++ kernel scans 16 lanes wide (B >=
     lane_min_batch, d <= lane_max_dims, both stores in one step fit against the GEMM path and
-    the flash kernel), or None and why not."""
+    the flash kernel), or None and why not. Where the fit lands on the largest batch swept (the
+    lanes led to the end of the sweep) it says nothing above it: a larger shipped value stands."""
     core = hb.wide_lane_core()
     if core is None:
         return None, ("the C++ kernel's query lanes are 8 wide on this CPU (no AVX-512), or it is not built: "
@@ -246,7 +279,11 @@ def _lane_threshold(measured: dict[str, Any]) -> tuple[int | None, str]:
     if not rows:
         return None, f"no batch of lane_min_batch ({core.lane_min_batch}) queries or more swept"
     value = crossover(rows, "cpp", ("gemm", "sdpa"))
-    return (None, "the C++ kernel was not timed") if value is None else (value, "")
+    if value is None:
+        return None, "the C++ kernel was not timed"
+    if value == max(r["B"] for r in rows):
+        value = max(value, calibration.shipped("cpu")[OP]["cpp_lane_max_batch"])
+    return value, ""
 
 
 def write(doc: dict[str, Any], out: str | os.PathLike[str] | None) -> Path:
