@@ -302,3 +302,18 @@ def test_cpu_model_without_cpuinfo_falls_back_to_the_platform():
 
     assert cpu_model("") == (platform.processor() or platform.machine())
     assert cpu_model("processor\t: 0\nmodel name\t: AMD EPYC\n") == "AMD EPYC"  # no family given
+
+
+def test_a_16_bit_cpu_floor_computes_at_least_at_the_float32_rate(monkeypatch):
+    # torch's float16 mm on a CPU without a float16 unit is far slower than its float32 one; the
+    # floor is what the machine can do, and the kernels compute 16-bit operands in float32
+    from mnemonix.benchmark import floors
+
+    rates = {torch.float32: 1e11, torch.float16: 2e9, torch.bfloat16: 4e11}
+    monkeypatch.setattr(floors, "_CACHE", {})
+    monkeypatch.setattr(floors, "_read_rate", lambda n_bytes, device, dtype, repeat: 1e10)
+    monkeypatch.setattr(floors, "_gemm_rate", lambda device, dtype: rates[dtype])
+    cpu = torch.device("cpu")
+    assert floors.measure_floors(cpu, torch.float16).gemm_flops == 1e11  # float32's
+    assert floors.measure_floors(cpu, torch.bfloat16).gemm_flops == 4e11  # its own, faster
+    assert floors.measure_floors(cpu, torch.float32).gemm_flops == 1e11

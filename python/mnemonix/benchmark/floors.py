@@ -1,7 +1,8 @@
 """The physical floor of a shape, measured on this machine in the same run.
 
 floor(shape) = max(bytes that must be read once / measured read bandwidth,
-                   flops / measured GEMM rate of torch.mm in the same dtype).
+                   flops / measured GEMM rate of torch.mm in the same dtype,
+                           on the CPU at least float32's).
 The bandwidth is one read of a buffer (CPU: a float32 sum; CUDA: a device-to-device copy, read
 + write); the GEMM rate is a large ``torch.mm`` in the dtype. On the CPU the read is measured twice: from
 memory, over a buffer twice the last-level cache (at least 128 MB), and from that cache, over a
@@ -27,7 +28,7 @@ _MAX_BUFFER = 2 << 30  # a memory read over at most 2 GB, whatever the cache rep
 @dataclass(frozen=True)
 class Floors:
     bandwidth: float  # bytes / s, one read from memory
-    gemm_flops: float  # flop / s of torch.mm in this dtype
+    gemm_flops: float  # flop / s of torch.mm in this dtype (CPU: or in float32, if faster)
     cache_bandwidth: float | None = None  # bytes / s, one read of data the last-level cache holds
     cache_bytes: int = 0  # the last-level cache's size (0: unknown, every shape reads from memory)
 
@@ -67,6 +68,14 @@ def _read_rate(n_bytes: int, device: torch.device, dtype: torch.dtype, repeat: i
     return n_bytes / measure({"sum": lambda: buf.sum()}, device, repeat=repeat)["sum"].p20
 
 
+def _gemm_rate(device: torch.device, dtype: torch.dtype) -> float:
+    """Flop / s of a large ``torch.mm`` in ``dtype``."""
+    m = 4096 if device.type == "cuda" else 1024
+    a = torch.randn(m, 1024, device=device, dtype=dtype)
+    b = torch.randn(1024, m, device=device, dtype=dtype)
+    return 2 * m * 1024 * m / measure({"mm": lambda: a @ b}, device, repeat=7)["mm"].p20
+
+
 def measure_floors(device: torch.device, dtype: torch.dtype = torch.float32) -> Floors:
     """Bandwidth and GEMM rate of ``device`` (cached per device and dtype for the process)."""
     key = (str(device), dtype)
@@ -80,11 +89,13 @@ def measure_floors(device: torch.device, dtype: torch.dtype = torch.float32) -> 
         bandwidth = _read_rate(min(_MAX_BUFFER, max(_MIN_BUFFER, 2 * cache_bytes)), device, torch.float32, 7)
         if cache_bytes >= 4 << 20:
             cache_bandwidth = _read_rate(cache_bytes // 4, device, torch.float32, 7)
-    m = 4096 if device.type == "cuda" else 1024
-    a = torch.randn(m, 1024, device=device, dtype=dtype)
-    b = torch.randn(1024, m, device=device, dtype=dtype)
-    t = measure({"mm": lambda: a @ b}, device, repeat=7)["mm"].p20
-    floors = Floors(bandwidth=bandwidth, gemm_flops=2 * m * 1024 * m / t, cache_bandwidth=cache_bandwidth,
+    gemm_flops = _gemm_rate(device, dtype)
+    if device.type == "cpu" and dtype != torch.float32:
+        # a CPU without a unit for the dtype converts (torch's float16 mm on an AVX-512 EPYC: ~1/50
+        # of its float32 rate), and the kernels compute such operands in float32: the floor is
+        # the faster of the two
+        gemm_flops = max(gemm_flops, measure_floors(device, torch.float32).gemm_flops)
+    floors = Floors(bandwidth=bandwidth, gemm_flops=gemm_flops, cache_bandwidth=cache_bandwidth,
                     cache_bytes=cache_bytes)
     _CACHE[key] = floors
     return floors
