@@ -172,11 +172,14 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # its time at B = 1,024-4,096) and wider ones up to B = 256 or while
                               # B x d <= 256k (d = 1,024, B = 256: 0.69-0.72x; d = 12,288, B = 100:
                               # 0.45x; d = 1,024, B = 1,024 lost, 1.17-1.29x). bfloat16: its GEMMs
-                              # run on AVX512-BF16, so the C++ kernel keeps the lanes and B x d <=
-                              # 8,192 (d = 1,024, B = 8: 0.84-0.87x; B = 16: 1.10-1.16x)
+                              # run on AVX512-BF16, so the C++ kernel keeps the lanes, B x d <= 8,192
+                              # and B <= 16 at any d (d = 4,096, B = 12: 0.76x; d = 12,288, B = 16:
+                              # 0.69-0.73x; d = 1,024, B = 12: 0.99x; d = 12,288, B = 64: 0.97x,
+                              # B = 256 lost, 1.95x)
                               "cpp_lane_max_batch_float16": 1 << 20, "cpp_max_dims_float16": 256 << 10,
                               "cpp_min_batch_float16": 256,
-                              "cpp_lane_max_batch_bfloat16": 1 << 20, "cpp_max_dims_bfloat16": 8192},
+                              "cpp_lane_max_batch_bfloat16": 1 << 20, "cpp_max_dims_bfloat16": 8192,
+                              "cpp_min_batch_bfloat16": 16},
     }),
 )
 
