@@ -173,13 +173,14 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # B x d <= 256k (d = 1,024, B = 256: 0.69-0.72x; d = 12,288, B = 100:
                               # 0.45x; d = 1,024, B = 1,024 lost, 1.17-1.29x). bfloat16: its GEMMs
                               # run on AVX512-BF16, so the C++ kernel keeps the lanes, B x d <= 8,192
-                              # and B <= 16 at any d (d = 4,096, B = 12: 0.76x; d = 12,288, B = 16:
-                              # 0.69-0.73x; d = 1,024, B = 12: 0.99x; d = 12,288, B = 64: 0.97x,
-                              # B = 256 lost, 1.95x)
+                              # and B <= 100 at any d (past the lanes: d = 4,096, B = 12: 0.76x;
+                              # d = 12,288, B = 16: 0.69-0.73x, B = 64: 0.80-0.97x, B = 100:
+                              # 0.71-0.87x, B = 256 lost, 1.95x); the lanes lose at d = 1,024,
+                              # B = 4,096 (1.25x; B = 1,024: 0.88-0.96x), left to them
                               "cpp_lane_max_batch_float16": 1 << 20, "cpp_max_dims_float16": 256 << 10,
                               "cpp_min_batch_float16": 256,
                               "cpp_lane_max_batch_bfloat16": 1 << 20, "cpp_max_dims_bfloat16": 8192,
-                              "cpp_min_batch_bfloat16": 16},
+                              "cpp_min_batch_bfloat16": 100},
     }),
 )
 
