@@ -103,6 +103,19 @@ def _check_rows(call, q, rows):
 
 
 @contextlib.contextmanager
+def _interpreter_dot(wrap):
+    """The Triton interpreter's ``tl.dot`` replaced by ``wrap(original)`` inside the block."""
+    from triton.runtime import interpreter as ti
+
+    original = ti.InterpreterBuilder.create_dot
+    ti.InterpreterBuilder.create_dot = wrap(original)
+    try:
+        yield
+    finally:
+        ti.InterpreterBuilder.create_dot = original
+
+
+@contextlib.contextmanager
 def _row_invariant_interpreter_dot():
     """Float32 ``tl.dot`` in the interpreter through numpy's own loops instead of its BLAS: some
     BLAS kernels (OpenBLAS' Haswell kernel, which a machine may force with OPENBLAS_CORETYPE)
@@ -110,21 +123,19 @@ def _row_invariant_interpreter_dot():
     MMA does not; the batch-invariance tests are about our tiles and splits, not numpy's BLAS."""
     from triton.runtime import interpreter as ti
 
-    original = ti.InterpreterBuilder.create_dot
     counts = {"rowwise": 0}
 
-    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
-        if not (a.data.dtype == b.data.dtype == d.data.dtype == np.float32):
-            return original(self, a, b, d, input_precision, max_num_imprecise_acc)
-        counts["rowwise"] += 1
-        product = np.einsum("...ij,...jk->...ik", a.data, b.data, optimize=False)
-        return ti.TensorHandle(product + d.data, d.dtype.scalar)
+    def wrap(original):
+        def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+            if not (a.data.dtype == b.data.dtype == d.data.dtype == np.float32):
+                return original(self, a, b, d, input_precision, max_num_imprecise_acc)
+            counts["rowwise"] += 1
+            product = np.einsum("...ij,...jk->...ik", a.data, b.data, optimize=False)
+            return ti.TensorHandle(product + d.data, d.dtype.scalar)
+        return create_dot
 
-    ti.InterpreterBuilder.create_dot = create_dot
-    try:
+    with _interpreter_dot(wrap):
         yield counts
-    finally:
-        ti.InterpreterBuilder.create_dot = original
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="patches the Triton interpreter")
@@ -212,22 +223,20 @@ def _tf32_interpreter():
     from triton.runtime import interpreter as ti
 
     counts = {"tf32": 0, "ieee": 0}
-    original = ti.InterpreterBuilder.create_dot
 
-    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
-        if input_precision == ti._ir.INPUT_PRECISION.TF32 and a.data.dtype == np.float32:
-            counts["tf32"] += 1
-            a = ti.TensorHandle(ti._round_f32_to_tf32(a.data), a.dtype)
-            b = ti.TensorHandle(ti._round_f32_to_tf32(b.data), b.dtype)
-        else:
-            counts["ieee"] += 1
-        return original(self, a, b, d, input_precision, max_num_imprecise_acc)
+    def wrap(original):
+        def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+            if input_precision == ti._ir.INPUT_PRECISION.TF32 and a.data.dtype == np.float32:
+                counts["tf32"] += 1
+                a = ti.TensorHandle(ti._round_f32_to_tf32(a.data), a.dtype)
+                b = ti.TensorHandle(ti._round_f32_to_tf32(b.data), b.dtype)
+            else:
+                counts["ieee"] += 1
+            return original(self, a, b, d, input_precision, max_num_imprecise_acc)
+        return create_dot
 
-    ti.InterpreterBuilder.create_dot = create_dot
-    try:
+    with _interpreter_dot(wrap):
         yield counts
-    finally:
-        ti.InterpreterBuilder.create_dot = original
 
 
 def test_dot_precision_is_ieee_unless_asked_for_float32():

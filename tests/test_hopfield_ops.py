@@ -193,10 +193,11 @@ def test_policy_sends_mid_batches_to_the_16_lane_scan():
     top, first = limits["cpp_lane_max_batch"], core.lane_min_batch
     assert top >= first
 
-    def first_choice(b, d=128, dv=None, width=16, lanes=top):
+    def first_choice(b, d=128, dv=None, width=16, lanes=top, dims=limits["cpp_lane_max_dims"]):
         previous = core.set_max_lane_width(width)
         try:
-            return hops._cpu_forward_order(b, 100_000, d, 4, {**limits, "cpp_lane_max_batch": lanes}, dv)[0]
+            wanted = {**limits, "cpp_lane_max_batch": lanes, "cpp_lane_max_dims": dims}
+            return hops._cpu_forward_order(b, 100_000, d, 4, wanted, dv)[0]
         finally:
             core.set_max_lane_width(previous)
 
@@ -210,13 +211,9 @@ def test_policy_sends_mid_batches_to_the_16_lane_scan():
     assert first_choice(first, d=dims + 1) != "cpp"  # keys wider than measured for the lanes
     assert first_choice(first, dv=dims + 1) != "cpp"  # values too wide
     # up to the kernel's own limit where a CPU's thresholds allow it (the Zen 5 profile)
-    deeper = {**limits, "cpp_lane_max_dims": core.lane_max_dims}
-    previous = core.set_max_lane_width(16)
-    try:
-        assert (hops._cpu_forward_order(first, 100_000, core.lane_max_dims, 4, deeper)[0] == "cpp") == wide
-        assert hops._cpu_forward_order(first, 100_000, core.lane_max_dims + 1, 4, deeper)[0] != "cpp"
-    finally:
-        core.set_max_lane_width(previous)
+    deeper = core.lane_max_dims
+    assert (first_choice(first, d=deeper, dims=deeper) == "cpp") == wide
+    assert first_choice(first, d=deeper + 1, dims=deeper) != "cpp"
     assert first_choice(first, width=8) != "cpp"  # 8 lanes: the flash kernel leads
     assert first_choice(first, lanes=0) != "cpp"  # the shipped default: off
     # 16-bit operands: cpp_lane_max_batch_<dtype> (the profile: float16 only, B <= 32)

@@ -103,7 +103,7 @@ def _extend_lane_sweep(measured: dict[str, Any], device: torch.device, *, repeat
         while store["rows"] and store["d"] <= core.lane_max_dims:
             last = store["rows"][-1]
             b = last["B"] * 4
-            if (last["B"] < core.lane_min_batch or not _leads(last, "cpp") or b > LANE_SWEEP_MAX_BATCH
+            if (last["B"] < core.lane_min_batch or not _leads(last, "cpp", ("gemm", "sdpa")) or b > LANE_SWEEP_MAX_BATCH
                     or b * store["N"] * store["d"] > LANE_SWEEP_MAX_WORK):
                 break
             row = sweep(store["N"], store["d"], [b], device, repeat=repeat, budget_s=budget_s)["rows"][0]
@@ -112,10 +112,14 @@ def _extend_lane_sweep(measured: dict[str, Any], device: torch.device, *, repeat
             report(f"    B={b} (the lanes led at B={last['B']}): {times}")
 
 
-def _leads(row: dict[str, Any], fast: str) -> bool:
+def _leads(row: dict[str, Any], fast: str, others: Sequence[str]) -> bool | None:
+    """Whether ``fast`` was at least as fast as each of ``others`` timed in ``row`` (p20); None
+    when ``fast`` was not timed."""
     mine = row.get(f"{fast}_p20")
-    rivals = [v for k, v in row.items() if k.endswith("_p20") and k != f"{fast}_p20"]
-    return mine is not None and (not rivals or mine <= min(rivals))
+    if mine is None:
+        return None
+    rivals = [row[f"{o}_p20"] for o in others if f"{o}_p20" in row]
+    return not rivals or mine <= min(rivals)
 
 
 def crossover(rows: list[dict[str, Any]], fast: str, others: Sequence[str], key: str = "B") -> int | None:
@@ -124,13 +128,9 @@ def crossover(rows: list[dict[str, Any]], fast: str, others: Sequence[str], key:
     ``key`` <= T" (a step fit, so one noisy point on either side does not move it; a tie takes the
     smaller T). None when ``fast`` was not measured (not capable here)."""
     ordered = sorted(rows, key=lambda r: r[key])
-    won = []
-    for row in ordered:
-        mine = row.get(f"{fast}_p20")
-        if mine is None:
-            return None
-        rivals = [row[f"{o}_p20"] for o in others if f"{o}_p20" in row]
-        won.append(not rivals or mine <= min(rivals))
+    won = [_leads(row, fast, others) for row in ordered]
+    if None in won:
+        return None
     best, best_errors = 0, sum(won)  # T = 0: every win disagrees
     for i, row in enumerate(ordered):
         errors = won[: i + 1].count(False) + won[i + 1:].count(True)

@@ -14,7 +14,7 @@ in fact at (25 GB/s from memory).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -81,21 +81,22 @@ def measure_floors(device: torch.device, dtype: torch.dtype = torch.float32) -> 
     key = (str(device), dtype)
     if key in _CACHE:
         return _CACHE[key]
+    if device.type == "cpu" and dtype != torch.float32:
+        # the CPU's reads are float32 sums whatever the dtype: float32's; and a CPU without a unit
+        # for the dtype converts (torch's float16 mm on an AVX-512 EPYC: ~1/50 of its float32
+        # rate) where the kernels compute such operands in float32: the faster GEMM rate
+        base = measure_floors(device, torch.float32)
+        _CACHE[key] = replace(base, gemm_flops=max(_gemm_rate(device, dtype), base.gemm_flops))
+        return _CACHE[key]
     cache_bandwidth, cache_bytes = None, 0
     if device.type == "cuda":
         bandwidth = _read_rate(512 << 20, device, dtype, 15)
-    else:  # a float32 sum whatever the dtype: bytes are bytes, and a 16-bit sum converts (float16: 2x slower)
+    else:  # a float32 sum: bytes are bytes, and a 16-bit sum converts (float16: 2x slower)
         cache_bytes = last_level_cache_bytes()
         bandwidth = _read_rate(min(_MAX_BUFFER, max(_MIN_BUFFER, 2 * cache_bytes)), device, torch.float32, 7)
         if cache_bytes >= 4 << 20:
             cache_bandwidth = _read_rate(cache_bytes // 4, device, torch.float32, 7)
-    gemm_flops = _gemm_rate(device, dtype)
-    if device.type == "cpu" and dtype != torch.float32:
-        # a CPU without a unit for the dtype converts (torch's float16 mm on an AVX-512 EPYC: ~1/50
-        # of its float32 rate), and the kernels compute such operands in float32: the floor is
-        # the faster of the two
-        gemm_flops = max(gemm_flops, measure_floors(device, torch.float32).gemm_flops)
-    floors = Floors(bandwidth=bandwidth, gemm_flops=gemm_flops, cache_bandwidth=cache_bandwidth,
+    floors = Floors(bandwidth=bandwidth, gemm_flops=_gemm_rate(device, dtype), cache_bandwidth=cache_bandwidth,
                     cache_bytes=cache_bytes)
     _CACHE[key] = floors
     return floors
