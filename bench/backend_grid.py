@@ -13,6 +13,7 @@ ones that run them (``cpp``, ``sdpa``); the peers run in the same dtype (bench/N
 "16-bit operands").
 
     python bench/backend_grid.py [--out bench/results/backend_grid-cpu.jsonl] [--quick] [--dtype D] [--summary FILE]
+                                 [--shapes N:d:B,...] [--repeat R] [--skip NAME,...]
 """
 
 from __future__ import annotations
@@ -54,15 +55,24 @@ def backends_of(dtype: str) -> tuple[str, ...]:
     return BACKENDS if dtype == "float32" else HALF_BACKENDS
 
 
-def measure_shape(n: int, d: int, b: int, repeat: int = 7, dtype: str = "float32") -> dict:
+def measure_shape(n: int, d: int, b: int, repeat: int = 7, dtype: str = "float32",
+                  skip: frozenset[str] = frozenset()) -> dict:
     queries, keys, beta = hopfield_suite.problem(n, d, b, DTYPES[dtype], CPU)  # the suites' inputs and peers
     cands = {"auto": lambda: ops.hopfield_retrieve(queries, keys, beta=beta)}
     for name in backends_of(dtype):
         cands[name] = lambda name=name: ops.hopfield_retrieve(queries, keys, beta=beta, backend=name)
     cands.update(hopfield_suite.peers(queries, keys, beta)[0])
-    timings = measure(cands, CPU, repeat=repeat, budget_s=4.0, warmup_s=0.1)
+    timings = measure(without(cands, skip), CPU, repeat=repeat, budget_s=4.0, warmup_s=0.1)
     return {"N": n, "d": d, "B": b, "dtype": dtype, "chosen": choose_backend(queries, keys),
             **{name: t.p20 for name, t in timings.items()}}
+
+
+def without(cands: dict[str, Callable[[], object]], skip: frozenset[str]) -> dict[str, Callable[[], object]]:
+    """``cands`` less the names in ``skip`` (``--skip``), which must leave ``auto`` and a peer."""
+    kept = {name: fn for name, fn in cands.items() if name not in skip}
+    if "auto" not in kept or not any(name.startswith("peer:") for name in kept):
+        raise SystemExit(f"--skip {','.join(sorted(skip))} would leave no auto or no peer of {sorted(cands)}")
+    return kept
 
 
 def summary(rows: list[dict], backends: tuple[str, ...] = BACKENDS) -> list[str]:
@@ -99,13 +109,16 @@ def run_grid(argv: list[str] | None, *, description: str, out: Path, quick_help:
     p.add_argument("--shapes", type=_shape_list, default=None,
                    help="only these shapes, as N:d:B[,N:d:B...] (a side-by-side check of a few)")
     p.add_argument("--repeat", type=int, default=7, help="rounds per shape (within a 4 s budget; default 7)")
+    p.add_argument("--skip", type=lambda t: frozenset(x for x in t.split(",") if x), default=frozenset(),
+                   help="candidates not timed, as NAME[,NAME...] (e.g. peer:plain, whose float16 matmul takes "
+                        "seconds a call on a CPU without a float16 unit)")
     p.add_argument("--summary", type=Path, default=None, help="summarise an existing JSON-lines file and exit")
     args = p.parse_args(argv)
     if args.summary is not None:
         rows = [json.loads(line) for line in args.summary.read_text().splitlines() if line]
         print("\n".join(summary(rows, backends + HALF_BACKENDS if dtypes else backends)))
         return 0
-    options = {"dtype": args.dtype} if dtypes else {}
+    options = {"dtype": args.dtype, "skip": args.skip} if dtypes else {"skip": args.skip}
     env = environment.record(CPU)
     rows = []
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.backend_grid import run_grid  # noqa: E402
+from bench.backend_grid import run_grid, without  # noqa: E402
 from mnemonix import ops  # noqa: E402
 from mnemonix.benchmark.suites import salience as salience_suite  # noqa: E402
 from mnemonix.benchmark.timing import measure  # noqa: E402
@@ -40,14 +40,14 @@ def grid(quick: bool) -> list[tuple[int, int, int]]:
     return [(n, d, b) for n in ns for d in ds for b in bs if n * d * b <= 1e10 and n * d * 4 <= 600e6]
 
 
-def measure_shape(n: int, d: int, b: int, repeat: int = 7) -> dict:
+def measure_shape(n: int, d: int, b: int, repeat: int = 7, skip: frozenset[str] = frozenset()) -> dict:
     queries, keys, payloads, _, _, log_s = salience_suite.problem(n, d, b, K, torch.float32, CPU)
     cands = {"auto": lambda: ops.salience_topk(queries, keys, payloads, k=K, log_salience=log_s)[1]}
     for name in BACKENDS:
         cands[name] = lambda name=name: ops.salience_topk(queries, keys, payloads, k=K, log_salience=log_s,
                                                           backend=name)[1]
     cands.update(salience_suite.peers(queries, keys, payloads, log_s, K)[0])
-    timings = measure(cands, CPU, repeat=repeat, budget_s=4.0, warmup_s=0.1)
+    timings = measure(without(cands, skip), CPU, repeat=repeat, budget_s=4.0, warmup_s=0.1)
     return {"N": n, "d": d, "B": b, "chosen": salience_op.cpu_order(b, n, d)[0],
             **{name: t.p20 for name, t in timings.items()}}
 

@@ -27,8 +27,9 @@ def test_shapes_parse_and_bad_lists_name_the_flag():
 def test_run_grid_measures_only_the_given_shapes_with_the_given_repeat(tmp_path, capsys):
     seen = []
 
-    def measure_one(n, d, b, repeat):
+    def measure_one(n, d, b, repeat, skip):
         seen.append((n, d, b, repeat))
+        assert skip == frozenset()
         return {"N": n, "d": d, "B": b, "chosen": "cpp", "auto": 1.0, "cpp": 1.0, "peer:sdpa": 2.0 * b}
 
     out = tmp_path / "grid.jsonl"
@@ -39,3 +40,22 @@ def test_run_grid_measures_only_the_given_shapes_with_the_given_repeat(tmp_path,
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["N"], r["B"]) for r in rows] == [(5, 1), (7, 2)] and all("environment" in r for r in rows)
     assert "2 shapes: auto within 5% of the best peer at 2 (faster at 2)" in capsys.readouterr().out
+
+
+def test_skip_leaves_candidates_out_but_keeps_auto_and_a_peer(tmp_path, capsys):
+    cands = {"auto": 1, "cpp": 2, "peer:sdpa": 3, "peer:plain": 4}
+    assert backend_grid.without(cands, frozenset({"peer:plain", "cpp"})) == {"auto": 1, "peer:sdpa": 3}
+    for bad in ({"auto"}, {"peer:sdpa", "peer:plain"}):
+        with pytest.raises(SystemExit, match="would leave no auto or no peer"):
+            backend_grid.without(cands, frozenset(bad))
+    skipped = []
+
+    def measure_one(n, d, b, repeat, skip):
+        skipped.append(skip)
+        return {"N": n, "d": d, "B": b, "chosen": "cpp", "auto": 1.0, "cpp": 1.0, "peer:sdpa": 2.0}
+
+    out = tmp_path / "grid.jsonl"
+    assert backend_grid.run_grid(["--out", str(out), "--shapes", "5:3:1", "--skip", "peer:plain,gemm"],
+                                 description="test", out=out, quick_help="", shapes=lambda quick: [],
+                                 measure_one=measure_one, backends=("cpp",)) == 0
+    assert skipped == [frozenset({"peer:plain", "gemm"})]
