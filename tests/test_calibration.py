@@ -122,10 +122,14 @@ def test_the_shipped_cpu_profiles_are_valid_and_match_their_machines():
     xeon = calibration.shipped("cpu", "Intel(R) Xeon(R) Processor x2")
     assert xeon != calibration.DEFAULTS["cpu"] and set(xeon) == set(calibration.DEFAULTS["cpu"])
     assert calibration.shipped("cpu", "AMD EPYC x2") == calibration.DEFAULTS["cpu"]  # the development machine
-    # the Zen 5 EPYC (family 26) has its own profile; another generation of the same name does not
+    # the Zen 5 (family 26) and Zen 3 (family 25, model 1) EPYCs have profiles of their own;
+    # another generation of the same name (Zen 4: family 25, model 17, with AVX-512) does not
+    lanes = calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_lane_max_batch"]
     zen5 = calibration.shipped("cpu", "AMD EPYC (family 26, model 2) x2")["hopfield_retrieve"]
-    assert zen5["cpp_lane_max_batch"] > calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_lane_max_batch"]
-    assert calibration.shipped("cpu", "AMD EPYC (family 25, model 1) x2") == calibration.DEFAULTS["cpu"]
+    zen3 = calibration.shipped("cpu", "AMD EPYC (family 25, model 1) x2")["hopfield_retrieve"]
+    assert zen5["cpp_lane_max_batch"] > zen3["cpp_lane_max_batch"] > lanes
+    assert zen3["cpp_lane_max_dims"] < zen5["cpp_lane_max_dims"]
+    assert calibration.shipped("cpu", "AMD EPYC (family 25, model 17) x2") == calibration.DEFAULTS["cpu"]
     assert calibration.shipped("cuda", "Intel(R) Xeon(R) Processor x2") == calibration.DEFAULTS["cuda"]
 
 
@@ -211,10 +215,10 @@ def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
 
 @pytest.mark.skipif(not HAS_CPP, reason="needs mnemonix._core (CI builds it)")
 @pytest.mark.parametrize("width", [8, 16])
-def test_the_16_lane_batches_get_their_own_threshold(width):
-    # the C++ kernel wins at B = 1 (row scan), loses at 2-4, wins again at 16-64 (the 16-lane
-    # scan) and loses at 128: with 16 lanes the row scan's fit sees B < 16 only and the lane
-    # rule takes 16-64; with 8 lanes the rule stays off and the fit sees every batch
+def test_the_lane_batches_get_their_own_threshold(width):
+    # the C++ kernel wins at B = 1 (row scan), loses at 2-4, wins again at 16-64 (the query-lane
+    # scan) and loses at 128: at either lane width the row scan's fit sees B < 16 only and the
+    # lane rule takes 16-64
     core = hb._core_retrieval()
     wins = {1: True, 2: False, 4: False, 16: True, 32: True, 64: True, 128: False}
 
@@ -227,19 +231,15 @@ def test_the_16_lane_batches_get_their_own_threshold(width):
         found, skipped = calibrate._cpu_thresholds({"small": store(8_000, 64), "large": store(300_000, 128)})
     finally:
         core.set_max_lane_width(previous)
-    if core.lane_width() == 16 and width == 16:
-        assert found["cpp_max_batch"] == found["cpp_max_batch_large_store"] == 1
-        assert found["cpp_lane_max_batch"] == 64 and "cpp_lane_max_batch" not in skipped
-    else:
-        assert found["cpp_max_batch"] == found["cpp_max_batch_large_store"] == 64  # two misfits, not three
-        assert "cpp_lane_max_batch" not in found and "8 wide" in skipped["cpp_lane_max_batch"]
+    assert found["cpp_max_batch"] == found["cpp_max_batch_large_store"] == 1
+    assert found["cpp_lane_max_batch"] == 64 and "cpp_lane_max_batch" not in skipped
 
 
 @pytest.mark.skipif(not HAS_CPP, reason="needs mnemonix._core (CI builds it)")
 @pytest.mark.parametrize("width", [8, 16])
 def test_the_lane_sweep_goes_on_while_the_lanes_lead(monkeypatch, width):
     # the lanes win to B = 1,024 and lose at 4,096: the 2 MB store's sweep goes on past its last
-    # batch (64) to the loss, the large store's stops at its work limit; without 16 lanes nothing
+    # batch (64) to the loss, the large store's stops at its work limit; at either lane width
     core = hb._core_retrieval()
 
     def row(b):
@@ -262,12 +262,9 @@ def test_the_lane_sweep_goes_on_while_the_lanes_lead(monkeypatch, width):
     finally:
         core.set_max_lane_width(previous)
     small = calibrate.DEFAULT_STORES["small"][0]
-    if core.lane_width() == 16 and width == 16:
-        assert swept == [(small, 256), (small, 1024), (small, 4096)] and len(lines) == 3
-        assert [r["B"] for r in measured["small"]["rows"]] == [1, 16, 64, 256, 1024, 4096]
-        assert found["cpp_lane_max_batch"] == 1024
-    else:
-        assert swept == [] and [r["B"] for r in measured["small"]["rows"]] == [1, 16, 64]
+    assert swept == [(small, 256), (small, 1024), (small, 4096)] and len(lines) == 3
+    assert [r["B"] for r in measured["small"]["rows"]] == [1, 16, 64, 256, 1024, 4096]
+    assert found["cpp_lane_max_batch"] == 1024
     assert [r["B"] for r in measured["large"]["rows"]] == [1, 16, 64]
 
 
@@ -275,22 +272,14 @@ def test_the_lane_sweep_goes_on_while_the_lanes_lead(monkeypatch, width):
 @pytest.mark.parametrize("shipped", [32, 100_000])
 def test_a_lane_fit_at_the_end_of_its_sweep_keeps_a_larger_shipped_value(monkeypatch, shipped):
     # the lanes led at every swept batch: the fit knows nothing above the last one
-    core = hb._core_retrieval()
     limits = {**calibration.DEFAULTS["cpu"]["hopfield_retrieve"], "cpp_lane_max_batch": shipped}
     monkeypatch.setattr(calibration, "shipped", lambda device_type, name=None: {"hopfield_retrieve": limits})
     rows = [{"B": b, "cpp_p20": 1.0, "gemm_p20": 2.0, "sdpa_p20": 2.5} for b in (1, 16, 64, 256)]
     store = {"N": 8_000, "d": 64, "key_bytes": 8_000 * 64 * 4, "rows": rows}
-    previous = core.set_max_lane_width(16)
-    try:
-        value, _ = calibrate._lane_threshold({"small": store})
-        rows[-1]["cpp_p20"] = 3.0  # now it lost at 256: the fit stands
-        lost, _ = calibrate._lane_threshold({"small": store})
-    finally:
-        core.set_max_lane_width(previous)
-    if core.lane_width() == 16:
-        assert value == max(256, shipped) and lost == 64
-    else:
-        assert value is None and lost is None
+    value, _ = calibrate._lane_threshold({"small": store})
+    rows[-1]["cpp_p20"] = 3.0  # now it lost at 256: the fit stands
+    lost, _ = calibrate._lane_threshold({"small": store})
+    assert value == max(256, shipped) and lost == 64
 
 
 def test_cli_calibrate(clean, capsys):

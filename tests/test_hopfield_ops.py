@@ -183,9 +183,11 @@ def test_leading_dimensions_and_auto_dispatch(rng):
     assert hops.choose_backend(torch.zeros(300, 16).bfloat16(), k.bfloat16()) == "sdpa"
 
 
-def test_policy_sends_mid_batches_to_the_16_lane_scan():
+@pytest.mark.parametrize("width", [8, 16])
+def test_policy_sends_mid_batches_to_the_lane_scan(width):
     # cpp_lane_max_batch (the Xeon profile's): the C++ kernel from lane_min_batch to that batch
-    # while d and dv fit the lanes, only where the scan runs 16 lanes wide
+    # while d and dv fit the lanes, at either lane width (how far the lanes lead is the CPU's
+    # threshold: 8-lane AVX2 EPYCs have a profile of their own)
     core = hb._core_retrieval()
     assert core is not None, "mnemonix._core.retrieval must be built"
     xeon = dict(calibration.CPU_PROFILES[0][1]["hopfield_retrieve"])
@@ -193,7 +195,7 @@ def test_policy_sends_mid_batches_to_the_16_lane_scan():
     top, first = limits["cpp_lane_max_batch"], core.lane_min_batch
     assert top >= first
 
-    def first_choice(b, d=128, dv=None, width=16, lanes=top, dims=limits["cpp_lane_max_dims"]):
+    def first_choice(b, d=128, dv=None, lanes=top, dims=limits["cpp_lane_max_dims"]):
         previous = core.set_max_lane_width(width)
         try:
             wanted = {**limits, "cpp_lane_max_batch": lanes, "cpp_lane_max_dims": dims}
@@ -201,25 +203,23 @@ def test_policy_sends_mid_batches_to_the_16_lane_scan():
         finally:
             core.set_max_lane_width(previous)
 
-    wide = core.set_max_lane_width(16) == 16 and core.lane_width() == 16
     assert first_choice(first - 1) != "cpp"  # the row scan: the flash kernel's batches (B x d > 256)
-    assert first_choice(first) == first_choice(top) == ("cpp" if wide else "sdpa")
+    assert first_choice(first) == first_choice(top) == "cpp"
     assert first_choice(top + 1) == "sdpa"
     dims = limits["cpp_lane_max_dims"]
     assert dims <= core.lane_max_dims
-    assert first_choice(first, d=dims) == ("cpp" if wide else "sdpa")
+    assert first_choice(first, d=dims) == "cpp"
     assert first_choice(first, d=dims + 1) != "cpp"  # keys wider than measured for the lanes
     assert first_choice(first, dv=dims + 1) != "cpp"  # values too wide
     # up to the kernel's own limit where a CPU's thresholds allow it (the Zen 5 profile)
     deeper = core.lane_max_dims
-    assert (first_choice(first, d=deeper, dims=deeper) == "cpp") == wide
+    assert first_choice(first, d=deeper, dims=deeper) == "cpp"
     assert first_choice(first, d=deeper + 1, dims=deeper) != "cpp"
-    assert first_choice(first, width=8) != "cpp"  # 8 lanes: the flash kernel leads
     assert first_choice(first, lanes=0) != "cpp"  # the shipped default: off
     # 16-bit operands: cpp_lane_max_batch_<dtype> (the profile: float16 only, B <= 32)
     half_top = limits["cpp_lane_max_batch_float16"]
     assert half_top >= first and limits["cpp_lane_max_batch_bfloat16"] == 0
-    for b, dtype, dv, want in ((first, "float16", None, wide), (half_top, "float16", None, wide),
+    for b, dtype, dv, want in ((first, "float16", None, True), (half_top, "float16", None, True),
                                (half_top + 1, "float16", None, False), (first, "bfloat16", None, False),
                                (first, "float16", dims + 1, False)):
         got = hops._cpu_half_order(b, 10_000, 128, dtype, limits, dv)[0]

@@ -78,8 +78,9 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096,
                               "gemm_wide_min_dim": 1 << 20, "gemm_wide_min_batch": 64,
-                              # the query-lane scan 16 lanes wide (AVX-512 only) up to this batch
-                              # past the rules above: off here (the EPYC has no AVX-512)
+                              # the query-lane scan (8 lanes wide with AVX2, 16 with AVX-512) up to
+                              # this batch past the rules above: off in these defaults (the CPU
+                              # profiles below set it where it was measured)
                               "cpp_lane_max_batch": 0,
                               # ... for keys and values up to this wide (the kernel's lanes take
                               # up to 4,096; measured against the flash kernel to 256 on the Xeon)
@@ -152,6 +153,30 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # its time from N = 1e4 (B = 16; N = 1e3, d >= 128: 1.13-1.23x); from
                               # B = 64 it loses most shapes (0.89-1.25x). bfloat16: AMX wins even there
                               "cpp_lane_max_batch_float16": 32},
+    }),
+    # 2-core AMD EPYC of the Zen 3 generation (family 25, model 1, Milan; AVX2, no AVX-512,
+    # 512 KB of L2 per core): the C++ kernel's query-lane scan, 8 lanes wide, leads the flash
+    # kernel from B = 16 to 128 at d, dv <= 1,024 on every store size (bench/NOTES.md, "AMD EPYC,
+    # Zen 3"; cpp / flash, min of 11: N = 1e4, d = 128, B = 128: 0.80; N = 1e6, d = 128, B = 128:
+    # 0.80; N = 1e5, d = 32, B = 128: 0.91; N = 1e4, d = 512, B = 128: 0.87; N = 1e3, d = 1,024,
+    # B = 64: 0.78) and loses at B = 256 (1.04-1.44) and at d = 2,048 from B = 64 (1.25 at
+    # N = 1e4); the row scan's query split on few rows stops at B = 128 (N = 1e3, d = 32, B = 256:
+    # 0.58 ms against flash 0.50)
+    (r"AMD EPYC \(family 25, model 1\)", {
+        "hopfield_retrieve": {"cpp_lane_max_batch": 128, "cpp_lane_max_dims": 1024, "cpp_max_batch_few_rows": 128,
+                              # float16: torch's flash kernel converts (no float16 unit): the C++
+                              # kernel took 0.06-0.56x its time at every shape measured (N = 1e3..1e5,
+                              # d = 32..12,288, B = 1..512; d = 1,024, B = 512: 0.81x), so it takes the
+                              # lanes at every batch and wider keys up to B = 256 or B x d <= 256k.
+                              # bfloat16: the flash kernel's GEMMs are faster here, so the C++ kernel
+                              # keeps narrow keys to B = 128 (0.83-0.98x; B = 512: 1.10x), B x d <= 8,192
+                              # (d = 128, B = 32: 0.61-0.97x, B = 128: 0.93-1.03; d = 1,024, B = 8:
+                              # 0.55-0.83, B = 32 lost, 1.18-1.39) and B <= 16 at any d (d = 1,024:
+                              # 0.60-0.98; d = 12,288: 0.39-0.57; d = 4,096 a tie, 1.06)
+                              "cpp_lane_max_batch_float16": 1 << 20, "cpp_max_dims_float16": 256 << 10,
+                              "cpp_min_batch_float16": 256,
+                              "cpp_max_batch_narrow_bfloat16": 128, "cpp_max_dims_bfloat16": 8192,
+                              "cpp_min_batch_bfloat16": 16},
     }),
     # 2-core AMD EPYC of the Zen 5 generation (family 26; AVX-512 on full 512-bit units): the
     # C++ kernel's 16-lane scan beats every other path at every batch measured, to B = 16,384

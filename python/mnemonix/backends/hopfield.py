@@ -79,11 +79,11 @@ def _core_retrieval():
     return core_engine("retrieval")
 
 
-def wide_lane_core():
-    """``mnemonix._core.retrieval`` where its query-lane scan runs 16 lanes wide (AVX-512), else
-    None: the speed policy's lane rule and its calibration apply only there."""
-    core = _core_retrieval()
-    return core if core is not None and core.lane_width() == 16 else None
+def lane_core():
+    """``mnemonix._core.retrieval`` (its query-lane scan runs 16 lanes wide with AVX-512, 8
+    without: ``lane_width()``), or None where it is not built: the speed policy's lane rule and
+    its calibration need it. How far the lanes lead is the CPU's (its thresholds)."""
+    return _core_retrieval()
 
 
 def _not_batch_invariant(inputs, why: str) -> list[str]:

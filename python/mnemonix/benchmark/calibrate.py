@@ -95,10 +95,10 @@ LANE_SWEEP_MAX_WORK = 1 << 31
 
 def _extend_lane_sweep(measured: dict[str, Any], device: torch.device, *, repeat: int, budget_s: float,
                        report: Callable[[str], None]) -> None:
-    """Where the 16-lane scan still leads at a store's largest swept batch, sweep batches 4x
+    """Where the query-lane scan still leads at a store's largest swept batch, sweep batches 4x
     larger until it loses or the limits above: the lane rule's crossover can lie far past the
     row scan's batches (on a Zen 5 EPYC it led at every batch to 16,384; bench/NOTES.md)."""
-    core = hb.wide_lane_core()
+    core = hb.lane_core()
     for store in measured.values() if core is not None else ():
         while store["rows"] and store["d"] <= core.lane_max_dims:
             last = store["rows"][-1]
@@ -258,22 +258,21 @@ def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str,
 
 
 def _row_scan_batches(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The swept batches that place ``cpp_max_batch*``: all of them, or where the kernel's query
-    lanes are 16 wide (their batches have a rule of their own, :func:`_lane_threshold`) those
-    under lane_min_batch, which the row scan runs."""
-    core = hb.wide_lane_core()
+    """The swept batches that place ``cpp_max_batch*``: those under lane_min_batch, which the row
+    scan runs (the batches across the query lanes have a rule of their own,
+    :func:`_lane_threshold`), or all of them where the kernel is not built."""
+    core = hb.lane_core()
     return rows if core is None else [r for r in rows if r["B"] < core.lane_min_batch]
 
 
 def _lane_threshold(measured: dict[str, Any]) -> tuple[int | None, str]:
-    """``cpp_lane_max_batch`` from the swept batches the C++ kernel scans 16 lanes wide (B >=
+    """``cpp_lane_max_batch`` from the swept batches the C++ kernel scans across its query lanes (B >=
     lane_min_batch, d <= lane_max_dims, both stores in one step fit against the GEMM path and
     the flash kernel), or None and why not. Where the fit lands on the largest batch swept (the
     lanes led to the end of the sweep) it says nothing above it: a larger shipped value stands."""
-    core = hb.wide_lane_core()
+    core = hb.lane_core()
     if core is None:
-        return None, ("the C++ kernel's query lanes are 8 wide on this CPU (no AVX-512), or it is not built: "
-                      "the rule stays off")
+        return None, "the C++ kernel is not built: the rule stays off"
     rows = [r for store in measured.values() if store["d"] <= core.lane_max_dims
             for r in store["rows"] if r["B"] >= core.lane_min_batch]
     if not rows:

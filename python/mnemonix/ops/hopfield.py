@@ -92,13 +92,13 @@ def cpp_max_batch(keys: torch.Tensor) -> int:
     return _cpp_max_batch(n, d, keys.element_size(), calibration.thresholds("hopfield_retrieve", "cpu"))
 
 
-def _cpp_wide_lanes(b: int, d: int, dv: int | None, most: int, dims: int) -> bool:
-    """The C++ kernel's query-lane scan 16 lanes wide (AVX-512) runs this call (from
+def _cpp_lanes(b: int, d: int, dv: int | None, most: int, dims: int) -> bool:
+    """The C++ kernel's query-lane scan (16 lanes wide with AVX-512, 8 with AVX2) runs this call (from
     kLaneMinBatch queries, d and dv up to kLaneMaxDims; dv None: the keys'), B <= ``most``
     (``cpp_lane_max_batch[_<dtype>]``: where it is about as fast as the flash kernel or faster,
     and its call costs less) and d, dv <= ``dims`` (``cpp_lane_max_dims``: as far as that was
     measured on the CPU)."""
-    core = hb.wide_lane_core() if b <= most else None
+    core = hb.lane_core() if b <= most else None
     widest = max(d, d if dv is None else dv)
     return core is not None and b >= core.lane_min_batch and widest <= min(dims, core.lane_max_dims)
 
@@ -125,7 +125,7 @@ def _cpp_max_batch(n: int, d: int, itemsize: int, limits: dict[str, int]) -> int
 def cpu_forward_order(b: int, keys: torch.Tensor, values: torch.Tensor | None = None) -> tuple[str, ...]:
     """CPU backends without a gradient, fastest first, for B queries per group over ``keys``
     (and ``values``; None: the keys) of one group: the C++ kernel while the batch is small for
-    the store (memory-bound) or, where its query lanes are 16 wide (AVX-512), from
+    the store (memory-bound) or, across its query lanes, from
     kLaneMinBatch to ``cpp_lane_max_batch`` queries with d and dv up to ``cpp_lane_max_dims``, then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, for wide
     keys on a cache-sized store past the batches the flash kernel splits (``gemm_wide_min_dim``,
@@ -161,7 +161,7 @@ def _remember(memo: dict, shape: tuple[int, ...], order: tuple[str, ...]) -> tup
 
 def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, int],
                        dv: int | None = None) -> tuple[str, ...]:
-    lanes = _cpp_wide_lanes(b, d, dv, limits["cpp_lane_max_batch"], limits["cpp_lane_max_dims"])
+    lanes = _cpp_lanes(b, d, dv, limits["cpp_lane_max_batch"], limits["cpp_lane_max_dims"])
     if lanes or b <= _cpp_max_batch(n, d, itemsize, limits):
         return ("cpp", "gemm", "sdpa", "torch")
     moderate = b * n <= limits["gemm_max_scores"]
@@ -182,8 +182,8 @@ def cpu_half_order_at(b: int, n: int, d: int, code: int, dv: int | None = None) 
     fastest first. The C++ kernel (16-bit rows read in place, computed in float32) for narrow keys
     (d <= ``narrow_dim``) while B <= ``cpp_max_batch_narrow_<dtype>``, and for wider ones on keys
     of at least ``cpp_min_bytes_<dtype>`` (where the single read of the rows pays) while
-    B x d <= ``cpp_max_dims_<dtype>`` or B <= ``cpp_min_batch_<dtype>``, and where its 16-lane
-    scan runs up to ``cpp_lane_max_batch_<dtype>`` (values of ``dv`` columns; None: the
+    B x d <= ``cpp_max_dims_<dtype>`` or B <= ``cpp_min_batch_<dtype>``, and across its query
+    lanes up to ``cpp_lane_max_batch_<dtype>`` (values of ``dv`` columns; None: the
     keys); else torch's flash
     kernel (16-bit GEMMs, a float32 softmax: on CPUs with AMX its bfloat16 GEMMs run at several
     times the float32 rate), then the streaming torch path. No GEMM path: torch's CPU matmul has
@@ -206,8 +206,7 @@ def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
     else:
         most = max(limits[f"cpp_min_batch_{dtype}"], limits[f"cpp_max_dims_{dtype}"] // d)
         cpp_first = b <= most and n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"]
-    cpp_first = cpp_first or _cpp_wide_lanes(b, d, dv, limits[f"cpp_lane_max_batch_{dtype}"],
-                                              limits["cpp_lane_max_dims"])
+    cpp_first = cpp_first or _cpp_lanes(b, d, dv, limits[f"cpp_lane_max_batch_{dtype}"], limits["cpp_lane_max_dims"])
     return ("cpp", "sdpa", "torch") if cpp_first else ("sdpa", "cpp", "torch")
 
 
