@@ -171,12 +171,14 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # bfloat16: the flash kernel's GEMMs are faster here, so the C++ kernel
                               # keeps narrow keys to B = 128 (0.83-0.98x; B = 512: 1.10x), B x d <= 8,192
                               # (d = 128, B = 32: 0.61-0.97x, B = 128: 0.93-1.03; d = 1,024, B = 8:
-                              # 0.55-0.83, B = 32 lost, 1.18-1.39) and B <= 16 at any d (d = 1,024:
-                              # 0.60-0.98; d = 12,288: 0.39-0.57; d = 4,096 a tie, 1.06)
+                              # 0.55-0.83, B = 32 lost, 1.18-1.39) and the row scan's batches (B < 16)
+                              # at any d (d = 4,096, B = 8: 0.47); from B = 16 the 8-wide lanes lost
+                              # at d = 4,096 (1.05-1.20x), though the row scan past them still led
+                              # (d = 12,288, B = 16-100: 0.39-0.67x, left to flash)
                               "cpp_lane_max_batch_float16": 1 << 20, "cpp_max_dims_float16": 256 << 10,
                               "cpp_min_batch_float16": 256,
                               "cpp_max_batch_narrow_bfloat16": 128, "cpp_max_dims_bfloat16": 8192,
-                              "cpp_min_batch_bfloat16": 16},
+                              "cpp_min_batch_bfloat16": 15},
     }),
     # 2-core AMD EPYC of the Zen 5 generation (family 26; AVX-512 on full 512-bit units): the
     # C++ kernel's 16-lane scan beats every other path at every batch measured, to B = 16,384
