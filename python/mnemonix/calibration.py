@@ -156,12 +156,12 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
     }),
     # 2-core AMD EPYC of the Zen 3 generation (family 25, model 1, Milan; AVX2, no AVX-512,
     # 512 KB of L2 per core): the C++ kernel's query-lane scan, 8 lanes wide, leads the flash
-    # kernel from B = 16 to 128 at d, dv <= 1,024 on every store size (bench/NOTES.md, "AMD EPYC,
-    # Zen 3"; cpp / flash, min of 11: N = 1e4, d = 128, B = 128: 0.80; N = 1e6, d = 128, B = 128:
-    # 0.80; N = 1e5, d = 32, B = 128: 0.91; N = 1e4, d = 512, B = 128: 0.87; N = 1e3, d = 1,024,
-    # B = 64: 0.78) and loses at B = 256 (1.04-1.44) and at d = 2,048 from B = 64 (1.25 at
-    # N = 1e4); the row scan's query split on few rows stops at B = 128 (N = 1e3, d = 32, B = 256:
-    # 0.58 ms against flash 0.50)
+    # kernel from B = 16 to 128 at d, dv <= 1,024 on every store size N = 1e3..1e6 (bench/NOTES.md,
+    # "AMD EPYC, Zen 3"; cpp / flash per shape, geometric mean over three saved runs, then over
+    # the shapes: B = 16 0.81, B = 32 0.93, B = 64 0.94, B = 128 0.94, the worst shape 1.13; this
+    # VM's run-to-run noise is +-15%) and loses at B = 256 (1.15; up to 1.37) and at d = 2,048
+    # from B = 64 (1.13-1.21); the row scan's query split on few rows stops at B = 128 (N = 1e3,
+    # d = 32, B = 256: 1.10x flash)
     (r"AMD EPYC \(family 25, model 1\)", {
         "hopfield_retrieve": {"cpp_lane_max_batch": 128, "cpp_lane_max_dims": 1024, "cpp_max_batch_few_rows": 128,
                               # float16: torch's flash kernel converts (no float16 unit): the C++
