@@ -118,7 +118,7 @@ def run_grid(argv: list[str] | None, *, description: str, out: Path, quick_help:
         rows = [json.loads(line) for line in args.summary.read_text().splitlines() if line]
         print("\n".join(summary(rows, backends + HALF_BACKENDS if dtypes else backends)))
         return 0
-    options = {"dtype": args.dtype, "skip": args.skip} if dtypes else {"skip": args.skip}
+    options = {"skip": args.skip, **({"dtype": args.dtype} if dtypes else {})}
     env = environment.record(CPU)
     rows = []
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -79,13 +79,6 @@ def _core_retrieval():
     return core_engine("retrieval")
 
 
-def lane_core():
-    """``mnemonix._core.retrieval`` (its query-lane scan runs 16 lanes wide with AVX-512, 8
-    without: ``lane_width()``), or None where it is not built: the speed policy's lane rule and
-    its calibration need it. How far the lanes lead is the CPU's (its thresholds)."""
-    return _core_retrieval()
-
-
 def _not_batch_invariant(inputs, why: str) -> list[str]:
     """The reason a backend gives when the caller asked for batch-invariant results."""
     return [f"not batch-invariant ({why})"] if getattr(inputs, "batch_invariant", False) else []

@@ -98,7 +98,7 @@ def _extend_lane_sweep(measured: dict[str, Any], device: torch.device, *, repeat
     """Where the query-lane scan still leads at a store's largest swept batch, sweep batches 4x
     larger until it loses or the limits above: the lane rule's crossover can lie far past the
     row scan's batches (on a Zen 5 EPYC it led at every batch to 16,384; bench/NOTES.md)."""
-    core = hb.lane_core()
+    core = hb._core_retrieval()
     for store in measured.values() if core is not None else ():
         while store["rows"] and store["d"] <= core.lane_max_dims:
             last = store["rows"][-1]
@@ -261,7 +261,7 @@ def _row_scan_batches(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The swept batches that place ``cpp_max_batch*``: those under lane_min_batch, which the row
     scan runs (the batches across the query lanes have a rule of their own,
     :func:`_lane_threshold`), or all of them where the kernel is not built."""
-    core = hb.lane_core()
+    core = hb._core_retrieval()
     return rows if core is None else [r for r in rows if r["B"] < core.lane_min_batch]
 
 
@@ -270,7 +270,7 @@ def _lane_threshold(measured: dict[str, Any]) -> tuple[int | None, str]:
     lane_min_batch, d <= lane_max_dims, both stores in one step fit against the GEMM path and
     the flash kernel), or None and why not. Where the fit lands on the largest batch swept (the
     lanes led to the end of the sweep) it says nothing above it: a larger shipped value stands."""
-    core = hb.lane_core()
+    core = hb._core_retrieval()
     if core is None:
         return None, "the C++ kernel is not built: the rule stays off"
     rows = [r for store in measured.values() if store["d"] <= core.lane_max_dims

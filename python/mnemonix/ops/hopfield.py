@@ -98,7 +98,7 @@ def _cpp_lanes(b: int, d: int, dv: int | None, most: int, dims: int) -> bool:
     (``cpp_lane_max_batch[_<dtype>]``: where it is about as fast as the flash kernel or faster,
     and its call costs less) and d, dv <= ``dims`` (``cpp_lane_max_dims``: as far as that was
     measured on the CPU)."""
-    core = hb.lane_core() if b <= most else None
+    core = hb._core_retrieval() if b <= most else None
     widest = max(d, d if dv is None else dv)
     return core is not None and b >= core.lane_min_batch and widest <= min(dims, core.lane_max_dims)
 
