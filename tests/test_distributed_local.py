@@ -114,12 +114,15 @@ def test_without_a_process_group_the_error_says_what_to_do():
 # ---------------------------------------------------------------------- a directory of shards, by row ranges
 
 
-def _shard_stores(rng, n_shards=3, d=6):
-    """Stores as ranks would hold them: several segments each, upserts (unsorted id runs), removals."""
+def _shard_stores(rng, n_shards=3, d=6, min_rows=0):
+    """Stores as ranks would hold them: several segments each, upserts (unsorted id runs), removals.
+
+    A rank may hold nothing unless ``min_rows`` > 4 (up to four of its rows are removed).
+    """
     stores, next_id = [], 0
     for _ in range(n_shards):
         s = MemoryStore(d, value_dim=2)
-        n = int(torch.randint(0, 40, (1,), generator=rng))
+        n = int(torch.randint(min_rows, 40, (1,), generator=rng))
         s.add(torch.randn(n, d, generator=rng), torch.randn(n, 2, generator=rng),
               ids=torch.arange(next_id, next_id + n))
         next_id += n
@@ -178,7 +181,7 @@ def test_any_split_of_the_rows_loads_disjoint_stores_whose_union_is_the_whole(tm
 
 
 def test_a_damaged_sharded_directory_is_a_format_error_naming_the_field(tmp_path, rng):
-    stores, next_id = _shard_stores(rng, n_shards=2)
+    stores, next_id = _shard_stores(rng, n_shards=2, min_rows=8)  # shard 1 must have a segment to damage
     _write_sharded(tmp_path, stores, next_id)
     manifest = tmp_path / _persist.MANIFEST
     good = manifest.read_bytes()
