@@ -44,9 +44,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def rng() -> torch.Generator:
-    """A seeded CPU generator; tests draw fresh inputs from it."""
-    return torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
+def rng(request: pytest.FixtureRequest) -> torch.Generator:
+    """A seeded CPU generator; tests draw fresh inputs from it.
+
+    The seed is fresh on every run (``MNEMONIX_TEST_SEED`` fixes it) and a failing test's report
+    shows it, so a failure drawn once in CI can be replayed.
+    """
+    fixed = os.environ.get("MNEMONIX_TEST_SEED")
+    seed = int(fixed) if fixed else int.from_bytes(os.urandom(4), "little")
+    request.node.add_report_section("setup", "rng", f"MNEMONIX_TEST_SEED={seed}")
+    return torch.Generator().manual_seed(seed)
 
 
 def triton_device_for(backend: str | None = "triton") -> torch.device:
