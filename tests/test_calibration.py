@@ -340,3 +340,18 @@ def test_wide_keys_go_to_the_gemm_path_only_where_the_rule_is_set(clean, monkeyp
     assert hops.cpu_forward_order(63, keys)[0] == "sdpa"  # below the batch: the flash kernel (split)
     assert hops.cpu_forward_order(64, torch.empty(1000, 512))[0] == "sdpa"  # narrower keys
     assert hops.cpu_forward_order(64, torch.empty(5000, 1024))[0] == "sdpa"  # a store that streams (20 MB)
+
+
+@pytest.mark.parametrize("n", [1000, 10_000])
+def test_very_wide_keys_go_to_the_gemm_path_from_gemm_min_batch(clean, monkeypatch, n):
+    wide = torch.empty(n, 4096)
+    assert hops.cpu_forward_order(64, wide)[0] == "gemm"  # the defaults: every batch past the C++ kernel's
+    path = clean / "cal.json"
+    path.write_text(json.dumps(_doc(gemm_min_dim=3072, gemm_min_batch=96)))
+    monkeypatch.setenv(calibration.ENV, str(path))
+    assert hops.cpu_forward_order(95, wide)[0] == "sdpa"  # below the batch: the flash kernel
+    assert hops.cpu_forward_order(96, wide)[0] == "gemm"
+    assert hops.cpu_forward_order(4096, wide)[0] == "gemm"  # no cap on B x N
+    assert hops.cpu_forward_order(96, torch.empty(n, 3072))[0] == "gemm"
+    assert hops.cpu_forward_order(4096, torch.empty(n, 3071))[0] == "sdpa"  # narrower keys
+    assert hops.cpu_forward_order(1, wide)[0] == "cpp"  # the C++ kernel's batches come first

@@ -77,6 +77,8 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "cpp_large_store_bytes": 4 << 20, "cpp_large_store_max_dims": 1 << 20,
                               "narrow_dim": 48, "gemm_max_batch": 32,
                               "gemm_max_scores": 2_000_000, "gemm_min_dim": 4096,
+                              # ... from this batch on (past the C++ kernel's; 0: every batch there)
+                              "gemm_min_batch": 0,
                               "gemm_wide_min_dim": 1 << 20, "gemm_wide_min_batch": 64,
                               # the query-lane scan (8 lanes wide with AVX2, 16 with AVX-512) up to
                               # this batch past the rules above: off in these defaults (the CPU
@@ -178,7 +180,14 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               "cpp_lane_max_batch_float16": 1 << 20, "cpp_max_dims_float16": 256 << 10,
                               "cpp_min_batch_float16": 256,
                               "cpp_max_batch_narrow_bfloat16": 128, "cpp_max_dims_bfloat16": 8192,
-                              "cpp_min_batch_bfloat16": 15},
+                              "cpp_min_batch_bfloat16": 15,
+                              # float32 keys of d >= 3,072 past the C++ kernel: the GEMM path from
+                              # B = 96, the flash kernel below (saved grid backend_grid-cpu-zen3-wide-keys,
+                              # N = 1e3..1e4, d = 3,072..6,144, GEMM / flash time: B = 64 1.00-1.71,
+                              # geometric mean 1.22; B = 128 0.78-1.08, 0.93; B = 512 0.65-0.89, 0.79;
+                              # N = 1e4, d = 12,288, B = 100: 0.86). At d = 2,048 neither led below
+                              # B = 512 (B = 128-256: 0.92-1.23), so the flash kernel keeps it
+                              "gemm_min_dim": 3072, "gemm_min_batch": 96},
     }),
     # 2-core AMD EPYC of the Zen 5 generation (family 26; AVX-512 on full 512-bit units): the
     # C++ kernel's 16-lane scan beats every other path at every batch measured, to B = 16,384

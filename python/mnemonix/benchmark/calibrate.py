@@ -5,8 +5,8 @@ Today one policy has thresholds: ``hopfield_retrieve`` on the CPU sends a batch 
 ``cpp_large_store_bytes``; ``cpp_max_batch_narrow`` at any size for keys of at most
 ``narrow_dim`` columns) to the fused C++ kernel, moderate ones to the blocked GEMM path (up to
 ``gemm_max_batch`` while B x N <= ``gemm_max_scores`` for narrow keys, from
-``gemm_wide_min_batch`` under the same cap for keys of d >= ``gemm_wide_min_dim``, and at any B
-once d >= ``gemm_min_dim``), larger ones to torch's flash kernel (``sdpa``).
+``gemm_wide_min_batch`` under the same cap for keys of d >= ``gemm_wide_min_dim``, and from
+``gemm_min_batch`` once d >= ``gemm_min_dim``), larger ones to torch's flash kernel (``sdpa``).
 Calibration times the three forced backends side by side (interleaved,
 :func:`mnemonix.benchmark.timing.measure`) over a sweep of batch sizes at a cache-sized store
 and at a store far larger than the caches; a threshold is the swept B that best splits where a
@@ -20,7 +20,7 @@ both stores.
 ``cpp_few_rows_min_dim`` and ``cpp_max_batch_few_rows`` (stores of few rows, where the kernel
 splits the queries),
 ``cpp_large_store_bytes``, ``cpp_large_store_max_dims`` (the B x d cap on stores that stream),
-``narrow_dim``, ``gemm_max_scores``, ``gemm_min_dim``, ``gemm_wide_min_dim`` and
+``narrow_dim``, ``gemm_max_scores``, ``gemm_min_dim``, ``gemm_min_batch``, ``gemm_wide_min_dim`` and
 ``gemm_wide_min_batch`` are not
 measured (two store sizes of d = 64 and 128 cannot place them) and keep their shipped values
 (:func:`mnemonix.calibration.shipped`), as do the 16-bit policy's (``cpp_*_float16``,
@@ -225,7 +225,7 @@ def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str,
                for name in ("cpp_max_batch_narrow", "cpp_small_store_max_dims", "cpp_small_store_min_batch",
                             "cpp_few_rows", "cpp_few_rows_min_dim", "cpp_max_batch_few_rows",
                             "cpp_large_store_bytes", "cpp_large_store_max_dims", "narrow_dim", "gemm_max_scores",
-                            "gemm_min_dim", "gemm_wide_min_dim", "gemm_wide_min_batch")}
+                            "gemm_min_dim", "gemm_min_batch", "gemm_wide_min_dim", "gemm_wide_min_batch")}
     for label, name in (("small", "cpp_max_batch"), ("large", "cpp_max_batch_large_store")):
         store = measured.get(label)
         if store is None:

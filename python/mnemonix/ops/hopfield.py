@@ -129,8 +129,8 @@ def cpu_forward_order(b: int, keys: torch.Tensor, values: torch.Tensor | None = 
     kLaneMinBatch to ``cpp_lane_max_batch`` queries with d and dv up to ``cpp_lane_max_dims``, then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, for wide
     keys on a cache-sized store past the batches the flash kernel splits (``gemm_wide_min_dim``,
-    ``gemm_wide_min_batch``) over modest score blocks, or for very wide d, then torch's flash
-    kernel. Later names are the fallbacks when one cannot run."""
+    ``gemm_wide_min_batch``) over modest score blocks, or for very wide d (``gemm_min_dim``, from
+    ``gemm_min_batch``), then torch's flash kernel. Later names are the fallbacks when one cannot run."""
     n, d = keys.shape[-2:]
     if keys.dtype in _HALF_CODES:
         return cpu_half_order_at(b, n, d, _HALF_CODES[keys.dtype], None if values is None else values.shape[-1])
@@ -168,7 +168,8 @@ def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, 
     narrow_moderate = d <= limits["narrow_dim"] and b <= limits["gemm_max_batch"] and moderate
     wide_moderate = (d >= limits["gemm_wide_min_dim"] and b >= limits["gemm_wide_min_batch"] and moderate
                      and _cache_sized(n, d, itemsize, limits))
-    if narrow_moderate or wide_moderate or d >= limits["gemm_min_dim"]:
+    very_wide = d >= limits["gemm_min_dim"] and b >= limits["gemm_min_batch"]
+    if narrow_moderate or wide_moderate or very_wide:
         return ("gemm", "sdpa", "torch")
     return ("sdpa", "gemm", "torch")
 
