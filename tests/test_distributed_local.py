@@ -117,7 +117,7 @@ def test_without_a_process_group_the_error_says_what_to_do():
 def _shard_stores(rng, n_shards=3, d=6, min_rows=0):
     """Stores as ranks would hold them: several segments each, upserts (unsorted id runs), removals.
 
-    A rank may hold nothing unless ``min_rows`` > 4 (up to four of its rows are removed).
+    Each rank adds ``min_rows`` to 39 rows (0: a rank may hold none, and then no segment).
     """
     stores, next_id = [], 0
     for _ in range(n_shards):
