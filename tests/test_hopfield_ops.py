@@ -259,8 +259,9 @@ def test_cpp_thread_count_does_not_change_results(rng):
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(300, 2047), d=st.integers(400, 1100),
        dv=st.sampled_from([None, 3]), masked=st.booleans(), threads=st.integers(2, 4))
 def test_cpp_one_query_over_few_wide_rows_splits_the_rows(seed, n, d, dv, masked, threads):
-    # a single query over a store under 2048 rows cannot split queries: from 512k multiply-adds
-    # and 256 rows a part the rows are split instead (merged states), against the float64 reference
+    # a single query over a store under 2048 rows cannot split queries: from 600k multiply-adds
+    # the rows are cut into parts fixed by the shape (128 rows and 128k multiply-adds each,
+    # merged states) that the threads share; against the float64 reference
     from mnemonix import reference
 
     core = hb._core_retrieval()
@@ -283,12 +284,14 @@ def test_cpp_one_query_over_few_wide_rows_splits_the_rows(seed, n, d, dv, masked
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), b=st.integers(2, 48), n=st.integers(700, 2047), d=st.sampled_from([7, 64, 130]),
-       dv=st.sampled_from([None, 9, 72]), masked=st.booleans(), threads=st.integers(2, 5))
+@given(seed=st.integers(0, 2**31 - 1), b=st.integers(2, 48), n=st.integers(700, 2047),
+       d=st.sampled_from([7, 64, 130, 512]), dv=st.sampled_from([None, 9, 72]), masked=st.booleans(),
+       threads=st.integers(2, 5))
 def test_cpp_small_stores_split_queries_over_threads_bit_for_bit(seed, b, n, d, dv, masked, threads):
-    # Under 2048 rows the threads split the queries, not the rows (from ~128k multiply-adds:
-    # most draws here): every query's out, lse and argmax must be the single thread's, bit for bit,
-    # whatever the thread count and batch.
+    # Under 2048 rows the threads split the queries (from ~128k multiply-adds: most draws here)
+    # and the rows into parts fixed by the shape (d = 512: up to 15; one query alone takes them
+    # on several threads): every query's out, lse and argmax must be the single thread's, bit for
+    # bit, whatever the thread count and batch.
     core = hb._core_retrieval()
     gen = torch.Generator().manual_seed(seed)
     q, k = torch.randn(b, d, generator=gen), torch.randn(n, d, generator=gen)
@@ -304,6 +307,20 @@ def test_cpp_small_stores_split_queries_over_threads_bit_for_bit(seed, b, n, d, 
         assert x.tobytes() == y.tobytes()
     for x, y in zip(one, alone):
         assert x[-tail:].tobytes() == y.tobytes()
+
+
+def test_cpp_small_store_parts_are_capped_by_their_states_and_stay_exact():
+    # 300 queries of dv = 4,097 (past the lanes) on 2,000 rows would take 15 parts of softmax
+    # state (~18M floats): the parts are capped at ~16M floats (13 here), and the result still
+    # matches the float64 reference
+    core = hb._core_retrieval()
+    gen = torch.Generator().manual_seed(3)
+    q, k = torch.randn(300, 1, generator=gen), torch.randn(2000, 1, generator=gen)
+    v = torch.randn(2000, 4097, generator=gen)
+    got = core.retrieve(q.numpy(), k.numpy(), v.numpy(), beta=1.0, num_threads=2)
+    want, lse = reference.hopfield_retrieve(q.double(), k.double(), v.double(), beta=1.0, return_lse=True)
+    torch.testing.assert_close(torch.from_numpy(got[0]).double(), want, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(got[1]).double(), lse, atol=1e-4, rtol=1e-5)
 
 
 # Key and value widths of the lane scan: any up to 256, and wider ones to its limit (4,096), with

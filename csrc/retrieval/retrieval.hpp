@@ -2,8 +2,9 @@
 //
 // Header-only core, no Python, no torch. One pass over the stored patterns with an online
 // softmax (running max m, running sum l, accumulator acc; Milakov & Gimelshein 2018), N split
-// over OpenMP threads with an exact merge (flash-decoding); a store too small to split (under
-// 2048 rows) splits the queries instead, so cache-sized stores use every core too. Keys are
+// over OpenMP threads with an exact merge (flash-decoding); a store too small to split that way
+// (under 2048 rows) is cut into parts fixed by its shape, and the threads take (queries, part)
+// jobs, so cache-sized stores use every core too. Keys are
 // visited in tiles of a few rows that stay in L1/L2: each tile is read from memory once and
 // serves both the dot products and, when the values are the keys, the weighted sum. From 16
 // queries the tiles are scanned with the queries across the lanes (lanes.hpp). Inner loops are
@@ -354,34 +355,76 @@ inline void retrieveByRows(const Problem& pb, int nThreads, size_t maxParts, flo
     mergeQuery(parts.data(), nParts, b, pb.dv, out + b * pb.dv, lse + b, argmax + b);
 }
 
-// Too few rows to split: the threads split the queries instead, each group scanning every row
-// as one part. A query's sums are then a single thread's (rows::dotBlock sums in the same
-// order whatever the query's position in its block), at any thread count.
-inline void retrieveByQueries(const Problem& pb, size_t groups, float* out, float* lse, int64_t* argmax,
-                              bool* scoresFinite) {
+// Rows of a store too small to split over the threads: parts fixed by the shape alone, so that
+// a query's out, lse and argmax are the same bits whatever the thread count and the batch beside
+// it (below 16 queries; from 16 the lanes change the summation order, and the lane scan takes
+// the rows as one part: its per-call transpose of the queries made parts cost 7% at N = 1,500,
+// d = 128, B = 128 and 1.3-1.5x at N = 1e3, d = 4,096, B = 16). Where one query is worth two
+// threads (kSmallStoreSplitWork multiply-adds, twice a thread's share below), parts of at least
+// 128 rows and 128k multiply-adds; one part below it (N = 1e3, d = 256, B = 1: three parts on
+// one thread cost 8%). One query on ~2 MB of keys then still uses every core: N = 1e3,
+// d = 512, B = 1 took 57 us in two parts on one thread and 30 us in seven parts on two (Xeon;
+// 0.33-0.88x at N = 300..2,000, d = 300..4,096; bench/NOTES.md, "Small stores").
+constexpr size_t kSmallStoreSplitWork = 600000;
+constexpr size_t kSmallStorePartRows = 128;
+constexpr size_t kSmallStorePartWork = size_t(1) << 17;
+constexpr size_t kSmallStoreMaxParts = 16;
+
+inline size_t smallStoreParts(size_t n, size_t d, size_t dv) {
+  const size_t work = n * (d + dv);
+  if (work < kSmallStoreSplitWork) return 1;
+  return std::max<size_t>(1, std::min({n / kSmallStorePartRows, work / kSmallStorePartWork, kSmallStoreMaxParts}));
+}
+
+// Each query group's row parts keep their own softmax states and merge in part order. With a
+// group per thread a job scans its group's parts in turn (N = 1e3, d = 256, B = 2: a job per
+// part took 35 us against 28); with fewer groups, as for one query, a job takes one part. Groups
+// of queries are whole 8-lane vectors when the scan runs across the lanes (as many groups at
+// either width). The states are bounded (~16M floats): past that (B x dv x parts > 16M) fewer
+// parts, which then depend on the batch.
+inline void retrieveSmallStore(const Problem& pb, size_t groups, size_t threads, float* out, float* lse,
+                               int64_t* argmax, bool* scoresFinite) {
   size_t per = (pb.batch + groups - 1) / groups;
-  if (pb.lanes) {  // whole 8-lane vectors of queries per group (as many groups at either width)
+  if (pb.lanes) {
     per = lanePitch(per, 8);
     groups = (pb.batch + per - 1) / per;
   }
-  std::vector<Partial> parts(groups);  // one per group: its queries over every row
-  runJobs(groups, static_cast<int>(groups), [&](size_t g, std::vector<float>& buf) {
-    const size_t b0 = std::min(pb.batch, g * per);
-    const size_t b1 = std::min(pb.batch, b0 + per);
-    if (b0 == b1) return;
-    parts[g].reset(b1 - b0, pb.dv);
-    scan(pb, pb.qs + b0 * pb.d, b1 - b0, 0, pb.n, parts[g], buf);
-    for (size_t b = b0; b < b1; ++b) mergeQuery(&parts[g], 1, b - b0, pb.dv, out + b * pb.dv, lse + b, argmax + b);
+  const size_t stateFloats = pb.batch * (pb.dv + 2);
+  const size_t memParts = std::max<size_t>(1, (size_t(1) << 24) / std::max<size_t>(stateFloats, 1));
+  const size_t nParts = pb.lanes ? 1 : std::min(smallStoreParts(pb.n, pb.d, pb.dv), memParts);
+  const size_t rowsPer = (pb.n + nParts - 1) / nParts;
+  const bool jobPerGroup = groups >= threads;
+  const size_t partsPerJob = jobPerGroup ? nParts : 1;
+  const size_t jobs = groups * nParts / partsPerJob;
+  // A thread per group of 64k multiply-adds, per 300k (kSmallStoreSplitWork / 2) when the threads
+  // share one group's parts (waking the second thread costs ~6-10 us on the 2-vCPU VMs:
+  // N = 1e3, d = 256, B = 1 took 21.8 us on one thread, 23.5 on two; d = 512, 67 against 40)
+  const size_t work = pb.n * (pb.d + pb.dv) * pb.batch;
+  const size_t perThread = jobPerGroup ? (size_t(1) << 16) : kSmallStoreSplitWork / 2;
+  const size_t nThreads = std::max<size_t>(1, std::min({threads, jobs, work / perThread}));
+  std::vector<Partial> parts(groups * nParts);  // [group][part]
+  runJobs(jobs, static_cast<int>(nThreads), [&](size_t job, std::vector<float>& buf) {
+    for (size_t i = job * partsPerJob; i < (job + 1) * partsPerJob; ++i) {
+      const size_t g = i / nParts, p = i % nParts;
+      const size_t b0 = std::min(pb.batch, g * per), b1 = std::min(pb.batch, b0 + per);
+      const size_t n0 = std::min(pb.n, p * rowsPer), n1 = std::min(pb.n, n0 + rowsPer);
+      parts[i].reset(b1 - b0, pb.dv);
+      if (b0 < b1 && n0 < n1) scan(pb, pb.qs + b0 * pb.d, b1 - b0, n0, n1, parts[i], buf);
+    }
   });
   if (scoresFinite) *scoresFinite = partsFinite(parts);
+  for (size_t b = 0; b < pb.batch; ++b) {
+    const size_t g = b / per;
+    mergeQuery(&parts[g * nParts], nParts, b - g * per, pb.dv, out + b * pb.dv, lse + b, argmax + b);
+  }
 }
 
 // Full retrieval. queries [B, d], keys [N, d], values [N, dv] or nullptr (then dv == d), all
 // rows of `type` (float32, float16 or bfloat16; 16-bit rows are converted exactly to float32 and
 // computed as float32), bias [N] or nullptr (-inf entries exclude patterns). Writes out [B, dv],
 // lse [B] and argmax [B] (first index of the largest logit), float32. Results depend on
-// `threads` only through float rounding of the merge (the number of parts); a given thread count
-// is deterministic. With `scoresFinite`, also whether every logit (bias included) was finite.
+// `threads` only through float rounding of the merge (the number of parts), and not at all on
+// stores too small to split (retrieveSmallStore); a given thread count is deterministic. With `scoresFinite`, also whether every logit (bias included) was finite.
 inline void retrieveRows(rows::RowType type, const void* queries, size_t batch, size_t d, const void* keys,
                          size_t n, const void* values, size_t dv, float beta, const float* bias, float* out,
                          float* lse, int64_t* argmax, int threads, bool* scoresFinite = nullptr) {
@@ -408,15 +451,13 @@ inline void retrieveRows(rows::RowType type, const void* queries, size_t batch, 
   // thread): N = 1e3, d = 32, B = 16, one thread took 46.5 us and two 26.6 (EPYC); B = 4, one
   // group 15.2 us and two 13.3 (Xeon; 128k per group kept that call on one thread).
   const size_t work = n * (d + dv) * std::max<size_t>(batch, 1);
-  size_t maxParts = std::max<size_t>(1, std::min(n / 1024, work / (size_t(1) << 20)));
-  const size_t groups = std::min({static_cast<size_t>(threads), batch, work / (size_t(1) << 16)});
-  if (maxParts == 1 && groups > 1) {
-    retrieveByQueries(pb, groups, out, lse, argmax, scoresFinite);
+  const size_t maxParts = std::max<size_t>(1, std::min(n / 1024, work / (size_t(1) << 20)));
+  if (maxParts == 1) {
+    const size_t groups = std::max<size_t>(1, std::min({static_cast<size_t>(threads), batch,
+                                                        work / (size_t(1) << 16)}));
+    retrieveSmallStore(pb, groups, static_cast<size_t>(threads), out, lse, argmax, scoresFinite);
     return;
   }
-  // One group of queries on few rows: parts of 256 rows and 512k multiply-adds instead, so that
-  // wide keys still use the threads (N = 1e3, d = 1,024, B = 1: one thread 232 us, two 142).
-  if (maxParts == 1) maxParts = std::max<size_t>(1, std::min(n / 256, work / (size_t(1) << 19)));
   retrieveByRows(pb, static_cast<int>(std::min<size_t>(threads, maxParts)), maxParts, out, lse, argmax,
                  scoresFinite);
 }

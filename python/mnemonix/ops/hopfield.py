@@ -79,7 +79,8 @@ def cpp_max_batch(keys: torch.Tensor) -> int:
     """Largest B sent to the C++ kernel automatically for this key matrix (of one group).
 
     On a store the caches hold (under ``cpp_large_store_bytes``): with fewer than
-    ``cpp_few_rows`` rows (where the kernel splits the queries over the threads, not the rows)
+    ``cpp_few_rows`` rows (where the kernel splits the queries over the threads, and the rows
+    into parts fixed by the shape)
     and d >= ``cpp_few_rows_min_dim``, ``cpp_max_batch_few_rows`` while B x d <=
     ``cpp_small_store_max_dims``; otherwise ``cpp_max_batch_narrow`` for narrow keys
     (d <= ``narrow_dim``: the GEMM paths gain little from a short d) and ``cpp_max_batch`` under

@@ -1,0 +1,108 @@
+"""A/B two builds of the C++ core on the raw Hopfield kernel (``_core.retrieval.retrieve``).
+
+Each build runs in its own process (two pybind11 modules of the same name cannot share one),
+the two alternating round by round; a round times every shape (median of many calls) and the
+ratio new / old is taken within the round, so drift between rounds cancels. Queries and keys
+are 64-byte aligned: the heap's alignment otherwise moved single shapes by 10-20% between
+processes (bench/NOTES.md, "Small stores: row parts fixed by the shape").
+
+Keep the old build before rebuilding::
+
+    cp .venv/lib/python3.11/site-packages/mnemonix/_core*.so /tmp/old.so
+    pip install --no-build-isolation --no-deps -e .
+    python bench/ab_core_builds.py /tmp/old.so .venv/lib/python3.11/site-packages/mnemonix/_core*.so \\
+        --shapes 1000:512:1,1000:128:4 --rounds 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+
+def _parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    shapes = []
+    for item in text.split(","):
+        n, d, b = (int(x) for x in item.split(":"))
+        shapes.append((n, d, b))
+    return shapes
+
+
+def _aligned(x):
+    import numpy as np
+
+    buf = np.empty(x.size + 16, np.float32)
+    off = (-buf.ctypes.data % 64) // 4
+    y = buf[off:off + x.size].reshape(x.shape)
+    y[...] = x
+    return y
+
+
+def _time_build(so: str, shapes: list[tuple[int, int, int]], threads: int) -> dict[str, float]:
+    """Median seconds per call of each shape with the build at ``so`` (run in a child process)."""
+    import importlib.machinery
+    import importlib.util
+
+    import numpy as np
+
+    loader = importlib.machinery.ExtensionFileLoader("_core", so)
+    spec = importlib.util.spec_from_file_location("_core", so, loader=loader)
+    core = importlib.util.module_from_spec(spec)
+    loader.exec_module(core)
+    retrieve = core.retrieval.retrieve
+    rng = np.random.default_rng(0)
+    result = {}
+    for n, d, b in shapes:
+        q = _aligned(rng.standard_normal((b, d), dtype=np.float32))
+        k = _aligned(rng.standard_normal((n, d), dtype=np.float32))
+        for _ in range(20):
+            retrieve(q, k, None, beta=0.1, num_threads=threads)
+        calls = max(20, min(400, int(2e7 // (2 * n * d * b + 1))))
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            retrieve(q, k, None, beta=0.1, num_threads=threads)
+            times.append(time.perf_counter() - t0)
+        result[f"{n}:{d}:{b}"] = statistics.median(times)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("old", help="the baseline build's _core shared object")
+    parser.add_argument("new", help="the candidate build's _core shared object")
+    parser.add_argument("--shapes", required=True, help="N:d:B[,N:d:B...] (float32, values = keys)")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    shapes = _parse_shapes(args.shapes)
+    if args.child:  # time args.old only and print JSON
+        print(json.dumps(_time_build(args.old, shapes, args.threads)))
+        return
+    keys = [f"{n}:{d}:{b}" for n, d, b in shapes]
+    ratios: dict[str, list[float]] = {k: [] for k in keys}
+    times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in keys}
+    for _ in range(args.rounds):
+        got = []
+        for so in (args.old, args.new):
+            cmd = [sys.executable, __file__, so, so, "--shapes", args.shapes, "--threads", str(args.threads), "--child"]
+            got.append(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
+        for k in keys:
+            ratios[k].append(got[1][k] / got[0][k])
+            times[k][0].append(got[0][k])
+            times[k][1].append(got[1][k])
+    print(f"{'N:d:B':>16} {'old us':>9} {'new us':>9} {'new/old':>8}  quartiles ({args.rounds} rounds, "
+          f"{args.threads} threads)")
+    for k in keys:
+        q1, _, q3 = statistics.quantiles(ratios[k], n=4)
+        old_us, new_us = statistics.median(times[k][0]) * 1e6, statistics.median(times[k][1]) * 1e6
+        print(f"{k:>16} {old_us:9.1f} {new_us:9.1f} {statistics.median(ratios[k]):8.3f}  [{q1:.3f}, {q3:.3f}]")
+
+
+if __name__ == "__main__":
+    main()
