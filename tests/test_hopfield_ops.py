@@ -260,7 +260,7 @@ def test_cpp_thread_count_does_not_change_results(rng):
        dv=st.sampled_from([None, 3]), masked=st.booleans(), threads=st.integers(2, 4))
 def test_cpp_one_query_over_few_wide_rows_splits_the_rows(seed, n, d, dv, masked, threads):
     # a single query over a store under 2048 rows cannot split queries: from 600k multiply-adds
-    # the rows are cut into parts fixed by the shape (128 rows and 128k multiply-adds each,
+    # the rows are cut into an even number of parts fixed by the shape (128 rows and 128k each,
     # merged states) that the threads share; against the float64 reference
     from mnemonix import reference
 
@@ -289,7 +289,7 @@ def test_cpp_one_query_over_few_wide_rows_splits_the_rows(seed, n, d, dv, masked
        threads=st.integers(2, 5))
 def test_cpp_small_stores_split_queries_over_threads_bit_for_bit(seed, b, n, d, dv, masked, threads):
     # Under 2048 rows the threads split the queries (from ~128k multiply-adds: most draws here)
-    # and the rows into parts fixed by the shape (d = 512: up to 15; one query alone takes them
+    # and the rows into parts fixed by the shape (d = 512: up to 14; one query alone takes them
     # on several threads): every query's out, lse and argmax must be the single thread's, bit for
     # bit, whatever the thread count and batch.
     core = hb._core_retrieval()
@@ -309,9 +309,28 @@ def test_cpp_small_stores_split_queries_over_threads_bit_for_bit(seed, b, n, d, 
         assert x[-tail:].tobytes() == y.tobytes()
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_cpp_a_few_very_wide_rows_take_at_least_two_parts(n):
+    # 310,000-wide keys: one query is worth two threads even on 1-5 rows, so the rows go in two
+    # parts (one of them empty when N = 1), against the float64 reference, the same bits on one
+    # thread or three and alone or in a batch
+    core = hb._core_retrieval()
+    gen = torch.Generator().manual_seed(n)
+    q, k = torch.randn(3, 310_000, generator=gen) / 600, torch.randn(n, 310_000, generator=gen)
+    got = core.retrieve(q.numpy(), k.numpy(), None, beta=1.0, num_threads=3)
+    want, lse = reference.hopfield_retrieve(q.double(), k.double(), None, beta=1.0, return_lse=True)
+    torch.testing.assert_close(torch.from_numpy(got[0]).double(), want, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(got[1]).double(), lse, atol=1e-4, rtol=1e-5)
+    one = core.retrieve(q.numpy(), k.numpy(), None, beta=1.0, num_threads=1)
+    alone = core.retrieve(q[-1:].numpy(), k.numpy(), None, beta=1.0, num_threads=2)
+    for x, y, z in zip(got, one, alone):
+        assert x.tobytes() == y.tobytes()
+        assert x[-1:].tobytes() == z.tobytes()
+
+
 def test_cpp_small_store_parts_are_capped_by_their_states_and_stay_exact():
-    # 300 queries of dv = 4,097 (past the lanes) on 2,000 rows would take 15 parts of softmax
-    # state (~18M floats): the parts are capped at ~16M floats (13 here), and the result still
+    # 300 queries of dv = 4,097 (past the lanes) on 2,000 rows would take 14 parts of softmax
+    # state (~17M floats): the parts are capped at ~16M floats (13 here), and the result still
     # matches the float64 reference
     core = hb._core_retrieval()
     gen = torch.Generator().manual_seed(3)

@@ -365,11 +365,14 @@ inline void retrieveByRows(const Problem& pb, int nThreads, size_t maxParts, flo
 // it (below 16 queries; from 16 the lanes change the summation order, and the lane scan takes
 // the rows as one part: its per-call transpose of the queries made parts cost 7% at N = 1,500,
 // d = 128, B = 128 and 1.3-1.5x at N = 1e3, d = 4,096, B = 16). Where one query is worth two
-// threads (kSmallStoreSplitWork multiply-adds, twice a thread's share below), parts of at least
-// 128 rows and 128k multiply-adds; one part below it (N = 1e3, d = 256, B = 1: three parts on
-// one thread cost 8%). One query on ~2 MB of keys then still uses every core: N = 1e3,
-// d = 512, B = 1 took 57 us in two parts on one thread and 30 us in seven parts on two (Xeon;
-// 0.33-0.88x at N = 300..2,000, d = 300..4,096; bench/NOTES.md, "Small stores").
+// threads (kSmallStoreSplitWork multiply-adds, twice a thread's share below), an even number of
+// parts, at least two (two threads then take as many each: N = 1e3, d = 1,024, B = 1 took 86 us
+// in seven parts, 66 in six; N = 100, d = 12,288: 280 us in one, 133 in two), of at least 128
+// rows and 128k multiply-adds where the store has them; one part below it (N = 1e3,
+// d = 256, B = 1: three parts on one thread cost 8%). One query on ~2 MB of keys then uses
+// every core well: N = 1e3, d = 512, B = 1 took 57 us in two parts of 500 rows (the previous
+// split, from 512k multiply-adds a part) and 26 us in six (Xeon; 0.33-0.78x at N = 300..3,000,
+// d = 300..4,096; bench/NOTES.md, "Small stores").
 constexpr size_t kSmallStoreSplitWork = 600000;
 constexpr size_t kSmallStorePartRows = 128;
 constexpr size_t kSmallStorePartWork = size_t(1) << 17;
@@ -378,7 +381,8 @@ constexpr size_t kSmallStoreMaxParts = 16;
 inline size_t smallStoreParts(size_t n, size_t d, size_t dv) {
   const size_t work = n * (d + dv);
   if (work < kSmallStoreSplitWork) return 1;
-  return std::max<size_t>(1, std::min({n / kSmallStorePartRows, work / kSmallStorePartWork, kSmallStoreMaxParts}));
+  const size_t parts = std::min({n / kSmallStorePartRows, work / kSmallStorePartWork, kSmallStoreMaxParts});
+  return std::max<size_t>(2, parts & ~size_t(1));  // even: two threads take as many each
 }
 
 // Each query group's row parts keep their own softmax states and merge in part order. With a
