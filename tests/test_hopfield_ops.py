@@ -259,7 +259,7 @@ def test_cpp_thread_count_does_not_change_results(rng):
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(300, 2047), d=st.integers(400, 1100),
        dv=st.sampled_from([None, 3]), masked=st.booleans(), threads=st.integers(2, 4))
 def test_cpp_one_query_over_few_wide_rows_splits_the_rows(seed, n, d, dv, masked, threads):
-    # a single query over a store under 2048 rows cannot split queries: from 600k multiply-adds
+    # a single query over a store under 2048 rows cannot split queries: from 400k multiply-adds
     # the rows are cut into an even number of parts fixed by the shape (128 rows and 128k each,
     # merged states) that the threads share; against the float64 reference
     from mnemonix import reference

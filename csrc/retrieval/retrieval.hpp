@@ -365,15 +365,15 @@ inline void retrieveByRows(const Problem& pb, int nThreads, size_t maxParts, flo
 // it (below 16 queries; from 16 the lanes change the summation order, and the lane scan takes
 // the rows as one part: its per-call transpose of the queries made parts cost 7% at N = 1,500,
 // d = 128, B = 128 and 1.3-1.5x at N = 1e3, d = 4,096, B = 16). Where one query is worth two
-// threads (kSmallStoreSplitWork multiply-adds, twice a thread's share below), an even number of
-// parts, at least two (two threads then take as many each: N = 1e3, d = 1,024, B = 1 took 86 us
-// in seven parts, 66 in six; N = 100, d = 12,288: 280 us in one, 133 in two), of at least 128
-// rows and 128k multiply-adds where the store has them; one part below it (N = 1e3,
-// d = 256, B = 1: three parts on one thread cost 8%). One query on ~2 MB of keys then uses
-// every core well: N = 1e3, d = 512, B = 1 took 57 us in two parts of 500 rows (the previous
-// split, from 512k multiply-adds a part) and 26 us in six (Xeon; 0.33-0.78x at N = 300..3,000,
-// d = 300..4,096; bench/NOTES.md, "Small stores").
-constexpr size_t kSmallStoreSplitWork = 600000;
+// threads (kSmallStoreSplitWork multiply-adds, twice a thread's share below: N = 2,000, d = 100,
+// B = 1 took 19.3 us on one thread, 14.3 on two; N = 1e3, d = 150, 16.0 against 17.1), an even
+// number of parts, at least two (two threads then take as many each: N = 1e3, d = 1,024, B = 1
+// took 86 us in seven parts, 66 in six; N = 100, d = 12,288: 280 us in one, 133 in two), of at
+// least 128 rows and 128k multiply-adds where the store has them; one part below. One query on
+// ~2 MB of keys then uses every core: N = 1e3, d = 512, B = 1 took 57 us in two parts of 500
+// rows (the previous split, from 512k multiply-adds a part) and 26 us in six (Xeon; 0.33-0.78x
+// at N = 300..3,000, d = 300..4,096; bench/NOTES.md, "Small stores").
+constexpr size_t kSmallStoreSplitWork = 400000;
 constexpr size_t kSmallStorePartRows = 128;
 constexpr size_t kSmallStorePartWork = size_t(1) << 17;
 constexpr size_t kSmallStoreMaxParts = 16;
@@ -407,9 +407,8 @@ inline void retrieveSmallStore(const Problem& pb, size_t groups, size_t threads,
   const bool jobPerGroup = groups >= threads;
   const size_t partsPerJob = jobPerGroup ? nParts : 1;
   const size_t jobs = groups * nParts / partsPerJob;
-  // A thread per group of 64k multiply-adds, per 300k (kSmallStoreSplitWork / 2) when the threads
-  // share one group's parts (waking the second thread costs ~6-10 us on the 2-vCPU VMs:
-  // N = 1e3, d = 256, B = 1 took 21.8 us on one thread, 23.5 on two; d = 512, 67 against 40)
+  // A thread per group of 64k multiply-adds, per 200k (kSmallStoreSplitWork / 2) when the threads
+  // share one group's parts
   const size_t work = pb.n * (pb.d + pb.dv) * pb.batch;
   const size_t perThread = jobPerGroup ? (size_t(1) << 16) : kSmallStoreSplitWork / 2;
   const size_t nThreads = std::max<size_t>(1, std::min({threads, jobs, work / perThread}));
