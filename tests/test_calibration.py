@@ -342,6 +342,28 @@ def test_wide_keys_go_to_the_gemm_path_only_where_the_rule_is_set(clean, monkeyp
     assert hops.cpu_forward_order(64, torch.empty(5000, 1024))[0] == "sdpa"  # a store that streams (20 MB)
 
 
+def test_wide_keys_on_a_store_that_streams_take_the_lanes_only_where_the_rule_is_set(clean, monkeypatch):
+    if hb._core_retrieval() is None:
+        pytest.fail("the C++ extension is part of every install")
+    streams, cached = torch.empty(10_000, 2048), torch.empty(1000, 1024)  # 80 MB and 4 MB of keys
+    rule = dict(cpp_lane_max_batch=128, cpp_lane_max_dims=256, cpp_max_batch_large_store=32,
+                cpp_large_store_max_dims=256, cpp_small_store_max_dims=256, cpp_small_store_min_batch=1)
+    path = clean / "cal.json"
+    path.write_text(json.dumps(_doc(**rule)))
+    monkeypatch.setenv(calibration.ENV, str(path))
+    assert hops.cpu_forward_order(16, streams)[0] != "cpp"  # no large-store lane rule: d > 256
+    path.write_text(json.dumps(_doc(**rule, cpp_lane_max_dims_large_store=4096)))
+    calibration.reload()
+    assert [hops.cpu_forward_order(b, streams)[0] == "cpp" for b in (15, 16, 32, 33)] == [False, True, True, False]
+    assert hops.cpu_forward_order(16, torch.empty(10_000, 2048), torch.empty(10_000, 4097))[0] != "cpp"  # dv
+    assert hops.cpu_forward_order(16, torch.empty(2048, 2048))[0] == "cpp"  # 16 MB: streams too
+    assert hops.cpu_forward_order(16, torch.empty(2047, 4096))[0] != "cpp"  # few rows: queries split
+    assert hops.cpu_forward_order(16, cached)[0] != "cpp"  # a cache-sized store keeps the flash kernel
+    path.write_text(json.dumps(_doc(**{**rule, "cpp_max_batch_large_store": 16}, cpp_lane_max_dims_large_store=4096)))
+    calibration.reload()
+    assert [hops.cpu_forward_order(b, streams)[0] == "cpp" for b in (16, 17)] == [True, False]
+
+
 @pytest.mark.parametrize("n", [1000, 10_000])
 def test_very_wide_keys_go_to_the_gemm_path_from_gemm_min_batch(clean, monkeypatch, n):
     wide = torch.empty(n, 4096)

@@ -195,10 +195,11 @@ def test_policy_sends_mid_batches_to_the_lane_scan(width):
     top, first = limits["cpp_lane_max_batch"], core.lane_min_batch
     assert top >= first
 
-    def first_choice(b, d=128, dv=None, lanes=top, dims=limits["cpp_lane_max_dims"]):
+    def first_choice(b, d=128, dv=None, lanes=top, dims=limits["cpp_lane_max_dims"], large_store_dims=0):
         previous = core.set_max_lane_width(width)
         try:
-            wanted = {**limits, "cpp_lane_max_batch": lanes, "cpp_lane_max_dims": dims}
+            wanted = {**limits, "cpp_lane_max_batch": lanes, "cpp_lane_max_dims": dims,
+                      "cpp_lane_max_dims_large_store": large_store_dims}
             return hops._cpu_forward_order(b, 100_000, d, 4, wanted, dv)[0]
         finally:
             core.set_max_lane_width(previous)
@@ -211,6 +212,11 @@ def test_policy_sends_mid_batches_to_the_lane_scan(width):
     assert first_choice(first, d=dims) == "cpp"
     assert first_choice(first, d=dims + 1) != "cpp"  # keys wider than measured for the lanes
     assert first_choice(first, dv=dims + 1) != "cpp"  # values too wide
+    # ... except on a store that streams (this one: 100k rows), to the Xeon's wider limit while
+    # B <= cpp_max_batch_large_store
+    wide = xeon["cpp_lane_max_dims_large_store"]
+    assert first_choice(first, d=wide, large_store_dims=wide) == "cpp"
+    assert first_choice(limits["cpp_max_batch_large_store"] + 1, d=wide, large_store_dims=wide) != "cpp"
     # up to the kernel's own limit where a CPU's thresholds allow it (the Zen 5 profile)
     deeper = core.lane_max_dims
     assert first_choice(first, d=deeper, dims=deeper) == "cpp"

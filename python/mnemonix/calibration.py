@@ -87,6 +87,11 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               # ... for keys and values up to this wide (the kernel's lanes take
                               # up to 4,096; measured against the flash kernel to 256 on the Xeon)
                               "cpp_lane_max_dims": 256,
+                              # ... and on stores that stream (past cpp_large_store_bytes) of
+                              # cpp_few_rows rows or more, up to this wide while B <=
+                              # cpp_max_batch_large_store too (0: no such rule; the Xeon profile
+                              # sets one)
+                              "cpp_lane_max_dims_large_store": 0,
                               # 16-bit operands (bench/NOTES.md, "16-bit operands"): the Xeon's
                               # float16 fit, whose flash kernel has no 16-bit GEMM unit to use
                               # (unmeasured on the EPYC, which has none for either dtype)
@@ -154,7 +159,16 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # (B <= 32: 16-bit calls are not split over the keys), at 0.47-0.86x
                               # its time from N = 1e4 (B = 16; N = 1e3, d >= 128: 1.13-1.23x); from
                               # B = 64 it loses most shapes (0.89-1.25x). bfloat16: AMX wins even there
-                              "cpp_lane_max_batch_float16": 32},
+                              "cpp_lane_max_batch_float16": 32,
+                              # float32 keys wider than 256 on stores that stream: the lanes up to
+                              # B = 32 (cpp_max_batch_large_store), at 0.43-0.93x the time of the
+                              # policy's choice before (flash or GEMM) at 12 shapes, N = 3,000..1e5,
+                              # d = 1,024..4,096 (N = 1e4, d = 2,048, B = 16: 6.0 ms against 9.3;
+                              # N = 1e5, d = 1,024, B = 32: 47 against 67); at B = 64 they lost at
+                              # d = 4,096 (1.23-1.47x) and N <= 1e4 (1.02-1.05x); on cache-sized
+                              # stores at B = 16 (N = 1e3, d = 512 and 1,024: 1.26-1.28x), and on
+                              # fewer rows than cpp_few_rows (N = 1e3, d = 2,048, B = 16: 1.15-1.18x)
+                              "cpp_lane_max_dims_large_store": 4096},
     }),
     # 2-core AMD EPYC of the Zen 3 generation (family 25, model 1, Milan; AVX2, no AVX-512,
     # 512 KB of L2 per core): the C++ kernel's query-lane scan, 8 lanes wide, leads the flash

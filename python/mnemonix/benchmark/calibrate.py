@@ -20,8 +20,9 @@ both stores.
 ``cpp_few_rows_min_dim`` and ``cpp_max_batch_few_rows`` (stores of few rows, where the kernel
 splits the queries),
 ``cpp_large_store_bytes``, ``cpp_large_store_max_dims`` (the B x d cap on stores that stream),
-``narrow_dim``, ``gemm_max_scores``, ``gemm_min_dim``, ``gemm_min_batch``, ``gemm_wide_min_dim`` and
-``gemm_wide_min_batch`` are not
+``narrow_dim``, ``gemm_max_scores``, ``gemm_min_dim``, ``gemm_min_batch``, ``gemm_wide_min_dim``,
+``gemm_wide_min_batch``, ``cpp_lane_max_dims`` and ``cpp_lane_max_dims_large_store`` (the lanes' key
+widths) are not
 measured (two store sizes of d = 64 and 128 cannot place them) and keep their shipped values
 (:func:`mnemonix.calibration.shipped`), as do the 16-bit policy's (``cpp_*_float16``,
 ``cpp_*_bfloat16``: the sweep times float32 keys). ``salience_topk`` on the CPU sends calls of at most ``cpp_max_work``
@@ -225,7 +226,8 @@ def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str,
                for name in ("cpp_max_batch_narrow", "cpp_small_store_max_dims", "cpp_small_store_min_batch",
                             "cpp_few_rows", "cpp_few_rows_min_dim", "cpp_max_batch_few_rows",
                             "cpp_large_store_bytes", "cpp_large_store_max_dims", "narrow_dim", "gemm_max_scores",
-                            "gemm_min_dim", "gemm_min_batch", "gemm_wide_min_dim", "gemm_wide_min_batch")}
+                            "gemm_min_dim", "gemm_min_batch", "gemm_wide_min_dim", "gemm_wide_min_batch",
+                            "cpp_lane_max_dims", "cpp_lane_max_dims_large_store")}
     for label, name in (("small", "cpp_max_batch"), ("large", "cpp_max_batch_large_store")):
         store = measured.get(label)
         if store is None:

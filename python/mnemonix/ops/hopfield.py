@@ -104,6 +104,17 @@ def _cpp_lanes(b: int, d: int, dv: int | None, most: int, dims: int) -> bool:
     return core is not None and b >= core.lane_min_batch and widest <= min(dims, core.lane_max_dims)
 
 
+def _cpp_lanes_large_store(b: int, n: int, d: int, itemsize: int, dv: int | None, limits: dict[str, int]) -> bool:
+    """The query-lane scan on a store that streams from memory, of at least ``cpp_few_rows`` rows,
+    for keys and values up to ``cpp_lane_max_dims_large_store`` wide while B <=
+    ``cpp_max_batch_large_store`` too (and ``cpp_lane_max_batch``): one read of the wide keys
+    serves the lanes' queries, where the flash kernel reads them twice. (On fewer rows the kernel
+    splits the queries over the threads, 16 of them into two half-empty 16-lane vectors.)"""
+    most = min(limits["cpp_lane_max_batch"], limits["cpp_max_batch_large_store"])
+    return (n >= limits["cpp_few_rows"] and not _cache_sized(n, d, itemsize, limits)
+            and _cpp_lanes(b, d, dv, most, limits["cpp_lane_max_dims_large_store"]))
+
+
 def _cache_sized(n: int, d: int, itemsize: int, limits: dict[str, int]) -> bool:
     """Keys of one group the caches hold (under ``cpp_large_store_bytes``), as opposed to a store
     that streams from memory."""
@@ -127,7 +138,9 @@ def cpu_forward_order(b: int, keys: torch.Tensor, values: torch.Tensor | None = 
     """CPU backends without a gradient, fastest first, for B queries per group over ``keys``
     (and ``values``; None: the keys) of one group: the C++ kernel while the batch is small for
     the store (memory-bound) or, across its query lanes, from
-    kLaneMinBatch to ``cpp_lane_max_batch`` queries with d and dv up to ``cpp_lane_max_dims``, then
+    kLaneMinBatch to ``cpp_lane_max_batch`` queries with d and dv up to ``cpp_lane_max_dims`` (on a
+    store that streams, of ``cpp_few_rows`` rows or more, up to ``cpp_lane_max_dims_large_store``
+    while B <= ``cpp_max_batch_large_store``), then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, for wide
     keys on a cache-sized store past the batches the flash kernel splits (``gemm_wide_min_dim``,
     ``gemm_wide_min_batch``) over modest score blocks, or for very wide d (``gemm_min_dim``, from
@@ -162,7 +175,8 @@ def _remember(memo: dict, shape: tuple[int, ...], order: tuple[str, ...]) -> tup
 
 def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, int],
                        dv: int | None = None) -> tuple[str, ...]:
-    lanes = _cpp_lanes(b, d, dv, limits["cpp_lane_max_batch"], limits["cpp_lane_max_dims"])
+    lanes = (_cpp_lanes(b, d, dv, limits["cpp_lane_max_batch"], limits["cpp_lane_max_dims"])
+             or _cpp_lanes_large_store(b, n, d, itemsize, dv, limits))
     if lanes or b <= _cpp_max_batch(n, d, itemsize, limits):
         return ("cpp", "gemm", "sdpa", "torch")
     moderate = b * n <= limits["gemm_max_scores"]
