@@ -362,6 +362,13 @@ def test_wide_keys_on_a_store_that_streams_take_the_lanes_only_where_the_rule_is
     path.write_text(json.dumps(_doc(**{**rule, "cpp_max_batch_large_store": 16}, cpp_lane_max_dims_large_store=4096)))
     calibration.reload()
     assert [hops.cpu_forward_order(b, streams)[0] == "cpp" for b in (16, 17)] == [True, False]
+    # 16-bit keys up to their own lane batch (bfloat16's 0 here: none)
+    path.write_text(json.dumps(_doc(**rule, cpp_lane_max_dims_large_store=4096, cpp_lane_max_batch_float16=32)))
+    calibration.reload()
+    half = streams.half()
+    assert [hops.cpu_forward_order(b, half)[0] == "cpp" for b in (2, 16, 32, 33)] == [False, True, True, False]
+    assert hops.cpu_forward_order(16, streams.bfloat16())[0] != "cpp"
+    assert hops.cpu_forward_order(16, cached.half())[0] != "cpp"
 
 
 @pytest.mark.parametrize("n", [1000, 10_000])

@@ -167,7 +167,10 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # N = 1e5, d = 1,024, B = 32: 47 against 67); at B = 64 they lost at
                               # d = 4,096 (1.23-1.47x) and N <= 1e4 (1.02-1.05x); on cache-sized
                               # stores at B = 16 (N = 1e3, d = 512 and 1,024: 1.26-1.28x), and on
-                              # fewer rows than cpp_few_rows (N = 1e3, d = 2,048, B = 16: 1.15-1.18x)
+                              # fewer rows than cpp_few_rows (N = 1e3, d = 2,048, B = 16: 1.15-1.18x).
+                              # float16 takes the same rule up to its lane batch (32): 0.68-0.91x
+                              # the flash kernel's time at 13 shapes, N = 3,000..1e5, d = 512..4,096
+                              # (bfloat16 keeps AMX: cpp_lane_max_batch_bfloat16 is 0)
                               "cpp_lane_max_dims_large_store": 4096},
     }),
     # 2-core AMD EPYC of the Zen 3 generation (family 25, model 1, Milan; AVX2, no AVX-512,

@@ -104,13 +104,15 @@ def _cpp_lanes(b: int, d: int, dv: int | None, most: int, dims: int) -> bool:
     return core is not None and b >= core.lane_min_batch and widest <= min(dims, core.lane_max_dims)
 
 
-def _cpp_lanes_large_store(b: int, n: int, d: int, itemsize: int, dv: int | None, limits: dict[str, int]) -> bool:
+def _cpp_lanes_large_store(b: int, n: int, d: int, itemsize: int, dv: int | None, limits: dict[str, int],
+                           lane_batch: str = "cpp_lane_max_batch") -> bool:
     """The query-lane scan on a store that streams from memory, of at least ``cpp_few_rows`` rows,
     for keys and values up to ``cpp_lane_max_dims_large_store`` wide while B <=
-    ``cpp_max_batch_large_store`` too (and ``cpp_lane_max_batch``): one read of the wide keys
-    serves the lanes' queries, where the flash kernel reads them twice. (On fewer rows the kernel
-    splits the queries over the threads, 16 of them into two half-empty 16-lane vectors.)"""
-    most = min(limits["cpp_lane_max_batch"], limits["cpp_max_batch_large_store"])
+    ``cpp_max_batch_large_store`` too (and ``lane_batch``: ``cpp_lane_max_batch[_<dtype>]``): one
+    read of the wide keys serves the lanes' queries, where the flash kernel reads them twice. (On
+    fewer rows the kernel splits the queries over the threads, 16 of them into two half-empty
+    16-lane vectors.)"""
+    most = min(limits[lane_batch], limits["cpp_max_batch_large_store"])
     return (n >= limits["cpp_few_rows"] and not _cache_sized(n, d, itemsize, limits)
             and _cpp_lanes(b, d, dv, most, limits["cpp_lane_max_dims_large_store"]))
 
@@ -200,7 +202,8 @@ def cpu_half_order_at(b: int, n: int, d: int, code: int, dv: int | None = None) 
     of at least ``cpp_min_bytes_<dtype>`` (where the single read of the rows pays) while
     B x d <= ``cpp_max_dims_<dtype>`` or B <= ``cpp_min_batch_<dtype>``, and across its query
     lanes up to ``cpp_lane_max_batch_<dtype>`` (values of ``dv`` columns; None: the
-    keys); else torch's flash
+    keys; on a store that streams, wider keys as for float32: ``cpp_lane_max_dims_large_store``);
+    else torch's flash
     kernel (16-bit GEMMs, a float32 softmax: on CPUs with AMX its bfloat16 GEMMs run at several
     times the float32 rate), then the streaming torch path. No GEMM path: torch's CPU matmul has
     no float32 output for 16-bit inputs, and logits rounded to 16 bits would lose the accuracy
@@ -222,7 +225,8 @@ def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
     else:
         most = max(limits[f"cpp_min_batch_{dtype}"], limits[f"cpp_max_dims_{dtype}"] // d)
         cpp_first = b <= most and n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"]
-    cpp_first = cpp_first or _cpp_lanes(b, d, dv, limits[f"cpp_lane_max_batch_{dtype}"], limits["cpp_lane_max_dims"])
+    cpp_first = (cpp_first or _cpp_lanes(b, d, dv, limits[f"cpp_lane_max_batch_{dtype}"], limits["cpp_lane_max_dims"])
+                 or _cpp_lanes_large_store(b, n, d, 2, dv, limits, f"cpp_lane_max_batch_{dtype}"))
     return ("cpp", "sdpa", "torch") if cpp_first else ("sdpa", "cpp", "torch")
 
 
