@@ -403,8 +403,8 @@ inline size_t smallStoreParts(size_t n, size_t d, size_t dv) {
 // each thread the same parts at every call, so that its rows stay in its core's L2 (N = 1e5,
 // d = 4, B = 1: 254 -> 182 us against parts taken dynamically; N = 1e3, d = 512: 30.3 -> 27.7;
 // N = 1e3, d = 1,024 lost 3%: 80 -> 82). Groups of queries are whole 8-lane vectors when the
-// scan runs across the lanes (as many groups at either width). The states are bounded (~16M floats): past that (B x dv x parts > 16M) fewer
-// parts, which then depend on the batch.
+// scan runs across the lanes (as many groups at either width). The states are bounded (~16M
+// floats): past that (B x dv x parts > 16M) fewer parts, which then depend on the batch.
 inline void retrieveSmallStore(const Problem& pb, size_t groups, size_t threads, float* out, float* lse,
                                int64_t* argmax, bool* scoresFinite) {
   size_t per = (pb.batch + groups - 1) / groups;
@@ -446,7 +446,8 @@ inline void retrieveSmallStore(const Problem& pb, size_t groups, size_t threads,
 // computed as float32), bias [N] or nullptr (-inf entries exclude patterns). Writes out [B, dv],
 // lse [B] and argmax [B] (first index of the largest logit), float32. Results depend on
 // `threads` only through float rounding of the merge (the number of parts), and not at all on
-// stores too small to split (retrieveSmallStore); a given thread count is deterministic. With `scoresFinite`, also whether every logit (bias included) was finite.
+// stores too small to split (retrieveSmallStore); a given thread count is deterministic. With
+// `scoresFinite`, also whether every logit (bias included) was finite.
 inline void retrieveRows(rows::RowType type, const void* queries, size_t batch, size_t d, const void* keys,
                          size_t n, const void* values, size_t dv, float beta, const float* bias, float* out,
                          float* lse, int64_t* argmax, int threads, bool* scoresFinite = nullptr) {
