@@ -171,7 +171,15 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # float16 takes the same rule up to its lane batch (32): 0.68-0.91x
                               # the flash kernel's time at 13 shapes, N = 3,000..1e5, d = 512..4,096
                               # (bfloat16 keeps AMX: cpp_lane_max_batch_bfloat16 is 0)
-                              "cpp_lane_max_dims_large_store": 4096},
+                              "cpp_lane_max_dims_large_store": 4096,
+                              # keys of d >= 4,096 (gemm_min_dim) take the GEMM path from B = 32 only:
+                              # below it the flash kernel led (N = 3e4, d = 4,096, B = 4: 44 ms against
+                              # GEMM 68; B = 8: 53 against 84; N = 1e4, d = 6,144, B = 16: 38 against
+                              # 43), from it the GEMM path (N = 3,000, d = 8,192, B = 32: 19 against
+                              # 25; d = 4,096, B = 48: 0.76-0.85x; B = 64: 0.87-0.95x; d = 12,288,
+                              # B = 100: 0.51x; at d = 4,096, B = 32 a tie on 1e3 rows, and the
+                              # lanes take stores that stream)
+                              "gemm_min_batch": 32},
     }),
     # 2-core AMD EPYC of the Zen 3 generation (family 25, model 1, Milan; AVX2, no AVX-512,
     # 512 KB of L2 per core): the C++ kernel's query-lane scan, 8 lanes wide, leads the flash
