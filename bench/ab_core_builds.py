@@ -78,19 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shapes", required=True, help="N:d:B[,N:d:B...] (float32, values = keys)")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     shapes = _parse_shapes(args.shapes)
-    if args.child:  # time args.old only and print JSON
-        print(json.dumps(_time_build(args.old, shapes, args.threads)))
-        return
     keys = [f"{n}:{d}:{b}" for n, d, b in shapes]
     ratios: dict[str, list[float]] = {k: [] for k in keys}
     times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in keys}
     for _ in range(args.rounds):
         got = []
         for so in (args.old, args.new):
-            cmd = [sys.executable, __file__, so, so, "--shapes", args.shapes, "--threads", str(args.threads), "--child"]
+            cmd = [sys.executable, __file__, "--child", so, args.shapes, str(args.threads)]
             got.append(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
         for k in keys:
             ratios[k].append(got[1][k] / got[0][k])
@@ -105,4 +101,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--child"]:  # one build's timings as JSON: --child SO SHAPES THREADS
+        so, shapes, threads = sys.argv[2:5]
+        print(json.dumps(_time_build(so, _parse_shapes(shapes), int(threads))))
+    else:
+        main()

@@ -261,6 +261,14 @@ def test_cpp_thread_count_does_not_change_results(rng):
 
 
 
+def _assert_core_matches_reference(got, q, k, v, beta, mask=None):
+    """out and lse of a raw ``_core.retrieval.retrieve`` call against the float64 reference."""
+    want, lse = reference.hopfield_retrieve(q.double(), k.double(), None if v is None else v.double(), beta=beta,
+                                            mask=mask, return_lse=True)
+    torch.testing.assert_close(torch.from_numpy(got[0]).double(), want, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(got[1]).double(), lse, atol=1e-4, rtol=1e-5)
+
+
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), n=st.integers(300, 2047), d=st.integers(400, 1100),
        dv=st.sampled_from([None, 3]), masked=st.booleans(), threads=st.integers(2, 4))
@@ -268,8 +276,6 @@ def test_cpp_one_query_over_few_wide_rows_splits_the_rows(seed, n, d, dv, masked
     # a single query over a store under 2048 rows cannot split queries: from 400k multiply-adds
     # the rows are cut into an even number of parts fixed by the shape (128 rows and 128k each,
     # merged states) that the threads share; against the float64 reference
-    from mnemonix import reference
-
     core = hb._core_retrieval()
     gen = torch.Generator().manual_seed(seed)
     q, k = torch.randn(1, d, generator=gen), torch.randn(n, d, generator=gen) / 4
@@ -280,11 +286,7 @@ def test_cpp_one_query_over_few_wide_rows_splits_the_rows(seed, n, d, dv, masked
                         num_threads=threads)
     one = core.retrieve(q.numpy(), k.numpy(), None if v is None else v.numpy(), beta=0.7, bias=bias_np,
                         num_threads=1)
-    mask = None if bias is None else bias == 0
-    want, lse = reference.hopfield_retrieve(q.double(), k.double(), None if v is None else v.double(), beta=0.7,
-                                            mask=mask, return_lse=True)
-    torch.testing.assert_close(torch.from_numpy(got[0]).double(), want, atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(torch.from_numpy(got[1]).double(), lse, atol=1e-4, rtol=1e-5)
+    _assert_core_matches_reference(got, q, k, v, 0.7, None if bias is None else bias == 0)
     torch.testing.assert_close(torch.from_numpy(got[0]), torch.from_numpy(one[0]), atol=2e-5, rtol=1e-4)
     assert (got[2] == one[2]).all()
 
@@ -324,9 +326,7 @@ def test_cpp_a_few_very_wide_rows_take_at_least_two_parts(n):
     gen = torch.Generator().manual_seed(n)
     q, k = torch.randn(3, 310_000, generator=gen) / 600, torch.randn(n, 310_000, generator=gen)
     got = core.retrieve(q.numpy(), k.numpy(), None, beta=1.0, num_threads=3)
-    want, lse = reference.hopfield_retrieve(q.double(), k.double(), None, beta=1.0, return_lse=True)
-    torch.testing.assert_close(torch.from_numpy(got[0]).double(), want, atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(torch.from_numpy(got[1]).double(), lse, atol=1e-4, rtol=1e-5)
+    _assert_core_matches_reference(got, q, k, None, 1.0)
     one = core.retrieve(q.numpy(), k.numpy(), None, beta=1.0, num_threads=1)
     alone = core.retrieve(q[-1:].numpy(), k.numpy(), None, beta=1.0, num_threads=2)
     for x, y, z in zip(got, one, alone):
@@ -343,9 +343,7 @@ def test_cpp_small_store_parts_are_capped_by_their_states_and_stay_exact():
     q, k = torch.randn(300, 1, generator=gen), torch.randn(2000, 1, generator=gen)
     v = torch.randn(2000, 4097, generator=gen)
     got = core.retrieve(q.numpy(), k.numpy(), v.numpy(), beta=1.0, num_threads=2)
-    want, lse = reference.hopfield_retrieve(q.double(), k.double(), v.double(), beta=1.0, return_lse=True)
-    torch.testing.assert_close(torch.from_numpy(got[0]).double(), want, atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(torch.from_numpy(got[1]).double(), lse, atol=1e-4, rtol=1e-5)
+    _assert_core_matches_reference(got, q, k, v, 1.0)
 
 
 # Key and value widths of the lane scan: any up to 256, and wider ones to its limit (4,096), with

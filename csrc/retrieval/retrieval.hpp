@@ -348,13 +348,17 @@ void runJobs(size_t jobs, int nThreads, Job job, bool sameThreads = false) {
   error.rethrow();  // e.g. std::bad_alloc of a scratch buffer, raised in the calling thread
 }
 
+// How many parts' softmax states (B x (dv + 2) floats each) fit in ~16M floats, at least one.
+inline size_t stateParts(size_t batch, size_t dv) {
+  return std::max<size_t>(1, (size_t(1) << 24) / std::max<size_t>(batch * (dv + 2), 1));
+}
+
 // Rows split into parts (a contiguous range each), up to 8 per thread, taken dynamically. Each
 // part keeps its own softmax state (at most ~16M floats in all) and the merge runs in part
 // order, so the result does not depend on which thread ran which part.
 inline void retrieveByRows(const Problem& pb, int nThreads, size_t maxParts, float* out, float* lse,
                            int64_t* argmax, bool* scoresFinite) {
-  const size_t stateFloats = pb.batch * (pb.dv + 2);
-  const size_t memParts = std::max<size_t>(1, (size_t(1) << 24) / std::max<size_t>(stateFloats, 1));
+  const size_t memParts = stateParts(pb.batch, pb.dv);
   const size_t threads = static_cast<size_t>(nThreads);
   const size_t nParts = threads == 1 ? 1 : std::max(threads, std::min({maxParts, 8 * threads, memParts}));
   std::vector<Partial> parts(nParts);
@@ -405,23 +409,21 @@ inline size_t smallStoreParts(size_t n, size_t d, size_t dv) {
 // N = 1e3, d = 1,024 lost 3%: 80 -> 82). Groups of queries are whole 8-lane vectors when the
 // scan runs across the lanes (as many groups at either width). The states are bounded (~16M
 // floats): past that (B x dv x parts > 16M) fewer parts, which then depend on the batch.
-inline void retrieveSmallStore(const Problem& pb, size_t groups, size_t threads, float* out, float* lse,
-                               int64_t* argmax, bool* scoresFinite) {
+// `work`: the call's multiply-adds, N (d + dv) B.
+inline void retrieveSmallStore(const Problem& pb, size_t groups, size_t threads, size_t work, float* out,
+                               float* lse, int64_t* argmax, bool* scoresFinite) {
   size_t per = (pb.batch + groups - 1) / groups;
   if (pb.lanes) {
     per = lanePitch(per, 8);
     groups = (pb.batch + per - 1) / per;
   }
-  const size_t stateFloats = pb.batch * (pb.dv + 2);
-  const size_t memParts = std::max<size_t>(1, (size_t(1) << 24) / std::max<size_t>(stateFloats, 1));
-  const size_t nParts = pb.lanes ? 1 : std::min(smallStoreParts(pb.n, pb.d, pb.dv), memParts);
+  const size_t nParts = pb.lanes ? 1 : std::min(smallStoreParts(pb.n, pb.d, pb.dv), stateParts(pb.batch, pb.dv));
   const size_t rowsPer = (pb.n + nParts - 1) / nParts;
   const bool jobPerGroup = groups >= threads;
   const size_t partsPerJob = jobPerGroup ? nParts : 1;
   const size_t jobs = groups * nParts / partsPerJob;
   // A thread per group of 64k multiply-adds, per 200k (kSmallStoreSplitWork / 2) when the threads
   // share one group's parts
-  const size_t work = pb.n * (pb.d + pb.dv) * pb.batch;
   const size_t perThread = jobPerGroup ? (size_t(1) << 16) : kSmallStoreSplitWork / 2;
   const size_t nThreads = std::max<size_t>(1, std::min({threads, jobs, work / perThread}));
   std::vector<Partial> parts(groups * nParts);  // [group][part]
@@ -478,7 +480,7 @@ inline void retrieveRows(rows::RowType type, const void* queries, size_t batch, 
   if (maxParts == 1) {
     const size_t groups = std::max<size_t>(1, std::min({static_cast<size_t>(threads), batch,
                                                         work / (size_t(1) << 16)}));
-    retrieveSmallStore(pb, groups, static_cast<size_t>(threads), out, lse, argmax, scoresFinite);
+    retrieveSmallStore(pb, groups, static_cast<size_t>(threads), work, out, lse, argmax, scoresFinite);
     return;
   }
   retrieveByRows(pb, static_cast<int>(std::min<size_t>(threads, maxParts)), maxParts, out, lse, argmax,

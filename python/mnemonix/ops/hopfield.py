@@ -105,14 +105,14 @@ def _cpp_lanes(b: int, d: int, dv: int | None, most: int, dims: int) -> bool:
 
 
 def _cpp_lanes_large_store(b: int, n: int, d: int, itemsize: int, dv: int | None, limits: dict[str, int],
-                           lane_batch: str = "cpp_lane_max_batch") -> bool:
+                           lane_batch: int) -> bool:
     """The query-lane scan on a store that streams from memory, of at least ``cpp_few_rows`` rows,
     for keys and values up to ``cpp_lane_max_dims_large_store`` wide while B <=
-    ``cpp_max_batch_large_store`` too (and ``lane_batch``: ``cpp_lane_max_batch[_<dtype>]``): one
-    read of the wide keys serves the lanes' queries, where the flash kernel reads them twice. (On
-    fewer rows the kernel splits the queries over the threads, 16 of them into two half-empty
+    ``cpp_max_batch_large_store`` too (and ``lane_batch``, the dtype's ``cpp_lane_max_batch[_<dtype>]``):
+    one read of the wide keys serves the lanes' queries, where the flash kernel reads them twice.
+    (On fewer rows the kernel splits the queries over the threads, 16 of them into two half-empty
     16-lane vectors.)"""
-    most = min(limits[lane_batch], limits["cpp_max_batch_large_store"])
+    most = min(lane_batch, limits["cpp_max_batch_large_store"])
     return (n >= limits["cpp_few_rows"] and not _cache_sized(n, d, itemsize, limits)
             and _cpp_lanes(b, d, dv, most, limits["cpp_lane_max_dims_large_store"]))
 
@@ -177,8 +177,9 @@ def _remember(memo: dict, shape: tuple[int, ...], order: tuple[str, ...]) -> tup
 
 def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, int],
                        dv: int | None = None) -> tuple[str, ...]:
-    lanes = (_cpp_lanes(b, d, dv, limits["cpp_lane_max_batch"], limits["cpp_lane_max_dims"])
-             or _cpp_lanes_large_store(b, n, d, itemsize, dv, limits))
+    lane_batch = limits["cpp_lane_max_batch"]
+    lanes = (_cpp_lanes(b, d, dv, lane_batch, limits["cpp_lane_max_dims"])
+             or _cpp_lanes_large_store(b, n, d, itemsize, dv, limits, lane_batch))
     if lanes or b <= _cpp_max_batch(n, d, itemsize, limits):
         return ("cpp", "gemm", "sdpa", "torch")
     moderate = b * n <= limits["gemm_max_scores"]
@@ -225,8 +226,9 @@ def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
     else:
         most = max(limits[f"cpp_min_batch_{dtype}"], limits[f"cpp_max_dims_{dtype}"] // d)
         cpp_first = b <= most and n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"]
-    cpp_first = (cpp_first or _cpp_lanes(b, d, dv, limits[f"cpp_lane_max_batch_{dtype}"], limits["cpp_lane_max_dims"])
-                 or _cpp_lanes_large_store(b, n, d, 2, dv, limits, f"cpp_lane_max_batch_{dtype}"))
+    lane_batch = limits[f"cpp_lane_max_batch_{dtype}"]
+    cpp_first = (cpp_first or _cpp_lanes(b, d, dv, lane_batch, limits["cpp_lane_max_dims"])
+                 or _cpp_lanes_large_store(b, n, d, 2, dv, limits, lane_batch))
     return ("cpp", "sdpa", "torch") if cpp_first else ("sdpa", "cpp", "torch")
 
 
