@@ -35,15 +35,44 @@ def _parse_shapes(text: str) -> list[tuple[int, int, int]]:
 def _aligned(x):
     import numpy as np
 
-    buf = np.empty(x.size + 16, np.float32)
-    off = (-buf.ctypes.data % 64) // 4
+    buf = np.empty(x.size + 64 // x.itemsize, x.dtype)
+    off = (-buf.ctypes.data % 64) // x.itemsize
     y = buf[off:off + x.size].reshape(x.shape)
     y[...] = x
     return y
 
 
-def _time_build(so: str, shapes: list[tuple[int, int, int]], threads: int) -> dict[str, float]:
-    """Median seconds per call of each shape with the build at ``so`` (run in a child process)."""
+# The kernel's element codes (retrieve_at's element_type)
+CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
+
+
+def _rows(x, dtype: str):
+    """float32 ``x`` as rows of ``dtype``: float32 itself, or the 16-bit values' bits (uint16)."""
+    import numpy as np
+
+    if dtype == "float16":
+        return _aligned(x.astype(np.float16).view(np.uint16))
+    if dtype == "bfloat16":  # the top half of each float32 (truncated: any bfloat16 values will do)
+        return _aligned((x.view(np.uint32) >> 16).astype(np.uint16))
+    return _aligned(x)
+
+
+def _caller(retrieve_at, q, k, b: int, d: int, n: int, dtype: str, threads: int):
+    """A no-argument call of the kernel by address on rows of ``dtype`` (out, lse, argmax
+    float32 / int64 buffers of its own)."""
+    import numpy as np
+
+    out, lse, arg = np.empty((b, d), np.float32), np.empty(b, np.float32), np.empty(b, np.int64)
+    args = (q.ctypes.data, b, d, k.ctypes.data, n, 0, d, 0.1, 0, out.ctypes.data, lse.ctypes.data,
+            arg.ctypes.data, CODES[dtype])
+    return lambda: (retrieve_at(*args), out)
+
+
+def _time_build(so: str, shapes: list[tuple[int, int, int]], threads: int,
+                dtype: str = "float32") -> dict[str, float]:
+    """Median seconds per call of each shape with the build at ``so`` (run in a child process),
+    on rows of ``dtype``: float32 arrays through ``retrieve``, 16-bit ones by address through
+    ``retrieve_at`` (on all threads: it takes no thread count)."""
     import importlib.machinery
     import importlib.util
 
@@ -57,15 +86,20 @@ def _time_build(so: str, shapes: list[tuple[int, int, int]], threads: int) -> di
     rng = np.random.default_rng(0)
     result = {}
     for n, d, b in shapes:
-        q = _aligned(rng.standard_normal((b, d), dtype=np.float32))
-        k = _aligned(rng.standard_normal((n, d), dtype=np.float32))
+        q = _rows(rng.standard_normal((b, d), dtype=np.float32), dtype)
+        k = _rows(rng.standard_normal((n, d), dtype=np.float32), dtype)
+        if dtype == "float32":
+            def call(q=q, k=k):
+                return retrieve(q, k, None, beta=0.1, num_threads=threads)
+        else:
+            call = _caller(core.retrieval.retrieve_at, q, k, b, d, n, dtype, threads)
         for _ in range(20):
-            retrieve(q, k, None, beta=0.1, num_threads=threads)
+            call()
         calls = max(20, min(400, int(2e7 // (2 * n * d * b + 1))))
         times = []
         for _ in range(calls):
             t0 = time.perf_counter()
-            retrieve(q, k, None, beta=0.1, num_threads=threads)
+            call()
             times.append(time.perf_counter() - t0)
         result[f"{n}:{d}:{b}"] = statistics.median(times)
     return result
@@ -77,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("new", help="the candidate build's _core shared object")
     parser.add_argument("--shapes", required=True, help="N:d:B[,N:d:B...] (float32, values = keys)")
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="float32 only (16-bit rows run on all threads)")
+    parser.add_argument("--dtype", choices=sorted(CODES), default="float32", help="the rows' element type")
     args = parser.parse_args(argv)
     shapes = _parse_shapes(args.shapes)
     keys = [f"{n}:{d}:{b}" for n, d, b in shapes]
@@ -86,14 +121,14 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.rounds):
         got = []
         for so in (args.old, args.new):
-            cmd = [sys.executable, __file__, "--child", so, args.shapes, str(args.threads)]
+            cmd = [sys.executable, __file__, "--child", so, args.shapes, str(args.threads), args.dtype]
             got.append(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
         for k in keys:
             ratios[k].append(got[1][k] / got[0][k])
             times[k][0].append(got[0][k])
             times[k][1].append(got[1][k])
     print(f"{'N:d:B':>16} {'old us':>9} {'new us':>9} {'new/old':>8}  quartiles ({args.rounds} rounds, "
-          f"{args.threads} threads)")
+          f"{args.threads} threads, {args.dtype})")
     for k in keys:
         q1, _, q3 = statistics.quantiles(ratios[k], n=4)
         old_us, new_us = statistics.median(times[k][0]) * 1e6, statistics.median(times[k][1]) * 1e6
@@ -101,8 +136,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child"]:  # one build's timings as JSON: --child SO SHAPES THREADS
-        so, shapes, threads = sys.argv[2:5]
-        print(json.dumps(_time_build(so, _parse_shapes(shapes), int(threads))))
+    if sys.argv[1:2] == ["--child"]:  # one build's timings as JSON: --child SO SHAPES THREADS DTYPE
+        so, shapes, threads, dtype = sys.argv[2:6]
+        print(json.dumps(_time_build(so, _parse_shapes(shapes), int(threads), dtype)))
     else:
         main()

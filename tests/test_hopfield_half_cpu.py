@@ -1,6 +1,7 @@
 """float16 / bfloat16 ``hopfield_retrieve`` on the CPU: the C++ kernel reads 16-bit rows in place
-(exactly converted, computed in float32: bit for bit its float32 result on the widened
-operands), torch's flash kernel runs them as they are, and the fast path takes both with the
+(exactly converted, computed in float32: its float32 result on the widened operands, bit for
+bit on the lane scan, to float32 rounding on the row scan, whose online softmax folds smaller
+chunks), torch's flash kernel runs them as they are, and the fast path takes both with the
 general path's results and errors."""
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ def _run_at(q, k, v, beta, code):
        d=st.integers(1, 300) | st.sampled_from([1000, 4097]),  # the lanes reach 4,096; 4,097 is the row scan's
        dv=st.none() | st.integers(1, 70), beta=st.floats(0.01, 4.0), seed=st.integers(0, 2**31 - 1))
 def test_cpp_kernel_on_16_bit_rows_is_its_float32_result_on_the_widened_rows(dtype, b, n, d, dv, beta, seed):
-    # every 16-bit value is a float32 number: converting a chunk of rows at a time must change no bit
-    # (N past the chunks and the thread parts, B on both sides of the query lanes, d of both scans);
+    # every 16-bit value is a float32 number: the lane scan (B >= 16, d <= 4,096) converts whole
+    # tiles at a time and must change no bit (N past the chunks and the thread parts, d of both
+    # scans); the row scan folds its online softmax per converted chunk (32 kB, smaller than
+    # float32's tiles), so out and lse round differently there, the logits and argmax not at all.
     # out is that float32 result rounded as torch rounds
     gen = torch.Generator().manual_seed(seed)
     q, k = torch.randn(b, d, generator=gen).to(dtype), torch.randn(n, d, generator=gen).to(dtype)
@@ -46,9 +49,13 @@ def test_cpp_kernel_on_16_bit_rows_is_its_float32_result_on_the_widened_rows(dty
     got = _run_at(q, k, v, beta, HALVES[dtype])
     want = _run_at(q.float(), k.float(), None if v is None else v.float(), beta, 0)
     assert got[0] is want[0] is True
-    assert got[1].dtype == dtype and torch.equal(got[1], want[1].to(dtype))
-    for g, w in zip(got[2:], want[2:]):
-        assert torch.equal(g, w)
+    assert got[1].dtype == dtype and torch.equal(got[3], want[3])
+    if b >= 16 and d <= 4096:  # the lanes
+        assert torch.equal(got[1], want[1].to(dtype)) and torch.equal(got[2], want[2])
+        return
+    # float32 results a few ulps apart, rounded to 16 bits: at most one 16-bit ulp apart
+    torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1].float(), want[1].to(dtype).float(), rtol=torch.finfo(dtype).eps, atol=1e-6)
 
 
 @settings(max_examples=40, deadline=None)
@@ -77,7 +84,7 @@ def test_element_type_outside_the_kernels_types_is_refused_by_name():
 
 @settings(max_examples=60, deadline=None)
 @given(dtype=st.sampled_from([torch.float32, *HALVES]), size=st.integers(1, 300_000),
-       bad=st.none() | st.sampled_from([math.nan, math.inf, -math.inf]), data=st.data())
+       bad=st.none() | st.sampled_from([math.nan, -math.nan, math.inf, -math.inf]), data=st.data())
 def test_all_finite_typed_at_finds_a_special_value_anywhere(dtype, size, bad, data):
     # large sizes take the parallel float32 check; 16-bit exponents differ (float16 0x7c00, bfloat16 0x7f80)
     x = torch.full((size,), 65504.0 if dtype == torch.float16 else 3e38).to(dtype)  # the largest finite values

@@ -225,10 +225,17 @@ struct Problem {
   rows::RowType type;
 };
 
-// rows::Avx2Rows::convert where the CPU runs it, else the portable loop: count rows of d values
-// of `type` into float32 dst, prefetching `ahead` (the next chunk) as it goes. Exact.
+// rows::Avx512Rows (16-bit rows) or rows::Avx2Rows::convert where the CPU runs them, else the
+// portable loop: count rows of d values of `type` into float32 dst, prefetching `ahead` (the next
+// chunk) as it goes. Exact.
 inline void convertRows(rows::RowType type, const void* src, size_t count, size_t d, float* dst,
                         const void* ahead) {
+#if MNEMONIX_HAVE_AVX512_PATH
+  if (type != rows::RowType::Float32 && type != rows::RowType::Int8 && rows::cpuHasAvx512()) {
+    rows::Avx512Rows::convert16Bit(type, src, count, d, dst, ahead);
+    return;
+  }
+#endif
 #if MNEMONIX_HAVE_AVX2_PATH
   if (rows::cpuHasAvx2F16c()) {
     rows::Avx2Rows::convert(type, src, count, d, dst, ahead);
@@ -241,13 +248,26 @@ inline void convertRows(rows::RowType type, const void* src, size_t count, size_
 // Rows of 16-bit keys (and values) converted per chunk on the lane scan: ~64k float32 values
 // (256 kB, in L2 while the scan reads them back), whole tiles (a batch of more than kLaneBlock
 // queries transposes each block once per chunk: B x d against the chunk's B x rows x d
-// multiply-adds; a single block is transposed once per scan). The row scan
-// converts one tile at a time (it stays in L1: N = 1e5, d = 128, B = 1 took 1.40 ms against
-// 1.56 with 64k-value chunks).
+// multiply-adds; a single block is transposed once per scan).
 inline size_t convertedChunkRows(size_t d, size_t valueDims) {
   const size_t tile = tileRows(d);
   const size_t rows = (size_t(1) << 16) / std::max<size_t>(d + valueDims, 1);
   return std::max(tile, rows / tile * tile);
+}
+
+// The row scan converts 16-bit rows in chunks of ~8k float32 values (32 kB: keys, and values
+// apart from them), whole groups of four rows, at most a tile: a chunk stays in L1 while the
+// dots and the weighted sum read it back. Chunks of a tile (128 kB) went through L2: against
+// them, bfloat16, Xeon, N = 1e3, d = 1,024, B = 1 took 0.77x, N = 1e4, d = 512, B = 4 0.72x;
+// 16 kB chunks lost at d = 128 (1.13x at N = 1e4). float32 tiles stay at 128 kB: 32 kB ones lost
+// 3.5-6% on stores that stream (N = 1e5, d = 512..1,024; bench/NOTES.md, "16-bit row scan").
+// The online softmax folds per chunk, so these results round differently from float32's on the
+// widened rows (the lane scan's chunks are whole tiles: the same bits there).
+constexpr size_t kRowScanChunkValues = size_t(1) << 13;
+
+inline size_t rowScanChunkRows(size_t d, size_t valueDims) {
+  const size_t rows = kRowScanChunkValues / std::max<size_t>(d + valueDims, 1);
+  return std::max<size_t>(4, std::min(tileRows(d), rows) & ~size_t(3));
 }
 
 inline void scanFloat(const Problem& pb, const float* qs, size_t batch, const float* keys, const float* values,
@@ -284,7 +304,7 @@ inline void scan(const Problem& pb, const float* qs, size_t batch, size_t n0, si
   }
   const size_t width = rows::rowTypeBytes(pb.type);
   const size_t valueDims = pb.values ? dv : 0;
-  const size_t chunkRows = pb.lanes ? convertedChunkRows(d, valueDims) : tileRows(d);
+  const size_t chunkRows = pb.lanes ? convertedChunkRows(d, valueDims) : rowScanChunkRows(d, valueDims);
   thread_local std::vector<float> chunk;
   chunk.resize(chunkRows * (d + valueDims));
   // One block of lane queries is transposed once here, not once per chunk (N = 1e4, d = 2,048,
