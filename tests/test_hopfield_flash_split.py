@@ -68,6 +68,26 @@ def test_merge_flags_a_nan_query_and_overflowing_logits():
     assert _merge(part_out.clone(), part_lse.clone(), q, 1.0, k[:0], k[:0]) is True
 
 
+@settings(max_examples=40, deadline=None)
+@given(b=st.integers(1, 300), dv=st.integers(1, 400), where=st.none() | st.sampled_from(["out", "lse", "queries"]),
+       bad=st.sampled_from([math.nan, -math.nan, math.inf, -math.inf]), data=st.data())
+def test_one_part_is_copied_and_checked_share_by_share(b, dv, where, bad, data):
+    # one part, no rest rows: the merge is a copy into out, each thread copying and checking its
+    # share (past 16k values): the same bits, and a NaN/Inf anywhere in part 0, lse or the queries
+    # flagged
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+    part_out, part_lse, q = torch.randn(1, b, dv, generator=gen), torch.randn(1, b, generator=gen), torch.randn(b, 3)
+    if where is not None:
+        target = {"out": part_out, "lse": part_lse, "queries": q}[where].view(-1)
+        target[data.draw(st.integers(0, target.numel() - 1))] = bad
+    out, lse = torch.full((b, dv), 7.0), torch.full((b,), 7.0)
+    finite = core.merge_parts_at(part_out.data_ptr(), part_lse.data_ptr(), 1, b, dv, q.data_ptr(), 3, 1.0, 0,
+                                 q.data_ptr(), 3, q.data_ptr(), 3, out.data_ptr(), lse.data_ptr())
+    assert finite is (where is None)
+    bits = torch.int32  # NaN != NaN: the bits are compared
+    assert torch.equal(out.view(bits), part_out[0].view(bits)) and torch.equal(lse.view(bits), part_lse[0].view(bits))
+
+
 def test_merge_refuses_null_addresses_and_no_parts():
     out, lse, q = torch.zeros(1, 2, 3), torch.zeros(1, 2), torch.zeros(2, 3)
     with pytest.raises(ValueError, match="null address for part_out"):

@@ -222,7 +222,7 @@ def test_policy_sends_mid_batches_to_the_lane_scan(width):
     assert first_choice(first, d=deeper, dims=deeper) == "cpp"
     assert first_choice(first, d=deeper + 1, dims=deeper) != "cpp"
     assert first_choice(first, lanes=0) != "cpp"  # the shipped default: off
-    # 16-bit operands: cpp_lane_max_batch_<dtype> (the profile: float16 only, B <= 32)
+    # 16-bit operands: cpp_lane_max_batch_<dtype> (the profile: float16 only, B <= 192)
     half_top = limits["cpp_lane_max_batch_float16"]
     assert half_top >= first and limits["cpp_lane_max_batch_bfloat16"] == 0
     for b, dtype, dv, want in ((first, "float16", None, True), (half_top, "float16", None, True),

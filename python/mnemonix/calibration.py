@@ -157,9 +157,12 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               "cpp_min_batch_bfloat16": 0, "cpp_min_bytes_bfloat16": 64 << 20,
                               # float16: the 16-lane scan while torch's flash kernel runs one task
                               # (B <= 32: 16-bit calls are not split over the keys), at 0.47-0.86x
-                              # its time from N = 1e4 (B = 16; N = 1e3, d >= 128: 1.13-1.23x); from
-                              # B = 64 it loses most shapes (0.89-1.25x). bfloat16: AMX wins even there
-                              "cpp_lane_max_batch_float16": 32,
+                              # its time from N = 1e4 (B = 16; N = 1e3, d >= 128: 1.13-1.23x), and
+                              # since the lane scan transposes its queries once per scan, up to
+                              # B = 192 (d <= 256: 0.61-1.02x over 27 shapes, N = 1e3..1e6; B = 256
+                              # 0.84-1.17x; bench/NOTES.md, "float16 lanes to B = 192"). bfloat16:
+                              # AMX wins even there
+                              "cpp_lane_max_batch_float16": 192,
                               # float32 keys wider than 256 on stores that stream: the lanes up to
                               # B = 32 (cpp_max_batch_large_store), at 0.43-0.93x the time of the
                               # policy's choice before (flash or GEMM) at 12 shapes, N = 3,000..1e5,
