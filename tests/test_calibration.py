@@ -371,6 +371,26 @@ def test_wide_keys_on_a_store_that_streams_take_the_lanes_only_where_the_rule_is
     assert hops.cpu_forward_order(16, cached.half())[0] != "cpp"
 
 
+def test_16_bit_lanes_reach_their_large_batch_only_on_keys_of_the_dtypes_min_bytes(clean, monkeypatch):
+    if hb._core_retrieval() is None:
+        pytest.fail("the C++ extension is part of every install")
+    rule = dict(cpp_lane_max_dims=256, cpp_min_bytes_bfloat16=64 << 20, cpp_max_dims_bfloat16=512,
+                cpp_min_batch_bfloat16=0, cpp_lane_max_batch_bfloat16=0)
+    path = clean / "cal.json"
+    path.write_text(json.dumps(_doc(**rule)))
+    monkeypatch.setenv(calibration.ENV, str(path))
+    large, small = torch.empty(1 << 19, 128, dtype=torch.bfloat16), torch.empty(100_000, 128, dtype=torch.bfloat16)
+    assert hops.cpu_forward_order(16, large)[0] != "cpp"  # no such rule (the default 0)
+    path.write_text(json.dumps(_doc(**rule, cpp_lane_max_batch_large_bfloat16=64)))
+    calibration.reload()
+    # 128 MB of keys: the lanes from their first batch (16) to 64; B = 4 is the row scan's (B x d <= 512)
+    assert [hops.cpu_forward_order(b, large)[0] == "cpp" for b in (4, 8, 15, 16, 64, 65)] == \
+        [True, False, False, True, True, False]
+    assert hops.cpu_forward_order(16, small)[0] != "cpp"  # 26 MB: under cpp_min_bytes_bfloat16
+    assert hops.cpu_forward_order(16, torch.empty(1 << 16, 512, dtype=torch.bfloat16))[0] != "cpp"  # d > 256
+    assert hops.cpu_forward_order(16, torch.empty(1 << 19, 128, dtype=torch.float16))[0] != "cpp"  # float16: 0
+
+
 @pytest.mark.parametrize("n", [1000, 10_000])
 def test_very_wide_keys_go_to_the_gemm_path_from_gemm_min_batch(clean, monkeypatch, n):
     wide = torch.empty(n, 4096)

@@ -99,7 +99,10 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "cpp_min_batch_float16": 1, "cpp_min_bytes_float16": 0,
                               "cpp_max_batch_narrow_bfloat16": 32, "cpp_max_dims_bfloat16": 512,
                               "cpp_min_batch_bfloat16": 1, "cpp_min_bytes_bfloat16": 0,
-                              "cpp_lane_max_batch_float16": 0, "cpp_lane_max_batch_bfloat16": 0},
+                              "cpp_lane_max_batch_float16": 0, "cpp_lane_max_batch_bfloat16": 0,
+                              # ... and up to this batch on keys of cpp_min_bytes_<dtype> or more
+                              # (d, dv <= cpp_lane_max_dims; 0: no such rule)
+                              "cpp_lane_max_batch_large_float16": 0, "cpp_lane_max_batch_large_bfloat16": 0},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
                           "cpp_max_batch_narrow": 256, "gemm_chunk_scores": 384 << 10},
     },
@@ -163,6 +166,14 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # 0.84-1.17x; bench/NOTES.md, "float16 lanes to B = 192"). bfloat16:
                               # AMX wins even there
                               "cpp_lane_max_batch_float16": 192,
+                              # bfloat16 on stores of 64 MB or more (cpp_min_bytes_bfloat16): the lanes
+                              # to B = 64, where one read of the keys serves 16 queries at a time and
+                              # AMX's GEMMs read them per block of queries (N = 1e6, d = 128, B = 16:
+                              # 0.66-0.68x; B = 32 0.82-0.85; B = 64 0.59-0.61, two grids; d = 32,
+                              # 61 MiB, just under: B = 64 0.63-0.68; bench/NOTES.md, "bfloat16 lanes
+                              # on large stores"). Smaller stores were mixed (N = 1e5, d = 128, B = 64:
+                              # 1.11-1.18x), as were wider keys (N = 1e5, d = 1,024, B = 32: 1.40-1.49x)
+                              "cpp_lane_max_batch_large_bfloat16": 64,
                               # float32 keys wider than 256 on stores that stream: the lanes up to
                               # B = 32 (cpp_max_batch_large_store), at 0.43-0.93x the time of the
                               # policy's choice before (flash or GEMM) at 12 shapes, N = 3,000..1e5,

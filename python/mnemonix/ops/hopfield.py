@@ -202,7 +202,8 @@ def cpu_half_order_at(b: int, n: int, d: int, code: int, dv: int | None = None) 
     (d <= ``narrow_dim``) while B <= ``cpp_max_batch_narrow_<dtype>``, and for wider ones on keys
     of at least ``cpp_min_bytes_<dtype>`` (where the single read of the rows pays) while
     B x d <= ``cpp_max_dims_<dtype>`` or B <= ``cpp_min_batch_<dtype>``, and across its query
-    lanes up to ``cpp_lane_max_batch_<dtype>`` (values of ``dv`` columns; None: the
+    lanes up to ``cpp_lane_max_batch_<dtype>`` (``cpp_lane_max_batch_large_<dtype>`` on keys of
+    ``cpp_min_bytes_<dtype>`` or more; values of ``dv`` columns; None: the
     keys; on a store that streams, wider keys as for float32: ``cpp_lane_max_dims_large_store``);
     else torch's flash
     kernel (16-bit GEMMs, a float32 softmax: on CPUs with AMX its bfloat16 GEMMs run at several
@@ -226,9 +227,11 @@ def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
     else:
         most = max(limits[f"cpp_min_batch_{dtype}"], limits[f"cpp_max_dims_{dtype}"] // d)
         cpp_first = b <= most and n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"]
-    lane_batch = limits[f"cpp_lane_max_batch_{dtype}"]
-    cpp_first = (cpp_first or _cpp_lanes(b, d, dv, lane_batch, limits["cpp_lane_max_dims"])
-                 or _cpp_lanes_large_store(b, n, d, 2, dv, limits, lane_batch))
+    lane_batch, lane_dims = limits[f"cpp_lane_max_batch_{dtype}"], limits["cpp_lane_max_dims"]
+    if n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"]:
+        lane_batch = max(lane_batch, limits[f"cpp_lane_max_batch_large_{dtype}"])
+    cpp_first = (cpp_first or _cpp_lanes(b, d, dv, lane_batch, lane_dims)
+                 or _cpp_lanes_large_store(b, n, d, 2, dv, limits, limits[f"cpp_lane_max_batch_{dtype}"]))
     return ("cpp", "sdpa", "torch") if cpp_first else ("sdpa", "cpp", "torch")
 
 
