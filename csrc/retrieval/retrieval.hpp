@@ -245,6 +245,15 @@ inline void convertRows(rows::RowType type, const void* src, size_t count, size_
   rows::PortableRows::convert(type, src, count, d, dst, ahead);
 }
 
+// Multiply-adds a stored value costs on this problem's scan, in float32 row-scan units: 16-bit
+// rows on the row scan pay their conversion too, about as much again (raw kernel, one thread,
+// N = 1e3, d = 128, B = 1: float32 11.5 us, bfloat16 19.4), so the work bounds that share a
+// call over the threads count them twice. The lane scan spreads a conversion over 16 queries
+// (1: its float32 bits stay the same at any dtype).
+inline size_t valueCost(const Problem& pb) {
+  return pb.type != rows::RowType::Float32 && !pb.lanes ? 2 : 1;
+}
+
 // Rows of 16-bit keys (and values) converted per chunk on the lane scan: ~64k float32 values
 // (256 kB, in L2 while the scan reads them back), whole tiles (a batch of more than kLaneBlock
 // queries transposes each block once per chunk: B x d against the chunk's B x rows x d
@@ -414,8 +423,8 @@ constexpr size_t kSmallStorePartRows = 128;
 constexpr size_t kSmallStorePartWork = size_t(1) << 17;
 constexpr size_t kSmallStoreMaxParts = 16;
 
-inline size_t smallStoreParts(size_t n, size_t d, size_t dv) {
-  const size_t work = n * (d + dv);
+inline size_t smallStoreParts(size_t n, size_t d, size_t dv, size_t cost) {
+  const size_t work = n * (d + dv) * cost;
   if (work < kSmallStoreSplitWork) return 1;
   const size_t parts = std::min({n / kSmallStorePartRows, work / kSmallStorePartWork, kSmallStoreMaxParts});
   return std::max<size_t>(2, parts & ~size_t(1));  // even: two threads take as many each
@@ -437,7 +446,7 @@ inline void retrieveSmallStore(const Problem& pb, size_t groups, size_t threads,
     per = lanePitch(per, 8);
     groups = (pb.batch + per - 1) / per;
   }
-  const size_t nParts = pb.lanes ? 1 : std::min(smallStoreParts(pb.n, pb.d, pb.dv), stateParts(pb.batch, pb.dv));
+  const size_t nParts = pb.lanes ? 1 : std::min(smallStoreParts(pb.n, pb.d, pb.dv, valueCost(pb)), stateParts(pb.batch, pb.dv));
   const size_t rowsPer = (pb.n + nParts - 1) / nParts;
   const bool jobPerGroup = groups >= threads;
   const size_t partsPerJob = jobPerGroup ? nParts : 1;
@@ -495,7 +504,7 @@ inline void retrieveRows(rows::RowType type, const void* queries, size_t batch, 
   // state to merge. A group of queries needs 64k (~3 us, against ~1 us to wake a spinning
   // thread): N = 1e3, d = 32, B = 16, one thread took 46.5 us and two 26.6 (EPYC); B = 4, one
   // group 15.2 us and two 13.3 (Xeon; 128k per group kept that call on one thread).
-  const size_t work = n * (d + dv) * std::max<size_t>(batch, 1);
+  const size_t work = n * (d + dv) * std::max<size_t>(batch, 1) * valueCost(pb);
   const size_t maxParts = std::max<size_t>(1, std::min(n / 1024, work / (size_t(1) << 20)));
   if (maxParts == 1) {
     const size_t groups = std::max<size_t>(1, std::min({static_cast<size_t>(threads), batch,
