@@ -96,7 +96,8 @@ bool allFinite16Serial(const uint16_t* p, size_t count, uint16_t exponent) {
 constexpr size_t kParallelFiniteValues = size_t(1) << 14;
 
 // `serial(begin, count)` over `count` values in one share per thread past
-// kParallelFiniteValues (shares of whole 64-byte lines); true when every share's is.
+// kParallelFiniteValues (shares of a multiple of 16 values: whole 64-byte lines of float32);
+// true when every share's is.
 template <class Serial>
 bool allShares(size_t count, const Serial& serial) {
   if (count < kParallelFiniteValues) return serial(size_t(0), count);

@@ -446,7 +446,8 @@ inline void retrieveSmallStore(const Problem& pb, size_t groups, size_t threads,
     per = lanePitch(per, 8);
     groups = (pb.batch + per - 1) / per;
   }
-  const size_t nParts = pb.lanes ? 1 : std::min(smallStoreParts(pb.n, pb.d, pb.dv, valueCost(pb)), stateParts(pb.batch, pb.dv));
+  const size_t nParts =
+      pb.lanes ? 1 : std::min(smallStoreParts(pb.n, pb.d, pb.dv, valueCost(pb)), stateParts(pb.batch, pb.dv));
   const size_t rowsPer = (pb.n + nParts - 1) / nParts;
   const bool jobPerGroup = groups >= threads;
   const size_t partsPerJob = jobPerGroup ? nParts : 1;
