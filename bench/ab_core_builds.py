@@ -57,7 +57,7 @@ def _rows(x, dtype: str):
     return _aligned(x)
 
 
-def _caller(retrieve_at, q, k, b: int, d: int, n: int, dtype: str, threads: int):
+def _caller(retrieve_at, q, k, b: int, d: int, n: int, dtype: str):
     """A no-argument call of the kernel by address on rows of ``dtype`` (out, lse, argmax
     float32 / int64 buffers of its own)."""
     import numpy as np
@@ -92,7 +92,7 @@ def _time_build(so: str, shapes: list[tuple[int, int, int]], threads: int,
             def call(q=q, k=k):
                 return retrieve(q, k, None, beta=0.1, num_threads=threads)
         else:
-            call = _caller(core.retrieval.retrieve_at, q, k, b, d, n, dtype, threads)
+            call = _caller(core.retrieval.retrieve_at, q, k, b, d, n, dtype)
         for _ in range(20):
             call()
         calls = max(20, min(400, int(2e7 // (2 * n * d * b + 1))))
