@@ -87,20 +87,23 @@ bool allFinite16Serial(const uint16_t* p, size_t count, uint16_t exponent) {
   return largest < exponent;
 }
 
-// Past this many values the check is split over OpenMP's threads, each taking one contiguous
-// share in thread order (a static schedule). It reads the output a kernel has just written, its
-// rows spread over the cores' caches in the same order (torch's flash kernel hands thread t the
-// t-th share of its query blocks): each core then reads back what it wrote. One core read such
-// an out in ~8 GB/s (N = 1e3, d = 32, B = 1,024, float32: 33 us after the kernel, 3 us on a
-// cached copy).
-constexpr size_t kParallelFiniteValues = size_t(1) << 14;
+// Past this many values a check is split over OpenMP's threads, each taking one contiguous share
+// in thread order (a static schedule). An input (queries, or the arrays of the general path's
+// checks) splits from kParallelFiniteValues: a parallel region after the threads went to sleep
+// cost ~7 ms on a 2-vCPU VM (the sleeping vCPU's wake-up), where one core checks 128k values in
+// ~15 us. A kernel's just-written result splits from kParallelResultValues: the kernel's threads
+// are still spinning, and its rows sit in the cores' caches in the same order (torch's flash
+// kernel hands thread t the t-th share of its query blocks), so each core reads back what it
+// wrote. One core read such an out at ~8 GB/s (N = 1e3, d = 32, B = 1,024, float32: 33 us after
+// the kernel, 3 us on a cached copy).
+constexpr size_t kParallelFiniteValues = size_t(1) << 17;
+constexpr size_t kParallelResultValues = size_t(1) << 14;
 
-// `serial(begin, count)` over `count` values in one share per thread past
-// kParallelFiniteValues (shares of a multiple of 16 values: whole 64-byte lines of float32);
-// true when every share's is.
+// `serial(begin, count)` over `count` values, in one share per thread from `minParallel` values
+// (shares of a multiple of 16 values: whole 64-byte lines of float32); true when every share's is.
 template <class Serial>
-bool allShares(size_t count, const Serial& serial) {
-  if (count < kParallelFiniteValues) return serial(size_t(0), count);
+bool allShares(size_t count, size_t minParallel, const Serial& serial) {
+  if (count < minParallel) return serial(size_t(0), count);
   bool finite = true;
 #ifdef _OPENMP
 #pragma omp parallel reduction(&& : finite)
@@ -117,21 +120,22 @@ bool allShares(size_t count, const Serial& serial) {
   return finite;
 }
 
-bool allFinite(const float* p, size_t count) {
-  return allShares(count, [p](size_t begin, size_t n) { return allFiniteSerial(p + begin, n); });
+bool allFinite(const float* p, size_t count, size_t minParallel = kParallelFiniteValues) {
+  return allShares(count, minParallel, [p](size_t begin, size_t n) { return allFiniteSerial(p + begin, n); });
 }
 
 // allFinite for float16 / bfloat16 values (exponent bits `exponent`).
-bool allFinite16(const uint16_t* p, size_t count, uint16_t exponent) {
-  return allShares(count, [p, exponent](size_t begin, size_t n) {
+bool allFinite16(const uint16_t* p, size_t count, uint16_t exponent, size_t minParallel) {
+  return allShares(count, minParallel, [p, exponent](size_t begin, size_t n) {
     return allFinite16Serial(p + begin, n, exponent);
   });
 }
 
 // allFinite for `count` values of `type` (float32, float16 or bfloat16).
-bool allFiniteRows(rows::RowType type, const void* p, size_t count) {
-  if (type == rows::RowType::Float32) return allFinite(static_cast<const float*>(p), count);
-  return allFinite16(static_cast<const uint16_t*>(p), count, type == rows::RowType::Float16 ? 0x7c00 : 0x7f80);
+bool allFiniteRows(rows::RowType type, const void* p, size_t count, size_t minParallel = kParallelFiniteValues) {
+  if (type == rows::RowType::Float32) return allFinite(static_cast<const float*>(p), count, minParallel);
+  return allFinite16(static_cast<const uint16_t*>(p), count, type == rows::RowType::Float16 ? 0x7c00 : 0x7f80,
+                     minParallel);
 }
 
 // The kernel with the finite checks folded in (call without the GIL): false when a query
@@ -276,11 +280,11 @@ void to16Bit(int elementCode, const py::handle& source, size_t count, const py::
 
 using Span = std::pair<const float*, size_t>;
 
-// allFinite over every span, without the GIL.
-bool allSpansFinite(const std::vector<Span>& spans) {
+// allFinite over every span, without the GIL (split over the threads from `minParallel` values).
+bool allSpansFinite(const std::vector<Span>& spans, size_t minParallel) {
   py::gil_scoped_release release;
   for (const auto& [data, count] : spans)
-    if (!allFinite(data, count)) return false;
+    if (!allFinite(data, count, minParallel)) return false;
   return true;
 }
 
@@ -293,7 +297,7 @@ bool allFiniteArrays(const py::args& arrays) {
                                                                    "every array"));
   std::vector<Span> spans;
   for (const auto& x : held) spans.emplace_back(x.data(), static_cast<size_t>(x.size()));
-  return allSpansFinite(spans);
+  return allSpansFinite(spans, kParallelFiniteValues);
 }
 
 // all_finite for contiguous float32 buffers given as (address, count) pairs of ints: the fast
@@ -306,7 +310,7 @@ bool allFiniteAt(const py::args& pairs) {
     const auto count = pairs[i + 1].cast<size_t>();
     spans.emplace_back(floatsAt(pairs[i], count, "a span", "all_finite_at"), count);
   }
-  return allSpansFinite(spans);
+  return allSpansFinite(spans, kParallelResultValues);  // after a kernel: its results, operands it read
 }
 
 // all_finite_at for buffers of any of the kernel's element types, as (element_type, address,
@@ -323,7 +327,7 @@ bool allFiniteTypedAt(const py::args& triples) {
   }
   py::gil_scoped_release release;
   for (const auto& [type, data, count] : spans)
-    if (!allFiniteRows(type, data, count)) return false;
+    if (!allFiniteRows(type, data, count, kParallelResultValues)) return false;  // after the flash kernel
   return true;
 }
 
@@ -352,15 +356,15 @@ bool mergePartsAt(const py::handle& partOut, const py::handle& partLse, size_t p
                        static_cast<float>(beta), o, l};
   py::gil_scoped_release release;
   if (parts == 1 && rest == 0) {  // a copy: each thread copies and checks the share its kernel thread wrote
-    const bool outFinite = allShares(batch * dv, [pOut, o](size_t begin, size_t count) {
+    const bool outFinite = allShares(batch * dv, kParallelResultValues, [pOut, o](size_t begin, size_t count) {
       if (o != pOut) std::copy(pOut + begin, pOut + begin + count, o + begin);
       return allFiniteSerial(o + begin, count);
     });
     if (l != pLse) std::copy(pLse, pLse + batch, l);
-    return outFinite && allFinite(q, batch * d) && allFiniteSerial(l, batch);
+    return outFinite && allFinite(q, batch * d, kParallelResultValues) && allFiniteSerial(l, batch);
   }
   mergeParts(m);  // on this thread: out and lse are read back from this core's cache
-  return allFinite(q, batch * d) && allFiniteSerial(l, batch) && allFiniteSerial(o, batch * dv);
+  return allFinite(q, batch * d, kParallelResultValues) && allFiniteSerial(l, batch) && allFiniteSerial(o, batch * dv);
 }
 
 int setMaxLaneWidth(int width) {
