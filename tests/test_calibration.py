@@ -391,6 +391,26 @@ def test_16_bit_lanes_reach_their_large_batch_only_on_keys_of_the_dtypes_min_byt
     assert hops.cpu_forward_order(16, torch.empty(1 << 19, 128, dtype=torch.float16))[0] != "cpp"  # float16: 0
 
 
+def test_16_bit_row_scan_takes_keys_up_to_its_max_dim_under_the_dtypes_min_bytes(clean, monkeypatch):
+    if hb._core_retrieval() is None:
+        pytest.fail("the C++ extension is part of every install")
+    rule = dict(cpp_min_bytes_bfloat16=64 << 20, cpp_max_dims_bfloat16=512, cpp_min_batch_bfloat16=0,
+                cpp_lane_max_batch_bfloat16=0)
+    path = clean / "cal.json"
+    path.write_text(json.dumps(_doc(**rule)))
+    monkeypatch.setenv(calibration.ENV, str(path))
+    small = torch.empty(10_000, 128, dtype=torch.bfloat16)  # 2.6 MB: under cpp_min_bytes_bfloat16
+    assert hops.cpu_forward_order(1, small)[0] != "cpp"  # no such rule (the default 0)
+    path.write_text(json.dumps(_doc(**rule, cpp_row_scan_max_dim_bfloat16=128)))
+    calibration.reload()
+    # d <= 128: the row scan while B x d <= 512; wider keys keep the flash kernel at any batch
+    assert [hops.cpu_forward_order(b, small)[0] == "cpp" for b in (1, 4, 5)] == [True, True, False]
+    assert [hops.cpu_forward_order(b, torch.empty(1000, 64, dtype=torch.bfloat16))[0] == "cpp"
+            for b in (8, 9)] == [True, False]
+    assert hops.cpu_forward_order(1, torch.empty(1000, 256, dtype=torch.bfloat16))[0] != "cpp"
+    assert hops.cpu_forward_order(1, torch.empty(10_000, 128, dtype=torch.float16))[0] == "cpp"  # float16: its own
+
+
 @pytest.mark.parametrize("n", [1000, 10_000])
 def test_very_wide_keys_go_to_the_gemm_path_from_gemm_min_batch(clean, monkeypatch, n):
     wide = torch.empty(n, 4096)

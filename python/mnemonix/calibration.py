@@ -102,7 +102,10 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "cpp_lane_max_batch_float16": 0, "cpp_lane_max_batch_bfloat16": 0,
                               # ... and up to this batch on keys of cpp_min_bytes_<dtype> or more
                               # (d, dv <= cpp_lane_max_dims; 0: no such rule)
-                              "cpp_lane_max_batch_large_float16": 0, "cpp_lane_max_batch_large_bfloat16": 0},
+                              "cpp_lane_max_batch_large_float16": 0, "cpp_lane_max_batch_large_bfloat16": 0,
+                              # keys up to this wide take the row scan's B x d rule on keys under
+                              # cpp_min_bytes_<dtype> too (0: none; that bound is 0 here anyway)
+                              "cpp_row_scan_max_dim_float16": 0, "cpp_row_scan_max_dim_bfloat16": 0},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
                           "cpp_max_batch_narrow": 256, "gemm_chunk_scores": 384 << 10},
     },
@@ -174,6 +177,13 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # on large stores"). Smaller stores were mixed (N = 1e5, d = 128, B = 64:
                               # 1.11-1.18x), as were wider keys (N = 1e5, d = 1,024, B = 32: 1.40-1.49x)
                               "cpp_lane_max_batch_large_bfloat16": 64,
+                              # ... and on smaller stores keys up to d = 128 take the row scan while
+                              # B x d <= 512 (cpp_max_dims_bfloat16): d = 128, B <= 4 led the flash
+                              # kernel at every N (0.53-1.01x over three grids; N = 1e4, B = 1:
+                              # 0.75-0.87x), d = 64, B = 8 too (0.84x), where d = 256 and 512 at
+                              # B = 1 lost (1.10-1.76x; bench/NOTES.md, "bfloat16 row scan on
+                              # smaller stores")
+                              "cpp_row_scan_max_dim_bfloat16": 128,
                               # float32 keys wider than 256 on stores that stream: the lanes up to
                               # B = 32 (cpp_max_batch_large_store), at 0.43-0.93x the time of the
                               # policy's choice before (flash or GEMM) at 12 shapes, N = 3,000..1e5,

@@ -200,7 +200,8 @@ def cpu_half_order_at(b: int, n: int, d: int, code: int, dv: int | None = None) 
     """CPU backends without a gradient for 16-bit operands (``code`` 1: float16, 2: bfloat16),
     fastest first. The C++ kernel (16-bit rows read in place, computed in float32) for narrow keys
     (d <= ``narrow_dim``) while B <= ``cpp_max_batch_narrow_<dtype>``, and for wider ones on keys
-    of at least ``cpp_min_bytes_<dtype>`` (where the single read of the rows pays) while
+    of at least ``cpp_min_bytes_<dtype>`` (where the single read of the rows pays; any size for
+    d <= ``cpp_row_scan_max_dim_<dtype>``) while
     B x d <= ``cpp_max_dims_<dtype>`` or B <= ``cpp_min_batch_<dtype>``, and across its query
     lanes up to ``cpp_lane_max_batch_<dtype>`` (``cpp_lane_max_batch_large_<dtype>`` on keys of
     ``cpp_min_bytes_<dtype>`` or more; values of ``dv`` columns; None: the
@@ -226,7 +227,8 @@ def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
         cpp_first = b <= limits[f"cpp_max_batch_narrow_{dtype}"]
     else:
         most = max(limits[f"cpp_min_batch_{dtype}"], limits[f"cpp_max_dims_{dtype}"] // d)
-        cpp_first = b <= most and n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"]
+        rows_pay = n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"] or d <= limits[f"cpp_row_scan_max_dim_{dtype}"]
+        cpp_first = b <= most and rows_pay
     lane_batch, lane_dims = limits[f"cpp_lane_max_batch_{dtype}"], limits["cpp_lane_max_dims"]
     if n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"]:
         lane_batch = max(lane_batch, limits[f"cpp_lane_max_batch_large_{dtype}"])
