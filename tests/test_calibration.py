@@ -354,7 +354,9 @@ def test_wide_keys_on_a_store_that_streams_take_the_lanes_only_where_the_rule_is
     assert hops.cpu_forward_order(16, streams)[0] != "cpp"  # no large-store lane rule: d > 256
     path.write_text(json.dumps(_doc(**rule, cpp_lane_max_dims_large_store=4096)))
     calibration.reload()
-    assert [hops.cpu_forward_order(b, streams)[0] == "cpp" for b in (15, 16, 32, 33)] == [False, True, True, False]
+    first = hb._core_retrieval().lane_min_batch
+    assert [hops.cpu_forward_order(b, streams)[0] == "cpp" for b in (first - 1, first, 32, 33)] == \
+        [False, True, True, False]
     assert hops.cpu_forward_order(16, torch.empty(10_000, 2048), torch.empty(10_000, 4097))[0] != "cpp"  # dv
     assert hops.cpu_forward_order(16, torch.empty(2048, 2048))[0] == "cpp"  # 16 MB: streams too
     assert hops.cpu_forward_order(16, torch.empty(2047, 4096))[0] != "cpp"  # few rows: queries split
@@ -383,9 +385,10 @@ def test_16_bit_lanes_reach_their_large_batch_only_on_keys_of_the_dtypes_min_byt
     assert hops.cpu_forward_order(16, large)[0] != "cpp"  # no such rule (the default 0)
     path.write_text(json.dumps(_doc(**rule, cpp_lane_max_batch_large_bfloat16=64)))
     calibration.reload()
-    # 128 MB of keys: the lanes from their first batch (16) to 64; B = 4 is the row scan's (B x d <= 512)
-    assert [hops.cpu_forward_order(b, large)[0] == "cpp" for b in (4, 8, 15, 16, 64, 65)] == \
-        [True, False, False, True, True, False]
+    # 128 MB of keys: the lanes from their first batch to 64; B = 4 is the row scan's (B x d <= 512)
+    first = hb._core_retrieval().lane_min_batch
+    assert [hops.cpu_forward_order(b, large)[0] == "cpp" for b in (4, first - 1, first, 64, 65)] == \
+        [True, False, True, True, False]
     assert hops.cpu_forward_order(16, small)[0] != "cpp"  # 26 MB: under cpp_min_bytes_bfloat16
     assert hops.cpu_forward_order(16, torch.empty(1 << 16, 512, dtype=torch.bfloat16))[0] != "cpp"  # d > 256
     assert hops.cpu_forward_order(16, torch.empty(1 << 19, 128, dtype=torch.float16))[0] != "cpp"  # float16: 0

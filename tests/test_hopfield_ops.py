@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import kernel_classes
 import pytest
 import torch
 from hypothesis import given, settings
@@ -307,9 +308,10 @@ def test_cpp_small_stores_split_queries_over_threads_bit_for_bit(seed, b, n, d, 
     bias = torch.where(torch.rand(n, generator=gen) < 0.3, -math.inf, 0.0).numpy() if masked else None
     one = core.retrieve(q.numpy(), k.numpy(), v, beta=0.7, bias=bias, num_threads=1)
     many = core.retrieve(q.numpy(), k.numpy(), v, beta=0.7, bias=bias, num_threads=threads)
-    # ... and the queries beside it: from 16 queries the scan puts them across the lanes (a
-    # different summation order), so the last 16 stand for the batch, or below 16 the last one
-    tail = 16 if b >= 16 else 1
+    # ... and the queries beside it within its batch class (the row scan, one lane group with
+    # row parts, lane groups in one part: three summation orders), so the last queries of the
+    # class's smallest batch stand for the batch
+    tail = kernel_classes.smallest_batch_of_class(core, b)
     alone = core.retrieve(q[-tail:].numpy(), k.numpy(), v, beta=0.7, bias=bias, num_threads=threads)
     for x, y in zip(one, many):
         assert x.tobytes() == y.tobytes()

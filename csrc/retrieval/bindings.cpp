@@ -428,6 +428,7 @@ void bind(py::module_& m) {
         "out and lse are all finite.");
   m.def("max_threads", &maxThreads, "Threads OpenMP would use by default.");
   m.attr("lane_min_batch") = kLaneMinBatch;
+  m.attr("lane_one_group_batch") = kLaneOneGroupBatch;
   m.attr("lane_max_dims") = kLaneMaxDims;
   m.def("lane_width", &laneWidth,
         "The query-lane scan's vector width on this CPU: 16 with AVX-512, else 8 (capped by set_max_lane_width).");

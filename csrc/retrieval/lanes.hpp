@@ -32,7 +32,16 @@
 namespace mnemonix {
 namespace retrieval {
 
-constexpr size_t kLaneMinBatch = 16;  // two threads still get a full 8-lane vector of queries each
+// From 8 queries (one AVX2 vector, half an AVX-512 one): at B = 8 the lanes beat the row scan's
+// lane reductions even half empty at 16 lanes (Xeon, N = 1e4, B = 8: 0.70-0.74x at d = 32..128;
+// 16 lanes 0.71-0.77x of 8 there); at B = 4 they lost (1.10-1.17x at N = 1e4..1e5).
+constexpr size_t kLaneMinBatch = 8;
+// Up to this many queries (one AVX-512 vector, two AVX2 ones) a lane batch is one group of
+// queries, which the threads share by rows: on a small store its rows go in parts fixed by the
+// shape (retrieveSmallStore). Against groups of 8 queries, one thread each (Xeon, two threads):
+// B = 12 0.58-0.81x, B = 16 0.77-0.92x at N = 1e3, d = 32..4,096; one group of 24 queries lost
+// to 16 + 8 (1.03-1.31x at B = 20..31).
+constexpr size_t kLaneOneGroupBatch = 16;
 // Keys and values up to 4,096 wide: a block's transposed queries (64 x d floats, 1 MB at 4,096)
 // stay in L2, and at every d up to there the lane scan beat the row scan at both widths on the
 // Zen 5 EPYC (N = 1e4, B = 16, d = 4,096: 10.3 ms at 16 lanes, 18.9 at 8, 24.9 row by row); at

@@ -6,7 +6,7 @@
 // (under 2048 rows) is cut into parts fixed by its shape, and the threads take (queries, part)
 // jobs, so cache-sized stores use every core too. Keys are
 // visited in tiles of a few rows that stay in L1/L2: each tile is read from memory once and
-// serves both the dot products and, when the values are the keys, the weighted sum. From 16
+// serves both the dot products and, when the values are the keys, the weighted sum. From 8
 // queries the tiles are scanned with the queries across the lanes (lanes.hpp). Inner loops are
 // written for the compiler's vectoriser (`#pragma omp simd`, a polynomial exp), and x86-64
 // builds carry an AVX2/FMA clone chosen at load time (GCC `target_clones`, glibc ifunc), so
@@ -248,8 +248,8 @@ inline void convertRows(rows::RowType type, const void* src, size_t count, size_
 // Multiply-adds a stored value costs on this problem's scan, in float32 row-scan units: 16-bit
 // rows on the row scan pay their conversion too, about as much again (raw kernel, one thread,
 // N = 1e3, d = 128, B = 1: float32 11.5 us, bfloat16 19.4), so the work bounds that share a
-// call over the threads count them twice. The lane scan spreads a conversion over 16 queries
-// (1: its float32 bits stay the same at any dtype).
+// call over the threads count them twice. The lane scan spreads a conversion over 8 queries or
+// more (1: its float32 bits stay the same at any dtype).
 inline size_t valueCost(const Problem& pb) {
   return pb.type != rows::RowType::Float32 && !pb.lanes ? 2 : 1;
 }
@@ -407,9 +407,11 @@ inline void retrieveByRows(const Problem& pb, int nThreads, size_t maxParts, flo
 
 // Rows of a store too small to split over the threads: parts fixed by the shape alone, so that
 // a query's out, lse and argmax are the same bits whatever the thread count and the batch beside
-// it (below 16 queries; from 16 the lanes change the summation order, and the lane scan takes
-// the rows as one part: its per-call transpose of the queries made parts cost 7% at N = 1,500,
-// d = 128, B = 128 and 1.3-1.5x at N = 1e3, d = 4,096, B = 16). Where one query is worth two
+// it within its class: below kLaneMinBatch queries (the row scan), up to kLaneOneGroupBatch (one
+// lane group: parts as for one query, at eight queries' work) and past it (the lanes change
+// the summation order, and past kLaneOneGroupBatch the lane scan takes the rows as one part: its
+// per-call transpose of the queries made parts cost 7% at N = 1,500, d = 128, B = 128 and
+// 1.3-1.5x at N = 1e3, d = 4,096, B = 16). Where one query is worth two
 // threads (kSmallStoreSplitWork multiply-adds, twice a thread's share below: N = 2,000, d = 100,
 // B = 1 took 19.3 us on one thread, 14.3 on two; N = 1e3, d = 150, 16.0 against 17.1), an even
 // number of parts, at least two (two threads then take as many each: N = 1e3, d = 1,024, B = 1
@@ -436,18 +438,21 @@ inline size_t smallStoreParts(size_t n, size_t d, size_t dv, size_t cost) {
 // each thread the same parts at every call, so that its rows stay in its core's L2 (N = 1e5,
 // d = 4, B = 1: 254 -> 182 us against parts taken dynamically; N = 1e3, d = 512: 30.3 -> 27.7;
 // N = 1e3, d = 1,024 lost 3%: 80 -> 82). Groups of queries are whole 8-lane vectors when the
-// scan runs across the lanes (as many groups at either width). The states are bounded (~16M
+// scan runs across the lanes (as many groups at either width; a batch up to kLaneOneGroupBatch
+// is one group: 8 + 4 queries cost two 8-query scans at 16 lanes). The states are bounded (~16M
 // floats): past that (B x dv x parts > 16M) fewer parts, which then depend on the batch.
 // `work`: the call's multiply-adds, N (d + dv) B.
 inline void retrieveSmallStore(const Problem& pb, size_t groups, size_t threads, size_t work, float* out,
                                float* lse, int64_t* argmax, bool* scoresFinite) {
   size_t per = (pb.batch + groups - 1) / groups;
-  if (pb.lanes) {
-    per = lanePitch(per, 8);
+  if (pb.lanes) {  // one group up to kLaneOneGroupBatch: its parts share the threads evenly
+    per = pb.batch <= kLaneOneGroupBatch ? pb.batch : lanePitch(per, 8);
     groups = (pb.batch + per - 1) / per;
   }
-  const size_t nParts =
-      pb.lanes ? 1 : std::min(smallStoreParts(pb.n, pb.d, pb.dv, valueCost(pb)), stateParts(pb.batch, pb.dv));
+  const size_t shapeParts = !pb.lanes                        ? smallStoreParts(pb.n, pb.d, pb.dv, valueCost(pb))
+                            : pb.batch <= kLaneOneGroupBatch ? smallStoreParts(pb.n, pb.d, pb.dv, kLaneMinBatch)
+                                                             : 1;
+  const size_t nParts = std::min(shapeParts, stateParts(pb.batch, pb.dv));
   const size_t rowsPer = (pb.n + nParts - 1) / nParts;
   const bool jobPerGroup = groups >= threads;
   const size_t partsPerJob = jobPerGroup ? nParts : 1;
@@ -496,7 +501,7 @@ inline void retrieveRows(rows::RowType type, const void* queries, size_t batch, 
   threads = 1;
 #endif
   threads = std::max(threads, 1);
-  // Queries across the lanes from 16 of them (the scores of a query then depend on the batch's
+  // Queries across the lanes from 8 of them (the scores of a query then depend on the batch's
   // size only through this choice), while a value row's column blocks stay within L1's ways.
   const bool acrossLanes = batch >= kLaneMinBatch && d <= kLaneMaxDims && dv <= kLaneMaxDims;
   const size_t lanes = acrossLanes ? laneWidth() : 0;

@@ -222,9 +222,11 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # bfloat16: the flash kernel's GEMMs are faster here, so the C++ kernel
                               # keeps narrow keys to B = 128 (0.83-0.98x; B = 512: 1.10x), B x d <= 8,192
                               # (d = 128, B = 32: 0.61-0.97x, B = 128: 0.93-1.03; d = 1,024, B = 8:
-                              # 0.55-0.83, B = 32 lost, 1.18-1.39) and the row scan's batches (B < 16)
-                              # at any d (d = 4,096, B = 8: 0.47); from B = 16 the 8-wide lanes lost
-                              # at d = 4,096 (1.05-1.20x), though the row scan past them still led
+                              # 0.55-0.83, B = 32 lost, 1.18-1.39) and the row scan's batches (B < 16
+                              # then; the lanes take B >= 8 since, 0.6x the row scan's time at 8 lanes
+                              # on the Xeon, d = 2,048-4,096) at any d (d = 4,096, B = 8: 0.47);
+                              # from B = 16 the 8-wide lanes lost at d = 4,096 (1.05-1.20x), though
+                              # the row scan past them still led
                               # (d = 12,288, B = 16-100: 0.39-0.67x, left to flash)
                               "cpp_lane_max_batch_float16": 1 << 20, "cpp_max_dims_float16": 256 << 10,
                               "cpp_min_batch_float16": 256,

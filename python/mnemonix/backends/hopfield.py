@@ -86,7 +86,7 @@ def _not_batch_invariant(inputs, why: str) -> list[str]:
 
 def _cpp_reasons(inputs) -> list[str]:
     reasons = [] if _core_retrieval() is not None else ["mnemonix._core.retrieval is not built"]
-    reasons += _not_batch_invariant(inputs, "its N-split into thread parts follows B, and from 16 queries they "
+    reasons += _not_batch_invariant(inputs, "its N-split into thread parts follows B, and from 8 queries they "
                                             "go across the vector lanes")
     if getattr(inputs, "association_bias", None) is not None:
         reasons.append("the C++ kernel takes no association mask (a bias per stored pattern only)")
