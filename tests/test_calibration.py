@@ -354,9 +354,13 @@ def test_wide_keys_on_a_store_that_streams_take_the_lanes_only_where_the_rule_is
     assert hops.cpu_forward_order(16, streams)[0] != "cpp"  # no large-store lane rule: d > 256
     path.write_text(json.dumps(_doc(**rule, cpp_lane_max_dims_large_store=4096)))
     calibration.reload()
+    # from cpp_lane_min_batch_large_store (16), not the kernel's first lane batch (8)
+    assert [hops.cpu_forward_order(b, streams)[0] == "cpp" for b in (8, 15, 16, 32, 33)] == \
+        [False, False, True, True, False]
+    path.write_text(json.dumps(_doc(**rule, cpp_lane_max_dims_large_store=4096, cpp_lane_min_batch_large_store=8)))
+    calibration.reload()
     first = hb._core_retrieval().lane_min_batch
-    assert [hops.cpu_forward_order(b, streams)[0] == "cpp" for b in (first - 1, first, 32, 33)] == \
-        [False, True, True, False]
+    assert [hops.cpu_forward_order(b, streams)[0] == "cpp" for b in (first - 1, first, 32)] == [False, True, True]
     assert hops.cpu_forward_order(16, torch.empty(10_000, 2048), torch.empty(10_000, 4097))[0] != "cpp"  # dv
     assert hops.cpu_forward_order(16, torch.empty(2048, 2048))[0] == "cpp"  # 16 MB: streams too
     assert hops.cpu_forward_order(16, torch.empty(2047, 4096))[0] != "cpp"  # few rows: queries split

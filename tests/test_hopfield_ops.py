@@ -214,9 +214,10 @@ def test_policy_sends_mid_batches_to_the_lane_scan(width):
     assert first_choice(first, d=dims + 1) != "cpp"  # keys wider than measured for the lanes
     assert first_choice(first, dv=dims + 1) != "cpp"  # values too wide
     # ... except on a store that streams (this one: 100k rows), to the Xeon's wider limit while
-    # B <= cpp_max_batch_large_store
-    wide = xeon["cpp_lane_max_dims_large_store"]
-    assert first_choice(first, d=wide, large_store_dims=wide) == "cpp"
+    # cpp_lane_min_batch_large_store <= B <= cpp_max_batch_large_store
+    wide, least = xeon["cpp_lane_max_dims_large_store"], limits["cpp_lane_min_batch_large_store"]
+    assert first_choice(least, d=wide, large_store_dims=wide) == "cpp"
+    assert first_choice(least - 1, d=wide, large_store_dims=wide) != "cpp"
     assert first_choice(limits["cpp_max_batch_large_store"] + 1, d=wide, large_store_dims=wide) != "cpp"
     # up to the kernel's own limit where a CPU's thresholds allow it (the Zen 5 profile)
     deeper = core.lane_max_dims

@@ -92,6 +92,13 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               # cpp_max_batch_large_store too (0: no such rule; the Xeon profile
                               # sets one)
                               "cpp_lane_max_dims_large_store": 0,
+                              # ... from this batch: below 16 queries a 16-lane vector runs half
+                              # empty, and on the Xeon the split flash kernel led at d = 512
+                              # (N = 1e4, B = 8: 1.00 ms against 1.14; N = 1e5: 16.6 against 19.4)
+                              # and on 40 MB at d = 1,024 (2.43 against 2.7-2.9), though the lanes
+                              # led at d = 2,048 (N = 1e4: 4.7 against 7.0) and from 120 MB at
+                              # d = 1,024 (8.2 against 10.2; bench/NOTES.md, "Query lanes from 8")
+                              "cpp_lane_min_batch_large_store": 16,
                               # 16-bit operands (bench/NOTES.md, "16-bit operands"): the Xeon's
                               # float16 fit, whose flash kernel has no 16-bit GEMM unit to use
                               # (unmeasured on the EPYC, which has none for either dtype)
