@@ -444,15 +444,18 @@ inline size_t smallStoreParts(size_t n, size_t d, size_t dv, size_t cost) {
 // `work`: the call's multiply-adds, N (d + dv) B.
 inline void retrieveSmallStore(const Problem& pb, size_t groups, size_t threads, size_t work, float* out,
                                float* lse, int64_t* argmax, bool* scoresFinite) {
+  const size_t shapeParts = !pb.lanes                        ? smallStoreParts(pb.n, pb.d, pb.dv, valueCost(pb))
+                            : pb.batch <= kLaneOneGroupBatch ? smallStoreParts(pb.n, pb.d, pb.dv, kLaneMinBatch)
+                                                             : 1;
+  const size_t nParts = std::min(shapeParts, stateParts(pb.batch, pb.dv));
+  // 16-bit rows: each group converts every row it scans, so where the parts can feed every
+  // thread the queries stay one group (each row converted once)
+  if (pb.type != rows::RowType::Float32 && !pb.lanes && nParts >= threads) groups = 1;
   size_t per = (pb.batch + groups - 1) / groups;
   if (pb.lanes) {  // one group up to kLaneOneGroupBatch: its parts share the threads evenly
     per = pb.batch <= kLaneOneGroupBatch ? pb.batch : lanePitch(per, 8);
     groups = (pb.batch + per - 1) / per;
   }
-  const size_t shapeParts = !pb.lanes                        ? smallStoreParts(pb.n, pb.d, pb.dv, valueCost(pb))
-                            : pb.batch <= kLaneOneGroupBatch ? smallStoreParts(pb.n, pb.d, pb.dv, kLaneMinBatch)
-                                                             : 1;
-  const size_t nParts = std::min(shapeParts, stateParts(pb.batch, pb.dv));
   const size_t rowsPer = (pb.n + nParts - 1) / nParts;
   const bool jobPerGroup = groups >= threads;
   const size_t partsPerJob = jobPerGroup ? nParts : 1;
