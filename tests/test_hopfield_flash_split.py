@@ -164,3 +164,53 @@ def test_one_part_goes_through_the_merge_only_for_small_outputs():
     assert finite is True
     torch.testing.assert_close(out, want_out.float(), atol=3e-5, rtol=3e-5)
     torch.testing.assert_close(lse, want_lse.float(), atol=3e-5, rtol=3e-5)
+
+
+def _outcome(q, k, beta, backend):
+    """``("raises", type)`` or ``("out", out as float64)`` of one call."""
+    try:
+        return "out", ops.hopfield_retrieve(q, k, beta=beta, backend=backend).double()
+    except ValueError as error:
+        return "raises", type(error)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.sampled_from([40, 2500, 6000]), b=st.integers(1, 3), d=st.integers(4, 40), near=st.floats(0.0, 1.0),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), seed=st.integers(0, 2**31 - 1))
+def test_sdpa_on_logits_past_float32_agrees_with_the_streaming_pass(n, b, d, near, dtype, seed):
+    # Finite operands whose products pass float32's range: the keys past the first `near` share
+    # make -inf logits. The flash kernel gives a query without a finite logit out = 0, lse = 0,
+    # which the merge of key parts used to weigh as a real part (a wrong out) and the unsplit call
+    # returned: every path must now do what the streaming pass does (raise, or the same out)
+    gen = torch.Generator().manual_seed(seed)
+    q = (torch.rand(b, d, generator=gen) + 0.5) * 1e18
+    k = -torch.rand(n, d, generator=gen)
+    k[int(near * n):] = -1e30
+    q, k = q.to(dtype), k.to(dtype)
+    want = _outcome(q, k, 1.0, "torch")
+    for backend in ("sdpa", None):
+        got = _outcome(q, k, 1.0, backend)
+        assert got[0] == want[0], backend
+        if got[0] == "raises":
+            assert got[1] is want[1]
+        else:
+            torch.testing.assert_close(got[1], want[1], atol=2e-2 if dtype == torch.bfloat16 else 1e-5, rtol=1e-2)
+
+
+def test_merge_and_flash_check_refuse_the_mark_of_a_query_without_a_finite_logit():
+    # out = 0 and lse = 0 exactly in one part's row: not merged (the caller recomputes); a row
+    # with lse 0 but some out, or out 0 with another lse, merges
+    q = torch.randn(2, 3)
+    part_out, part_lse = torch.randn(2, 2, 3), torch.randn(2, 2)
+    part_out[1, 0], part_lse[1, 0] = 0.0, 0.0
+    empty = torch.empty(0, 3)
+    assert not _merge(part_out.clone(), part_lse.clone(), q, 1.0, empty, empty)
+    part_out[1, 0, 2] = -0.0
+    assert not _merge(part_out.clone(), part_lse.clone(), q, 1.0, empty, empty)  # -0 is zero too
+    part_out[1, 0, 1] = 1e-30
+    assert _merge(part_out.clone(), part_lse.clone(), q, 1.0, empty, empty)
+    out, lse = torch.zeros(2, 3, dtype=torch.bfloat16), torch.tensor([0.5, 0.0])
+    args = (out.data_ptr(), lse.data_ptr(), 2, 3, q.data_ptr(), 0)
+    assert not core.flash_checked_at(2, *args)
+    lse[1] = 1.0
+    assert core.flash_checked_at(2, *args)

@@ -331,6 +331,45 @@ bool allFiniteTypedAt(const py::args& triples) {
   return true;
 }
 
+// torch's flash kernel gives a query with no finite logit (every logit -inf: finite operands whose
+// products pass float32's range) out = 0 and lse = 0, which reads as a real result, and which a
+// merge of key parts would weigh as one. True when no row of lse [rows] and out [rows, dv] (of
+// `type`) bears that mark: an exact 0 lse and an all-zero out row (a real result can bear it too,
+// rarely; the caller then recomputes the call another way).
+bool noEmptyRows(rows::RowType type, const void* out, const float* lse, size_t rows, size_t dv) {
+  for (size_t r = 0; r < rows; ++r) {
+    if (lse[r] != 0.0f) continue;
+    bool zero = true;
+    if (type == rows::RowType::Float32) {
+      const float* o = static_cast<const float*>(out) + r * dv;
+      for (size_t i = 0; i < dv && zero; ++i) zero = o[i] == 0.0f;
+    } else {
+      const uint16_t* o = static_cast<const uint16_t*>(out) + r * dv;
+      for (size_t i = 0; i < dv && zero; ++i) zero = (o[i] & 0x7fffu) == 0;
+    }
+    if (zero) return false;
+  }
+  return true;
+}
+
+// The fast path's checks of torch's flash kernel, run as is: out [B, dv] of `element_type`, lse
+// [B] float32, the queries and (keys_count > 0) the keys of that type all finite, and no row
+// marked as one without a finite logit (noEmptyRows).
+bool flashCheckedAt(int code, const py::handle& out, const py::handle& lse, size_t batch, size_t dv,
+                    const py::handle& queries, size_t queryCount, const py::handle& keys, size_t keyCount) {
+  constexpr const char* kName = "flash_checked_at";
+  const rows::RowType type = elementType(code, kName);
+  const void* o = addressArg<const char>(out, batch * dv > 0, kName, "out");
+  const float* l = addressArg<const float>(lse, batch > 0, kName, "lse");
+  const void* q = addressArg<const char>(queries, queryCount > 0, kName, "queries");
+  const void* k = addressArg<const char>(keys, keyCount > 0, kName, "keys");
+  py::gil_scoped_release release;
+  return allFiniteRows(type, q, queryCount, kParallelResultValues) &&
+         (keyCount == 0 || allFiniteRows(type, k, keyCount, kParallelResultValues)) &&
+         allFiniteRows(type, o, batch * dv, kParallelResultValues) && allFiniteSerial(l, batch) &&
+         noEmptyRows(type, o, l, batch, dv);
+}
+
 // The flash kernel's results over P key parts merged (merge_parts.hpp) into out [B, dv] and
 // lse [B] (address 0: in place into part 0), and whether the queries and the merged out and lse
 // are all finite (the fast path's checks: the flash kernel turns a NaN query into out = 0).
@@ -355,6 +394,7 @@ bool mergePartsAt(const py::handle& partOut, const py::handle& partLse, size_t p
   const PartsToMerge m{pOut, pLse, parts, batch, dv, q, d, k, v, rest, keyStride, valueStride,
                        static_cast<float>(beta), o, l};
   py::gil_scoped_release release;
+  if (!noEmptyRows(rows::RowType::Float32, pOut, pLse, parts * batch, dv)) return false;  // before out is written
   if (parts == 1 && rest == 0) {  // a copy: each thread copies and checks the share its kernel thread wrote
     const bool outFinite = allShares(batch * dv, kParallelResultValues, [pOut, o](size_t begin, size_t count) {
       if (o != pOut) std::copy(pOut + begin, pOut + begin + count, o + begin);
@@ -425,7 +465,15 @@ void bind(py::module_& m) {
         "rest_values, value_stride, out=0, lse=0): the flash kernel's out [P, B, dv] and lse [P, B] over P key\n"
         "parts, plus `rest` rows scored here, merged exactly into out [B, dv] and lse [B] (0: into part 0;\n"
         "addresses of float32 buffers the caller keeps alive). True when the queries [B, d] and the merged\n"
-        "out and lse are all finite.");
+        "out and lse are all finite, and no part's row bears the flash kernel's mark of a query without a\n"
+        "finite logit (out = 0 and lse = 0 exactly).");
+  m.def("flash_checked_at", &flashCheckedAt, py::arg("element_type"), py::arg("out"), py::arg("lse"),
+        py::arg("batch"), py::arg("dv"), py::arg("queries"), py::arg("query_count"), py::arg("keys") = 0,
+        py::arg("key_count") = 0,
+        "flash_checked_at(element_type, out, lse, batch, dv, queries, query_count, keys=0, key_count=0): True\n"
+        "when torch's flash kernel's out [B, dv] (of element_type 0 float32, 1 float16, 2 bfloat16), lse [B]\n"
+        "(float32), the queries and the keys (key_count 0: not read) are all finite and no row bears the kernel's\n"
+        "mark of a query without a finite logit (out = 0 and lse = 0 exactly). Addresses of contiguous buffers.");
   m.def("max_threads", &maxThreads, "Threads OpenMP would use by default.");
   m.attr("lane_min_batch") = kLaneMinBatch;
   m.attr("lane_one_group_batch") = kLaneOneGroupBatch;

@@ -209,12 +209,16 @@ def _flash_unsplit(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tu
     if kernel is None:
         return None
     b, d, n, dv = dims
+    core = hb._core_retrieval()
+    if core is None:
+        return None
     k4 = k.view(1, 1, n, d)
     out, lse = kernel(q.view(1, 1, b, d), k4, k4 if v is None else v.view(1, 1, n, dv), 0.0, False, attn_mask=None,
                       scale=beta)
     # the queries are read too (the flash kernel turns a NaN query into out = 0, lse = 0), and the
-    # keys when the values are apart (a key with NaN or -inf logits gets weight 0 there)
-    if not (_finite_typed(code, (q, None if v is None else k, out), lse) if code
-            else _finite(q, None if v is None else k, out, lse)):
+    # keys when the values are apart (a key with NaN or -inf logits gets weight 0 there); a row of
+    # out = 0 and lse = 0 may be a query without a finite logit (logits past float32's range)
+    if not core.flash_checked_at(code, out.data_ptr(), lse.data_ptr(), b, dv, q.data_ptr(), b * d,
+                                 0 if v is None else k.data_ptr(), 0 if v is None else n * d):
         return None  # a NaN/Inf in queries, keys or values, or logits beyond float32: the general path says which
     return out.view(b, dv), lse.view(b) if want_lse else None, None
