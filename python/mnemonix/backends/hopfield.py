@@ -410,14 +410,13 @@ def run_sdpa(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None
     parts = flash_splits(q, k, None if v is k else v, mask)
     if parts > 1:  # one group, a small batch: the keys in parts fill the cores (the fast path's call too)
         out, lse, ok = flash_split(q[0, 0], k[0, 0], None if v is k else v[0, 0], beta, parts)
-        if not ok:  # a part's row without a finite logit, or a NaN/Inf: the streaming pass says what it is
-            return run_torch(queries, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=want_argmax,
-                             assoc=assoc)
-        return out[None, None], lse[None, None], None
-    groups = q.shape[:2]  # the kernel reads stride-0 (shared) groups correctly: no copy
-    k, v = k.expand(*groups, *k.shape[2:]), v.expand(*groups, *v.shape[2:])
-    out, lse = _sdpa_kernel()(q, k, v, 0.0, False, attn_mask=mask, scale=beta)
-    if bool(((lse == 0) & (out == 0).all(-1)).any()):  # maybe a query without a finite logit (merge_parts_at)
+        out, lse = out[None, None], lse[None, None]
+    else:
+        groups = q.shape[:2]  # the kernel reads stride-0 (shared) groups correctly: no copy
+        k, v = k.expand(*groups, *k.shape[2:]), v.expand(*groups, *v.shape[2:])
+        out, lse = _sdpa_kernel()(q, k, v, 0.0, False, attn_mask=mask, scale=beta)
+        ok = not bool(((lse == 0) & (out == 0).all(-1)).any())  # merge_parts_at's test of the same mark
+    if not ok:  # maybe a query without a finite logit (out = 0, lse = 0): the streaming pass says what it is
         return run_torch(queries, keys, values, beta=beta, logit_bias=logit_bias, want_argmax=want_argmax,
                          assoc=assoc)
     work = torch.float64 if q.dtype == torch.float64 else torch.float32

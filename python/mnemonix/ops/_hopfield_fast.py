@@ -34,7 +34,7 @@ from mnemonix.backends import no_grad_wanted, no_mode, numpy_view
 _F32 = torch.float32
 _TENSOR = torch.Tensor
 _STRIDED = torch.strided
-# The element codes of the C++ kernel (retrieve_checked_at, all_finite_typed_at) by dtype
+# The element codes of the C++ kernel (retrieve_checked_at, flash_checked_at) by dtype
 _CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _F32_ROW = torch.empty(0, dtype=torch.float32)  # new_empty of it: a float32 tensor, whatever the default dtype
 _Order = Callable[[int, int, int, int, int | None], tuple[str, ...]]  # the speed policy's order of a shape
@@ -163,19 +163,6 @@ def _finite(*tensors: Tensor | None) -> bool:
             return core.all_finite(*(numpy_view(t) for t in given))
         spans += (t.data_ptr(), t.numel())
     return core.all_finite_at(*spans)
-
-
-def _finite_typed(code: int, tensors: tuple[Tensor | None, ...], lse: Tensor) -> bool:
-    """:func:`_finite` for contiguous ``tensors`` of element code ``code`` (None skipped) and a
-    float32 ``lse``, in one C++ call."""
-    given = [t for t in tensors if t is not None]
-    core = hb._core_retrieval()
-    if core is None:
-        return all(_checks.all_finite(t) for t in (*given, lse))
-    spans = [0, lse.data_ptr(), lse.numel()]
-    for t in given:
-        spans += (code, t.data_ptr(), t.numel())
-    return core.all_finite_typed_at(*spans)
 
 
 def _gemm(q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, want_argmax: bool):
