@@ -361,6 +361,14 @@ def test_wide_keys_on_a_store_that_streams_take_the_lanes_only_where_the_rule_is
     calibration.reload()
     first = hb._core_retrieval().lane_min_batch
     assert [hops.cpu_forward_order(b, streams)[0] == "cpp" for b in (first - 1, first, 32)] == [False, True, True]
+    # ... or from the first lane batch only on keys of cpp_lane_first_batch_min_bytes_large_store
+    bound = 10_000 * 2048 * 4  # the streaming store's bytes
+    for least, from_first in ((bound, True), (bound + 1, False), (0, False)):
+        path.write_text(json.dumps(_doc(**rule, cpp_lane_max_dims_large_store=4096,
+                                        cpp_lane_first_batch_min_bytes_large_store=least)))
+        calibration.reload()
+        assert [hops.cpu_forward_order(b, streams)[0] == "cpp" for b in (first - 1, first, 16)] == \
+            [False, from_first, True], least
     assert hops.cpu_forward_order(16, torch.empty(10_000, 2048), torch.empty(10_000, 4097))[0] != "cpp"  # dv
     assert hops.cpu_forward_order(16, torch.empty(2048, 2048))[0] == "cpp"  # 16 MB: streams too
     assert hops.cpu_forward_order(16, torch.empty(2047, 4096))[0] != "cpp"  # few rows: queries split

@@ -196,11 +196,13 @@ def test_policy_sends_mid_batches_to_the_lane_scan(width):
     top, first = limits["cpp_lane_max_batch"], core.lane_min_batch
     assert top >= first
 
-    def first_choice(b, d=128, dv=None, lanes=top, dims=limits["cpp_lane_max_dims"], large_store_dims=0):
+    def first_choice(b, d=128, dv=None, lanes=top, dims=limits["cpp_lane_max_dims"], large_store_dims=0,
+                     first_batch_bytes=0):
         previous = core.set_max_lane_width(width)
         try:
             wanted = {**limits, "cpp_lane_max_batch": lanes, "cpp_lane_max_dims": dims,
-                      "cpp_lane_max_dims_large_store": large_store_dims}
+                      "cpp_lane_max_dims_large_store": large_store_dims,
+                      "cpp_lane_first_batch_min_bytes_large_store": first_batch_bytes}
             return hops._cpu_forward_order(b, 100_000, d, 4, wanted, dv)[0]
         finally:
             core.set_max_lane_width(previous)
@@ -219,6 +221,11 @@ def test_policy_sends_mid_batches_to_the_lane_scan(width):
     assert first_choice(least, d=wide, large_store_dims=wide) == "cpp"
     assert first_choice(least - 1, d=wide, large_store_dims=wide) != "cpp"
     assert first_choice(limits["cpp_max_batch_large_store"] + 1, d=wide, large_store_dims=wide) != "cpp"
+    # ... from the first lane batch on keys of the profile's bytes or more (these: 1.6 GB)
+    big = xeon["cpp_lane_first_batch_min_bytes_large_store"]
+    assert 0 < big <= 100_000 * wide * 4
+    assert first_choice(first, d=wide, large_store_dims=wide, first_batch_bytes=big) == "cpp"
+    assert first_choice(first - 1, d=wide, large_store_dims=wide, first_batch_bytes=big) != "cpp"
     # up to the kernel's own limit where a CPU's thresholds allow it (the Zen 5 profile)
     deeper = core.lane_max_dims
     assert first_choice(first, d=deeper, dims=deeper) == "cpp"
@@ -230,7 +237,9 @@ def test_policy_sends_mid_batches_to_the_lane_scan(width):
     for b, dtype, dv, want in ((first, "float16", None, True), (half_top, "float16", None, True),
                                (half_top + 1, "float16", None, False), (first, "bfloat16", None, False),
                                (first, "float16", dims + 1, False)):
-        got = hops._cpu_half_order(b, 10_000, 128, dtype, limits, dv)[0]
+        # (the defaults' B x d rule for 16-bit rows, so that only the lanes can take these batches)
+        row_rule = {"cpp_max_dims_float16": calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_max_dims_float16"]}
+        got = hops._cpu_half_order(b, 10_000, 128, dtype, {**limits, **row_rule}, dv)[0]
         assert got == ("cpp" if want else "sdpa"), (b, dtype, dv)
 
 

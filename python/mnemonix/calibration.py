@@ -99,6 +99,9 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               # led at d = 2,048 (N = 1e4: 4.7 against 7.0) and from 120 MB at
                               # d = 1,024 (8.2 against 10.2; bench/NOTES.md, "Query lanes from 8")
                               "cpp_lane_min_batch_large_store": 16,
+                              # ... but from the kernel's first lane batch on keys of this many bytes
+                              # or more (0: no such rule; the Xeon profile sets one)
+                              "cpp_lane_first_batch_min_bytes_large_store": 0,
                               # 16-bit operands (bench/NOTES.md, "16-bit operands"): the Xeon's
                               # float16 fit, whose flash kernel has no 16-bit GEMM unit to use
                               # (unmeasured on the EPYC, which has none for either dtype)
@@ -210,6 +213,15 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # the flash kernel's time at 13 shapes, N = 3,000..1e5, d = 512..4,096
                               # (bfloat16 keeps AMX: cpp_lane_max_batch_bfloat16 is 0)
                               "cpp_lane_max_dims_large_store": 4096,
+                              # ... and from B = 8 on keys of 64 MiB or more (below, from B = 16:
+                              # cpp_lane_min_batch_large_store), where the half-empty lanes took
+                              # 0.64-0.81x the split flash kernel's time at B = 8 (N = 1e4,
+                              # d = 2,048: 6.5 ms against 8.0; d = 4,096: 12.5 against 19.5; N = 3e4,
+                              # d = 1,024: 8.7 against 11.0; N = 1e5: 0.73-0.74) but 40 MB at
+                              # d = 1,024 read 0.84-1.06 over four runs and d = 512 lost on 20 MB
+                              # (1.04-1.20; 200 MB: 0.98-1.08; bench/NOTES.md, "Half-empty lanes on
+                              # large stores")
+                              "cpp_lane_first_batch_min_bytes_large_store": 64 << 20,
                               # keys of d >= 4,096 (gemm_min_dim) take the GEMM path from B = 32 only:
                               # below it the flash kernel led (N = 3e4, d = 4,096, B = 4: 44 ms against
                               # GEMM 68; B = 8: 53 against 84; N = 1e4, d = 6,144, B = 16: 38 against

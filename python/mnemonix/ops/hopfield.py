@@ -109,12 +109,15 @@ def _cpp_lanes_large_store(b: int, n: int, d: int, itemsize: int, dv: int | None
     """The query-lane scan on a store that streams from memory, of at least ``cpp_few_rows`` rows,
     for keys and values up to ``cpp_lane_max_dims_large_store`` wide while
     ``cpp_lane_min_batch_large_store`` <= B <= ``cpp_max_batch_large_store`` too (and ``lane_batch``, the
-    dtype's ``cpp_lane_max_batch[_<dtype>]``):
+    dtype's ``cpp_lane_max_batch[_<dtype>]``; from the kernel's first lane batch on keys of
+    ``cpp_lane_first_batch_min_bytes_large_store`` bytes or more, where 0 means never):
     one read of the wide keys serves the lanes' queries, where the flash kernel reads them twice.
     (On fewer rows the kernel splits the queries over the threads, 16 of them into two half-empty
     16-lane vectors.)"""
     most = min(lane_batch, limits["cpp_max_batch_large_store"])
-    return (n >= limits["cpp_few_rows"] and b >= limits["cpp_lane_min_batch_large_store"]
+    first_batch_bytes = limits["cpp_lane_first_batch_min_bytes_large_store"]
+    from_first = 0 < first_batch_bytes <= n * d * itemsize
+    return (n >= limits["cpp_few_rows"] and (from_first or b >= limits["cpp_lane_min_batch_large_store"])
             and not _cache_sized(n, d, itemsize, limits)
             and _cpp_lanes(b, d, dv, most, limits["cpp_lane_max_dims_large_store"]))
 
