@@ -214,3 +214,18 @@ def test_merge_and_flash_check_refuse_the_mark_of_a_query_without_a_finite_logit
     assert not core.flash_checked_at(2, *args)
     lse[1] = 1.0
     assert core.flash_checked_at(2, *args)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 300), b=st.integers(1, 20), d=st.integers(1, 40), seed=st.integers(0, 2**31 - 1),
+       values=st.booleans(), backend=st.sampled_from([None, "cpp", "sdpa", "gemm", "torch", "reference"]))
+def test_a_query_whose_logits_all_overflow_to_minus_inf_is_named_as_such(n, b, d, seed, values, backend):
+    # finite operands, no mask: every logit of query 0 is beyond float32's range below. The error
+    # says so on every backend (it used to blame "mask / association_mask", none given)
+    gen = torch.Generator().manual_seed(seed)
+    q, k = torch.rand(b, d, generator=gen) + 0.5, -(torch.rand(n, d, generator=gen) + 0.5) * 1e30
+    q[0] *= 1e18
+    v = torch.randn(n, 3, generator=gen) if values else None
+    with pytest.raises(ValueError, match=r"logits overflow float32 to -inf: a query has no finite logit") as caught:
+        ops.hopfield_retrieve(q, k, v, beta=1.0, backend=backend)
+    assert "mask" not in str(caught.value)

@@ -405,10 +405,10 @@ def _check_result(checks: _checks.DataChecks, out: torch.Tensor, lse: torch.Tens
     _checks.finite("keys", keys)
     if values is not None:
         _checks.finite("values", values)
-    if bool((lse == float("-inf")).any()):
-        raise ValueError("mask / association_mask must leave every query at least one stored pattern, "
-                         "got a query whose patterns are all masked")
-    raise ValueError("hopfield_retrieve: the logits overflow float32 (inputs are finite): "
+    # the masks passed their checks (flush above): a query left without a finite logit had every
+    # logit overflow to -inf, which is what the message says (it used to blame the masks, given or not)
+    where = " to -inf: a query has no finite logit" if bool((lse == float("-inf")).any()) else ""
+    raise ValueError(f"hopfield_retrieve: the logits overflow float32{where} (inputs are finite): "
                      "lower beta or rescale queries and keys")
 
 
