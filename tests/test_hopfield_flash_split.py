@@ -225,7 +225,7 @@ def test_a_query_whose_logits_all_overflow_to_minus_inf_is_named_as_such(n, b, d
     gen = torch.Generator().manual_seed(seed)
     q, k = torch.rand(b, d, generator=gen) + 0.5, -(torch.rand(n, d, generator=gen) + 0.5) * 1e30
     q[0] *= 1e18
-    v = torch.randn(n, 3, generator=gen) if values else None
+    v = torch.randn(n, d, generator=gen) if values else None  # (sdpa: dv == d)
     with pytest.raises(ValueError, match=r"logits overflow float32 to -inf: a query has no finite logit") as caught:
         ops.hopfield_retrieve(q, k, v, beta=1.0, backend=backend)
     assert "mask" not in str(caught.value)
