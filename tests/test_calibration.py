@@ -376,6 +376,14 @@ def test_wide_keys_on_a_store_that_streams_take_the_lanes_only_where_the_rule_is
     path.write_text(json.dumps(_doc(**{**rule, "cpp_max_batch_large_store": 16}, cpp_lane_max_dims_large_store=4096)))
     calibration.reload()
     assert [hops.cpu_forward_order(b, streams)[0] == "cpp" for b in (16, 17)] == [True, False]
+    # ... past it while B x max(d, dv) <= cpp_lane_max_work_large_store, float32 only
+    path.write_text(json.dumps(_doc(**{**rule, "cpp_max_batch_large_store": 16}, cpp_lane_max_dims_large_store=4096,
+                                    cpp_lane_max_work_large_store=64 * 2048, cpp_lane_max_batch_float16=128)))
+    calibration.reload()
+    assert [hops.cpu_forward_order(b, streams)[0] == "cpp" for b in (16, 64, 65)] == [True, True, False]
+    assert hops.cpu_forward_order(64, streams, torch.empty(10_000, 2049))[0] != "cpp"  # dv counts: 32 there
+    assert hops.cpu_forward_order(32, streams, torch.empty(10_000, 4096))[0] == "cpp"
+    assert [hops.cpu_forward_order(b, streams.half())[0] == "cpp" for b in (16, 17)] == [True, False]  # 16-bit
     # 16-bit keys up to their own lane batch (bfloat16's 0 here: none)
     path.write_text(json.dumps(_doc(**rule, cpp_lane_max_dims_large_store=4096, cpp_lane_max_batch_float16=32)))
     calibration.reload()

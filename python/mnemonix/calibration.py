@@ -102,6 +102,9 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               # ... but from the kernel's first lane batch on keys of this many bytes
                               # or more (0: no such rule; the Xeon profile sets one)
                               "cpp_lane_first_batch_min_bytes_large_store": 0,
+                              # ... and past cpp_max_batch_large_store while B x max(d, dv) <= this,
+                              # float32 only (0: no such rule; the Xeon profile sets one)
+                              "cpp_lane_max_work_large_store": 0,
                               # 16-bit operands (bench/NOTES.md, "16-bit operands"): the Xeon's
                               # float16 fit, whose flash kernel has no 16-bit GEMM unit to use
                               # (unmeasured on the EPYC, which has none for either dtype)
@@ -222,6 +225,12 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # (1.04-1.20; 200 MB: 0.98-1.08; bench/NOTES.md, "Half-empty lanes on
                               # large stores")
                               "cpp_lane_first_batch_min_bytes_large_store": 64 << 20,
+                              # ... and past B = 32 while B x d <= 128k (d = 1,024 to B = 128, 2,048 to
+                              # 64; 4,096 stays at 32, where B = 64 lost, 1.23-1.47x): B = 64-128 at
+                              # d = 1,024-2,048 took 0.76-0.95x the flash kernel's time (8 of 8 shapes,
+                              # N = 1e4 and 1e5; GEMM 0.82-1.17), d = 512 tied (0.93-1.04; bench/NOTES.md,
+                              # "Half-empty lanes on large stores")
+                              "cpp_lane_max_work_large_store": 128 << 10,
                               # keys of d >= 4,096 (gemm_min_dim) take the GEMM path from B = 32 only:
                               # below it the flash kernel led (N = 3e4, d = 4,096, B = 4: 44 ms against
                               # GEMM 68; B = 8: 53 against 84; N = 1e4, d = 6,144, B = 16: 38 against

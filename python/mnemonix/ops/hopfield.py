@@ -105,16 +105,20 @@ def _cpp_lanes(b: int, d: int, dv: int | None, most: int, dims: int) -> bool:
 
 
 def _cpp_lanes_large_store(b: int, n: int, d: int, itemsize: int, dv: int | None, limits: dict[str, int],
-                           lane_batch: int) -> bool:
+                           lane_batch: int, work: int = 0) -> bool:
     """The query-lane scan on a store that streams from memory, of at least ``cpp_few_rows`` rows,
     for keys and values up to ``cpp_lane_max_dims_large_store`` wide while
     ``cpp_lane_min_batch_large_store`` <= B <= ``cpp_max_batch_large_store`` too (and ``lane_batch``, the
     dtype's ``cpp_lane_max_batch[_<dtype>]``; from the kernel's first lane batch on keys of
-    ``cpp_lane_first_batch_min_bytes_large_store`` bytes or more, where 0 means never):
+    ``cpp_lane_first_batch_min_bytes_large_store`` bytes or more, where 0 means never; past
+    ``cpp_max_batch_large_store`` while B x max(d, dv) <= ``work``: float32's
+    ``cpp_lane_max_work_large_store``, 0 for 16-bit rows, which the scan converts once per lane
+    group and which tied or lost there, d = 1,024, B = 128: 1.07x):
     one read of the wide keys serves the lanes' queries, where the flash kernel reads them twice.
     (On fewer rows the kernel splits the queries over the threads, 16 of them into two half-empty
     16-lane vectors.)"""
-    most = min(lane_batch, limits["cpp_max_batch_large_store"])
+    widest = max(d, d if dv is None else dv)
+    most = min(lane_batch, max(limits["cpp_max_batch_large_store"], work // widest))
     first_batch_bytes = limits["cpp_lane_first_batch_min_bytes_large_store"]
     from_first = 0 < first_batch_bytes <= n * d * itemsize
     return (n >= limits["cpp_few_rows"] and (from_first or b >= limits["cpp_lane_min_batch_large_store"])
@@ -184,7 +188,8 @@ def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, 
                        dv: int | None = None) -> tuple[str, ...]:
     lane_batch = limits["cpp_lane_max_batch"]
     lanes = (_cpp_lanes(b, d, dv, lane_batch, limits["cpp_lane_max_dims"])
-             or _cpp_lanes_large_store(b, n, d, itemsize, dv, limits, lane_batch))
+             or _cpp_lanes_large_store(b, n, d, itemsize, dv, limits, lane_batch,
+                                       limits["cpp_lane_max_work_large_store"]))
     if lanes or b <= _cpp_max_batch(n, d, itemsize, limits):
         return ("cpp", "gemm", "sdpa", "torch")
     moderate = b * n <= limits["gemm_max_scores"]
