@@ -393,6 +393,23 @@ def test_wide_keys_on_a_store_that_streams_take_the_lanes_only_where_the_rule_is
     assert hops.cpu_forward_order(16, cached.half())[0] != "cpp"
 
 
+def test_the_16_bit_b_x_d_rule_stops_at_the_lanes_batch_where_one_is_set(clean, monkeypatch):
+    # past the kernel's first lane batch the B x d rule's batches run the lanes: no further than
+    # cpp_lane_max_batch_<dtype> (when set), which the B x d rule alone would pass at narrower keys
+    if hb._core_retrieval() is None:
+        pytest.fail("the C++ extension is part of every install")
+    path = clean / "cal.json"
+    monkeypatch.setenv(calibration.ENV, str(path))
+    keys = {d: torch.empty(10_000, d, dtype=torch.float16) for d in (128, 1024)}
+    for lanes, wanted in ((192, [True, True, False, True, False]), (0, [True, True, True, True, False])):
+        path.write_text(json.dumps(_doc(cpp_max_dims_float16=64 << 10, cpp_min_batch_float16=1,
+                                        cpp_lane_max_batch_float16=lanes, cpp_lane_max_dims=256)))
+        calibration.reload()
+        got = [hops.cpu_forward_order(b, keys[d])[0] == "cpp" for b, d in ((4, 128), (192, 128), (256, 128),
+                                                                           (64, 1024), (65, 1024))]
+        assert got == wanted, lanes
+
+
 def test_16_bit_lanes_reach_their_large_batch_only_on_keys_of_the_dtypes_min_bytes(clean, monkeypatch):
     if hb._core_retrieval() is None:
         pytest.fail("the C++ extension is part of every install")

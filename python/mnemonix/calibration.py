@@ -187,7 +187,8 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # kernel's time at every N = 1e3..1e5 (27 of 27 shapes; d = 8,192-12,288
                               # too, 0.50-0.75x), B = 16-64 at d = 512..2,048 0.64-0.95x (N = 1e3,
                               # d = 2,048, B = 32: 1.04), B = 8 a tie (0.59-1.10); d = 8,192, B = 16 lost
-                              # (1.29-1.63x; bench/NOTES.md, "float16: wide keys to B x d = 64k")
+                              # (1.29-1.63x; bench/NOTES.md, "float16: wide keys to B x d = 64k"); no
+                              # further than the lanes' 192 (d = 128, B = 256 lost: 1.09-1.18x)
                               "cpp_max_dims_float16": 64 << 10,
                               # bfloat16 on stores of 64 MB or more (cpp_min_bytes_bfloat16): the lanes
                               # to B = 64, where one read of the keys serves 16 queries at a time and

@@ -234,13 +234,15 @@ def cpu_half_order_at(b: int, n: int, d: int, code: int, dv: int | None = None) 
 def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
                     dv: int | None = None) -> tuple[str, ...]:
     large = n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"]  # keys where the single read of the rows pays
+    lane_batch = limits[f"cpp_lane_max_batch_{dtype}"]
+    most_lanes = max(lane_batch, limits[f"cpp_lane_max_batch_large_{dtype}"]) if large else lane_batch
     if d <= limits["narrow_dim"]:
         cpp_first = b <= limits[f"cpp_max_batch_narrow_{dtype}"]
     else:
         most = max(limits[f"cpp_min_batch_{dtype}"], limits[f"cpp_max_dims_{dtype}"] // d)
+        if most_lanes:  # past the first lane batch the kernel runs the lanes: no further than they were fitted
+            most = min(most, max(most_lanes, limits[f"cpp_min_batch_{dtype}"]))
         cpp_first = b <= most and (large or d <= limits[f"cpp_row_scan_max_dim_{dtype}"])
-    lane_batch = limits[f"cpp_lane_max_batch_{dtype}"]
-    most_lanes = max(lane_batch, limits[f"cpp_lane_max_batch_large_{dtype}"]) if large else lane_batch
     cpp_first = (cpp_first or _cpp_lanes(b, d, dv, most_lanes, limits["cpp_lane_max_dims"])
                  or _cpp_lanes_large_store(b, n, d, 2, dv, limits, lane_batch))
     return ("cpp", "sdpa", "torch") if cpp_first else ("sdpa", "cpp", "torch")
