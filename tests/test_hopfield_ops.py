@@ -238,7 +238,8 @@ def test_policy_sends_mid_batches_to_the_lane_scan(width):
                                (half_top + 1, "float16", None, False), (first, "bfloat16", None, False),
                                (first, "float16", dims + 1, False)):
         # (the defaults' B x d rule for 16-bit rows, so that only the lanes can take these batches)
-        row_rule = {"cpp_max_dims_float16": calibration.DEFAULTS["cpu"]["hopfield_retrieve"]["cpp_max_dims_float16"]}
+        row_rule = {f"cpp_max_dims_{t}": calibration.DEFAULTS["cpu"]["hopfield_retrieve"][f"cpp_max_dims_{t}"]
+                    for t in ("float16", "bfloat16")}
         got = hops._cpu_half_order(b, 10_000, 128, dtype, {**limits, **row_rule}, dv)[0]
         assert got == ("cpp" if want else "sdpa"), (b, dtype, dv)
 

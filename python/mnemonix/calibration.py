@@ -205,6 +205,15 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # B = 1 lost (1.10-1.76x; bench/NOTES.md, "bfloat16 row scan on
                               # smaller stores")
                               "cpp_row_scan_max_dim_bfloat16": 128,
+                              # ... and since the lanes start at B = 8 (one group to 16 on small
+                              # stores), while B x d <= 1,024, not 512: d = 64 to B = 16 (0.57-0.72x
+                              # the flash kernel's time at N = 1e3..1e5, B = 8-16), d = 128 at B = 8
+                              # (0.90-0.97x), and on stores of 64 MiB or more d = 512 to B = 2
+                              # (N = 1e5: 0.48x), d = 1,024 at B = 1 (a tie). B x d = 2,048 went too
+                              # far: N = 1e5, d = 2,048, B = 1 1.12x, N = 1e3, d = 100, B = 20 1.35x
+                              # (two lane groups of 16 and 4 queries, one per thread), d = 256, B = 8
+                              # 1.14-1.18x (bench/NOTES.md, "bfloat16: B x d to 1,024")
+                              "cpp_max_dims_bfloat16": 1024,
                               # float32 keys wider than 256 on stores that stream: the lanes up to
                               # B = 32 (cpp_max_batch_large_store), at 0.43-0.93x the time of the
                               # policy's choice before (flash or GEMM) at 12 shapes, N = 3,000..1e5,
