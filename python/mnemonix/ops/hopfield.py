@@ -151,7 +151,8 @@ def cpu_forward_order(b: int, keys: torch.Tensor, values: torch.Tensor | None = 
     the store (memory-bound) or, across its query lanes, from
     kLaneMinBatch to ``cpp_lane_max_batch`` queries with d and dv up to ``cpp_lane_max_dims`` (on a
     store that streams, of ``cpp_few_rows`` rows or more, up to ``cpp_lane_max_dims_large_store``
-    while B <= ``cpp_max_batch_large_store``), then
+    while B <= ``cpp_max_batch_large_store``, or B x d <= ``cpp_lane_max_work_large_store``:
+    :func:`_cpp_lanes_large_store`), then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, for wide
     keys on a cache-sized store past the batches the flash kernel splits (``gemm_wide_min_dim``,
     ``gemm_wide_min_batch``) over modest score blocks, or for very wide d (``gemm_min_dim``, from
@@ -212,7 +213,8 @@ def cpu_half_order_at(b: int, n: int, d: int, code: int, dv: int | None = None) 
     (d <= ``narrow_dim``) while B <= ``cpp_max_batch_narrow_<dtype>``, and for wider ones on keys
     of at least ``cpp_min_bytes_<dtype>`` (where the single read of the rows pays; any size for
     d <= ``cpp_row_scan_max_dim_<dtype>``) while
-    B x d <= ``cpp_max_dims_<dtype>`` or B <= ``cpp_min_batch_<dtype>``, and across its query
+    B x d <= ``cpp_max_dims_<dtype>`` (no further than the lanes' batch below, where one is set)
+    or B <= ``cpp_min_batch_<dtype>``, and across its query
     lanes up to ``cpp_lane_max_batch_<dtype>`` (``cpp_lane_max_batch_large_<dtype>`` on keys of
     ``cpp_min_bytes_<dtype>`` or more; values of ``dv`` columns; None: the
     keys; on a store that streams, wider keys as for float32: ``cpp_lane_max_dims_large_store``);
