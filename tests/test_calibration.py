@@ -410,6 +410,34 @@ def test_the_16_bit_b_x_d_rule_stops_at_the_lanes_batch_where_one_is_set(clean, 
         assert got == wanted, lanes
 
 
+def test_wide_keys_on_few_rows_take_the_lanes_at_one_group_or_from_two(clean, monkeypatch):
+    # cpp_lane_max_dims_few_rows: on fewer than cpp_few_rows rows, B = one lane group (its rows
+    # shared by the threads) or from two groups on, never the batches between (two groups, one
+    # per thread, at twice the cost); float32 only, off by default
+    core = hb._core_retrieval()
+    if core is None:
+        pytest.fail("the C++ extension is part of every install")
+    group = core.lane_one_group_batch
+    path = clean / "cal.json"
+    monkeypatch.setenv(calibration.ENV, str(path))
+    rule = dict(cpp_lane_max_batch=128, cpp_lane_max_dims=256, cpp_few_rows=2048, cpp_small_store_max_dims=256,
+                cpp_small_store_min_batch=1, cpp_max_batch=1, cpp_max_batch_few_rows=32, gemm_wide_min_dim=1 << 20,
+                cpp_large_store_max_dims=256)
+    few, wide = torch.empty(1000, 1024), torch.empty(1000, 2049)
+    batches = (group - 1, group, group + 1, 2 * group - 1, 2 * group, 128, 129)
+    for dims, wanted in ((0, [False] * 7), (2048, [False, True, False, False, True, True, False])):
+        path.write_text(json.dumps(_doc(**rule, cpp_lane_max_dims_few_rows=dims)))
+        calibration.reload()
+        assert [hops.cpu_forward_order(b, few)[0] == "cpp" for b in batches] == wanted, dims
+        assert hops.cpu_forward_order(group, wide)[0] != "cpp"  # wider than the rule
+        assert hops.cpu_forward_order(group, few, torch.empty(1000, 2049))[0] != "cpp"  # values too
+        assert hops.cpu_forward_order(group, torch.empty(2048, 1024))[0] != "cpp"  # not few rows (4 MB: cached)
+        assert hops.cpu_forward_order(2 * group, few.half())[0] != "cpp"  # 16-bit rows: their own rules
+    path.write_text(json.dumps(_doc(**rule, cpp_lane_max_dims_few_rows=2048, cpp_lane_max_work_large_store=64 * 1024)))
+    calibration.reload()  # ... and B x max(d, dv) within the float32 lanes' work bound, where one is set
+    assert [hops.cpu_forward_order(b, few)[0] == "cpp" for b in (64, 65)] == [True, False]
+
+
 def test_16_bit_lanes_reach_their_large_batch_only_on_keys_of_the_dtypes_min_bytes(clean, monkeypatch):
     if hb._core_retrieval() is None:
         pytest.fail("the C++ extension is part of every install")

@@ -105,6 +105,10 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               # ... and past cpp_max_batch_large_store while B x max(d, dv) <= this,
                               # float32 only (0: no such rule; the Xeon profile sets one)
                               "cpp_lane_max_work_large_store": 0,
+                              # ... and on stores of fewer than cpp_few_rows rows, float32 keys and
+                              # values up to this wide at B = 16 or from 32 (0: no such rule; the Xeon
+                              # profile sets one)
+                              "cpp_lane_max_dims_few_rows": 0,
                               # 16-bit operands (bench/NOTES.md, "16-bit operands"): the Xeon's
                               # float16 fit, whose flash kernel has no 16-bit GEMM unit to use
                               # (unmeasured on the EPYC, which has none for either dtype)
@@ -241,6 +245,13 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # N = 1e4 and 1e5; GEMM 0.82-1.17), d = 512 tied (0.93-1.04; bench/NOTES.md,
                               # "Half-empty lanes on large stores")
                               "cpp_lane_max_work_large_store": 128 << 10,
+                              # ... and on fewer than 2,048 rows (cpp_few_rows) keys up to 2,048 wide at
+                              # B = 16 (one lane group whose rows the threads share) and from B = 32
+                              # while B x d <= 128k as above (d = 2,048, B = 128: GEMM 4.57 ms, lanes 5.23):
+                              # 0.70-0.96x the flash kernel's time at N = 1e3, d = 512-2,048, B = 16,
+                              # 32-96 (21 shapes over two grids), where B = 24 took 0.99-1.15x (two
+                              # lane groups, one per thread; bench/NOTES.md, "Lanes on few rows")
+                              "cpp_lane_max_dims_few_rows": 2048,
                               # keys of d >= 4,096 (gemm_min_dim) take the GEMM path from B = 32 only:
                               # below it the flash kernel led (N = 3e4, d = 4,096, B = 4: 44 ms against
                               # GEMM 68; B = 8: 53 against 84; N = 1e4, d = 6,144, B = 16: 38 against

@@ -126,6 +126,26 @@ def _cpp_lanes_large_store(b: int, n: int, d: int, itemsize: int, dv: int | None
             and _cpp_lanes(b, d, dv, most, limits["cpp_lane_max_dims_large_store"]))
 
 
+def _cpp_lanes_few_rows(b: int, n: int, d: int, dv: int | None, limits: dict[str, int]) -> bool:
+    """The query-lane scan on a store of fewer than ``cpp_few_rows`` rows, for keys and values up to
+    ``cpp_lane_max_dims_few_rows`` wide (0: no such rule), at B = ``lane_one_group_batch`` (16: one
+    lane group whose rows the threads share) or from twice that to ``cpp_lane_max_batch`` while
+    B x max(d, dv) <= ``cpp_lane_max_work_large_store`` (where one is set; N = 1e3, d = 2,048,
+    B = 128: the GEMM path 4.57 ms, the lanes 5.23): the
+    batches between take two lane groups, one per thread, at the cost of twice the one group's
+    queries (N = 1e3, d = 512, B = 24: 1.14x the flash kernel's time, where B = 16 took 0.92 and
+    B = 40 0.79)."""
+    dims = limits["cpp_lane_max_dims_few_rows"]
+    core = hb._core_retrieval() if dims and n < limits["cpp_few_rows"] else None
+    if core is None:
+        return False
+    most, work = limits["cpp_lane_max_batch"], limits["cpp_lane_max_work_large_store"]
+    if work:
+        most = min(most, work // max(d, d if dv is None else dv))
+    group = core.lane_one_group_batch
+    return (b == group or b >= 2 * group) and _cpp_lanes(b, d, dv, most, dims)
+
+
 def _cache_sized(n: int, d: int, itemsize: int, limits: dict[str, int]) -> bool:
     """Keys of one group the caches hold (under ``cpp_large_store_bytes``), as opposed to a store
     that streams from memory."""
@@ -152,7 +172,8 @@ def cpu_forward_order(b: int, keys: torch.Tensor, values: torch.Tensor | None = 
     kLaneMinBatch to ``cpp_lane_max_batch`` queries with d and dv up to ``cpp_lane_max_dims`` (on a
     store that streams, of ``cpp_few_rows`` rows or more, up to ``cpp_lane_max_dims_large_store``
     while B <= ``cpp_max_batch_large_store``, or B x d <= ``cpp_lane_max_work_large_store``:
-    :func:`_cpp_lanes_large_store`), then
+    :func:`_cpp_lanes_large_store`; on fewer rows up to ``cpp_lane_max_dims_few_rows``:
+    :func:`_cpp_lanes_few_rows`), then
     the blocked GEMM path for narrow keys at moderate batches over modest score blocks, for wide
     keys on a cache-sized store past the batches the flash kernel splits (``gemm_wide_min_dim``,
     ``gemm_wide_min_batch``) over modest score blocks, or for very wide d (``gemm_min_dim``, from
@@ -190,7 +211,8 @@ def _cpu_forward_order(b: int, n: int, d: int, itemsize: int, limits: dict[str, 
     lane_batch = limits["cpp_lane_max_batch"]
     lanes = (_cpp_lanes(b, d, dv, lane_batch, limits["cpp_lane_max_dims"])
              or _cpp_lanes_large_store(b, n, d, itemsize, dv, limits, lane_batch,
-                                       limits["cpp_lane_max_work_large_store"]))
+                                       limits["cpp_lane_max_work_large_store"])
+             or _cpp_lanes_few_rows(b, n, d, dv, limits))
     if lanes or b <= _cpp_max_batch(n, d, itemsize, limits):
         return ("cpp", "gemm", "sdpa", "torch")
     moderate = b * n <= limits["gemm_max_scores"]
