@@ -93,6 +93,11 @@ def cpp_max_batch(keys: torch.Tensor) -> int:
     return _cpp_max_batch(n, d, keys.element_size(), calibration.thresholds("hopfield_retrieve", "cpu"))
 
 
+def _widest(d: int, dv: int | None) -> int:
+    """The wider of the keys' and the values' rows (dv None: the keys'), which bounds the lanes."""
+    return d if dv is None else max(d, dv)
+
+
 def _cpp_lanes(b: int, d: int, dv: int | None, most: int, dims: int) -> bool:
     """The C++ kernel's query-lane scan (16 lanes wide with AVX-512, 8 with AVX2) runs this call (from
     kLaneMinBatch queries, d and dv up to kLaneMaxDims; dv None: the keys'), B <= ``most``
@@ -100,8 +105,7 @@ def _cpp_lanes(b: int, d: int, dv: int | None, most: int, dims: int) -> bool:
     and its call costs less) and d, dv <= ``dims`` (``cpp_lane_max_dims``: as far as that was
     measured on the CPU)."""
     core = hb._core_retrieval() if b <= most else None
-    widest = max(d, d if dv is None else dv)
-    return core is not None and b >= core.lane_min_batch and widest <= min(dims, core.lane_max_dims)
+    return core is not None and b >= core.lane_min_batch and _widest(d, dv) <= min(dims, core.lane_max_dims)
 
 
 def _cpp_lanes_large_store(b: int, n: int, d: int, itemsize: int, dv: int | None, limits: dict[str, int],
@@ -117,8 +121,7 @@ def _cpp_lanes_large_store(b: int, n: int, d: int, itemsize: int, dv: int | None
     one read of the wide keys serves the lanes' queries, where the flash kernel reads them twice.
     (On fewer rows the kernel splits the queries over the threads, 16 of them into two half-empty
     16-lane vectors.)"""
-    widest = max(d, d if dv is None else dv)
-    most = min(lane_batch, max(limits["cpp_max_batch_large_store"], work // widest))
+    most = min(lane_batch, max(limits["cpp_max_batch_large_store"], work // _widest(d, dv)))
     first_batch_bytes = limits["cpp_lane_first_batch_min_bytes_large_store"]
     from_first = 0 < first_batch_bytes <= n * d * itemsize
     return (n >= limits["cpp_few_rows"] and (from_first or b >= limits["cpp_lane_min_batch_large_store"])
@@ -141,7 +144,7 @@ def _cpp_lanes_few_rows(b: int, n: int, d: int, dv: int | None, limits: dict[str
         return False
     most, work = limits["cpp_lane_max_batch"], limits["cpp_lane_max_work_large_store"]
     if work:
-        most = min(most, work // max(d, d if dv is None else dv))
+        most = min(most, work // _widest(d, dv))
     group = core.lane_one_group_batch
     return (b == group or b >= 2 * group) and _cpp_lanes(b, d, dv, most, dims)
 
