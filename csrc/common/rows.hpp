@@ -452,6 +452,30 @@ MNEMONIX_ALWAYS_INLINE void dotBlock(const float* q, size_t d, const float* tile
   const size_t dv = d & ~size_t(7);
   const float* qb = q + (NQ == 2 ? d : 0);
   size_t r = 0;
+  if constexpr (NQ == 1 && !Squares) {
+    // One query: eight rows per pass, eight independent sums. Four would leave each FMA waiting
+    // on the one before it in its sum (latency-bound at half the FMA rate); each row's sum keeps
+    // the same order, so the bits are the four-row loop's.
+    for (; r + 8 <= count; r += 8) {
+      const float* k0 = tile + r * d;
+      const float* k4 = k0 + 4 * d;
+      if (ahead) prefetchBytes(ahead + r * rowBytes, 8 * rowBytes);
+      Lanes8 a0 = {}, a1 = {}, a2 = {}, a3 = {}, a4 = {}, a5 = {}, a6 = {}, a7 = {};
+      for (size_t i = 0; i < dv; i += 8) {
+        const Lanes8 qa = loadLanes8(q + i);
+        a0 += qa * loadLanes8(k0 + i);
+        a1 += qa * loadLanes8(k0 + d + i);
+        a2 += qa * loadLanes8(k0 + 2 * d + i);
+        a3 += qa * loadLanes8(k0 + 3 * d + i);
+        a4 += qa * loadLanes8(k4 + i);
+        a5 += qa * loadLanes8(k4 + d + i);
+        a6 += qa * loadLanes8(k4 + 2 * d + i);
+        a7 += qa * loadLanes8(k4 + 3 * d + i);
+      }
+      storeRowSums(laneSums4(a0, a1, a2, a3), q, k0, d, dv, out + r);
+      storeRowSums(laneSums4(a4, a5, a6, a7), q, k4, d, dv, out + r + 4);
+    }
+  }
   for (; r + 4 <= count; r += 4) {
     const float* k0 = tile + r * d;
     if (ahead) prefetchBytes(ahead + r * rowBytes, 4 * rowBytes);
