@@ -89,6 +89,33 @@ def test_cpp_raises_the_torch_paths_first_error(faults, seed):
     assert cpp == torch_path
 
 
+_SPECIAL_BITS = [0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001, 0x7FFFFFFF, 0xFFFFFFFF,
+                 0x7F7FFFFF, 0xFF7FFFFF, 0x80000000, 0x00000001, 0x80000001]  # +-inf, NaNs of either sign, extremes
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 1000), length=st.integers(1, 300),
+       bits=st.lists(st.tuples(st.integers(0, 10**6), st.one_of(st.sampled_from(_SPECIAL_BITS),
+                                                                 st.integers(0, 2**32 - 1))), max_size=6))
+def test_cpp_reads_any_lifespan_bits_as_torch_does(seed, length, bits):
+    # The check reads NaN / -inf off the bits (any payload, either sign), the step keeps what is
+    # > 0 (+inf too): the C++ step raises the torch path's error or gives its results, bit for bit
+    state = list(_state(seed, 3, length, 5, True, False))
+    raw = state[0].view(torch.int32).view(-1)
+    for position, pattern in bits:
+        raw[position % raw.numel()] = pattern - 2**32 if pattern >= 2**31 else pattern
+    outcomes = []
+    for backend in ("cpp", "torch"):
+        try:
+            outcomes.append(ops.lifespan_step(*state, 50, backend=backend))
+        except ValueError as err:
+            outcomes.append(str(err))
+    if isinstance(outcomes[0], str) or isinstance(outcomes[1], str):
+        assert outcomes[0] == outcomes[1]
+    else:
+        assert_same(*outcomes)
+
+
 def test_plus_inf_lifespan_is_kept():
     life = torch.tensor([[math.inf, 0.5]])
     out = ops.lifespan_step(life, torch.ones(1, 2, dtype=torch.uint8), None, torch.zeros(1, 0, dtype=torch.long),

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace mnemonix {
 namespace lifespan {
@@ -63,10 +64,19 @@ inline Seen checkRow(const Step& s, size_t b) {
   const int64_t* idx = s.idx + b * reminded;
   const float* delta = s.delta + b * reminded;
   Seen seen;
+  // NaN or -inf read off the bits: integer compares vectorise, float ones that might trap do not
+  // (B = 4, M = 1e4: 118 -> 78 us a step)
+  uint8_t topType = 0;
+  uint32_t badLife = 0;
+#pragma omp simd reduction(max : topType) reduction(| : badLife)
   for (size_t m = 0; m < length; ++m) {
-    seen.topType = typesIn[m] > seen.topType ? typesIn[m] : seen.topType;
-    seen.badLife |= std::isnan(lifeIn[m]) || lifeIn[m] == -INFINITY;
+    uint32_t bits;
+    std::memcpy(&bits, lifeIn + m, sizeof(bits));
+    topType = typesIn[m] > topType ? typesIn[m] : topType;
+    badLife |= static_cast<uint32_t>((bits & 0x7fffffffu) > 0x7f800000u) | static_cast<uint32_t>(bits == 0xff800000u);
   }
+  seen.topType = topType;
+  seen.badLife = badLife != 0;
   for (size_t r = 0; r < reminded; ++r) {
     seen.badDelta |= !std::isfinite(delta[r]);
     seen.topIndex = idx[r] > seen.topIndex ? idx[r] : seen.topIndex;
@@ -108,20 +118,30 @@ inline void stepRow(const Step& s, Codes codes, size_t b) {
     const int64_t m = idx[r];
     if (m >= 0 && m < static_cast<int64_t>(length)) life[m] += delta[r];
   }
+  // Branch-free passes: whether an engram is short-term or kept is as good as random, and the
+  // mispredicted branches on both cost half the step (B = 4, M = 1e4: 245 us with, 118 without)
   int64_t stm = 0;
+#pragma omp simd reduction(+ : stm)
   for (size_t m = 0; m < length; ++m) {
     life[m] = (lifeIn[m] + life[m]) - 1.0f;
     const uint8_t t = typesIn[m] == working ? shortterm : typesIn[m];
     typesOut[m] = t;
     stm += t == shortterm;
+    keep[m] = life[m] > 0.0f;
   }
+  // the first (stm - capacity) short-term engrams by position become long-term: a prefix only
   const int64_t exceeded = stm - s.stmCapacity;
-  int64_t seen = 0, kept = 0;
+  for (size_t m = 0, seen = 0; m < length && static_cast<int64_t>(seen) < exceeded; ++m) {
+    const uint8_t t = typesOut[m];
+    const uint8_t promote = t == shortterm;  // masks, not selects: GCC 12 turns those into branches
+    typesOut[m] = static_cast<uint8_t>(t ^ ((t ^ longterm) & -promote));
+    seen += promote;
+  }
+  int64_t kept = 0;
   for (size_t m = 0; m < length; ++m) {
-    if (typesOut[m] == shortterm && seen++ < exceeded) typesOut[m] = longterm;
-    const bool k = life[m] > 0.0f;
-    keep[m] = k;
-    rank[m] = k ? kept++ : -1;
+    const int64_t k = keep[m];
+    rank[m] = (kept & -k) | (k - 1);  // kept if k, else -1
+    kept += k;
   }
   if (s.age) {
     const int32_t* ageIn = s.age + b * length;
