@@ -4,11 +4,12 @@ is exact for any parts and rest rows, and its finite flag catches what the fast 
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnemonix import ops, reference
@@ -229,3 +230,90 @@ def test_a_query_whose_logits_all_overflow_to_minus_inf_is_named_as_such(n, b, d
     with pytest.raises(ValueError, match=r"logits overflow float32 to -inf: a query has no finite logit") as caught:
         ops.hopfield_retrieve(q, k, v, beta=1.0, backend=backend)
     assert "mask" not in str(caught.value)
+
+
+@pytest.fixture
+def bf16_split(monkeypatch, tmp_path):
+    """A calibration file that turns the bfloat16 split on (``flash_split_bfloat16``), or off:
+    call the fixture's value with 1 or 0; forgotten afterwards."""
+    from mnemonix import calibration
+
+    def use(flag: int) -> None:
+        path = tmp_path / f"split{flag}.json"
+        path.write_text(json.dumps({"format": calibration.FORMAT, "version": calibration.VERSION, "device": "cpu",
+                                    "thresholds": {"hopfield_retrieve": {"flash_split_bfloat16": flag}}}))
+        monkeypatch.setenv(calibration.ENV, str(path))
+        calibration.reload()
+
+    yield use
+    calibration.reload()
+
+
+def _bf16(*shape, gen, scale=1.0):
+    return (torch.randn(*shape, generator=gen) * scale).bfloat16()
+
+
+@settings(max_examples=40, deadline=None)
+@given(parts=st.integers(2, 5), n=st.integers(2, 400), b=st.integers(1, 40), d=st.integers(1, 48),
+       values_apart=st.booleans(), beta=st.floats(0.05, 3.0), seed=st.integers(0, 2**31 - 1))
+def test_bfloat16_flash_split_equals_the_reference(parts, n, b, d, values_apart, beta, seed):
+    # 16-bit parts are widened, merged in float32 and out rounded once more: within a few
+    # bfloat16 steps of the float64 reference on the same (bfloat16) values, and of the unsplit
+    # kernel; lse at float32's accuracy; the rest rows (N % parts) scored in the merge
+    parts = min(parts, n)
+    gen = torch.Generator().manual_seed(seed)
+    k, q = _bf16(n, d, gen=gen), _bf16(b, d, gen=gen)
+    v = _bf16(n, d, gen=gen) if values_apart else None
+    out, lse, finite = hb.flash_split(q, k, v, beta, parts)
+    want_out, want_lse = _reference(q, k, v, beta)
+    assert finite is True and out.dtype == torch.bfloat16 and lse.dtype == torch.float32
+    top = float((k if v is None else v).abs().max())
+    torch.testing.assert_close(out.double(), want_out, atol=2 ** -6 * top, rtol=0)
+    torch.testing.assert_close(lse.double(), want_lse, atol=1e-3, rtol=1e-4)
+    whole, _ = hb._SDPA_KERNEL(q[None, None], k[None, None], (k if v is None else v)[None, None], scale=beta)
+    torch.testing.assert_close(out.double(), whole[0, 0].double(), atol=2 ** -6 * top, rtol=0)
+
+
+def test_bfloat16_flash_split_follows_its_threshold_on_both_paths(bf16_split):
+    # off: the flash kernel unsplit; on: key parts, the fast path and the general path the same
+    # bits (the general path's call is the split too); float16 is never split
+    import fast_paths
+
+    from mnemonix.ops import _hopfield_fast as fast
+
+    gen = torch.Generator().manual_seed(5)
+    q, k = _bf16(4, 64, gen=gen), _bf16(3001, 64, gen=gen)  # one block of 4 queries; one rest row at 2 parts
+    canonical = q[None, None], k[None, None]
+    bf16_split(0)
+    assert hb.flash_splits(*canonical, None, None) == 1 and not hb.flash_splits_16_bit(torch.bfloat16)
+    whole, _ = hb._SDPA_KERNEL(*canonical, canonical[1], scale=0.3)
+    assert torch.equal(ops.hopfield_retrieve(q, k, beta=0.3, backend="sdpa"), whole[0, 0])
+    bf16_split(1)
+    assert hb.flash_splits_16_bit(torch.bfloat16) and not hb.flash_splits_16_bit(torch.float16)
+    assert hb.flash_splits(canonical[0].half(), canonical[1].half(), None, None) == 1
+    parts = hb.flash_splits(*canonical, None, None)
+    assert parts == (1 if torch.get_num_threads() == 1 else hb.flash_key_parts(4, 3001, torch.get_num_threads(),
+                                                                                 64, 64, 2))
+    with fast_paths.counting_fast_calls(fast, "cpu_fast_retrieve") as answered:
+        got, lse = ops.hopfield_retrieve(q, k, beta=0.3, backend="sdpa", return_lse=True)
+    with fast_paths.general_path_only(fast, "cpu_fast_retrieve"):
+        want, want_lse = ops.hopfield_retrieve(q, k, beta=0.3, backend="sdpa", return_lse=True)
+    assert answered == [True] and torch.equal(got, want) and torch.equal(lse, want_lse)
+    if parts > 1:
+        split, split_lse, _ = hb.flash_split(q, k, None, 0.3, parts)
+        assert torch.equal(got, split) and torch.equal(lse, split_lse)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # set once
+@given(where=st.sampled_from(["queries", "keys", "values"]), bad=st.sampled_from([math.nan, math.inf, -math.inf]),
+       row=st.integers(0, 2999), seed=st.integers(0, 2**31 - 1))
+def test_bfloat16_split_raises_the_streaming_paths_error_on_a_bad_value(bf16_split, where, bad, row, seed):
+    # a NaN/Inf anywhere reaches the general path's checks, which name the argument, as unsplit
+    # (keys apart from the values are checked on their own: a bad key may get weight 0)
+    bf16_split(1)
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = _bf16(3, 32, gen=gen), _bf16(3000, 32, gen=gen), _bf16(3000, 32, gen=gen)
+    target = {"queries": q, "keys": k, "values": v}[where]
+    target[row % target.shape[0], row % 32] = bad
+    with pytest.raises(ValueError, match=where):
+        ops.hopfield_retrieve(q, k, v, beta=0.5, backend="sdpa")

@@ -377,11 +377,48 @@ bool flashCheckedAt(int code, const py::handle& out, const py::handle& lse, size
 // rows of `key_stride` / `value_stride` floats.
 constexpr const char* kMerge = "merge_parts_at";
 
+// mergePartsAt on float16 / bfloat16 parts (the flash kernel's out in the operands' type, lse
+// float32): the parts' out, the queries and the rest rows widened to float32 (exactly), merged
+// in float32, and out rounded back to the type once, to nearest even (one rounding more than
+// the kernel run unsplit: a part's out was rounded too). Call without the GIL.
+bool mergeParts16(rows::RowType type, const uint16_t* pOut, float* pLse, size_t parts, size_t batch, size_t dv,
+                  const uint16_t* q, size_t d, float beta, size_t rest, const uint16_t* k, size_t keyStride,
+                  const uint16_t* v, size_t valueStride, uint16_t* out, float* lse) {
+  if (!noEmptyRows(type, pOut, pLse, parts * batch, dv) || !allFiniteRows(type, q, batch * d, kParallelResultValues))
+    return false;
+  std::vector<float> wideOut(parts * batch * dv), wideQ(rest ? batch * d : 0), restK(rest * d), restV(rest * dv);
+  convertRows(type, pOut, parts * batch, dv, wideOut.data(), nullptr);
+  if (rest) convertRows(type, q, batch, d, wideQ.data(), nullptr);
+  for (size_t j = 0; j < rest; ++j) {
+    convertRows(type, k + j * keyStride, 1, d, restK.data() + j * d, nullptr);
+    convertRows(type, v + j * valueStride, 1, dv, restV.data() + j * dv, nullptr);
+  }
+  std::vector<float> merged(batch * dv);
+  mergeParts({wideOut.data(), pLse, parts, batch, dv, wideQ.data(), d, restK.data(), restV.data(), rest, d, dv,
+              beta, merged.data(), lse});
+  if (!allFiniteSerial(lse, batch) || !allFiniteSerial(merged.data(), merged.size())) return false;
+  roundTo16Bit(type, merged.data(), merged.size(), out);
+  return true;
+}
+
 bool mergePartsAt(const py::handle& partOut, const py::handle& partLse, size_t parts, size_t batch, size_t dv,
                   const py::handle& queries, size_t d, double beta, size_t rest, const py::handle& restKeys,
                   size_t keyStride, const py::handle& restValues, size_t valueStride, const py::handle& out,
-                  const py::handle& lse) {
+                  const py::handle& lse, int elementCode) {
   if (parts == 0) throw std::invalid_argument("merge_parts_at: parts must be >= 1");
+  const rows::RowType type = elementType(elementCode, kMerge);
+  if (type != rows::RowType::Float32) {
+    const auto* pOut = addressArg<uint16_t>(partOut, parts * batch * dv > 0, kMerge, "part_out");
+    float* pLse = floatsAt(partLse, parts * batch, "part_lse", kMerge);
+    const auto* q = addressArg<uint16_t>(queries, batch * d > 0, kMerge, "queries");
+    const auto* k = addressArg<uint16_t>(restKeys, rest * d > 0, kMerge, "rest_keys");
+    const auto* v = addressArg<uint16_t>(restValues, rest * dv > 0, kMerge, "rest_values");
+    auto* o = addressArg<uint16_t>(out, false, kMerge, "out");
+    float* l = floatsAt(lse, 0, "lse", kMerge);
+    py::gil_scoped_release release;
+    return mergeParts16(type, pOut, pLse, parts, batch, dv, q, d, static_cast<float>(beta), rest, k, keyStride, v,
+                        valueStride, o ? o : const_cast<uint16_t*>(pOut), l ? l : pLse);
+  }
   float* pOut = floatsAt(partOut, parts * batch * dv, "part_out", kMerge);
   float* pLse = floatsAt(partLse, parts * batch, "part_lse", kMerge);
   const float* q = floatsAt(queries, batch * d, "queries", kMerge);
@@ -460,13 +497,15 @@ void bind(py::module_& m) {
   m.def("merge_parts_at", &mergePartsAt, py::arg("part_out"), py::arg("part_lse"), py::arg("parts"),
         py::arg("batch"), py::arg("dv"), py::arg("queries"), py::arg("d"), py::arg("beta"), py::arg("rest"),
         py::arg("rest_keys"), py::arg("key_stride"), py::arg("rest_values"), py::arg("value_stride"),
-        py::arg("out") = 0, py::arg("lse") = 0,
+        py::arg("out") = 0, py::arg("lse") = 0, py::arg("element_type") = 0,
         "merge_parts_at(part_out, part_lse, parts, batch, dv, queries, d, beta, rest, rest_keys, key_stride,\n"
-        "rest_values, value_stride, out=0, lse=0): the flash kernel's out [P, B, dv] and lse [P, B] over P key\n"
-        "parts, plus `rest` rows scored here, merged exactly into out [B, dv] and lse [B] (0: into part 0;\n"
-        "addresses of float32 buffers the caller keeps alive). True when the queries [B, d] and the merged\n"
-        "out and lse are all finite, and no part's row bears the flash kernel's mark of a query without a\n"
-        "finite logit (out = 0 and lse = 0 exactly).");
+        "rest_values, value_stride, out=0, lse=0, element_type=0): the flash kernel's out [P, B, dv] and lse\n"
+        "[P, B] over P key parts, plus `rest` rows scored here, merged exactly into out [B, dv] and lse [B]\n"
+        "(0: into part 0; addresses of buffers the caller keeps alive). part_out, the queries, the rest rows\n"
+        "and out hold element_type (0 float32; 1 float16, 2 bfloat16: widened exactly, merged in float32, out\n"
+        "rounded to nearest even), the lse float32. True when the queries [B, d] and the merged out and lse\n"
+        "are all finite, and no part's row bears the flash kernel's mark of a query without a finite logit\n"
+        "(out = 0 and lse = 0 exactly).");
   m.def("flash_checked_at", &flashCheckedAt, py::arg("element_type"), py::arg("out"), py::arg("lse"),
         py::arg("batch"), py::arg("dv"), py::arg("queries"), py::arg("query_count"), py::arg("keys") = 0,
         py::arg("key_count") = 0,

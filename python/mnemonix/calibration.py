@@ -122,7 +122,12 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "cpp_lane_max_batch_large_float16": 0, "cpp_lane_max_batch_large_bfloat16": 0,
                               # keys up to this wide take the row scan's B x d rule on keys under
                               # cpp_min_bytes_<dtype> too (0: none; that bound is 0 here anyway)
-                              "cpp_row_scan_max_dim_float16": 0, "cpp_row_scan_max_dim_bfloat16": 0},
+                              "cpp_row_scan_max_dim_float16": 0, "cpp_row_scan_max_dim_bfloat16": 0,
+                              # 1: torch's flash kernel runs bfloat16 operands over key parts where
+                              # it has fewer query blocks than threads, as it does float32 ones
+                              # (backends.hopfield.flash_key_parts), merged in float32 (0: unsplit;
+                              # the Xeon profile sets it)
+                              "flash_split_bfloat16": 0},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
                           "cpp_max_batch_narrow": 256, "gemm_chunk_scores": 384 << 10},
     },
@@ -218,6 +223,12 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # (two lane groups of 16 and 4 queries, one per thread), d = 256, B = 8
                               # 1.14-1.18x (bench/NOTES.md, "bfloat16: B x d to 1,024")
                               "cpp_max_dims_bfloat16": 1024,
+                              # bfloat16 on the flash kernel over key parts (one query block of 32
+                              # runs on one thread): 0.55-0.92x the unsplit kernel's time at
+                              # N = 1e3..1e5, d = 128..12,288, B = 4..32 (N = 1e4, d = 128, B = 16:
+                              # 0.29 ms against 0.53; bench/NOTES.md, "bfloat16 on the flash kernel
+                              # over key parts"); float16 lost (1.1-1.4x), its kernel has no AMX
+                              "flash_split_bfloat16": 1,
                               # float32 keys wider than 256 on stores that stream: the lanes up to
                               # B = 32 (cpp_max_batch_large_store), at 0.43-0.93x the time of the
                               # policy's choice before (flash or GEMM) at 12 shapes, N = 3,000..1e5,

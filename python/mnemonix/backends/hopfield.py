@@ -43,7 +43,7 @@ import math
 
 import torch
 
-from mnemonix import _triton
+from mnemonix import _triton, calibration
 from mnemonix._dispatch import ALL_FLOAT, Backend
 from mnemonix.backends import core_engine
 from mnemonix.backends.hopfield_grad import chunk_size, lift, stream_backward, stream_forward
@@ -259,7 +259,7 @@ _SDPA_KERNEL = (getattr(torch, "_scaled_dot_product_flash_attention_for_cpu", No
 FLASH_MIN_PART_ROWS = 64
 
 
-def flash_key_parts(b: int, n: int, threads: int, d: int = 0, dv: int = 0) -> int:
+def flash_key_parts(b: int, n: int, threads: int, d: int = 0, dv: int = 0, itemsize: int = 4) -> int:
     """How many parts to cut N keys into for one group of B queries on ``threads`` threads: as
     few as make the kernel's tasks a multiple of the threads (balanced), none (1) once there
     are 4 tasks per thread, and never parts under :data:`FLASH_MIN_PART_ROWS` rows. Given the
@@ -271,7 +271,7 @@ def flash_key_parts(b: int, n: int, threads: int, d: int = 0, dv: int = 0) -> in
         return 1
     parts = max(1, min(threads // math.gcd(tasks, threads), n // FLASH_MIN_PART_ROWS))
     if parts > 1:
-        while (min(512, n // parts) * d * 4 > FLASH_PART_BYTES and 2 * parts <= 8 * threads
+        while (min(512, n // parts) * d * itemsize > FLASH_PART_BYTES and 2 * parts <= 8 * threads
                and n // (2 * parts) >= FLASH_MIN_PART_ROWS and 2 * parts * b * dv <= FLASH_MERGE_MAX_VALUES):
             parts *= 2
     return parts
@@ -287,14 +287,18 @@ def flash_key_parts(b: int, n: int, threads: int, d: int = 0, dv: int = 0) -> in
 FLASH_PART_BYTES = 1 << 20
 
 
+_ELEMENT_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # the C++ kernel's element types
+
+
 def flash_split(q, k, v, beta: float, parts: int, want_lse: bool = True,
                 dims: tuple[int, int, int, int] | None = None):
     """``(out [B, dv], lse [B] | None, finite)`` of one group by the flash kernel over ``parts``
     parts of the keys (the first P x (N // P) rows, one strided view; the few rows left are
     scored in the merge), merged into buffers of their own. q [B, d] contiguous, k [N, d] and
-    v [N, dv] | None with unit column strides, float32 (:func:`flash_parts`); ``dims``: their
-    (B, d, N, dv) when the caller has them. ``finite``: the queries, out and lse hold no NaN/Inf
-    (the fast path's check)."""
+    v [N, dv] | None with unit column strides, float32 or (``parts`` > 1) float16 / bfloat16, all
+    of one dtype (:func:`flash_parts`): 16-bit parts are merged in float32 and out rounded once
+    more (lse float32); ``dims``: their (B, d, N, dv) when the caller has them. ``finite``: the
+    queries, out and lse hold no NaN/Inf (the fast path's check)."""
     vv = k if v is None else v
     b, d, n, dv = dims if dims is not None else (*q.shape, k.shape[0], vv.shape[1])
     rows, ks, vs = n // parts, k.stride(0), vv.stride(0)
@@ -304,13 +308,13 @@ def flash_split(q, k, v, beta: float, parts: int, want_lse: bool = True,
     # the results' buffers are made before the kernel: after it (its GEMMs evict the caches) the
     # first tensor made cost ~15 us (N = 1e3, d = 1,024), torch's code for it read back from L3
     out = q.new_empty(b, dv)
-    lse = q.new_empty(b) if want_lse else None
+    lse = torch.empty(b, dtype=torch.float32) if want_lse else None
     part_out, part_lse = _SDPA_KERNEL(qp, kp, vp, scale=beta)  # (no dropout, not causal, no mask: the defaults)
-    done = parts * rows
+    done, size = parts * rows, q.element_size()
     finite = _core_retrieval().merge_parts_at(
         part_out.data_ptr(), part_lse.data_ptr(), parts, b, dv, q.data_ptr(), d, beta, n - done,
-        k.data_ptr() + 4 * done * ks, ks, vv.data_ptr() + 4 * done * vs, vs, out.data_ptr(),
-        0 if lse is None else lse.data_ptr())
+        k.data_ptr() + size * done * ks, ks, vv.data_ptr() + size * done * vs, vs, out.data_ptr(),
+        0 if lse is None else lse.data_ptr(), _ELEMENT_CODES[q.dtype])
     return out, lse, finite
 
 
@@ -322,30 +326,40 @@ FLASH_MERGE_MAX_VALUES = 1 << 16
 
 def flash_parts(q, k, v, b: int, n: int, dv: int, d: int | None = None) -> int:
     """How :func:`flash_split` runs one group of B queries (q [B, d], k [N, d], v [N, dv] |
-    None, float32; ``d``: the keys' width when the caller has it): its key parts
-    (:func:`flash_key_parts`; 1 for a small batch whose out the merge copies), or 0 where it
-    cannot or should not: no C++ merge, queries not contiguous, keys or values with a column
-    stride, a kernel whose results are not laid out as the merge reads them, or one part with
-    more than :data:`FLASH_MERGE_MAX_VALUES` values of out."""
+    None, float32, or bfloat16 where the speed policy splits it: :func:`flash_splits_16_bit`;
+    ``d``: the keys' width when the caller has it): its key parts (:func:`flash_key_parts`; 1 for
+    a small float32 batch whose out the merge copies), or 0 where it cannot or should not: no C++
+    merge, queries not contiguous, keys or values with a column stride, a kernel whose results
+    are not laid out as the merge reads them, one part with more than
+    :data:`FLASH_MERGE_MAX_VALUES` values of out, or one 16-bit part (nothing to gain)."""
     if (not q.is_contiguous() or k.stride(-1) != 1 or (v is not None and v.stride(-1) != 1)
             or _core_retrieval() is None):
         return 0
-    return _flash_plan(b, n, k.shape[-1] if d is None else d, dv, torch.get_num_threads())
+    return _flash_plan(b, n, k.shape[-1] if d is None else d, dv, torch.get_num_threads(), q.element_size())
 
 
 @functools.lru_cache(maxsize=4096)
-def _flash_plan(b: int, n: int, d: int, dv: int, threads: int) -> int:
+def _flash_plan(b: int, n: int, d: int, dv: int, threads: int, itemsize: int = 4) -> int:
     """:func:`flash_parts` past the operands' layout (memoised: it runs on every call)."""
     if not _flash_results_contiguous():
         return 0
-    parts = flash_key_parts(b, n, threads, d, dv)
-    return parts if parts > 1 or b * dv <= FLASH_MERGE_MAX_VALUES else 0
+    parts = flash_key_parts(b, n, threads, d, dv, itemsize)
+    return parts if parts > 1 or (itemsize == 4 and b * dv <= FLASH_MERGE_MAX_VALUES) else 0
+
+
+def flash_splits_16_bit(dtype: torch.dtype) -> bool:
+    """Whether the speed policy runs torch's flash kernel over key parts for operands of this
+    16-bit dtype (threshold ``flash_split_<dtype>``, bfloat16 only; off unless a CPU profile sets it)."""
+    return dtype is torch.bfloat16 and bool(calibration.thresholds("hopfield_retrieve", "cpu")
+                                            .get("flash_split_bfloat16", 0))
 
 
 def flash_splits(q, k, v, mask) -> int:
     """Key parts for the general path's flash call on canonical operands: :func:`flash_parts`
-    for one group without a mask in float32, else 1 (the kernel as is)."""
-    if mask is not None or q.dtype != torch.float32 or q.shape[:-2].numel() != 1:
+    for one group without a mask in float32 (or bfloat16, :func:`flash_splits_16_bit`), else 1
+    (the kernel as is)."""
+    if (mask is not None or q.shape[:-2].numel() != 1
+            or (q.dtype != torch.float32 and not flash_splits_16_bit(q.dtype))):
         return 1
     b, n, dv = q.shape[-2], k.shape[-2], (k if v is None else v).shape[-1]
     return max(1, flash_parts(q[0, 0], k[0, 0], None if v is None else v[0, 0], b, n, dv))

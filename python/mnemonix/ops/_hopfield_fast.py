@@ -109,6 +109,12 @@ def _half(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, 
         return _cpp(q, k, v, beta, dims, want_lse, want_argmax, code)
     if name != "sdpa" or want_argmax or dv != d:
         return None
+    parts = hb.flash_parts(q, k, v, b, n, dv, d) if hb.flash_splits_16_bit(q.dtype) else 0
+    if parts:  # bfloat16 keys in parts fill the cores; the merge checks queries, out and lse
+        out, lse, finite = hb.flash_split(q, k, v, beta, parts, want_lse, dims)
+        if not finite or (v is not None and not hb._core_retrieval().all_finite_typed_at(code, k.data_ptr(), n * d)):
+            return None
+        return out, lse, None
     return _flash_unsplit(q, k, v, beta, dims, want_lse, code)
 
 
