@@ -479,6 +479,35 @@ def test_16_bit_row_scan_takes_keys_up_to_its_max_dim_under_the_dtypes_min_bytes
     assert hops.cpu_forward_order(1, torch.empty(10_000, 128, dtype=torch.float16))[0] == "cpp"  # float16: its own
 
 
+def test_bfloat16_split_takes_mid_batches_from_the_cpp_kernel_inside_its_rows_and_bytes(clean, monkeypatch):
+    # with the bfloat16 split on: from cpp_split_min_rows_bfloat16 rows under
+    # cpp_split_max_bytes_bfloat16, a batch of 4..32 queries with B x d >= 512 goes to the flash
+    # kernel first; every other call keeps the C++ kernel's rules, and float16 is never split
+    if hb._core_retrieval() is None:
+        pytest.fail("the C++ extension is part of every install")
+    rule = dict(cpp_min_bytes_bfloat16=64 << 20, cpp_max_dims_bfloat16=1024, cpp_min_batch_bfloat16=0,
+                cpp_lane_max_batch_bfloat16=0, cpp_row_scan_max_dim_bfloat16=256, cpp_max_batch_narrow_bfloat16=64,
+                cpp_max_batch_narrow_float16=32, cpp_split_min_rows_bfloat16=5000,
+                cpp_split_max_bytes_bfloat16=64 << 20)
+    path = clean / "cal.json"
+    monkeypatch.setenv(calibration.ENV, str(path))
+
+    def first(b, n, d, dtype=torch.bfloat16):
+        return hops.cpu_forward_order(b, torch.empty(n, d, dtype=dtype))[0]
+
+    path.write_text(json.dumps(_doc(**rule, flash_split_bfloat16=0)))
+    calibration.reload()
+    assert [first(b, 10_000, 128) for b in (4, 8)] == ["cpp", "cpp"]  # the split off: the C++ kernel's rules
+    path.write_text(json.dumps(_doc(**rule, flash_split_bfloat16=1)))
+    calibration.reload()
+    assert [first(b, 10_000, 128) for b in (1, 3, 4, 8, 9)] == ["cpp", "cpp", "sdpa", "sdpa", "sdpa"]  # 9: B x d
+    assert [first(b, 10_000, 32) for b in (8, 15, 16, 32, 33)] == ["cpp", "cpp", "sdpa", "sdpa", "cpp"]  # one block
+    assert [first(b, 4999, 128) for b in (4, 8)] == ["cpp", "cpp"]  # fewer rows
+    assert first(8, (64 << 20) // 256, 128) == "cpp" and first(8, (64 << 20) // 256 - 1, 128) == "sdpa"  # bytes
+    assert [first(b, 10_000, 256) for b in (2, 4)] == ["cpp", "sdpa"]  # d = 256: the row scan to B = 2
+    assert first(4, 10_000, 128, torch.float16) == "cpp"
+
+
 @pytest.mark.parametrize("n", [1000, 10_000])
 def test_very_wide_keys_go_to_the_gemm_path_from_gemm_min_batch(clean, monkeypatch, n):
     wide = torch.empty(n, 4096)

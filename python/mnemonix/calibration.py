@@ -127,7 +127,11 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               # it has fewer query blocks than threads, as it does float32 ones
                               # (backends.hopfield.flash_key_parts), merged in float32 (0: unsplit;
                               # the Xeon profile sets it)
-                              "flash_split_bfloat16": 0},
+                              "flash_split_bfloat16": 0,
+                              # ... and then takes bfloat16 calls of 4..32 queries with B x d >= 512
+                              # from the C++ kernel on keys of this many rows or more, under this
+                              # many bytes (ops.hopfield._flash_split_first; the Xeon profile sets them)
+                              "cpp_split_min_rows_bfloat16": 0, "cpp_split_max_bytes_bfloat16": 0},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
                           "cpp_max_batch_narrow": 256, "gemm_chunk_scores": 384 << 10},
     },
@@ -213,7 +217,9 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # 0.75-0.87x), d = 64, B = 8 too (0.84x), where d = 256 and 512 at
                               # B = 1 lost (1.10-1.76x; bench/NOTES.md, "bfloat16 row scan on
                               # smaller stores")
-                              "cpp_row_scan_max_dim_bfloat16": 128,
+                              # (to d = 256 since the split: d = 256, B = 2 took 0.74-0.79x the
+                              # split flash kernel's time at N = 1e4..1e5, 0.59x at N = 1e3)
+                              "cpp_row_scan_max_dim_bfloat16": 256,
                               # ... and since the lanes start at B = 8 (one group to 16 on small
                               # stores), while B x d <= 1,024, not 512: d = 64 to B = 16 (0.57-0.72x
                               # the flash kernel's time at N = 1e3..1e5, B = 8-16), d = 128 at B = 8
@@ -229,6 +235,13 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # 0.29 ms against 0.53; bench/NOTES.md, "bfloat16 on the flash kernel
                               # over key parts"); float16 lost (1.1-1.4x), its kernel has no AMX
                               "flash_split_bfloat16": 1,
+                              # ... which then outruns the C++ row scan from 5,000 rows under 64 MiB
+                              # at B = 4..32, B x d >= 512: N = 1e4..1e5, d = 64..256, 0.55-0.89x the
+                              # C++ kernel's time (N = 1e4, d = 128, B = 8: 0.30 ms against 0.52);
+                              # at N = 1e3 it lost (1.04-1.49x), on 77-128 MiB (1.05-1.22x at
+                              # d = 64..128, B = 4) and at B <= 2 (d = 256: 1.29-1.35x; bench/NOTES.md,
+                              # "bfloat16: the policy after the split")
+                              "cpp_split_min_rows_bfloat16": 5000, "cpp_split_max_bytes_bfloat16": 64 << 20,
                               # float32 keys wider than 256 on stores that stream: the lanes up to
                               # B = 32 (cpp_max_batch_large_store), at 0.43-0.93x the time of the
                               # policy's choice before (flash or GEMM) at 12 shapes, N = 3,000..1e5,

@@ -272,7 +272,24 @@ def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
         cpp_first = b <= most and (large or d <= limits[f"cpp_row_scan_max_dim_{dtype}"])
     cpp_first = (cpp_first or _cpp_lanes(b, d, dv, most_lanes, limits["cpp_lane_max_dims"])
                  or _cpp_lanes_large_store(b, n, d, 2, dv, limits, lane_batch))
+    if cpp_first and _flash_split_first(b, n, d, dtype, limits):
+        cpp_first = False
     return ("cpp", "sdpa", "torch") if cpp_first else ("sdpa", "cpp", "torch")
+
+
+# The bfloat16 calls that torch's flash kernel over key parts takes from the C++ kernel: one block
+# of queries (the split's case), at least this many of them, and B x d at least this much work.
+SPLIT_FIRST_MIN_BATCH, SPLIT_FIRST_MAX_BATCH, SPLIT_FIRST_MIN_DIMS = 4, 32, 512
+
+
+def _flash_split_first(b: int, n: int, d: int, dtype: str, limits: dict[str, int]) -> bool:
+    """Whether a bfloat16 call the C++ kernel would take goes to the flash kernel over key parts
+    (``flash_split_bfloat16``): from ``cpp_split_min_rows_bfloat16`` rows on keys under
+    ``cpp_split_max_bytes_bfloat16``, a batch of 4..32 queries with B x d >= 512 (on AMX its
+    GEMMs outrun the C++ row scan there; fewer rows pay the split's merge, larger stores stream)."""
+    return (dtype == "bfloat16" and bool(limits["flash_split_bfloat16"])
+            and SPLIT_FIRST_MIN_BATCH <= b <= SPLIT_FIRST_MAX_BATCH and b * d >= SPLIT_FIRST_MIN_DIMS
+            and n >= limits["cpp_split_min_rows_bfloat16"] and n * d * 2 < limits["cpp_split_max_bytes_bfloat16"])
 
 
 def speed_policy(inputs: HopfieldInputs, backends) -> list[str]:
