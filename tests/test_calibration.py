@@ -506,6 +506,8 @@ def test_bfloat16_split_takes_mid_batches_from_the_cpp_kernel_inside_its_rows_an
     assert first(8, (64 << 20) // 256, 128) == "cpp" and first(8, (64 << 20) // 256 - 1, 128) == "sdpa"  # bytes
     assert [first(b, 10_000, 256) for b in (2, 4)] == ["cpp", "sdpa"]  # d = 256: the row scan to B = 2
     assert first(4, 10_000, 128, torch.float16) == "cpp"
+    values = torch.empty(10_000, 64, dtype=torch.bfloat16)  # dv != d: the flash kernel cannot run it
+    assert hops.cpu_forward_order(8, torch.empty(10_000, 128, dtype=torch.bfloat16), values)[0] == "cpp"
 
 
 @pytest.mark.parametrize("n", [1000, 10_000])

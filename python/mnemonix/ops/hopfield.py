@@ -272,7 +272,7 @@ def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
         cpp_first = b <= most and (large or d <= limits[f"cpp_row_scan_max_dim_{dtype}"])
     cpp_first = (cpp_first or _cpp_lanes(b, d, dv, most_lanes, limits["cpp_lane_max_dims"])
                  or _cpp_lanes_large_store(b, n, d, 2, dv, limits, lane_batch))
-    if cpp_first and _flash_split_first(b, n, d, dtype, limits):
+    if cpp_first and (dv is None or dv == d) and _flash_split_first(b, n, d, dtype, limits):  # flash: dv == d
         cpp_first = False
     return ("cpp", "sdpa", "torch") if cpp_first else ("sdpa", "cpp", "torch")
 
