@@ -259,6 +259,38 @@ def test_floor_reads_at_the_cache_rate_only_what_half_the_cache_holds():
     assert Floors(1e10, 1e12).of(bytes_read=1e6) == 1e6 / 1e10  # no cache measured: memory's rate
 
 
+def test_floor_reads_at_the_core_caches_rate_what_they_hold_together():
+    from mnemonix.benchmark.floors import Floors
+
+    f = Floors(bandwidth=1e10, gemm_flops=1e12, cache_bandwidth=4e10, cache_bytes=100 << 20,
+               core_cache_bandwidth=2e11, core_cache_bytes=4 << 20)
+    assert f.of(bytes_read=4 << 20) == (4 << 20) / 2e11  # all the cores' caches hold it: their rate
+    assert f.of(bytes_read=(4 << 20) + 1) == ((4 << 20) + 1) / 4e10  # beyond: the last level's
+    assert f.of(bytes_read=(50 << 20) + 1) == ((50 << 20) + 1) / 1e10  # beyond half of that: memory's
+    assert f.of(bytes_read=1e3, flops=1e9) == 1e9 / 1e12  # compute-bound
+
+
+def test_core_caches_come_from_sysfs_one_copy_per_core_or_per_sharing_group(tmp_path):
+    from mnemonix.benchmark.floors import core_cache_bytes
+
+    for i, (level, kind, size, cpus) in enumerate([(1, "Data", "48K", "0"), (1, "Instruction", "64K", "0"),
+                                                   (2, "Unified", "2048K", "0"), (3, "Unified", "491520K", "0-1")]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        for name, text in (("level", level), ("type", kind), ("size", size), ("shared_cpu_list", cpus)):
+            (d / name).write_text(f"{text}\n")
+    assert core_cache_bytes(2, tmp_path) == 4 << 20 and core_cache_bytes(1, tmp_path) == 2 << 20  # one per core
+    (tmp_path / "index2" / "shared_cpu_list").write_text("0,2-3\n")  # one copy per three CPUs
+    assert core_cache_bytes(2, tmp_path) == 2 << 20 and core_cache_bytes(4, tmp_path) == 4 << 20
+    (tmp_path / "index2" / "size").write_text("garbage\n")
+    assert core_cache_bytes(2, tmp_path) == 0  # unreadable: unknown
+    for i in (2, 3):
+        for name in ("level", "type", "size", "shared_cpu_list"):
+            (tmp_path / f"index{i}" / name).unlink()
+        (tmp_path / f"index{i}").rmdir()
+    assert core_cache_bytes(2, tmp_path) == 0  # one level only: no level below the last
+
+
 def test_last_level_cache_comes_from_sysfs(tmp_path):
     from mnemonix.benchmark.floors import last_level_cache_bytes
 
@@ -311,7 +343,7 @@ def test_a_16_bit_cpu_floor_computes_at_least_at_the_float32_rate(monkeypatch):
 
     rates = {torch.float32: 1e11, torch.float16: 2e9, torch.bfloat16: 4e11}
     monkeypatch.setattr(floors, "_CACHE", {})
-    monkeypatch.setattr(floors, "_read_rate", lambda n_bytes, device, dtype, repeat: 1e10)
+    monkeypatch.setattr(floors, "_read_rate", lambda n_bytes, device, dtype, repeat, times=1: 1e10)
     monkeypatch.setattr(floors, "_gemm_rate", lambda device, dtype: rates[dtype])
     cpu = torch.device("cpu")
     assert floors.measure_floors(cpu, torch.float16).gemm_flops == 1e11  # float32's
