@@ -287,9 +287,6 @@ def flash_key_parts(b: int, n: int, threads: int, d: int = 0, dv: int = 0, items
 FLASH_PART_BYTES = 1 << 20
 
 
-_ELEMENT_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # the C++ kernel's element types
-
-
 def flash_split(q, k, v, beta: float, parts: int, want_lse: bool = True,
                 dims: tuple[int, int, int, int] | None = None):
     """``(out [B, dv], lse [B] | None, finite)`` of one group by the flash kernel over ``parts``

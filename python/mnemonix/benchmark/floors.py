@@ -51,29 +51,10 @@ class Floors:
         return max(bytes_read / rate, flops / self.gemm_flops)
 
 
-def last_level_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
-    """The size of the CPU's last-level data cache in bytes, from Linux's sysfs (0 if unknown)."""
-    best_level, size = 0, 0
-    try:
-        for index in root.glob("index*"):
-            if (index / "type").read_text().strip() == "Instruction":
-                continue
-            level = int((index / "level").read_text())
-            text = (index / "size").read_text().strip().upper()
-            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-            value = int(text[:-1] if text[-1:] in "KMG" else text) * scale
-            if level > best_level:
-                best_level, size = level, value
-    except (OSError, ValueError):
-        return 0
-    return size
-
-
-def core_cache_bytes(threads: int, root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
-    """The size of the cache level below the last one (sysfs), times the copies ``threads``
-    threads use: one per thread when each core has its own (its ``shared_cpu_list`` holds one
-    CPU), else one per group of CPUs sharing it. 0 if unknown or if there is one level only."""
-    levels: dict[int, tuple[int, int]] = {}  # level -> (size, CPUs sharing one copy)
+def _cache_levels(root: Path) -> dict[int, tuple[int, int]]:
+    """The data caches in Linux's sysfs: level -> (size in bytes, CPUs sharing one copy; 1 where
+    ``shared_cpu_list`` is absent). Empty if unreadable."""
+    levels: dict[int, tuple[int, int]] = {}
     try:
         for index in root.glob("index*"):
             if (index / "type").read_text().strip() == "Instruction":
@@ -81,9 +62,25 @@ def core_cache_bytes(threads: int, root: Path = Path("/sys/devices/system/cpu/cp
             text = (index / "size").read_text().strip().upper()
             scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
             size = int(text[:-1] if text[-1:] in "KMG" else text) * scale
-            levels[int((index / "level").read_text())] = (size, _cpu_count((index / "shared_cpu_list").read_text()))
+            shared = index / "shared_cpu_list"
+            sharing = _cpu_count(shared.read_text()) if shared.exists() else 1
+            levels[int((index / "level").read_text())] = (size, sharing)
     except (OSError, ValueError):
-        return 0
+        return {}
+    return levels
+
+
+def last_level_cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
+    """The size of the CPU's last-level data cache in bytes, from Linux's sysfs (0 if unknown)."""
+    levels = _cache_levels(root)
+    return levels[max(levels)][0] if levels else 0
+
+
+def core_cache_bytes(threads: int, root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
+    """The size of the cache level below the last one (sysfs), times the copies ``threads``
+    threads use: one per thread when each core has its own (its ``shared_cpu_list`` holds one
+    CPU), else one per group of CPUs sharing it. 0 if unknown or if there is one level only."""
+    levels = _cache_levels(root)
     if len(levels) < 2:
         return 0
     size, sharing = levels[sorted(levels)[-2]]

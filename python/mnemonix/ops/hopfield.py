@@ -272,7 +272,7 @@ def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
         cpp_first = b <= most and (large or d <= limits[f"cpp_row_scan_max_dim_{dtype}"])
     cpp_first = (cpp_first or _cpp_lanes(b, d, dv, most_lanes, limits["cpp_lane_max_dims"])
                  or _cpp_lanes_large_store(b, n, d, 2, dv, limits, lane_batch))
-    if cpp_first and (dv is None or dv == d) and _flash_split_first(b, n, d, dtype, limits):  # flash: dv == d
+    if cpp_first and _flash_split_first(b, n, d, dtype, limits, dv):
         cpp_first = False
     return ("cpp", "sdpa", "torch") if cpp_first else ("sdpa", "cpp", "torch")
 
@@ -282,12 +282,13 @@ def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
 SPLIT_FIRST_MIN_BATCH, SPLIT_FIRST_MAX_BATCH, SPLIT_FIRST_MIN_DIMS = 4, 32, 512
 
 
-def _flash_split_first(b: int, n: int, d: int, dtype: str, limits: dict[str, int]) -> bool:
+def _flash_split_first(b: int, n: int, d: int, dtype: str, limits: dict[str, int], dv: int | None = None) -> bool:
     """Whether a bfloat16 call the C++ kernel would take goes to the flash kernel over key parts
     (``flash_split_bfloat16``): from ``cpp_split_min_rows_bfloat16`` rows on keys under
     ``cpp_split_max_bytes_bfloat16``, a batch of 4..32 queries with B x d >= 512 (on AMX its
-    GEMMs outrun the C++ row scan there; fewer rows pay the split's merge, larger stores stream)."""
-    return (dtype == "bfloat16" and bool(limits["flash_split_bfloat16"])
+    GEMMs outrun the C++ row scan there; fewer rows pay the split's merge, larger stores stream),
+    values of the keys' width (dv None or d: the flash kernel's)."""
+    return (dtype == "bfloat16" and bool(limits["flash_split_bfloat16"]) and dv in (None, d)
             and SPLIT_FIRST_MIN_BATCH <= b <= SPLIT_FIRST_MAX_BATCH and b * d >= SPLIT_FIRST_MIN_DIMS
             and n >= limits["cpp_split_min_rows_bfloat16"] and n * d * 2 < limits["cpp_split_max_bytes_bfloat16"])
 
