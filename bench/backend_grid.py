@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from mnemonix import ops
+from mnemonix.backends import hopfield_amx
 from mnemonix.benchmark import environment
 from mnemonix.benchmark.suites import hopfield as hopfield_suite
 from mnemonix.benchmark.timing import measure
@@ -47,11 +48,14 @@ def grid(quick: bool) -> list[tuple[int, int, int]]:
 
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# The backends timed per dtype: no GEMM path for 16-bit operands (capability)
+# The backends timed per dtype: no GEMM path for 16-bit operands, AMX tiles for bfloat16 only
+# (capability; the AMX kernel where this CPU has the tiles)
 HALF_BACKENDS = ("cpp", "sdpa")
 
 
 def backends_of(dtype: str) -> tuple[str, ...]:
+    if dtype == "bfloat16" and hopfield_amx.available():
+        return (*HALF_BACKENDS, "amx")
     return BACKENDS if dtype == "float32" else HALF_BACKENDS
 
 
@@ -116,7 +120,7 @@ def run_grid(argv: list[str] | None, *, description: str, out: Path, quick_help:
     args = p.parse_args(argv)
     if args.summary is not None:
         rows = [json.loads(line) for line in args.summary.read_text().splitlines() if line]
-        print("\n".join(summary(rows, backends + HALF_BACKENDS if dtypes else backends)))
+        print("\n".join(summary(rows, backends + HALF_BACKENDS + ("amx",) if dtypes else backends)))
         return 0
     options = {"skip": args.skip, **({"dtype": args.dtype} if dtypes else {})}
     env = environment.record(CPU)

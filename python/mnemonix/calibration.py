@@ -131,7 +131,14 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               # ... and then takes bfloat16 calls of 4..32 queries with B x d >= 512
                               # from the C++ kernel on keys of this many rows or more, under this
                               # many bytes (ops.hopfield._flash_split_first; the Xeon profile sets them)
-                              "cpp_split_min_rows_bfloat16": 0, "cpp_split_max_bytes_bfloat16": 0},
+                              "cpp_split_min_rows_bfloat16": 0, "cpp_split_max_bytes_bfloat16": 0,
+                              # bfloat16 on AMX tiles (backends.hopfield_amx, where the CPU has
+                              # them): batches of amx_min_batch..amx_max_batch queries, and from keys
+                              # amx_wide_dim wide amx_wide_min_batch..amx_wide_max_batch
+                              # (ops.hopfield._amx_first; 0: never; the Xeon profile sets them)
+                              "amx_min_batch_bfloat16": 0, "amx_max_batch_bfloat16": 0,
+                              "amx_wide_dim_bfloat16": 0, "amx_wide_min_batch_bfloat16": 0,
+                              "amx_wide_max_batch_bfloat16": 0},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
                           "cpp_max_batch_narrow": 256, "gemm_chunk_scores": 384 << 10},
     },
@@ -242,6 +249,17 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # d = 64..128, B = 4) and at B <= 2 (d = 256: 1.29-1.35x; bench/NOTES.md,
                               # "bfloat16: the policy after the split")
                               "cpp_split_min_rows_bfloat16": 5000, "cpp_split_max_bytes_bfloat16": 64 << 20,
+                              # bfloat16 on AMX tiles, float32 logits and sums (the weights as two
+                              # bfloat16 terms): at B = 32..64 it took 0.47-0.96x the time of the
+                              # policy's choice before at d = 32..128 (N = 1e3..1e6; N = 1e6, d = 32,
+                              # B = 32: 1.00), and from d = 1,024 at B = 64..256 0.26-0.96x (N = 1e5,
+                              # d = 1,024, B = 64: 53 ms against 205; N = 1e4, d = 12,288, B = 100:
+                              # 122 against 379); B = 32 at d = 1,024 lost (1.03-1.22x), B >= 1,024
+                              # everywhere (1.14-1.98x) and d <= 128 at B = 256 but two (1.02-1.12x;
+                              # bench/NOTES.md, "bfloat16 on AMX tiles")
+                              "amx_min_batch_bfloat16": 32, "amx_max_batch_bfloat16": 64,
+                              "amx_wide_dim_bfloat16": 1024, "amx_wide_min_batch_bfloat16": 64,
+                              "amx_wide_max_batch_bfloat16": 256,
                               # float32 keys wider than 256 on stores that stream: the lanes up to
                               # B = 32 (cpp_max_batch_large_store), at 0.43-0.93x the time of the
                               # policy's choice before (flash or GEMM) at 12 shapes, N = 3,000..1e5,

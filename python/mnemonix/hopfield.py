@@ -261,7 +261,7 @@ class HopfieldRetrieval(torch.nn.Module):
         Convergence threshold of the iterations.
     learn_beta : bool
         Learn ``log(beta)`` as a parameter; the op returns d(beta).
-    backend : {None, "triton", "cpp", "sdpa", "gemm", "torch", "reference"}
+    backend : {None, "triton", "cpp", "amx", "sdpa", "gemm", "torch", "reference"}
         Forwarded to :func:`mnemonix.ops.hopfield_retrieve` (checked here, at construction).
     """
 

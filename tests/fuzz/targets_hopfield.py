@@ -28,7 +28,7 @@ B = torch.randint(0, 2, (4, 16), generator=_G).float() * 2 - 1  # +-1 patterns [
 CUES = torch.randint(0, 2, (3, 16), generator=_G).float() * 2 - 1
 REAL = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.int16, torch.int32,
         torch.int64)
-BACKENDS = ("triton", "cpp", "sdpa", "gemm", "torch", "reference")
+BACKENDS = ("triton", "cpp", "amx", "sdpa", "gemm", "torch", "reference")
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 UNUSED = os.path.join(scratch_dir(), "unused.npz")  # a save target of the good call
 BATCH = ("rank+1", "rank-1", "empty:0")  # [..., B, d] accepts any leading shape, B = 0 included

@@ -30,7 +30,7 @@ REMINDED = torch.tensor([[0, 2, -1], [5, 1, 1]])
 DELTA = torch.rand(2, 3, generator=_G)
 STEP = ops.lifespan_step(LIFESPAN, TYPES, AGE, REMINDED, DELTA, 2)
 VALUES = torch.randn(2, 6, 3, generator=_G)
-HOPFIELD_BACKENDS = ("triton", "cpp", "sdpa", "gemm", "torch", "reference")
+HOPFIELD_BACKENDS = ("triton", "cpp", "amx", "sdpa", "gemm", "torch", "reference")
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 NQ = torch.randn(2, 3, 4, generator=_G)  # nearest_keys: queries [B, W, H], keys [B, K, H]
 NK = torch.randn(2, 6, 4, generator=_G)

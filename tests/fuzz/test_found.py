@@ -168,7 +168,7 @@ CASES = [
      "learn_beta must be True or False"),
     ("learn_beta 1", lambda tmp: HopfieldRetrieval(learn_beta=1), TypeError, "learn_beta must be True or False"),
     ("layer backend", lambda tmp: HopfieldRetrieval(backend="nope"), ValueError,
-     "backend must be one of .'triton', 'cpp', 'sdpa', 'gemm', 'torch', 'reference'.,"),
+     "backend must be one of .'triton', 'cpp', 'amx', 'sdpa', 'gemm', 'torch', 'reference'.,"),
     ("layer beta 1e308", lambda tmp: HopfieldRetrieval(beta=1e308), ValueError, "beta must be <="),
     ("layer list queries", lambda tmp: HopfieldRetrieval(learn_beta=True)(queries=[[1.0, 2.0, 3.0]], keys=P),
      TypeError, "queries must be a torch.Tensor"),

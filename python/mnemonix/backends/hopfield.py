@@ -19,6 +19,9 @@ declared at the bottom as data; which one is fastest is the op's speed policy
   width): one read of each key row serves both products; N split over threads with an exact
   merge; one call per group, by address (``retrieve_at``: no numpy views, which have no
   bfloat16, and no widened copy of 16-bit keys). Forward only.
+- ``amx``: bfloat16 on Intel's AMX tiles, ``mnemonix._core.retrieval_amx`` (float32 logits and
+  sums, the weights as two bfloat16 terms): :mod:`mnemonix.backends.hopfield_amx`. CPUs with
+  AMX-BF16, forward only, no bias or argmax.
 - ``sdpa``: PyTorch's own fused CPU flash-attention kernel
   (``aten._scaled_dot_product_flash_attention_for_cpu``, the kernel behind
   ``F.scaled_dot_product_attention`` on CPU), which also returns the log-sum-exp, paired with
@@ -46,9 +49,10 @@ import torch
 from mnemonix import _triton, calibration
 from mnemonix._dispatch import ALL_FLOAT, Backend
 from mnemonix.backends import core_engine
+from mnemonix.backends.hopfield_amx import AMX
 from mnemonix.backends.hopfield_grad import chunk_size, lift, stream_backward, stream_forward
 
-__all__ = ["TRITON", "CPP", "SDPA", "GEMM", "TORCH", "REFERENCE", "BACKENDS", "BACKWARDS", "chunk_size"]
+__all__ = ["TRITON", "CPP", "AMX", "SDPA", "GEMM", "TORCH", "REFERENCE", "BACKENDS", "BACKWARDS", "chunk_size"]
 
 
 # -- triton -----------------------------------------------------------------------------------
@@ -464,7 +468,7 @@ GEMM = Backend("gemm", run_gemm, dtypes=frozenset({torch.float32, torch.float64}
 REFERENCE = Backend("reference", run_reference, dtypes=_WITH_FP64, supports_grad=True,
                     extra_reasons=_reference_reasons)
 
-BACKENDS: tuple[Backend, ...] = (TRITON, CPP, SDPA, GEMM, TORCH, REFERENCE)
+BACKENDS: tuple[Backend, ...] = (TRITON, CPP, AMX, SDPA, GEMM, TORCH, REFERENCE)
 BY_NAME = {b.name: b for b in BACKENDS}
 # The backward paired with each forward that supports gradients (same canonical layout, plus
 # ``d_out``, ``d_lse`` and the forward's ``out`` / ``lse``; returns dq, dk, dv, d_key_bias).

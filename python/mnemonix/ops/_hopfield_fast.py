@@ -29,7 +29,7 @@ from torch import Tensor
 
 from mnemonix import _checks
 from mnemonix.backends import hopfield as hb
-from mnemonix.backends import no_grad_wanted, no_mode, numpy_view
+from mnemonix.backends import hopfield_amx, no_grad_wanted, no_mode, numpy_view
 
 _F32 = torch.float32
 _TENSOR = torch.Tensor
@@ -107,6 +107,8 @@ def _half(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, 
     name = backend if backend is not None else order(b, n, d, code, None if v is None else dv)[0]
     if name == "cpp":
         return _cpp(q, k, v, beta, dims, want_lse, want_argmax, code)
+    if name == "amx":
+        return None if want_argmax or code != 2 or not hopfield_amx.available() else _amx(q, k, v, beta, dims, want_lse)
     if name != "sdpa" or want_argmax or dv != d:
         return None
     parts = hb.flash_parts(q, k, v, b, n, dv, d) if hb.flash_splits_16_bit(q.dtype) else 0
@@ -118,7 +120,7 @@ def _half(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, 
     return _flash_unsplit(q, k, v, beta, dims, want_lse, code)
 
 
-_KERNELS = frozenset({"cpp", "gemm", "sdpa"})
+_KERNELS = frozenset({"cpp", "gemm", "sdpa", "amx"})
 
 
 def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, int, int, int], want_lse: bool,
@@ -141,6 +143,19 @@ def _cpp(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, i
                                     0 if arg is None else arg.data_ptr(), code):
         return None
     return out, lse, arg
+
+
+def _amx(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, int, int, int], want_lse: bool):
+    """The AMX kernel on contiguous bfloat16 operands: out bfloat16, lse float32. A NaN or
+    infinite logit (a NaN/Inf operand, logits past float32) shows as NaN in out and lse, which is
+    all that is checked."""
+    b, d, n, dv = dims
+    out = q.new_empty(b, dv)
+    lse = _F32_ROW.new_empty(b)
+    hopfield_amx.retrieve_at(q, k, v, beta, out, lse)
+    if not hb._core_retrieval().all_finite_typed_at(2, out.data_ptr(), b * dv, 0, lse.data_ptr(), b):
+        return None
+    return out, lse if want_lse else None, None
 
 
 def _cpp_strided(core, q: Tensor, k: Tensor, v: Tensor | None, beta: float, want_lse: bool, want_argmax: bool):

@@ -26,6 +26,7 @@ import torch
 
 from mnemonix import _checks, _dispatch, calibration
 from mnemonix.backends import hopfield as hb
+from mnemonix.backends import hopfield_amx
 from mnemonix.backends.hopfield_autograd import retrieve as _retrieve
 from mnemonix.ops import _hopfield_args as args
 from mnemonix.ops import _hopfield_fast as _fast
@@ -247,7 +248,8 @@ def cpu_half_order_at(b: int, n: int, d: int, code: int, dv: int | None = None) 
     kernel (16-bit GEMMs, a float32 softmax: on CPUs with AMX its bfloat16 GEMMs run at several
     times the float32 rate), then the streaming torch path. No GEMM path: torch's CPU matmul has
     no float32 output for 16-bit inputs, and logits rounded to 16 bits would lose the accuracy
-    the other paths keep.
+    the other paths keep. bfloat16 on a CPU with AMX tiles: the AMX kernel (float32 logits and
+    sums on the tiles) first at the batches ``amx_*_bfloat16`` give (:func:`_amx_first`).
     Memoised like :func:`cpu_forward_order_at`."""
     memo = calibration.policy_memo("hopfield_retrieve/half", "cpu")
     shape = (b, n, d, code, dv)
@@ -260,6 +262,8 @@ def cpu_half_order_at(b: int, n: int, d: int, code: int, dv: int | None = None) 
 
 def _cpu_half_order(b: int, n: int, d: int, dtype: str, limits: dict[str, int],
                     dv: int | None = None) -> tuple[str, ...]:
+    if dtype == "bfloat16" and _amx_first(b, d, limits):
+        return ("amx", "sdpa", "cpp", "torch")
     large = n * d * 2 >= limits[f"cpp_min_bytes_{dtype}"]  # keys where the single read of the rows pays
     lane_batch = limits[f"cpp_lane_max_batch_{dtype}"]
     most_lanes = max(lane_batch, limits[f"cpp_lane_max_batch_large_{dtype}"]) if large else lane_batch
@@ -291,6 +295,17 @@ def _flash_split_first(b: int, n: int, d: int, dtype: str, limits: dict[str, int
     return (dtype == "bfloat16" and bool(limits["flash_split_bfloat16"]) and dv in (None, d)
             and SPLIT_FIRST_MIN_BATCH <= b <= SPLIT_FIRST_MAX_BATCH and b * d >= SPLIT_FIRST_MIN_DIMS
             and n >= limits["cpp_split_min_rows_bfloat16"] and n * d * 2 < limits["cpp_split_max_bytes_bfloat16"])
+
+
+def _amx_first(b: int, d: int, limits: dict[str, int]) -> bool:
+    """Whether a bfloat16 call goes to the AMX kernel: B in amx_min_batch..amx_max_batch
+    (amx_wide_min_batch..amx_wide_max_batch for keys amx_wide_dim wide or wider), where this CPU
+    has the tiles (the policy never names a backend that cannot run here: the fast path takes
+    its first choice as is)."""
+    wide = d >= limits["amx_wide_dim_bfloat16"]
+    low = limits["amx_wide_min_batch_bfloat16" if wide else "amx_min_batch_bfloat16"]
+    high = limits["amx_wide_max_batch_bfloat16" if wide else "amx_max_batch_bfloat16"]
+    return 0 < low <= b <= high and hopfield_amx.available()
 
 
 def speed_policy(inputs: HopfieldInputs, backends) -> list[str]:
@@ -360,12 +375,13 @@ def hopfield_retrieve(
         Also return the log-sum-exp of the logits [..., B] (float32; float64 for float64
         inputs; the Hopfield energy's main term, differentiable) and the index of the most
         similar pattern [..., B] (int64), both of the last pass.
-    backend : {None, "triton", "cpp", "sdpa", "gemm", "torch", "reference"}
+    backend : {None, "triton", "cpp", "amx", "sdpa", "gemm", "torch", "reference"}
         None lets the speed policy choose among the backends that can run the inputs:
         Triton on CUDA; on CPU without gradients the fused C++ kernel at small B (float32,
         float16, bfloat16), the blocked GEMM path at moderate B over modest score blocks or for
         very wide d (float32 / float64), torch's flash CPU kernel at larger B (no argmax;
-        16-bit operands have their own thresholds: :func:`cpu_half_order_at`); with gradients the flash
+        16-bit operands have their own thresholds: :func:`cpu_half_order_at`; bfloat16 on a CPU
+        with AMX tiles the ``amx`` kernel at moderate B); with gradients the flash
         kernel's fused backward or the streaming torch path (chunked recomputing backward, any
         device).
     batch_invariant, allow_tf32 : bool

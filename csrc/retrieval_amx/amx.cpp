@@ -1,0 +1,511 @@
+// AMX bfloat16 retrieval kernel (see amx.hpp for the math and the tile layout).
+#include "retrieval_amx/amx.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <cstdlib>
+#include <limits>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define MNEMONIX_AMX_BUILD 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace mnemonix {
+namespace retrieval {
+namespace amx {
+
+#ifdef MNEMONIX_AMX_BUILD
+
+#define MNEMONIX_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+
+namespace {
+
+constexpr size_t kRows = 16;                // rows of a tile: keys of a logit tile, queries of a query tile
+constexpr size_t kDepth = 32;               // bfloat16 values in a tile row (64 bytes)
+constexpr size_t kTile = kRows * kDepth;    // bfloat16 values in an A or B tile (1 KB)
+constexpr size_t kCTile = kRows * kRows;    // float32 values in a C tile (1 KB)
+constexpr size_t kBlock = 128;              // keys per block: 8 key groups, 4 chunks of P V
+constexpr size_t kGroups = kBlock / kRows;
+constexpr size_t kChunks = kBlock / kDepth;
+// d chunks per pass of the logits: a pair of key groups' tiles over them (32 KB) stay in L1
+// while every query tile of the group passes by.
+constexpr size_t kSliceChunks = 16;
+// Query tiles scanned together: their working sets (running out, packed queries, logits and
+// weights) within this budget. Every group re-reads and re-packs the keys, so the budget is the
+// L3's rather than L2's: N = 1e4, d = 12,288, B = 100 took 114 ms in one group, 230 in two
+// (8 MB); at d <= 1,024 the budget moved times by -10..+30% (B = 256..4,096), no clear way.
+constexpr size_t kGroupBytes = size_t(16) << 20;
+// A thread keeps its workspace between calls up to this size (page faults of a fresh one cost
+// ~1 ms per 16 MB on a VM); above, it is released after the call.
+constexpr size_t kKeptWorkspaceFloats = size_t(16) << 20;
+constexpr size_t kMaxParts = 64;  // key ranges merged (threads)
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+size_t roundUp(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, startRow = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+MNEMONIX_TARGET_AMX void configureTiles() {
+  TileConfig c;
+  for (int i = 0; i < 8; ++i) {
+    c.colsb[i] = 64;
+    c.rows[i] = kRows;
+  }
+  _tile_loadconfig(&c);
+}
+
+// exp(x) for x <= 0 on 16 lanes (the Cephes polynomial of softmax.hpp's expNonPositive), 0 for
+// x < -87 and for -inf.
+MNEMONIX_TARGET_AMX inline __m512 exp16(__m512 x) {
+  const __m512 xc = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 shifter = _mm512_set1_ps(12582912.0f);
+  const __m512 shifted = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter);
+  const __m512 n = _mm512_sub_ps(shifted, shifter);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
+  __m512i bits = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(0x4B400000 - 127));
+  bits = _mm512_slli_epi32(bits, 23);
+  const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+  return _mm512_maskz_mul_ps(live, y, _mm512_castsi512_ps(bits));
+}
+
+// float32 -> bfloat16 bits in the low half of each lane, to nearest even (a NaN stays a NaN).
+MNEMONIX_TARGET_AMX inline __m512i bf16Bits(__m512 x) {
+  const __m512i b = _mm512_castps_si512(x);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
+  return _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+}
+
+// 16 x 16 dwords transposed in registers: r[i] lane j -> r[j] lane i.
+MNEMONIX_TARGET_AMX inline void transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {  // then 128-bit lanes: two rounds of 2 x 2 block swaps
+    t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
+  }
+}
+
+// The mask of the first `width` (<= 32) 16-bit lanes.
+inline __mmask32 firstLanes(size_t width) {
+  return width >= 32 ? ~__mmask32(0) : static_cast<__mmask32>((1u << width) - 1);
+}
+
+// The queries as B tiles in AMX's pair layout, tiles t, t + 1 (t even) interleaved by chunk:
+// tile (t, c) at (((t / 2) * chunks + c) * 2 + t % 2) * kTile, row `pair` holding the dwords
+// Q[16 t + query][32 c + 2 pair .. + 1] for query 0..15 (zeros past B and d): a transpose of
+// the 16 x 16 dwords of 16 query rows.
+MNEMONIX_TARGET_AMX void packQueries(const Problem& p, size_t tiles, size_t chunks, uint16_t* packed) {
+  for (size_t t = 0; t < roundUp(tiles, 2); ++t) {
+    for (size_t c = 0; c < chunks; ++c) {
+      __m512i r[16];
+      const size_t width = std::min(kDepth, p.d - c * kDepth);
+      for (size_t q = 0; q < kRows; ++q) {
+        const size_t b = t * kRows + q;
+        r[q] = b < p.batch ? _mm512_maskz_loadu_epi16(firstLanes(width), p.q + b * p.d + c * kDepth)
+                           : _mm512_setzero_si512();
+      }
+      transpose16(r);
+      uint16_t* dst = packed + (((t / 2) * chunks + c) * 2 + t % 2) * kTile;
+      for (size_t pair = 0; pair < kRows; ++pair) _mm512_storeu_si512(dst + pair * kDepth, r[pair]);
+    }
+  }
+}
+
+// A thread's buffers, kept between calls (see kKeptWorkspaceFloats).
+struct Workspace {
+  std::vector<float> m, l, acc;  // [tiles * 16], same, [tiles][dvTiles][16][16]: max, sum, out by C tile
+  std::vector<uint16_t> keys;    // a block's keys as A tiles, key-group pairs interleaved by chunk
+  std::vector<uint16_t> values;  // a block's values as B tiles: [chunk][dv tile][16 pairs][32]
+  std::vector<float> logits;     // [group tiles][kBlock][16]
+  std::vector<uint16_t> weights; // P_hi and P_lo A tiles: [group tiles][chunk][2][16][32]
+  std::vector<float> alpha;      // [group tiles][16]
+};
+
+// One thread's scan: the problem, its padded sizes and the thread's workspace.
+struct Scan {
+  const Problem& p;
+  size_t tiles, chunks, dvTiles, groupTiles;
+  const uint16_t* qPacked;
+  Workspace& w;
+};
+
+// Packs keys [k0, k0 + count) of K as A tiles (1 KB, contiguous; zeros past count and d): key
+// groups g, g + 1 (g even) interleaved by chunk, tile (g, c) at (((g / 2) * chunks + c) * 2 +
+// g % 2) * kTile.
+MNEMONIX_TARGET_AMX void packKeys(Scan& s, size_t k0, size_t count) {
+  const size_t d = s.p.d;
+  for (size_t j = 0; j < kBlock; ++j) {
+    const size_t g = j / kRows;
+    const uint16_t* row = s.p.k + (k0 + j) * d;
+    uint16_t* dst = s.w.keys.data() + ((g / 2) * s.chunks * 2 + g % 2) * kTile + (j % kRows) * kDepth;
+    for (size_t c = 0; c < s.chunks; ++c) {
+      const __mmask32 mask = j < count ? firstLanes(std::min(kDepth, d - c * kDepth)) : 0;
+      _mm512_storeu_si512(dst + 2 * c * kTile, _mm512_maskz_loadu_epi16(mask, row + c * kDepth));
+    }
+  }
+}
+
+// Packs values [k0, k0 + count) of V as B tiles in the pair layout (zero rows past count):
+// values[((c * dvTiles + tile) * 16 + pair) * 32 + 2 col + e] = V[k0 + 32 c + 2 pair + e][16 tile + col].
+MNEMONIX_TARGET_AMX void packValues(Scan& s, size_t k0, size_t count) {
+  const size_t dv = s.p.dv;
+  for (size_t j0 = 0; j0 < kBlock; j0 += 2) {
+    const uint16_t* r0 = j0 < count ? s.p.v + (k0 + j0) * dv : nullptr;
+    const uint16_t* r1 = j0 + 1 < count ? s.p.v + (k0 + j0 + 1) * dv : nullptr;
+    uint16_t* dst = s.w.values.data() + ((j0 / kDepth) * s.dvTiles * kRows + (j0 % kDepth) / 2) * kDepth;
+    for (size_t tile = 0; tile < s.dvTiles; ++tile) {
+      const size_t col = tile * kRows;
+      const __mmask16 mask = static_cast<__mmask16>(firstLanes(std::min(kRows, dv - col)));
+      const __m512i lo = r0 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, r0 + col)) : _mm512_setzero_si512();
+      const __m512i hi = r1 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, r1 + col)) : _mm512_setzero_si512();
+      _mm512_storeu_si512(dst + tile * kTile, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+  }
+}
+
+// logits[t - t0][j][query] = <K[k0 + j], Q[16 t + query]> for the block's keys and the query
+// tiles [t0, t1) (t0 even; an odd last tile is paired with the zero tile past B). 2 x 2 blocking:
+// C tiles 0-3 = key groups g, g + 1 x query tiles t, t + 1; tiles 4-5 the keys' A tiles, 6-7 the
+// queries' B tiles. d is taken in slices of kSliceChunks chunks, the C tiles carried in memory.
+MNEMONIX_TARGET_AMX void blockLogits(Scan& s, size_t t0, size_t t1) {
+  const size_t pairSlab = s.chunks * 2 * kTile;  // two tiles' packed data
+  for (size_t c0 = 0; c0 < s.chunks; c0 += kSliceChunks) {
+    const size_t c1 = std::min(s.chunks, c0 + kSliceChunks);
+    for (size_t g = 0; g < kGroups; g += 2) {
+      const uint16_t* kp = s.w.keys.data() + (g / 2) * pairSlab;
+      for (size_t t = t0; t < t1; t += 2) {
+        const uint16_t* qp = s.qPacked + (t / 2) * pairSlab;
+        float* out = s.w.logits.data() + ((t - t0) * kBlock + g * kRows) * kRows;
+        float* out1 = out + kBlock * kRows;  // query tile t + 1
+        if (c0 == 0) {
+          _tile_zero(0);
+          _tile_zero(1);
+          _tile_zero(2);
+          _tile_zero(3);
+        } else {
+          _tile_loadd(0, out, 64);
+          _tile_loadd(1, out1, 64);
+          _tile_loadd(2, out + kCTile, 64);
+          _tile_loadd(3, out1 + kCTile, 64);
+        }
+        for (size_t c = c0; c < c1; ++c) {
+          _tile_loadd(4, kp + 2 * c * kTile, 64);
+          _tile_loadd(6, qp + 2 * c * kTile, 64);
+          _tile_loadd(5, kp + (2 * c + 1) * kTile, 64);
+          _tile_loadd(7, qp + (2 * c + 1) * kTile, 64);
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(2, 5, 6);
+          _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, out, 64);
+        _tile_stored(1, out1, 64);
+        _tile_stored(2, out + kCTile, 64);
+        _tile_stored(3, out1 + kCTile, 64);
+      }
+    }
+  }
+}
+
+// One 32-key chunk of query tile u's weights w (key-major: w[j] = 16 queries' weights of key j)
+// as the A tiles P_hi, P_lo (query-major, 32 keys a row): pairs of keys interleaved into dwords,
+// then a 16 x 16 dword transpose.
+MNEMONIX_TARGET_AMX void storeWeightTiles(const __m512* w, uint16_t* hiTile, uint16_t* loTile) {
+  __m512i hi[16], lo[16];
+  for (size_t pair = 0; pair < kRows; ++pair) {
+    __m512i h[2], r[2];
+    for (size_t e = 0; e < 2; ++e) {
+      h[e] = bf16Bits(w[2 * pair + e]);
+      r[e] = bf16Bits(_mm512_sub_ps(w[2 * pair + e], _mm512_castsi512_ps(_mm512_slli_epi32(h[e], 16))));
+    }
+    hi[pair] = _mm512_or_si512(h[0], _mm512_slli_epi32(h[1], 16));
+    lo[pair] = _mm512_or_si512(r[0], _mm512_slli_epi32(r[1], 16));
+  }
+  transpose16(hi);
+  transpose16(lo);
+  for (size_t q = 0; q < kRows; ++q) {
+    _mm512_storeu_si512(hiTile + q * kDepth, hi[q]);
+    _mm512_storeu_si512(loTile + q * kDepth, lo[q]);
+  }
+}
+
+// The online softmax of query tile t (slot u of the group) over the block's `count` logits: the
+// new max, alpha = exp(m_old - m_new) into alpha[u], the weights as P_hi / P_lo A tiles. A NaN
+// or infinite logit makes its query's sum NaN (its out and lse then read NaN: the caller's
+// check). Returns whether any alpha differs from 1 (the tile's running out must be rescaled).
+MNEMONIX_TARGET_AMX bool blockWeights(Scan& s, size_t t, size_t u, size_t count) {
+  const __m512 beta = _mm512_set1_ps(s.p.beta);
+  const float* x = s.w.logits.data() + u * kBlock * kRows;
+  const __m512 mOld = _mm512_loadu_ps(s.w.m.data() + t * kRows);
+  __m512 mNew = mOld;
+  __mmask16 bad = 0;
+  for (size_t j = 0; j < count; ++j) {
+    const __m512 v = _mm512_mul_ps(beta, _mm512_loadu_ps(x + j * kRows));
+    bad |= _mm512_fpclass_ps_mask(v, 0x99);  // QNaN, +Inf, -Inf, SNaN
+    mNew = _mm512_max_ps(mNew, v);
+  }
+  // a query with no finite logit yet keeps weight 0 (exp(x - mNew) would be NaN at mNew = -inf)
+  const __mmask16 live = _mm512_cmp_ps_mask(mNew, _mm512_set1_ps(kNegInf), _CMP_NEQ_OQ);
+  const __m512 alpha = exp16(_mm512_maskz_sub_ps(live, mOld, mNew));
+  __m512 sum = _mm512_setzero_ps();
+  uint16_t* tiles = s.w.weights.data() + u * kChunks * 2 * kTile;
+  for (size_t c = 0; c < kChunks; ++c) {
+    __m512 w[kDepth];
+    for (size_t i = 0; i < kDepth; ++i) {
+      const size_t j = c * kDepth + i;
+      w[i] = _mm512_setzero_ps();
+      if (j < count)
+        w[i] = _mm512_maskz_mov_ps(live, exp16(_mm512_fmsub_ps(beta, _mm512_loadu_ps(x + j * kRows), mNew)));
+      sum = _mm512_add_ps(sum, w[i]);
+    }
+    storeWeightTiles(w, tiles + 2 * c * kTile, tiles + (2 * c + 1) * kTile);
+  }
+  const __m512 lNew = _mm512_fmadd_ps(_mm512_loadu_ps(s.w.l.data() + t * kRows), alpha, sum);
+  _mm512_storeu_ps(s.w.l.data() + t * kRows, _mm512_mask_mov_ps(lNew, bad, _mm512_set1_ps(std::nanf(""))));
+  _mm512_storeu_ps(s.w.m.data() + t * kRows, mNew);
+  _mm512_storeu_ps(s.w.alpha.data() + u * kRows, alpha);
+  return _mm512_cmp_ps_mask(alpha, _mm512_set1_ps(1.0f), _CMP_NEQ_UQ) != 0;
+}
+
+// Query tile t's running out *= alpha[u] (per query row).
+MNEMONIX_TARGET_AMX void rescale(Scan& s, size_t t, size_t u) {
+  float* acc = s.w.acc.data() + t * s.dvTiles * kCTile;
+  for (size_t q = 0; q < kRows; ++q) {
+    const __m512 a = _mm512_set1_ps(s.w.alpha[u * kRows + q]);
+    for (size_t dt = 0; dt < s.dvTiles; ++dt) {
+      float* row = acc + dt * kCTile + q * kRows;
+      _mm512_storeu_ps(row, _mm512_mul_ps(a, _mm512_loadu_ps(row)));
+    }
+  }
+}
+
+// The running out of query tiles t, t + 1 (slots u, u + 1) += P_hi V + P_lo V over the block's
+// first `chunksUsed` chunks; on the thread's first block (`first`) it starts from zero. 2 x 2
+// blocking: C tiles 0-3 = query tiles t, t + 1 x dv tiles dt, dt + 1; tiles 4-5 the weights' A
+// tiles, 6-7 the values' B tiles. Without t + 1 (pair false) tiles 2-3 idle.
+MNEMONIX_TARGET_AMX void blockValues(Scan& s, size_t t, size_t u, bool pair, size_t chunksUsed, bool first) {
+  float* acc0 = s.w.acc.data() + t * s.dvTiles * kCTile;
+  float* acc1 = acc0 + s.dvTiles * kCTile;
+  const uint16_t* w0 = s.w.weights.data() + u * kChunks * 2 * kTile;
+  const uint16_t* w1 = w0 + kChunks * 2 * kTile;
+  for (size_t dt = 0; dt < s.dvTiles; dt += 2) {
+    const bool two = dt + 1 < s.dvTiles;
+    float* a0 = acc0 + dt * kCTile;
+    float* a1 = acc1 + dt * kCTile;
+    if (first) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+    } else {
+      _tile_loadd(0, a0, 64);
+      if (two) _tile_loadd(1, a0 + kCTile, 64);
+      if (pair) _tile_loadd(2, a1, 64);
+      if (pair && two) _tile_loadd(3, a1 + kCTile, 64);
+    }
+    for (size_t c = 0; c < chunksUsed; ++c) {
+      const uint16_t* v = s.w.values.data() + (c * s.dvTiles + dt) * kTile;
+      _tile_loadd(6, v, 64);
+      if (two) _tile_loadd(7, v + kTile, 64);
+      for (size_t h = 0; h < 2; ++h) {  // P_hi, then P_lo
+        _tile_loadd(4, w0 + (2 * c + h) * kTile, 64);
+        if (pair) _tile_loadd(5, w1 + (2 * c + h) * kTile, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        if (pair) _tile_dpbf16ps(2, 5, 6);
+        if (two) _tile_dpbf16ps(1, 4, 7);
+        if (pair && two) _tile_dpbf16ps(3, 5, 7);
+      }
+    }
+    _tile_stored(0, a0, 64);
+    if (two) _tile_stored(1, a0 + kCTile, 64);
+    if (pair) _tile_stored(2, a1, 64);
+    if (pair && two) _tile_stored(3, a1 + kCTile, 64);
+  }
+}
+
+// One thread's scan of keys [begin, end) for every query tile, a group of tiles at a time.
+MNEMONIX_TARGET_AMX void scanKeys(Scan& s, size_t begin, size_t end) {
+  configureTiles();
+  for (size_t t0 = 0; t0 < s.tiles; t0 += s.groupTiles) {
+    const size_t t1 = std::min(s.tiles, t0 + s.groupTiles);
+    for (size_t k0 = begin; k0 < end; k0 += kBlock) {
+      const size_t count = std::min(kBlock, end - k0);
+      const bool first = k0 == begin;
+      packKeys(s, k0, count);
+      packValues(s, k0, count);
+      blockLogits(s, t0, t1);
+      for (size_t t = t0; t < t1; t += 2) {
+        const bool pair = t + 1 < t1;
+        for (size_t u = t - t0; u < t - t0 + (pair ? 2 : 1); ++u)
+          if (blockWeights(s, t0 + u, u, count) && !first) rescale(s, t0 + u, u);
+        blockValues(s, t, t - t0, pair, (count + kDepth - 1) / kDepth, first);
+      }
+    }
+  }
+  _tile_release();
+}
+
+// out and lse from the parts' (m, l, acc): the exact merge of their key ranges, one query tile
+// per task. A part that saw no key (more threads than blocks) has m = -inf and weighs 0.
+MNEMONIX_TARGET_AMX void mergeTile(const Problem& p, const std::vector<Scan*>& parts, size_t t) {
+  const size_t dvTiles = parts[0]->dvTiles;
+  for (size_t q = 0; q < kRows && t * kRows + q < p.batch; ++q) {
+    const size_t b = t * kRows + q;
+    float top = kNegInf;
+    for (const Scan* s : parts) top = std::max(top, s->w.m[b]);
+    float weight[kMaxParts];
+    float total = 0.0f;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      weight[i] = parts[i]->w.m[b] == kNegInf ? 0.0f : std::exp(parts[i]->w.m[b] - top);
+      total += weight[i] * parts[i]->w.l[b];
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / total);
+    for (size_t dt = 0; dt < dvTiles; ++dt) {
+      __m512 o = _mm512_setzero_ps();
+      for (size_t i = 0; i < parts.size(); ++i) {
+        if (weight[i] == 0.0f) continue;  // (its acc was never written)
+        const float* row = parts[i]->w.acc.data() + (t * dvTiles + dt) * kCTile + q * kRows;
+        o = _mm512_fmadd_ps(_mm512_set1_ps(weight[i]), _mm512_loadu_ps(row), o);
+      }
+      o = _mm512_mul_ps(o, inv);
+      const size_t col = dt * kRows;
+      const __mmask16 mask = static_cast<__mmask16>(firstLanes(std::min(kRows, p.dv - col)));
+      if (p.outFloat32)
+        _mm512_mask_storeu_ps(static_cast<float*>(p.out) + b * p.dv + col, mask, o);
+      else
+        _mm256_mask_storeu_epi16(static_cast<uint16_t*>(p.out) + b * p.dv + col, mask,
+                                 _mm512_cvtepi32_epi16(bf16Bits(o)));
+    }
+    if (p.lse) p.lse[b] = top + std::log(total);
+  }
+}
+
+// Sizes a thread's workspace for the call (m = -inf and l = 0 set; nothing else needs zeros).
+void prepare(Workspace& w, size_t tiles, size_t dPad, size_t dvTiles, size_t groupTiles) {
+  const size_t rows = roundUp(tiles, 2) * kRows;
+  w.m.assign(rows, kNegInf);
+  w.l.assign(rows, 0.0f);
+  if (w.acc.size() < roundUp(tiles, 2) * dvTiles * kCTile) w.acc.resize(roundUp(tiles, 2) * dvTiles * kCTile);
+  w.keys.resize(kBlock * dPad);
+  w.values.resize(kChunks * dvTiles * kTile);
+  w.logits.resize(groupTiles * kBlock * kRows);
+  w.weights.resize(groupTiles * kChunks * 2 * kTile);
+  w.alpha.resize(groupTiles * kRows);
+}
+
+void release(Workspace& w) {
+  if (w.acc.size() > kKeptWorkspaceFloats) std::vector<float>().swap(w.acc);
+  if (w.keys.size() > 2 * kKeptWorkspaceFloats) std::vector<uint16_t>().swap(w.keys);
+  if (w.values.size() > 2 * kKeptWorkspaceFloats) std::vector<uint16_t>().swap(w.values);
+}
+
+Workspace& threadWorkspace() {
+  static thread_local Workspace w;
+  return w;
+}
+
+}  // namespace
+
+bool available() {
+  static const bool ok = [] {
+    const char* wanted = std::getenv("MNEMONIX_AMX");  // "0": never (tests of the refusal, comparisons)
+    if (wanted && std::strcmp(wanted, "0") == 0) return false;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool avx512 = (b >> 16) & 1u, dq = (b >> 17) & 1u, bw = (b >> 30) & 1u, vl = (b >> 31) & 1u;
+    const bool tile = (d >> 24) & 1u, bf16 = (d >> 22) & 1u;
+    if (!(avx512 && dq && bw && vl && tile && bf16)) return false;
+    constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;  // Linux: ask for the tile state
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return ok;
+}
+
+void retrieve(const Problem& p, int threads) {
+  const size_t tiles = (p.batch + kRows - 1) / kRows;
+  const size_t dPad = roundUp(p.d, kDepth), chunks = dPad / kDepth;
+  const size_t dvTiles = (p.dv + kRows - 1) / kRows;
+  // a query tile's share of the group's working set: its running out, packed queries, logits, weights
+  const size_t tileBytes = dvTiles * kCTile * 4 + chunks * kTile * 2 + kBlock * kRows * 4 + kChunks * 2 * kTile * 2;
+  const size_t groupTiles = std::min(roundUp(tiles, 2), std::max<size_t>(2, kGroupBytes / tileBytes) & ~size_t(1));
+  std::vector<uint16_t> qPacked(roundUp(tiles, 2) * chunks * kTile);
+  packQueries(p, tiles, chunks, qPacked.data());
+  size_t maxParts = 1;
+#ifdef _OPENMP
+  maxParts = static_cast<size_t>(threads > 0 ? threads : omp_get_max_threads());
+#endif
+  maxParts = std::max<size_t>(1, std::min({maxParts, (p.n + kBlock - 1) / kBlock, kMaxParts}));
+  std::vector<Scan*> parts(maxParts, nullptr);  // part i: thread i's scan (the merge's fixed order)
+  size_t team = 1;
+#pragma omp parallel num_threads(static_cast<int>(maxParts))
+  {
+    size_t me = 0;
+#ifdef _OPENMP
+#pragma omp single
+    team = static_cast<size_t>(omp_get_num_threads());
+    me = static_cast<size_t>(omp_get_thread_num());
+#endif
+    Workspace& w = threadWorkspace();
+    prepare(w, tiles, dPad, dvTiles, groupTiles);
+    Scan scan{p, tiles, chunks, dvTiles, groupTiles, qPacked.data(), w};
+    const size_t share = roundUp((p.n + team - 1) / team, kBlock);
+    const size_t begin = std::min(p.n, me * share), end = std::min(p.n, begin + share);
+    if (begin < end) scanKeys(scan, begin, end);
+    parts[me] = &scan;
+#pragma omp barrier
+    const std::vector<Scan*> used(parts.begin(), parts.begin() + static_cast<std::ptrdiff_t>(team));
+#pragma omp for schedule(static)
+    for (size_t t = 0; t < tiles; ++t) mergeTile(p, used, t);
+    release(w);
+  }
+}
+
+#else  // no AMX in this build
+
+bool available() { return false; }
+void retrieve(const Problem&, int) {}
+
+#endif
+
+}  // namespace amx
+}  // namespace retrieval
+}  // namespace mnemonix

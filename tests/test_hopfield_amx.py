@@ -1,0 +1,195 @@
+"""The ``amx`` backend (``_core.retrieval_amx``, csrc/retrieval/amx.cpp): bfloat16 retrieval on
+AMX tiles equals the float64 reference within float32-level error, through the kernel, the
+general path and the fast path alike; NaN / Inf operands are refused like on every other path.
+
+On a CPU without AMX-BF16 tiles the same tests check the refusal instead (the kernel raises,
+the backend names the reason, the policy never picks it): nothing here skips.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mnemonix import _checks, calibration, ops, reference
+from mnemonix.backends import core_engine, hopfield_amx
+from mnemonix.ops import hopfield as hop
+from mnemonix.ops._hopfield_fast import cpu_fast_retrieve
+
+engine = core_engine("retrieval_amx")
+HAS_AMX = hopfield_amx.available()
+
+
+def _operands(b, n, d, dv, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = (torch.randn(b, d, generator=g) * scale).bfloat16()
+    k = torch.randn(n, d, generator=g).bfloat16()
+    v = None if dv is None else torch.randn(n, dv, generator=g).bfloat16()
+    return q, k, v
+
+
+def _kernel(q, k, v, beta, threads=0, out_dtype=torch.float32):
+    out = torch.empty(q.shape[0], k.shape[1] if v is None else v.shape[1], dtype=out_dtype)
+    lse = torch.empty(q.shape[0])
+    engine.retrieve_at(q.data_ptr(), q.shape[0], q.shape[1], k.data_ptr(), k.shape[0],
+                       0 if v is None else v.data_ptr(), out.shape[1], beta, out.data_ptr(), lse.data_ptr(),
+                       out_dtype == torch.float32, threads)
+    return out, lse
+
+
+def _bounds(q, k, v, beta):
+    """Float32-level error bounds of out and lse per query: the logits' float32 sums (d terms),
+    the weights' two bfloat16 terms (2^-17 each), the float32 sums of the weighted rows."""
+    qd, kd = q.double(), k.double()
+    vd = kd if v is None else v.double()
+    logit_err = beta * (qd.abs() @ kd.abs().T).amax(-1) * (q.shape[1] + 2) * 2.0 ** -24  # [B]
+    n = k.shape[0]
+    weight_err = 2 * logit_err + 2.0 ** -16 + (n + 2) * 2.0 ** -24
+    lse_ref = reference.hopfield_retrieve(qd, kd, vd, beta=beta, return_lse=True)[1]
+    return vd.abs().amax() * weight_err[:, None] * 4, (logit_err + 2.0 ** -16 + lse_ref.abs() * 2.0 ** -23) * 4
+
+
+@pytest.mark.skipif(engine is None, reason="the C++ extension is always built in CI")
+@settings(max_examples=80 if HAS_AMX else 5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(b=st.integers(1, 40), n=st.integers(1, 400), d=st.integers(1, 80), dv=st.none() | st.integers(1, 50),
+       beta=st.floats(0.01, 3.0), scale=st.sampled_from([0.1, 1.0, 3.0]), threads=st.integers(0, 3),
+       seed=st.integers(0, 2**31 - 1))
+def test_the_kernel_equals_the_reference_at_float32_accuracy(b, n, d, dv, beta, scale, threads, seed):
+    q, k, v = _operands(b, n, d, dv, scale, seed)
+    if not HAS_AMX:
+        with pytest.raises(RuntimeError, match="no AMX bfloat16 tiles"):
+            _kernel(q, k, v, beta, threads)
+        return
+    out, lse = _kernel(q, k, v, beta, threads)
+    ref_out, ref_lse = reference.hopfield_retrieve(q.double(), k.double(), None if v is None else v.double(),
+                                                   beta=beta, return_lse=True)
+    out_bound, lse_bound = _bounds(q, k, v, beta)
+    assert ((out.double() - ref_out).abs() <= out_bound).all()
+    assert ((lse.double() - ref_lse).abs() <= lse_bound).all()
+    out16, lse16 = _kernel(q, k, v, beta, threads, torch.bfloat16)  # out rounded once, to nearest even
+    assert torch.equal(out16, out.bfloat16()) and torch.equal(lse16, lse)
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="covered by the refusal checks above on CPUs without AMX")
+@pytest.mark.parametrize(("b", "n", "d", "dv"), [
+    (33, 300, 1100, None),   # d in three slices of the logits' pass, a partial last block
+    (100, 50, 96, 20000),    # dv so wide that the query tiles go in two groups
+    (17, 1, 32, 16),         # one key
+    (4, 5000, 64, None),     # more blocks than threads; an odd query tile alone
+])
+def test_the_kernel_at_slices_groups_and_edges(b, n, d, dv):
+    q, k, v = _operands(b, n, d, dv, 1.0, 7)
+    beta = 1.0 / math.sqrt(d)
+    out, lse = _kernel(q, k, v, beta)
+    ref_out, ref_lse = reference.hopfield_retrieve(q.double(), k.double(), None if v is None else v.double(),
+                                                   beta=beta, return_lse=True)
+    out_bound, lse_bound = _bounds(q, k, v, beta)
+    assert ((out.double() - ref_out).abs() <= out_bound).all()
+    assert ((lse.double() - ref_lse).abs() <= lse_bound).all()
+    again, _ = _kernel(q, k, v, beta)  # the same bits call after call (parts merge in thread order)
+    assert torch.equal(again, out)
+
+
+@pytest.mark.skipif(engine is None, reason="the C++ extension is always built in CI")
+@settings(max_examples=40 if HAS_AMX else 5, deadline=None)
+@given(b=st.integers(1, 20), n=st.integers(1, 200), d=st.integers(1, 40), values_apart=st.booleans(),
+       where=st.sampled_from(["queries", "keys", "values"]), bad=st.sampled_from([math.nan, math.inf, -math.inf]),
+       seed=st.integers(0, 2**31 - 1))
+def test_a_nan_or_inf_operand_is_refused_with_its_name(b, n, d, values_apart, where, bad, seed):
+    q, k, v = _operands(b, n, d, d + 1 if values_apart else None, 1.0, seed)
+    if where == "values" and v is None:
+        where = "keys"
+    target = {"queries": q, "keys": k, "values": v}[where]
+    g = torch.Generator().manual_seed(seed)
+    target.view(-1)[torch.randint(target.numel(), (1,), generator=g)] = bad
+    if not HAS_AMX:  # the eager query check, or the refusal before the kernel would have shown the rest
+        with pytest.raises(ValueError, match=f"{where} must be finite|no AMX bfloat16 tiles"):
+            ops.hopfield_retrieve(q, k, v, beta=0.5, backend="amx")
+        return
+    with pytest.raises(_checks.NonFiniteError, match=where):
+        ops.hopfield_retrieve(q, k, v, beta=0.5, backend="amx")
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="covered by the refusal checks above on CPUs without AMX")
+def test_logits_past_float32_are_refused_not_returned():
+    q = torch.full((3, 8), 1e19).bfloat16()
+    k = torch.full((5, 8), 1e19).bfloat16()
+    out, lse = _kernel(q, k, None, 1.0)
+    assert out.isnan().all() and lse.isnan().all()
+    with pytest.raises(ValueError, match="logits overflow float32"):
+        ops.hopfield_retrieve(q, k, beta=1.0, backend="amx")
+
+
+@pytest.mark.skipif(engine is None, reason="the C++ extension is always built in CI")
+@settings(max_examples=30 if HAS_AMX else 3, deadline=None)
+@given(b=st.integers(1, 40), n=st.integers(1, 300), d=st.integers(1, 64), dv=st.none() | st.integers(1, 40),
+       want_lse=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_the_fast_path_gives_the_general_paths_bits(b, n, d, dv, want_lse, seed):
+    q, k, v = _operands(b, n, d, dv, 1.0, seed)
+    fast = cpu_fast_retrieve(q, k, v, 0.7, "amx", hop.cpu_forward_order_at, want_lse, False,
+                             hop.cpu_half_order_at)
+    if not HAS_AMX:
+        assert fast is None  # the general path then names the reason
+        return
+    general = ops.hopfield_retrieve(q, k, v, beta=0.7, backend="amx", return_lse=True)
+    assert torch.equal(fast[0], general[0]) and fast[0].dtype == torch.bfloat16
+    assert fast[1] is None if not want_lse else torch.equal(fast[1], general[1])
+    assert cpu_fast_retrieve(q, k, v, 0.7, "amx", hop.cpu_forward_order_at, want_lse, True,
+                             hop.cpu_half_order_at) is None  # an argmax: not this kernel's
+
+
+def test_the_backend_names_what_it_cannot_run():
+    q, k, _ = _operands(4, 50, 16, None, 1.0, 0)
+    with pytest.raises(ValueError, match="does not return the argmax" if HAS_AMX else "no AMX"):
+        ops.hopfield_retrieve(q, k, beta=1.0, backend="amx", return_argmax=True)
+    with pytest.raises(ValueError, match="takes no bias" if HAS_AMX else "no AMX"):
+        ops.hopfield_retrieve(q, k, beta=1.0, backend="amx", bias=torch.zeros(50))
+    with pytest.raises(ValueError, match="dtype torch.float32 not in"):
+        ops.hopfield_retrieve(q.float(), k.float(), beta=1.0, backend="amx")
+    with pytest.raises(ValueError, match="forward only"):
+        ops.hopfield_retrieve(q.requires_grad_(), k, beta=1.0, backend="amx")
+
+
+@pytest.mark.skipif(engine is None, reason="the C++ extension is always built in CI")
+def test_the_kernel_refuses_empty_and_mismatched_calls():
+    if not HAS_AMX:
+        assert not engine.available()
+        return
+    q, k, _ = _operands(2, 3, 4, None, 1.0, 0)
+    out = torch.empty(2, 4)
+    with pytest.raises(ValueError, match="batch, n, d and dv must be >= 1"):
+        engine.retrieve_at(q.data_ptr(), 0, 4, k.data_ptr(), 3, 0, 4, 1.0, out.data_ptr())
+    with pytest.raises(ValueError, match="needs dv == d"):
+        engine.retrieve_at(q.data_ptr(), 2, 4, k.data_ptr(), 3, 0, 5, 1.0, out.data_ptr())
+    with pytest.raises(ValueError, match="null address for out"):
+        engine.retrieve_at(q.data_ptr(), 2, 4, k.data_ptr(), 3, 0, 4, 1.0, 0)
+
+
+def test_the_policy_takes_amx_only_where_it_runs_and_its_limits_say():
+    limits = dict(calibration.thresholds("hopfield_retrieve", "cpu"))
+    limits.update(amx_min_batch_bfloat16=32, amx_max_batch_bfloat16=64, amx_wide_dim_bfloat16=1024,
+                  amx_wide_min_batch_bfloat16=64, amx_wide_max_batch_bfloat16=256)
+    first = {(b, d): hop._cpu_half_order(b, 10_000, d, "bfloat16", limits)[0] == "amx"
+             for b in (16, 32, 64, 100, 256, 512) for d in (128, 1024)}
+    expected = {(b, d): HAS_AMX and (32 <= b <= 64 if d < 1024 else 64 <= b <= 256) for b, d in first}
+    assert first == expected
+    assert hop._cpu_half_order(64, 10_000, 1024, "float16", limits)[0] != "amx"  # bfloat16 only
+    limits.update(amx_min_batch_bfloat16=0, amx_wide_min_batch_bfloat16=0)   # 0: never
+    assert all(hop._cpu_half_order(b, 10_000, d, "bfloat16", limits)[0] != "amx" for b, d in first)
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="without AMX this module already runs its refusal checks")
+def test_the_refusal_checks_run_here_too_with_amx_turned_off():
+    """MNEMONIX_AMX=0 makes available() False: this module's other branch, in a fresh process."""
+    env = {**os.environ, "MNEMONIX_AMX": "0"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                           "-k", "not refusal_checks_run_here"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and "skipped" in done.stdout  # the AMX-only tests skip there, by name
