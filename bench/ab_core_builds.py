@@ -1,4 +1,5 @@
-"""A/B two builds of the C++ core on the raw Hopfield kernel (``_core.retrieval.retrieve``).
+"""A/B two builds of the C++ core on the raw Hopfield kernel (``_core.retrieval.retrieve``, or
+with ``--kernel amx`` the AMX bfloat16 kernel ``_core.retrieval_amx.retrieve_at``).
 
 Each build runs in its own process (two pybind11 modules of the same name cannot share one),
 the two alternating round by round; a round times every shape (median of many calls) and the
@@ -68,8 +69,16 @@ def _caller(retrieve_at, q, k, b: int, d: int, n: int, dtype: str):
     return lambda: (retrieve_at(*args), out)
 
 
+def _amx_caller(retrieve_at, q, k, b: int, d: int, n: int):
+    """A no-argument call of the AMX kernel by address (bfloat16 rows; out bfloat16, lse float32)."""
+    import numpy as np
+    out, lse = np.empty((b, d), np.uint16), np.empty(b, np.float32)
+    args = (q.ctypes.data, b, d, k.ctypes.data, n, 0, d, 0.1, out.ctypes.data, lse.ctypes.data)
+    return lambda: (retrieve_at(*args), out)
+
+
 def _time_build(so: str, shapes: list[tuple[int, int, int]], threads: int,
-                dtype: str = "float32") -> dict[str, float]:
+                dtype: str = "float32", kernel: str = "retrieval") -> dict[str, float]:
     """Median seconds per call of each shape with the build at ``so`` (run in a child process),
     on rows of ``dtype``: float32 arrays through ``retrieve``, 16-bit ones by address through
     ``retrieve_at`` (on all threads: it takes no thread count)."""
@@ -88,7 +97,9 @@ def _time_build(so: str, shapes: list[tuple[int, int, int]], threads: int,
     for n, d, b in shapes:
         q = _rows(rng.standard_normal((b, d), dtype=np.float32), dtype)
         k = _rows(rng.standard_normal((n, d), dtype=np.float32), dtype)
-        if dtype == "float32":
+        if kernel == "amx":
+            call = _amx_caller(core.retrieval_amx.retrieve_at, q, k, b, d, n)
+        elif dtype == "float32":
             def call(q=q, k=k):
                 return retrieve(q, k, None, beta=0.1, num_threads=threads)
         else:
@@ -113,7 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2, help="float32 only (16-bit rows run on all threads)")
     parser.add_argument("--dtype", choices=sorted(CODES), default="float32", help="the rows' element type")
+    parser.add_argument("--kernel", choices=("retrieval", "amx"), default="retrieval",
+                        help="amx: the AMX bfloat16 kernel (bfloat16 rows, on all threads)")
     args = parser.parse_args(argv)
+    if args.kernel == "amx":
+        args.dtype = "bfloat16"
     shapes = _parse_shapes(args.shapes)
     keys = [f"{n}:{d}:{b}" for n, d, b in shapes]
     ratios: dict[str, list[float]] = {k: [] for k in keys}
@@ -121,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     for _ in range(args.rounds):
         got = []
         for so in (args.old, args.new):
-            cmd = [sys.executable, __file__, "--child", so, args.shapes, str(args.threads), args.dtype]
+            cmd = [sys.executable, __file__, "--child", so, args.shapes, str(args.threads), args.dtype, args.kernel]
             got.append(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout))
         for k in keys:
             ratios[k].append(got[1][k] / got[0][k])
@@ -136,8 +151,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child"]:  # one build's timings as JSON: --child SO SHAPES THREADS DTYPE
-        so, shapes, threads, dtype = sys.argv[2:6]
-        print(json.dumps(_time_build(so, _parse_shapes(shapes), int(threads), dtype)))
+    if sys.argv[1:2] == ["--child"]:  # one build's timings as JSON: --child SO SHAPES THREADS DTYPE KERNEL
+        so, shapes, threads, dtype, kernel = sys.argv[2:7]
+        print(json.dumps(_time_build(so, _parse_shapes(shapes), int(threads), dtype, kernel)))
     else:
         main()
