@@ -138,7 +138,9 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               # (ops.hopfield._amx_first; 0: never; the Xeon profile sets them)
                               "amx_min_batch_bfloat16": 0, "amx_max_batch_bfloat16": 0,
                               "amx_wide_dim_bfloat16": 0, "amx_wide_min_batch_bfloat16": 0,
-                              "amx_wide_max_batch_bfloat16": 0},
+                              "amx_wide_max_batch_bfloat16": 0,
+                              # ... and from this batch on keys of amx_large_min_bytes or more
+                              "amx_min_batch_large_bfloat16": 0, "amx_large_min_bytes_bfloat16": 0},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
                           "cpp_max_batch_narrow": 256, "gemm_chunk_scores": 384 << 10},
     },
@@ -260,6 +262,10 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               "amx_min_batch_bfloat16": 32, "amx_max_batch_bfloat16": 64,
                               "amx_wide_dim_bfloat16": 1024, "amx_wide_min_batch_bfloat16": 64,
                               "amx_wide_max_batch_bfloat16": 256,
+                              # ... and on keys of 128 MiB or more from B = 8: N = 1e5, d = 1,024,
+                              # B = 8..32 0.86-0.93x, N = 1e6, d = 128, B = 8..16 0.79-0.89x (B = 4
+                              # lost, 1.19x; N = 1e6, d = 32 (64 MB) lost at B = 8..16)
+                              "amx_min_batch_large_bfloat16": 8, "amx_large_min_bytes_bfloat16": 128 << 20,
                               # float32 keys wider than 256 on stores that stream: the lanes up to
                               # B = 32 (cpp_max_batch_large_store), at 0.43-0.93x the time of the
                               # policy's choice before (flash or GEMM) at 12 shapes, N = 3,000..1e5,
