@@ -209,17 +209,62 @@ MNEMONIX_TARGET_AMX void packValues(Scan& s, size_t k0, size_t count) {
   }
 }
 
+// The logits of a query tile t alone (slot u of the group): C tiles 0-3 = key groups g..g + 3,
+// the keys' A tiles alternating in tiles 4-5, the queries' B tile in 6 (1 x 4 blocking: no zero
+// tile paired with it, which doubled the work of one query tile).
+MNEMONIX_TARGET_AMX void blockLogitsOne(Scan& s, size_t t, size_t u) {
+  const size_t pairSlab = s.chunks * 2 * kTile;
+  const uint16_t* qp = s.qPacked + (t / 2) * pairSlab + (t % 2) * kTile;  // chunk c at 2 c tiles on
+  float* out = s.w.logits.data() + u * kBlock * kRows;
+  for (size_t c0 = 0; c0 < s.chunks; c0 += kSliceChunks) {
+    const size_t c1 = std::min(s.chunks, c0 + kSliceChunks);
+    for (size_t g = 0; g < kGroups; g += 4) {
+      const uint16_t* k01 = s.w.keys.data() + (g / 2) * pairSlab;  // groups g, g + 1 interleaved
+      const uint16_t* k23 = k01 + pairSlab;                          // groups g + 2, g + 3
+      float* o = out + g * kCTile;
+      if (c0 == 0) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+      } else {
+        _tile_loadd(0, o, 64);
+        _tile_loadd(1, o + kCTile, 64);
+        _tile_loadd(2, o + 2 * kCTile, 64);
+        _tile_loadd(3, o + 3 * kCTile, 64);
+      }
+      for (size_t c = c0; c < c1; ++c) {
+        _tile_loadd(6, qp + 2 * c * kTile, 64);
+        _tile_loadd(4, k01 + 2 * c * kTile, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_loadd(5, k01 + (2 * c + 1) * kTile, 64);
+        _tile_dpbf16ps(1, 5, 6);
+        _tile_loadd(4, k23 + 2 * c * kTile, 64);
+        _tile_dpbf16ps(2, 4, 6);
+        _tile_loadd(5, k23 + (2 * c + 1) * kTile, 64);
+        _tile_dpbf16ps(3, 5, 6);
+      }
+      _tile_stored(0, o, 64);
+      _tile_stored(1, o + kCTile, 64);
+      _tile_stored(2, o + 2 * kCTile, 64);
+      _tile_stored(3, o + 3 * kCTile, 64);
+    }
+  }
+}
+
 // logits[t - t0][j][query] = <K[k0 + j], Q[16 t + query]> for the block's keys and the query
-// tiles [t0, t1) (t0 even; an odd last tile is paired with the zero tile past B). 2 x 2 blocking:
-// C tiles 0-3 = key groups g, g + 1 x query tiles t, t + 1; tiles 4-5 the keys' A tiles, 6-7 the
-// queries' B tiles. d is taken in slices of kSliceChunks chunks, the C tiles carried in memory.
+// tiles [t0, t1) (t0 even; an odd last tile alone: blockLogitsOne). 2 x 2 blocking: C tiles 0-3 =
+// key groups g, g + 1 x query tiles t, t + 1; tiles 4-5 the keys' A tiles, 6-7 the queries' B
+// tiles. d is taken in slices of kSliceChunks chunks, the C tiles carried in memory.
 MNEMONIX_TARGET_AMX void blockLogits(Scan& s, size_t t0, size_t t1) {
   const size_t pairSlab = s.chunks * 2 * kTile;  // two tiles' packed data
+  const size_t paired = t0 + (t1 - t0) / 2 * 2;
+  if (paired < t1) blockLogitsOne(s, paired, paired - t0);
   for (size_t c0 = 0; c0 < s.chunks; c0 += kSliceChunks) {
     const size_t c1 = std::min(s.chunks, c0 + kSliceChunks);
     for (size_t g = 0; g < kGroups; g += 2) {
       const uint16_t* kp = s.w.keys.data() + (g / 2) * pairSlab;
-      for (size_t t = t0; t < t1; t += 2) {
+      for (size_t t = t0; t < paired; t += 2) {
         const uint16_t* qp = s.qPacked + (t / 2) * pairSlab;
         float* out = s.w.logits.data() + ((t - t0) * kBlock + g * kRows) * kRows;
         float* out1 = out + kBlock * kRows;  // query tile t + 1
@@ -328,8 +373,8 @@ MNEMONIX_TARGET_AMX void rescale(Scan& s, size_t t, size_t u) {
 // The running out of query tiles t, t + 1 (slots u, u + 1) += P_hi V + P_lo V over the block's
 // first `chunksUsed` chunks; on the thread's first block (`first`) it starts from zero. 2 x 2
 // blocking: C tiles 0-3 = query tiles t, t + 1 x dv tiles dt, dt + 1; tiles 4-5 the weights' A
-// tiles, 6-7 the values' B tiles. Without t + 1 (pair false) tiles 2-3 idle.
-MNEMONIX_TARGET_AMX void blockValues(Scan& s, size_t t, size_t u, bool pair, size_t chunksUsed, bool first) {
+// tiles, 6-7 the values' B tiles.
+MNEMONIX_TARGET_AMX void blockValues(Scan& s, size_t t, size_t u, size_t chunksUsed, bool first) {
   float* acc0 = s.w.acc.data() + t * s.dvTiles * kCTile;
   float* acc1 = acc0 + s.dvTiles * kCTile;
   const uint16_t* w0 = s.w.weights.data() + u * kChunks * 2 * kTile;
@@ -345,9 +390,11 @@ MNEMONIX_TARGET_AMX void blockValues(Scan& s, size_t t, size_t u, bool pair, siz
       _tile_zero(3);
     } else {
       _tile_loadd(0, a0, 64);
-      if (two) _tile_loadd(1, a0 + kCTile, 64);
-      if (pair) _tile_loadd(2, a1, 64);
-      if (pair && two) _tile_loadd(3, a1 + kCTile, 64);
+      _tile_loadd(2, a1, 64);
+      if (two) {
+        _tile_loadd(1, a0 + kCTile, 64);
+        _tile_loadd(3, a1 + kCTile, 64);
+      }
     }
     for (size_t c = 0; c < chunksUsed; ++c) {
       const uint16_t* v = s.w.values.data() + (c * s.dvTiles + dt) * kTile;
@@ -355,17 +402,70 @@ MNEMONIX_TARGET_AMX void blockValues(Scan& s, size_t t, size_t u, bool pair, siz
       if (two) _tile_loadd(7, v + kTile, 64);
       for (size_t h = 0; h < 2; ++h) {  // P_hi, then P_lo
         _tile_loadd(4, w0 + (2 * c + h) * kTile, 64);
-        if (pair) _tile_loadd(5, w1 + (2 * c + h) * kTile, 64);
+        _tile_loadd(5, w1 + (2 * c + h) * kTile, 64);
         _tile_dpbf16ps(0, 4, 6);
-        if (pair) _tile_dpbf16ps(2, 5, 6);
-        if (two) _tile_dpbf16ps(1, 4, 7);
-        if (pair && two) _tile_dpbf16ps(3, 5, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        if (two) {
+          _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(3, 5, 7);
+        }
       }
     }
     _tile_stored(0, a0, 64);
-    if (two) _tile_stored(1, a0 + kCTile, 64);
-    if (pair) _tile_stored(2, a1, 64);
-    if (pair && two) _tile_stored(3, a1 + kCTile, 64);
+    _tile_stored(2, a1, 64);
+    if (two) {
+      _tile_stored(1, a0 + kCTile, 64);
+      _tile_stored(3, a1 + kCTile, 64);
+    }
+  }
+}
+
+// blockValues for a query tile t alone (slot u): C tiles 0-3 = dv tiles dt..dt + 3, tile 4 P_hi,
+// tile 5 P_lo, the values' B tiles alternating in 6-7 (each C tile's two products not back to back).
+MNEMONIX_TARGET_AMX void blockValuesOne(Scan& s, size_t t, size_t u, size_t chunksUsed, bool first) {
+  float* acc = s.w.acc.data() + t * s.dvTiles * kCTile;
+  const uint16_t* w = s.w.weights.data() + u * kChunks * 2 * kTile;
+  for (size_t dt = 0; dt < s.dvTiles; dt += 4) {
+    const size_t n = std::min<size_t>(4, s.dvTiles - dt);
+    float* a = acc + dt * kCTile;
+    if (first) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+    } else {
+      _tile_loadd(0, a, 64);
+      if (n > 1) _tile_loadd(1, a + kCTile, 64);
+      if (n > 2) _tile_loadd(2, a + 2 * kCTile, 64);
+      if (n > 3) _tile_loadd(3, a + 3 * kCTile, 64);
+    }
+    for (size_t c = 0; c < chunksUsed; ++c) {
+      const uint16_t* v = s.w.values.data() + (c * s.dvTiles + dt) * kTile;
+      _tile_loadd(4, w + 2 * c * kTile, 64);
+      _tile_loadd(5, w + (2 * c + 1) * kTile, 64);
+      _tile_loadd(6, v, 64);
+      _tile_dpbf16ps(0, 4, 6);
+      if (n > 1) {
+        _tile_loadd(7, v + kTile, 64);
+        _tile_dpbf16ps(1, 4, 7);
+      }
+      _tile_dpbf16ps(0, 5, 6);
+      if (n > 1) _tile_dpbf16ps(1, 5, 7);
+      if (n > 2) {
+        _tile_loadd(6, v + 2 * kTile, 64);
+        _tile_dpbf16ps(2, 4, 6);
+        if (n > 3) {
+          _tile_loadd(7, v + 3 * kTile, 64);
+          _tile_dpbf16ps(3, 4, 7);
+        }
+        _tile_dpbf16ps(2, 5, 6);
+        if (n > 3) _tile_dpbf16ps(3, 5, 7);
+      }
+    }
+    _tile_stored(0, a, 64);
+    if (n > 1) _tile_stored(1, a + kCTile, 64);
+    if (n > 2) _tile_stored(2, a + 2 * kCTile, 64);
+    if (n > 3) _tile_stored(3, a + 3 * kCTile, 64);
   }
 }
 
@@ -384,7 +484,11 @@ MNEMONIX_TARGET_AMX void scanKeys(Scan& s, size_t begin, size_t end) {
         const bool pair = t + 1 < t1;
         for (size_t u = t - t0; u < t - t0 + (pair ? 2 : 1); ++u)
           if (blockWeights(s, t0 + u, u, count) && !first) rescale(s, t0 + u, u);
-        blockValues(s, t, t - t0, pair, (count + kDepth - 1) / kDepth, first);
+        const size_t chunksUsed = (count + kDepth - 1) / kDepth;
+        if (pair)
+          blockValues(s, t, t - t0, chunksUsed, first);
+        else
+          blockValuesOne(s, t, t - t0, chunksUsed, first);
       }
     }
   }
