@@ -254,18 +254,20 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # bfloat16 on AMX tiles, float32 logits and sums (the weights as two
                               # bfloat16 terms): at B = 32..64 it took 0.47-0.96x the time of the
                               # policy's choice before at d = 32..128 (N = 1e3..1e6; N = 1e6, d = 32,
-                              # B = 32: 1.00), and from d = 1,024 at B = 64..256 0.26-0.96x (N = 1e5,
-                              # d = 1,024, B = 64: 53 ms against 205; N = 1e4, d = 12,288, B = 100:
-                              # 122 against 379); B = 32 at d = 1,024 lost (1.03-1.22x), B >= 1,024
-                              # everywhere (1.14-1.98x) and d <= 128 at B = 256 but two (1.02-1.12x;
-                              # bench/NOTES.md, "bfloat16 on AMX tiles")
-                              "amx_min_batch_bfloat16": 32, "amx_max_batch_bfloat16": 64,
+                              # B = 32: 1.00), B = 16 0.69-0.98x once a lone query tile had its own
+                              # blocking (N = 1e3, d = 128: 59 us against 86); from d = 1,024 at
+                              # B = 64..256 0.26-0.96x (N = 1e5, d = 1,024, B = 64: 53 ms against 205;
+                              # N = 1e4, d = 12,288, B = 100: 122 against 379); B = 16..32 at
+                              # d = 1,024 tied or lost (0.98-1.22x), B >= 1,024 lost everywhere
+                              # (1.14-1.98x), and d <= 128 at B = 256 but two (1.02-1.12x); B = 8
+                              # tied or lost (1.0-1.11x; bench/NOTES.md, "bfloat16 on AMX tiles")
+                              "amx_min_batch_bfloat16": 16, "amx_max_batch_bfloat16": 64,
                               "amx_wide_dim_bfloat16": 1024, "amx_wide_min_batch_bfloat16": 64,
                               "amx_wide_max_batch_bfloat16": 256,
-                              # ... and on keys of 128 MiB or more from B = 8: N = 1e5, d = 1,024,
-                              # B = 8..32 0.86-0.93x, N = 1e6, d = 128, B = 8..16 0.79-0.89x (B = 4
-                              # lost, 1.19x; N = 1e6, d = 32 (64 MB) lost at B = 8..16)
-                              "amx_min_batch_large_bfloat16": 8, "amx_large_min_bytes_bfloat16": 128 << 20,
+                              # ... and on keys of 128 MiB or more from B = 4: N = 1e5, d = 1,024,
+                              # B = 4..32 0.76-0.93x (4: 23.9 ms against 31.5), N = 1e6, d = 128,
+                              # B = 4..16 1.00-0.79x; B = 1 lost (1.66x: the packing)
+                              "amx_min_batch_large_bfloat16": 4, "amx_large_min_bytes_bfloat16": 128 << 20,
                               # float32 keys wider than 256 on stores that stream: the lanes up to
                               # B = 32 (cpp_max_batch_large_store), at 0.43-0.93x the time of the
                               # policy's choice before (flash or GEMM) at 12 shapes, N = 3,000..1e5,
