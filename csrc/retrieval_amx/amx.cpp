@@ -14,6 +14,8 @@
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "retrieval_amx/tiles.hpp"
 #endif
 #ifdef _OPENMP
 #include <omp.h>
@@ -25,14 +27,8 @@ namespace amx {
 
 #ifdef MNEMONIX_AMX_BUILD
 
-#define MNEMONIX_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
-
 namespace {
 
-constexpr size_t kRows = 16;                // rows of a tile: keys of a logit tile, queries of a query tile
-constexpr size_t kDepth = 32;               // bfloat16 values in a tile row (64 bytes)
-constexpr size_t kTile = kRows * kDepth;    // bfloat16 values in an A or B tile (1 KB)
-constexpr size_t kCTile = kRows * kRows;    // float32 values in a C tile (1 KB)
 constexpr size_t kBlock = 128;              // keys per block: 8 key groups, 4 chunks of P V
 constexpr size_t kGroups = kBlock / kRows;
 constexpr size_t kChunks = kBlock / kDepth;
@@ -49,85 +45,6 @@ constexpr size_t kGroupBytes = size_t(16) << 20;
 constexpr size_t kKeptWorkspaceFloats = size_t(16) << 20;
 constexpr size_t kMaxParts = 64;  // key ranges merged (threads)
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-size_t roundUp(size_t x, size_t m) { return (x + m - 1) / m * m; }
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, startRow = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-MNEMONIX_TARGET_AMX void configureTiles() {
-  TileConfig c;
-  for (int i = 0; i < 8; ++i) {
-    c.colsb[i] = 64;
-    c.rows[i] = kRows;
-  }
-  _tile_loadconfig(&c);
-}
-
-// exp(x) for x <= 0 on 16 lanes (the Cephes polynomial of softmax.hpp's expNonPositive), 0 for
-// x < -87 and for -inf.
-MNEMONIX_TARGET_AMX inline __m512 exp16(__m512 x) {
-  const __m512 xc = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 shifter = _mm512_set1_ps(12582912.0f);
-  const __m512 shifted = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter);
-  const __m512 n = _mm512_sub_ps(shifted, shifter);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
-  __m512i bits = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(0x4B400000 - 127));
-  bits = _mm512_slli_epi32(bits, 23);
-  const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
-  return _mm512_maskz_mul_ps(live, y, _mm512_castsi512_ps(bits));
-}
-
-// float32 -> bfloat16 bits in the low half of each lane, to nearest even (a NaN stays a NaN).
-MNEMONIX_TARGET_AMX inline __m512i bf16Bits(__m512 x) {
-  const __m512i b = _mm512_castps_si512(x);
-  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(b, 16), _mm512_set1_epi32(1));
-  return _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
-}
-
-// 16 x 16 dwords transposed in registers: r[i] lane j -> r[j] lane i.
-MNEMONIX_TARGET_AMX inline void transpose16(__m512i r[16]) {
-  __m512i t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  for (int i = 0; i < 4; ++i) {  // then 128-bit lanes: two rounds of 2 x 2 block swaps
-    t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
-    t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
-    t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
-    t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
-    r[i + 4] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0x88);
-    r[i + 12] = _mm512_shuffle_i32x4(t[i + 4], t[i + 12], 0xdd);
-  }
-}
-
-// The mask of the first `width` (<= 32) 16-bit lanes.
-inline __mmask32 firstLanes(size_t width) {
-  return width >= 32 ? ~__mmask32(0) : static_cast<__mmask32>((1u << width) - 1);
-}
 
 // The queries as B tiles in AMX's pair layout, tiles t, t + 1 (t even) interleaved by chunk:
 // tile (t, c) at (((t / 2) * chunks + c) * 2 + t % 2) * kTile, row `pair` holding the dwords
