@@ -176,12 +176,16 @@ def test_the_policy_takes_amx_only_where_it_runs_and_its_limits_say():
     limits = dict(calibration.thresholds("hopfield_retrieve", "cpu"))
     limits.update(amx_min_batch_bfloat16=32, amx_max_batch_bfloat16=64, amx_wide_dim_bfloat16=1024,
                   amx_wide_min_batch_bfloat16=64, amx_wide_max_batch_bfloat16=256,
-                  amx_min_batch_large_bfloat16=8, amx_large_min_bytes_bfloat16=128 << 20)
+                  amx_min_batch_large_bfloat16=8, amx_large_min_bytes_bfloat16=128 << 20,
+                  amx_min_batch_small_bfloat16=4, amx_small_max_bytes_bfloat16=1 << 20)
     first = {(b, n, d): hop._cpu_half_order(b, n, d, "bfloat16", limits)[0] == "amx"
-             for b in (4, 8, 16, 32, 64, 100, 256, 512) for d in (128, 1024) for n in (10_000, 1_000_000)}
-    large = {(n, d): n * d * 2 >= 128 << 20 for _, n, d in first}
-    expected = {(b, n, d): HAS_AMX and (8 if large[n, d] else 32 if d < 1024 else 64) <= b <= (64 if d < 1024 else 256)
-                for b, n, d in first}
+             for b in (2, 4, 8, 16, 32, 64, 100, 256, 512) for d in (128, 1024) for n in (1_000, 10_000, 1_000_000)}
+
+    def low(n, d):
+        size = n * d * 2
+        return 8 if size >= 128 << 20 else 4 if size < 1 << 20 else 32 if d < 1024 else 64
+
+    expected = {(b, n, d): HAS_AMX and low(n, d) <= b <= (64 if d < 1024 else 256) for b, n, d in first}
     assert first == expected
     assert hop._cpu_half_order(64, 10_000, 1024, "float16", limits)[0] != "amx"  # bfloat16 only
     limits.update(amx_min_batch_bfloat16=0, amx_wide_min_batch_bfloat16=0)   # 0: never, on any store

@@ -140,7 +140,9 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               "amx_wide_dim_bfloat16": 0, "amx_wide_min_batch_bfloat16": 0,
                               "amx_wide_max_batch_bfloat16": 0,
                               # ... and from this batch on keys of amx_large_min_bytes or more
-                              "amx_min_batch_large_bfloat16": 0, "amx_large_min_bytes_bfloat16": 0},
+                              "amx_min_batch_large_bfloat16": 0, "amx_large_min_bytes_bfloat16": 0,
+                              # ... and from this batch on keys under amx_small_max_bytes
+                              "amx_min_batch_small_bfloat16": 0, "amx_small_max_bytes_bfloat16": 0},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
                           "cpp_max_batch_narrow": 256, "gemm_chunk_scores": 384 << 10},
     },
@@ -268,6 +270,11 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # B = 4..32 0.76-0.93x (4: 23.9 ms against 31.5), N = 1e6, d = 128,
                               # B = 4..16 1.00-0.79x; B = 1 lost (1.66x: the packing)
                               "amx_min_batch_large_bfloat16": 4, "amx_large_min_bytes_bfloat16": 128 << 20,
+                              # ... and on keys under 4 MiB from B = 8 (N = 1e3, d = 128: 39 us
+                              # against 67; N = 1e3, d = 1,024, B = 8..32 0.87-0.89x; N = 1e4,
+                              # d = 32..128 0.73-1.02x), where larger stores tied or lost at B = 8
+                              # (N = 1e4, d = 1,024: 1.06x; N = 1e5, d = 128: 1.01x)
+                              "amx_min_batch_small_bfloat16": 8, "amx_small_max_bytes_bfloat16": 4 << 20,
                               # float32 keys wider than 256 on stores that stream: the lanes up to
                               # B = 32 (cpp_max_batch_large_store), at 0.43-0.93x the time of the
                               # policy's choice before (flash or GEMM) at 12 shapes, N = 3,000..1e5,
