@@ -97,6 +97,17 @@ def test_the_kernel_at_slices_groups_and_edges(b, n, d, dv):
     assert torch.equal(again, out)
 
 
+@pytest.mark.skipif(not HAS_AMX, reason="covered by the refusal checks above on CPUs without AMX")
+@settings(max_examples=15, deadline=None)
+@given(b=st.integers(2, 40), n=st.integers(1, 300), d=st.integers(1, 70), seed=st.integers(0, 2**31 - 1))
+def test_each_querys_bits_do_not_depend_on_the_batch(b, n, d, seed):
+    q, k, _ = _operands(b, n, d, None, 1.0, seed)
+    out, lse = _kernel(q, k, None, 0.4)
+    for i in (0, b // 2, b - 1):
+        alone, alone_lse = _kernel(q[i:i + 1].contiguous(), k, None, 0.4)
+        assert torch.equal(alone[0], out[i]) and torch.equal(alone_lse[0], lse[i])
+
+
 @pytest.mark.skipif(engine is None, reason="the C++ extension is always built in CI")
 @settings(max_examples=40 if HAS_AMX else 5, deadline=None)
 @given(b=st.integers(1, 20), n=st.integers(1, 200), d=st.integers(1, 40), values_apart=st.booleans(),

@@ -6,8 +6,9 @@ for bfloat16 operands with AMX's bfloat16 dot products: the logits and every sum
 terms (``P = P_hi + P_lo``) for the weighted sum, out rounded once. Its accuracy is the C++
 kernel's, where a 16-bit GEMM (torch's bfloat16 matmul) rounds its logits to bfloat16.
 
-CPU only, bfloat16 only, forward only; no bias, association mask or argmax, and the keys split
-over the threads by rows (not batch-invariant). Runs where the CPU has AMX-BF16 tiles and Linux
+CPU only, bfloat16 only, forward only; no bias, association mask or argmax. Each query's bits do
+not depend on the batch (the keys split over the threads by N alone), but the policy takes it at
+some batches only, so it refuses ``batch_invariant`` calls. Runs where the CPU has AMX-BF16 tiles and Linux
 grants the tile state (:func:`available`); elsewhere its reasons say so. Like the AMX unit itself,
 it reads bfloat16 subnormals as zero (their products are below float32's normal range anyway).
 """
@@ -64,7 +65,8 @@ def _amx_reasons(inputs) -> list[str]:
     elif not available():
         reasons.append("this CPU (or OS) has no AMX bfloat16 tiles")
     if getattr(inputs, "batch_invariant", False):
-        reasons.append("not batch-invariant (its key split over the threads and its query tiles follow B)")
+        reasons.append("not batch-invariant as the policy uses it (each query's bits do not depend on B, but it "
+                       "runs at some batches only)")
     if inputs.want_argmax:
         reasons.append("the AMX kernel does not return the argmax")
     if inputs.logit_bias is not None or getattr(inputs, "association_bias", None) is not None:
