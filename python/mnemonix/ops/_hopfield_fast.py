@@ -34,8 +34,8 @@ from mnemonix.backends import hopfield_amx, no_grad_wanted, no_mode, numpy_view
 _F32 = torch.float32
 _TENSOR = torch.Tensor
 _STRIDED = torch.strided
-# The element codes of the C++ kernel (retrieve_checked_at, flash_checked_at) by dtype
-_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+# The element codes of the C++ kernel (retrieve_checked_at, flash_checked_at) by dtype: the backend's table
+_CODES = hb._ELEMENT_CODES
 _F32_ROW = torch.empty(0, dtype=torch.float32)  # new_empty of it: a float32 tensor, whatever the default dtype
 _Order = Callable[[int, int, int, int, int | None], tuple[str, ...]]  # the speed policy's order of a shape
 
