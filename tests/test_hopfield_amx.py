@@ -211,3 +211,30 @@ def test_the_refusal_checks_run_here_too_with_amx_turned_off():
                            "-k", "not refusal_checks_run_here"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout and "skipped" in done.stdout  # the AMX-only tests skip there, by name
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="covered by the refusal checks above on CPUs without AMX")
+def test_concurrent_calls_from_python_threads_give_the_sequential_bits():
+    """Each OpenMP thread keeps its workspace between calls (thread_local): callers on several
+    Python threads (each its own OpenMP team) must not share one."""
+    import threading
+
+    problems = [_operands(b, n, d, None, 1.0, seed) for seed, (b, n, d) in
+                enumerate([(40, 900, 96), (7, 3000, 40), (64, 500, 200), (17, 1200, 33)])]
+    expected = [_kernel(q, k, v, 0.3) for q, k, v in problems]
+    failures: list[str] = []
+
+    def hammer(i: int) -> None:
+        q, k, v = problems[i]
+        for _ in range(25):
+            out, lse = _kernel(q, k, v, 0.3)
+            if not (torch.equal(out, expected[i][0]) and torch.equal(lse, expected[i][1])):
+                failures.append(f"problem {i}: bits differ from the sequential call")
+                return
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(len(problems))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not failures and not any(t.is_alive() for t in threads)
