@@ -242,10 +242,13 @@ def test_cpu_hopfield_suites_track_16_bit_operands():
              if c.op == "hopfield_retrieve"}
     for shape in hopfield_suite.HALF_CPU_SHAPES["quick"]:
         assert {(shape, torch.bfloat16), (shape, torch.float16)} <= found
-    assert all(dt == torch.float32 for _, dt in found if _ not in hopfield_suite.HALF_CPU_SHAPES["quick"])
+    for shape in hopfield_suite.BFLOAT16_CPU_SHAPES["quick"]:  # bfloat16 alone: the AMX kernel's shape
+        assert (shape, torch.bfloat16) in found and (shape, torch.float16) not in found
+    sixteen = set(hopfield_suite.HALF_CPU_SHAPES["quick"]) | set(hopfield_suite.BFLOAT16_CPU_SHAPES["quick"])
+    assert all(dt == torch.float32 for shape, dt in found if shape not in sixteen)
     for dtype in (torch.bfloat16, torch.float16):  # ours checked against SDPA in the same dtype
         built = hopfield_suite._builder(500, 16, 4, dtype)(torch.device("cpu"))
-        assert built.check(built.candidates["auto"]) and built.chosen in {"cpp", "sdpa"}
+        assert built.check(built.candidates["auto"]) and built.chosen in {"cpp", "sdpa", "amx"}
         assert {"peer:sdpa", "peer:plain"} <= set(built.candidates)
 
 

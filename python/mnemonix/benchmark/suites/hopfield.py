@@ -48,6 +48,9 @@ HALF_CPU_SHAPES = {
     "quick": [(100_000, 128, 1), (10_000, 32, 16), (2_000, 12_288, 16)],
     "full": [(n, d, b) for (n, d, b) in SHAPES["full"] if n <= 1_000_000],
 }
+# bfloat16 only: a compute-bound call (the AMX kernel's where the CPU has the tiles; plain torch's
+# 16-bit GEMMs, its fastest peer there)
+BFLOAT16_CPU_SHAPES = {"quick": [(10_000, 1024, 64)], "full": [(10_000, 1024, 64), (10_000, 1024, 256)]}
 
 
 def cases(suite: str, device: torch.device) -> list[Case]:
@@ -59,6 +62,8 @@ def cases(suite: str, device: torch.device) -> list[Case]:
     if device.type == "cpu":
         found += [Case("hopfield_retrieve", {"N": n, "d": d, "B": b}, dt, _builder(n, d, b, dt))
                   for (n, d, b) in HALF_CPU_SHAPES.get(suite, ()) for dt in (torch.bfloat16, torch.float16)]
+        found += [Case("hopfield_retrieve", {"N": n, "d": d, "B": b}, torch.bfloat16, _builder(n, d, b, torch.bfloat16))
+                  for (n, d, b) in BFLOAT16_CPU_SHAPES.get(suite, ())]
     return found
 
 
