@@ -241,7 +241,7 @@ def test_policy_sends_mid_batches_to_the_lane_scan(width):
         row_rule = {f"cpp_max_dims_{t}": calibration.DEFAULTS["cpu"]["hopfield_retrieve"][f"cpp_max_dims_{t}"]
                     for t in ("float16", "bfloat16")}
         got = hops._cpu_half_order(b, 10_000, 128, dtype, {**limits, **row_rule}, dv)[0]
-        assert got == ("cpp" if want else "sdpa"), (b, dtype, dv)
+        assert got == "cpp" if want else got in ("sdpa", "amx"), (b, dtype, dv)  # (amx: the AMX tiles' bands)
 
 
 def test_gradients_come_from_torch_backend(rng):
