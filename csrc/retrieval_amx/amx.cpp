@@ -140,15 +140,9 @@ MNEMONIX_TARGET_AMX void blockLogitsOne(Scan& s, size_t t, size_t u) {
       const uint16_t* k23 = k01 + pairSlab;                          // groups g + 2, g + 3
       float* o = out + g * kCTile;
       if (c0 == 0) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        zeroAccumulators();
       } else {
-        _tile_loadd(0, o, 64);
-        _tile_loadd(1, o + kCTile, 64);
-        _tile_loadd(2, o + 2 * kCTile, 64);
-        _tile_loadd(3, o + 3 * kCTile, 64);
+        loadAccumulators(o);
       }
       for (size_t c = c0; c < c1; ++c) {
         _tile_loadd(6, qp + 2 * c * kTile, 64);
@@ -161,10 +155,7 @@ MNEMONIX_TARGET_AMX void blockLogitsOne(Scan& s, size_t t, size_t u) {
         _tile_loadd(5, k23 + (2 * c + 1) * kTile, 64);
         _tile_dpbf16ps(3, 5, 6);
       }
-      _tile_stored(0, o, 64);
-      _tile_stored(1, o + kCTile, 64);
-      _tile_stored(2, o + 2 * kCTile, 64);
-      _tile_stored(3, o + 3 * kCTile, 64);
+      storeAccumulators(o);
     }
   }
 }
@@ -186,10 +177,7 @@ MNEMONIX_TARGET_AMX void blockLogits(Scan& s, size_t t0, size_t t1) {
         float* out = s.w.logits.data() + ((t - t0) * kBlock + g * kRows) * kRows;
         float* out1 = out + kBlock * kRows;  // query tile t + 1
         if (c0 == 0) {
-          _tile_zero(0);
-          _tile_zero(1);
-          _tile_zero(2);
-          _tile_zero(3);
+          zeroAccumulators();
         } else {
           _tile_loadd(0, out, 64);
           _tile_loadd(1, out1, 64);
@@ -301,10 +289,7 @@ MNEMONIX_TARGET_AMX void blockValues(Scan& s, size_t t, size_t u, size_t chunksU
     float* a0 = acc0 + dt * kCTile;
     float* a1 = acc1 + dt * kCTile;
     if (first) {
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
+      zeroAccumulators();
     } else {
       _tile_loadd(0, a0, 64);
       _tile_loadd(2, a1, 64);
@@ -346,10 +331,7 @@ MNEMONIX_TARGET_AMX void blockValuesOne(Scan& s, size_t t, size_t u, size_t chun
     const size_t n = std::min<size_t>(4, s.dvTiles - dt);
     float* a = acc + dt * kCTile;
     if (first) {
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
+      zeroAccumulators();
     } else {
       _tile_loadd(0, a, 64);
       if (n > 1) _tile_loadd(1, a + kCTile, 64);

@@ -39,6 +39,28 @@ MNEMONIX_TARGET_AMX void configureTiles() {
   _tile_loadconfig(&c);
 }
 
+// The accumulators, C tiles 0-3: zeroed, or loaded from / stored to four consecutive 1 KB tiles.
+MNEMONIX_TARGET_AMX inline void zeroAccumulators() {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+}
+
+MNEMONIX_TARGET_AMX inline void loadAccumulators(const float* c) {
+  _tile_loadd(0, c, 64);
+  _tile_loadd(1, c + kCTile, 64);
+  _tile_loadd(2, c + 2 * kCTile, 64);
+  _tile_loadd(3, c + 3 * kCTile, 64);
+}
+
+MNEMONIX_TARGET_AMX inline void storeAccumulators(float* c) {
+  _tile_stored(0, c, 64);
+  _tile_stored(1, c + kCTile, 64);
+  _tile_stored(2, c + 2 * kCTile, 64);
+  _tile_stored(3, c + 3 * kCTile, 64);
+}
+
 // exp(x) for x <= 0 on 16 lanes (the Cephes polynomial of softmax.hpp's expNonPositive), 0 for
 // x < -87 and for -inf.
 MNEMONIX_TARGET_AMX inline __m512 exp16(__m512 x) {
