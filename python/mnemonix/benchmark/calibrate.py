@@ -25,7 +25,8 @@ splits the queries),
 widths) are not
 measured (two store sizes of d = 64 and 128 cannot place them) and keep their shipped values
 (:func:`mnemonix.calibration.shipped`), as do the 16-bit policy's (``cpp_*_float16``,
-``cpp_*_bfloat16``: the sweep times float32 keys). ``salience_topk`` on the CPU sends calls of at most ``cpp_max_work``
+``cpp_*_bfloat16``, ``amx_*_bfloat16``: the sweep times float32 keys). ``salience_topk`` on the CPU
+sends calls of at most ``cpp_max_work``
 screened multiply-adds (B x N x d) to the exact C++ recall and larger ones to the same recall
 fed by torch's GEMM (``gemm``), except batches of at most ``cpp_max_batch`` queries (not
 measured: always ``cpp``; nor ``cpp_max_batch_narrow`` for keys of at most ``narrow_dim``
