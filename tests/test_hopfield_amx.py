@@ -38,9 +38,7 @@ def _operands(b, n, d, dv, scale, seed):
 def _kernel(q, k, v, beta, threads=0, out_dtype=torch.float32):
     out = torch.empty(q.shape[0], k.shape[1] if v is None else v.shape[1], dtype=out_dtype)
     lse = torch.empty(q.shape[0])
-    engine.retrieve_at(q.data_ptr(), q.shape[0], q.shape[1], k.data_ptr(), k.shape[0],
-                       0 if v is None else v.data_ptr(), out.shape[1], beta, out.data_ptr(), lse.data_ptr(),
-                       out_dtype == torch.float32, threads)
+    hopfield_amx.retrieve_at(q, k, v, beta, out, lse, threads)
     return out, lse
 
 

@@ -50,7 +50,7 @@ from mnemonix import _triton, calibration
 from mnemonix._dispatch import ALL_FLOAT, Backend
 from mnemonix.backends import core_engine
 from mnemonix.backends.hopfield_amx import AMX
-from mnemonix.backends.hopfield_grad import chunk_size, lift, stream_backward, stream_forward
+from mnemonix.backends.hopfield_grad import chunk_size, lift, pick, stream_backward, stream_forward
 
 __all__ = ["TRITON", "CPP", "AMX", "SDPA", "GEMM", "TORCH", "REFERENCE", "BACKENDS", "BACKWARDS", "chunk_size"]
 
@@ -97,11 +97,6 @@ def _cpp_reasons(inputs) -> list[str]:
     return reasons
 
 
-def _pick(t, i: int, j: int):
-    """Group (i, j) of a grouped operand whose group dimensions may be shared (size 1)."""
-    return None if t is None else t[min(i, t.shape[0] - 1), min(j, t.shape[1] - 1)]
-
-
 # The C++ kernel's element codes (retrieve_at's element_type)
 _ELEMENT_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
@@ -117,9 +112,9 @@ def run_cpp(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None,
     arg = torch.empty(g1, g2, b, dtype=torch.int64)
     for i in range(g1):  # one fused call per group: each reads its own keys once, 16-bit rows as they are
         for j in range(g2):
-            q, k = q4[i, j].detach().contiguous(), _pick(k4, i, j).detach().contiguous()
-            v = None if v4 is None else _pick(v4, i, j).detach().contiguous()
-            bias = _pick(b4, i, j)
+            q, k = q4[i, j].detach().contiguous(), pick(k4, i, j).detach().contiguous()
+            v = None if v4 is None else pick(v4, i, j).detach().contiguous()
+            bias = pick(b4, i, j)
             bias = None if bias is None else bias.detach().to(torch.float32).contiguous()
             core.retrieve_at(q.data_ptr(), b, d, k.data_ptr(), n, 0 if v is None else v.data_ptr(), dv, float(beta),
                              0 if bias is None else bias.data_ptr(), out[i, j].data_ptr(), lse[i, j].data_ptr(),

@@ -21,7 +21,7 @@ import torch
 
 from mnemonix._dispatch import Backend
 from mnemonix.backends import core_engine
-from mnemonix.backends.hopfield_grad import lift
+from mnemonix.backends.hopfield_grad import lift, pick
 
 
 @functools.cache
@@ -32,15 +32,16 @@ def available() -> bool:
 
 
 def retrieve_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, beta: float, out: torch.Tensor,
-                lse: torch.Tensor | None) -> None:
+                lse: torch.Tensor | None, threads: int = 0) -> None:
     """One group: contiguous bfloat16 ``q [B, d]``, ``k [N, d]``, ``v [N, dv]`` (None: the keys)
-    into ``out [B, dv]`` (bfloat16 or float32) and ``lse [B]`` float32 (None: not wanted). A NaN or
-    infinite logit makes its query's out and lse NaN (the caller checks them)."""
+    into ``out [B, dv]`` (bfloat16 or float32) and ``lse [B]`` float32 (None: not wanted), on
+    ``threads`` threads (0: OpenMP's default). A NaN or infinite logit makes its query's out and
+    lse NaN (the caller checks them)."""
     (b, d), n = q.shape, k.shape[0]
     dv = d if v is None else v.shape[1]
     core_engine("retrieval_amx").retrieve_at(q.data_ptr(), b, d, k.data_ptr(), n, 0 if v is None else v.data_ptr(),
                                              dv, beta, out.data_ptr(), 0 if lse is None else lse.data_ptr(),
-                                             out.dtype == torch.float32)
+                                             out.dtype == torch.float32, threads)
 
 
 def run_amx(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None, **_):
@@ -51,9 +52,8 @@ def run_amx(queries, keys, values, *, beta, logit_bias, want_argmax, assoc=None,
     lse = torch.empty(g1, g2, b, dtype=torch.float32)
     for i in range(g1):  # one call per group (shared keys: the same rows, read by each)
         for j in range(g2):
-            q = q4[i, j].detach().contiguous()
-            k = k4[min(i, k4.shape[0] - 1), min(j, k4.shape[1] - 1)].detach().contiguous()
-            v = None if v4 is None else v4[min(i, v4.shape[0] - 1), min(j, v4.shape[1] - 1)].detach().contiguous()
+            q, k = q4[i, j].detach().contiguous(), pick(k4, i, j).detach().contiguous()
+            v = None if v4 is None else pick(v4, i, j).detach().contiguous()
             retrieve_at(q, k, v, float(beta), out[i, j], lse[i, j])
     return out, lse, None
 

@@ -47,6 +47,12 @@ def work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def pick(t, i: int, j: int):
+    """Group (i, j) of a grouped operand in the canonical layout whose group dimensions may be
+    shared (size 1); None stays None."""
+    return None if t is None else t[min(i, t.shape[0] - 1), min(j, t.shape[1] - 1)]
+
+
 def lift(queries, keys, values, logit_bias):
     """Legacy 2-D operands (q [B, d], k [N, d], v [N, dv], bias [N]) in the canonical layout."""
     if queries.ndim == 2:

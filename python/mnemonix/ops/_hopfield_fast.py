@@ -153,7 +153,8 @@ def _amx(q: Tensor, k: Tensor, v: Tensor | None, beta: float, dims: tuple[int, i
     out = q.new_empty(b, dv)
     lse = _F32_ROW.new_empty(b)
     hopfield_amx.retrieve_at(q, k, v, beta, out, lse)
-    if not hb._core_retrieval().all_finite_typed_at(2, out.data_ptr(), b * dv, 0, lse.data_ptr(), b):
+    if not hb._core_retrieval().all_finite_typed_at(_CODES[out.dtype], out.data_ptr(), b * dv, _CODES[_F32],
+                                                    lse.data_ptr(), b):
         return None
     return out, lse if want_lse else None, None
 
