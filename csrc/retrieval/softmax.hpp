@@ -24,29 +24,38 @@ namespace retrieval {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// The constants of the Cephes expf polynomial (expNonPositive here; the AMX kernel's 16-lane
+// exp16, retrieval_amx/tiles.hpp): exp(x) = 2^n (1 + r + r^2 p(r)), n = round(x / ln 2),
+// r = x - n ln 2 (ln 2 in two parts), p of degree 5, x clamped at kExpMin.
+constexpr float kExpMin = -87.0f;
+constexpr float kExpShifter = 12582912.0f;  // 1.5 * 2^23: t + kExpShifter rounds t to an integer
+constexpr float kExpLog2e = 1.44269504088896341f;
+constexpr float kExpLn2Hi = 0.693359375f, kExpLn2Lo = 2.12194440e-4f;  // ln 2 = kExpLn2Hi - kExpLn2Lo
+constexpr float kExpPoly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                               4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
 // exp(x) for x <= 0 (Cephes expf polynomial, ~1 ulp), exactly 0 below -87 and for -inf.
 // Branch-free plain arithmetic so that the `omp simd` loops calling it vectorise: the power of
 // two is rounded with the 1.5 * 2^23 shifter (adds, no floor: SSE2 has no vector floor, and a
 // scalar floor or a select on an integer kept GCC 12 from vectorising the softmax loop).
 MNEMONIX_ALWAYS_INLINE float expNonPositive(float x) {
-  const float xc = x < -87.0f ? -87.0f : x;  // maxps: also maps -inf to -87
-  constexpr float kShifter = 12582912.0f;    // 1.5 * 2^23: t + kShifter rounds t to an integer
-  const float shifted = xc * 1.44269504088896341f + kShifter;
-  const float n = shifted - kShifter;  // round(x / ln 2), in [-126, 0]
-  const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  const float xc = x < kExpMin ? kExpMin : x;  // maxps: also maps -inf to -87
+  const float shifted = xc * kExpLog2e + kExpShifter;
+  const float n = shifted - kExpShifter;  // round(x / ln 2), in [-126, 0]
+  const float r = xc - n * kExpLn2Hi + n * kExpLn2Lo;
+  float p = kExpPoly[0];
+  p = p * r + kExpPoly[1];
+  p = p * r + kExpPoly[2];
+  p = p * r + kExpPoly[3];
+  p = p * r + kExpPoly[4];
+  p = p * r + kExpPoly[5];
   const float y = p * r * r + r + 1.0f;
   int32_t bits;
   std::memcpy(&bits, &shifted, sizeof(bits));  // the low mantissa bits of `shifted` hold n
-  bits = (bits - 0x4B400000 + 127) << 23;      // 0x4B400000: the bits of kShifter
+  bits = (bits - 0x4B400000 + 127) << 23;      // 0x4B400000: the bits of kExpShifter
   // below -87 (and -inf) the scale becomes +0 by a mask, not a select: GCC 12 turns a select
   // (or a multiply by the comparison) into a branch, which stops the vectoriser
-  bits &= -static_cast<int32_t>(x >= -87.0f);
+  bits &= -static_cast<int32_t>(x >= kExpMin);
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return y * scale;

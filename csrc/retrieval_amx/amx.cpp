@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstring>
 #include <cstdlib>
-#include <limits>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
@@ -44,7 +43,6 @@ constexpr size_t kGroupBytes = size_t(16) << 20;
 // ~1 ms per 16 MB on a VM); above, it is released after the call.
 constexpr size_t kKeptWorkspaceFloats = size_t(16) << 20;
 constexpr size_t kMaxParts = 64;  // key ranges merged (threads)
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // The queries as B tiles in AMX's pair layout, tiles t, t + 1 (t even) interleaved by chunk:
 // tile (t, c) at (((t / 2) * chunks + c) * 2 + t % 2) * kTile, row `pair` holding the dwords

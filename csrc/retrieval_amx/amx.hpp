@@ -11,8 +11,9 @@
 // so the weighted sum keeps float32-level accuracy too, at twice the P V tile work.
 //
 // Layout (tiles of 16 rows x 64 bytes, all eight configured alike):
-//   S^T = K Q^T:  A = 16 key rows x 32 d, read straight from K (row stride d); B = the queries
-//                 packed once per call in AMX's pair layout ([d/2][16 queries][2]). The logits
+//   S^T = K Q^T:  A = 16 key rows x 32 d, the keys copied per block of 128 into contiguous 1 KB
+//                 tiles; B = the queries packed once per call in AMX's pair layout
+//                 ([d/2][16 queries][2]). The logits
 //                 come out key-major ([key][16 queries]), so the online softmax of a block is
 //                 vertical (a max and an exp per key row of 16 queries, no horizontal step).
 //   O += P V:     A = P [16 queries][32 keys] (the key-major weights transposed, 16x16 dwords

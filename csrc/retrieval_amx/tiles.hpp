@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "retrieval/softmax.hpp"  // the exp polynomial's constants, kNegInf
+
 #define MNEMONIX_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 
 namespace mnemonix {
@@ -64,22 +66,22 @@ MNEMONIX_TARGET_AMX inline void storeAccumulators(float* c) {
 // exp(x) for x <= 0 on 16 lanes (the Cephes polynomial of softmax.hpp's expNonPositive), 0 for
 // x < -87 and for -inf.
 MNEMONIX_TARGET_AMX inline __m512 exp16(__m512 x) {
-  const __m512 xc = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  const __m512 shifter = _mm512_set1_ps(12582912.0f);
-  const __m512 shifted = _mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), shifter);
+  const __m512 xc = _mm512_max_ps(x, _mm512_set1_ps(kExpMin));
+  const __m512 shifter = _mm512_set1_ps(kExpShifter);
+  const __m512 shifted = _mm512_fmadd_ps(xc, _mm512_set1_ps(kExpLog2e), shifter);
   const __m512 n = _mm512_sub_ps(shifted, shifter);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-  r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kExpLn2Hi), xc);
+  r = _mm512_fmadd_ps(n, _mm512_set1_ps(kExpLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kExpPoly[0]);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPoly[1]));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPoly[2]));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPoly[3]));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPoly[4]));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPoly[5]));
   const __m512 y = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0f));
   __m512i bits = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(0x4B400000 - 127));
   bits = _mm512_slli_epi32(bits, 23);
-  const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+  const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(kExpMin), _CMP_GE_OQ);
   return _mm512_maskz_mul_ps(live, y, _mm512_castsi512_ps(bits));
 }
 
