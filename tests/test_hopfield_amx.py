@@ -104,6 +104,27 @@ def test_the_kernel_at_slices_groups_and_edges(b, n, d, dv):
     assert torch.equal(again, out)
 
 
+@settings(max_examples=40 if HAS_AMX else 3, deadline=None)
+@given(steps=st.lists(st.floats(-30.0, 30.0), min_size=2, max_size=6), b=st.integers(1, 40),
+       dv=st.none() | st.integers(1, 40), threads=st.integers(1, 3), seed=st.integers(0, 2**31 - 1))
+def test_a_max_that_climbs_or_falls_block_by_block(steps, b, dv, threads, seed):
+    """Each 128-key block's logits sit at their own level, moving by ``steps`` from block to
+    block: by less than the kernel's slack (the reference max stays, weights above 1) and by
+    more (it moves and the running out is rescaled), both ways."""
+    if not HAS_AMX:
+        return _refused()
+    q, k, v = _operands(b, 128 * len(steps), 16, dv, 0.3, seed)
+    levels = torch.tensor(steps).cumsum(0).repeat_interleave(128)
+    k[:, 0] = (levels + torch.rand(levels.shape[0], generator=torch.Generator().manual_seed(seed))).bfloat16()
+    q[:, 0] = 1.0
+    out, lse = _kernel(q, k, v, 1.0, threads)
+    ref_out, ref_lse = reference.hopfield_retrieve(q.double(), k.double(), None if v is None else v.double(),
+                                                   beta=1.0, return_lse=True)
+    out_bound, lse_bound = _bounds(q, k, v, 1.0)
+    assert ((out.double() - ref_out).abs() <= out_bound).all()
+    assert ((lse.double() - ref_lse).abs() <= lse_bound).all()
+
+
 @settings(max_examples=15, deadline=None)
 @given(b=st.integers(2, 40), n=st.integers(1, 300), d=st.integers(1, 70), seed=st.integers(0, 2**31 - 1))
 def test_each_querys_bits_do_not_depend_on_the_batch(b, n, d, seed):

@@ -63,8 +63,8 @@ MNEMONIX_TARGET_AMX inline void storeAccumulators(float* c) {
   _tile_stored(3, c + 3 * kCTile, 64);
 }
 
-// exp(x) for x <= 0 on 16 lanes (the Cephes polynomial of softmax.hpp's expNonPositive), 0 for
-// x < -87 and for -inf.
+// exp(x) for x <= 88 on 16 lanes (the Cephes polynomial of softmax.hpp's expNonPositive; the
+// kernel's weights take x <= kMaxSlack), 0 for x < -87 and for -inf.
 MNEMONIX_TARGET_AMX inline __m512 exp16(__m512 x) {
   const __m512 xc = _mm512_max_ps(x, _mm512_set1_ps(kExpMin));
   const __m512 shifter = _mm512_set1_ps(kExpShifter);
