@@ -218,15 +218,20 @@ def test_the_policy_takes_amx_only_where_it_runs_and_its_limits_say():
     limits.update(amx_min_batch_bfloat16=32, amx_max_batch_bfloat16=64, amx_wide_dim_bfloat16=1024,
                   amx_wide_min_batch_bfloat16=64, amx_wide_max_batch_bfloat16=256,
                   amx_min_batch_large_bfloat16=8, amx_large_min_bytes_bfloat16=128 << 20,
-                  amx_min_batch_small_bfloat16=4, amx_small_max_bytes_bfloat16=1 << 20)
+                  amx_min_batch_small_bfloat16=4, amx_small_max_bytes_bfloat16=1 << 20,
+                  amx_stream_max_batch_bfloat16=512, amx_stream_min_bytes_bfloat16=16 << 20)
     first = {(b, n, d): hop._cpu_half_order(b, n, d, "bfloat16", limits)[0] == "amx"
-             for b in (2, 4, 8, 16, 32, 64, 100, 256, 512) for d in (128, 1024) for n in (1_000, 10_000, 1_000_000)}
+             for b in (2, 4, 8, 16, 32, 64, 100, 256, 512, 1024) for d in (128, 1024)
+             for n in (1_000, 10_000, 1_000_000)}
 
     def low(n, d):
         size = n * d * 2
         return 8 if size >= 128 << 20 else 4 if size < 1 << 20 else 32 if d < 1024 else 64
 
-    expected = {(b, n, d): HAS_AMX and low(n, d) <= b <= (64 if d < 1024 else 256) for b, n, d in first}
+    def high(n, d):
+        return 512 if n * d * 2 >= 16 << 20 else 64 if d < 1024 else 256
+
+    expected = {(b, n, d): HAS_AMX and low(n, d) <= b <= high(n, d) for b, n, d in first}
     assert first == expected
     assert hop._cpu_half_order(64, 10_000, 1024, "float16", limits)[0] != "amx"  # bfloat16 only
     limits.update(amx_min_batch_bfloat16=0, amx_wide_min_batch_bfloat16=0)   # 0: never, on any store

@@ -142,7 +142,9 @@ DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
                               # ... and from this batch on keys of amx_large_min_bytes or more
                               "amx_min_batch_large_bfloat16": 0, "amx_large_min_bytes_bfloat16": 0,
                               # ... and from this batch on keys under amx_small_max_bytes
-                              "amx_min_batch_small_bfloat16": 0, "amx_small_max_bytes_bfloat16": 0},
+                              "amx_min_batch_small_bfloat16": 0, "amx_small_max_bytes_bfloat16": 0,
+                              # ... and up to this batch on keys of amx_stream_min_bytes or more
+                              "amx_stream_max_batch_bfloat16": 0, "amx_stream_min_bytes_bfloat16": 0},
         "salience_topk": {"cpp_max_batch": 64, "cpp_max_work": 1 << 18, "narrow_dim": 32,
                           "cpp_max_batch_narrow": 256, "gemm_chunk_scores": 384 << 10},
     },
@@ -275,6 +277,15 @@ CPU_PROFILES: tuple[tuple[str, dict[str, dict[str, int]]], ...] = (
                               # d = 32..128 0.73-1.02x), where larger stores tied or lost at B = 8
                               # (N = 1e4, d = 1,024: 1.06x; N = 1e5, d = 128: 1.01x)
                               "amx_min_batch_small_bfloat16": 8, "amx_small_max_bytes_bfloat16": 4 << 20,
+                              # ... and up to B = 512 on keys of 16 MiB or more, once the running out
+                              # was rescaled only when a max moved by more than 8: there torch's
+                              # flash kernel re-reads the keys for every block of 64 queries (N = 1e5,
+                              # B = 256: d = 128 0.65-0.93x, d = 256 0.59, d = 512 0.51; N = 1e6,
+                              # d = 32..128, B = 256 0.66-0.87; B = 512 0.60-0.95 from 24 MiB; N = 1e4,
+                              # d = 1,024, B = 512 0.81), where B = 512 on 12 MiB lost (1.12x), B = 256
+                              # on 10 MiB tied (1.04) and B = 1,024 lost even on 244 MiB (1.15-1.28;
+                              # bench/NOTES.md, "AMX: conditional rescaling, a band for large stores")
+                              "amx_stream_max_batch_bfloat16": 512, "amx_stream_min_bytes_bfloat16": 16 << 20,
                               # float32 keys wider than 256 on stores that stream: the lanes up to
                               # B = 32 (cpp_max_batch_large_store), at 0.43-0.93x the time of the
                               # policy's choice before (flash or GEMM) at 12 shapes, N = 3,000..1e5,

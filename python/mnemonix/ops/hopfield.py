@@ -301,8 +301,9 @@ def _amx_first(b: int, n: int, d: int, limits: dict[str, int]) -> bool:
     """Whether a bfloat16 call goes to the AMX kernel: B in amx_min_batch..amx_max_batch
     (amx_wide_min_batch..amx_wide_max_batch for keys amx_wide_dim wide or wider; from
     amx_min_batch_large on keys of amx_large_min_bytes or more, from amx_min_batch_small on keys
-    under amx_small_max_bytes), where this CPU has the tiles (the policy never names a backend
-    that cannot run here: the fast path takes its first choice as is)."""
+    under amx_small_max_bytes, up to amx_stream_max_batch on keys of amx_stream_min_bytes or
+    more), where this CPU has the tiles (the policy never names a backend that cannot run here:
+    the fast path takes its first choice as is)."""
     wide = d >= limits["amx_wide_dim_bfloat16"]
     low = limits["amx_wide_min_batch_bfloat16" if wide else "amx_min_batch_bfloat16"]
     high = limits["amx_wide_max_batch_bfloat16" if wide else "amx_max_batch_bfloat16"]
@@ -311,6 +312,8 @@ def _amx_first(b: int, n: int, d: int, limits: dict[str, int]) -> bool:
         low = min(low, limits["amx_min_batch_large_bfloat16"])
     if low and limits["amx_min_batch_small_bfloat16"] and size < limits["amx_small_max_bytes_bfloat16"]:
         low = min(low, limits["amx_min_batch_small_bfloat16"])
+    if size >= limits["amx_stream_min_bytes_bfloat16"]:
+        high = max(high, limits["amx_stream_max_batch_bfloat16"])
     return 0 < low <= b <= high and hopfield_amx.available()
 
 
