@@ -125,6 +125,28 @@ def test_a_max_that_climbs_or_falls_block_by_block(steps, b, dv, threads, seed):
     assert ((lse.double() - ref_lse).abs() <= lse_bound).all()
 
 
+@settings(max_examples=30 if HAS_AMX else 3, deadline=None)
+@given(steps=st.lists(st.floats(0.0, 7.0), min_size=2, max_size=6), exponent=st.integers(20, 35),
+       b=st.integers(1, 20), seed=st.integers(0, 2**31 - 1))
+def test_huge_values_keep_the_range_they_had_before_the_slack(steps, exponent, b, seed):
+    """Values up to 1e35 with logits that climb by less than the slack: weights of up to e^8 a
+    key would take the running out past float32 (sum p |v| up to N e^8 |v|), so the kernel
+    moves the reference max there as it did before (p <= 1) and out stays finite and right."""
+    if not HAS_AMX:
+        return _refused()
+    q, k, v = _operands(b, 128 * len(steps), 16, 8, 0.3, seed)
+    v = (v.float() * 10.0 ** exponent).bfloat16()
+    levels = torch.tensor(steps).cumsum(0).repeat_interleave(128)
+    k[:, 0] = levels.bfloat16()
+    q[:, 0] = 1.0
+    out, lse = _kernel(q, k, v, 1.0, 1)
+    ref_out, ref_lse = reference.hopfield_retrieve(q.double(), k.double(), v.double(), beta=1.0, return_lse=True)
+    out_bound, lse_bound = _bounds(q, k, v, 1.0)
+    assert torch.isfinite(out).all()
+    assert ((out.double() - ref_out).abs() <= out_bound).all()
+    assert ((lse.double() - ref_lse).abs() <= lse_bound).all()
+
+
 @settings(max_examples=15, deadline=None)
 @given(b=st.integers(2, 40), n=st.integers(1, 300), d=st.integers(1, 70), seed=st.integers(0, 2**31 - 1))
 def test_each_querys_bits_do_not_depend_on_the_batch(b, n, d, seed):

@@ -47,6 +47,14 @@ constexpr size_t kMaxParts = 64;  // key ranges merged (threads)
 // running out is rescaled): FlashAttention-4's conditional rescaling. Weights then reach
 // e^8 ~ 3e3 (float32 holds them and their sums; the bfloat16 split P_hi + P_lo is relative).
 constexpr float kMaxSlack = 8.0f;
+constexpr float kMaxWeight = 2981.0f;  // > e^kMaxSlack (2980.96)
+constexpr float kMaxSum = 0x1p124f;    // a running out below this, a factor 16 short of float32's max
+
+float bitsToFloat(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
 
 // The queries as B tiles in AMX's pair layout, tiles t, t + 1 (t even) interleaved by chunk:
 // tile (t, c) at (((t / 2) * chunks + c) * 2 + t % 2) * kTile, row `pair` holding the dwords
@@ -85,6 +93,7 @@ struct Scan {
   size_t tiles, chunks, dvTiles, groupTiles;
   const uint16_t* qPacked;
   Workspace& w;
+  uint32_t valueBits = 0;  // the largest |value| packed so far, as bfloat16 magnitude bits
 };
 
 // Packs keys [k0, k0 + count) of K as A tiles (1 KB, contiguous; zeros past count and d): key
@@ -113,6 +122,8 @@ MNEMONIX_TARGET_AMX void packKeys(Scan& s, size_t k0, size_t count) {
 MNEMONIX_TARGET_AMX void packValues(Scan& s, size_t k0, size_t count) {
   const size_t dv = s.p.dv;
   uint16_t* dst = s.w.values.data();
+  __m512i top = _mm512_setzero_si512();  // magnitude bits: a NaN's pass an infinity's
+  const __m512i magnitude = _mm512_set1_epi32(0x7fff);
   for (size_t c = 0; c < kChunks; ++c) {
     for (size_t tile = 0; tile < s.dvTiles; ++tile) {
       const size_t col = tile * kRows;
@@ -123,9 +134,11 @@ MNEMONIX_TARGET_AMX void packValues(Scan& s, size_t k0, size_t count) {
         const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m0, s.p.v + (k0 + j0) * dv + col));
         const __m512i hi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m1, s.p.v + (k0 + j0 + 1) * dv + col));
         _mm512_storeu_si512(dst, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        top = _mm512_max_epu32(top, _mm512_max_epu32(_mm512_and_si512(lo, magnitude), _mm512_and_si512(hi, magnitude)));
       }
     }
   }
+  s.valueBits = std::max<uint32_t>(s.valueBits, _mm512_reduce_max_epu32(top));
 }
 
 // The logits of a query tile t alone (slot u of the group): C tiles 0-3 = key groups g..g + 3,
@@ -245,8 +258,15 @@ MNEMONIX_TARGET_AMX bool blockWeights(Scan& s, size_t t, size_t u, size_t count)
   // The reference max m moves only when the block's max passes it by more than kMaxSlack: the
   // weights exp(x - m) stay below e^kMaxSlack, and past the first blocks a tile's running out is
   // seldom rescaled (a pass over it per block: N = 1e4, d = 1,024, B = 256 spent 13% there).
-  const __mmask16 grow = _mm512_cmp_ps_mask(top, _mm512_add_ps(mOld, _mm512_set1_ps(kMaxSlack)), _CMP_GT_OQ);
-  const __m512 mNew = _mm512_mask_mov_ps(mOld, grow, top);
+  // It moves as before where the sums could otherwise pass kMaxSum: the running out is at most
+  // l * max |v|, and l grows by up to e^kMaxSlack a key (values near float32's limit keep the
+  // range they had with p <= 1).
+  const __m512 valueMax = _mm512_set1_ps(bitsToFloat(s.valueBits << 16));
+  const __m512 lBound = _mm512_add_ps(_mm512_loadu_ps(s.w.l.data() + t * kRows),
+                                      _mm512_set1_ps(static_cast<float>(count) * kMaxWeight));
+  const __mmask16 eager = _mm512_cmp_ps_mask(_mm512_mul_ps(lBound, valueMax), _mm512_set1_ps(kMaxSum), _CMP_GE_OQ);
+  const __mmask16 grow = _mm512_cmp_ps_mask(top, _mm512_add_ps(mOld, _mm512_set1_ps(kMaxSlack)), _CMP_GT_OQ) | eager;
+  const __m512 mNew = _mm512_mask_mov_ps(mOld, grow, _mm512_max_ps(top, mOld));
   // a query with no finite logit yet keeps weight 0 (exp(x - mNew) would be NaN at mNew = -inf)
   const __mmask16 live = _mm512_cmp_ps_mask(mNew, _mm512_set1_ps(kNegInf), _CMP_NEQ_OQ);
   const __m512 alpha = exp16(_mm512_maskz_sub_ps(live, mOld, mNew));
