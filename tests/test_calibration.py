@@ -12,12 +12,14 @@ import torch
 from mnemonix import calibration
 from mnemonix._io import FormatError
 from mnemonix.backends import hopfield as hb
+from mnemonix.backends import hopfield_amx
 from mnemonix.benchmark import calibrate
 from mnemonix.cli import main
 from mnemonix.ops import hopfield as hops
 from mnemonix.ops import salience as salience_op
 
 HAS_CPP = hb._core_retrieval() is not None
+HAS_AMX = hopfield_amx.available()
 
 
 @pytest.fixture
@@ -184,10 +186,26 @@ def test_crossover_rule(wins, expected):
     assert calibrate.crossover([{"B": 1, "sdpa_p20": 1.0}], "cpp", ("sdpa",)) is None
 
 
+@pytest.mark.parametrize("wins, expected", [
+    ([False, True, True, False, False], (2, 4)),
+    ([True, True, True, True, True], (1, 16)),
+    ([False, False, False, False, False], (0, 0)),
+    ([False, True, False, True, True], (2, 16)),  # one noisy loss inside the band
+    ([True, False, False, False, False], (1, 1)),
+    ([False, True, False, False, True], (2, 2)),  # two bands as good: the lowest
+])
+def test_interval_rule(wins, expected):
+    rows = [{"B": b, "amx_p20": 1.0 if won else 3.0, "sdpa_p20": 2.0, "cpp_p20": 2.5}
+            for b, won in zip((1, 2, 4, 8, 16), wins)]
+    assert calibrate.interval(rows, "amx", ("sdpa", "cpp")) == expected
+    assert calibrate.interval([{"B": 1, "sdpa_p20": 1.0}], "amx", ("sdpa",)) is None
+
+
 def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
     # salience batches past cpp_max_batch (64): the ones the fit places
     doc = calibrate.calibrate(torch.device("cpu"), stores={"small": (2048, 64)}, batches=(1, 2), repeat=3,
-                              budget_s=0.5, report=lambda s: None, salience_shapes=((72, 64, 40), (80, 300, 40)))
+                              budget_s=0.5, report=lambda s: None, salience_shapes=((72, 64, 40), (80, 300, 40)),
+                              amx_store=(2048, 64), amx_batches=(16, 1))
     path = calibrate.write(doc, clean / "out" / "cal.json")
     data = json.loads(path.read_text())
     calibration.validate(data)
@@ -195,6 +213,16 @@ def test_calibrate_tiny_writes_a_valid_file_the_policy_uses(clean, monkeypatch):
     rows = data["measurements"]["hopfield_retrieve"]["small"]["rows"]
     assert [r["B"] for r in rows] == [1, 2] and all(r["sdpa_p20"] > 0 and r["gemm_p20"] > 0 for r in rows)
     assert "hopfield_retrieve.cpp_max_batch_large_store" in data["not_measured"]  # no large store swept
+    assert "keeps the shipped value" in data["not_measured"]["hopfield_retrieve.amx_wide_dim_bfloat16"]
+    if HAS_AMX:  # the AMX band from a bfloat16 sweep of amx against sdpa and cpp
+        amx = data["measurements"]["hopfield_retrieve"]["amx"]
+        assert amx["dtype"] == "bfloat16" and amx["key_bytes"] == 2048 * 64 * 2
+        assert [r["B"] for r in amx["rows"]] == [16, 1] and all(r["amx_p20"] > 0 for r in amx["rows"])
+        band = [data["thresholds"]["hopfield_retrieve"][f"amx_{end}_batch_bfloat16"] for end in ("min", "max")]
+        assert band in ([0, 0], [1, 1], [16, 16], [1, 16])
+    else:
+        assert "no AMX" in data["not_measured"]["hopfield_retrieve.amx_min_batch_bfloat16"]
+        assert "amx" not in data["measurements"]["hopfield_retrieve"]
     swept = data["measurements"]["salience_topk"]["rows"]
     assert [r["work"] for r in swept] == [72 * 64 * 40, 80 * 300 * 40] and all(r["gemm_p20"] > 0 for r in swept)
     monkeypatch.setenv(calibration.ENV, str(path))
@@ -291,8 +319,9 @@ def test_cli_calibrate(clean, capsys):
     data = json.loads(out.read_text())
     if HAS_CPP:
         found = set(data["thresholds"]["hopfield_retrieve"])
-        assert {"cpp_max_batch", "cpp_max_batch_large_store"} <= found <= {"cpp_max_batch", "cpp_max_batch_large_store",
-                                                                          "gemm_max_batch"}
+        amx = {"amx_min_batch_bfloat16", "amx_max_batch_bfloat16"} if HAS_AMX else set()
+        assert {"cpp_max_batch", "cpp_max_batch_large_store"} | amx <= found <= {
+            "cpp_max_batch", "cpp_max_batch_large_store", "gemm_max_batch"} | amx
         assert [r["N"] for r in data["measurements"]["salience_topk"]["rows"]] == [125, 500, 125, 500]
         assert "salience_topk.cpp_max_work" in text
     assert main(["bench", "calibrate", "--small-store", "12"]) == 2

@@ -25,7 +25,12 @@ splits the queries),
 widths) are not
 measured (two store sizes of d = 64 and 128 cannot place them) and keep their shipped values
 (:func:`mnemonix.calibration.shipped`), as do the 16-bit policy's (``cpp_*_float16``,
-``cpp_*_bfloat16``, ``amx_*_bfloat16``: the sweep times float32 keys). ``salience_topk`` on the CPU
+``cpp_*_bfloat16``: the sweep times float32 keys). Where the CPU has AMX bfloat16 tiles a third
+sweep times the forced ``amx``, ``sdpa`` and ``cpp`` backends on bfloat16 keys of 10 MB
+(:data:`AMX_STORE`, between the small- and large-store bands) and places the AMX band,
+``amx_min_batch_bfloat16`` .. ``amx_max_batch_bfloat16``, as the swept interval of batches that
+best explains where ``amx`` wins (:func:`interval`); its other bands (``amx_wide_*``,
+``amx_*_large``, ``amx_*_small``, ``amx_stream_*``) keep their shipped values. ``salience_topk`` on the CPU
 sends calls of at most ``cpp_max_work``
 screened multiply-adds (B x N x d) to the exact C++ recall and larger ones to the same recall
 fed by torch's GEMM (``gemm``), except batches of at most ``cpp_max_batch`` queries (not
@@ -52,6 +57,7 @@ import torch
 
 from mnemonix import _io, calibration, ops
 from mnemonix.backends import hopfield as hb
+from mnemonix.backends import hopfield_amx
 from mnemonix.backends.salience_cpp import core_salience
 from mnemonix.benchmark import environment
 from mnemonix.benchmark.timing import measure
@@ -62,6 +68,14 @@ from mnemonix.ops import salience as salience_op
 DEFAULT_STORES = {"small": (8_000, 64), "large": (300_000, 128)}
 DEFAULT_BATCHES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
 OP = "hopfield_retrieve"
+# (N, d) of the bfloat16 keys the AMX band is placed on (10 MB: past the Xeon profile's small-store
+# band, under its stream band), and the batches swept there
+AMX_STORE = (40_000, 128)
+AMX_BATCHES = (4, 8, 16, 32, 64, 128, 256)
+_AMX_BAND = ("amx_min_batch_bfloat16", "amx_max_batch_bfloat16")
+_AMX_SHIPPED = ("amx_wide_dim_bfloat16", "amx_wide_min_batch_bfloat16", "amx_wide_max_batch_bfloat16",
+                "amx_min_batch_large_bfloat16", "amx_large_min_bytes_bfloat16", "amx_min_batch_small_bfloat16",
+                "amx_small_max_bytes_bfloat16", "amx_stream_max_batch_bfloat16", "amx_stream_min_bytes_bfloat16")
 
 
 def _capable(device: torch.device, names: Sequence[str], keys: torch.Tensor, queries: torch.Tensor) -> list[str]:
@@ -70,15 +84,18 @@ def _capable(device: torch.device, names: Sequence[str], keys: torch.Tensor, que
 
 
 def sweep(n: int, d: int, batches: Sequence[int], device: torch.device, *, repeat: int = 7,
-          budget_s: float = 3.0) -> dict[str, Any]:
-    """p20 and p50 (seconds) of each capable backend of ``hopfield_retrieve`` at every batch size."""
+          budget_s: float = 3.0, dtype: torch.dtype = torch.float32,
+          wanted: Sequence[str] | None = None) -> dict[str, Any]:
+    """p20 and p50 (seconds) of each capable backend of ``hopfield_retrieve`` (of ``wanted``;
+    default: the device's float32 candidates) at every batch size, on operands of ``dtype``."""
     gen = torch.Generator(device=device).manual_seed(n + d)
-    keys = torch.rand(n, d, generator=gen, device=device) * 2 - 1
+    keys = (torch.rand(n, d, generator=gen, device=device) * 2 - 1).to(dtype)
     beta = 1.0 / math.sqrt(d)
-    wanted = ("triton", "torch") if device.type == "cuda" else ("cpp", "gemm", "sdpa")
+    if wanted is None:
+        wanted = ("triton", "torch") if device.type == "cuda" else ("cpp", "gemm", "sdpa")
     rows = []
     for b in batches:
-        queries = torch.rand(b, d, generator=gen, device=device) * 2 - 1
+        queries = (torch.rand(b, d, generator=gen, device=device) * 2 - 1).to(dtype)
         names = _capable(device, wanted, keys, queries)
         candidates: dict[str, Callable[[], object]] = {
             name: (lambda name=name, q=queries: ops.hopfield_retrieve(q, keys, beta=beta, backend=name))
@@ -86,7 +103,8 @@ def sweep(n: int, d: int, batches: Sequence[int], device: torch.device, *, repea
         timings = measure(candidates, device, repeat=repeat, budget_s=budget_s)
         rows.append({"B": b, **{f"{name}_p20": t.p20 for name, t in timings.items()},
                      **{f"{name}_p50": t.p50 for name, t in timings.items()}})
-    return {"N": n, "d": d, "key_bytes": n * d * 4, "backends": list(wanted), "rows": rows}
+    return {"N": n, "d": d, "key_bytes": n * d * keys.element_size(), "dtype": str(dtype).removeprefix("torch."),
+            "backends": list(wanted), "rows": rows}
 
 
 # The lane sweep's extension: batches x4 while B <= LANE_SWEEP_MAX_BATCH and B x N x d <=
@@ -110,8 +128,12 @@ def _extend_lane_sweep(measured: dict[str, Any], device: torch.device, *, repeat
                 break
             row = sweep(store["N"], store["d"], [b], device, repeat=repeat, budget_s=budget_s)["rows"][0]
             store["rows"].append(row)
-            times = "  ".join(f"{k[:-4]} {v * 1e3:.3g} ms" for k, v in row.items() if k.endswith("_p20"))
-            report(f"    B={b} (the lanes led at B={last['B']}): {times}")
+            report(f"    B={b} (the lanes led at B={last['B']}): {_times(row)}")
+
+
+def _times(row: dict[str, Any]) -> str:
+    """A swept row's p20 times, one ``name 1.23 ms`` per backend."""
+    return "  ".join(f"{k[:-4]} {v * 1e3:.3g} ms" for k, v in row.items() if k.endswith("_p20"))
 
 
 def _leads(row: dict[str, Any], fast: str, others: Sequence[str]) -> bool | None:
@@ -138,6 +160,24 @@ def crossover(rows: list[dict[str, Any]], fast: str, others: Sequence[str], key:
         errors = won[: i + 1].count(False) + won[i + 1:].count(True)
         if errors < best_errors:
             best, best_errors = row[key], errors
+    return best
+
+
+def interval(rows: list[dict[str, Any]], fast: str, others: Sequence[str], key: str = "B") -> tuple[int, int] | None:
+    """The band (low, high) of swept ``key`` values that best explains where ``fast`` beats every
+    other backend (p20): fewest swept points that disagree with "``fast`` wins iff low <= ``key``
+    <= high" (a step fit on both sides; ties take the lowest, then narrowest band). (0, 0) when
+    no band beats "never"; None when ``fast`` was not measured."""
+    ordered = sorted(rows, key=lambda r: r[key])
+    won = [_leads(row, fast, others) for row in ordered]
+    if None in won:
+        return None
+    best, best_errors = (0, 0), sum(won)  # never: every win disagrees
+    for i in range(len(ordered)):
+        for j in range(i, len(ordered)):
+            errors = won[:i].count(True) + won[i:j + 1].count(False) + won[j + 1:].count(True)
+            if errors < best_errors:
+                best, best_errors = (ordered[i][key], ordered[j][key]), errors
     return best
 
 
@@ -170,7 +210,8 @@ def salience_sweep(device: torch.device, shapes: Sequence[tuple[int, int, int]] 
 def calibrate(device: torch.device, *, stores: dict[str, tuple[int, int]] | None = None,
               batches: Sequence[int] = DEFAULT_BATCHES, repeat: int = 7, budget_s: float = 3.0,
               report: Callable[[str], None] = print,
-              salience_shapes: Sequence[tuple[int, int, int]] = SALIENCE_SHAPES) -> dict[str, Any]:
+              salience_shapes: Sequence[tuple[int, int, int]] = SALIENCE_SHAPES,
+              amx_store: tuple[int, int] = AMX_STORE, amx_batches: Sequence[int] = AMX_BATCHES) -> dict[str, Any]:
     """Measure the sweeps and return the calibration document (not written)."""
     stores = dict(stores or DEFAULT_STORES)
     env = environment.record(device)
@@ -179,8 +220,7 @@ def calibrate(device: torch.device, *, stores: dict[str, tuple[int, int]] | None
         report(f"  {OP} {label} store N={n} d={d} ({n * d * 4 / 2**20:.1f} MB), B in {list(batches)}")
         measured[label] = sweep(n, d, batches, device, repeat=repeat, budget_s=budget_s)
         for row in measured[label]["rows"]:
-            times = "  ".join(f"{k[:-4]} {v * 1e3:.3g} ms" for k, v in row.items() if k.endswith("_p20"))
-            report(f"    B={row['B']}: {times}")
+            report(f"    B={row['B']}: {_times(row)}")
     found: dict[str, int] = {}
     skipped: dict[str, str] = {}
     thresholds: dict[str, dict[str, int]] = {}
@@ -188,6 +228,11 @@ def calibrate(device: torch.device, *, stores: dict[str, tuple[int, int]] | None
     if device.type == "cpu":
         _extend_lane_sweep(measured, device, repeat=repeat, budget_s=budget_s, report=report)
         found, skipped = _cpu_thresholds(measured)
+        amx_found, amx_skipped, amx_measured = _amx_band(device, amx_store, amx_batches, repeat, budget_s, report)
+        found.update(amx_found)
+        skipped.update(amx_skipped)
+        if amx_measured is not None:
+            measured["amx"] = amx_measured
         thresholds, measurements["salience_topk"] = _salience_threshold(device, salience_shapes, repeat, budget_s,
                                                                         report)
     if found:
@@ -217,6 +262,28 @@ def _salience_threshold(device: torch.device, shapes: Sequence[tuple[int, int, i
     value = crossover([r for r in swept["rows"] if not salience_op.cpp_by_batch(r["B"], r["d"], limits)], "cpp",
                       ("gemm",), key="work")
     return ({"salience_topk": {"cpp_max_work": value}} if value is not None else {}), swept
+
+
+def _amx_band(device: torch.device, store: tuple[int, int], batches: Sequence[int], repeat: int, budget_s: float,
+              report: Callable[[str], None]) -> tuple[dict[str, int], dict[str, str], dict[str, Any] | None]:
+    """The AMX band (``amx_min_batch_bfloat16``, ``amx_max_batch_bfloat16``) from a bfloat16 sweep
+    of ``amx`` against ``sdpa`` and ``cpp``, why the other AMX thresholds keep their shipped
+    values, and the sweep (None where the CPU has no AMX tiles: then nothing is swept)."""
+    skipped = {name: "not measured (one bfloat16 store of d = 128 places the main band only): keeps the shipped value"
+               for name in _AMX_SHIPPED}
+    if not hopfield_amx.available():
+        why = "this CPU has no AMX bfloat16 tiles (or MNEMONIX_AMX=0): the band keeps its shipped value"
+        return {}, {**skipped, **dict.fromkeys(_AMX_BAND, why)}, None
+    n, d = store
+    report(f"  {OP} bfloat16 on AMX: N={n} d={d} ({n * d * 2 / 2**20:.1f} MB), B in {list(batches)}")
+    swept = sweep(n, d, batches, device, repeat=repeat, budget_s=budget_s, dtype=torch.bfloat16,
+                  wanted=("amx", "sdpa", "cpp"))
+    for row in swept["rows"]:
+        report(f"    B={row['B']}: {_times(row)}")
+    band = interval(swept["rows"], "amx", ("sdpa", "cpp"))
+    if band is None:
+        return {}, {**skipped, **dict.fromkeys(_AMX_BAND, "the AMX kernel was not timed")}, swept
+    return dict(zip(_AMX_BAND, band)), skipped, swept
 
 
 def _cpu_thresholds(measured: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
