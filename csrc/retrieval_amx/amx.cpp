@@ -222,15 +222,20 @@ MNEMONIX_TARGET_AMX void blockLogits(Scan& s, size_t t0, size_t t1) {
 // as the A tiles P_hi, P_lo (query-major, 32 keys a row): pairs of keys interleaved into dwords,
 // then a 16 x 16 dword transpose.
 MNEMONIX_TARGET_AMX void storeWeightTiles(const __m512* w, uint16_t* hiTile, uint16_t* loTile) {
+  // word 2 q + e of a pair's dword row = word q (e = 0: the even key) or 16 + q (the odd key) of
+  // the two keys' 16 + 16 bfloat16 weights
+  alignas(64) static constexpr uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                                            8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i interleave = _mm512_load_si512(kInterleave);
   __m512i hi[16], lo[16];
   for (size_t pair = 0; pair < kRows; ++pair) {
-    __m512i h[2], r[2];
-    for (size_t e = 0; e < 2; ++e) {
-      h[e] = bf16Bits(w[2 * pair + e]);
-      r[e] = bf16Bits(_mm512_sub_ps(w[2 * pair + e], _mm512_castsi512_ps(_mm512_slli_epi32(h[e], 16))));
-    }
-    hi[pair] = _mm512_or_si512(h[0], _mm512_slli_epi32(h[1], 16));
-    lo[pair] = _mm512_or_si512(r[0], _mm512_slli_epi32(r[1], 16));
+    const __m512 w0 = w[2 * pair], w1 = w[2 * pair + 1];
+    const __m512i h = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(w1, w0));  // to nearest even
+    const __m512 h0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
+    const __m512 h1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
+    const __m512i l = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(_mm512_sub_ps(w1, h1), _mm512_sub_ps(w0, h0)));
+    hi[pair] = _mm512_permutexvar_epi16(interleave, h);
+    lo[pair] = _mm512_permutexvar_epi16(interleave, l);
   }
   transpose16(hi);
   transpose16(lo);
@@ -491,6 +496,7 @@ bool available() {
     const bool avx512 = (b >> 16) & 1u, dq = (b >> 17) & 1u, bw = (b >> 30) & 1u, vl = (b >> 31) & 1u;
     const bool tile = (d >> 24) & 1u, bf16 = (d >> 22) & 1u;
     if (!(avx512 && dq && bw && vl && tile && bf16)) return false;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1u)) return false;  // AVX512_BF16 (the weights' split)
     constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;  // Linux: ask for the tile state
     return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
   }();

@@ -45,7 +45,8 @@ struct Problem {
   float* lse;
 };
 
-// True when this CPU has AMX tiles with bfloat16 dot products and the kernel asked Linux for
+// True when this CPU has AMX tiles with bfloat16 dot products (and AVX512-BF16, which every such
+// CPU has: the weights' split) and the kernel asked Linux for
 // the tile state (once per process); false on every other CPU, OS or build, and when the
 // environment variable MNEMONIX_AMX is "0".
 bool available();

@@ -11,7 +11,7 @@
 
 #include "retrieval/softmax.hpp"  // the exp polynomial's constants, kNegInf
 
-#define MNEMONIX_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
+#define MNEMONIX_TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")))
 
 namespace mnemonix {
 namespace retrieval {
